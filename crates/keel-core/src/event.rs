@@ -1,0 +1,197 @@
+//! The event log's records. A session's truth is its ordered list of events, numbered by
+//! `seq` from 1 with no gaps. Events are immutable; new kinds may be added in later versions,
+//! and an older keel that meets one refuses to guess (`EventDecodeError::UnknownType`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::AgentDef;
+use crate::id::{RunId, TenantId};
+use crate::message::{Message, Part, Role, Usage};
+use crate::time::Timestamp;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub at: Timestamp,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Stop,
+    Length,
+    ToolCalls,
+    ContentFilter,
+    Cancelled,
+    Error,
+}
+
+/// What happened. Intents (`ModelCalled`, `ToolCalled`) are logged before the side effect,
+/// results after it; recovery replays from the log and never repeats a logged result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventBody {
+    /// Always seq 1: who owns the session and the agent definition it pins.
+    SessionStarted {
+        tenant: TenantId,
+        agent: AgentDef,
+        #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+        metadata: serde_json::Map<String, serde_json::Value>,
+    },
+    /// The session moves to another version of its agent (between runs).
+    AgentUpgraded { agent: AgentDef },
+    /// A run takes its input; the input becomes part of the transcript.
+    RunStarted { run_id: RunId, input: Message },
+    /// Intent: step `step` asks the model (attempt counts retries of the same step).
+    ModelCalled { run_id: RunId, step: u32, attempt: u32 },
+    /// Result of the model call of `step`.
+    ModelReplied {
+        run_id: RunId,
+        step: u32,
+        message: Message,
+        usage: Usage,
+        finish: FinishReason,
+        /// `provider/model` that served it.
+        #[serde(default)]
+        model: String,
+        #[serde(default)]
+        latency_ms: u64,
+    },
+    /// The model call of `step` failed; `retryable` says whether another attempt may help.
+    ModelFailed { run_id: RunId, step: u32, attempt: u32, error: String, retryable: bool },
+    /// Intent: perform tool call `call_id`. External tools receive `idempotency_key`.
+    ToolCalled {
+        run_id: RunId,
+        call_id: String,
+        name: String,
+        arguments: serde_json::Value,
+        idempotency_key: String,
+    },
+    /// Result of tool call `call_id`.
+    ToolReturned { run_id: RunId, call_id: String, content: String, #[serde(default)] is_error: bool },
+    RunCompleted { run_id: RunId, output: String, usage: Usage },
+    RunFailed { run_id: RunId, code: String, error: String },
+    RunCancelled { run_id: RunId, reason: String },
+}
+
+/// The `type` names this version knows, for telling "newer keel" apart from "corrupt".
+pub const EVENT_TYPES: &[&str] = &[
+    "session_started",
+    "agent_upgraded",
+    "run_started",
+    "model_called",
+    "model_replied",
+    "model_failed",
+    "tool_called",
+    "tool_returned",
+    "run_completed",
+    "run_failed",
+    "run_cancelled",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventDecodeError {
+    #[error(
+        "event type {type_name:?} is not known to this keel version ({version}); it was written by a newer keel: upgrade keel to read this session"
+    )]
+    UnknownType { type_name: String, version: &'static str },
+    #[error("malformed event: {0}")]
+    Malformed(String),
+}
+
+impl EventBody {
+    /// Decodes the stored JSON form of an event body.
+    pub fn decode(json: &str) -> Result<EventBody, EventDecodeError> {
+        match serde_json::from_str::<EventBody>(json) {
+            Ok(body) => Ok(body),
+            Err(e) => {
+                #[derive(Deserialize)]
+                struct Tag {
+                    #[serde(rename = "type")]
+                    type_name: String,
+                }
+                match serde_json::from_str::<Tag>(json) {
+                    Ok(Tag { type_name }) if !EVENT_TYPES.contains(&type_name.as_str()) => {
+                        Err(EventDecodeError::UnknownType { type_name, version: env!("CARGO_PKG_VERSION") })
+                    }
+                    _ => Err(EventDecodeError::Malformed(e.to_string())),
+                }
+            }
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("event bodies always serialize")
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventBody::SessionStarted { .. } => "session_started",
+            EventBody::AgentUpgraded { .. } => "agent_upgraded",
+            EventBody::RunStarted { .. } => "run_started",
+            EventBody::ModelCalled { .. } => "model_called",
+            EventBody::ModelReplied { .. } => "model_replied",
+            EventBody::ModelFailed { .. } => "model_failed",
+            EventBody::ToolCalled { .. } => "tool_called",
+            EventBody::ToolReturned { .. } => "tool_returned",
+            EventBody::RunCompleted { .. } => "run_completed",
+            EventBody::RunFailed { .. } => "run_failed",
+            EventBody::RunCancelled { .. } => "run_cancelled",
+        }
+    }
+
+    /// The run this event belongs to, if any.
+    pub fn run_id(&self) -> Option<&RunId> {
+        match self {
+            EventBody::SessionStarted { .. } | EventBody::AgentUpgraded { .. } => None,
+            EventBody::RunStarted { run_id, .. }
+            | EventBody::ModelCalled { run_id, .. }
+            | EventBody::ModelReplied { run_id, .. }
+            | EventBody::ModelFailed { run_id, .. }
+            | EventBody::ToolCalled { run_id, .. }
+            | EventBody::ToolReturned { run_id, .. }
+            | EventBody::RunCompleted { run_id, .. }
+            | EventBody::RunFailed { run_id, .. }
+            | EventBody::RunCancelled { run_id, .. } => Some(run_id),
+        }
+    }
+
+    /// The transcript message this event contributes, if any: the user's input, the
+    /// model's reply, or a tool's result.
+    pub fn message(&self) -> Option<Message> {
+        match self {
+            EventBody::RunStarted { input, .. } => Some(input.clone()),
+            EventBody::ModelReplied { message, .. } => Some(message.clone()),
+            EventBody::ToolReturned { call_id, content, is_error, .. } => Some(Message {
+                role: Role::Tool,
+                parts: vec![Part::ToolResult { call_id: call_id.clone(), content: content.clone(), is_error: *is_error }],
+            }),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_event_type_is_told_apart_from_malformed() {
+        let newer = EventBody::decode(r#"{"type":"memory_recalled","run_id":"x"}"#).unwrap_err();
+        assert!(matches!(newer, EventDecodeError::UnknownType { ref type_name, .. } if type_name == "memory_recalled"));
+        assert!(newer.to_string().contains("newer keel"));
+        let broken = EventBody::decode(r#"{"type":"run_started"}"#).unwrap_err();
+        assert!(matches!(broken, EventDecodeError::Malformed(_)));
+        assert!(matches!(EventBody::decode("{not json"), Err(EventDecodeError::Malformed(_))));
+    }
+
+    #[test]
+    fn every_known_type_name_is_listed() {
+        let run_id = RunId::generate(1, 1);
+        let body = EventBody::RunCancelled { run_id, reason: "x".into() };
+        assert!(EVENT_TYPES.contains(&body.type_name()));
+        assert_eq!(EventBody::decode(&body.encode()).unwrap(), body);
+    }
+}

@@ -1,0 +1,20 @@
+//! keel's vocabulary and the sans-IO session core.
+//!
+//! Everything here is pure: no I/O, no clock, no randomness. Time and ids come in as
+//! values. A session's state is `fold(apply, snapshot_or_empty, events)` and what to do
+//! next is `decide(&state)`; the driver in `keel-engine` does the rest. A test
+//! (`tests/no_io_dependencies.rs`) keeps tokio, the store and HTTP crates out of this crate.
+
+pub mod agent;
+pub mod event;
+pub mod id;
+pub mod message;
+pub mod session;
+pub mod time;
+
+pub use agent::{AgentDef, Limits, ToolDef, ToolKind};
+pub use event::{Event, EventBody, EventDecodeError, FinishReason};
+pub use id::{AgentId, IdError, RunId, SessionId, TenantId};
+pub use message::{Message, Part, Role, Usage};
+pub use session::{Action, PendingToolCall, RunState, RunStatus, SessionState, SessionStatus, decide};
+pub use time::Timestamp;

@@ -1,0 +1,320 @@
+//! The session state machine. `SessionState::apply` folds one event into the state and
+//! rejects any event that would break the log's invariants (a gap in `seq`, a second result
+//! for one tool call, a run that ends twice); `decide` reads the state and names the next
+//! action. Both are pure and total: same events in, same state and action out.
+//!
+//! The state keeps only what deciding needs (the active run, counters, the pinned agent), so
+//! a snapshot stays small however long the session grows; the transcript is read from the
+//! log itself.
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::AgentDef;
+use crate::event::{Event, EventBody};
+use crate::id::{RunId, TenantId};
+use crate::message::Usage;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// Seq 1 has not been applied yet.
+    New,
+    Idle,
+    Running,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        [RunStatus::Queued, RunStatus::Running, RunStatus::Completed, RunStatus::Failed, RunStatus::Cancelled]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+/// A tool call the model asked for whose result is not logged yet.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingToolCall {
+    pub call_id: String,
+    pub name: String,
+    pub arguments: serde_json::Value,
+    /// Set once the intent (`ToolCalled`) is logged: its idempotency key.
+    pub idempotency_key: Option<String>,
+}
+
+/// The run in progress.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    pub run_id: RunId,
+    /// The step in progress or last finished (1-based; 0 before the first model call).
+    pub step: u32,
+    /// Attempts made at the current step's model call.
+    pub attempt: u32,
+    /// A `ModelCalled` intent is logged without its result.
+    pub model_pending: bool,
+    /// The current step's model reply is logged.
+    pub replied: bool,
+    /// That reply asked for tools, so the model is called again once they return.
+    pub reply_had_tools: bool,
+    pub tools: Vec<PendingToolCall>,
+    /// The text of the last model reply: the run's output when it finishes.
+    pub last_text: String,
+    pub usage: Usage,
+    /// Set when the last model call failed for good.
+    pub failure: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionState {
+    pub tenant: Option<TenantId>,
+    pub agent: Option<AgentDef>,
+    pub last_seq: u64,
+    pub status: SessionStatus,
+    pub active: Option<RunState>,
+    pub message_count: u64,
+    pub runs_finished: u64,
+    pub usage: Usage,
+    pub last_run: Option<(RunId, RunStatus)>,
+}
+
+impl Default for SessionState {
+    fn default() -> Self {
+        SessionState {
+            tenant: None,
+            agent: None,
+            last_seq: 0,
+            status: SessionStatus::New,
+            active: None,
+            message_count: 0,
+            runs_finished: 0,
+            usage: Usage::default(),
+            last_run: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event seq {seq} ({event_type}) cannot follow the session's state: {reason}")]
+pub struct ApplyError {
+    pub seq: u64,
+    pub event_type: &'static str,
+    pub reason: String,
+}
+
+/// What the driver should do next.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// No run is active: wait for input.
+    Idle,
+    /// Call the model for `step`. Log `ModelCalled` first unless `intent_logged`.
+    CallModel { run_id: RunId, step: u32, attempt: u32, intent_logged: bool },
+    /// Perform a tool call. Log `ToolCalled` first unless `call.idempotency_key` is set.
+    CallTool { run_id: RunId, call: PendingToolCall },
+    /// Log `RunCompleted` with this output.
+    Finish { run_id: RunId, output: String },
+    /// Log `RunFailed`.
+    Fail { run_id: RunId, code: &'static str, error: String },
+}
+
+impl SessionState {
+    /// Folds events into a fresh (or snapshot) state.
+    pub fn fold<'a>(mut self, events: impl IntoIterator<Item = &'a Event>) -> Result<Self, ApplyError> {
+        for e in events {
+            self.apply(e)?;
+        }
+        Ok(self)
+    }
+
+    /// Applies one event, or says why it cannot follow. On error the state is unchanged.
+    pub fn apply(&mut self, event: &Event) -> Result<(), ApplyError> {
+        let fail = |reason: String| ApplyError { seq: event.seq, event_type: event.body.type_name(), reason };
+        if event.seq != self.last_seq + 1 {
+            return Err(fail(format!("expected seq {}", self.last_seq + 1)));
+        }
+        if self.status == SessionStatus::New && !matches!(event.body, EventBody::SessionStarted { .. }) {
+            return Err(fail("a session's first event must be session_started".into()));
+        }
+        if let Some(run_id) = event.body.run_id() {
+            let started = matches!(event.body, EventBody::RunStarted { .. });
+            match &self.active {
+                Some(run) if started => return Err(fail(format!("run {} is still active", run.run_id))),
+                Some(run) if &run.run_id != run_id => {
+                    return Err(fail(format!("the active run is {}, not {run_id}", run.run_id)));
+                }
+                None if !started => return Err(fail(format!("run {run_id} is not active"))),
+                _ => {}
+            }
+        }
+        match &event.body {
+            EventBody::SessionStarted { tenant, agent, .. } => {
+                if self.status != SessionStatus::New {
+                    return Err(fail("the session has already started".into()));
+                }
+                self.tenant = Some(tenant.clone());
+                self.agent = Some(agent.clone());
+                self.status = SessionStatus::Idle;
+            }
+            EventBody::AgentUpgraded { agent } => {
+                if self.active.is_some() {
+                    return Err(fail("an agent is upgraded between runs, not during one".into()));
+                }
+                self.agent = Some(agent.clone());
+            }
+            EventBody::RunStarted { run_id, .. } => {
+                self.active = Some(RunState {
+                    run_id: run_id.clone(),
+                    step: 0,
+                    attempt: 0,
+                    model_pending: false,
+                    replied: false,
+                    reply_had_tools: false,
+                    tools: Vec::new(),
+                    last_text: String::new(),
+                    usage: Usage::default(),
+                    failure: None,
+                });
+                self.status = SessionStatus::Running;
+                self.message_count += 1;
+            }
+            EventBody::ModelCalled { step, attempt, .. } => {
+                let run = self.active.as_mut().expect("checked above");
+                if run.model_pending {
+                    return Err(fail("a model call is already in flight".into()));
+                }
+                if !run.tools.is_empty() {
+                    return Err(fail("tool calls of the last reply have no result yet".into()));
+                }
+                let expected = if run.attempt > 0 && !run.replied { (run.step, run.attempt + 1) } else { (run.step + 1, 1) };
+                if (*step, *attempt) != expected {
+                    return Err(fail(format!("expected step {} attempt {}", expected.0, expected.1)));
+                }
+                run.step = *step;
+                run.attempt = *attempt;
+                run.model_pending = true;
+                run.replied = false;
+            }
+            EventBody::ModelReplied { step, message, usage, .. } => {
+                let run = self.active.as_mut().expect("checked above");
+                if !run.model_pending || run.step != *step {
+                    return Err(fail(format!("no model call of step {step} is in flight")));
+                }
+                run.model_pending = false;
+                run.replied = true;
+                run.last_text = message.text_content();
+                run.tools = message
+                    .tool_calls()
+                    .map(|(id, name, args)| PendingToolCall {
+                        call_id: id.to_string(),
+                        name: name.to_string(),
+                        arguments: args.clone(),
+                        idempotency_key: None,
+                    })
+                    .collect();
+                run.reply_had_tools = !run.tools.is_empty();
+                run.usage.add(usage);
+                self.usage.add(usage);
+                self.message_count += 1;
+            }
+            EventBody::ModelFailed { step, attempt, error, retryable, .. } => {
+                let run = self.active.as_mut().expect("checked above");
+                if !run.model_pending || run.step != *step || run.attempt != *attempt {
+                    return Err(fail(format!("no model call of step {step} attempt {attempt} is in flight")));
+                }
+                run.model_pending = false;
+                let limit = self.agent.as_ref().map_or(1, |a| a.limits.max_model_attempts);
+                if !*retryable || *attempt >= limit {
+                    run.failure = Some(error.clone());
+                }
+            }
+            EventBody::ToolCalled { call_id, idempotency_key, .. } => {
+                let run = self.active.as_mut().expect("checked above");
+                let Some(call) = run.tools.iter_mut().find(|c| &c.call_id == call_id) else {
+                    return Err(fail(format!("tool call {call_id:?} was not asked for")));
+                };
+                if call.idempotency_key.is_some() {
+                    return Err(fail(format!("tool call {call_id:?} is already logged")));
+                }
+                call.idempotency_key = Some(idempotency_key.clone());
+            }
+            EventBody::ToolReturned { call_id, .. } => {
+                let run = self.active.as_mut().expect("checked above");
+                let Some(pos) = run.tools.iter().position(|c| &c.call_id == call_id) else {
+                    return Err(fail(format!("tool call {call_id:?} is not pending")));
+                };
+                run.tools.remove(pos);
+                self.message_count += 1;
+            }
+            EventBody::RunCompleted { run_id, .. } => self.end_run(run_id, RunStatus::Completed),
+            EventBody::RunFailed { run_id, .. } => self.end_run(run_id, RunStatus::Failed),
+            EventBody::RunCancelled { run_id, .. } => {
+                if self.active.as_ref().is_some_and(|r| !r.tools.is_empty()) {
+                    return Err(fail("pending tool calls must get a result before the run ends".into()));
+                }
+                self.end_run(run_id, RunStatus::Cancelled)
+            }
+        }
+        self.last_seq = event.seq;
+        Ok(())
+    }
+
+    fn end_run(&mut self, run_id: &RunId, status: RunStatus) {
+        self.active = None;
+        self.status = SessionStatus::Idle;
+        self.runs_finished += 1;
+        self.last_run = Some((run_id.clone(), status));
+    }
+}
+
+/// Names the next action for a session. Never asks to repeat a step whose result is logged.
+pub fn decide(state: &SessionState) -> Action {
+    let Some(run) = &state.active else { return Action::Idle };
+    let limits = state.agent.as_ref().map(|a| a.limits).unwrap_or_default();
+    let run_id = run.run_id.clone();
+    if let Some(error) = &run.failure {
+        return Action::Fail { run_id, code: "model_error", error: error.clone() };
+    }
+    if run.model_pending {
+        return Action::CallModel { run_id, step: run.step, attempt: run.attempt, intent_logged: true };
+    }
+    if let Some(call) = run.tools.first() {
+        return Action::CallTool { run_id, call: call.clone() };
+    }
+    if !run.replied && run.attempt > 0 {
+        // The last attempt failed but may be retried.
+        return Action::CallModel { run_id, step: run.step, attempt: run.attempt + 1, intent_logged: false };
+    }
+    if run.replied && !run.reply_had_tools {
+        return Action::Finish { run_id, output: run.last_text.clone() };
+    }
+    if run.step >= limits.max_steps {
+        return Action::Fail {
+            run_id,
+            code: "max_steps",
+            error: format!("the run reached its limit of {} model calls (limits.max_steps)", limits.max_steps),
+        };
+    }
+    Action::CallModel { run_id, step: run.step + 1, attempt: 1, intent_logged: false }
+}

@@ -1,0 +1,40 @@
+//! keel's model layer. Every provider turns one normalized `ModelRequest` into its own wire
+//! format and its reply back into one normalized stream of `StreamEvent`s; nothing above this
+//! crate knows any provider's format. That is what lets a session switch provider mid-way.
+
+mod error;
+pub mod providers;
+mod reply;
+mod request;
+
+pub use error::{ModelError, ModelErrorKind};
+pub use reply::{ModelReply, ReplyAccumulator};
+pub use request::{ModelRequest, Params, StreamEvent, ToolSpec};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+/// The normalized stream a provider returns.
+pub type ModelStream = BoxStream<'static, Result<StreamEvent, ModelError>>;
+
+/// One model provider (or a router over several).
+#[async_trait]
+pub trait ModelClient: Send + Sync {
+    /// Short provider name (`openai`, `scripted`, …), recorded with each step.
+    fn provider(&self) -> &str;
+
+    /// Starts a call and returns its stream. Errors before the first byte are returned here;
+    /// errors after it arrive in the stream.
+    async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError>;
+
+    /// Runs a call to completion.
+    async fn complete(&self, request: ModelRequest) -> Result<ModelReply, ModelError> {
+        use futures::StreamExt;
+        let mut stream = self.stream(request).await?;
+        let mut acc = ReplyAccumulator::default();
+        while let Some(event) = stream.next().await {
+            acc.push(event?);
+        }
+        Ok(acc.finish())
+    }
+}

@@ -1,0 +1,5 @@
+//! One module per provider; each converts the normalized request and stream to and from its
+//! own wire format, and nothing else.
+
+pub mod openai;
+pub mod scripted;

@@ -1,0 +1,114 @@
+//! Records the store keeps besides events, and its one error type.
+
+use keel_core::{AgentId, Event, EventBody, Message, RunId, RunStatus, SessionId, SessionState, TenantId, Timestamp};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub tenant: TenantId,
+    pub agent_id: AgentId,
+    pub agent_name: String,
+    pub agent_version: u32,
+    pub created_at: Timestamp,
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// The log's last seq as of the read (0 for an empty log).
+    #[serde(default)]
+    pub last_seq: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SessionFilter {
+    pub agent_name: Option<String>,
+    /// Exact matches on metadata keys.
+    pub metadata: Vec<(String, serde_json::Value)>,
+    /// Cursor: only sessions whose id sorts before this one.
+    pub before: Option<SessionId>,
+    pub limit: usize,
+}
+
+/// An event to append: the store assigns its seq.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    pub at: Timestamp,
+    pub body: EventBody,
+}
+
+/// A scratchpad write made in the same transaction as the events it goes with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScratchpadWrite {
+    pub key: String,
+    /// `None` deletes the key.
+    pub value: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AppendBatch {
+    pub events: Vec<NewEvent>,
+    pub scratchpad: Vec<ScratchpadWrite>,
+}
+
+impl AppendBatch {
+    pub fn events(events: Vec<NewEvent>) -> Self {
+        AppendBatch { events, scratchpad: Vec::new() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub seq: u64,
+    pub state: SessionState,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoadedSession {
+    pub snapshot: Option<Snapshot>,
+    /// Events after the snapshot (or from seq 1), ascending.
+    pub tail: Vec<Event>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: RunId,
+    pub tenant: TenantId,
+    pub session: SessionId,
+    pub input: Message,
+    pub status: RunStatus,
+    pub created_at: Timestamp,
+    #[serde(default)]
+    pub output: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub cancel_requested: bool,
+    /// The node holding the lease while `Running`.
+    #[serde(default)]
+    pub lease_owner: Option<String>,
+    #[serde(default)]
+    pub lease_until: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunOutcome {
+    pub output: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("append conflict on session {session}: expected last seq {expected}, but it is {actual}")]
+    Conflict { session: SessionId, expected: u64, actual: u64 },
+    #[error("{kind} {id} not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("event at seq {seq} of session {session} cannot be read: {source}")]
+    Event { session: SessionId, seq: u64, source: keel_core::EventDecodeError },
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage error: {0}")]
+    Backend(String),
+}
