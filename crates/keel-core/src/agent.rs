@@ -63,6 +63,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_steps: 16, max_model_attempts: 3, max_output_tokens: 1024, context_messages: 64 }
+        Limits {
+            max_steps: 16,
+            max_model_attempts: 3,
+            max_output_tokens: 1024,
+            context_messages: 64,
+        }
     }
 }

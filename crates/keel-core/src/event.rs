@@ -41,11 +41,20 @@ pub enum EventBody {
         metadata: serde_json::Map<String, serde_json::Value>,
     },
     /// The session moves to another version of its agent (between runs).
-    AgentUpgraded { agent: AgentDef },
+    AgentUpgraded {
+        agent: AgentDef,
+    },
     /// A run takes its input; the input becomes part of the transcript.
-    RunStarted { run_id: RunId, input: Message },
+    RunStarted {
+        run_id: RunId,
+        input: Message,
+    },
     /// Intent: step `step` asks the model (attempt counts retries of the same step).
-    ModelCalled { run_id: RunId, step: u32, attempt: u32 },
+    ModelCalled {
+        run_id: RunId,
+        step: u32,
+        attempt: u32,
+    },
     /// Result of the model call of `step`.
     ModelReplied {
         run_id: RunId,
@@ -60,7 +69,13 @@ pub enum EventBody {
         latency_ms: u64,
     },
     /// The model call of `step` failed; `retryable` says whether another attempt may help.
-    ModelFailed { run_id: RunId, step: u32, attempt: u32, error: String, retryable: bool },
+    ModelFailed {
+        run_id: RunId,
+        step: u32,
+        attempt: u32,
+        error: String,
+        retryable: bool,
+    },
     /// Intent: perform tool call `call_id`. External tools receive `idempotency_key`.
     ToolCalled {
         run_id: RunId,
@@ -70,10 +85,27 @@ pub enum EventBody {
         idempotency_key: String,
     },
     /// Result of tool call `call_id`.
-    ToolReturned { run_id: RunId, call_id: String, content: String, #[serde(default)] is_error: bool },
-    RunCompleted { run_id: RunId, output: String, usage: Usage },
-    RunFailed { run_id: RunId, code: String, error: String },
-    RunCancelled { run_id: RunId, reason: String },
+    ToolReturned {
+        run_id: RunId,
+        call_id: String,
+        content: String,
+        #[serde(default)]
+        is_error: bool,
+    },
+    RunCompleted {
+        run_id: RunId,
+        output: String,
+        usage: Usage,
+    },
+    RunFailed {
+        run_id: RunId,
+        code: String,
+        error: String,
+    },
+    RunCancelled {
+        run_id: RunId,
+        reason: String,
+    },
 }
 
 /// The `type` names this version knows, for telling "newer keel" apart from "corrupt".
@@ -96,7 +128,10 @@ pub enum EventDecodeError {
     #[error(
         "event type {type_name:?} is not known to this keel version ({version}); it was written by a newer keel: upgrade keel to read this session"
     )]
-    UnknownType { type_name: String, version: &'static str },
+    UnknownType {
+        type_name: String,
+        version: &'static str,
+    },
     #[error("malformed event: {0}")]
     Malformed(String),
 }
@@ -114,7 +149,10 @@ impl EventBody {
                 }
                 match serde_json::from_str::<Tag>(json) {
                     Ok(Tag { type_name }) if !EVENT_TYPES.contains(&type_name.as_str()) => {
-                        Err(EventDecodeError::UnknownType { type_name, version: env!("CARGO_PKG_VERSION") })
+                        Err(EventDecodeError::UnknownType {
+                            type_name,
+                            version: env!("CARGO_PKG_VERSION"),
+                        })
                     }
                     _ => Err(EventDecodeError::Malformed(e.to_string())),
                 }
@@ -164,9 +202,18 @@ impl EventBody {
         match self {
             EventBody::RunStarted { input, .. } => Some(input.clone()),
             EventBody::ModelReplied { message, .. } => Some(message.clone()),
-            EventBody::ToolReturned { call_id, content, is_error, .. } => Some(Message {
+            EventBody::ToolReturned {
+                call_id,
+                content,
+                is_error,
+                ..
+            } => Some(Message {
                 role: Role::Tool,
-                parts: vec![Part::ToolResult { call_id: call_id.clone(), content: content.clone(), is_error: *is_error }],
+                parts: vec![Part::ToolResult {
+                    call_id: call_id.clone(),
+                    content: content.clone(),
+                    is_error: *is_error,
+                }],
             }),
             _ => None,
         }
@@ -180,17 +227,25 @@ mod tests {
     #[test]
     fn unknown_event_type_is_told_apart_from_malformed() {
         let newer = EventBody::decode(r#"{"type":"memory_recalled","run_id":"x"}"#).unwrap_err();
-        assert!(matches!(newer, EventDecodeError::UnknownType { ref type_name, .. } if type_name == "memory_recalled"));
+        assert!(
+            matches!(newer, EventDecodeError::UnknownType { ref type_name, .. } if type_name == "memory_recalled")
+        );
         assert!(newer.to_string().contains("newer keel"));
         let broken = EventBody::decode(r#"{"type":"run_started"}"#).unwrap_err();
         assert!(matches!(broken, EventDecodeError::Malformed(_)));
-        assert!(matches!(EventBody::decode("{not json"), Err(EventDecodeError::Malformed(_))));
+        assert!(matches!(
+            EventBody::decode("{not json"),
+            Err(EventDecodeError::Malformed(_))
+        ));
     }
 
     #[test]
     fn every_known_type_name_is_listed() {
         let run_id = RunId::generate(1, 1);
-        let body = EventBody::RunCancelled { run_id, reason: "x".into() };
+        let body = EventBody::RunCancelled {
+            run_id,
+            reason: "x".into(),
+        };
         assert!(EVENT_TYPES.contains(&body.type_name()));
         assert_eq!(EventBody::decode(&body.encode()).unwrap(), body);
     }

@@ -18,14 +18,17 @@ pub struct IdError {
 
 /// Encodes `millis` and 80 bits of `random` as a 26-character ULID.
 pub fn ulid(millis: u64, random: u128) -> String {
-    let value: u128 = (u128::from(millis & 0xFFFF_FFFF_FFFF) << 80) | (random & ((1u128 << 80) - 1));
+    let value: u128 =
+        (u128::from(millis & 0xFFFF_FFFF_FFFF) << 80) | (random & ((1u128 << 80) - 1));
     (0..ULID_LEN)
         .map(|i| ALPHABET[((value >> (5 * (ULID_LEN - 1 - i))) & 31) as usize] as char)
         .collect()
 }
 
 fn is_ulid(s: &str) -> bool {
-    s.len() == ULID_LEN && s.bytes().all(|c| ALPHABET.contains(&c.to_ascii_uppercase()))
+    s.len() == ULID_LEN
+        && s.bytes()
+            .all(|c| ALPHABET.contains(&c.to_ascii_uppercase()))
 }
 
 macro_rules! prefixed_id {

@@ -46,7 +46,10 @@ pub struct Message {
 
 impl Message {
     pub fn text(role: Role, text: impl Into<String>) -> Self {
-        Message { role, parts: vec![Part::Text { text: text.into() }] }
+        Message {
+            role,
+            parts: vec![Part::Text { text: text.into() }],
+        }
     }
 
     pub fn user(text: impl Into<String>) -> Self {
@@ -71,7 +74,11 @@ impl Message {
     /// The tool calls this message asks for, in order.
     pub fn tool_calls(&self) -> impl Iterator<Item = (&str, &str, &serde_json::Value)> {
         self.parts.iter().filter_map(|p| match p {
-            Part::ToolCall { id, name, arguments } => Some((id.as_str(), name.as_str(), arguments)),
+            Part::ToolCall {
+                id,
+                name,
+                arguments,
+            } => Some((id.as_str(), name.as_str(), arguments)),
             _ => None,
         })
     }

@@ -35,7 +35,10 @@ pub enum RunStatus {
 
 impl RunStatus {
     pub fn is_terminal(self) -> bool {
-        matches!(self, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled)
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -49,9 +52,15 @@ impl RunStatus {
     }
 
     pub fn parse(s: &str) -> Option<RunStatus> {
-        [RunStatus::Queued, RunStatus::Running, RunStatus::Completed, RunStatus::Failed, RunStatus::Cancelled]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        [
+            RunStatus::Queued,
+            RunStatus::Running,
+            RunStatus::Completed,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
     }
 }
 
@@ -130,18 +139,33 @@ pub enum Action {
     /// No run is active: wait for input.
     Idle,
     /// Call the model for `step`. Log `ModelCalled` first unless `intent_logged`.
-    CallModel { run_id: RunId, step: u32, attempt: u32, intent_logged: bool },
+    CallModel {
+        run_id: RunId,
+        step: u32,
+        attempt: u32,
+        intent_logged: bool,
+    },
     /// Perform a tool call. Log `ToolCalled` first unless `call.idempotency_key` is set.
-    CallTool { run_id: RunId, call: PendingToolCall },
+    CallTool {
+        run_id: RunId,
+        call: PendingToolCall,
+    },
     /// Log `RunCompleted` with this output.
     Finish { run_id: RunId, output: String },
     /// Log `RunFailed`.
-    Fail { run_id: RunId, code: &'static str, error: String },
+    Fail {
+        run_id: RunId,
+        code: &'static str,
+        error: String,
+    },
 }
 
 impl SessionState {
     /// Folds events into a fresh (or snapshot) state.
-    pub fn fold<'a>(mut self, events: impl IntoIterator<Item = &'a Event>) -> Result<Self, ApplyError> {
+    pub fn fold<'a>(
+        mut self,
+        events: impl IntoIterator<Item = &'a Event>,
+    ) -> Result<Self, ApplyError> {
         for e in events {
             self.apply(e)?;
         }
@@ -150,19 +174,32 @@ impl SessionState {
 
     /// Applies one event, or says why it cannot follow. On error the state is unchanged.
     pub fn apply(&mut self, event: &Event) -> Result<(), ApplyError> {
-        let fail = |reason: String| ApplyError { seq: event.seq, event_type: event.body.type_name(), reason };
+        let fail = |reason: String| ApplyError {
+            seq: event.seq,
+            event_type: event.body.type_name(),
+            reason,
+        };
         if event.seq != self.last_seq + 1 {
             return Err(fail(format!("expected seq {}", self.last_seq + 1)));
         }
-        if self.status == SessionStatus::New && !matches!(event.body, EventBody::SessionStarted { .. }) {
-            return Err(fail("a session's first event must be session_started".into()));
+        if self.status == SessionStatus::New
+            && !matches!(event.body, EventBody::SessionStarted { .. })
+        {
+            return Err(fail(
+                "a session's first event must be session_started".into(),
+            ));
         }
         if let Some(run_id) = event.body.run_id() {
             let started = matches!(event.body, EventBody::RunStarted { .. });
             match &self.active {
-                Some(run) if started => return Err(fail(format!("run {} is still active", run.run_id))),
+                Some(run) if started => {
+                    return Err(fail(format!("run {} is still active", run.run_id)));
+                }
                 Some(run) if &run.run_id != run_id => {
-                    return Err(fail(format!("the active run is {}, not {run_id}", run.run_id)));
+                    return Err(fail(format!(
+                        "the active run is {}, not {run_id}",
+                        run.run_id
+                    )));
                 }
                 None if !started => return Err(fail(format!("run {run_id} is not active"))),
                 _ => {}
@@ -179,7 +216,9 @@ impl SessionState {
             }
             EventBody::AgentUpgraded { agent } => {
                 if self.active.is_some() {
-                    return Err(fail("an agent is upgraded between runs, not during one".into()));
+                    return Err(fail(
+                        "an agent is upgraded between runs, not during one".into(),
+                    ));
                 }
                 self.agent = Some(agent.clone());
             }
@@ -205,18 +244,32 @@ impl SessionState {
                     return Err(fail("a model call is already in flight".into()));
                 }
                 if !run.tools.is_empty() {
-                    return Err(fail("tool calls of the last reply have no result yet".into()));
+                    return Err(fail(
+                        "tool calls of the last reply have no result yet".into(),
+                    ));
                 }
-                let expected = if run.attempt > 0 && !run.replied { (run.step, run.attempt + 1) } else { (run.step + 1, 1) };
+                let expected = if run.attempt > 0 && !run.replied {
+                    (run.step, run.attempt + 1)
+                } else {
+                    (run.step + 1, 1)
+                };
                 if (*step, *attempt) != expected {
-                    return Err(fail(format!("expected step {} attempt {}", expected.0, expected.1)));
+                    return Err(fail(format!(
+                        "expected step {} attempt {}",
+                        expected.0, expected.1
+                    )));
                 }
                 run.step = *step;
                 run.attempt = *attempt;
                 run.model_pending = true;
                 run.replied = false;
             }
-            EventBody::ModelReplied { step, message, usage, .. } => {
+            EventBody::ModelReplied {
+                step,
+                message,
+                usage,
+                ..
+            } => {
                 let run = self.active.as_mut().expect("checked above");
                 if !run.model_pending || run.step != *step {
                     return Err(fail(format!("no model call of step {step} is in flight")));
@@ -238,18 +291,33 @@ impl SessionState {
                 self.usage.add(usage);
                 self.message_count += 1;
             }
-            EventBody::ModelFailed { step, attempt, error, retryable, .. } => {
+            EventBody::ModelFailed {
+                step,
+                attempt,
+                error,
+                retryable,
+                ..
+            } => {
                 let run = self.active.as_mut().expect("checked above");
                 if !run.model_pending || run.step != *step || run.attempt != *attempt {
-                    return Err(fail(format!("no model call of step {step} attempt {attempt} is in flight")));
+                    return Err(fail(format!(
+                        "no model call of step {step} attempt {attempt} is in flight"
+                    )));
                 }
                 run.model_pending = false;
-                let limit = self.agent.as_ref().map_or(1, |a| a.limits.max_model_attempts);
+                let limit = self
+                    .agent
+                    .as_ref()
+                    .map_or(1, |a| a.limits.max_model_attempts);
                 if !*retryable || *attempt >= limit {
                     run.failure = Some(error.clone());
                 }
             }
-            EventBody::ToolCalled { call_id, idempotency_key, .. } => {
+            EventBody::ToolCalled {
+                call_id,
+                idempotency_key,
+                ..
+            } => {
                 let run = self.active.as_mut().expect("checked above");
                 let Some(call) = run.tools.iter_mut().find(|c| &c.call_id == call_id) else {
                     return Err(fail(format!("tool call {call_id:?} was not asked for")));
@@ -271,7 +339,9 @@ impl SessionState {
             EventBody::RunFailed { run_id, .. } => self.end_run(run_id, RunStatus::Failed),
             EventBody::RunCancelled { run_id, .. } => {
                 if self.active.as_ref().is_some_and(|r| !r.tools.is_empty()) {
-                    return Err(fail("pending tool calls must get a result before the run ends".into()));
+                    return Err(fail(
+                        "pending tool calls must get a result before the run ends".into(),
+                    ));
                 }
                 self.end_run(run_id, RunStatus::Cancelled)
             }
@@ -290,31 +360,61 @@ impl SessionState {
 
 /// Names the next action for a session. Never asks to repeat a step whose result is logged.
 pub fn decide(state: &SessionState) -> Action {
-    let Some(run) = &state.active else { return Action::Idle };
+    let Some(run) = &state.active else {
+        return Action::Idle;
+    };
     let limits = state.agent.as_ref().map(|a| a.limits).unwrap_or_default();
     let run_id = run.run_id.clone();
     if let Some(error) = &run.failure {
-        return Action::Fail { run_id, code: "model_error", error: error.clone() };
+        return Action::Fail {
+            run_id,
+            code: "model_error",
+            error: error.clone(),
+        };
     }
     if run.model_pending {
-        return Action::CallModel { run_id, step: run.step, attempt: run.attempt, intent_logged: true };
+        return Action::CallModel {
+            run_id,
+            step: run.step,
+            attempt: run.attempt,
+            intent_logged: true,
+        };
     }
     if let Some(call) = run.tools.first() {
-        return Action::CallTool { run_id, call: call.clone() };
+        return Action::CallTool {
+            run_id,
+            call: call.clone(),
+        };
     }
     if !run.replied && run.attempt > 0 {
         // The last attempt failed but may be retried.
-        return Action::CallModel { run_id, step: run.step, attempt: run.attempt + 1, intent_logged: false };
+        return Action::CallModel {
+            run_id,
+            step: run.step,
+            attempt: run.attempt + 1,
+            intent_logged: false,
+        };
     }
     if run.replied && !run.reply_had_tools {
-        return Action::Finish { run_id, output: run.last_text.clone() };
+        return Action::Finish {
+            run_id,
+            output: run.last_text.clone(),
+        };
     }
     if run.step >= limits.max_steps {
         return Action::Fail {
             run_id,
             code: "max_steps",
-            error: format!("the run reached its limit of {} model calls (limits.max_steps)", limits.max_steps),
+            error: format!(
+                "the run reached its limit of {} model calls (limits.max_steps)",
+                limits.max_steps
+            ),
         };
     }
-    Action::CallModel { run_id, step: run.step + 1, attempt: 1, intent_logged: false }
+    Action::CallModel {
+        run_id,
+        step: run.step + 1,
+        attempt: 1,
+        intent_logged: false,
+    }
 }

@@ -21,7 +21,13 @@ impl Timestamp {
     /// Parses `YYYY-MM-DDTHH:MM:SS[.fff]Z` (UTC only, which is all keel writes).
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
         let b = s.as_bytes();
-        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        if b.len() < 20
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || b[10] != b'T'
+            || b[13] != b':'
+            || b[16] != b':'
+        {
             return None;
         }
         let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
@@ -46,7 +52,9 @@ impl Timestamp {
             return None;
         }
         let days = days_from_civil(y, mo, d);
-        Some(Timestamp(((days * 24 + h) * 60 + mi) * 60_000 + se * 1000 + frac))
+        Some(Timestamp(
+            ((days * 24 + h) * 60 + mi) * 60_000 + se * 1000 + frac,
+        ))
     }
 }
 
@@ -75,8 +83,9 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Timestamp::parse_rfc3339(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("invalid RFC 3339 UTC timestamp: {s:?}")))
+        Timestamp::parse_rfc3339(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("invalid RFC 3339 UTC timestamp: {s:?}"))
+        })
     }
 }
 
@@ -113,7 +122,10 @@ mod tests {
         assert_eq!(s, "2026-11-22T12:55:56.123Z");
         assert_eq!(Timestamp::parse_rfc3339(&s), Some(t));
         assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(Timestamp::parse_rfc3339("2000-02-29T00:00:00Z"), Some(Timestamp(951_782_400_000)));
+        assert_eq!(
+            Timestamp::parse_rfc3339("2000-02-29T00:00:00Z"),
+            Some(Timestamp(951_782_400_000))
+        );
         assert_eq!(Timestamp::parse_rfc3339("2000-02-29 00:00:00Z"), None);
     }
 }

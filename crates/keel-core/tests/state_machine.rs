@@ -1,0 +1,350 @@
+//! Property tests of the sans-IO session core: a simulated driver follows `decide` with
+//! arbitrary model behaviour (text, tool calls, failures) and arbitrary interruptions, and
+//! every log it produces must keep the invariants the rest of keel relies on.
+
+use std::collections::{HashMap, HashSet};
+
+use keel_core::{
+    Action, AgentDef, AgentId, Event, EventBody, FinishReason, Limits, Message, Part, Role, RunId,
+    SessionState, TenantId, Timestamp, Usage, decide,
+};
+use proptest::prelude::*;
+
+/// What the simulated world does when the driver acts.
+#[derive(Clone, Debug)]
+enum Outcome {
+    /// The model replies with text and this many tool calls.
+    Reply { tools: u8 },
+    /// The model call fails.
+    ModelFails { retryable: bool },
+    /// The process dies after logging the intent (the driver restarts and re-decides).
+    Crash,
+    /// The driver is asked to cancel the run here.
+    Cancel,
+}
+
+fn outcome() -> impl Strategy<Value = Outcome> {
+    prop_oneof![
+        4 => (0u8..3).prop_map(|tools| Outcome::Reply { tools }),
+        1 => any::<bool>().prop_map(|retryable| Outcome::ModelFails { retryable }),
+        1 => Just(Outcome::Crash),
+        1 => Just(Outcome::Cancel),
+    ]
+}
+
+fn agent(max_steps: u32) -> AgentDef {
+    AgentDef {
+        id: AgentId::generate(1, 1),
+        name: "test".into(),
+        version: 1,
+        instructions: String::new(),
+        model: "scripted/echo".into(),
+        tools: vec![],
+        limits: Limits {
+            max_steps,
+            max_model_attempts: 2,
+            ..Limits::default()
+        },
+    }
+}
+
+struct Sim {
+    state: SessionState,
+    log: Vec<Event>,
+}
+
+impl Sim {
+    fn new(max_steps: u32) -> Self {
+        let mut sim = Sim {
+            state: SessionState::default(),
+            log: vec![],
+        };
+        sim.push(EventBody::SessionStarted {
+            tenant: TenantId::default_tenant(),
+            agent: agent(max_steps),
+            metadata: Default::default(),
+        });
+        sim
+    }
+
+    fn push(&mut self, body: EventBody) {
+        let event = Event {
+            seq: self.state.last_seq + 1,
+            at: Timestamp(self.log.len() as i64),
+            body,
+        };
+        self.state
+            .apply(&event)
+            .unwrap_or_else(|e| panic!("the driver produced an invalid event: {e}"));
+        self.log.push(event);
+    }
+
+    /// Drives one run to its end, consuming outcomes as the world's answers.
+    fn run(&mut self, run_no: u64, outcomes: &mut impl Iterator<Item = Outcome>) {
+        let run_id = RunId::generate(run_no, 7);
+        self.push(EventBody::RunStarted {
+            run_id: run_id.clone(),
+            input: Message::user("hi"),
+        });
+        let mut guard = 0;
+        loop {
+            guard += 1;
+            assert!(guard < 500, "run did not terminate");
+            if self.state.active.is_none() {
+                return;
+            }
+            let world = outcomes.next().unwrap_or(Outcome::Reply { tools: 0 });
+            if let Outcome::Cancel = world {
+                if let Some(run) = &self.state.active {
+                    for call in run.tools.clone() {
+                        self.push(EventBody::ToolReturned {
+                            run_id: run_id.clone(),
+                            call_id: call.call_id,
+                            content: "cancelled".into(),
+                            is_error: true,
+                        });
+                    }
+                }
+                self.push(EventBody::RunCancelled {
+                    run_id: run_id.clone(),
+                    reason: "test".into(),
+                });
+                return;
+            }
+            match decide(&self.state) {
+                Action::Idle => return,
+                Action::CallModel {
+                    run_id,
+                    step,
+                    attempt,
+                    intent_logged,
+                } => {
+                    if !intent_logged {
+                        self.push(EventBody::ModelCalled {
+                            run_id: run_id.clone(),
+                            step,
+                            attempt,
+                        });
+                    }
+                    match world {
+                        Outcome::Crash | Outcome::Cancel => continue,
+                        Outcome::ModelFails { retryable } => self.push(EventBody::ModelFailed {
+                            run_id,
+                            step,
+                            attempt,
+                            error: "boom".into(),
+                            retryable,
+                        }),
+                        Outcome::Reply { tools } => {
+                            let mut parts = vec![Part::Text {
+                                text: format!("step {step}"),
+                            }];
+                            for i in 0..tools {
+                                parts.push(Part::ToolCall {
+                                    id: format!("c{}_{}", self.log.len(), i),
+                                    name: "t".into(),
+                                    arguments: serde_json::json!({}),
+                                });
+                            }
+                            let finish = if tools > 0 {
+                                FinishReason::ToolCalls
+                            } else {
+                                FinishReason::Stop
+                            };
+                            self.push(EventBody::ModelReplied {
+                                run_id,
+                                step,
+                                message: Message {
+                                    role: Role::Assistant,
+                                    parts,
+                                },
+                                usage: Usage {
+                                    input_tokens: 1,
+                                    output_tokens: 1,
+                                    cached_input_tokens: 0,
+                                },
+                                finish,
+                                model: "scripted/echo".into(),
+                                latency_ms: 0,
+                            });
+                        }
+                    }
+                }
+                Action::CallTool { run_id, call } => {
+                    if call.idempotency_key.is_none() {
+                        let key = format!("ses:{}", self.state.last_seq + 1);
+                        self.push(EventBody::ToolCalled {
+                            run_id: run_id.clone(),
+                            call_id: call.call_id.clone(),
+                            name: call.name.clone(),
+                            arguments: call.arguments.clone(),
+                            idempotency_key: key,
+                        });
+                    }
+                    if matches!(world, Outcome::Crash) {
+                        continue;
+                    }
+                    self.push(EventBody::ToolReturned {
+                        run_id,
+                        call_id: call.call_id,
+                        content: "ok".into(),
+                        is_error: false,
+                    });
+                }
+                Action::Finish { run_id, output } => self.push(EventBody::RunCompleted {
+                    run_id,
+                    output,
+                    usage: Usage::default(),
+                }),
+                Action::Fail {
+                    run_id,
+                    code,
+                    error,
+                } => self.push(EventBody::RunFailed {
+                    run_id,
+                    code: code.into(),
+                    error,
+                }),
+            }
+        }
+    }
+}
+
+fn simulate(max_steps: u32, runs: u64, outcomes: Vec<Outcome>) -> Sim {
+    let mut sim = Sim::new(max_steps);
+    let mut it = outcomes.into_iter();
+    for r in 0..runs {
+        sim.run(r + 1, &mut it);
+    }
+    sim
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn driver_logs_keep_every_invariant(max_steps in 1u32..6, runs in 1u64..4, outcomes in prop::collection::vec(outcome(), 0..60)) {
+        let sim = simulate(max_steps, runs, outcomes);
+        // seqs are contiguous from 1
+        for (i, e) in sim.log.iter().enumerate() {
+            prop_assert_eq!(e.seq, i as u64 + 1);
+        }
+        // every tool-call intent has at most one result, and every result has an intent or a reply asking for it
+        let mut results: HashMap<&str, u32> = HashMap::new();
+        let mut ended: HashSet<&RunId> = HashSet::new();
+        let mut replied_steps: HashSet<(&RunId, u32)> = HashSet::new();
+        for e in &sim.log {
+            match &e.body {
+                EventBody::ToolReturned { call_id, .. } => *results.entry(call_id).or_default() += 1,
+                EventBody::RunCompleted { run_id, .. } | EventBody::RunFailed { run_id, .. } | EventBody::RunCancelled { run_id, .. } => {
+                    prop_assert!(ended.insert(run_id), "run {} ended twice", run_id);
+                }
+                EventBody::ModelReplied { run_id, step, .. } => {
+                    prop_assert!(replied_steps.insert((run_id, *step)), "step {} of {} replied twice", step, run_id);
+                }
+                _ => {}
+            }
+        }
+        prop_assert!(results.values().all(|&n| n == 1));
+        // every run ended (the simulation drives each to its end)
+        prop_assert_eq!(ended.len() as u64, runs);
+        prop_assert!(sim.state.active.is_none());
+    }
+
+    #[test]
+    fn folding_is_deterministic_and_snapshots_are_equivalent(max_steps in 1u32..6, outcomes in prop::collection::vec(outcome(), 0..40), cut in 0usize..200) {
+        let sim = simulate(max_steps, 2, outcomes);
+        let a = SessionState::default().fold(&sim.log).unwrap();
+        let b = SessionState::default().fold(&sim.log).unwrap();
+        prop_assert_eq!(&a, &b);
+        prop_assert_eq!(&a, &sim.state);
+        // a snapshot taken anywhere (through its serialized form) plus the tail gives the same state
+        let cut = cut % (sim.log.len() + 1);
+        let prefix = SessionState::default().fold(&sim.log[..cut]).unwrap();
+        let snapshot: SessionState = serde_json::from_str(&serde_json::to_string(&prefix).unwrap()).unwrap();
+        prop_assert_eq!(snapshot.fold(&sim.log[cut..]).unwrap(), a);
+    }
+
+    #[test]
+    fn decide_never_repeats_a_logged_result(max_steps in 1u32..6, outcomes in prop::collection::vec(outcome(), 0..40), cut in 0usize..200) {
+        let sim = simulate(max_steps, 2, outcomes);
+        // recovery at any point: whatever decide asks for next has no result in the log yet
+        let cut = cut % (sim.log.len() + 1);
+        let state = SessionState::default().fold(&sim.log[..cut]).unwrap();
+        let logged = &sim.log[..cut];
+        match decide(&state) {
+            Action::CallModel { run_id, step, .. } => {
+                let repeated = logged.iter().any(|e| matches!(&e.body, EventBody::ModelReplied { run_id: r, step: s, .. } if *r == run_id && *s == step));
+                prop_assert!(!repeated, "decide repeats step {}", step);
+            }
+            Action::CallTool { call, .. } => {
+                let repeated = logged.iter().any(|e| matches!(&e.body, EventBody::ToolReturned { call_id, .. } if *call_id == call.call_id));
+                prop_assert!(!repeated, "decide repeats tool call {}", call.call_id);
+            }
+            Action::Finish { run_id, .. } | Action::Fail { run_id, .. } => {
+                let ended = logged.iter().any(|e| matches!(&e.body, EventBody::RunCompleted { run_id: r, .. } | EventBody::RunFailed { run_id: r, .. } | EventBody::RunCancelled { run_id: r, .. } if *r == run_id));
+                prop_assert!(!ended, "decide ends run {} twice", run_id);
+            }
+            Action::Idle => {}
+        }
+    }
+
+    #[test]
+    fn apply_rejects_events_that_break_the_log(max_steps in 1u32..6, outcomes in prop::collection::vec(outcome(), 0..40), pick in 0usize..200, drop in 0usize..200) {
+        // Shuffling a valid log by dropping one event: what apply accepts never has two results
+        // for one call or a run that ends twice, and a rejected event leaves the state unchanged.
+        let sim = simulate(max_steps, 2, outcomes);
+        let mut log = sim.log.clone();
+        if log.len() > 1 {
+            let drop = 1 + drop % (log.len() - 1);
+            let dup = pick % log.len();
+            let extra = log[dup].clone();
+            log.remove(drop);
+            log.push(extra);
+        }
+        let mut state = SessionState::default();
+        let mut returned = HashSet::new();
+        let mut ended = HashSet::new();
+        for (i, e) in log.iter().enumerate() {
+            let mut e = e.clone();
+            e.seq = state.last_seq + 1;
+            let before = state.clone();
+            match state.apply(&e) {
+                Ok(()) => match &e.body {
+                    EventBody::ToolReturned { call_id, .. } => prop_assert!(returned.insert(call_id.clone())),
+                    EventBody::RunCompleted { run_id, .. } | EventBody::RunFailed { run_id, .. } | EventBody::RunCancelled { run_id, .. } => prop_assert!(ended.insert(run_id.clone())),
+                    _ => {}
+                },
+                Err(_) => { prop_assert_eq!(&state, &before, "rejected event {} changed the state", i); }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_gap_in_seq_is_rejected() {
+    let mut state = SessionState::default();
+    let start = Event {
+        seq: 2,
+        at: Timestamp(0),
+        body: EventBody::SessionStarted {
+            tenant: TenantId::default_tenant(),
+            agent: agent(3),
+            metadata: Default::default(),
+        },
+    };
+    let err = state.apply(&start).unwrap_err();
+    assert!(err.to_string().contains("expected seq 1"), "{err}");
+}
+
+#[test]
+fn max_steps_ends_a_run_that_keeps_calling_tools() {
+    let mut sim = Sim::new(2);
+    let outcomes = vec![Outcome::Reply { tools: 1 }; 10];
+    sim.run(1, &mut outcomes.into_iter());
+    let last = sim.log.last().unwrap();
+    assert!(
+        matches!(&last.body, EventBody::RunFailed { code, .. } if code == "max_steps"),
+        "{last:?}"
+    );
+}
