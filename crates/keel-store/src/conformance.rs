@@ -1,1 +1,1 @@
-//! The conformance suite: written once against `Store`, run against every backend.
+//! placeholder

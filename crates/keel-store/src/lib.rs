@@ -5,11 +5,12 @@
 //! to follow and fails with `StoreError::Conflict` if someone else appended first, so a
 //! session's seqs never have a gap or a duplicate.
 
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod sqlite;
 mod types;
 
-// pub use sqlite::{Durability, SqliteOptions, SqliteStore}; (the SQLite backend lands next)
+pub use sqlite::{Durability, SqliteOptions, SqliteStore};
 pub use types::*;
 
 use async_trait::async_trait;
@@ -42,13 +43,14 @@ pub trait Store: Send + Sync + 'static {
     /// the session's last seq is not `expected_last_seq`, and with `NotFound` for an unknown
     /// session. Durable when it returns (subject to `Durability`).
     async fn append(&self, session: &SessionId, expected_last_seq: u64, batch: AppendBatch) -> Result<u64, StoreError>;
-    /// Events with `seq > after`, ascending, at most `limit`.
+    /// Events with `seq > after`, ascending, at most `limit`. `NotFound` for an unknown session.
     async fn read_events(&self, session: &SessionId, after: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
     /// The last `limit` events with `seq < before` (ascending order), for reading a recent window.
     async fn read_events_before(&self, session: &SessionId, before: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
     /// The latest snapshot plus every event after it: all that loading a session needs.
     async fn load(&self, session: &SessionId) -> Result<LoadedSession, StoreError>;
-    /// Stores a snapshot of the state at `snapshot.seq` (which must already be logged).
+    /// Stores a snapshot of the state at `snapshot.seq` (which must already be logged, else
+    /// `Invalid`). Only the latest snapshot is kept; an older one than stored is ignored.
     async fn put_snapshot(&self, session: &SessionId, snapshot: Snapshot) -> Result<(), StoreError>;
 
     /// A session's scratchpad value (written only through `AppendBatch::scratchpad`).
@@ -65,9 +67,11 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_runs(&self, node: &str, now: Timestamp, lease_ms: i64, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
     /// Extends the lease; `false` when `node` no longer holds it (it expired and was taken).
     async fn heartbeat(&self, run: &RunId, node: &str, now: Timestamp, lease_ms: i64) -> Result<bool, StoreError>;
-    /// Marks the run finished with `status` (terminal) and `output`/`error`, releasing its lease.
+    /// Marks the run finished with `status` (terminal, else `Invalid`) and `output`/`error`,
+    /// releasing its lease. `NotFound` for an unknown run.
     async fn finish_run(&self, run: &RunId, status: RunStatus, outcome: RunOutcome) -> Result<(), StoreError>;
-    /// Asks for a run to be cancelled; its holder sees it at the next step boundary.
+    /// Asks for a run to be cancelled; its holder sees it at the next step boundary. `false`
+    /// when the tenant has no such run; a finished run is left as it is (and gives `true`).
     async fn request_cancel(&self, tenant: &TenantId, run: &RunId) -> Result<bool, StoreError>;
     /// Makes every lease held by `node` claimable now: a restarted node takes back its runs.
     async fn release_leases(&self, node: &str) -> Result<u64, StoreError>;

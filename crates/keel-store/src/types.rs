@@ -25,6 +25,7 @@ pub struct SessionFilter {
     pub metadata: Vec<(String, serde_json::Value)>,
     /// Cursor: only sessions whose id sorts before this one.
     pub before: Option<SessionId>,
+    /// The most sessions to return; 0 means no limit.
     pub limit: usize,
 }
 
@@ -107,6 +108,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("event at seq {seq} of session {session} cannot be read: {source}")]
     Event { session: SessionId, seq: u64, source: keel_core::EventDecodeError },
+    /// The caller asked for something the store cannot do (a snapshot past the log's end, a
+    /// non-terminal status to finish a run with): says which value and why.
+    #[error("invalid store request: {0}")]
+    Invalid(String),
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
     #[error("storage error: {0}")]

@@ -1,0 +1,62 @@
+//! Agent definitions, one row per version. Storing a definition under a known name makes the
+//! next version and keeps the agent's id; nothing is ever updated in place.
+
+use keel_core::{AgentDef, AgentId, TenantId};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{error, stored_id};
+use crate::StoreError;
+
+pub(crate) fn put(conn: &Connection, tenant: &TenantId, mut def: AgentDef) -> Result<AgentDef, StoreError> {
+    if def.name.trim().is_empty() {
+        return Err(StoreError::Invalid("an agent needs a name; got an empty one".into()));
+    }
+    let latest: Option<(u32, String)> = conn
+        .prepare_cached("SELECT version, id FROM agents WHERE tenant = ?1 AND name = ?2 ORDER BY version DESC LIMIT 1")?
+        .query_row(params![tenant.as_str(), def.name], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some((version, id)) = latest {
+        def.version = version.checked_add(1).ok_or_else(|| {
+            StoreError::Invalid(format!("agent {:?} has reached the last version number ({version})", def.name))
+        })?;
+        def.id = stored_id::<AgentId>(id)?;
+    } else {
+        def.version = 1;
+    }
+    let json = serde_json::to_string(&def)
+        .map_err(|e| StoreError::Invalid(format!("agent {:?} cannot be encoded: {e}", def.name)))?;
+    conn.prepare_cached("INSERT INTO agents (tenant, name, version, id, def) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![tenant.as_str(), def.name, def.version, def.id.as_str(), json])?;
+    Ok(def)
+}
+
+/// The given version, or the latest when `version` is `None`.
+pub(crate) fn get(conn: &Connection, tenant: &TenantId, name: &str, version: Option<u32>) -> Result<Option<AgentDef>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, def FROM agents WHERE tenant = ?1 AND name = ?2 AND (?3 IS NULL OR version = ?3)
+         ORDER BY version DESC LIMIT 1",
+    )?;
+    let mut rows = stmt.query(params![tenant.as_str(), name, version])?;
+    rows.next()?.map(from_row).transpose()
+}
+
+/// The latest version of every agent, by name.
+pub(crate) fn list(conn: &Connection, tenant: &TenantId) -> Result<Vec<AgentDef>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, def FROM agents AS a WHERE tenant = ?1
+         AND version = (SELECT MAX(version) FROM agents AS b WHERE b.tenant = a.tenant AND b.name = a.name)
+         ORDER BY name",
+    )?;
+    let mut rows = stmt.query([tenant.as_str()])?;
+    let mut agents = Vec::new();
+    while let Some(row) = rows.next()? {
+        agents.push(from_row(row)?);
+    }
+    Ok(agents)
+}
+
+fn from_row(row: &Row<'_>) -> Result<AgentDef, StoreError> {
+    let name: String = row.get(0)?;
+    let def: String = row.get(1)?;
+    serde_json::from_str(&def).map_err(|e| error::corrupt_json("definition", &format!("agent {name:?}"), e))
+}

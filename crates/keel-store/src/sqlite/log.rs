@@ -1,0 +1,153 @@
+//! A session's log: appending events under optimistic concurrency, reading them back in
+//! pages, snapshots (only the latest is kept), and the scratchpad that commits with its events.
+
+use keel_core::{Event, EventBody, SessionId, SessionState, Timestamp};
+use rusqlite::{Connection, OptionalExtension, Statement, params};
+
+use super::{sql_bound, sql_limit};
+use crate::{AppendBatch, LoadedSession, NewEvent, ScratchpadWrite, Snapshot, StoreError};
+
+/// Appends `batch` after `expected` or fails with `Conflict`; returns the new last seq.
+pub(crate) fn append(conn: &Connection, session: &SessionId, expected: u64, batch: &AppendBatch) -> Result<u64, StoreError> {
+    let actual = last_seq(conn, session)?;
+    if actual != expected {
+        return Err(StoreError::Conflict { session: session.clone(), expected, actual });
+    }
+    let last = insert_events(conn, session, actual, &batch.events)?;
+    write_scratchpad(conn, session, &batch.scratchpad)?;
+    Ok(last)
+}
+
+/// The session's last seq, or `NotFound`.
+pub(crate) fn last_seq(conn: &Connection, session: &SessionId) -> Result<u64, StoreError> {
+    conn.prepare_cached("SELECT last_seq FROM sessions WHERE id = ?1")?
+        .query_row([session.as_str()], |r| r.get::<_, u64>(0))
+        .optional()?
+        .ok_or_else(|| session_not_found(session))
+}
+
+/// Inserts `events` as seqs `after + 1 ..`, moves the session's last seq, and returns it.
+pub(crate) fn insert_events(conn: &Connection, session: &SessionId, after: u64, events: &[NewEvent]) -> Result<u64, StoreError> {
+    if events.is_empty() {
+        return Ok(after);
+    }
+    let mut insert = conn.prepare_cached("INSERT INTO events (session, seq, type, at, body) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    let mut seq = after;
+    for event in events {
+        seq += 1;
+        insert.execute(params![session.as_str(), sql_bound(seq), event.body.type_name(), event.at.millis(), event.body.encode()])?;
+    }
+    conn.prepare_cached("UPDATE sessions SET last_seq = ?2 WHERE id = ?1")?.execute(params![session.as_str(), sql_bound(seq)])?;
+    Ok(seq)
+}
+
+fn write_scratchpad(conn: &Connection, session: &SessionId, writes: &[ScratchpadWrite]) -> Result<(), StoreError> {
+    for write in writes {
+        match &write.value {
+            Some(value) => conn
+                .prepare_cached(
+                    "INSERT INTO scratchpad (session, key, value) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (session, key) DO UPDATE SET value = excluded.value",
+                )?
+                .execute(params![session.as_str(), write.key, value])?,
+            None => conn
+                .prepare_cached("DELETE FROM scratchpad WHERE session = ?1 AND key = ?2")?
+                .execute(params![session.as_str(), write.key])?,
+        };
+    }
+    Ok(())
+}
+
+pub(crate) fn scratchpad_get(conn: &Connection, session: &SessionId, key: &str) -> Result<Option<String>, StoreError> {
+    let value = conn
+        .prepare_cached("SELECT value FROM scratchpad WHERE session = ?1 AND key = ?2")?
+        .query_row(params![session.as_str(), key], |r| r.get(0))
+        .optional()?;
+    if value.is_none() {
+        last_seq(conn, session)?;
+    }
+    Ok(value)
+}
+
+/// Events with `seq > after`, ascending, at most `limit`.
+pub(crate) fn read_after(conn: &Connection, session: &SessionId, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT seq, at, body FROM events WHERE session = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")?;
+    let events = decode_events(&mut stmt, session, after, limit)?;
+    if events.is_empty() {
+        last_seq(conn, session)?;
+    }
+    Ok(events)
+}
+
+/// The last `limit` events with `seq < before`, ascending.
+pub(crate) fn read_before(conn: &Connection, session: &SessionId, before: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT seq, at, body FROM events WHERE session = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3")?;
+    let mut events = decode_events(&mut stmt, session, before, limit)?;
+    if events.is_empty() {
+        last_seq(conn, session)?;
+    }
+    events.reverse();
+    Ok(events)
+}
+
+fn decode_events(stmt: &mut Statement<'_>, session: &SessionId, bound: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    let mut rows = stmt.query(params![session.as_str(), sql_bound(bound), sql_limit(limit)])?;
+    let mut events = Vec::new();
+    while let Some(row) = rows.next()? {
+        let seq: u64 = row.get(0)?;
+        let body = EventBody::decode(row.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?)
+            .map_err(|source| StoreError::Event { session: session.clone(), seq, source })?;
+        events.push(Event { seq, at: Timestamp::from_millis(row.get(1)?), body });
+    }
+    Ok(events)
+}
+
+/// The latest snapshot and the events after it, read in one transaction so they agree.
+pub(crate) fn load(conn: &Connection, session: &SessionId) -> Result<LoadedSession, StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let snapshot = latest_snapshot(&tx, session)?;
+    let tail = read_after(&tx, session, snapshot.as_ref().map_or(0, |s| s.seq), usize::MAX)?;
+    Ok(LoadedSession { snapshot, tail })
+}
+
+/// A snapshot is derived data: one that no longer decodes (written by another keel version)
+/// is skipped, and the session loads from its full log instead.
+fn latest_snapshot(conn: &Connection, session: &SessionId) -> Result<Option<Snapshot>, StoreError> {
+    let stored: Option<(u64, String)> = conn
+        .prepare_cached("SELECT seq, state FROM snapshots WHERE session = ?1")?
+        .query_row([session.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((seq, state)) = stored else { return Ok(None) };
+    match serde_json::from_str::<SessionState>(&state) {
+        Ok(state) => Ok(Some(Snapshot { seq, state })),
+        Err(error) => {
+            tracing::warn!(%session, seq, %error, "ignoring a snapshot that does not decode; loading the full log");
+            Ok(None)
+        }
+    }
+}
+
+pub(crate) fn put_snapshot(conn: &Connection, session: &SessionId, snapshot: &Snapshot) -> Result<(), StoreError> {
+    let last = last_seq(conn, session)?;
+    if snapshot.seq > last {
+        return Err(StoreError::Invalid(format!(
+            "a snapshot of session {session} at seq {} is past the end of its log (last seq {last}): \
+             snapshot only state whose events are logged",
+            snapshot.seq
+        )));
+    }
+    let state = serde_json::to_string(&snapshot.state)
+        .map_err(|e| StoreError::Invalid(format!("the snapshot of session {session} cannot be encoded: {e}")))?;
+    conn.prepare_cached(
+        "INSERT INTO snapshots (session, seq, state) VALUES (?1, ?2, ?3)
+         ON CONFLICT (session) DO UPDATE SET seq = excluded.seq, state = excluded.state WHERE excluded.seq >= snapshots.seq",
+    )?
+    .execute(params![session.as_str(), sql_bound(snapshot.seq), state])?;
+    Ok(())
+}
+
+pub(crate) fn session_not_found(session: &SessionId) -> StoreError {
+    StoreError::NotFound { kind: "session", id: session.to_string() }
+}

@@ -1,0 +1,162 @@
+//! The run queue with leases. A node claims runs for a while and heartbeats to keep them; a
+//! lease that runs out (a dead node) makes the run claimable by another. Never are two runs of
+//! one session held at once, so a session's log has one driver at a time.
+
+use std::collections::HashSet;
+
+use keel_core::{RunId, RunStatus, TenantId, Timestamp};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{error, log, stored_id};
+use crate::{RunOutcome, RunRecord, StoreError};
+
+const COLUMNS: &str =
+    "id, tenant, session, input, status, created_at, output, error, cancel_requested, lease_owner, lease_until";
+
+pub(crate) fn enqueue(conn: &Connection, run: &RunRecord) -> Result<(), StoreError> {
+    let owner: Option<String> = conn
+        .prepare_cached("SELECT tenant FROM sessions WHERE id = ?1")?
+        .query_row([run.session.as_str()], |r| r.get(0))
+        .optional()?;
+    if owner.as_deref() != Some(run.tenant.as_str()) {
+        return Err(log::session_not_found(&run.session));
+    }
+    let input = serde_json::to_string(&run.input)
+        .map_err(|e| StoreError::Invalid(format!("the input of run {} cannot be encoded: {e}", run.id)))?;
+    conn.prepare_cached(&format!("INSERT INTO runs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"))?
+        .execute(params![
+            run.id.as_str(),
+            run.tenant.as_str(),
+            run.session.as_str(),
+            input,
+            run.status.as_str(),
+            run.created_at.millis(),
+            run.output,
+            run.error,
+            run.cancel_requested,
+            run.lease_owner,
+            run.lease_until.map(Timestamp::millis),
+        ])
+        .map_err(|e| match error::is_duplicate(&e) {
+            true => StoreError::AlreadyExists(format!("run {}", run.id)),
+            false => e.into(),
+        })?;
+    Ok(())
+}
+
+pub(crate) fn get(conn: &Connection, tenant: &TenantId, id: &RunId) -> Result<Option<RunRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM runs WHERE id = ?1 AND tenant = ?2"))?;
+    let mut rows = stmt.query(params![id.as_str(), tenant.as_str()])?;
+    rows.next()?.map(from_row).transpose()
+}
+
+/// Oldest claimable runs first, at most one per session, none of a session with a live lease.
+pub(crate) fn claim(conn: &Connection, node: &str, now: Timestamp, lease_ms: i64, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut candidates = conn.prepare_cached(
+        "SELECT id, session FROM runs AS r
+         WHERE (status = 'queued' OR (status = 'running' AND (lease_until IS NULL OR lease_until <= ?1)))
+           AND NOT EXISTS (SELECT 1 FROM runs AS live
+                           WHERE live.session = r.session AND live.status = 'running' AND live.lease_until > ?1)
+         ORDER BY created_at, id",
+    )?;
+    let mut rows = candidates.query([now.millis()])?;
+    let mut sessions = HashSet::new();
+    let mut chosen = Vec::new();
+    while chosen.len() < limit
+        && let Some(row) = rows.next()?
+    {
+        let (id, session): (String, String) = (row.get(0)?, row.get(1)?);
+        if sessions.insert(session) {
+            chosen.push(id);
+        }
+    }
+    drop(rows);
+    let mut take = conn.prepare_cached(&format!(
+        "UPDATE runs SET status = 'running', lease_owner = ?2, lease_until = ?3 WHERE id = ?1 RETURNING {COLUMNS}"
+    ))?;
+    let until = now.millis().saturating_add(lease_ms);
+    let mut claimed = Vec::with_capacity(chosen.len());
+    for id in chosen {
+        let mut rows = take.query(params![id, node, until])?;
+        if let Some(row) = rows.next()? {
+            claimed.push(from_row(row)?);
+        }
+    }
+    Ok(claimed)
+}
+
+pub(crate) fn heartbeat(conn: &Connection, run: &RunId, node: &str, now: Timestamp, lease_ms: i64) -> Result<bool, StoreError> {
+    let extended = conn
+        .prepare_cached("UPDATE runs SET lease_until = ?3 WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'")?
+        .execute(params![run.as_str(), node, now.millis().saturating_add(lease_ms)])?;
+    Ok(extended > 0)
+}
+
+pub(crate) fn finish(conn: &Connection, run: &RunId, status: RunStatus, outcome: &RunOutcome) -> Result<(), StoreError> {
+    if !status.is_terminal() {
+        return Err(StoreError::Invalid(format!(
+            "run {run} cannot finish as {:?}: use completed, failed or cancelled",
+            status.as_str()
+        )));
+    }
+    let finished = conn
+        .prepare_cached(
+            "UPDATE runs SET status = ?2, output = ?3, error = ?4, lease_owner = NULL, lease_until = NULL WHERE id = ?1",
+        )?
+        .execute(params![run.as_str(), status.as_str(), outcome.output, outcome.error])?;
+    if finished == 0 {
+        return Err(StoreError::NotFound { kind: "run", id: run.to_string() });
+    }
+    Ok(())
+}
+
+pub(crate) fn request_cancel(conn: &Connection, tenant: &TenantId, run: &RunId) -> Result<bool, StoreError> {
+    let flagged = conn
+        .prepare_cached(
+            "UPDATE runs SET cancel_requested = 1 WHERE id = ?1 AND tenant = ?2 AND status IN ('queued', 'running')",
+        )?
+        .execute(params![run.as_str(), tenant.as_str()])?;
+    if flagged > 0 {
+        return Ok(true);
+    }
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM runs WHERE id = ?1 AND tenant = ?2")?
+        .exists(params![run.as_str(), tenant.as_str()])?;
+    Ok(exists)
+}
+
+/// Clears `node`'s leases: its runs stay `running` and become claimable at once.
+pub(crate) fn release_leases(conn: &Connection, node: &str) -> Result<u64, StoreError> {
+    let released = conn
+        .prepare_cached(
+            "UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?1 AND status = 'running'",
+        )?
+        .execute([node])?;
+    Ok(released as u64)
+}
+
+fn from_row(row: &Row<'_>) -> Result<RunRecord, StoreError> {
+    let id: String = row.get(0)?;
+    let input: String = row.get(3)?;
+    let status: String = row.get(4)?;
+    Ok(RunRecord {
+        tenant: stored_id(row.get(1)?)?,
+        session: stored_id(row.get(2)?)?,
+        input: serde_json::from_str(&input).map_err(|e| error::corrupt_json("input", &id, e))?,
+        status: RunStatus::parse(&status).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "run {id} has status {status:?}, unknown to this keel: upgrade keel, or restore the database from a backup"
+            ))
+        })?,
+        created_at: Timestamp::from_millis(row.get(5)?),
+        output: row.get(6)?,
+        error: row.get(7)?,
+        cancel_requested: row.get(8)?,
+        lease_owner: row.get(9)?,
+        lease_until: row.get::<_, Option<i64>>(10)?.map(Timestamp::from_millis),
+        id: stored_id(id)?,
+    })
+}
