@@ -24,17 +24,34 @@ pub trait Store: Send + Sync + 'static {
     /// version number (1 for a new name; `def.version` is ignored). A new name gets `def.id`.
     async fn put_agent(&self, tenant: &TenantId, def: AgentDef) -> Result<AgentDef, StoreError>;
     /// The given version, or the latest one when `version` is `None`.
-    async fn get_agent(&self, tenant: &TenantId, name: &str, version: Option<u32>) -> Result<Option<AgentDef>, StoreError>;
+    async fn get_agent(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<AgentDef>, StoreError>;
     /// The latest version of every agent, by name.
     async fn list_agents(&self, tenant: &TenantId) -> Result<Vec<AgentDef>, StoreError>;
 
     // --- sessions and their logs ----------------------------------------------------------
 
     /// Creates the session row and appends its first events (seq 1.. ) atomically.
-    async fn create_session(&self, session: &SessionRecord, first_events: Vec<NewEvent>) -> Result<(), StoreError>;
-    async fn get_session(&self, tenant: &TenantId, id: &SessionId) -> Result<Option<SessionRecord>, StoreError>;
+    async fn create_session(
+        &self,
+        session: &SessionRecord,
+        first_events: Vec<NewEvent>,
+    ) -> Result<(), StoreError>;
+    async fn get_session(
+        &self,
+        tenant: &TenantId,
+        id: &SessionId,
+    ) -> Result<Option<SessionRecord>, StoreError>;
     /// Sessions newest first, after `filter.before` (a cursor: the last id of the previous page).
-    async fn list_sessions(&self, tenant: &TenantId, filter: &SessionFilter) -> Result<Vec<SessionRecord>, StoreError>;
+    async fn list_sessions(
+        &self,
+        tenant: &TenantId,
+        filter: &SessionFilter,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
     /// Deletes the session, its events, snapshots, scratchpad and runs.
     async fn delete_session(&self, tenant: &TenantId, id: &SessionId) -> Result<bool, StoreError>;
 
@@ -42,34 +59,72 @@ pub trait Store: Send + Sync + 'static {
     /// writes, all in one transaction. Returns the new last seq. Fails with `Conflict` when
     /// the session's last seq is not `expected_last_seq`, and with `NotFound` for an unknown
     /// session. Durable when it returns (subject to `Durability`).
-    async fn append(&self, session: &SessionId, expected_last_seq: u64, batch: AppendBatch) -> Result<u64, StoreError>;
+    async fn append(
+        &self,
+        session: &SessionId,
+        expected_last_seq: u64,
+        batch: AppendBatch,
+    ) -> Result<u64, StoreError>;
     /// Events with `seq > after`, ascending, at most `limit`. `NotFound` for an unknown session.
-    async fn read_events(&self, session: &SessionId, after: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
+    async fn read_events(
+        &self,
+        session: &SessionId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
     /// The last `limit` events with `seq < before` (ascending order), for reading a recent window.
-    async fn read_events_before(&self, session: &SessionId, before: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
+    async fn read_events_before(
+        &self,
+        session: &SessionId,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
     /// The latest snapshot plus every event after it: all that loading a session needs.
     async fn load(&self, session: &SessionId) -> Result<LoadedSession, StoreError>;
     /// Stores a snapshot of the state at `snapshot.seq` (which must already be logged, else
     /// `Invalid`). Only the latest snapshot is kept; an older one than stored is ignored.
-    async fn put_snapshot(&self, session: &SessionId, snapshot: Snapshot) -> Result<(), StoreError>;
+    async fn put_snapshot(&self, session: &SessionId, snapshot: Snapshot)
+    -> Result<(), StoreError>;
 
     /// A session's scratchpad value (written only through `AppendBatch::scratchpad`).
-    async fn scratchpad_get(&self, session: &SessionId, key: &str) -> Result<Option<String>, StoreError>;
+    async fn scratchpad_get(
+        &self,
+        session: &SessionId,
+        key: &str,
+    ) -> Result<Option<String>, StoreError>;
 
     // --- the run queue ----------------------------------------------------------------------
 
     /// Queues a run; it is claimable at once.
     async fn enqueue_run(&self, run: &RunRecord) -> Result<(), StoreError>;
-    async fn get_run(&self, tenant: &TenantId, id: &RunId) -> Result<Option<RunRecord>, StoreError>;
+    async fn get_run(&self, tenant: &TenantId, id: &RunId)
+    -> Result<Option<RunRecord>, StoreError>;
     /// Claims up to `limit` runs for `node` until `now + lease_ms`: queued runs, and runs whose
     /// lease has expired, oldest first, **never two of one session**, and none of a session
     /// that already has a live lease. Claimed runs become `Running`.
-    async fn claim_runs(&self, node: &str, now: Timestamp, lease_ms: i64, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+    async fn claim_runs(
+        &self,
+        node: &str,
+        now: Timestamp,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError>;
     /// Extends the lease; `false` when `node` no longer holds it (it expired and was taken).
-    async fn heartbeat(&self, run: &RunId, node: &str, now: Timestamp, lease_ms: i64) -> Result<bool, StoreError>;
+    async fn heartbeat(
+        &self,
+        run: &RunId,
+        node: &str,
+        now: Timestamp,
+        lease_ms: i64,
+    ) -> Result<bool, StoreError>;
     /// Marks the run finished with `status` (terminal, else `Invalid`) and `output`/`error`,
     /// releasing its lease. `NotFound` for an unknown run.
-    async fn finish_run(&self, run: &RunId, status: RunStatus, outcome: RunOutcome) -> Result<(), StoreError>;
+    async fn finish_run(
+        &self,
+        run: &RunId,
+        status: RunStatus,
+        outcome: RunOutcome,
+    ) -> Result<(), StoreError>;
     /// Asks for a run to be cancelled; its holder sees it at the next step boundary. `false`
     /// when the tenant has no such run; a finished run is left as it is (and gives `true`).
     async fn request_cancel(&self, tenant: &TenantId, run: &RunId) -> Result<bool, StoreError>;

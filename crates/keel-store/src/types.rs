@@ -1,6 +1,9 @@
 //! Records the store keeps besides events, and its one error type.
 
-use keel_core::{AgentId, Event, EventBody, Message, RunId, RunStatus, SessionId, SessionState, TenantId, Timestamp};
+use keel_core::{
+    AgentId, Event, EventBody, Message, RunId, RunStatus, SessionId, SessionState, TenantId,
+    Timestamp,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -52,7 +55,10 @@ pub struct AppendBatch {
 
 impl AppendBatch {
     pub fn events(events: Vec<NewEvent>) -> Self {
-        AppendBatch { events, scratchpad: Vec::new() }
+        AppendBatch {
+            events,
+            scratchpad: Vec::new(),
+        }
     }
 }
 
@@ -98,8 +104,14 @@ pub struct RunOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("append conflict on session {session}: expected last seq {expected}, but it is {actual}")]
-    Conflict { session: SessionId, expected: u64, actual: u64 },
+    #[error(
+        "append conflict on session {session}: expected last seq {expected}, but it is {actual}"
+    )]
+    Conflict {
+        session: SessionId,
+        expected: u64,
+        actual: u64,
+    },
     #[error("{kind} {id} not found")]
     NotFound { kind: &'static str, id: String },
     #[error("{0} already exists")]
@@ -107,7 +119,11 @@ pub enum StoreError {
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("event at seq {seq} of session {session} cannot be read: {source}")]
-    Event { session: SessionId, seq: u64, source: keel_core::EventDecodeError },
+    Event {
+        session: SessionId,
+        seq: u64,
+        source: keel_core::EventDecodeError,
+    },
     /// The caller asked for something the store cannot do (a snapshot past the log's end, a
     /// non-terminal status to finish a run with): says which value and why.
     #[error("invalid store request: {0}")]

@@ -8,7 +8,8 @@ use keel_store::{SqliteOptions, SqliteStore};
 
 async fn sqlite_subject() -> Subject {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = SqliteStore::open(SqliteOptions::new(dir.path().join("data").join("keel.db"))).expect("open the store");
+    let store = SqliteStore::open(SqliteOptions::new(dir.path().join("data").join("keel.db")))
+        .expect("open the store");
     Subject::keeping(Arc::new(store), dir)
 }
 
@@ -20,8 +21,14 @@ mod without_group_commit {
 
     async fn subject() -> Subject {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let options = SqliteOptions { group_commit: false, ..SqliteOptions::new(dir.path().join("keel.db")) };
-        Subject::keeping(Arc::new(SqliteStore::open(options).expect("open the store")), dir)
+        let options = SqliteOptions {
+            group_commit: false,
+            ..SqliteOptions::new(dir.path().join("keel.db"))
+        };
+        Subject::keeping(
+            Arc::new(SqliteStore::open(options).expect("open the store")),
+            dir,
+        )
     }
 
     keel_store::conformance_tests!(subject());

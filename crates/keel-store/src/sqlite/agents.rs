@@ -7,9 +7,15 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::{error, stored_id};
 use crate::StoreError;
 
-pub(crate) fn put(conn: &Connection, tenant: &TenantId, mut def: AgentDef) -> Result<AgentDef, StoreError> {
+pub(crate) fn put(
+    conn: &Connection,
+    tenant: &TenantId,
+    mut def: AgentDef,
+) -> Result<AgentDef, StoreError> {
     if def.name.trim().is_empty() {
-        return Err(StoreError::Invalid("an agent needs a name; got an empty one".into()));
+        return Err(StoreError::Invalid(
+            "an agent needs a name; got an empty one".into(),
+        ));
     }
     let latest: Option<(u32, String)> = conn
         .prepare_cached("SELECT version, id FROM agents WHERE tenant = ?1 AND name = ?2 ORDER BY version DESC LIMIT 1")?
@@ -17,7 +23,10 @@ pub(crate) fn put(conn: &Connection, tenant: &TenantId, mut def: AgentDef) -> Re
         .optional()?;
     if let Some((version, id)) = latest {
         def.version = version.checked_add(1).ok_or_else(|| {
-            StoreError::Invalid(format!("agent {:?} has reached the last version number ({version})", def.name))
+            StoreError::Invalid(format!(
+                "agent {:?} has reached the last version number ({version})",
+                def.name
+            ))
         })?;
         def.id = stored_id::<AgentId>(id)?;
     } else {
@@ -25,13 +34,26 @@ pub(crate) fn put(conn: &Connection, tenant: &TenantId, mut def: AgentDef) -> Re
     }
     let json = serde_json::to_string(&def)
         .map_err(|e| StoreError::Invalid(format!("agent {:?} cannot be encoded: {e}", def.name)))?;
-    conn.prepare_cached("INSERT INTO agents (tenant, name, version, id, def) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![tenant.as_str(), def.name, def.version, def.id.as_str(), json])?;
+    conn.prepare_cached(
+        "INSERT INTO agents (tenant, name, version, id, def) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        tenant.as_str(),
+        def.name,
+        def.version,
+        def.id.as_str(),
+        json
+    ])?;
     Ok(def)
 }
 
 /// The given version, or the latest when `version` is `None`.
-pub(crate) fn get(conn: &Connection, tenant: &TenantId, name: &str, version: Option<u32>) -> Result<Option<AgentDef>, StoreError> {
+pub(crate) fn get(
+    conn: &Connection,
+    tenant: &TenantId,
+    name: &str,
+    version: Option<u32>,
+) -> Result<Option<AgentDef>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT name, def FROM agents WHERE tenant = ?1 AND name = ?2 AND (?3 IS NULL OR version = ?3)
          ORDER BY version DESC LIMIT 1",
@@ -58,5 +80,6 @@ pub(crate) fn list(conn: &Connection, tenant: &TenantId) -> Result<Vec<AgentDef>
 fn from_row(row: &Row<'_>) -> Result<AgentDef, StoreError> {
     let name: String = row.get(0)?;
     let def: String = row.get(1)?;
-    serde_json::from_str(&def).map_err(|e| error::corrupt_json("definition", &format!("agent {name:?}"), e))
+    serde_json::from_str(&def)
+        .map_err(|e| error::corrupt_json("definition", &format!("agent {name:?}"), e))
 }

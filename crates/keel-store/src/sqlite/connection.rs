@@ -32,8 +32,11 @@ pub(crate) fn open_writer(options: &SqliteOptions) -> Result<Connection, StoreEr
             ))
         })?;
     }
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let mut conn = Connection::open_with_flags(path, flags).map_err(|e| error::open_failed(path, e))?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn =
+        Connection::open_with_flags(path, flags).map_err(|e| error::open_failed(path, e))?;
     configure_writer(&conn, options).map_err(|e| error::open_failed(path, e))?;
     check_integrity(&conn, path)?;
     schema::migrate(&mut conn, path)?;
@@ -51,7 +54,11 @@ fn configure_writer(conn: &Connection, options: &SqliteOptions) -> rusqlite::Res
     conn.pragma_update(None, "foreign_keys", true)?;
     if let Some(max_bytes) = options.max_size_bytes {
         let page_size: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-        conn.pragma_update(None, "max_page_count", (max_bytes / page_size.max(1)).max(1))?;
+        conn.pragma_update(
+            None,
+            "max_page_count",
+            (max_bytes / page_size.max(1)).max(1),
+        )?;
     }
     Ok(())
 }
@@ -75,7 +82,8 @@ fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| error::open_failed(path, e))?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| error::open_failed(path, e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| error::open_failed(path, e))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }

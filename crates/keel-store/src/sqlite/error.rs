@@ -14,15 +14,19 @@ impl From<rusqlite::Error> for StoreError {
                 "the database or its disk is full ({e}): free disk space (or raise the size limit) and retry; \
                  nothing of the failed request was stored"
             )),
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Unavailable(format!(
-                "the database stayed locked by another process past the busy timeout ({e}): \
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                StoreError::Unavailable(format!(
+                    "the database stayed locked by another process past the busy timeout ({e}): \
                  make sure only keel processes use it, then retry"
-            )),
-            Some(ErrorCode::SystemIoFailure) => {
-                StoreError::Unavailable(format!("the disk failed to read or write ({e}): check the disk and retry"))
+                ))
             }
+            Some(ErrorCode::SystemIoFailure) => StoreError::Unavailable(format!(
+                "the disk failed to read or write ({e}): check the disk and retry"
+            )),
             Some(ErrorCode::ReadOnly | ErrorCode::PermissionDenied | ErrorCode::CannotOpen) => {
-                StoreError::Unavailable(format!("the database cannot be written ({e}): check its file permissions"))
+                StoreError::Unavailable(format!(
+                    "the database cannot be written ({e}): check its file permissions"
+                ))
             }
             Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
                 StoreError::Corrupt(format!("{e}: restore the database from a backup"))
@@ -49,9 +53,11 @@ pub(crate) fn open_failed(path: &Path, e: rusqlite::Error) -> StoreError {
                  by the user running keel, or choose another data directory"
             ))
         }
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Unavailable(format!(
-            "the database {path} is locked by another process ({e}): stop the other process or wait, then retry"
-        )),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(format!(
+                "the database {path} is locked by another process ({e}): stop the other process or wait, then retry"
+            ))
+        }
         _ => StoreError::Unavailable(format!("cannot open the database {path}: {e}")),
     }
 }
@@ -67,7 +73,9 @@ pub(crate) fn retell(e: &StoreError) -> StoreError {
 
 /// A stored JSON column that no longer decodes: the file was edited or damaged.
 pub(crate) fn corrupt_json(what: &str, id: &str, e: serde_json::Error) -> StoreError {
-    StoreError::Corrupt(format!("the stored {what} of {id} is not valid ({e}): restore the database from a backup"))
+    StoreError::Corrupt(format!(
+        "the stored {what} of {id} is not valid ({e}): restore the database from a backup"
+    ))
 }
 
 /// Whether `e` is a UNIQUE / PRIMARY KEY violation: the row is already there.

@@ -8,10 +8,19 @@ use super::{sql_bound, sql_limit};
 use crate::{AppendBatch, LoadedSession, NewEvent, ScratchpadWrite, Snapshot, StoreError};
 
 /// Appends `batch` after `expected` or fails with `Conflict`; returns the new last seq.
-pub(crate) fn append(conn: &Connection, session: &SessionId, expected: u64, batch: &AppendBatch) -> Result<u64, StoreError> {
+pub(crate) fn append(
+    conn: &Connection,
+    session: &SessionId,
+    expected: u64,
+    batch: &AppendBatch,
+) -> Result<u64, StoreError> {
     let actual = last_seq(conn, session)?;
     if actual != expected {
-        return Err(StoreError::Conflict { session: session.clone(), expected, actual });
+        return Err(StoreError::Conflict {
+            session: session.clone(),
+            expected,
+            actual,
+        });
     }
     let last = insert_events(conn, session, actual, &batch.events)?;
     write_scratchpad(conn, session, &batch.scratchpad)?;
@@ -27,21 +36,39 @@ pub(crate) fn last_seq(conn: &Connection, session: &SessionId) -> Result<u64, St
 }
 
 /// Inserts `events` as seqs `after + 1 ..`, moves the session's last seq, and returns it.
-pub(crate) fn insert_events(conn: &Connection, session: &SessionId, after: u64, events: &[NewEvent]) -> Result<u64, StoreError> {
+pub(crate) fn insert_events(
+    conn: &Connection,
+    session: &SessionId,
+    after: u64,
+    events: &[NewEvent],
+) -> Result<u64, StoreError> {
     if events.is_empty() {
         return Ok(after);
     }
-    let mut insert = conn.prepare_cached("INSERT INTO events (session, seq, type, at, body) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO events (session, seq, type, at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
     let mut seq = after;
     for event in events {
         seq += 1;
-        insert.execute(params![session.as_str(), sql_bound(seq), event.body.type_name(), event.at.millis(), event.body.encode()])?;
+        insert.execute(params![
+            session.as_str(),
+            sql_bound(seq),
+            event.body.type_name(),
+            event.at.millis(),
+            event.body.encode()
+        ])?;
     }
-    conn.prepare_cached("UPDATE sessions SET last_seq = ?2 WHERE id = ?1")?.execute(params![session.as_str(), sql_bound(seq)])?;
+    conn.prepare_cached("UPDATE sessions SET last_seq = ?2 WHERE id = ?1")?
+        .execute(params![session.as_str(), sql_bound(seq)])?;
     Ok(seq)
 }
 
-fn write_scratchpad(conn: &Connection, session: &SessionId, writes: &[ScratchpadWrite]) -> Result<(), StoreError> {
+fn write_scratchpad(
+    conn: &Connection,
+    session: &SessionId,
+    writes: &[ScratchpadWrite],
+) -> Result<(), StoreError> {
     for write in writes {
         match &write.value {
             Some(value) => conn
@@ -58,7 +85,11 @@ fn write_scratchpad(conn: &Connection, session: &SessionId, writes: &[Scratchpad
     Ok(())
 }
 
-pub(crate) fn scratchpad_get(conn: &Connection, session: &SessionId, key: &str) -> Result<Option<String>, StoreError> {
+pub(crate) fn scratchpad_get(
+    conn: &Connection,
+    session: &SessionId,
+    key: &str,
+) -> Result<Option<String>, StoreError> {
     let value = conn
         .prepare_cached("SELECT value FROM scratchpad WHERE session = ?1 AND key = ?2")?
         .query_row(params![session.as_str(), key], |r| r.get(0))
@@ -70,9 +101,15 @@ pub(crate) fn scratchpad_get(conn: &Connection, session: &SessionId, key: &str) 
 }
 
 /// Events with `seq > after`, ascending, at most `limit`.
-pub(crate) fn read_after(conn: &Connection, session: &SessionId, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT seq, at, body FROM events WHERE session = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")?;
+pub(crate) fn read_after(
+    conn: &Connection,
+    session: &SessionId,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, at, body FROM events WHERE session = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    )?;
     let events = decode_events(&mut stmt, session, after, limit)?;
     if events.is_empty() {
         last_seq(conn, session)?;
@@ -81,7 +118,12 @@ pub(crate) fn read_after(conn: &Connection, session: &SessionId, after: u64, lim
 }
 
 /// The last `limit` events with `seq < before`, ascending.
-pub(crate) fn read_before(conn: &Connection, session: &SessionId, before: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+pub(crate) fn read_before(
+    conn: &Connection,
+    session: &SessionId,
+    before: u64,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
     let mut stmt =
         conn.prepare_cached("SELECT seq, at, body FROM events WHERE session = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3")?;
     let mut events = decode_events(&mut stmt, session, before, limit)?;
@@ -92,14 +134,31 @@ pub(crate) fn read_before(conn: &Connection, session: &SessionId, before: u64, l
     Ok(events)
 }
 
-fn decode_events(stmt: &mut Statement<'_>, session: &SessionId, bound: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-    let mut rows = stmt.query(params![session.as_str(), sql_bound(bound), sql_limit(limit)])?;
+fn decode_events(
+    stmt: &mut Statement<'_>,
+    session: &SessionId,
+    bound: u64,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
+    let mut rows = stmt.query(params![
+        session.as_str(),
+        sql_bound(bound),
+        sql_limit(limit)
+    ])?;
     let mut events = Vec::new();
     while let Some(row) = rows.next()? {
         let seq: u64 = row.get(0)?;
         let body = EventBody::decode(row.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?)
-            .map_err(|source| StoreError::Event { session: session.clone(), seq, source })?;
-        events.push(Event { seq, at: Timestamp::from_millis(row.get(1)?), body });
+            .map_err(|source| StoreError::Event {
+                session: session.clone(),
+                seq,
+                source,
+            })?;
+        events.push(Event {
+            seq,
+            at: Timestamp::from_millis(row.get(1)?),
+            body,
+        });
     }
     Ok(events)
 }
@@ -108,7 +167,12 @@ fn decode_events(stmt: &mut Statement<'_>, session: &SessionId, bound: u64, limi
 pub(crate) fn load(conn: &Connection, session: &SessionId) -> Result<LoadedSession, StoreError> {
     let tx = conn.unchecked_transaction()?;
     let snapshot = latest_snapshot(&tx, session)?;
-    let tail = read_after(&tx, session, snapshot.as_ref().map_or(0, |s| s.seq), usize::MAX)?;
+    let tail = read_after(
+        &tx,
+        session,
+        snapshot.as_ref().map_or(0, |s| s.seq),
+        usize::MAX,
+    )?;
     Ok(LoadedSession { snapshot, tail })
 }
 
@@ -119,7 +183,9 @@ fn latest_snapshot(conn: &Connection, session: &SessionId) -> Result<Option<Snap
         .prepare_cached("SELECT seq, state FROM snapshots WHERE session = ?1")?
         .query_row([session.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let Some((seq, state)) = stored else { return Ok(None) };
+    let Some((seq, state)) = stored else {
+        return Ok(None);
+    };
     match serde_json::from_str::<SessionState>(&state) {
         Ok(state) => Ok(Some(Snapshot { seq, state })),
         Err(error) => {
@@ -129,7 +195,11 @@ fn latest_snapshot(conn: &Connection, session: &SessionId) -> Result<Option<Snap
     }
 }
 
-pub(crate) fn put_snapshot(conn: &Connection, session: &SessionId, snapshot: &Snapshot) -> Result<(), StoreError> {
+pub(crate) fn put_snapshot(
+    conn: &Connection,
+    session: &SessionId,
+    snapshot: &Snapshot,
+) -> Result<(), StoreError> {
     let last = last_seq(conn, session)?;
     if snapshot.seq > last {
         return Err(StoreError::Invalid(format!(
@@ -138,8 +208,11 @@ pub(crate) fn put_snapshot(conn: &Connection, session: &SessionId, snapshot: &Sn
             snapshot.seq
         )));
     }
-    let state = serde_json::to_string(&snapshot.state)
-        .map_err(|e| StoreError::Invalid(format!("the snapshot of session {session} cannot be encoded: {e}")))?;
+    let state = serde_json::to_string(&snapshot.state).map_err(|e| {
+        StoreError::Invalid(format!(
+            "the snapshot of session {session} cannot be encoded: {e}"
+        ))
+    })?;
     conn.prepare_cached(
         "INSERT INTO snapshots (session, seq, state) VALUES (?1, ?2, ?3)
          ON CONFLICT (session) DO UPDATE SET seq = excluded.seq, state = excluded.state WHERE excluded.seq >= snapshots.seq",
@@ -149,5 +222,8 @@ pub(crate) fn put_snapshot(conn: &Connection, session: &SessionId, snapshot: &Sn
 }
 
 pub(crate) fn session_not_found(session: &SessionId) -> StoreError {
-    StoreError::NotFound { kind: "session", id: session.to_string() }
+    StoreError::NotFound {
+        kind: "session",
+        id: session.to_string(),
+    }
 }

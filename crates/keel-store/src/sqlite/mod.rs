@@ -21,7 +21,8 @@ use async_trait::async_trait;
 use keel_core::{AgentDef, Event, IdError, RunId, RunStatus, SessionId, TenantId, Timestamp};
 
 use crate::{
-    AppendBatch, LoadedSession, NewEvent, RunOutcome, RunRecord, SessionFilter, SessionRecord, Snapshot, Store, StoreError,
+    AppendBatch, LoadedSession, NewEvent, RunOutcome, RunRecord, SessionFilter, SessionRecord,
+    Snapshot, Store, StoreError,
 };
 use readers::ReaderPool;
 pub use schema::SCHEMA_VERSION;
@@ -63,7 +64,13 @@ pub struct SqliteOptions {
 impl SqliteOptions {
     /// The defaults (full durability, group commit, 4 readers, no size cap) for `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        SqliteOptions { path: path.into(), durability: Durability::Full, group_commit: true, readers: 4, max_size_bytes: None }
+        SqliteOptions {
+            path: path.into(),
+            durability: Durability::Full,
+            group_commit: true,
+            readers: 4,
+            max_size_bytes: None,
+        }
     }
 }
 
@@ -83,7 +90,11 @@ impl SqliteStore {
         let writer = Writer::start(conn, options.group_commit)?;
         let readers = ReaderPool::open(options.path.clone(), options.readers)?;
         tracing::debug!(path = %options.path.display(), durability = ?options.durability, "opened the SQLite store");
-        Ok(SqliteStore { path: options.path, readers, writer })
+        Ok(SqliteStore {
+            path: options.path,
+            readers,
+            writer,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -95,106 +106,209 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn put_agent(&self, tenant: &TenantId, def: AgentDef) -> Result<AgentDef, StoreError> {
         let tenant = tenant.clone();
-        self.writer.write(move |conn| agents::put(conn, &tenant, def)).await
+        self.writer
+            .write(move |conn| agents::put(conn, &tenant, def))
+            .await
     }
 
-    async fn get_agent(&self, tenant: &TenantId, name: &str, version: Option<u32>) -> Result<Option<AgentDef>, StoreError> {
+    async fn get_agent(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<AgentDef>, StoreError> {
         let (tenant, name) = (tenant.clone(), name.to_string());
-        self.readers.read(move |conn| agents::get(conn, &tenant, &name, version)).await
+        self.readers
+            .read(move |conn| agents::get(conn, &tenant, &name, version))
+            .await
     }
 
     async fn list_agents(&self, tenant: &TenantId) -> Result<Vec<AgentDef>, StoreError> {
         let tenant = tenant.clone();
-        self.readers.read(move |conn| agents::list(conn, &tenant)).await
+        self.readers
+            .read(move |conn| agents::list(conn, &tenant))
+            .await
     }
 
-    async fn create_session(&self, session: &SessionRecord, first_events: Vec<NewEvent>) -> Result<(), StoreError> {
+    async fn create_session(
+        &self,
+        session: &SessionRecord,
+        first_events: Vec<NewEvent>,
+    ) -> Result<(), StoreError> {
         let session = session.clone();
-        self.writer.write(move |conn| sessions::create(conn, &session, &first_events)).await
+        self.writer
+            .write(move |conn| sessions::create(conn, &session, &first_events))
+            .await
     }
 
-    async fn get_session(&self, tenant: &TenantId, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+    async fn get_session(
+        &self,
+        tenant: &TenantId,
+        id: &SessionId,
+    ) -> Result<Option<SessionRecord>, StoreError> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.readers.read(move |conn| sessions::get(conn, &tenant, &id)).await
+        self.readers
+            .read(move |conn| sessions::get(conn, &tenant, &id))
+            .await
     }
 
-    async fn list_sessions(&self, tenant: &TenantId, filter: &SessionFilter) -> Result<Vec<SessionRecord>, StoreError> {
+    async fn list_sessions(
+        &self,
+        tenant: &TenantId,
+        filter: &SessionFilter,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
         let (tenant, filter) = (tenant.clone(), filter.clone());
-        self.readers.read(move |conn| sessions::list(conn, &tenant, &filter)).await
+        self.readers
+            .read(move |conn| sessions::list(conn, &tenant, &filter))
+            .await
     }
 
     async fn delete_session(&self, tenant: &TenantId, id: &SessionId) -> Result<bool, StoreError> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.writer.write(move |conn| sessions::delete(conn, &tenant, &id)).await
+        self.writer
+            .write(move |conn| sessions::delete(conn, &tenant, &id))
+            .await
     }
 
-    async fn append(&self, session: &SessionId, expected_last_seq: u64, batch: AppendBatch) -> Result<u64, StoreError> {
+    async fn append(
+        &self,
+        session: &SessionId,
+        expected_last_seq: u64,
+        batch: AppendBatch,
+    ) -> Result<u64, StoreError> {
         let session = session.clone();
-        self.writer.write(move |conn| log::append(conn, &session, expected_last_seq, &batch)).await
+        self.writer
+            .write(move |conn| log::append(conn, &session, expected_last_seq, &batch))
+            .await
     }
 
-    async fn read_events(&self, session: &SessionId, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    async fn read_events(
+        &self,
+        session: &SessionId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
         let session = session.clone();
-        self.readers.read(move |conn| log::read_after(conn, &session, after, limit)).await
+        self.readers
+            .read(move |conn| log::read_after(conn, &session, after, limit))
+            .await
     }
 
-    async fn read_events_before(&self, session: &SessionId, before: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    async fn read_events_before(
+        &self,
+        session: &SessionId,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
         let session = session.clone();
-        self.readers.read(move |conn| log::read_before(conn, &session, before, limit)).await
+        self.readers
+            .read(move |conn| log::read_before(conn, &session, before, limit))
+            .await
     }
 
     async fn load(&self, session: &SessionId) -> Result<LoadedSession, StoreError> {
         let session = session.clone();
-        self.readers.read(move |conn| log::load(conn, &session)).await
+        self.readers
+            .read(move |conn| log::load(conn, &session))
+            .await
     }
 
-    async fn put_snapshot(&self, session: &SessionId, snapshot: Snapshot) -> Result<(), StoreError> {
+    async fn put_snapshot(
+        &self,
+        session: &SessionId,
+        snapshot: Snapshot,
+    ) -> Result<(), StoreError> {
         let session = session.clone();
-        self.writer.write(move |conn| log::put_snapshot(conn, &session, &snapshot)).await
+        self.writer
+            .write(move |conn| log::put_snapshot(conn, &session, &snapshot))
+            .await
     }
 
-    async fn scratchpad_get(&self, session: &SessionId, key: &str) -> Result<Option<String>, StoreError> {
+    async fn scratchpad_get(
+        &self,
+        session: &SessionId,
+        key: &str,
+    ) -> Result<Option<String>, StoreError> {
         let (session, key) = (session.clone(), key.to_string());
-        self.readers.read(move |conn| log::scratchpad_get(conn, &session, &key)).await
+        self.readers
+            .read(move |conn| log::scratchpad_get(conn, &session, &key))
+            .await
     }
 
     async fn enqueue_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         let run = run.clone();
-        self.writer.write(move |conn| runs::enqueue(conn, &run)).await
+        self.writer
+            .write(move |conn| runs::enqueue(conn, &run))
+            .await
     }
 
-    async fn get_run(&self, tenant: &TenantId, id: &RunId) -> Result<Option<RunRecord>, StoreError> {
+    async fn get_run(
+        &self,
+        tenant: &TenantId,
+        id: &RunId,
+    ) -> Result<Option<RunRecord>, StoreError> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.readers.read(move |conn| runs::get(conn, &tenant, &id)).await
+        self.readers
+            .read(move |conn| runs::get(conn, &tenant, &id))
+            .await
     }
 
-    async fn claim_runs(&self, node: &str, now: Timestamp, lease_ms: i64, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+    async fn claim_runs(
+        &self,
+        node: &str,
+        now: Timestamp,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError> {
         let node = node.to_string();
-        self.writer.write(move |conn| runs::claim(conn, &node, now, lease_ms, limit)).await
+        self.writer
+            .write(move |conn| runs::claim(conn, &node, now, lease_ms, limit))
+            .await
     }
 
-    async fn heartbeat(&self, run: &RunId, node: &str, now: Timestamp, lease_ms: i64) -> Result<bool, StoreError> {
+    async fn heartbeat(
+        &self,
+        run: &RunId,
+        node: &str,
+        now: Timestamp,
+        lease_ms: i64,
+    ) -> Result<bool, StoreError> {
         let (run, node) = (run.clone(), node.to_string());
-        self.writer.write(move |conn| runs::heartbeat(conn, &run, &node, now, lease_ms)).await
+        self.writer
+            .write(move |conn| runs::heartbeat(conn, &run, &node, now, lease_ms))
+            .await
     }
 
-    async fn finish_run(&self, run: &RunId, status: RunStatus, outcome: RunOutcome) -> Result<(), StoreError> {
+    async fn finish_run(
+        &self,
+        run: &RunId,
+        status: RunStatus,
+        outcome: RunOutcome,
+    ) -> Result<(), StoreError> {
         let run = run.clone();
-        self.writer.write(move |conn| runs::finish(conn, &run, status, &outcome)).await
+        self.writer
+            .write(move |conn| runs::finish(conn, &run, status, &outcome))
+            .await
     }
 
     async fn request_cancel(&self, tenant: &TenantId, run: &RunId) -> Result<bool, StoreError> {
         let (tenant, run) = (tenant.clone(), run.clone());
-        self.writer.write(move |conn| runs::request_cancel(conn, &tenant, &run)).await
+        self.writer
+            .write(move |conn| runs::request_cancel(conn, &tenant, &run))
+            .await
     }
 
     async fn release_leases(&self, node: &str) -> Result<u64, StoreError> {
         let node = node.to_string();
-        self.writer.write(move |conn| runs::release_leases(conn, &node)).await
+        self.writer
+            .write(move |conn| runs::release_leases(conn, &node))
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.readers.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
+        self.readers
+            .read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
     }
 }
 
@@ -210,7 +324,9 @@ fn sql_limit(n: usize) -> i64 {
 
 /// Parses an id read back from the database.
 fn stored_id<T: std::str::FromStr<Err = IdError>>(value: String) -> Result<T, StoreError> {
-    value
-        .parse()
-        .map_err(|e: IdError| StoreError::Corrupt(format!("a stored id is invalid ({e}): restore the database from a backup")))
+    value.parse().map_err(|e: IdError| {
+        StoreError::Corrupt(format!(
+            "a stored id is invalid ({e}): restore the database from a backup"
+        ))
+    })
 }

@@ -20,8 +20,14 @@ pub(crate) struct ReaderPool {
 impl ReaderPool {
     pub(crate) fn open(path: PathBuf, size: usize) -> Result<ReaderPool, StoreError> {
         let size = size.max(1);
-        let idle = (0..size).map(|_| connection::open_reader(&path)).collect::<Result<Vec<_>, _>>()?;
-        Ok(ReaderPool { path, idle: Mutex::new(idle), permits: Semaphore::new(size) })
+        let idle = (0..size)
+            .map(|_| connection::open_reader(&path))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ReaderPool {
+            path,
+            idle: Mutex::new(idle),
+            permits: Semaphore::new(size),
+        })
     }
 
     /// Runs `work` on a pooled connection in `spawn_blocking`, waiting for a free one.
@@ -35,7 +41,11 @@ impl ReaderPool {
             .acquire()
             .await
             .map_err(|_| StoreError::Unavailable("the store's readers are closed".into()))?;
-        let pooled = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let pooled = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
         // A connection is missing only if an earlier read was cancelled or panicked: replace it.
         let conn = match pooled {
             Some(conn) => conn,
@@ -47,7 +57,10 @@ impl ReaderPool {
         })
         .await
         .map_err(|e| StoreError::Backend(format!("a read task failed: {e}")))?;
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(conn);
         result
     }
 }

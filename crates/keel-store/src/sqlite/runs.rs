@@ -10,8 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::{error, log, stored_id};
 use crate::{RunOutcome, RunRecord, StoreError};
 
-const COLUMNS: &str =
-    "id, tenant, session, input, status, created_at, output, error, cancel_requested, lease_owner, lease_until";
+const COLUMNS: &str = "id, tenant, session, input, status, created_at, output, error, cancel_requested, lease_owner, lease_until";
 
 pub(crate) fn enqueue(conn: &Connection, run: &RunRecord) -> Result<(), StoreError> {
     let owner: Option<String> = conn
@@ -21,37 +20,55 @@ pub(crate) fn enqueue(conn: &Connection, run: &RunRecord) -> Result<(), StoreErr
     if owner.as_deref() != Some(run.tenant.as_str()) {
         return Err(log::session_not_found(&run.session));
     }
-    let input = serde_json::to_string(&run.input)
-        .map_err(|e| StoreError::Invalid(format!("the input of run {} cannot be encoded: {e}", run.id)))?;
-    conn.prepare_cached(&format!("INSERT INTO runs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"))?
-        .execute(params![
-            run.id.as_str(),
-            run.tenant.as_str(),
-            run.session.as_str(),
-            input,
-            run.status.as_str(),
-            run.created_at.millis(),
-            run.output,
-            run.error,
-            run.cancel_requested,
-            run.lease_owner,
-            run.lease_until.map(Timestamp::millis),
-        ])
-        .map_err(|e| match error::is_duplicate(&e) {
-            true => StoreError::AlreadyExists(format!("run {}", run.id)),
-            false => e.into(),
-        })?;
+    let input = serde_json::to_string(&run.input).map_err(|e| {
+        StoreError::Invalid(format!(
+            "the input of run {} cannot be encoded: {e}",
+            run.id
+        ))
+    })?;
+    conn.prepare_cached(&format!(
+        "INSERT INTO runs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+    ))?
+    .execute(params![
+        run.id.as_str(),
+        run.tenant.as_str(),
+        run.session.as_str(),
+        input,
+        run.status.as_str(),
+        run.created_at.millis(),
+        run.output,
+        run.error,
+        run.cancel_requested,
+        run.lease_owner,
+        run.lease_until.map(Timestamp::millis),
+    ])
+    .map_err(|e| match error::is_duplicate(&e) {
+        true => StoreError::AlreadyExists(format!("run {}", run.id)),
+        false => e.into(),
+    })?;
     Ok(())
 }
 
-pub(crate) fn get(conn: &Connection, tenant: &TenantId, id: &RunId) -> Result<Option<RunRecord>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM runs WHERE id = ?1 AND tenant = ?2"))?;
+pub(crate) fn get(
+    conn: &Connection,
+    tenant: &TenantId,
+    id: &RunId,
+) -> Result<Option<RunRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM runs WHERE id = ?1 AND tenant = ?2"
+    ))?;
     let mut rows = stmt.query(params![id.as_str(), tenant.as_str()])?;
     rows.next()?.map(from_row).transpose()
 }
 
 /// Oldest claimable runs first, at most one per session, none of a session with a live lease.
-pub(crate) fn claim(conn: &Connection, node: &str, now: Timestamp, lease_ms: i64, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+pub(crate) fn claim(
+    conn: &Connection,
+    node: &str,
+    now: Timestamp,
+    lease_ms: i64,
+    limit: usize,
+) -> Result<Vec<RunRecord>, StoreError> {
     if limit == 0 {
         return Ok(Vec::new());
     }
@@ -88,14 +105,25 @@ pub(crate) fn claim(conn: &Connection, node: &str, now: Timestamp, lease_ms: i64
     Ok(claimed)
 }
 
-pub(crate) fn heartbeat(conn: &Connection, run: &RunId, node: &str, now: Timestamp, lease_ms: i64) -> Result<bool, StoreError> {
+pub(crate) fn heartbeat(
+    conn: &Connection,
+    run: &RunId,
+    node: &str,
+    now: Timestamp,
+    lease_ms: i64,
+) -> Result<bool, StoreError> {
     let extended = conn
         .prepare_cached("UPDATE runs SET lease_until = ?3 WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'")?
         .execute(params![run.as_str(), node, now.millis().saturating_add(lease_ms)])?;
     Ok(extended > 0)
 }
 
-pub(crate) fn finish(conn: &Connection, run: &RunId, status: RunStatus, outcome: &RunOutcome) -> Result<(), StoreError> {
+pub(crate) fn finish(
+    conn: &Connection,
+    run: &RunId,
+    status: RunStatus,
+    outcome: &RunOutcome,
+) -> Result<(), StoreError> {
     if !status.is_terminal() {
         return Err(StoreError::Invalid(format!(
             "run {run} cannot finish as {:?}: use completed, failed or cancelled",
@@ -108,12 +136,19 @@ pub(crate) fn finish(conn: &Connection, run: &RunId, status: RunStatus, outcome:
         )?
         .execute(params![run.as_str(), status.as_str(), outcome.output, outcome.error])?;
     if finished == 0 {
-        return Err(StoreError::NotFound { kind: "run", id: run.to_string() });
+        return Err(StoreError::NotFound {
+            kind: "run",
+            id: run.to_string(),
+        });
     }
     Ok(())
 }
 
-pub(crate) fn request_cancel(conn: &Connection, tenant: &TenantId, run: &RunId) -> Result<bool, StoreError> {
+pub(crate) fn request_cancel(
+    conn: &Connection,
+    tenant: &TenantId,
+    run: &RunId,
+) -> Result<bool, StoreError> {
     let flagged = conn
         .prepare_cached(
             "UPDATE runs SET cancel_requested = 1 WHERE id = ?1 AND tenant = ?2 AND status IN ('queued', 'running')",

@@ -79,8 +79,12 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Brings the database at `path` up to `SCHEMA_VERSION`, or refuses a newer one.
 pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| error::open_failed(path, e))?;
-    let found: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| error::open_failed(path, e))?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| error::open_failed(path, e))?;
+    let found: i64 = tx
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| error::open_failed(path, e))?;
     if found > SCHEMA_VERSION {
         return Err(StoreError::Unavailable(format!(
             "the database {} has schema version {found}, but this keel understands only up to {SCHEMA_VERSION}: \
@@ -88,7 +92,11 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
             path.display()
         )));
     }
-    for (applied, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0)) {
+    for (applied, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(found).unwrap_or(0))
+    {
         let version = applied as i64 + 1;
         tx.execute_batch(sql)
             .and_then(|()| tx.pragma_update(None, "user_version", version))

@@ -8,9 +8,14 @@ use rusqlite::{Connection, Row, params, params_from_iter};
 use super::{error, log, sql_limit, stored_id};
 use crate::{NewEvent, SessionFilter, SessionRecord, StoreError};
 
-const COLUMNS: &str = "id, tenant, agent_id, agent_name, agent_version, created_at, metadata, last_seq";
+const COLUMNS: &str =
+    "id, tenant, agent_id, agent_name, agent_version, created_at, metadata, last_seq";
 
-pub(crate) fn create(conn: &Connection, session: &SessionRecord, first_events: &[NewEvent]) -> Result<(), StoreError> {
+pub(crate) fn create(
+    conn: &Connection,
+    session: &SessionRecord,
+    first_events: &[NewEvent],
+) -> Result<(), StoreError> {
     let metadata = serde_json::Value::Object(session.metadata.clone()).to_string();
     conn.prepare_cached(
         "INSERT INTO sessions (id, tenant, agent_id, agent_name, agent_version, created_at, metadata, last_seq)
@@ -33,20 +38,33 @@ pub(crate) fn create(conn: &Connection, session: &SessionRecord, first_events: &
     Ok(())
 }
 
-pub(crate) fn get(conn: &Connection, tenant: &TenantId, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM sessions WHERE id = ?1 AND tenant = ?2"))?;
+pub(crate) fn get(
+    conn: &Connection,
+    tenant: &TenantId,
+    id: &SessionId,
+) -> Result<Option<SessionRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM sessions WHERE id = ?1 AND tenant = ?2"
+    ))?;
     let mut rows = stmt.query(params![id.as_str(), tenant.as_str()])?;
     rows.next()?.map(from_row).transpose()
 }
 
 /// Newest first (ids sort by creation time), after the cursor, matching every filter.
-pub(crate) fn list(conn: &Connection, tenant: &TenantId, filter: &SessionFilter) -> Result<Vec<SessionRecord>, StoreError> {
+pub(crate) fn list(
+    conn: &Connection,
+    tenant: &TenantId,
+    filter: &SessionFilter,
+) -> Result<Vec<SessionRecord>, StoreError> {
     let mut args = Vec::new();
     let mut bind = |value: Value| {
         args.push(value);
         format!("?{}", args.len())
     };
-    let mut sql = format!("SELECT {COLUMNS} FROM sessions WHERE tenant = {}", bind(Value::Text(tenant.to_string())));
+    let mut sql = format!(
+        "SELECT {COLUMNS} FROM sessions WHERE tenant = {}",
+        bind(Value::Text(tenant.to_string()))
+    );
     if let Some(name) = &filter.agent_name {
         sql += &format!(" AND agent_name = {}", bind(Value::Text(name.clone())));
     }
@@ -55,13 +73,20 @@ pub(crate) fn list(conn: &Connection, tenant: &TenantId, filter: &SessionFilter)
     }
     for (key, value) in &filter.metadata {
         // Same key, same JSON type, same value: `1` matches neither `true` nor `"1"`.
-        let (key, value) = (bind(Value::Text(key.clone())), bind(Value::Text(value.to_string())));
+        let (key, value) = (
+            bind(Value::Text(key.clone())),
+            bind(Value::Text(value.to_string())),
+        );
         sql += &format!(
             " AND EXISTS (SELECT 1 FROM json_each(sessions.metadata) AS m \
               WHERE m.key = {key} AND m.type = json_type({value}) AND m.value IS json_extract({value}, '$'))"
         );
     }
-    let limit = if filter.limit == 0 { -1 } else { sql_limit(filter.limit) };
+    let limit = if filter.limit == 0 {
+        -1
+    } else {
+        sql_limit(filter.limit)
+    };
     sql += &format!(" ORDER BY id DESC LIMIT {}", bind(Value::Integer(limit)));
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(params_from_iter(args))?;
@@ -72,7 +97,11 @@ pub(crate) fn list(conn: &Connection, tenant: &TenantId, filter: &SessionFilter)
     Ok(sessions)
 }
 
-pub(crate) fn delete(conn: &Connection, tenant: &TenantId, id: &SessionId) -> Result<bool, StoreError> {
+pub(crate) fn delete(
+    conn: &Connection,
+    tenant: &TenantId,
+    id: &SessionId,
+) -> Result<bool, StoreError> {
     let deleted = conn
         .prepare_cached("DELETE FROM sessions WHERE id = ?1 AND tenant = ?2")?
         .execute(params![id.as_str(), tenant.as_str()])?;
@@ -82,7 +111,8 @@ pub(crate) fn delete(conn: &Connection, tenant: &TenantId, id: &SessionId) -> Re
 fn from_row(row: &Row<'_>) -> Result<SessionRecord, StoreError> {
     let id: String = row.get(0)?;
     let metadata: String = row.get(6)?;
-    let metadata = serde_json::from_str(&metadata).map_err(|e| error::corrupt_json("metadata", &id, e))?;
+    let metadata =
+        serde_json::from_str(&metadata).map_err(|e| error::corrupt_json("metadata", &id, e))?;
     Ok(SessionRecord {
         tenant: stored_id(row.get(1)?)?,
         agent_id: stored_id(row.get(2)?)?,

@@ -37,8 +37,11 @@ where
 {
     fn run(&mut self, conn: &Connection) {
         let Some(work) = self.work.take() else { return };
-        let result = catch_unwind(AssertUnwindSafe(|| work(conn)))
-            .unwrap_or_else(|_| Err(StoreError::Backend("a write request panicked; it was rolled back".into())));
+        let result = catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|_| {
+            Err(StoreError::Backend(
+                "a write request panicked; it was rolled back".into(),
+            ))
+        });
         self.result = Some(result);
     }
 
@@ -69,8 +72,13 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("keel-store-writer".into())
             .spawn(move || write_loop(conn, &rx, group_commit))
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the store's writer thread: {e}")))?;
-        Ok(Writer { requests: Some(tx), thread: Some(thread) })
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot start the store's writer thread: {e}"))
+            })?;
+        Ok(Writer {
+            requests: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     /// Runs `work` in the writer's transaction and returns its result once committed.
@@ -79,10 +87,19 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let stopped = || StoreError::Unavailable("the store's writer has stopped; restart keel".into());
+        let stopped =
+            || StoreError::Unavailable("the store's writer has stopped; restart keel".into());
         let (reply, answer) = oneshot::channel();
-        let request = Box::new(Request { work: Some(work), result: None, reply });
-        self.requests.as_ref().ok_or_else(stopped)?.send(request).map_err(|_| stopped())?;
+        let request = Box::new(Request {
+            work: Some(work),
+            result: None,
+            reply,
+        });
+        self.requests
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(request)
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -99,7 +116,11 @@ impl Drop for Writer {
     }
 }
 
-fn write_loop(mut conn: Connection, requests: &mpsc::Receiver<Box<dyn WriteRequest>>, group_commit: bool) {
+fn write_loop(
+    mut conn: Connection,
+    requests: &mpsc::Receiver<Box<dyn WriteRequest>>,
+    group_commit: bool,
+) {
     while let Ok(first) = requests.recv() {
         let mut batch = vec![first];
         while group_commit && batch.len() < MAX_BATCH {
@@ -123,7 +144,10 @@ fn write_loop(mut conn: Connection, requests: &mpsc::Receiver<Box<dyn WriteReque
 
 /// Runs every request of `batch` in one transaction, each inside its own savepoint.
 fn commit(conn: &mut Connection, batch: &mut [Box<dyn WriteRequest>]) -> Result<(), StoreError> {
-    let exec = |conn: &Connection, sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]).map(drop));
+    let exec = |conn: &Connection, sql: &str| {
+        conn.prepare_cached(sql)
+            .and_then(|mut s| s.execute([]).map(drop))
+    };
     exec(conn, "BEGIN IMMEDIATE")?;
     for request in batch.iter_mut() {
         exec(conn, "SAVEPOINT request")?;
@@ -132,7 +156,9 @@ fn commit(conn: &mut Connection, batch: &mut [Box<dyn WriteRequest>]) -> Result<
             // SQLite rolled the whole transaction back (a full disk, an I/O error): every
             // request before this one is lost too, so the batch fails with this one's error.
             let cause = request.error().map(error::retell);
-            return Err(cause.unwrap_or_else(|| StoreError::Backend("the write transaction was rolled back".into())));
+            return Err(cause.unwrap_or_else(|| {
+                StoreError::Backend("the write transaction was rolled back".into())
+            }));
         }
         if request.error().is_some() {
             exec(conn, "ROLLBACK TO request")?;
