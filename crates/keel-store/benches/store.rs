@@ -1,1 +1,252 @@
-fn main() {}
+//! Store benchmarks, printed as markdown tables: durable appends per second with 1, 16 and 256
+//! sessions appending at once (one event per append, fsync at every commit), group commit on
+//! and off; and the time to load a 10,000-event session with and without a snapshot.
+//!
+//! `cargo bench -p keel-store`. `KEEL_BENCH_SECS` sets each append case's length (default 3);
+//! `KEEL_BENCH_DIR` the directory for the database files (default: the target directory, on
+//! the same disk keel's data would be; a tmpfs would make fsync free and the numbers lie).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keel_core::{
+    AgentDef, AgentId, EventBody, Limits, Message, RunId, SessionId, SessionState, TenantId,
+    Timestamp,
+};
+use keel_store::{
+    AppendBatch, Durability, NewEvent, SessionRecord, Snapshot, SqliteOptions, SqliteStore, Store,
+};
+
+const SESSION_COUNTS: [usize; 3] = [1, 16, 256];
+const LOG_LENGTH: u64 = 10_000;
+/// Where the snapshot sits in the long log: the engine snapshots every so many events, so a
+/// real load reads a short tail after it.
+const SNAPSHOT_TAIL: u64 = 100;
+
+fn main() {
+    let case_length = Duration::from_secs_f64(
+        std::env::var("KEEL_BENCH_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3.0),
+    );
+    let base = std::env::var_os("KEEL_BENCH_DIR")
+        .map(PathBuf::from)
+        .or_else(|| option_env!("CARGO_TARGET_TMPDIR").map(PathBuf::from))
+        .unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base).expect("create the benchmark directory");
+    let dir = tempfile::Builder::new()
+        .prefix("keel-store-bench-")
+        .tempdir_in(&base)
+        .expect("a temporary directory");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+
+    println!(
+        "SQLite store, durability Full (WAL, synchronous=FULL), files under {}\n",
+        base.display()
+    );
+    println!(
+        "| sessions appending at once | group commit | appended events/s | p50 append | p99 append |"
+    );
+    println!("| ---: | :---: | ---: | ---: | ---: |");
+    for group_commit in [true, false] {
+        for sessions in SESSION_COUNTS {
+            let path = dir
+                .path()
+                .join(format!("append-{sessions}-{group_commit}.db"));
+            let result = runtime.block_on(appends(path, sessions, group_commit, case_length));
+            println!(
+                "| {sessions} | {} | {:.0} | {} | {} |",
+                if group_commit { "on" } else { "off" },
+                result.events_per_second,
+                millis(result.p50),
+                millis(result.p99)
+            );
+        }
+    }
+
+    println!("\n| load of a {LOG_LENGTH}-event session | events read | mean | p50 | p99 |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    let loads = runtime.block_on(loads(dir.path().join("load.db")));
+    for (case, events_read, times) in loads {
+        println!(
+            "| {case} | {events_read} | {} | {} | {} |",
+            millis(mean(&times)),
+            millis(pct(&times, 50)),
+            millis(pct(&times, 99))
+        );
+    }
+}
+
+struct AppendResult {
+    events_per_second: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// `sessions` tasks, each appending one event at a time to its own session until the deadline.
+async fn appends(
+    path: PathBuf,
+    sessions: usize,
+    group_commit: bool,
+    length: Duration,
+) -> AppendResult {
+    let options = SqliteOptions {
+        durability: Durability::Full,
+        group_commit,
+        ..SqliteOptions::new(path)
+    };
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(options).expect("open the store"));
+    let mut ids = Vec::new();
+    for n in 0..sessions {
+        ids.push(create_session(store.as_ref(), n as u64).await);
+    }
+    let started = Instant::now();
+    let deadline = started + length;
+    let mut tasks = tokio::task::JoinSet::new();
+    for id in ids {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut last = 0;
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                last = store
+                    .append(&id, last, AppendBatch::events(vec![event(last)]))
+                    .await
+                    .expect("append");
+                latencies.push(sent.elapsed());
+            }
+            latencies
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        latencies.extend(done.expect("an appending task panicked"));
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    AppendResult {
+        events_per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: pct(&latencies, 50),
+        p99: pct(&latencies, 99),
+    }
+}
+
+/// Loads one long session repeatedly, first from its log alone, then from a snapshot.
+async fn loads(path: PathBuf) -> Vec<(String, usize, Vec<Duration>)> {
+    let store = SqliteStore::open(SqliteOptions::new(path)).expect("open the store");
+    let id = create_session(&store, 0).await;
+    let mut last = 0;
+    while last < LOG_LENGTH {
+        let batch = (last..(last + 500).min(LOG_LENGTH)).map(event).collect();
+        last = store
+            .append(&id, last, AppendBatch::events(batch))
+            .await
+            .expect("append");
+    }
+    let mut results = vec![("log only".to_string(), time_loads(&store, &id).await)];
+    let state = SessionState {
+        last_seq: LOG_LENGTH - SNAPSHOT_TAIL,
+        agent: Some(agent()),
+        ..SessionState::default()
+    };
+    store
+        .put_snapshot(
+            &id,
+            Snapshot {
+                seq: state.last_seq,
+                state,
+            },
+        )
+        .await
+        .expect("put a snapshot");
+    results.push((
+        format!("snapshot + {SNAPSHOT_TAIL}-event tail"),
+        time_loads(&store, &id).await,
+    ));
+    results
+        .into_iter()
+        .map(|(case, (read, times))| (case, read, times))
+        .collect()
+}
+
+/// Up to 200 loads or 3 seconds, whichever ends first; returns events read and sorted times.
+async fn time_loads(store: &SqliteStore, id: &SessionId) -> (usize, Vec<Duration>) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut times = Vec::new();
+    let mut read = 0;
+    while times.len() < 200 && Instant::now() < deadline {
+        let started = Instant::now();
+        let loaded = store.load(id).await.expect("load");
+        times.push(started.elapsed());
+        read = loaded.tail.len();
+    }
+    times.sort();
+    (read, times)
+}
+
+async fn create_session(store: &dyn Store, n: u64) -> SessionId {
+    let record = SessionRecord {
+        id: SessionId::generate(1_000 + n, u128::from(n)),
+        tenant: TenantId::default_tenant(),
+        agent_id: AgentId::generate(1, 1),
+        agent_name: "bench".into(),
+        agent_version: 1,
+        created_at: Timestamp::from_millis(1_000),
+        metadata: serde_json::Map::new(),
+        last_seq: 0,
+    };
+    store
+        .create_session(&record, Vec::new())
+        .await
+        .expect("create a session");
+    record.id
+}
+
+/// A user message of about 250 bytes, the size of a short chat turn.
+fn event(n: u64) -> NewEvent {
+    let text = format!(
+        "message {n}: {}",
+        "the quick brown fox jumps over the lazy dog ".repeat(5)
+    );
+    NewEvent {
+        at: Timestamp::from_millis(1_000),
+        body: EventBody::RunStarted {
+            run_id: RunId::generate(n, 1),
+            input: Message::user(text),
+        },
+    }
+}
+
+fn agent() -> AgentDef {
+    AgentDef {
+        id: AgentId::generate(1, 1),
+        name: "bench".into(),
+        version: 1,
+        instructions: "You are a benchmark.".into(),
+        model: "scripted/echo".into(),
+        tools: Vec::new(),
+        limits: Limits::default(),
+    }
+}
+
+/// The `p`th percentile of sorted durations.
+fn pct(sorted: &[Duration], p: usize) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+fn mean(times: &[Duration]) -> Duration {
+    times.iter().sum::<Duration>() / u32::try_from(times.len().max(1)).unwrap_or(u32::MAX)
+}
+
+fn millis(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1_000.0)
+}

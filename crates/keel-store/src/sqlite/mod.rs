@@ -102,6 +102,14 @@ impl SqliteStore {
     }
 }
 
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn put_agent(&self, tenant: &TenantId, def: AgentDef) -> Result<AgentDef, StoreError> {
