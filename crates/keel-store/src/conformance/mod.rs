@@ -1,0 +1,80 @@
+//! The conformance suite: written once against `Arc<dyn Store>`, run against every backend.
+//! `conformance_tests!(subject_future)` expands into one `#[tokio::test]` per case, so each
+//! backend's test file is a line long and the test runner lists every case by name.
+//!
+//! Each case takes a fresh, empty store: the run queue is shared by all tenants, so cases
+//! sharing one database would claim each other's runs.
+
+mod fixtures;
+mod log;
+mod runs;
+mod sessions;
+
+use std::any::Any;
+use std::sync::Arc;
+
+pub use log::*;
+pub use runs::*;
+pub use sessions::*;
+
+use crate::Store;
+
+/// A store under test, and whatever must outlive it (a temporary directory, a database).
+pub struct Subject {
+    pub store: Arc<dyn Store>,
+    _keep_alive: Box<dyn Any + Send>,
+}
+
+impl Subject {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Subject {
+            store,
+            _keep_alive: Box::new(()),
+        }
+    }
+
+    /// A store that needs `guard` to live as long as it does.
+    pub fn keeping(store: Arc<dyn Store>, guard: impl Any + Send) -> Self {
+        Subject {
+            store,
+            _keep_alive: Box::new(guard),
+        }
+    }
+}
+
+/// Expands into one `#[tokio::test]` per conformance case. `$subject` is a future giving a
+/// `Subject` holding a fresh, empty store; it is awaited once per case. The calling crate
+/// needs `tokio` (with `macros` and `rt-multi-thread`) among its dev-dependencies.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($subject:expr) => {
+        $crate::conformance_tests!(@cases $subject;
+            append_and_read_round_trip,
+            seqs_are_contiguous_from_one,
+            stale_expected_seq_is_a_conflict_and_writes_nothing,
+            unknown_session_is_not_found,
+            concurrent_appends_lose_and_duplicate_nothing,
+            load_is_latest_snapshot_plus_tail,
+            read_events_pages_forward_and_backward,
+            scratchpad_commits_with_its_events_and_rolls_back_with_a_conflict,
+            agents_are_versioned_per_tenant,
+            sessions_list_filters_pages_and_stays_in_its_tenant,
+            delete_session_removes_its_log_and_runs,
+            creating_a_session_twice_is_already_exists,
+            claims_never_hold_two_runs_of_one_session,
+            expired_lease_is_taken_over_by_another_node,
+            runs_finish_and_take_cancel_requests,
+            release_leases_makes_a_nodes_runs_claimable_now,
+            ping_answers,
+        );
+    };
+    (@cases $subject:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let subject: $crate::conformance::Subject = $subject.await;
+                $crate::conformance::$case(::std::sync::Arc::clone(&subject.store)).await;
+            }
+        )+
+    };
+}

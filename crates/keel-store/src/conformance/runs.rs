@@ -1,0 +1,315 @@
+//! Cases on the run queue: claims (oldest first, one run per session), leases that expire and
+//! are taken over, heartbeats, finishing, cancel requests and releasing a node's leases.
+
+use std::sync::Arc;
+
+use keel_core::RunStatus;
+
+use super::fixtures::*;
+use crate::{RunOutcome, Store, StoreError};
+
+pub async fn claims_never_hold_two_runs_of_one_session(store: Arc<dyn Store>) {
+    let tenant = tenant();
+    let (a, b) = (
+        new_session(&store, &tenant).await,
+        new_session(&store, &tenant).await,
+    );
+    let (a1, a2, b1) = (
+        queued_run(&tenant, &a, 100),
+        queued_run(&tenant, &a, 101),
+        queued_run(&tenant, &b, 102),
+    );
+    for run in [&a1, &a2, &b1] {
+        store.enqueue_run(run).await.unwrap();
+    }
+    assert_eq!(
+        store.get_run(&tenant, &a1.id).await.unwrap(),
+        Some(a1.clone())
+    );
+
+    let claimed = store
+        .claim_runs("node-a", at(10_000), 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&claimed),
+        [&a1.id, &b1.id],
+        "oldest first, one per session"
+    );
+    for run in &claimed {
+        assert_eq!(run.status, RunStatus::Running);
+        assert_eq!(run.lease_owner.as_deref(), Some("node-a"));
+        assert_eq!(run.lease_until, Some(at(70_000)));
+    }
+    assert_eq!(
+        store
+            .claim_runs("node-b", at(10_001), 60_000, 10)
+            .await
+            .unwrap(),
+        [],
+        "a session with a live lease"
+    );
+
+    store
+        .finish_run(
+            &a1.id,
+            RunStatus::Completed,
+            RunOutcome {
+                output: Some("done".into()),
+                error: None,
+            },
+        )
+        .await
+        .unwrap();
+    let next = store
+        .claim_runs("node-b", at(10_002), 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&next), [&a2.id]);
+
+    let finished = store.get_run(&tenant, &a1.id).await.unwrap().unwrap();
+    assert_eq!(
+        (finished.status, finished.output.as_deref()),
+        (RunStatus::Completed, Some("done"))
+    );
+    assert_eq!((finished.lease_owner, finished.lease_until), (None, None));
+
+    let mut more = Vec::new();
+    for created_at in [300, 200, 400] {
+        let session = new_session(&store, &tenant).await;
+        let run = queued_run(&tenant, &session, created_at);
+        store.enqueue_run(&run).await.unwrap();
+        more.push(run);
+    }
+    let limited = store
+        .claim_runs("node-c", at(10_003), 60_000, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&limited),
+        [&more[1].id, &more[0].id],
+        "at most `limit`, oldest first"
+    );
+    assert_eq!(
+        store
+            .claim_runs("node-c", at(10_003), 60_000, 0)
+            .await
+            .unwrap(),
+        []
+    );
+}
+
+pub async fn expired_lease_is_taken_over_by_another_node(store: Arc<dyn Store>) {
+    let tenant = tenant();
+    let session = new_session(&store, &tenant).await;
+    let run = queued_run(&tenant, &session, 1);
+    store.enqueue_run(&run).await.unwrap();
+
+    assert_eq!(
+        ids(&store
+            .claim_runs("node-a", at(1_000), 1_000, 10)
+            .await
+            .unwrap()),
+        [&run.id]
+    );
+    assert!(
+        store
+            .heartbeat(&run.id, "node-a", at(1_500), 1_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .heartbeat(&run.id, "node-b", at(1_500), 1_000)
+            .await
+            .unwrap(),
+        "a node that holds no lease"
+    );
+    assert_eq!(
+        store
+            .claim_runs("node-b", at(2_200), 1_000, 10)
+            .await
+            .unwrap(),
+        [],
+        "the heartbeat extended the lease"
+    );
+
+    let taken = store
+        .claim_runs("node-b", at(2_600), 1_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&taken), [&run.id]);
+    assert_eq!(
+        (taken[0].lease_owner.as_deref(), taken[0].lease_until),
+        (Some("node-b"), Some(at(3_600)))
+    );
+    assert!(
+        !store
+            .heartbeat(&run.id, "node-a", at(2_700), 1_000)
+            .await
+            .unwrap(),
+        "the old holder lost its lease"
+    );
+    assert!(
+        store
+            .heartbeat(&run.id, "node-b", at(2_700), 1_000)
+            .await
+            .unwrap()
+    );
+    let stored = store.get_run(&tenant, &run.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.lease_owner.as_deref(), stored.lease_until),
+        (Some("node-b"), Some(at(3_700)))
+    );
+    assert!(
+        !store
+            .heartbeat(&run_id(), "node-b", at(2_700), 1_000)
+            .await
+            .unwrap(),
+        "an unknown run"
+    );
+}
+
+pub async fn runs_finish_and_take_cancel_requests(store: Arc<dyn Store>) {
+    let (tenant, other) = (tenant(), tenant());
+    let session = new_session(&store, &tenant).await;
+    let run = queued_run(&tenant, &session, 1);
+    store.enqueue_run(&run).await.unwrap();
+    assert!(matches!(
+        store.enqueue_run(&run).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert_not_found(
+        store.enqueue_run(&queued_run(&other, &session, 2)).await,
+        "a run in another tenant's session",
+    );
+    assert_eq!(store.get_run(&other, &run.id).await.unwrap(), None);
+
+    assert!(
+        !store.request_cancel(&other, &run.id).await.unwrap(),
+        "another tenant cancelled a run"
+    );
+    assert!(
+        !store
+            .get_run(&tenant, &run.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .cancel_requested
+    );
+    assert!(store.request_cancel(&tenant, &run.id).await.unwrap());
+    let asked = store.get_run(&tenant, &run.id).await.unwrap().unwrap();
+    assert_eq!(
+        (asked.status, asked.cancel_requested),
+        (RunStatus::Queued, true)
+    );
+    let claimed = store.claim_runs("node-a", at(10), 1_000, 10).await.unwrap();
+    assert!(
+        claimed.len() == 1 && claimed[0].cancel_requested,
+        "the holder sees the cancel request"
+    );
+
+    match store
+        .finish_run(&run.id, RunStatus::Running, RunOutcome::default())
+        .await
+    {
+        Err(StoreError::Invalid(message)) => assert!(message.contains("running"), "{message}"),
+        other => panic!("finishing as running: expected Invalid, got {other:?}"),
+    }
+    let outcome = RunOutcome {
+        output: None,
+        error: Some("cancelled by the user".into()),
+    };
+    store
+        .finish_run(&run.id, RunStatus::Cancelled, outcome)
+        .await
+        .unwrap();
+    let done = store.get_run(&tenant, &run.id).await.unwrap().unwrap();
+    assert_eq!(
+        (done.status, done.error.as_deref()),
+        (RunStatus::Cancelled, Some("cancelled by the user"))
+    );
+    assert_eq!((done.lease_owner, done.lease_until), (None, None));
+    assert!(
+        store.request_cancel(&tenant, &run.id).await.unwrap(),
+        "a finished run still exists"
+    );
+    assert_eq!(
+        store
+            .get_run(&tenant, &run.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        RunStatus::Cancelled
+    );
+    assert_eq!(
+        store
+            .claim_runs("node-a", at(5_000), 1_000, 10)
+            .await
+            .unwrap(),
+        [],
+        "a finished run is not claimed"
+    );
+
+    assert!(!store.request_cancel(&tenant, &run_id()).await.unwrap());
+    assert_not_found(
+        store
+            .finish_run(&run_id(), RunStatus::Failed, RunOutcome::default())
+            .await,
+        "finish_run",
+    );
+}
+
+pub async fn release_leases_makes_a_nodes_runs_claimable_now(store: Arc<dyn Store>) {
+    let tenant = tenant();
+    let mut runs = Vec::new();
+    for created_at in [1, 2, 3] {
+        let session = new_session(&store, &tenant).await;
+        let run = queued_run(&tenant, &session, created_at);
+        store.enqueue_run(&run).await.unwrap();
+        runs.push(run.id);
+    }
+    assert_eq!(
+        ids(&store
+            .claim_runs("node-a", at(100), 60_000, 2)
+            .await
+            .unwrap()),
+        [&runs[0], &runs[1]]
+    );
+    assert_eq!(
+        ids(&store
+            .claim_runs("node-b", at(100), 60_000, 2)
+            .await
+            .unwrap()),
+        [&runs[2]]
+    );
+
+    assert_eq!(store.release_leases("node-a").await.unwrap(), 2);
+    assert_eq!(store.release_leases("node-a").await.unwrap(), 0);
+    assert_eq!(store.release_leases("node-z").await.unwrap(), 0);
+    let retaken = store
+        .claim_runs("node-c", at(101), 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&retaken),
+        [&runs[0], &runs[1]],
+        "released runs are claimable before their leases would expire"
+    );
+    assert!(
+        retaken
+            .iter()
+            .all(|r| r.status == RunStatus::Running && r.lease_owner.as_deref() == Some("node-c"))
+    );
+    assert!(
+        !store
+            .heartbeat(&runs[0], "node-a", at(102), 60_000)
+            .await
+            .unwrap()
+    );
+}
+
+pub async fn ping_answers(store: Arc<dyn Store>) {
+    store.ping().await.expect("ping");
+}
