@@ -3,9 +3,11 @@
 //! crate knows any provider's format. That is what lets a session switch provider mid-way.
 
 mod error;
+mod http;
 pub mod providers;
 mod reply;
 mod request;
+pub mod sse;
 
 pub use error::{ModelError, ModelErrorKind};
 pub use reply::{ModelReply, ReplyAccumulator};

@@ -1,0 +1,346 @@
+//! OpenAI Chat Completions (`POST {base_url}/chat/completions`, streamed over SSE). The same
+//! wire format serves vLLM, Ollama, llama.cpp server and other OpenAI-compatible servers: point
+//! `base_url` at them. `wire` builds the request, `chunks` reads the reply; this file does HTTP.
+
+mod chunks;
+mod wire;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use tokio::time::{Instant, timeout_at};
+
+use self::chunks::{ChunkDecoder, Decoded};
+use crate::http::{retry_after, timeout_error, transport_error};
+use crate::sse::SseDecoder;
+use crate::{ModelClient, ModelError, ModelErrorKind, ModelRequest, ModelStream, StreamEvent};
+
+const PROVIDER: &str = "openai";
+
+/// Which field carries `Params::max_tokens`. OpenAI documents `max_completion_tokens` (its
+/// reasoning models refuse `max_tokens`); llama.cpp server before 2026 and Ollama read only
+/// `max_tokens`; vLLM reads both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MaxTokensField {
+    #[default]
+    MaxCompletionTokens,
+    MaxTokens,
+    /// Send both (for servers that read one or the other; OpenAI's reasoning models refuse it).
+    Both,
+}
+
+/// How to reach an OpenAI-compatible server.
+#[derive(Clone)]
+pub struct OpenAiConfig {
+    /// Up to and including the version path, e.g. `https://api.openai.com/v1` or
+    /// `http://127.0.0.1:8000/v1` for vLLM.
+    pub base_url: String,
+    /// Sent as `Authorization: Bearer …`; local servers need none.
+    pub api_key: Option<String>,
+    /// Sent as `OpenAI-Organization`.
+    pub organization: Option<String>,
+    pub extra_headers: Vec<(String, String)>,
+    pub connect_timeout: Duration,
+    /// From sending the request until the first byte of the reply body.
+    pub first_byte_timeout: Duration,
+    /// The whole call, including reading the stream to its end.
+    pub total_timeout: Duration,
+    pub max_tokens_field: MaxTokensField,
+}
+
+impl Default for OpenAiConfig {
+    fn default() -> Self {
+        OpenAiConfig {
+            base_url: "https://api.openai.com/v1".into(),
+            api_key: None,
+            organization: None,
+            extra_headers: Vec::new(),
+            connect_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(120),
+            total_timeout: Duration::from_secs(600),
+            max_tokens_field: MaxTokensField::MaxCompletionTokens,
+        }
+    }
+}
+
+impl OpenAiConfig {
+    /// OpenAI itself with this key.
+    pub fn openai(api_key: impl Into<String>) -> Self {
+        OpenAiConfig {
+            api_key: Some(api_key.into()),
+            ..OpenAiConfig::default()
+        }
+    }
+
+    /// Another OpenAI-compatible server (vLLM, Ollama, llama.cpp): no key, `max_tokens`.
+    pub fn compatible(base_url: impl Into<String>) -> Self {
+        OpenAiConfig {
+            base_url: base_url.into(),
+            max_tokens_field: MaxTokensField::MaxTokens,
+            ..OpenAiConfig::default()
+        }
+    }
+}
+
+/// Keeps the key out of logs.
+impl fmt::Debug for OpenAiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("organization", &self.organization)
+            .field(
+                "extra_headers",
+                &self
+                    .extra_headers
+                    .iter()
+                    .map(|(name, _)| name)
+                    .collect::<Vec<_>>(),
+            )
+            .field("connect_timeout", &self.connect_timeout)
+            .field("first_byte_timeout", &self.first_byte_timeout)
+            .field("total_timeout", &self.total_timeout)
+            .field("max_tokens_field", &self.max_tokens_field)
+            .finish()
+    }
+}
+
+/// A `ModelClient` for one OpenAI-compatible server.
+pub struct OpenAiClient {
+    config: OpenAiConfig,
+    endpoint: String,
+    headers: HeaderMap,
+    http: reqwest::Client,
+}
+
+fn config_error(message: String) -> ModelError {
+    ModelError::new(ModelErrorKind::BadRequest, PROVIDER, message)
+}
+
+impl OpenAiClient {
+    /// Checks the configuration (URL, header names and values) and builds the HTTP client.
+    pub fn new(config: OpenAiConfig) -> Result<OpenAiClient, ModelError> {
+        let base = config.base_url.trim_end_matches('/');
+        match reqwest::Url::parse(base) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+            Ok(_) | Err(_) => {
+                return Err(config_error(format!(
+                    "base_url `{}` is not an http(s) URL; use e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1",
+                    config.base_url
+                )));
+            }
+        }
+        let endpoint = format!("{base}/chat/completions");
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        let mut add = |name: &str, value: &str, shown: &str| -> Result<(), ModelError> {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| config_error(format!("`{name}` is not a valid HTTP header name")))?;
+            let mut value = HeaderValue::from_str(value).map_err(|_| {
+                config_error(format!(
+                    "the value of header `{name}` ({shown}) holds characters HTTP does not allow"
+                ))
+            })?;
+            value.set_sensitive(name == AUTHORIZATION);
+            headers.insert(name, value);
+            Ok(())
+        };
+        if let Some(key) = &config.api_key {
+            add(
+                AUTHORIZATION.as_str(),
+                &format!("Bearer {key}"),
+                "the API key",
+            )?;
+        }
+        if let Some(organization) = &config.organization {
+            add("openai-organization", organization, organization)?;
+        }
+        for (name, value) in &config.extra_headers {
+            add(name, value, value)?;
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .build()
+            .map_err(|e| config_error(format!("cannot build the HTTP client: {e}")))?;
+        Ok(OpenAiClient {
+            config,
+            endpoint,
+            headers,
+            http,
+        })
+    }
+
+    /// `{base_url}/chat/completions`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+}
+
+#[async_trait]
+impl ModelClient for OpenAiClient {
+    fn provider(&self) -> &str {
+        PROVIDER
+    }
+
+    async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
+        let body = wire::chat_body(&request, self.config.max_tokens_field)?;
+        let started = Instant::now();
+        let deadline = started + self.config.total_timeout;
+        let first_byte_deadline = deadline.min(started + self.config.first_byte_timeout);
+        let no_first_byte = || {
+            timeout_error(
+                PROVIDER,
+                "no first byte from the server",
+                self.config.first_byte_timeout,
+            )
+        };
+
+        let send = self
+            .http
+            .post(&self.endpoint)
+            .headers(self.headers.clone())
+            .json(&body)
+            .send();
+        let response = match timeout_at(first_byte_deadline, send).await {
+            Err(_) => return Err(no_first_byte()),
+            Ok(Err(error)) => return Err(transport_error(PROVIDER, &self.endpoint, &error)),
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status();
+        if !status.is_success() {
+            let wait = retry_after(response.headers(), SystemTime::now());
+            let text = match timeout_at(deadline, response.text()).await {
+                Ok(Ok(text)) => text,
+                _ => String::new(),
+            };
+            return Err(ModelError::from_status(
+                PROVIDER,
+                status.as_u16(),
+                &error_message(&text),
+                wait,
+            ));
+        }
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !content_type
+            .to_ascii_lowercase()
+            .starts_with("text/event-stream")
+        {
+            return Err(ModelError::new(
+                ModelErrorKind::Protocol,
+                PROVIDER,
+                format!(
+                    "{} answered with content type `{content_type}`, not text/event-stream; is base_url an \
+                     OpenAI-compatible API (a proxy or login page may be in the way)?",
+                    self.endpoint
+                ),
+            ));
+        }
+        let mut reply = ReplyStream {
+            body: response.bytes_stream().boxed(),
+            sse: SseDecoder::new(),
+            chunks: ChunkDecoder::default(),
+            pending: VecDeque::new(),
+            read_deadline: first_byte_deadline,
+            total_timeout: self.config.total_timeout,
+            url: self.endpoint.clone(),
+            over: false,
+        };
+        // Errors up to the first byte are returned here, so a router can still fail over.
+        reply.read_more().await;
+        if matches!(reply.pending.front(), Some(Err(_)))
+            && let Some(Err(error)) = reply.pending.pop_front()
+        {
+            return Err(if error.kind == ModelErrorKind::Timeout {
+                no_first_byte()
+            } else {
+                error
+            });
+        }
+        reply.read_deadline = deadline;
+        Ok(futures::stream::unfold(reply, |mut reply| async move {
+            reply.next_event().await.map(|e| (e, reply))
+        })
+        .boxed())
+    }
+}
+
+/// The `message` of an OpenAI error body, or the body itself.
+fn error_message(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| body.to_string())
+}
+
+/// One reply being read: body bytes → SSE events → normalized events.
+struct ReplyStream {
+    body: BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    sse: SseDecoder,
+    chunks: ChunkDecoder,
+    pending: VecDeque<Result<StreamEvent, ModelError>>,
+    /// Until when the next read may wait: the first-byte deadline, then the call's deadline.
+    read_deadline: Instant,
+    total_timeout: Duration,
+    url: String,
+    /// The reply ended (finished or failed); nothing more is read.
+    over: bool,
+}
+
+impl ReplyStream {
+    async fn next_event(&mut self) -> Option<Result<StreamEvent, ModelError>> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            if self.over {
+                return None;
+            }
+            self.read_more().await;
+        }
+    }
+
+    /// Reads one piece of the body and queues what it completes.
+    async fn read_more(&mut self) {
+        match timeout_at(self.read_deadline, self.body.next()).await {
+            Err(_) => self.fail(timeout_error(PROVIDER, "the reply did not finish", self.total_timeout)),
+            Ok(Some(Err(error))) => self.fail(transport_error(PROVIDER, &self.url, &error)),
+            Ok(Some(Ok(bytes))) => {
+                for event in self.sse.push(&bytes) {
+                    if self.over {
+                        break;
+                    }
+                    match self.chunks.decode(&event.data) {
+                        Ok(Decoded::Events(events)) => self.pending.extend(events.into_iter().map(Ok)),
+                        Ok(Decoded::Done) => self.finish(),
+                        Err(error) => self.fail(error),
+                    }
+                }
+            }
+            Ok(None) if self.chunks.has_finished() && !self.sse.has_partial_event() => self.finish(),
+            Ok(None) => self.fail(ModelError::new(
+                ModelErrorKind::Unavailable,
+                PROVIDER,
+                format!("{}: the stream ended before the reply was finished (no finish_reason, no [DONE])", self.url),
+            )),
+        }
+    }
+
+    fn finish(&mut self) {
+        self.pending.push_back(Ok(self.chunks.finish()));
+        self.over = true;
+    }
+
+    fn fail(&mut self, error: ModelError) {
+        self.pending.push_back(Err(error));
+        self.over = true;
+    }
+}

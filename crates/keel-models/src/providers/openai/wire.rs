@@ -1,0 +1,301 @@
+//! The request half of the Chat Completions format: one normalized `ModelRequest` becomes the
+//! JSON body OpenAI documents (system first, tool results as `role: tool`, arguments as strings).
+
+use keel_core::{Message, Part, Role};
+use serde_json::{Value, json};
+
+use super::MaxTokensField;
+use crate::{ModelError, ModelErrorKind, ModelRequest};
+
+fn refuse(message: impl Into<String>) -> ModelError {
+    ModelError::new(ModelErrorKind::BadRequest, super::PROVIDER, message)
+}
+
+/// The streaming request body for `request`.
+pub(super) fn chat_body(
+    request: &ModelRequest,
+    max_tokens_field: MaxTokensField,
+) -> Result<Value, ModelError> {
+    if request.model.trim().is_empty() {
+        return Err(refuse(
+            "the request names no model; give the target as openai/<model>, e.g. openai/gpt-4o-mini",
+        ));
+    }
+    let mut messages = Vec::new();
+    if let Some(system) = request.system.as_deref().filter(|s| !s.is_empty()) {
+        messages.push(json!({"role": "system", "content": system}));
+    }
+    for (i, message) in request.messages.iter().enumerate() {
+        push_message(&mut messages, i, message)?;
+    }
+    let mut body = json!({
+        "model": request.model,
+        "messages": messages,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    });
+    if !request.tools.is_empty() {
+        let tools: Vec<Value> = request
+            .tools
+            .iter()
+            .map(|t| {
+                json!({"type": "function", "function": {
+                    "name": t.name, "description": t.description, "parameters": t.parameters,
+                }})
+            })
+            .collect();
+        body["tools"] = json!(tools);
+    }
+    let params = &request.params;
+    if let Some(max) = params.max_tokens {
+        if matches!(
+            max_tokens_field,
+            MaxTokensField::MaxCompletionTokens | MaxTokensField::Both
+        ) {
+            body["max_completion_tokens"] = json!(max);
+        }
+        if matches!(
+            max_tokens_field,
+            MaxTokensField::MaxTokens | MaxTokensField::Both
+        ) {
+            body["max_tokens"] = json!(max);
+        }
+    }
+    if let Some(t) = params.temperature {
+        body["temperature"] = json!(t);
+    }
+    if let Some(p) = params.top_p {
+        body["top_p"] = json!(p);
+    }
+    if !params.stop.is_empty() {
+        body["stop"] = json!(params.stop);
+    }
+    if let Some(seed) = params.seed {
+        body["seed"] = json!(seed);
+    }
+    Ok(body)
+}
+
+/// Appends the wire messages for one normalized message (a message holding several tool
+/// results becomes one `tool` message per result).
+fn push_message(out: &mut Vec<Value>, index: usize, message: &Message) -> Result<(), ModelError> {
+    let role = match message.role {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+    };
+    let misplaced = |what: &str| {
+        refuse(format!(
+            "message {index} (role {role}) holds {what}, which OpenAI cannot take there"
+        ))
+    };
+    let mut text = String::new();
+    let mut content_parts = Vec::new();
+    let mut has_image = false;
+    let mut tool_calls = Vec::new();
+    for part in &message.parts {
+        match part {
+            Part::Text { text: t } => {
+                text.push_str(t);
+                content_parts.push(json!({"type": "text", "text": t}));
+            }
+            Part::Image { url } => {
+                if message.role != Role::User {
+                    return Err(misplaced("an image (only user messages may)"));
+                }
+                has_image = true;
+                content_parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
+            }
+            Part::ToolCall {
+                id,
+                name,
+                arguments,
+            } => {
+                if message.role != Role::Assistant {
+                    return Err(misplaced("a tool call (only assistant messages may)"));
+                }
+                // A string is arguments text the model produced that was not valid JSON: send it back as it was.
+                let arguments = match arguments {
+                    Value::String(raw) => raw.clone(),
+                    other => other.to_string(),
+                };
+                tool_calls.push(json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}));
+            }
+            Part::ToolResult {
+                call_id,
+                content,
+                is_error,
+            } => {
+                if matches!(message.role, Role::Assistant | Role::System) {
+                    return Err(misplaced("a tool result (only tool or user messages may)"));
+                }
+                let content = if *is_error {
+                    format!("Error: {content}")
+                } else {
+                    content.clone()
+                };
+                out.push(json!({"role": "tool", "tool_call_id": call_id, "content": content}));
+            }
+        }
+    }
+    match message.role {
+        Role::Tool if !content_parts.is_empty() => {
+            Err(misplaced("text (a tool message carries only tool results)"))
+        }
+        Role::Tool => Ok(()),
+        Role::Assistant => {
+            if text.is_empty() && tool_calls.is_empty() {
+                return Ok(());
+            }
+            let mut wire = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }});
+            if !tool_calls.is_empty() {
+                wire["tool_calls"] = json!(tool_calls);
+            }
+            out.push(wire);
+            Ok(())
+        }
+        Role::User if has_image => {
+            out.push(json!({"role": "user", "content": content_parts}));
+            Ok(())
+        }
+        Role::System | Role::User => {
+            if !content_parts.is_empty() {
+                out.push(json!({"role": role, "content": text}));
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Params, ToolSpec};
+
+    fn request(messages: Vec<Message>) -> ModelRequest {
+        ModelRequest {
+            model: "gpt-4o-mini".into(),
+            system: Some("be brief".into()),
+            messages,
+            tools: vec![ToolSpec {
+                name: "get_weather".into(),
+                description: "weather for a city".into(),
+                parameters: json!({"type": "object"}),
+            }],
+            params: Params {
+                max_tokens: Some(64),
+                stop: vec!["END".into()],
+                seed: Some(7),
+                ..Params::default()
+            },
+        }
+    }
+
+    #[test]
+    fn maps_a_tool_round_trip_onto_the_documented_shape() {
+        let messages = vec![
+            Message::user("weather?"),
+            Message {
+                role: Role::Assistant,
+                parts: vec![Part::ToolCall {
+                    id: "c1".into(),
+                    name: "get_weather".into(),
+                    arguments: json!({"city": "Oslo"}),
+                }],
+            },
+            Message {
+                role: Role::Tool,
+                parts: vec![
+                    Part::ToolResult {
+                        call_id: "c1".into(),
+                        content: "rain".into(),
+                        is_error: false,
+                    },
+                    Part::ToolResult {
+                        call_id: "c2".into(),
+                        content: "boom".into(),
+                        is_error: true,
+                    },
+                ],
+            },
+        ];
+        let body = chat_body(&request(messages), MaxTokensField::MaxCompletionTokens).unwrap();
+        assert_eq!(
+            body["messages"][0],
+            json!({"role": "system", "content": "be brief"})
+        );
+        assert_eq!(
+            body["messages"][1],
+            json!({"role": "user", "content": "weather?"})
+        );
+        let call = &body["messages"][2];
+        assert_eq!(call["content"], Value::Null);
+        assert_eq!(
+            call["tool_calls"][0]["function"]["arguments"],
+            json!("{\"city\":\"Oslo\"}")
+        );
+        assert_eq!(
+            body["messages"][3],
+            json!({"role": "tool", "tool_call_id": "c1", "content": "rain"})
+        );
+        assert_eq!(body["messages"][4]["content"], json!("Error: boom"));
+        assert_eq!(body["max_completion_tokens"], json!(64));
+        assert!(body.get("max_tokens").is_none());
+        assert_eq!(body["stop"], json!(["END"]));
+        assert_eq!(body["tools"][0]["function"]["name"], json!("get_weather"));
+    }
+
+    #[test]
+    fn images_become_content_parts_and_max_tokens_field_is_chosen() {
+        let message = Message {
+            role: Role::User,
+            parts: vec![
+                Part::Text {
+                    text: "what is this?".into(),
+                },
+                Part::Image {
+                    url: "https://x/cat.png".into(),
+                },
+            ],
+        };
+        let body = chat_body(&request(vec![message]), MaxTokensField::Both).unwrap();
+        let content = &body["messages"][1]["content"];
+        assert_eq!(
+            content[1],
+            json!({"type": "image_url", "image_url": {"url": "https://x/cat.png"}})
+        );
+        assert_eq!(
+            (
+                body["max_tokens"].clone(),
+                body["max_completion_tokens"].clone()
+            ),
+            (json!(64), json!(64))
+        );
+    }
+
+    #[test]
+    fn refuses_parts_openai_cannot_carry() {
+        let message = Message {
+            role: Role::Assistant,
+            parts: vec![Part::Image {
+                url: "https://x/a.png".into(),
+            }],
+        };
+        let error = chat_body(&request(vec![message]), MaxTokensField::MaxTokens).unwrap_err();
+        assert_eq!(error.kind, ModelErrorKind::BadRequest);
+        assert!(
+            error.message.contains("message 0 (role assistant)"),
+            "{}",
+            error.message
+        );
+        let mut nameless = request(vec![Message::user("hi")]);
+        nameless.model.clear();
+        assert_eq!(
+            chat_body(&nameless, MaxTokensField::MaxTokens)
+                .unwrap_err()
+                .kind,
+            ModelErrorKind::BadRequest
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! Test support shared by every keel crate's tests: real HTTP servers on 127.0.0.1 that speak a
+//! provider's documented wire format, check what they receive, and fail on demand. One module per
+//! provider; the faults they can inject are one shared enum so every provider is tested alike.
+
+mod fault;
+pub mod openai_mock;
+mod server;
+
+pub use fault::Fault;
+pub use server::RecordedRequest;
