@@ -231,6 +231,13 @@ pub async fn runs_finish_and_take_cancel_requests(store: Arc<dyn Store>) {
     );
     assert_eq!((done.lease_owner, done.lease_until), (None, None));
     assert!(
+        !store
+            .heartbeat(&run.id, "node-a", at(20), 1_000)
+            .await
+            .unwrap(),
+        "a finished run has no lease to extend"
+    );
+    assert!(
         store.request_cancel(&tenant, &run.id).await.unwrap(),
         "a finished run still exists"
     );

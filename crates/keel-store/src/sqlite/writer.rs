@@ -168,3 +168,101 @@ fn commit(conn: &mut Connection, batch: &mut [Box<dyn WriteRequest>]) -> Result<
     exec(conn, "COMMIT")?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Answer = oneshot::Receiver<Result<(), StoreError>>;
+
+    fn request(
+        work: impl FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
+    ) -> (Box<dyn WriteRequest>, Answer) {
+        let (reply, answer) = oneshot::channel();
+        (
+            Box::new(Request {
+                work: Some(work),
+                result: None,
+                reply,
+            }),
+            answer,
+        )
+    }
+
+    fn insert(name: &'static str) -> impl Fn(&Connection) -> Result<(), StoreError> {
+        move |conn| {
+            Ok(conn
+                .execute("INSERT INTO t (name) VALUES (?1)", [name])
+                .map(drop)?)
+        }
+    }
+
+    #[test]
+    fn a_failing_request_rolls_back_only_itself_in_a_group_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("t.db")).unwrap();
+        conn.execute_batch("CREATE TABLE t (name TEXT PRIMARY KEY)")
+            .unwrap();
+        let (ok_before, a1) = request(insert("before"));
+        let (fails, a2) = request(|conn| {
+            insert("failed")(conn)?;
+            Err(StoreError::Invalid("refused after writing".into()))
+        });
+        let (panics, a3) = request(|conn| {
+            insert("panicked")(conn)?;
+            panic!("a bug in a write request");
+        });
+        let (duplicate, a4) = request(insert("before"));
+        let (ok_after, a5) = request(insert("after"));
+        let mut batch = vec![ok_before, fails, panics, duplicate, ok_after];
+
+        commit(&mut conn, &mut batch).expect("the batch commits");
+        for request in batch {
+            request.answer(None);
+        }
+
+        let answers: Vec<_> = [a1, a2, a3, a4, a5]
+            .into_iter()
+            .map(|a| a.blocking_recv().unwrap())
+            .collect();
+        assert!(answers[0].is_ok() && answers[4].is_ok(), "{answers:?}");
+        assert!(
+            matches!(answers[1], Err(StoreError::Invalid(_))),
+            "{:?}",
+            answers[1]
+        );
+        assert!(
+            matches!(&answers[2], Err(StoreError::Backend(m)) if m.contains("panicked")),
+            "{:?}",
+            answers[2]
+        );
+        assert!(answers[3].is_err(), "a duplicate key must fail");
+        let names: Vec<String> = conn
+            .prepare("SELECT name FROM t ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(names, ["after", "before"]);
+    }
+
+    #[test]
+    fn a_batch_that_fails_as_a_whole_fails_every_request_that_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("t.db")).unwrap();
+        conn.execute_batch("CREATE TABLE t (name TEXT PRIMARY KEY)")
+            .unwrap();
+        let (wrote, answer) = request(insert("lost"));
+        let (refused, own) = request(|_| Err(StoreError::Invalid("mine".into())));
+        let failure = StoreError::Unavailable("the disk is full".into());
+        for mut request in [wrote, refused] {
+            request.run(&conn);
+            request.answer(Some(&failure));
+        }
+        assert!(
+            matches!(answer.blocking_recv().unwrap(), Err(StoreError::Unavailable(m)) if m.contains("full"))
+        );
+        assert!(matches!(own.blocking_recv().unwrap(), Err(StoreError::Invalid(m)) if m == "mine"));
+    }
+}
