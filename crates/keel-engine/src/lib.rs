@@ -1,1 +1,394 @@
-//! The driver.
+//! keel's driver. It runs sessions through the sans-IO core: load the session, ask
+//! `decide` what to do, log the intent, do it, log the result, repeat. Runs come from the
+//! store's run queue under a lease, so a crashed node's runs are resumed (here at the next
+//! start, or by another node when the lease expires), and never two at once per session.
+//!
+//! Modules: `driver` (one run's loop), `dispatch` (claiming runs, leases, recovery),
+//! `live` (in-memory session state), `tools`, `models` (provider lookup), `fault` (crash-test
+//! hooks), `clock` (time and ids).
+
+pub mod clock;
+mod dispatch;
+mod driver;
+pub mod fault;
+mod live;
+pub mod models;
+pub mod tools;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_core::{AgentDef, Event, EventBody, Message, RunId, RunStatus, SessionId, TenantId};
+use keel_store::{NewEvent, RunRecord, SessionRecord, Store, StoreError};
+use tokio::sync::{Notify, Semaphore, broadcast, watch};
+
+pub use live::LoadError;
+pub use models::{ModelRegistry, ResolveError};
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// This node's name in run leases. Stable across restarts, so a restarted node takes
+    /// back its own runs at once instead of waiting for their leases to expire.
+    pub node_id: String,
+    pub lease: Duration,
+    /// Store a snapshot when this many events were logged since the last one.
+    pub snapshot_every: u64,
+    /// Runs this node drives at once.
+    pub max_concurrent_runs: usize,
+    pub tool_timeout: Duration,
+    /// How often to look for runs queued by others or whose leases expired.
+    pub poll_interval: Duration,
+    /// Sessions kept in memory.
+    pub session_cache: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            node_id: "local".into(),
+            lease: Duration::from_secs(30),
+            snapshot_every: 100,
+            max_concurrent_runs: 256,
+            tool_timeout: Duration::from_secs(60),
+            poll_interval: Duration::from_millis(500),
+            session_cache: 10_000,
+        }
+    }
+}
+
+/// What a session's subscribers see as a run progresses.
+#[derive(Clone, Debug)]
+pub enum RunUpdate {
+    /// A piece of the model's reply as it streams. Not logged: the whole reply is logged as
+    /// an event when it ends. `attempt` tells a retried step's text from the abandoned one.
+    TextDelta {
+        run_id: RunId,
+        step: u32,
+        attempt: u32,
+        text: String,
+    },
+    /// An event was durably logged.
+    Event(Arc<Event>),
+    /// The run ended and the queue knows it.
+    Finished(Box<RunRecord>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{kind} {id:?} not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+/// Why a run being driven must stop at its next chance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    Continue,
+    /// Cancelled by a user: log `RunCancelled`.
+    Cancel,
+    /// Another node took the lease over: stop without logging anything more.
+    LeaseLost,
+}
+
+struct HeldRun {
+    tenant: TenantId,
+    stop: watch::Sender<Stop>,
+}
+
+/// The slot of one session: its in-memory state (locked while a run drives it) and its
+/// update channel.
+struct SessionSlot {
+    live: tokio::sync::Mutex<Option<live::LiveSession>>,
+    updates: broadcast::Sender<RunUpdate>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    models: ModelRegistry,
+    tools: tools::ToolRunner,
+    config: EngineConfig,
+    slots: Mutex<HashMap<SessionId, Arc<SessionSlot>>>,
+    /// The runs this node drives, with the signal that stops them.
+    held: Mutex<HashMap<RunId, HeldRun>>,
+    run_permits: Arc<Semaphore>,
+    wake: Notify,
+    shutdown: watch::Sender<bool>,
+    /// Published after every claim: true when nothing was claimable and nothing is driven.
+    idle: watch::Sender<bool>,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, models: ModelRegistry, config: EngineConfig) -> Self {
+        let inner = Inner {
+            store,
+            models,
+            tools: tools::ToolRunner::new(config.tool_timeout),
+            run_permits: Arc::new(Semaphore::new(config.max_concurrent_runs)),
+            config,
+            slots: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            shutdown: watch::channel(false).0,
+            idle: watch::channel(false).0,
+        };
+        Engine {
+            inner: Arc::new(inner),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn models(&self) -> &ModelRegistry {
+        &self.inner.models
+    }
+
+    /// Takes back this node's runs from before a restart and starts driving queued runs.
+    pub async fn start(&self) -> Result<u64, EngineError> {
+        let recovered = self
+            .inner
+            .store
+            .release_leases(&self.inner.config.node_id)
+            .await?;
+        if recovered > 0 {
+            tracing::info!(
+                recovered,
+                "resuming runs left unfinished by the last process"
+            );
+        }
+        tokio::spawn(dispatch::run_loop(self.inner.clone()));
+        tokio::spawn(dispatch::heartbeat_loop(self.inner.clone()));
+        Ok(recovered)
+    }
+
+    /// Stops claiming runs and lets the steps in flight log their results; unfinished runs
+    /// resume at the next start.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+        let all = self.inner.config.max_concurrent_runs as u32;
+        let _ = self.inner.run_permits.acquire_many(all).await;
+    }
+
+    /// Waits until this node has no run to drive: none queued or left unfinished, none in
+    /// progress. (Runs leased by another live node are theirs to finish.)
+    pub async fn wait_idle(&self) {
+        let mut idle = self.inner.idle.subscribe();
+        loop {
+            self.inner.wake.notify_one();
+            if idle.changed().await.is_err() {
+                return;
+            }
+            if *idle.borrow_and_update() {
+                return;
+            }
+        }
+    }
+
+    /// Stores a new version of an agent (version 1 for a new name).
+    pub async fn put_agent(
+        &self,
+        tenant: &TenantId,
+        mut def: AgentDef,
+    ) -> Result<AgentDef, EngineError> {
+        if def.name.trim().is_empty() {
+            return Err(EngineError::Invalid(
+                "an agent needs a non-empty name".into(),
+            ));
+        }
+        if def.model.trim().is_empty() {
+            return Err(EngineError::Invalid(format!(
+                "agent {:?} needs a model (`provider/model`)",
+                def.name
+            )));
+        }
+        tools::complete_builtins(&mut def).map_err(EngineError::Invalid)?;
+        Ok(self.inner.store.put_agent(tenant, def).await?)
+    }
+
+    /// Starts a session of the latest version of `agent_name`.
+    pub async fn create_session(
+        &self,
+        tenant: &TenantId,
+        agent_name: &str,
+        metadata: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<SessionRecord, EngineError> {
+        let agent = self
+            .inner
+            .store
+            .get_agent(tenant, agent_name, None)
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "agent",
+                id: agent_name.into(),
+            })?;
+        let now = clock::now();
+        let record = SessionRecord {
+            id: clock::new_session_id(),
+            tenant: tenant.clone(),
+            agent_id: agent.id.clone(),
+            agent_name: agent.name.clone(),
+            agent_version: agent.version,
+            created_at: now,
+            metadata: metadata.clone(),
+            last_seq: 1,
+        };
+        let first = NewEvent {
+            at: now,
+            body: EventBody::SessionStarted {
+                tenant: tenant.clone(),
+                agent,
+                metadata,
+            },
+        };
+        self.inner
+            .store
+            .create_session(&record, vec![first])
+            .await?;
+        Ok(record)
+    }
+
+    /// Queues `input` as a new run of the session. Runs of one session execute one after
+    /// another in the order they were submitted.
+    pub async fn submit(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+        input: Message,
+    ) -> Result<RunRecord, EngineError> {
+        if input.parts.is_empty() {
+            return Err(EngineError::Invalid(
+                "the input message has no parts".into(),
+            ));
+        }
+        self.inner
+            .store
+            .get_session(tenant, session)
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "session",
+                id: session.to_string(),
+            })?;
+        let run = RunRecord {
+            id: clock::new_run_id(),
+            tenant: tenant.clone(),
+            session: session.clone(),
+            input,
+            status: RunStatus::Queued,
+            created_at: clock::now(),
+            output: None,
+            error: None,
+            cancel_requested: false,
+            lease_owner: None,
+            lease_until: None,
+        };
+        self.inner.store.enqueue_run(&run).await?;
+        self.inner.wake.notify_one();
+        Ok(run)
+    }
+
+    /// Live updates of a session's runs. Subscribe before `submit` to see a run from its start.
+    pub fn subscribe(&self, session: &SessionId) -> broadcast::Receiver<RunUpdate> {
+        self.inner.slot(session).updates.subscribe()
+    }
+
+    /// Waits until the run has ended and returns its record.
+    pub async fn wait_run(&self, tenant: &TenantId, run: &RunId) -> Result<RunRecord, EngineError> {
+        let record = self.get_run(tenant, run).await?;
+        let mut updates = self.subscribe(&record.session);
+        loop {
+            let record = self.get_run(tenant, run).await?;
+            if record.status.is_terminal() {
+                return Ok(record);
+            }
+            // Woken by this node's updates; polling covers runs driven by another node.
+            let deadline = tokio::time::sleep(self.inner.config.poll_interval);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    update = updates.recv() => match update {
+                        Ok(RunUpdate::Finished(r)) if &r.id == run => return Ok(*r),
+                        Ok(_) => continue,
+                        Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                    _ = &mut deadline => break,
+                }
+            }
+        }
+    }
+
+    pub async fn get_run(&self, tenant: &TenantId, run: &RunId) -> Result<RunRecord, EngineError> {
+        self.inner
+            .store
+            .get_run(tenant, run)
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "run",
+                id: run.to_string(),
+            })
+    }
+
+    /// Asks a run to stop at its next step boundary (or at once, if it is streaming here).
+    pub async fn cancel_run(
+        &self,
+        tenant: &TenantId,
+        run: &RunId,
+    ) -> Result<RunRecord, EngineError> {
+        if !self.inner.store.request_cancel(tenant, run).await? {
+            return Err(EngineError::NotFound {
+                kind: "run",
+                id: run.to_string(),
+            });
+        }
+        if let Some(held) = self.inner.held.lock().unwrap().get(run) {
+            held.stop.send_replace(Stop::Cancel);
+        }
+        self.inner.wake.notify_one();
+        self.get_run(tenant, run).await
+    }
+
+    /// The session's messages, oldest first, from the log (`after`: a seq cursor).
+    pub async fn history(
+        &self,
+        session: &SessionId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Message)>, EngineError> {
+        let events = self.inner.store.read_events(session, after, limit).await?;
+        Ok(events
+            .iter()
+            .filter_map(|e| e.body.message().map(|m| (e.seq, m)))
+            .collect())
+    }
+}
+
+impl Inner {
+    fn slot(&self, session: &SessionId) -> Arc<SessionSlot> {
+        let mut slots = self.slots.lock().unwrap();
+        if let Some(slot) = slots.get(session) {
+            return slot.clone();
+        }
+        if slots.len() >= self.config.session_cache {
+            // Forget sessions nobody drives or watches; they reload from the store on next use.
+            slots.retain(|_, s| Arc::strong_count(s) > 1 || s.updates.receiver_count() > 0);
+        }
+        let slot = Arc::new(SessionSlot {
+            live: tokio::sync::Mutex::new(None),
+            updates: broadcast::channel(1024).0,
+        });
+        slots.insert(session.clone(), slot.clone());
+        slot
+    }
+}

@@ -1,1 +1,82 @@
-fn main() {}
+//! The `keel` binary: `keel chat`, `keel send`, `keel resume`, `keel sessions …`, `keel agents …`.
+
+mod commands;
+mod config;
+mod runtime;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// keel: a stateful runtime for AI agents.
+#[derive(Parser)]
+#[command(name = "keel", version, about, propagate_version = true)]
+struct Cli {
+    /// Configuration file (default: ./keel.toml when present).
+    #[arg(long, global = true, env = "KEEL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (default: ./keel-data); overrides KEEL_DATA_DIR and keel.toml.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Chat with an agent in a session that survives restarts.
+    Chat(commands::chat::ChatArgs),
+    /// Send one message to a session, wait for the reply and print it.
+    Send(commands::send::SendArgs),
+    /// Resume every unfinished run (after a crash) and wait for them to end.
+    Resume(commands::send::ResumeArgs),
+    /// List and inspect sessions.
+    #[command(subcommand)]
+    Sessions(commands::sessions::SessionsCommand),
+    /// List and inspect agents.
+    #[command(subcommand)]
+    Agents(commands::agents::AgentsCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = config::Config::load(cli.config.as_deref())?;
+    if let Some(dir) = cli.data_dir {
+        config.data_dir = Some(dir);
+    }
+    match cli.command {
+        Command::Chat(args) => commands::chat::run(&config, args).await,
+        Command::Send(args) => commands::send::send(&config, args).await,
+        Command::Resume(args) => commands::send::resume(&config, args).await,
+        Command::Sessions(cmd) => commands::sessions::run(&config, cmd).await,
+        Command::Agents(cmd) => commands::agents::run(&config, cmd).await,
+    }
+}

@@ -1,0 +1,554 @@
+//! One run's loop: `decide` → log the intent → act → log the result → repeat.
+//!
+//! Events are gathered into a batch and flushed (one atomic append) before every side
+//! effect, so an intent is always durable before its action starts, while pure steps (a
+//! result followed by the run's end, or by the next intent) cost one write, not several.
+//! Scratchpad writes travel in the same batch as the tool result that made them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use keel_core::{Action, Event, EventBody, FinishReason, Message, RunStatus, SessionState};
+use keel_models::{ModelError, ModelRequest, Params, ReplyAccumulator};
+use keel_store::{
+    AppendBatch, NewEvent, RunOutcome, RunRecord, ScratchpadWrite, Snapshot, StoreError,
+};
+use tokio::sync::watch;
+
+use crate::fault::{self, FaultPoint};
+use crate::live::LiveSession;
+use crate::{Inner, RunUpdate, SessionSlot, Stop, clock, tools};
+
+/// Why a drive stopped before the run ended.
+#[derive(Debug)]
+enum Halt {
+    /// The log moved under us (another writer): reload and go on.
+    Conflict,
+    /// Lease lost or shutting down: leave the run to whoever drives it next.
+    Yield,
+    /// The store failed: the lease will expire and the run is retried.
+    Failed(String),
+}
+
+impl From<StoreError> for Halt {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict { .. } => Halt::Conflict,
+            other => Halt::Failed(other.to_string()),
+        }
+    }
+}
+
+pub(crate) async fn drive(inner: &Arc<Inner>, run: &RunRecord, stop: watch::Receiver<Stop>) {
+    let slot = inner.slot(&run.session);
+    let mut live = slot.live.lock().await;
+    for _ in 0..5 {
+        let mut driver = Driver {
+            inner,
+            slot: &slot,
+            run,
+            stop: stop.clone(),
+            pending: Vec::new(),
+            scratchpad: Vec::new(),
+        };
+        match driver.drive(&mut live).await {
+            Ok(()) => return,
+            Err(Halt::Conflict) => {
+                tracing::info!("session log moved under this run; reloading");
+                *live = None;
+            }
+            Err(Halt::Yield) => return,
+            Err(Halt::Failed(error)) => {
+                tracing::error!(%error, "run halted; it resumes when its lease expires");
+                *live = None;
+                return;
+            }
+        }
+    }
+    tracing::error!(
+        "run gave up after repeated append conflicts; it resumes when its lease expires"
+    );
+}
+
+struct Driver<'a> {
+    inner: &'a Arc<Inner>,
+    slot: &'a SessionSlot,
+    run: &'a RunRecord,
+    stop: watch::Receiver<Stop>,
+    /// Events decided but not yet appended.
+    pending: Vec<NewEvent>,
+    scratchpad: Vec<ScratchpadWrite>,
+}
+
+impl Driver<'_> {
+    async fn drive(&mut self, slot_live: &mut Option<LiveSession>) -> Result<(), Halt> {
+        if slot_live.is_none() {
+            let loaded = LiveSession::load(self.inner.store.as_ref(), &self.run.session)
+                .await
+                .map_err(|e| Halt::Failed(e.to_string()))?;
+            *slot_live = Some(loaded);
+        }
+        let live = slot_live.as_mut().expect("loaded above");
+        // The state including pending (decided, not yet logged) events.
+        let mut state = live.state.clone();
+        self.begin(live, &mut state).await?;
+        loop {
+            let stop = *self.stop.borrow();
+            match stop {
+                Stop::Continue => {}
+                Stop::Cancel => return self.cancel(live, &mut state).await,
+                Stop::LeaseLost => return Err(Halt::Yield),
+            }
+            if *self.inner.shutdown.borrow() {
+                self.flush(live).await?;
+                return Err(Halt::Yield);
+            }
+            match keel_core::decide(&state) {
+                Action::Idle => {
+                    unreachable!("a run that has begun is the session's active run until it ends")
+                }
+                Action::Finish { run_id, output } => {
+                    let usage = state.active.as_ref().map(|r| r.usage).unwrap_or_default();
+                    self.push(
+                        &mut state,
+                        EventBody::RunCompleted {
+                            run_id,
+                            output: output.clone(),
+                            usage,
+                        },
+                    );
+                    return self
+                        .end(
+                            live,
+                            RunStatus::Completed,
+                            RunOutcome {
+                                output: Some(output),
+                                error: None,
+                            },
+                        )
+                        .await;
+                }
+                Action::Fail {
+                    run_id,
+                    code,
+                    error,
+                } => {
+                    self.push(
+                        &mut state,
+                        EventBody::RunFailed {
+                            run_id,
+                            code: code.into(),
+                            error: error.clone(),
+                        },
+                    );
+                    return self
+                        .end(
+                            live,
+                            RunStatus::Failed,
+                            RunOutcome {
+                                output: None,
+                                error: Some(error),
+                            },
+                        )
+                        .await;
+                }
+                Action::CallModel {
+                    run_id,
+                    step,
+                    attempt,
+                    intent_logged,
+                } => {
+                    if !intent_logged {
+                        self.push(
+                            &mut state,
+                            EventBody::ModelCalled {
+                                run_id,
+                                step,
+                                attempt,
+                            },
+                        );
+                    }
+                    self.flush(live).await?;
+                    fault::point(FaultPoint::ModelIntentLogged).await;
+                    let (result, retry_after) =
+                        self.call_model(live, &state, step, attempt).await?;
+                    self.push(&mut state, result);
+                    if *self.stop.borrow() == Stop::Continue
+                        && let Some(delay) = retry_delay(&state, retry_after)
+                    {
+                        self.flush(live).await?;
+                        self.pause(delay).await;
+                    }
+                }
+                Action::CallTool { run_id, call } => {
+                    let key = match &call.idempotency_key {
+                        Some(key) => key.clone(),
+                        None => {
+                            let key = format!("{}:{}", self.run.session, state.last_seq + 1);
+                            self.push(
+                                &mut state,
+                                EventBody::ToolCalled {
+                                    run_id: run_id.clone(),
+                                    call_id: call.call_id.clone(),
+                                    name: call.name.clone(),
+                                    arguments: call.arguments.clone(),
+                                    idempotency_key: key.clone(),
+                                },
+                            );
+                            key
+                        }
+                    };
+                    self.flush(live).await?;
+                    fault::point(FaultPoint::ToolIntentLogged).await;
+                    let agent = state
+                        .agent
+                        .as_ref()
+                        .expect("a started session has an agent");
+                    let outcome = self
+                        .inner
+                        .tools
+                        .call(
+                            self.inner.store.as_ref(),
+                            &self.run.session,
+                            agent,
+                            &call.name,
+                            &call.arguments,
+                            &key,
+                        )
+                        .await;
+                    fault::point(FaultPoint::ToolPerformed).await;
+                    self.scratchpad.extend(outcome.scratchpad);
+                    self.push(
+                        &mut state,
+                        EventBody::ToolReturned {
+                            run_id,
+                            call_id: call.call_id,
+                            content: outcome.content,
+                            is_error: outcome.is_error,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Logs `RunStarted` unless this run is already the session's active one (a resume).
+    async fn begin(
+        &mut self,
+        live: &mut LiveSession,
+        state: &mut SessionState,
+    ) -> Result<(), Halt> {
+        let run_id = &self.run.id;
+        if live
+            .state
+            .last_run
+            .as_ref()
+            .is_some_and(|(id, _)| id == run_id)
+        {
+            // Its end is logged; only the queue missed it (a crash in between).
+            let (_, status) = live.state.last_run.clone().expect("checked");
+            let outcome = RunOutcome::default();
+            self.inner.store.finish_run(run_id, status, outcome).await?;
+            self.publish_finished().await;
+            return Err(Halt::Yield);
+        }
+        match live.state.active.clone() {
+            Some(active) if &active.run_id == run_id => return Ok(()),
+            Some(active) => {
+                // A run whose queue entry is gone (deleted or finished elsewhere) left the log open.
+                let stale = active.run_id.clone();
+                for call in active.tools {
+                    self.push(
+                        state,
+                        EventBody::ToolReturned {
+                            run_id: stale.clone(),
+                            call_id: call.call_id,
+                            content: "abandoned".into(),
+                            is_error: true,
+                        },
+                    );
+                }
+                self.push(
+                    state,
+                    EventBody::RunFailed {
+                        run_id: stale,
+                        code: "abandoned".into(),
+                        error: "the run's queue entry was lost".into(),
+                    },
+                );
+            }
+            None => {}
+        }
+        self.push(
+            state,
+            EventBody::RunStarted {
+                run_id: run_id.clone(),
+                input: self.run.input.clone(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Adds an event to the batch, applying it to `state` so `decide` sees it.
+    fn push(&mut self, state: &mut SessionState, body: EventBody) {
+        let event = Event {
+            seq: state.last_seq + 1,
+            at: clock::now(),
+            body,
+        };
+        if let Err(e) = state.apply(&event) {
+            // The driver only produces what decide asked for; this is a bug, not bad input.
+            panic!("driver produced an event the state machine rejects: {e}");
+        }
+        self.pending.push(NewEvent {
+            at: event.at,
+            body: event.body,
+        });
+    }
+
+    /// Appends the batch atomically, then updates the live session and tells subscribers.
+    async fn flush(&mut self, live: &mut LiveSession) -> Result<(), Halt> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let events = std::mem::take(&mut self.pending);
+        let scratchpad = std::mem::take(&mut self.scratchpad);
+        let base = live.state.last_seq;
+        self.inner
+            .store
+            .append(
+                &self.run.session,
+                base,
+                AppendBatch {
+                    events: events.clone(),
+                    scratchpad,
+                },
+            )
+            .await?;
+        let logged: Vec<Event> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| Event {
+                seq: base + 1 + i as u64,
+                at: e.at,
+                body: e.body,
+            })
+            .collect();
+        for event in &logged {
+            live.state.apply(event).expect("validated when pushed");
+        }
+        live.extend_transcript(&logged);
+        let returned_tool = logged
+            .iter()
+            .any(|e| matches!(e.body, EventBody::ToolReturned { .. }));
+        for event in logged {
+            let _ = self.slot.updates.send(RunUpdate::Event(Arc::new(event)));
+        }
+        if live.state.last_seq - live.snapshot_seq >= self.inner.config.snapshot_every {
+            let snapshot = Snapshot {
+                seq: live.state.last_seq,
+                state: live.state.clone(),
+            };
+            self.inner
+                .store
+                .put_snapshot(&self.run.session, snapshot)
+                .await?;
+            live.snapshot_seq = live.state.last_seq;
+        }
+        if returned_tool {
+            fault::point(FaultPoint::ToolResultLogged).await;
+        }
+        Ok(())
+    }
+
+    async fn end(
+        &mut self,
+        live: &mut LiveSession,
+        status: RunStatus,
+        outcome: RunOutcome,
+    ) -> Result<(), Halt> {
+        self.flush(live).await?;
+        fault::point(FaultPoint::RunEndLogged).await;
+        self.inner
+            .store
+            .finish_run(&self.run.id, status, outcome)
+            .await?;
+        self.publish_finished().await;
+        Ok(())
+    }
+
+    async fn publish_finished(&self) {
+        if let Ok(Some(record)) = self
+            .inner
+            .store
+            .get_run(&self.run.tenant, &self.run.id)
+            .await
+        {
+            let _ = self
+                .slot
+                .updates
+                .send(RunUpdate::Finished(Box::new(record)));
+        }
+    }
+
+    async fn cancel(
+        &mut self,
+        live: &mut LiveSession,
+        state: &mut SessionState,
+    ) -> Result<(), Halt> {
+        let run_id = self.run.id.clone();
+        if let Some(active) = state.active.clone() {
+            for call in active.tools {
+                self.push(
+                    state,
+                    EventBody::ToolReturned {
+                        run_id: run_id.clone(),
+                        call_id: call.call_id,
+                        content: "cancelled before it ran".into(),
+                        is_error: true,
+                    },
+                );
+            }
+            self.push(
+                state,
+                EventBody::RunCancelled {
+                    run_id,
+                    reason: "cancelled on request".into(),
+                },
+            );
+        }
+        self.end(
+            live,
+            RunStatus::Cancelled,
+            RunOutcome {
+                output: None,
+                error: Some("cancelled".into()),
+            },
+        )
+        .await
+    }
+
+    /// Calls the model and returns the result event (`ModelReplied` or `ModelFailed`) and,
+    /// for a failure, how long the provider asked us to wait.
+    async fn call_model(
+        &mut self,
+        live: &LiveSession,
+        state: &SessionState,
+        step: u32,
+        attempt: u32,
+    ) -> Result<(EventBody, Option<Duration>), Halt> {
+        let agent = state
+            .agent
+            .as_ref()
+            .expect("a started session has an agent");
+        let run_id = self.run.id.clone();
+        let failed = |error: ModelError| {
+            let body = EventBody::ModelFailed {
+                run_id: run_id.clone(),
+                step,
+                attempt,
+                retryable: error.is_retryable(),
+                error: error.to_string(),
+            };
+            (body, error.retry_after)
+        };
+        let (client, model) = match self.inner.models.resolve(&agent.model) {
+            Ok(found) => found,
+            Err(e) => {
+                let error = ModelError::new(
+                    keel_models::ModelErrorKind::BadRequest,
+                    "keel",
+                    e.to_string(),
+                );
+                return Ok(failed(error));
+            }
+        };
+        let served_by = format!("{}/{model}", client.provider());
+        let request = ModelRequest {
+            model,
+            system: (!agent.instructions.is_empty()).then(|| agent.instructions.clone()),
+            messages: live.transcript.iter().cloned().collect::<Vec<Message>>(),
+            tools: tools::specs(agent),
+            params: Params {
+                max_tokens: Some(agent.limits.max_output_tokens),
+                ..Params::default()
+            },
+        };
+        let started = Instant::now();
+        let mut stream = match client.stream(request).await {
+            Ok(s) => s,
+            Err(e) => return Ok(failed(e)),
+        };
+        let mut reply = ReplyAccumulator::default();
+        let mut first = true;
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                _ = self.stop.changed() => match *self.stop.borrow() {
+                    Stop::LeaseLost => return Err(Halt::Yield),
+                    _ => {
+                        let error = ModelError::new(keel_models::ModelErrorKind::Cancelled, client.provider(), "cancelled");
+                        return Ok(failed(error));
+                    }
+                },
+            };
+            match next {
+                None => break,
+                Some(Err(e)) => return Ok(failed(e)),
+                Some(Ok(event)) => {
+                    if let keel_models::StreamEvent::TextDelta(text) = &event {
+                        let _ = self.slot.updates.send(RunUpdate::TextDelta {
+                            run_id: run_id.clone(),
+                            step,
+                            attempt,
+                            text: text.clone(),
+                        });
+                    }
+                    reply.push(event);
+                    if first {
+                        first = false;
+                        fault::point(FaultPoint::ModelStreaming).await;
+                    }
+                }
+            }
+        }
+        let reply = reply.finish();
+        let replied = EventBody::ModelReplied {
+            run_id,
+            step,
+            message: reply.message,
+            usage: reply.usage,
+            finish: if reply.finish == FinishReason::Cancelled {
+                FinishReason::Stop
+            } else {
+                reply.finish
+            },
+            model: served_by,
+            latency_ms: started.elapsed().as_millis() as u64,
+        };
+        Ok((replied, None))
+    }
+
+    /// Waits out a retry delay, waking early when the run is stopped.
+    async fn pause(&mut self, delay: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = self.stop.changed() => {}
+        }
+    }
+}
+
+/// After a retryable model failure that will be retried: how long to wait first. Jittered
+/// exponential backoff, or the provider's `Retry-After` when that is longer (capped at 60 s).
+fn retry_delay(state: &SessionState, retry_after: Option<Duration>) -> Option<Duration> {
+    let run = state.active.as_ref()?;
+    if run.replied || run.model_pending || run.failure.is_some() || run.attempt == 0 {
+        return None;
+    }
+    let base = 100u64 << run.attempt.min(7);
+    let jitter = rand::random::<f64>() + 0.5;
+    let backoff =
+        Duration::from_millis(((base as f64) * jitter) as u64).min(Duration::from_secs(10));
+    Some(backoff.max(retry_after.unwrap_or_default().min(Duration::from_secs(60))))
+}

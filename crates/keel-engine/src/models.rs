@@ -1,0 +1,89 @@
+//! Resolves an agent's `model` (`provider/model`) to a client. Routes with fallback come
+//! with the router; until then a model string names one provider directly.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use keel_models::ModelClient;
+
+#[derive(Clone, Default)]
+pub struct ModelRegistry {
+    providers: HashMap<String, Arc<dyn ModelClient>>,
+    /// Used when the agent's model names no provider (`gpt-4o-mini` rather than `openai/gpt-4o-mini`).
+    default_provider: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(
+        "model {model:?} names provider {provider:?}, which is not configured; configured: {configured}"
+    )]
+    UnknownProvider {
+        model: String,
+        provider: String,
+        configured: String,
+    },
+    #[error(
+        "model {0:?} names no provider and no default provider is configured; write it as `provider/model`"
+    )]
+    NoProvider(String),
+}
+
+impl ModelRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with(mut self, name: impl Into<String>, client: Arc<dyn ModelClient>) -> Self {
+        let name = name.into();
+        if self.default_provider.is_none() {
+            self.default_provider = Some(name.clone());
+        }
+        self.providers.insert(name, client);
+        self
+    }
+
+    pub fn set_default(&mut self, name: impl Into<String>) {
+        self.default_provider = Some(name.into());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.providers.is_empty()
+    }
+
+    /// The client and the provider-side model name for `model`.
+    pub fn resolve(&self, model: &str) -> Result<(Arc<dyn ModelClient>, String), ResolveError> {
+        let (provider, name) = match model.split_once('/') {
+            Some((p, n)) if self.providers.contains_key(p) => (p.to_string(), n.to_string()),
+            Some((p, _)) if self.default_provider.is_none() => {
+                return Err(ResolveError::UnknownProvider {
+                    model: model.into(),
+                    provider: p.into(),
+                    configured: self.configured(),
+                });
+            }
+            _ => match &self.default_provider {
+                Some(p) => (p.clone(), model.to_string()),
+                None => return Err(ResolveError::NoProvider(model.into())),
+            },
+        };
+        let client = self.providers.get(&provider).cloned().ok_or_else(|| {
+            ResolveError::UnknownProvider {
+                model: model.into(),
+                provider: provider.clone(),
+                configured: self.configured(),
+            }
+        })?;
+        Ok((client, name))
+    }
+
+    fn configured(&self) -> String {
+        let mut names: Vec<&str> = self.providers.keys().map(String::as_str).collect();
+        names.sort();
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        }
+    }
+}

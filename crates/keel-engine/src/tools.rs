@@ -1,0 +1,194 @@
+//! Tool execution. Built-in tools run inside keel: the ones that write (`scratchpad_set`) hand
+//! back their writes so the driver commits them in the same transaction as the result event,
+//! which makes them happen exactly once. External (HTTP) tools get the call's idempotency key
+//! so they can de-duplicate a call that recovery performs again.
+
+use std::time::Duration;
+
+use keel_core::{AgentDef, SessionId, ToolDef, ToolKind};
+use keel_models::ToolSpec;
+use keel_store::{ScratchpadWrite, Store};
+use serde_json::{Value, json};
+
+/// What a tool call produced.
+#[derive(Debug, Default)]
+pub struct ToolOutcome {
+    pub content: String,
+    pub is_error: bool,
+    /// Writes to commit together with the result event.
+    pub scratchpad: Vec<ScratchpadWrite>,
+}
+
+impl ToolOutcome {
+    fn ok(content: impl Into<String>) -> Self {
+        ToolOutcome {
+            content: content.into(),
+            ..Default::default()
+        }
+    }
+
+    fn error(content: impl Into<String>) -> Self {
+        ToolOutcome {
+            content: content.into(),
+            is_error: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// The built-in tools every agent may list with `kind = "builtin"`.
+pub fn builtin_tools() -> Vec<ToolDef> {
+    let tool = |name: &str, description: &str, parameters: Value| ToolDef {
+        name: name.into(),
+        description: description.into(),
+        parameters,
+        kind: ToolKind::Builtin,
+    };
+    vec![
+        tool(
+            "clock_now",
+            "The current UTC time in RFC 3339.",
+            json!({"type": "object", "properties": {}}),
+        ),
+        tool(
+            "scratchpad_set",
+            "Remember a value under a key for the rest of this session.",
+            json!({"type": "object", "properties": {"key": {"type": "string"}, "value": {"type": "string"}}, "required": ["key", "value"]}),
+        ),
+        tool(
+            "scratchpad_get",
+            "Recall the value stored under a key in this session, or null.",
+            json!({"type": "object", "properties": {"key": {"type": "string"}}, "required": ["key"]}),
+        ),
+    ]
+}
+
+/// Fills in the description and schema of the built-in tools an agent lists without them,
+/// and refuses a built-in name keel does not have.
+pub fn complete_builtins(def: &mut AgentDef) -> Result<(), String> {
+    let builtins = builtin_tools();
+    for tool in def
+        .tools
+        .iter_mut()
+        .filter(|t| matches!(t.kind, ToolKind::Builtin))
+    {
+        let Some(builtin) = builtins.iter().find(|b| b.name == tool.name) else {
+            return Err(format!(
+                "tool {:?} is not a built-in tool (built-ins: clock_now, scratchpad_set, scratchpad_get)",
+                tool.name
+            ));
+        };
+        if tool.description.is_empty() {
+            tool.description = builtin.description.clone();
+            tool.parameters = builtin.parameters.clone();
+        }
+    }
+    Ok(())
+}
+
+/// The tool specs sent to the model for an agent.
+pub fn specs(agent: &AgentDef) -> Vec<ToolSpec> {
+    agent
+        .tools
+        .iter()
+        .map(|t| ToolSpec {
+            name: t.name.clone(),
+            description: t.description.clone(),
+            parameters: t.parameters.clone(),
+        })
+        .collect()
+}
+
+pub struct ToolRunner {
+    http: reqwest::Client,
+}
+
+impl ToolRunner {
+    pub fn new(timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .expect("a plain HTTP client always builds");
+        ToolRunner { http }
+    }
+
+    /// Performs one call. Failures are results the model sees (`is_error`), never panics.
+    pub async fn call(
+        &self,
+        store: &dyn Store,
+        session: &SessionId,
+        agent: &AgentDef,
+        name: &str,
+        arguments: &Value,
+        idempotency_key: &str,
+    ) -> ToolOutcome {
+        let Some(def) = agent.tools.iter().find(|t| t.name == name) else {
+            return ToolOutcome::error(format!(
+                "unknown tool {name:?}: this agent has no such tool"
+            ));
+        };
+        match &def.kind {
+            ToolKind::Builtin => builtin(store, session, name, arguments).await,
+            ToolKind::Http { url } => self.http_call(url, arguments, idempotency_key).await,
+        }
+    }
+
+    async fn http_call(&self, url: &str, arguments: &Value, idempotency_key: &str) -> ToolOutcome {
+        let response = self
+            .http
+            .post(url)
+            .header("Idempotency-Key", idempotency_key)
+            .json(arguments)
+            .send()
+            .await;
+        match response {
+            Ok(r) => {
+                let status = r.status();
+                match r.text().await {
+                    Ok(body) if status.is_success() => ToolOutcome::ok(body),
+                    Ok(body) => {
+                        ToolOutcome::error(format!("tool endpoint answered HTTP {status}: {body}"))
+                    }
+                    Err(e) => {
+                        ToolOutcome::error(format!("tool endpoint's answer could not be read: {e}"))
+                    }
+                }
+            }
+            Err(e) => ToolOutcome::error(format!("tool endpoint {url} could not be reached: {e}")),
+        }
+    }
+}
+
+async fn builtin(
+    store: &dyn Store,
+    session: &SessionId,
+    name: &str,
+    arguments: &Value,
+) -> ToolOutcome {
+    let arg = |key: &str| arguments.get(key).and_then(Value::as_str);
+    match name {
+        "clock_now" => ToolOutcome::ok(crate::clock::now().to_string()),
+        "scratchpad_set" => match (arg("key"), arg("value")) {
+            (Some(key), Some(value)) => ToolOutcome {
+                content: format!("stored {key}"),
+                is_error: false,
+                scratchpad: vec![ScratchpadWrite {
+                    key: key.into(),
+                    value: Some(value.into()),
+                }],
+            },
+            _ => ToolOutcome::error("scratchpad_set needs string arguments \"key\" and \"value\""),
+        },
+        "scratchpad_get" => match arg("key") {
+            Some(key) => match store.scratchpad_get(session, key).await {
+                Ok(Some(v)) => ToolOutcome::ok(v),
+                Ok(None) => ToolOutcome::ok("null"),
+                Err(e) => ToolOutcome::error(format!("scratchpad unavailable: {e}")),
+            },
+            None => ToolOutcome::error("scratchpad_get needs a string argument \"key\""),
+        },
+        other => ToolOutcome::error(format!(
+            "{other:?} is not a built-in tool; built-ins: clock_now, scratchpad_set, scratchpad_get"
+        )),
+    }
+}

@@ -1,0 +1,39 @@
+//! One module per `keel` subcommand.
+
+pub mod agents;
+pub mod chat;
+pub mod send;
+pub mod sessions;
+
+use keel_core::{Message, Part, Role};
+
+/// One line per message, for people.
+pub fn render_message(message: &Message) -> String {
+    let who = match message.role {
+        Role::System => "system",
+        Role::User => "you",
+        Role::Assistant => "agent",
+        Role::Tool => "tool",
+    };
+    let body: Vec<String> = message
+        .parts
+        .iter()
+        .map(|p| match p {
+            Part::Text { text } => text.clone(),
+            Part::Image { url } => format!("[image {url}]"),
+            Part::ToolCall {
+                name, arguments, ..
+            } => format!("[calls {name}({arguments})]"),
+            Part::ToolResult {
+                content, is_error, ..
+            } => {
+                if *is_error {
+                    format!("[error: {content}]")
+                } else {
+                    format!("[result: {content}]")
+                }
+            }
+        })
+        .collect();
+    format!("{who}: {}", body.join(" "))
+}

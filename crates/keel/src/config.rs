@@ -1,0 +1,124 @@
+//! keel's configuration: `keel.toml` (in the working directory, or `--config`), then `KEEL_*`
+//! variables, then the providers' usual variables (`OPENAI_API_KEY`, `OPENAI_BASE_URL`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use keel_core::{Limits, ToolDef};
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where keel keeps its database and models (default `./keel-data`; `KEEL_DATA_DIR`).
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Agents kept in step with this file at start (a changed one gets a new version).
+    #[serde(default)]
+    pub agents: Vec<AgentConfig>,
+    /// The model of the `default` agent when this file defines none (`KEEL_MODEL`).
+    pub default_model: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `full` (fsync at every commit, the default) or `normal` (WAL without fsync per commit:
+    /// faster; a power cut may lose the last commits but never corrupts).
+    pub durability: String,
+    /// Commit appends from many sessions in one transaction (default true).
+    pub group_commit: bool,
+    /// Snapshot a session's state every N events (default 100).
+    pub snapshot_every: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            durability: "full".into(),
+            group_commit: true,
+            snapshot_every: 100,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProviderConfig {
+    /// OpenAI Chat Completions, or any compatible server (vLLM, Ollama, llama.cpp) by `base_url`.
+    Openai {
+        base_url: Option<String>,
+        /// The variable holding the key (default `OPENAI_API_KEY`).
+        api_key_env: Option<String>,
+    },
+    /// Deterministic in-process model for tests and benchmarks.
+    Scripted {
+        #[serde(default)]
+        token_latency_ms: u64,
+        #[serde(default)]
+        first_token_latency_ms: u64,
+        reply_tokens: Option<usize>,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub name: String,
+    pub model: String,
+    #[serde(default)]
+    pub instructions: String,
+    #[serde(default)]
+    pub tools: Vec<ToolDef>,
+    #[serde(default)]
+    pub limits: Option<Limits>,
+}
+
+impl Config {
+    /// Reads `path` if given (it must exist), else `./keel.toml` if present, else defaults.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from("keel.toml"), false),
+        };
+        let mut config = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str::<Config>(&text)
+                .with_context(|| format!("{} is not a valid keel configuration", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Config::default(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        if let Ok(dir) = std::env::var("KEEL_DATA_DIR") {
+            config.data_dir = Some(dir.into());
+        }
+        if let Ok(model) = std::env::var("KEEL_MODEL") {
+            config.default_model = Some(model);
+        }
+        if !config.providers.contains_key("openai")
+            && (std::env::var_os("OPENAI_API_KEY").is_some()
+                || std::env::var_os("OPENAI_BASE_URL").is_some())
+        {
+            config.providers.insert(
+                "openai".into(),
+                ProviderConfig::Openai {
+                    base_url: None,
+                    api_key_env: None,
+                },
+            );
+        }
+        match config.store.durability.as_str() {
+            "full" | "normal" => {}
+            other => bail!("store.durability must be \"full\" or \"normal\", not {other:?}"),
+        }
+        Ok(config)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("keel-data"))
+    }
+}

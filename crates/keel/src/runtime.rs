@@ -1,0 +1,210 @@
+//! Opens what a command needs from the configuration: the store, the model providers, and
+//! (for commands that drive runs) the engine — holding the data directory's lock so two
+//! processes never drive the same runs.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use keel_core::{AgentDef, Limits, TenantId};
+use keel_engine::{Engine, EngineConfig, ModelRegistry};
+use keel_models::providers::openai::{OpenAiClient, OpenAiConfig};
+use keel_models::providers::scripted::{ScriptedClient, ScriptedConfig};
+use keel_store::{Durability, SqliteOptions, SqliteStore, Store};
+
+use crate::config::{Config, ProviderConfig};
+
+pub const DEFAULT_AGENT: &str = "default";
+
+/// Opens (or creates) the store under the data directory.
+pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let dir = config.data_dir();
+    std::fs::create_dir_all(&dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}: check its permissions or set KEEL_DATA_DIR",
+            dir.display()
+        )
+    })?;
+    let mut options = SqliteOptions::new(dir.join("keel.db"));
+    options.durability = if config.store.durability == "normal" {
+        Durability::Normal
+    } else {
+        Durability::Full
+    };
+    options.group_commit = config.store.group_commit;
+    let store = SqliteStore::open(options)
+        .with_context(|| format!("cannot open keel's store in {}", dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// The providers the configuration names.
+pub fn model_registry(config: &Config) -> anyhow::Result<ModelRegistry> {
+    let mut registry = ModelRegistry::new();
+    for (name, provider) in &config.providers {
+        let client: Arc<dyn keel_models::ModelClient> = match provider {
+            ProviderConfig::Openai {
+                base_url,
+                api_key_env,
+            } => {
+                let key_var = api_key_env.as_deref().unwrap_or("OPENAI_API_KEY");
+                let api_key = std::env::var(key_var).ok().filter(|k| !k.is_empty());
+                let base_url = base_url
+                    .clone()
+                    .or_else(|| std::env::var("OPENAI_BASE_URL").ok());
+                let mut openai = match base_url {
+                    Some(url) => OpenAiConfig::compatible(url),
+                    None => OpenAiConfig::default(),
+                };
+                openai.api_key = api_key;
+                Arc::new(
+                    OpenAiClient::new(openai)
+                        .with_context(|| format!("provider {name:?} is misconfigured"))?,
+                )
+            }
+            ProviderConfig::Scripted {
+                token_latency_ms,
+                first_token_latency_ms,
+                reply_tokens,
+            } => Arc::new(ScriptedClient::new(ScriptedConfig {
+                first_token_latency: Duration::from_millis(*first_token_latency_ms),
+                token_latency: Duration::from_millis(*token_latency_ms),
+                reply_tokens: *reply_tokens,
+            })),
+        };
+        registry = registry.with(name.clone(), client);
+    }
+    Ok(registry)
+}
+
+/// Holds the data directory's lock for as long as it lives.
+pub struct DataDirLock {
+    _file: File,
+}
+
+pub fn lock_data_dir(dir: &Path) -> anyhow::Result<DataDirLock> {
+    let path = dir.join("keel.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| {
+            format!(
+                "cannot open {}: check the data directory's permissions",
+                path.display()
+            )
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(DataDirLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another keel process is using the data directory {}; stop it, or use another directory with --data-dir",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
+/// A started engine over the configured store and providers, with the configured agents
+/// stored. Unfinished runs of earlier processes resume as soon as it starts.
+pub struct Runtime {
+    pub engine: Engine,
+    pub tenant: TenantId,
+    _lock: DataDirLock,
+}
+
+impl Runtime {
+    pub async fn start(config: &Config) -> anyhow::Result<Runtime> {
+        let dir = config.data_dir();
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        let lock = lock_data_dir(&dir)?;
+        let store = open_store(config)?;
+        let models = model_registry(config)?;
+        let engine_config = EngineConfig {
+            snapshot_every: config.store.snapshot_every.max(1),
+            ..EngineConfig::default()
+        };
+        let engine = Engine::new(store, models, engine_config);
+        let tenant = TenantId::default_tenant();
+        sync_agents(&engine, &tenant, config).await?;
+        engine
+            .start()
+            .await
+            .context("cannot resume unfinished runs")?;
+        Ok(Runtime {
+            engine,
+            tenant,
+            _lock: lock,
+        })
+    }
+}
+
+/// Stores the agents of the configuration (a new version when one changed), and a `default`
+/// agent on the configured default model when the configuration defines none.
+async fn sync_agents(engine: &Engine, tenant: &TenantId, config: &Config) -> anyhow::Result<()> {
+    let mut wanted: Vec<AgentDef> = config
+        .agents
+        .iter()
+        .map(|a| AgentDef {
+            id: keel_engine::clock::new_agent_id(),
+            name: a.name.clone(),
+            version: 0,
+            instructions: a.instructions.clone(),
+            model: a.model.clone(),
+            tools: a.tools.clone(),
+            limits: a.limits.unwrap_or_default(),
+        })
+        .collect();
+    if !wanted.iter().any(|a| a.name == DEFAULT_AGENT) {
+        if let Some(model) = default_model(config) {
+            wanted.push(AgentDef {
+                id: keel_engine::clock::new_agent_id(),
+                name: DEFAULT_AGENT.into(),
+                version: 0,
+                instructions: "You are a helpful assistant.".into(),
+                model,
+                tools: Vec::new(),
+                limits: Limits::default(),
+            });
+        }
+    }
+    for mut def in wanted {
+        keel_engine::tools::complete_builtins(&mut def)
+            .map_err(|e| anyhow::anyhow!("agent {:?}: {e}", def.name))?;
+        let current = engine.store().get_agent(tenant, &def.name, None).await?;
+        let unchanged = current.as_ref().is_some_and(|c| {
+            c.instructions == def.instructions
+                && c.model == def.model
+                && c.tools == def.tools
+                && c.limits == def.limits
+        });
+        if !unchanged {
+            let stored = engine.put_agent(tenant, def).await?;
+            tracing::info!(agent = %stored.name, version = stored.version, "stored agent");
+        }
+    }
+    Ok(())
+}
+
+fn default_model(config: &Config) -> Option<String> {
+    if let Some(model) = &config.default_model {
+        return Some(model.clone());
+    }
+    if config.providers.contains_key("openai") {
+        return Some("openai/gpt-4o-mini".into());
+    }
+    config
+        .providers
+        .keys()
+        .next()
+        .map(|provider| format!("{provider}/default"))
+}
+
+/// What to tell a user who has no model configured.
+pub const NO_PROVIDER_HELP: &str = "no model provider is configured. Set OPENAI_API_KEY (and OPENAI_BASE_URL for an \
+OpenAI-compatible server such as vLLM, Ollama or llama.cpp), or add a [providers.NAME] table to keel.toml, \
+e.g.\n\n  [providers.openai]\n  kind = \"openai\"\n  base_url = \"http://127.0.0.1:8080/v1\"\n";
