@@ -117,7 +117,7 @@ impl Drop for Writer {
 }
 
 fn write_loop(
-    mut conn: Connection,
+    conn: Connection,
     requests: &mpsc::Receiver<Box<dyn WriteRequest>>,
     group_commit: bool,
 ) {
@@ -129,7 +129,7 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        let outcome = commit(&mut conn, &mut batch);
+        let outcome = commit(&conn, &mut batch);
         if let Err(e) = &outcome {
             tracing::warn!(error = %e, requests = batch.len(), "a write transaction failed as a whole");
             if !conn.is_autocommit() {
@@ -143,7 +143,7 @@ fn write_loop(
 }
 
 /// Runs every request of `batch` in one transaction, each inside its own savepoint.
-fn commit(conn: &mut Connection, batch: &mut [Box<dyn WriteRequest>]) -> Result<(), StoreError> {
+fn commit(conn: &Connection, batch: &mut [Box<dyn WriteRequest>]) -> Result<(), StoreError> {
     let exec = |conn: &Connection, sql: &str| {
         conn.prepare_cached(sql)
             .and_then(|mut s| s.execute([]).map(drop))
@@ -200,7 +200,7 @@ mod tests {
     #[test]
     fn a_failing_request_rolls_back_only_itself_in_a_group_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = Connection::open(dir.path().join("t.db")).unwrap();
+        let conn = Connection::open(dir.path().join("t.db")).unwrap();
         conn.execute_batch("CREATE TABLE t (name TEXT PRIMARY KEY)")
             .unwrap();
         let (ok_before, a1) = request(insert("before"));
@@ -216,7 +216,7 @@ mod tests {
         let (ok_after, a5) = request(insert("after"));
         let mut batch = vec![ok_before, fails, panics, duplicate, ok_after];
 
-        commit(&mut conn, &mut batch).expect("the batch commits");
+        commit(&conn, &mut batch).expect("the batch commits");
         for request in batch {
             request.answer(None);
         }
