@@ -1,0 +1,216 @@
+//! A tiny harness for end-to-end tests of the real `keel` binary: a temporary data
+//! directory with a `keel.toml`, commands run as child processes, and an external tool
+//! server that records every idempotency key it sees.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::Value;
+
+pub struct KeelHome {
+    pub dir: tempfile::TempDir,
+}
+
+impl KeelHome {
+    pub fn new(config: &str) -> KeelHome {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("keel.toml"), config).expect("write keel.toml");
+        KeelHome { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("keel-data")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keel"));
+        cmd.args(args)
+            .current_dir(self.path())
+            .env_remove("KEEL_DATA_DIR")
+            .env_remove("KEEL_FAULT_PAUSE")
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OPENAI_BASE_URL")
+            .env_remove("KEEL_MODEL")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs keel to completion (bounded by `timeout`) and returns its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn keel");
+        wait_with_timeout(child, Duration::from_secs(60))
+    }
+
+    /// Runs keel and parses its stdout as JSON, failing with its stderr when it fails.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "keel {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "keel {args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// The events of a session, one JSON object each.
+    pub fn events(&self, session: &str) -> Vec<Value> {
+        let out = self.run(&["sessions", "events", session, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    pub fn only_session(&self) -> String {
+        let sessions = self.json(&["sessions", "list", "--json"]);
+        let list = sessions.as_array().expect("a list");
+        assert_eq!(list.len(), 1, "expected one session: {sessions}");
+        list[0]["id"].as_str().unwrap().to_string()
+    }
+}
+
+/// Starts keel with `KEEL_FAULT_PAUSE=point`, waits until it reports reaching that point,
+/// and SIGKILLs it there. Returns false if keel finished without reaching it.
+pub fn kill_at_fault_point(mut cmd: Command, point: &str) -> bool {
+    let mut child = cmd
+        .env("KEEL_FAULT_PAUSE", point)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn keel");
+    let stderr = child.stderr.take().unwrap();
+    let marker = format!("keel-fault-point: {}", point.split(':').next().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains(&marker) {
+                let _ = tx.send(true);
+                return;
+            }
+        }
+        let _ = tx.send(false);
+    });
+    let reached = rx.recv_timeout(Duration::from_secs(60)).unwrap_or(false);
+    sigkill(&mut child);
+    reached
+}
+
+/// SIGKILLs a child process and reaps it.
+pub fn sigkill(child: &mut Child) {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait();
+}
+
+pub fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            sigkill(&mut child);
+            panic!("keel did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// An external, side-effecting tool: applies each call once per idempotency key and
+/// answers a repeated key with the first answer, recording every key it sees.
+#[derive(Clone, Default)]
+pub struct ToolRecorder {
+    inner: Arc<Mutex<Recorded>>,
+}
+
+#[derive(Default)]
+pub struct Recorded {
+    /// Every request's key, in arrival order (repeats included).
+    pub seen: Vec<String>,
+    /// The effect of each distinct key, applied once.
+    pub applied: HashMap<String, Value>,
+}
+
+impl ToolRecorder {
+    /// Serves on 127.0.0.1 from a background thread; returns the tool's URL.
+    pub fn start(&self) -> String {
+        let recorder = self.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                let app = Router::new()
+                    .route("/record", post(record))
+                    .with_state(recorder);
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        let addr = rx.recv().unwrap();
+        format!("http://{addr}/record")
+    }
+
+    pub fn seen(&self) -> Vec<String> {
+        self.inner.lock().unwrap().seen.clone()
+    }
+
+    pub fn applied(&self) -> HashMap<String, Value> {
+        self.inner.lock().unwrap().applied.clone()
+    }
+}
+
+async fn record(
+    State(recorder): State<ToolRecorder>,
+    headers: HeaderMap,
+    Json(args): Json<Value>,
+) -> Json<Value> {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let mut r = recorder.inner.lock().unwrap();
+    r.seen.push(key.clone());
+    let answer = r
+        .applied
+        .entry(key)
+        .or_insert_with(|| serde_json::json!({"recorded": args}))
+        .clone();
+    Json(answer)
+}
