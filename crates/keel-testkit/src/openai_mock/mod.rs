@@ -332,7 +332,14 @@ async fn chat_completions(
             )));
             StreamEnd::Complete
         }
-        Some(_) => unreachable!("answered above"),
+        // Answered before any streaming started.
+        Some(
+            Fault::Status { .. }
+            | Fault::ResetConnection
+            | Fault::CloseConnection
+            | Fault::StallBeforeResponse
+            | Fault::WrongContentType,
+        ) => StreamEnd::Complete,
     };
     let body = streamed_body(events, end, connection);
     (
