@@ -3,6 +3,7 @@
 //! and off; and the time to load a 10,000-event session with and without a snapshot.
 //!
 //! `cargo bench -p keel-store`. `KEEL_BENCH_SECS` sets each append case's length (default 3);
+//! `KEEL_BENCH_DURABILITY=normal` measures `Durability::Normal` (no fsync per commit) instead;
 //! `KEEL_BENCH_DIR` the directory for the database files (default: the target directory, on
 //! the same disk keel's data would be; a tmpfs would make fsync free and the numbers lie).
 
@@ -44,9 +45,13 @@ fn main() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
+    let durability = match std::env::var("KEEL_BENCH_DURABILITY").as_deref() {
+        Ok("normal") => Durability::Normal,
+        _ => Durability::Full,
+    };
 
     println!(
-        "SQLite store, durability Full (WAL, synchronous=FULL), files under {}\n",
+        "SQLite store, durability {durability:?} (WAL), files under {}\n",
         base.display()
     );
     println!(
@@ -58,7 +63,13 @@ fn main() {
             let path = dir
                 .path()
                 .join(format!("append-{sessions}-{group_commit}.db"));
-            let result = runtime.block_on(appends(path, sessions, group_commit, case_length));
+            let result = runtime.block_on(appends(
+                path,
+                durability,
+                sessions,
+                group_commit,
+                case_length,
+            ));
             println!(
                 "| {sessions} | {} | {:.0} | {} | {} |",
                 if group_commit { "on" } else { "off" },
@@ -91,12 +102,13 @@ struct AppendResult {
 /// `sessions` tasks, each appending one event at a time to its own session until the deadline.
 async fn appends(
     path: PathBuf,
+    durability: Durability,
     sessions: usize,
     group_commit: bool,
     length: Duration,
 ) -> AppendResult {
     let options = SqliteOptions {
-        durability: Durability::Full,
+        durability,
         group_commit,
         ..SqliteOptions::new(path)
     };
