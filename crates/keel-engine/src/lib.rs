@@ -72,6 +72,9 @@ pub enum RunUpdate {
     Event(Arc<Event>),
     /// The run ended and the queue knows it.
     Finished(Box<RunRecord>),
+    /// Driving the run stopped on a store failure (e.g. a full disk). The run is not lost:
+    /// it resumes when its lease expires or at the next start.
+    Halted { run_id: RunId, error: String },
 }
 
 #[derive(Debug, thiserror::Error)]

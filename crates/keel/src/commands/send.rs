@@ -135,6 +135,12 @@ pub async fn stream_turn(
                 }
                 return Ok(*record);
             }
+            Ok(RunUpdate::Halted { run_id, error }) if run_id == run.id => {
+                bail!(
+                    "run {} stopped: {error}\nnothing stored was lost; `keel resume` finishes it once the cause is fixed",
+                    run.id
+                );
+            }
             Ok(_) => {}
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
             Err(tokio::sync::broadcast::error::RecvError::Closed) => {

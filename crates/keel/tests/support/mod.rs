@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -134,17 +134,22 @@ pub fn sigkill(child: &mut Child) {
     let _ = child.wait();
 }
 
-pub fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() > deadline {
-            sigkill(&mut child);
+/// Waits for the child (reading its output as it comes, so a full pipe never blocks it);
+/// SIGKILLs it and fails the test after `timeout`.
+pub fn wait_with_timeout(child: Child, timeout: Duration) -> Output {
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => out.expect("wait for keel"),
+        Err(_) => {
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
             panic!("keel did not finish within {timeout:?}");
         }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
