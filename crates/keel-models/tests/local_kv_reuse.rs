@@ -90,17 +90,24 @@ async fn a_branching_conversation_keeps_the_first_branch_cached() {
 
 #[tokio::test]
 async fn an_evicted_conversation_is_recomputed_with_the_same_result() {
-    // Room for roughly one conversation: the second one evicts the first.
-    let client = load(LocalOptions {
-        prefix_cache_bytes: 6 << 20,
-        ..LocalOptions::default()
-    });
     let first = vec![Message::user("What is the capital of France?")];
     let other = vec![Message::user(
         "Please describe, in a few sentences, how bread is baked from flour, water, salt and yeast.",
     )];
+    // Room for the second conversation alone: storing it evicts the first.
+    let probe = load(LocalOptions::default());
+    let other_len = probe
+        .prompt_tokens(&greedy(other.clone(), 12))
+        .unwrap()
+        .len();
+    let bound = probe.kv_bytes_per_token() * (other_len + 12);
+    let client = load(LocalOptions {
+        prefix_cache_bytes: bound,
+        ..LocalOptions::default()
+    });
+
     let one = client.complete(greedy(first.clone(), 12)).await.unwrap();
-    client.complete(greedy(other, 48)).await.unwrap();
+    client.complete(greedy(other, 12)).await.unwrap();
     let again = client.complete(greedy(first, 12)).await.unwrap();
     assert_eq!(one.message, again.message);
     let prompt = again.usage.input_tokens;
@@ -108,5 +115,9 @@ async fn an_evicted_conversation_is_recomputed_with_the_same_result() {
         again.usage.cached_input_tokens < prompt - 1,
         "only the shared system prefix can be reused after eviction ({} of {prompt})",
         again.usage.cached_input_tokens
+    );
+    assert!(
+        again.usage.cached_input_tokens > 0,
+        "the shared system prefix is still there"
     );
 }

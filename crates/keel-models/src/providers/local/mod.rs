@@ -50,7 +50,7 @@ pub struct LocalOptions {
     /// Requests decoding at once, one thread each (default 1). Others queue.
     pub slots: usize,
     /// Tokens of context (prompt + reply) per request, at most the model's own (default 2048).
-    /// Keys and values cost about 46 KB per token for SmolLM2-135M.
+    /// Keys and values cost about 46 KB per token for SmolLM2-135M (`kv_bytes_per_token`).
     pub context_len: usize,
     /// Used when a request sets no `max_tokens` (default 512).
     pub default_max_tokens: u32,
@@ -194,6 +194,11 @@ impl LocalClient {
     /// Tokens of context a request may use (prompt and reply together).
     pub fn context_len(&self) -> usize {
         self.engine.context_len
+    }
+
+    /// Memory one token of context takes in the KV cache (for sizing `prefix_cache_bytes`).
+    pub fn kv_bytes_per_token(&self) -> usize {
+        self.engine.model.config.kv_bytes_per_token()
     }
 
     /// Whether the AVX2/FMA kernels are in use (otherwise the portable ones).

@@ -26,6 +26,11 @@ impl Config {
     pub fn kv_dim(&self) -> usize {
         self.kv_heads * self.head_dim
     }
+
+    /// Memory the keys and values of one token take (f32, every layer).
+    pub fn kv_bytes_per_token(&self) -> usize {
+        self.layers * 2 * self.kv_dim() * std::mem::size_of::<f32>()
+    }
 }
 
 struct Layer {

@@ -1,6 +1,6 @@
 //! Quantized weight matrices and the dot products that dominate inference time. Activations
 //! are quantized to 8 bits per block of 32 (llama.cpp's Q8_1 scheme) so each weight block is
-//! an integer dot product; AVX2+FMA kernels are chosen at run time, with a portable fallback.
+//! an integer dot product; AVX2+FMA+F16C kernels are chosen at run time, with a portable fallback.
 
 use super::gguf::TensorKind;
 
@@ -136,7 +136,7 @@ impl QMatrix {
         );
         #[cfg(target_arch = "x86_64")]
         if simd_available() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked above); slice sizes are asserted.
+            // SAFETY: the CPU supports AVX2, FMA and F16C (checked above); slice sizes are asserted.
             unsafe {
                 match self.kind {
                     TensorKind::Q4_1 => x86::matmul_q4_1(self, acts, out),
@@ -156,11 +156,13 @@ impl QMatrix {
     }
 }
 
-/// Whether the AVX2+FMA kernels run on this CPU (detected once, cached by std).
+/// Whether the AVX2+FMA+F16C kernels run on this CPU (detected once, cached by std).
 pub(crate) fn simd_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -241,20 +243,20 @@ pub(crate) fn f16_to_f32(h: u16) -> f32 {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{ActRow, BLOCK, QMatrix, QuantizedActs, f16_to_f32, matmul_with};
+    use super::{ActRow, BLOCK, QMatrix, QuantizedActs, matmul_with};
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn matmul_q4_1(m: &QMatrix, acts: &QuantizedActs, out: &mut [f32]) {
         matmul_with(m, acts, out, |row, a| unsafe { dot_q4_1(row, a) })
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn matmul_q8_0(m: &QMatrix, acts: &QuantizedActs, out: &mut [f32]) {
         matmul_with(m, acts, out, |row, a| unsafe { dot_q8_0(row, a) })
     }
 
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     fn hsum(v: __m256) -> f32 {
         let lo = _mm256_castps256_ps128(v);
         let hi = _mm256_extractf128_ps(v, 1);
@@ -264,54 +266,95 @@ mod x86 {
         _mm_cvtss_f32(s)
     }
 
+    /// Two adjacent f16 values at `p` as the low lanes of an f32 vector.
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load_f16x2(p: *const u8) -> __m128 {
+        unsafe { _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned())) }
+    }
+
+    /// The 32 nibbles of a Q4_1 block as bytes, low nibbles first (elements 0..16, 16..32).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn nibbles(p: *const u8) -> __m256i {
+        unsafe {
+            let packed = _mm_loadu_si128(p as *const __m128i);
+            let low_mask = _mm_set1_epi8(0x0f);
+            let lo = _mm_and_si128(packed, low_mask);
+            let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low_mask);
+            _mm256_set_m128i(hi, lo)
+        }
+    }
+
+    // SAFETY (both dot products): `row` holds whole blocks and the activation row has as
+    // many blocks (asserted in `QMatrix::matmul`), so every pointer read is in bounds.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn dot_q4_1(row: &[u8], a: ActRow<'_>) -> f32 {
         unsafe {
             let blocks = row.len() / 20;
             debug_assert!(a.q.len() >= blocks * BLOCK && a.d.len() >= blocks);
-            let low_mask = _mm_set1_epi8(0x0f);
             let ones = _mm256_set1_epi16(1);
-            let mut acc = _mm256_setzero_ps();
-            let mut offset = 0f32;
-            for b in 0..blocks {
+            let block = |b: usize, acc: __m256, offset: __m128| {
                 let blk = row.as_ptr().add(b * 20);
-                let d = f16_to_f32(u16::from_le_bytes([*blk, *blk.add(1)]));
-                let m = f16_to_f32(u16::from_le_bytes([*blk.add(2), *blk.add(3)]));
-                let packed = _mm_loadu_si128(blk.add(4) as *const __m128i);
-                let lo = _mm_and_si128(packed, low_mask);
-                let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low_mask);
-                let w = _mm256_set_m128i(hi, lo);
+                let dm = load_f16x2(blk);
                 let x = _mm256_loadu_si256(a.q.as_ptr().add(b * BLOCK) as *const __m256i);
-                let products = _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones);
-                let scale = _mm256_set1_ps(d * *a.d.get_unchecked(b));
-                acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(products), acc);
-                offset += m * *a.s.get_unchecked(b);
+                let products =
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles(blk.add(4)), x), ones);
+                let scale = _mm256_broadcastss_ps(_mm_mul_ss(dm, _mm_load_ss(a.d.as_ptr().add(b))));
+                let acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(products), acc);
+                let offset = _mm_fmadd_ss(
+                    _mm_movehdup_ps(dm),
+                    _mm_load_ss(a.s.as_ptr().add(b)),
+                    offset,
+                );
+                (acc, offset)
+            };
+            // Two accumulators so consecutive blocks do not wait on each other's FMA.
+            let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let (mut off0, mut off1) = (_mm_setzero_ps(), _mm_setzero_ps());
+            let mut b = 0;
+            while b + 1 < blocks {
+                (acc0, off0) = block(b, acc0, off0);
+                (acc1, off1) = block(b + 1, acc1, off1);
+                b += 2;
             }
-            hsum(acc) + offset
+            if b < blocks {
+                (acc0, off0) = block(b, acc0, off0);
+            }
+            hsum(_mm256_add_ps(acc0, acc1)) + _mm_cvtss_f32(_mm_add_ss(off0, off1))
         }
     }
 
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn dot_q8_0(row: &[u8], a: ActRow<'_>) -> f32 {
         unsafe {
             let blocks = row.len() / 34;
             debug_assert!(a.q.len() >= blocks * BLOCK && a.d.len() >= blocks);
             let ones = _mm256_set1_epi16(1);
-            let mut acc = _mm256_setzero_ps();
-            for b in 0..blocks {
+            let block = |b: usize, acc: __m256| {
                 let blk = row.as_ptr().add(b * 34);
-                let d = f16_to_f32(u16::from_le_bytes([*blk, *blk.add(1)]));
+                let d = load_f16x2(blk);
                 let w = _mm256_loadu_si256(blk.add(2) as *const __m256i);
                 let x = _mm256_loadu_si256(a.q.as_ptr().add(b * BLOCK) as *const __m256i);
                 // maddubs wants unsigned x signed: move w's sign onto x.
                 let products = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
                 let products = _mm256_madd_epi16(products, ones);
-                let scale = _mm256_set1_ps(d * *a.d.get_unchecked(b));
-                acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(products), acc);
+                let scale = _mm256_broadcastss_ps(_mm_mul_ss(d, _mm_load_ss(a.d.as_ptr().add(b))));
+                _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(products), acc)
+            };
+            let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut b = 0;
+            while b + 1 < blocks {
+                acc0 = block(b, acc0);
+                acc1 = block(b + 1, acc1);
+                b += 2;
             }
-            hsum(acc)
+            if b < blocks {
+                acc0 = block(b, acc0);
+            }
+            hsum(_mm256_add_ps(acc0, acc1))
         }
     }
 }
