@@ -30,7 +30,15 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         version: Option<u32>,
     ) -> Result<Option<AgentDef>, StoreError>;
-    /// The latest version of every agent, by name.
+    /// Hides the agent (every version) from `list_agents` until a new version is stored;
+    /// versions stay readable for the sessions that pin them. `false` for an unknown agent.
+    async fn archive_agent(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// The latest version of every agent not archived, by name.
     async fn list_agents(&self, tenant: &TenantId) -> Result<Vec<AgentDef>, StoreError>;
 
     // --- sessions and their logs ----------------------------------------------------------
@@ -99,6 +107,12 @@ pub trait Store: Send + Sync + 'static {
     async fn enqueue_run(&self, run: &RunRecord) -> Result<(), StoreError>;
     async fn get_run(&self, tenant: &TenantId, id: &RunId)
     -> Result<Option<RunRecord>, StoreError>;
+    /// The session's queued and running runs, oldest first (empty for another tenant's session).
+    async fn pending_runs(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+    ) -> Result<Vec<RunRecord>, StoreError>;
     /// Claims up to `limit` runs for `node` until `now + lease_ms`: queued runs, and runs whose
     /// lease has expired, oldest first, **never two of one session**, and none of a session
     /// that already has a live lease. Claimed runs become `Running`.
@@ -130,6 +144,18 @@ pub trait Store: Send + Sync + 'static {
     async fn request_cancel(&self, tenant: &TenantId, run: &RunId) -> Result<bool, StoreError>;
     /// Makes every lease held by `node` claimable now: a restarted node takes back its runs.
     async fn release_leases(&self, node: &str) -> Result<u64, StoreError>;
+
+    // --- tenants and API keys ----------------------------------------------------------------
+
+    /// `AlreadyExists` when the id is taken.
+    async fn create_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError>;
+    async fn get_tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError>;
+    /// Stores a key of an existing tenant (`NotFound` otherwise); `AlreadyExists` for a used prefix.
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    /// The key with this public prefix, revoked or not.
+    async fn get_api_key(&self, prefix: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Revokes the key from `at` on; `false` for an unknown prefix.
+    async fn revoke_api_key(&self, prefix: &str, at: Timestamp) -> Result<bool, StoreError>;
 
     /// Whether the store answers (for readiness checks).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -30,6 +30,55 @@ pub struct SessionFilter {
     pub before: Option<SessionId>,
     /// The most sessions to return; 0 means no limit.
     pub limit: usize,
+    /// `Some(true)`: only sessions with a queued or running run; `Some(false)`: only those without.
+    pub busy: Option<bool>,
+}
+
+/// A tenant: the isolation boundary that owns keys, agents and sessions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TenantRecord {
+    pub id: TenantId,
+    pub name: String,
+    pub created_at: Timestamp,
+}
+
+/// What an API key may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyScope {
+    /// Everything, including tenants and keys.
+    Admin,
+    /// Everything inside its own tenant.
+    Tenant,
+}
+
+impl KeyScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyScope::Admin => "admin",
+            KeyScope::Tenant => "tenant",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<KeyScope> {
+        [KeyScope::Admin, KeyScope::Tenant]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// An API key as stored: its public prefix and a hash of its secret, never the secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// The public part of the key, unique; it names the key in logs and admin calls.
+    pub prefix: String,
+    pub tenant: TenantId,
+    pub scope: KeyScope,
+    /// SHA-256 of the secret part (high-entropy random keys need no slow hash).
+    pub secret_hash: Vec<u8>,
+    pub created_at: Timestamp,
+    #[serde(default)]
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// An event to append: the store assigns its seq.

@@ -9,6 +9,7 @@ mod fixtures;
 mod log;
 mod runs;
 mod sessions;
+mod tenants;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 pub use log::*;
 pub use runs::*;
 pub use sessions::*;
+pub use tenants::*;
 
 use crate::Store;
 
@@ -66,6 +68,9 @@ macro_rules! conformance_tests {
             runs_finish_and_take_cancel_requests,
             release_leases_makes_a_nodes_runs_claimable_now,
             ping_answers,
+            tenants_and_api_keys_round_trip_and_revoke,
+            archived_agents_leave_the_list_until_a_new_version,
+            pending_runs_and_busy_filter_stay_in_their_tenant,
         );
     };
     (@cases $subject:expr; $($case:ident),+ $(,)?) => {

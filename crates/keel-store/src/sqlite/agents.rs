@@ -1,7 +1,7 @@
 //! Agent definitions, one row per version. Storing a definition under a known name makes the
 //! next version and keeps the agent's id; nothing is ever updated in place.
 
-use keel_core::{AgentDef, AgentId, TenantId};
+use keel_core::{AgentDef, AgentId, TenantId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{error, stored_id};
@@ -34,6 +34,8 @@ pub(crate) fn put(
     }
     let json = serde_json::to_string(&def)
         .map_err(|e| StoreError::Invalid(format!("agent {:?} cannot be encoded: {e}", def.name)))?;
+    conn.prepare_cached("DELETE FROM archived_agents WHERE tenant = ?1 AND name = ?2")?
+        .execute(params![tenant.as_str(), def.name])?;
     conn.prepare_cached(
         "INSERT INTO agents (tenant, name, version, id, def) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
@@ -62,11 +64,29 @@ pub(crate) fn get(
     rows.next()?.map(from_row).transpose()
 }
 
-/// The latest version of every agent, by name.
+/// Hides the agent from `list` until a new version is stored; `false` for an unknown agent.
+pub(crate) fn archive(
+    conn: &Connection,
+    tenant: &TenantId,
+    name: &str,
+    at: Timestamp,
+) -> Result<bool, StoreError> {
+    if get(conn, tenant, name, None)?.is_none() {
+        return Ok(false);
+    }
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO archived_agents (tenant, name, archived_at) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![tenant.as_str(), name, at.millis()])?;
+    Ok(true)
+}
+
+/// The latest version of every agent not archived, by name.
 pub(crate) fn list(conn: &Connection, tenant: &TenantId) -> Result<Vec<AgentDef>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT name, def FROM agents AS a WHERE tenant = ?1
          AND version = (SELECT MAX(version) FROM agents AS b WHERE b.tenant = a.tenant AND b.name = a.name)
+         AND NOT EXISTS (SELECT 1 FROM archived_agents AS x WHERE x.tenant = a.tenant AND x.name = a.name)
          ORDER BY name",
     )?;
     let mut rows = stmt.query([tenant.as_str()])?;

@@ -13,6 +13,7 @@ mod readers;
 mod runs;
 mod schema;
 mod sessions;
+mod tenants;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -21,8 +22,8 @@ use async_trait::async_trait;
 use keel_core::{AgentDef, Event, IdError, RunId, RunStatus, SessionId, TenantId, Timestamp};
 
 use crate::{
-    AppendBatch, LoadedSession, NewEvent, RunOutcome, RunRecord, SessionFilter, SessionRecord,
-    Snapshot, Store, StoreError,
+    ApiKeyRecord, AppendBatch, LoadedSession, NewEvent, RunOutcome, RunRecord, SessionFilter,
+    SessionRecord, Snapshot, Store, StoreError, TenantRecord,
 };
 use readers::ReaderPool;
 pub use schema::SCHEMA_VERSION;
@@ -135,6 +136,18 @@ impl Store for SqliteStore {
         let tenant = tenant.clone();
         self.readers
             .read(move |conn| agents::list(conn, &tenant))
+            .await
+    }
+
+    async fn archive_agent(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (tenant, name) = (tenant.clone(), name.to_string());
+        self.writer
+            .write(move |conn| agents::archive(conn, &tenant, &name, at))
             .await
     }
 
@@ -261,6 +274,17 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn pending_runs(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let (tenant, session) = (tenant.clone(), session.clone());
+        self.readers
+            .read(move |conn| runs::pending(conn, &tenant, &session))
+            .await
+    }
+
     async fn claim_runs(
         &self,
         node: &str,
@@ -310,6 +334,39 @@ impl Store for SqliteStore {
         let node = node.to_string();
         self.writer
             .write(move |conn| runs::release_leases(conn, &node))
+            .await
+    }
+
+    async fn create_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError> {
+        let tenant = tenant.clone();
+        self.writer
+            .write(move |conn| tenants::create(conn, &tenant))
+            .await
+    }
+
+    async fn get_tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
+        let id = id.clone();
+        self.readers.read(move |conn| tenants::get(conn, &id)).await
+    }
+
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.writer
+            .write(move |conn| tenants::create_key(conn, &key))
+            .await
+    }
+
+    async fn get_api_key(&self, prefix: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let prefix = prefix.to_string();
+        self.readers
+            .read(move |conn| tenants::get_key(conn, &prefix))
+            .await
+    }
+
+    async fn revoke_api_key(&self, prefix: &str, at: Timestamp) -> Result<bool, StoreError> {
+        let prefix = prefix.to_string();
+        self.writer
+            .write(move |conn| tenants::revoke_key(conn, &prefix, at))
             .await
     }
 

@@ -61,6 +61,24 @@ pub(crate) fn get(
     rows.next()?.map(from_row).transpose()
 }
 
+/// The session's queued and running runs, oldest first.
+pub(crate) fn pending(
+    conn: &Connection,
+    tenant: &TenantId,
+    session: &keel_core::SessionId,
+) -> Result<Vec<RunRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM runs WHERE session = ?1 AND tenant = ?2 AND status IN ('queued', 'running')
+         ORDER BY created_at, id"
+    ))?;
+    let mut rows = stmt.query(params![session.as_str(), tenant.as_str()])?;
+    let mut runs = Vec::new();
+    while let Some(row) = rows.next()? {
+        runs.push(from_row(row)?);
+    }
+    Ok(runs)
+}
+
 /// Oldest claimable runs first, at most one per session, none of a session with a live lease.
 pub(crate) fn claim(
     conn: &Connection,

@@ -72,7 +72,32 @@ CREATE INDEX runs_by_session ON runs (session, status);
 CREATE INDEX runs_by_owner ON runs (lease_owner) WHERE lease_owner IS NOT NULL;
 ";
 
-const MIGRATIONS: &[&str] = &[V1];
+/// Tenants, their API keys (hashed) and archived agents.
+const V2: &str = "
+CREATE TABLE tenants (
+    id         TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE api_keys (
+    prefix      TEXT PRIMARY KEY,
+    tenant      TEXT NOT NULL REFERENCES tenants (id),
+    scope       TEXT NOT NULL,
+    secret_hash BLOB NOT NULL,
+    created_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+) WITHOUT ROWID;
+
+CREATE TABLE archived_agents (
+    tenant      TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    archived_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name)
+) WITHOUT ROWID;
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

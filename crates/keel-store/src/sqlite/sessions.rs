@@ -71,6 +71,14 @@ pub(crate) fn list(
     if let Some(before) = &filter.before {
         sql += &format!(" AND id < {}", bind(Value::Text(before.to_string())));
     }
+    if let Some(busy) = filter.busy {
+        sql += if busy {
+            " AND EXISTS"
+        } else {
+            " AND NOT EXISTS"
+        };
+        sql += " (SELECT 1 FROM runs WHERE runs.session = sessions.id AND runs.status IN ('queued', 'running'))";
+    }
     for (key, value) in &filter.metadata {
         // Same key, same JSON type, same value: `1` matches neither `true` nor `"1"`.
         let (key, value) = (
