@@ -156,8 +156,8 @@ pub async fn pending_runs_and_busy_filter_stay_in_their_tenant(store: Arc<dyn St
             sessions.into_iter().map(|s| s.id).collect::<Vec<_>>()
         }
     };
-    assert_eq!(list(Some(true), tenant.clone()).await, [busy.clone()]);
-    assert_eq!(list(Some(false), tenant.clone()).await, [idle.clone()]);
+    assert_eq!(list(Some(true), tenant.clone()).await, vec![busy.clone()]);
+    assert_eq!(list(Some(false), tenant.clone()).await, vec![idle.clone()]);
     assert_eq!(list(None, tenant.clone()).await, [idle, busy]);
     assert!(list(Some(true), other).await.is_empty());
 }
