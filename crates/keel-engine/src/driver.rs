@@ -62,7 +62,10 @@ pub(crate) async fn drive(inner: &Arc<Inner>, run: &RunRecord, stop: watch::Rece
             Err(Halt::Failed(error)) => {
                 tracing::error!(%error, "run halted; it resumes when its lease expires");
                 *live = None;
-                let _ = slot.updates.send(RunUpdate::Halted { run_id: run.id.clone(), error });
+                let _ = slot.updates.send(RunUpdate::Halted {
+                    run_id: run.id.clone(),
+                    error,
+                });
                 return;
             }
         }

@@ -19,7 +19,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keel_core::{AgentDef, Event, EventBody, Message, RunId, RunStatus, SessionId, TenantId};
+use keel_core::{
+    AgentDef, Event, EventBody, Message, RunId, RunStatus, SessionId, SessionState, TenantId,
+};
 use keel_store::{NewEvent, RunRecord, SessionRecord, Store, StoreError};
 use tokio::sync::{Notify, Semaphore, broadcast, watch};
 
@@ -77,8 +79,26 @@ pub enum RunUpdate {
     Halted { run_id: RunId, error: String },
 }
 
+/// What `submit_with` does when the session already has a queued or running run
+/// ("double-texting").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BusyPolicy {
+    /// Queue the new input after the runs already there.
+    #[default]
+    Enqueue,
+    /// Refuse the new input with `EngineError::Busy`.
+    Reject,
+    /// Cancel the pending runs (the active one stops at its next step boundary), then queue
+    /// the new input.
+    Interrupt,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    #[error(
+        "session {session} is busy with run {run}: wait for it, cancel it, or send with the `enqueue` or `interrupt` policy"
+    )]
+    Busy { session: SessionId, run: RunId },
     #[error("{kind} {id:?} not found")]
     NotFound { kind: &'static str, id: String },
     #[error("{0}")]
@@ -270,6 +290,19 @@ impl Engine {
         session: &SessionId,
         input: Message,
     ) -> Result<RunRecord, EngineError> {
+        self.submit_with(tenant, session, input, BusyPolicy::Enqueue)
+            .await
+    }
+
+    /// `submit`, deciding by `policy` what happens when the session is busy. (The check and
+    /// the enqueue are two steps: two concurrent `Reject` submits may both get through.)
+    pub async fn submit_with(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+        input: Message,
+        policy: BusyPolicy,
+    ) -> Result<RunRecord, EngineError> {
         if input.parts.is_empty() {
             return Err(EngineError::Invalid(
                 "the input message has no parts".into(),
@@ -283,6 +316,20 @@ impl Engine {
                 kind: "session",
                 id: session.to_string(),
             })?;
+        if policy != BusyPolicy::Enqueue {
+            let pending = self.inner.store.pending_runs(tenant, session).await?;
+            if policy == BusyPolicy::Reject
+                && let Some(busy) = pending.first()
+            {
+                return Err(EngineError::Busy {
+                    session: session.clone(),
+                    run: busy.id.clone(),
+                });
+            }
+            for run in &pending {
+                self.cancel_run(tenant, &run.id).await?;
+            }
+        }
         let run = RunRecord {
             id: clock::new_run_id(),
             tenant: tenant.clone(),
@@ -299,6 +346,46 @@ impl Engine {
         self.inner.store.enqueue_run(&run).await?;
         self.inner.wake.notify_one();
         Ok(run)
+    }
+
+    /// The session's record and its state folded from the log (status, last seq, message
+    /// count, usage).
+    pub async fn session_state(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+    ) -> Result<(SessionRecord, SessionState), EngineError> {
+        let record = self
+            .inner
+            .store
+            .get_session(tenant, session)
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "session",
+                id: session.to_string(),
+            })?;
+        let live = live::LiveSession::load(self.inner.store.as_ref(), session).await?;
+        Ok((record, live.state))
+    }
+
+    /// Cancels the session's pending runs and deletes it with its log and runs. `NotFound`
+    /// for an unknown session (or another tenant's).
+    pub async fn delete_session(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+    ) -> Result<(), EngineError> {
+        for run in self.inner.store.pending_runs(tenant, session).await? {
+            self.cancel_run(tenant, &run.id).await?;
+        }
+        if !self.inner.store.delete_session(tenant, session).await? {
+            return Err(EngineError::NotFound {
+                kind: "session",
+                id: session.to_string(),
+            });
+        }
+        self.inner.slots.lock().unwrap().remove(session);
+        Ok(())
     }
 
     /// Live updates of a session's runs. Subscribe before `submit` to see a run from its start.

@@ -37,6 +37,8 @@ enum Command {
     /// List and inspect agents.
     #[command(subcommand)]
     Agents(commands::agents::AgentsCommand),
+    /// Measure durable turns/s, per-turn cost over a long session and bytes per turn.
+    Bench(commands::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,5 +80,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Resume(args) => commands::send::resume(&config, args).await,
         Command::Sessions(cmd) => commands::sessions::run(&config, cmd).await,
         Command::Agents(cmd) => commands::agents::run(&config, cmd).await,
+        Command::Bench(args) => commands::bench::run(args).await,
     }
 }

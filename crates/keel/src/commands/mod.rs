@@ -1,6 +1,7 @@
 //! One module per `keel` subcommand.
 
 pub mod agents;
+pub mod bench;
 pub mod chat;
 pub mod send;
 pub mod sessions;
