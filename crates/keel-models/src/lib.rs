@@ -2,16 +2,18 @@
 //! format and its reply back into one normalized stream of `StreamEvent`s; nothing above this
 //! crate knows any provider's format. That is what lets a session switch provider mid-way.
 
+pub mod catalog;
 mod error;
 mod http;
 pub mod providers;
 mod reply;
 mod request;
+pub mod router;
 pub mod sse;
 
 pub use error::{ModelError, ModelErrorKind};
 pub use reply::{ModelReply, ReplyAccumulator};
-pub use request::{ModelRequest, Params, StreamEvent, ToolSpec};
+pub use request::{ModelRequest, Params, Served, StreamEvent, ToolSpec};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;

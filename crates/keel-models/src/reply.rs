@@ -2,7 +2,7 @@
 
 use keel_core::{FinishReason, Message, Part, Role, Usage};
 
-use crate::StreamEvent;
+use crate::{Served, StreamEvent};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelReply {
@@ -25,6 +25,7 @@ pub struct ReplyAccumulator {
     calls: Vec<ToolCallParts>,
     usage: Usage,
     finish: Option<FinishReason>,
+    served: Option<Served>,
 }
 
 impl ReplyAccumulator {
@@ -46,7 +47,14 @@ impl ReplyAccumulator {
             }
             StreamEvent::Usage(u) => self.usage = u,
             StreamEvent::Finish(f) => self.finish = Some(f),
+            StreamEvent::Restart { .. } => *self = ReplyAccumulator::default(),
+            StreamEvent::Served(served) => self.served = Some(served),
         }
+    }
+
+    /// Which route target served the call, when a router made it.
+    pub fn served(&self) -> Option<&Served> {
+        self.served.as_ref()
     }
 
     pub fn text(&self) -> &str {

@@ -19,6 +19,11 @@ pub struct Params {
     #[serde(default)]
     pub stop: Vec<String>,
     pub seed: Option<u64>,
+    /// A routing hint, not a sampling parameter: calls with the same key (the engine passes the
+    /// session id) stay on the route target that served the last one while it is healthy, so
+    /// provider-side prompt caches keep hitting. Providers ignore it.
+    #[serde(default)]
+    pub affinity: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,4 +48,26 @@ pub enum StreamEvent {
     ToolCallDelta { index: usize, id: Option<String>, name: Option<String>, arguments: String },
     Usage(Usage),
     Finish(FinishReason),
+    /// Sent by a router when an attempt failed after streaming part of its reply and the call
+    /// goes on with another attempt (`target`, as `provider/model`): discard everything this
+    /// call streamed so far. The abandoned output is never part of the reply.
+    Restart { target: String },
+    /// Sent last by a router: which target served the call and how.
+    Served(Served),
+}
+
+/// Which route target served a call, after how many attempts and how long.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Served {
+    pub route: String,
+    /// Position of the target in the route's list.
+    pub target: usize,
+    pub provider: String,
+    pub model: String,
+    /// Attempts made in all (1 when the first one succeeded).
+    pub attempts: u32,
+    /// From the start of the call to its first event.
+    pub first_event: std::time::Duration,
+    /// From the start of the call to its end, retries and backoff included.
+    pub latency: std::time::Duration,
 }

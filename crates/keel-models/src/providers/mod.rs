@@ -1,7 +1,12 @@
 //! One module per provider; each converts the normalized request and stream to and from its
 //! own wire format, and nothing else.
 
+pub mod anthropic;
+pub mod gemini;
 pub mod openai;
 pub mod scripted;
+mod streaming;
+
+pub use streaming::HttpTimeouts;
 #[cfg(feature = "local")]
 pub mod local;

@@ -259,7 +259,10 @@ impl ModelClient for ScriptedClient {
                 let wait = match &event {
                     _ if first => first_token_latency,
                     StreamEvent::TextDelta(_) | StreamEvent::ToolCallDelta { .. } => token_latency,
-                    StreamEvent::Usage(_) | StreamEvent::Finish(_) => Duration::ZERO,
+                    StreamEvent::Usage(_)
+                    | StreamEvent::Finish(_)
+                    | StreamEvent::Restart { .. }
+                    | StreamEvent::Served(_) => Duration::ZERO,
                 };
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;

@@ -1,0 +1,89 @@
+//! Google Gemini (`POST {base_url}/v1beta/models/{model}:streamGenerateContent?alt=sse`, key in
+//! `x-goog-api-key`). `wire` builds the request, `events` reads the reply; this file does HTTP.
+//! Gemini has no tool-call ids: keel assigns them, and maps results back by name and order.
+
+mod events;
+mod wire;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::streaming::{self, HttpTimeouts, SseCall};
+use crate::{ModelClient, ModelError, ModelRequest, ModelStream};
+
+pub(crate) const PROVIDER: &str = "gemini";
+
+/// How to reach the Gemini API.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeminiConfig {
+    /// Up to and including the version path, e.g. `https://generativelanguage.googleapis.com/v1beta`.
+    pub base_url: String,
+    /// Sent as `x-goog-api-key`.
+    pub api_key: Option<String>,
+    pub timeouts: HttpTimeouts,
+}
+
+impl Default for GeminiConfig {
+    fn default() -> Self {
+        GeminiConfig {
+            base_url: "https://generativelanguage.googleapis.com/v1beta".into(),
+            api_key: None,
+            timeouts: HttpTimeouts::default(),
+        }
+    }
+}
+
+impl fmt::Debug for GeminiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GeminiConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("timeouts", &self.timeouts)
+            .finish()
+    }
+}
+
+/// A `ModelClient` for the Gemini API.
+pub struct GeminiClient {
+    config: GeminiConfig,
+    base: String,
+    headers: reqwest::header::HeaderMap,
+    http: reqwest::Client,
+}
+
+impl GeminiClient {
+    pub fn new(config: GeminiConfig) -> Result<GeminiClient, ModelError> {
+        let base = streaming::base_url(PROVIDER, &config.base_url, "https://generativelanguage.googleapis.com/v1beta")?.to_string();
+        let mut pairs = vec![("accept", "text/event-stream", false)];
+        if let Some(key) = &config.api_key {
+            pairs.push(("x-goog-api-key", key, true));
+        }
+        let headers = streaming::headers(PROVIDER, &pairs)?;
+        let http = streaming::http_client(PROVIDER, &config.timeouts)?;
+        Ok(GeminiClient { config, base, headers, http })
+    }
+}
+
+#[async_trait]
+impl ModelClient for GeminiClient {
+    fn provider(&self) -> &str {
+        PROVIDER
+    }
+
+    async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
+        let body = wire::generate_body(&request)?;
+        if request.model.contains(['/', '?', '#', ':']) {
+            return Err(streaming::config_error(
+                PROVIDER,
+                format!("model `{}` holds a character not allowed in a Gemini model name (/ ? # :)", request.model),
+            ));
+        }
+        let url = format!("{}/models/{}:streamGenerateContent?alt=sse", self.base, request.model);
+        let send = self.http.post(&url).headers(self.headers.clone()).json(&body);
+        let call = SseCall { provider: PROVIDER, url: &url, timeouts: &self.config.timeouts, error_message: events::error_message };
+        call.run(send, events::GenerateEvents::default()).await
+    }
+}
