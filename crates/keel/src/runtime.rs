@@ -159,18 +159,18 @@ async fn sync_agents(engine: &Engine, tenant: &TenantId, config: &Config) -> any
             limits: a.limits.unwrap_or_default(),
         })
         .collect();
-    if !wanted.iter().any(|a| a.name == DEFAULT_AGENT) {
-        if let Some(model) = default_model(config) {
-            wanted.push(AgentDef {
-                id: keel_engine::clock::new_agent_id(),
-                name: DEFAULT_AGENT.into(),
-                version: 0,
-                instructions: "You are a helpful assistant.".into(),
-                model,
-                tools: Vec::new(),
-                limits: Limits::default(),
-            });
-        }
+    if !wanted.iter().any(|a| a.name == DEFAULT_AGENT)
+        && let Some(model) = default_model(config)
+    {
+        wanted.push(AgentDef {
+            id: keel_engine::clock::new_agent_id(),
+            name: DEFAULT_AGENT.into(),
+            version: 0,
+            instructions: "You are a helpful assistant.".into(),
+            model,
+            tools: Vec::new(),
+            limits: Limits::default(),
+        });
     }
     for mut def in wanted {
         keel_engine::tools::complete_builtins(&mut def)
