@@ -2,8 +2,10 @@
 //! own wire format, and nothing else.
 
 pub mod anthropic;
+pub mod azure;
 pub mod gemini;
 pub mod openai;
+pub mod openai_responses;
 pub mod scripted;
 mod streaming;
 

@@ -59,7 +59,7 @@ struct PromptDetails {
 }
 
 /// What a payload meant for the stream.
-pub(super) enum Decoded {
+pub(crate) enum Decoded {
     Events(Vec<StreamEvent>),
     /// `[DONE]`: the reply is over.
     Done,
@@ -67,7 +67,7 @@ pub(super) enum Decoded {
 
 /// Decoding state for one reply.
 #[derive(Default)]
-pub(super) struct ChunkDecoder {
+pub(crate) struct ChunkDecoder {
     finish: Option<FinishReason>,
     saw_tool_call: bool,
     /// Per tool-call index: whether its id and its name were passed on already.
@@ -75,7 +75,7 @@ pub(super) struct ChunkDecoder {
 }
 
 impl ChunkDecoder {
-    pub(super) fn decode(&mut self, data: &str) -> Result<Decoded, ModelError> {
+    pub(crate) fn decode(&mut self, data: &str) -> Result<Decoded, ModelError> {
         if data.trim() == "[DONE]" {
             return Ok(Decoded::Done);
         }
@@ -143,12 +143,12 @@ impl ChunkDecoder {
     }
 
     /// Whether a finish reason arrived (the reply is complete even without `[DONE]`).
-    pub(super) fn has_finished(&self) -> bool {
+    pub(crate) fn has_finished(&self) -> bool {
         self.finish.is_some()
     }
 
     /// The last event of the reply. Some servers say `stop` after tool calls; that is `ToolCalls`.
-    pub(super) fn finish(&self) -> StreamEvent {
+    pub(crate) fn finish(&self) -> StreamEvent {
         let finish = match self.finish {
             Some(FinishReason::Stop) | None if self.saw_tool_call => FinishReason::ToolCalls,
             Some(finish) => finish,

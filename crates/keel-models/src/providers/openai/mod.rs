@@ -2,8 +2,8 @@
 //! wire format serves vLLM, Ollama, llama.cpp server and other OpenAI-compatible servers: point
 //! `base_url` at them. `wire` builds the request, `chunks` reads the reply; this file does HTTP.
 
-mod chunks;
-mod wire;
+pub(crate) mod chunks;
+pub(crate) mod wire;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -274,7 +274,7 @@ impl ModelClient for OpenAiClient {
 }
 
 /// The `message` of an OpenAI error body, or the body itself.
-fn error_message(body: &str) -> String {
+pub(crate) fn error_message(body: &str) -> String {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v["error"]["message"].as_str().map(str::to_string))

@@ -12,7 +12,7 @@ fn refuse(message: impl Into<String>) -> ModelError {
 }
 
 /// The streaming request body for `request`.
-pub(super) fn chat_body(
+pub(crate) fn chat_body(
     request: &ModelRequest,
     max_tokens_field: MaxTokensField,
 ) -> Result<Value, ModelError> {

@@ -1,0 +1,150 @@
+//! Azure OpenAI: Chat Completions on a deployment
+//! (`{endpoint}/openai/deployments/{deployment}/chat/completions?api-version=…`), authorized by
+//! an `api-key` header or an Entra ID bearer token. The route target's model is the deployment
+//! name. The body and the stream are OpenAI's, so this reuses that provider's wire format.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::openai::chunks::{ChunkDecoder, Decoded};
+use super::openai::wire::chat_body;
+use super::openai::{MaxTokensField, error_message};
+use super::streaming::{self, EventDecoder, HttpTimeouts, SseCall};
+use crate::sse::SseEvent;
+use crate::{ModelClient, ModelError, ModelRequest, ModelStream, StreamEvent};
+
+const PROVIDER: &str = "azure";
+
+/// The GA data-plane version keel's wire format follows.
+pub const DEFAULT_API_VERSION: &str = "2024-10-21";
+
+/// How keel proves itself to Azure.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AzureAuth {
+    /// The resource's key, sent as `api-key`.
+    ApiKey(String),
+    /// A Microsoft Entra ID access token (scope `https://cognitiveservices.azure.com/.default`),
+    /// sent as `Authorization: Bearer …`. Refreshing it is the caller's job.
+    EntraToken(String),
+}
+
+/// How to reach one Azure OpenAI resource.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureConfig {
+    /// The resource endpoint, e.g. `https://my-resource.openai.azure.com`.
+    pub endpoint: String,
+    #[serde(default = "default_api_version")]
+    pub api_version: String,
+    pub auth: AzureAuth,
+    #[serde(default)]
+    pub timeouts: HttpTimeouts,
+}
+
+fn default_api_version() -> String {
+    DEFAULT_API_VERSION.into()
+}
+
+impl fmt::Debug for AzureConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let auth = match self.auth {
+            AzureAuth::ApiKey(_) => "api-key <redacted>",
+            AzureAuth::EntraToken(_) => "entra token <redacted>",
+        };
+        f.debug_struct("AzureConfig")
+            .field("endpoint", &self.endpoint)
+            .field("api_version", &self.api_version)
+            .field("auth", &auth)
+            .field("timeouts", &self.timeouts)
+            .finish()
+    }
+}
+
+/// A `ModelClient` for the deployments of one Azure OpenAI resource.
+pub struct AzureClient {
+    config: AzureConfig,
+    base: String,
+    headers: reqwest::header::HeaderMap,
+    http: reqwest::Client,
+}
+
+impl AzureClient {
+    pub fn new(config: AzureConfig) -> Result<AzureClient, ModelError> {
+        let base = streaming::base_url(PROVIDER, &config.endpoint, "https://my-resource.openai.azure.com")?.to_string();
+        if config.api_version.trim().is_empty() {
+            return Err(streaming::config_error(PROVIDER, format!("api_version is empty; use e.g. {DEFAULT_API_VERSION}")));
+        }
+        let bearer;
+        let mut pairs = vec![("accept", "text/event-stream", false)];
+        match &config.auth {
+            AzureAuth::ApiKey(key) => pairs.push(("api-key", key, true)),
+            AzureAuth::EntraToken(token) => {
+                bearer = format!("Bearer {token}");
+                pairs.push(("authorization", &bearer, true));
+            }
+        }
+        let headers = streaming::headers(PROVIDER, &pairs)?;
+        let http = streaming::http_client(PROVIDER, &config.timeouts)?;
+        Ok(AzureClient { config, base, headers, http })
+    }
+}
+
+#[async_trait]
+impl ModelClient for AzureClient {
+    fn provider(&self) -> &str {
+        PROVIDER
+    }
+
+    async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
+        let deployment = request.model.trim();
+        if deployment.is_empty() || !deployment.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+            return Err(streaming::config_error(
+                PROVIDER,
+                format!("`{deployment}` is not an Azure deployment name (letters, digits, - _ .); give the target as azure/<deployment>"),
+            ));
+        }
+        let mut body = chat_body(&request, MaxTokensField::MaxCompletionTokens).map_err(as_azure)?;
+        // The deployment picks the model; Azure ignores `model` in the body.
+        if let Some(body) = body.as_object_mut() {
+            body.remove("model");
+        }
+        let url = format!("{}/openai/deployments/{deployment}/chat/completions?api-version={}", self.base, self.config.api_version);
+        let send = self.http.post(&url).headers(self.headers.clone()).json(&body);
+        let call = SseCall { provider: PROVIDER, url: &url, timeouts: &self.config.timeouts, error_message };
+        call.run(send, ChatChunks(ChunkDecoder::default(), false)).await
+    }
+}
+
+fn as_azure(error: ModelError) -> ModelError {
+    ModelError { provider: PROVIDER.into(), ..error }
+}
+
+/// OpenAI's chunk decoder under the `EventDecoder` contract; the flag is "`[DONE]` seen".
+struct ChatChunks(ChunkDecoder, bool);
+
+impl EventDecoder for ChatChunks {
+    fn decode(&mut self, event: &SseEvent) -> Result<Vec<StreamEvent>, ModelError> {
+        match self.0.decode(&event.data).map_err(as_azure)? {
+            Decoded::Events(events) => Ok(events),
+            Decoded::Done => {
+                self.1 = true;
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    fn is_complete(&self) -> bool {
+        self.1
+    }
+
+    fn may_end(&self) -> bool {
+        self.1 || self.0.has_finished()
+    }
+
+    fn finish(&mut self) -> Vec<StreamEvent> {
+        vec![self.0.finish()]
+    }
+}
