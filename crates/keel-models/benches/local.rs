@@ -1,7 +1,7 @@
 //! Benchmark of the embedded model: load time, prompt and generated tokens per second, peak
-//! RSS, and the latency of turn 10 of a conversation with and without KV reuse; then llama.cpp
+//! RSS, and the latency of turn 10 of a conversation with and without KV reuse; and llama.cpp
 //! (through the `llama-cpp-python` package, if the Python in `KEEL_BENCH_PYTHON` or `python3`
-//! has it) on the same GGUF with one thread, side by side.
+//! has it) on the same GGUF with one thread, taking turns with keel so both see the same load.
 //!
 //! `cargo bench -p keel-models --features local --bench local`
 
@@ -12,7 +12,7 @@ use keel_core::Message;
 use keel_models::providers::local::{LocalClient, LocalOptions, pull};
 use keel_models::{ModelClient, ModelRequest, Params, StreamEvent};
 
-const RUNS: usize = 3;
+const ROUNDS: usize = 5;
 const GENERATE: u32 = 128;
 
 fn request(messages: Vec<Message>, max_tokens: u32) -> ModelRequest {
@@ -65,9 +65,10 @@ fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -81,14 +82,11 @@ async fn main() {
     println!("model: {}", path.display());
 
     let start = Instant::now();
-    let client = LocalClient::load(
-        &path,
-        LocalOptions {
-            prefix_cache_bytes: 0,
-            ..LocalOptions::default()
-        },
-    )
-    .unwrap();
+    let options = LocalOptions {
+        prefix_cache_bytes: 0,
+        ..LocalOptions::default()
+    };
+    let client = LocalClient::load(&path, options).unwrap();
     let load = start.elapsed();
     println!(
         "keel  load: {:.0} ms (simd kernels: {})",
@@ -96,35 +94,72 @@ async fn main() {
         client.uses_simd()
     );
 
-    // Prompt: one output token, so the time is the prompt's.
+    // keel and llama.cpp take turns, so both see the same background load.
     let prompt_req = request(long_prompt(), 1);
     let prompt_len = client.prompt_tokens(&prompt_req).unwrap().len();
-    let mut prompt_rates = Vec::new();
-    for _ in 0..RUNS {
-        let t = Instant::now();
-        client.complete(prompt_req.clone()).await.unwrap();
-        prompt_rates.push(prompt_len as f64 / t.elapsed().as_secs_f64());
-    }
-    println!(
-        "keel  prompt: {:.1} tok/s ({prompt_len} tokens, median of {RUNS})",
-        median(prompt_rates)
-    );
-
-    let mut gen_rates = Vec::new();
-    for _ in 0..RUNS {
-        let req = request(
+    let story = || {
+        request(
             vec![Message::user(
                 "Write a long story about a lighthouse keeper and a storm.",
             )],
             GENERATE,
-        );
-        let (tokens, after_first, _) = timed_generation(&client, req).await;
-        gen_rates.push((tokens.saturating_sub(1)) as f64 / after_first.as_secs_f64());
+        )
+    };
+    let (mut keel_prompt, mut keel_gen, mut cpp_prompt, mut cpp_gen) =
+        (vec![], vec![], vec![], vec![]);
+    let mut cpp_report = None;
+    for _ in 0..ROUNDS {
+        // Prompt: one output token, so the time is the prompt's.
+        let t = Instant::now();
+        client.complete(prompt_req.clone()).await.unwrap();
+        keel_prompt.push(prompt_len as f64 / t.elapsed().as_secs_f64());
+        let (tokens, after_first, _) = timed_generation(&client, story()).await;
+        keel_gen.push(tokens.saturating_sub(1) as f64 / after_first.as_secs_f64());
+        match llama_cpp(&path, prompt_len) {
+            Ok(r) => {
+                cpp_prompt.push(r.prompt_tps);
+                cpp_gen.push(r.generate_tps);
+                cpp_report = Some(r);
+            }
+            Err(why) => {
+                println!("llama.cpp: skipped ({why})");
+                break;
+            }
+        }
     }
     println!(
-        "keel  generate: {:.1} tok/s (up to {GENERATE} tokens, median of {RUNS})",
-        median(gen_rates)
+        "keel  peak RSS: {:.0} MB (one client, weights + context)",
+        peak_rss_mb()
     );
+    println!(
+        "keel  prompt: {:.1} tok/s ({prompt_len} tokens, median of {ROUNDS})",
+        median(&keel_prompt)
+    );
+    println!(
+        "keel  generate: {:.1} tok/s (up to {GENERATE} tokens, median of {ROUNDS})",
+        median(&keel_gen)
+    );
+    if let Some(r) = cpp_report {
+        println!(
+            "llama.cpp load: {:.0} ms, peak RSS {:.0} MB (Python process)",
+            r.load_ms, r.rss_mb
+        );
+        println!(
+            "llama.cpp prompt: {:.1} tok/s (median of {})",
+            median(&cpp_prompt),
+            cpp_prompt.len()
+        );
+        println!(
+            "llama.cpp generate: {:.1} tok/s (128 tokens, median of {})",
+            median(&cpp_gen),
+            cpp_gen.len()
+        );
+        println!(
+            "keel / llama.cpp: prompt {:.0}%, generate {:.0}%",
+            100.0 * median(&keel_prompt) / median(&cpp_prompt),
+            100.0 * median(&keel_gen) / median(&cpp_gen)
+        );
+    }
 
     // Turn 10 of a conversation: with reuse, only the new turn is computed.
     let reuse = LocalClient::load(&path, LocalOptions::default()).unwrap();
@@ -167,62 +202,64 @@ async fn main() {
         cold.as_secs_f64() * 1e3,
         turn10.0.as_secs_f64() / cold.as_secs_f64()
     );
-    println!(
-        "keel  peak RSS: {:.0} MB (both clients loaded)",
-        peak_rss_mb()
-    );
-
-    llama_cpp(&path, prompt_len);
 }
 
-/// The same measurements through llama.cpp, one thread, in a child Python process.
-fn llama_cpp(path: &std::path::Path, prompt_len: usize) {
+struct CppReport {
+    load_ms: f64,
+    prompt_tps: f64,
+    generate_tps: f64,
+    rss_mb: f64,
+}
+
+/// One round of the same measurements through llama.cpp (one thread) in a child Python.
+fn llama_cpp(path: &std::path::Path, prompt_len: usize) -> Result<CppReport, String> {
     const SCRIPT: &str = r#"
 import sys, time, resource
 from llama_cpp import Llama
 t = time.time()
 llm = Llama(model_path=sys.argv[1], n_ctx=2048, n_threads=1, n_threads_batch=1, verbose=False)
-print(f"llama.cpp load: {(time.time() - t) * 1e3:.0f} ms")
-prompt_len = int(sys.argv[2])
-text = "The history of bread spans thousands of years, from flat cakes baked on hot stones to the leavened loaves of ancient Egypt, the guild bakers of medieval Europe and the industrial bakeries of today. " * 3
-toks = llm.tokenize(text.encode(), add_bos=False)[:prompt_len]
-rates = []
-for _ in range(3):
-    llm.reset()
-    t = time.time()
-    llm.eval(toks)
-    rates.append(len(toks) / (time.time() - t))
-print(f"llama.cpp prompt: {sorted(rates)[1]:.1f} tok/s ({len(toks)} tokens, median of 3)")
+print("load", (time.time() - t) * 1e3)
+text = "The history of bread spans thousands of years, from flat cakes baked on hot stones to the leavened loaves of ancient Egypt, the guild bakers of medieval Europe and the industrial bakeries of today. " * 8
+toks = llm.tokenize(text.encode(), add_bos=False)[:int(sys.argv[2])]
+t = time.time()
+llm.eval(toks)
+print("prompt", len(toks) / (time.time() - t))
+llm.reset()
 chat = llm.tokenize(b"<|im_start|>user\nWrite a long story about a lighthouse keeper and a storm.<|im_end|>\n<|im_start|>assistant\n", add_bos=False, special=True)
-rates = []
-for _ in range(3):
-    llm.reset()
-    n = 0
-    for tok in llm.generate(chat, temp=0.0):
-        n += 1
-        if n == 1:
-            t = time.time()
-        if n >= 128:
-            break
-    rates.append((n - 1) / (time.time() - t))
-print(f"llama.cpp generate: {sorted(rates)[1]:.1f} tok/s (128 tokens, median of 3)")
-print(f"llama.cpp peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+n = 0
+for tok in llm.generate(chat, temp=0.0):
+    n += 1
+    if n == 1:
+        t = time.time()
+    if n >= 128:
+        break
+print("generate", (n - 1) / (time.time() - t))
+print("rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 "#;
     let python = std::env::var("KEEL_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = std::process::Command::new(&python)
         .args(["-c", SCRIPT])
         .arg(path)
         .arg(prompt_len.to_string())
-        .output();
-    match out {
-        Ok(o) if o.status.success() => print!("{}", String::from_utf8_lossy(&o.stdout)),
-        Ok(o) => println!(
-            "llama.cpp: skipped ({python} could not run it; `pip install llama-cpp-python` and set KEEL_BENCH_PYTHON): {}",
-            String::from_utf8_lossy(&o.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        ),
-        Err(e) => println!("llama.cpp: skipped ({python}: {e})"),
+        .output()
+        .map_err(|e| format!("{python}: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "{python} cannot run it; `pip install llama-cpp-python` and set KEEL_BENCH_PYTHON: {}",
+            err.lines().last().unwrap_or("")
+        ));
     }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let get = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse::<f64>().ok())
+            .ok_or_else(|| format!("no `{key}` in llama.cpp output: {text}"))
+    };
+    Ok(CppReport {
+        load_ms: get("load")?,
+        prompt_tps: get("prompt")?,
+        generate_tps: get("generate")?,
+        rss_mb: get("rss")?,
+    })
 }

@@ -150,8 +150,12 @@ impl QMatrix {
 
     pub(crate) fn matmul_portable(&self, acts: &QuantizedActs, out: &mut [f32]) {
         match self.kind {
-            TensorKind::Q4_1 => matmul_with(self, acts, out, dot_q4_1),
-            _ => matmul_with(self, acts, out, dot_q8_0),
+            TensorKind::Q4_1 => matmul_with(self, acts, out, dot_q4_1, |row, a| {
+                a.map(|x| dot_q4_1(row, x))
+            }),
+            _ => matmul_with(self, acts, out, dot_q8_0, |row, a| {
+                a.map(|x| dot_q8_0(row, x))
+            }),
         }
     }
 }
@@ -171,18 +175,33 @@ pub(crate) fn simd_available() -> bool {
 }
 
 /// Rows outer, activations inner: a weight row is loaded once and stays in L1 while every
-/// activation vector of a prompt chunk uses it.
+/// activation vector of a prompt chunk uses it, four at a time so each weight block is
+/// unpacked once per four tokens.
 #[inline(always)]
 fn matmul_with(
     m: &QMatrix,
     acts: &QuantizedActs,
     out: &mut [f32],
     dot: impl Fn(&[u8], ActRow<'_>) -> f32,
+    dot4: impl Fn(&[u8], [ActRow<'_>; 4]) -> [f32; 4],
 ) {
     let n = acts.len();
     for r in 0..m.rows {
         let row = m.row_data(r);
-        for t in 0..n {
+        let mut t = 0;
+        while t + 4 <= n {
+            let tile = [
+                acts.row(t),
+                acts.row(t + 1),
+                acts.row(t + 2),
+                acts.row(t + 3),
+            ];
+            for (j, v) in dot4(row, tile).into_iter().enumerate() {
+                out[(t + j) * m.rows + r] = v;
+            }
+            t += 4;
+        }
+        for t in t..n {
             out[t * m.rows + r] = dot(row, acts.row(t));
         }
     }
@@ -247,12 +266,24 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn matmul_q4_1(m: &QMatrix, acts: &QuantizedActs, out: &mut [f32]) {
-        matmul_with(m, acts, out, |row, a| unsafe { dot_q4_1(row, a) })
+        matmul_with(
+            m,
+            acts,
+            out,
+            |row, a| unsafe { dot_q4_1_tile(row, [a])[0] },
+            |row, a| unsafe { dot_q4_1_tile(row, a) },
+        )
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn matmul_q8_0(m: &QMatrix, acts: &QuantizedActs, out: &mut [f32]) {
-        matmul_with(m, acts, out, |row, a| unsafe { dot_q8_0(row, a) })
+        matmul_with(
+            m,
+            acts,
+            out,
+            |row, a| unsafe { dot_q8_0_tile(row, [a])[0] },
+            |row, a| unsafe { dot_q8_0_tile(row, a) },
+        )
     }
 
     #[inline]
@@ -286,75 +317,95 @@ mod x86 {
         }
     }
 
-    // SAFETY (both dot products): `row` holds whole blocks and the activation row has as
-    // many blocks (asserted in `QMatrix::matmul`), so every pointer read is in bounds.
+    // SAFETY (both kernels): `row` holds whole blocks and every activation row has as many
+    // blocks (asserted in `QMatrix::matmul`), so every pointer read is in bounds.
+    //
+    // Each activation vector gets two accumulators, for even and odd blocks, so consecutive
+    // blocks do not wait on each other's FMA. A vector's result does not depend on how many
+    // others share its tile: a token computed alone (decoding) and in a prompt chunk gives
+    // bit-identical keys and values, which keeps KV-cache reuse exact.
+
+    /// Q4_1 weights against `N` activation vectors, unpacking each weight block once.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot_q4_1(row: &[u8], a: ActRow<'_>) -> f32 {
+    unsafe fn dot_q4_1_tile<const N: usize>(row: &[u8], a: [ActRow<'_>; N]) -> [f32; N] {
         unsafe {
             let blocks = row.len() / 20;
-            debug_assert!(a.q.len() >= blocks * BLOCK && a.d.len() >= blocks);
             let ones = _mm256_set1_epi16(1);
-            let block = |b: usize, acc: __m256, offset: __m128| {
+            let step = |b: usize, acc: &mut [__m256; N], offset: &mut [__m128; N]| {
                 let blk = row.as_ptr().add(b * 20);
                 let dm = load_f16x2(blk);
-                let x = _mm256_loadu_si256(a.q.as_ptr().add(b * BLOCK) as *const __m256i);
-                let products =
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles(blk.add(4)), x), ones);
-                let scale = _mm256_broadcastss_ps(_mm_mul_ss(dm, _mm_load_ss(a.d.as_ptr().add(b))));
-                let acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(products), acc);
-                let offset = _mm_fmadd_ss(
-                    _mm_movehdup_ps(dm),
-                    _mm_load_ss(a.s.as_ptr().add(b)),
-                    offset,
-                );
-                (acc, offset)
+                let m = _mm_movehdup_ps(dm);
+                let w = nibbles(blk.add(4));
+                for j in 0..N {
+                    let x = _mm256_loadu_si256(a[j].q.as_ptr().add(b * BLOCK) as *const __m256i);
+                    let products = _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones);
+                    let scale =
+                        _mm256_broadcastss_ps(_mm_mul_ss(dm, _mm_load_ss(a[j].d.as_ptr().add(b))));
+                    acc[j] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(products), acc[j]);
+                    offset[j] = _mm_fmadd_ss(m, _mm_load_ss(a[j].s.as_ptr().add(b)), offset[j]);
+                }
             };
-            // Two accumulators so consecutive blocks do not wait on each other's FMA.
-            let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            let (mut off0, mut off1) = (_mm_setzero_ps(), _mm_setzero_ps());
+            let mut acc = [[_mm256_setzero_ps(); N]; 2];
+            let mut offset = [[_mm_setzero_ps(); N]; 2];
+            let [acc_even, acc_odd] = &mut acc;
+            let [off_even, off_odd] = &mut offset;
             let mut b = 0;
             while b + 1 < blocks {
-                (acc0, off0) = block(b, acc0, off0);
-                (acc1, off1) = block(b + 1, acc1, off1);
+                step(b, acc_even, off_even);
+                step(b + 1, acc_odd, off_odd);
                 b += 2;
             }
             if b < blocks {
-                (acc0, off0) = block(b, acc0, off0);
+                step(b, acc_even, off_even);
             }
-            hsum(_mm256_add_ps(acc0, acc1)) + _mm_cvtss_f32(_mm_add_ss(off0, off1))
+            let mut out = [0f32; N];
+            for j in 0..N {
+                out[j] = hsum(_mm256_add_ps(acc[0][j], acc[1][j]))
+                    + _mm_cvtss_f32(_mm_add_ss(offset[0][j], offset[1][j]));
+            }
+            out
         }
     }
 
+    /// Q8_0 weights against `N` activation vectors, loading each weight block once.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot_q8_0(row: &[u8], a: ActRow<'_>) -> f32 {
+    unsafe fn dot_q8_0_tile<const N: usize>(row: &[u8], a: [ActRow<'_>; N]) -> [f32; N] {
         unsafe {
             let blocks = row.len() / 34;
-            debug_assert!(a.q.len() >= blocks * BLOCK && a.d.len() >= blocks);
             let ones = _mm256_set1_epi16(1);
-            let block = |b: usize, acc: __m256| {
+            let step = |b: usize, acc: &mut [__m256; N]| {
                 let blk = row.as_ptr().add(b * 34);
                 let d = load_f16x2(blk);
                 let w = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-                let x = _mm256_loadu_si256(a.q.as_ptr().add(b * BLOCK) as *const __m256i);
                 // maddubs wants unsigned x signed: move w's sign onto x.
-                let products = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-                let products = _mm256_madd_epi16(products, ones);
-                let scale = _mm256_broadcastss_ps(_mm_mul_ss(d, _mm_load_ss(a.d.as_ptr().add(b))));
-                _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(products), acc)
+                let w_abs = _mm256_sign_epi8(w, w);
+                for j in 0..N {
+                    let x = _mm256_loadu_si256(a[j].q.as_ptr().add(b * BLOCK) as *const __m256i);
+                    let products = _mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(x, w));
+                    let products = _mm256_madd_epi16(products, ones);
+                    let scale =
+                        _mm256_broadcastss_ps(_mm_mul_ss(d, _mm_load_ss(a[j].d.as_ptr().add(b))));
+                    acc[j] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(products), acc[j]);
+                }
             };
-            let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut acc = [[_mm256_setzero_ps(); N]; 2];
+            let [acc_even, acc_odd] = &mut acc;
             let mut b = 0;
             while b + 1 < blocks {
-                acc0 = block(b, acc0);
-                acc1 = block(b + 1, acc1);
+                step(b, acc_even);
+                step(b + 1, acc_odd);
                 b += 2;
             }
             if b < blocks {
-                acc0 = block(b, acc0);
+                step(b, acc_even);
             }
-            hsum(_mm256_add_ps(acc0, acc1))
+            let mut out = [0f32; N];
+            for j in 0..N {
+                out[j] = hsum(_mm256_add_ps(acc[0][j], acc[1][j]));
+            }
+            out
         }
     }
 }
@@ -405,15 +456,16 @@ mod tests {
 
     fn check_kind(kind: TensorKind) {
         let m = random_matrix(kind, 37, 192);
-        let x: Vec<f32> = pseudo_random(3 * 192, 99)
+        let x: Vec<f32> = pseudo_random(7 * 192, 99)
             .iter()
             .map(|&b| (b as f32 - 128.0) / 50.0)
             .collect();
         let mut acts = QuantizedActs::default();
         acts.quantize(&x, 192);
         let want = reference(&m, &x);
-        let mut fast = vec![0f32; 3 * 37];
-        let mut portable = vec![0f32; 3 * 37];
+        // Seven vectors: one tile of four and a tail of three.
+        let mut fast = vec![0f32; 7 * 37];
+        let mut portable = vec![0f32; 7 * 37];
         m.matmul(&acts, &mut fast);
         m.matmul_portable(&acts, &mut portable);
         let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
