@@ -2,9 +2,14 @@
 //! provider's documented wire format, check what they receive, and fail on demand. One module per
 //! provider; the faults they can inject are one shared enum so every provider is tested alike.
 
+pub mod anthropic_mock;
+pub mod azure_mock;
 mod fault;
+pub mod gemini_mock;
 pub mod openai_mock;
+pub mod responses_mock;
 mod server;
+pub mod upstream;
 
 pub use fault::Fault;
 pub use server::RecordedRequest;

@@ -3,8 +3,8 @@
 //! answers 400 in OpenAI's error shape when it is wrong, records every request, and replies from a
 //! queue of scripted replies and injected faults. vLLM, Ollama and llama.cpp speak the same format.
 
-mod render;
-mod validate;
+pub(crate) mod render;
+pub(crate) mod validate;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
