@@ -12,7 +12,7 @@ use futures::StreamExt;
 use keel_core::{Action, Event, EventBody, FinishReason, Message, RunStatus, SessionState};
 use keel_models::{ModelError, ModelRequest, Params, ReplyAccumulator};
 use keel_store::{
-    AppendBatch, NewEvent, RunOutcome, RunRecord, ScratchpadWrite, Snapshot, StoreError,
+    AppendBatch, NewEvent, RunFinish, RunOutcome, RunRecord, ScratchpadWrite, Snapshot, StoreError,
 };
 use tokio::sync::watch;
 
@@ -51,6 +51,7 @@ pub(crate) async fn drive(inner: &Arc<Inner>, run: &RunRecord, stop: watch::Rece
             stop: stop.clone(),
             pending: Vec::new(),
             scratchpad: Vec::new(),
+            finish: None,
         };
         match driver.drive(&mut live).await {
             Ok(()) => return,
@@ -83,6 +84,8 @@ struct Driver<'a> {
     /// Events decided but not yet appended.
     pending: Vec<NewEvent>,
     scratchpad: Vec<ScratchpadWrite>,
+    /// Set when the pending batch ends the run.
+    finish: Option<RunFinish>,
 }
 
 impl Driver<'_> {
@@ -317,18 +320,15 @@ impl Driver<'_> {
             return Ok(());
         }
         let events = std::mem::take(&mut self.pending);
-        let scratchpad = std::mem::take(&mut self.scratchpad);
+        let batch = AppendBatch {
+            events: events.clone(),
+            scratchpad: std::mem::take(&mut self.scratchpad),
+            finish_run: self.finish.take(),
+        };
         let base = live.state.last_seq;
         self.inner
             .store
-            .append(
-                &self.run.session,
-                base,
-                AppendBatch {
-                    events: events.clone(),
-                    scratchpad,
-                },
-            )
+            .append(&self.run.session, base, batch)
             .await?;
         let logged: Vec<Event> = events
             .into_iter()
@@ -366,18 +366,19 @@ impl Driver<'_> {
         Ok(())
     }
 
+    /// Logs the run's last events and marks it finished in the queue, in one transaction.
     async fn end(
         &mut self,
         live: &mut LiveSession,
         status: RunStatus,
         outcome: RunOutcome,
     ) -> Result<(), Halt> {
+        self.finish = Some(RunFinish {
+            run: self.run.id.clone(),
+            status,
+            outcome,
+        });
         self.flush(live).await?;
-        fault::point(FaultPoint::RunEndLogged).await;
-        self.inner
-            .store
-            .finish_run(&self.run.id, status, outcome)
-            .await?;
         self.publish_finished().await;
         Ok(())
     }

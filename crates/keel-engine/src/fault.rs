@@ -19,8 +19,6 @@ pub enum FaultPoint {
     ToolPerformed,
     /// `ToolReturned` is logged.
     ToolResultLogged,
-    /// The run's final events are logged; the run queue does not know yet.
-    RunEndLogged,
 }
 
 impl FaultPoint {
@@ -31,7 +29,6 @@ impl FaultPoint {
             FaultPoint::ToolIntentLogged => "tool_intent_logged",
             FaultPoint::ToolPerformed => "tool_performed",
             FaultPoint::ToolResultLogged => "tool_result_logged",
-            FaultPoint::RunEndLogged => "run_end_logged",
         }
     }
 }

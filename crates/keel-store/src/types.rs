@@ -100,13 +100,24 @@ pub struct ScratchpadWrite {
 pub struct AppendBatch {
     pub events: Vec<NewEvent>,
     pub scratchpad: Vec<ScratchpadWrite>,
+    /// Marks a run finished in the same transaction: the log's end of a run and the queue's
+    /// never disagree, and a turn costs one commit less.
+    pub finish_run: Option<RunFinish>,
+}
+
+/// A run's terminal status and outcome, as `Store::finish_run` takes them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunFinish {
+    pub run: RunId,
+    pub status: RunStatus,
+    pub outcome: RunOutcome,
 }
 
 impl AppendBatch {
     pub fn events(events: Vec<NewEvent>) -> Self {
         AppendBatch {
             events,
-            scratchpad: Vec::new(),
+            ..AppendBatch::default()
         }
     }
 }

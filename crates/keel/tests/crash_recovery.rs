@@ -127,7 +127,6 @@ fn resumes_after_kill_at_every_fault_point_without_repeating_effects() {
         "tool_result_logged:2",
         "model_intent_logged:2",
         "model_streaming:2",
-        "run_end_logged:1",
     ];
     for point in points {
         let recorder = ToolRecorder::default();

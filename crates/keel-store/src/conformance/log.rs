@@ -392,6 +392,7 @@ pub async fn scratchpad_commits_with_its_events_and_rolls_back_with_a_conflict(
     let batch = AppendBatch {
         events: vec![note("wrote plan")],
         scratchpad: vec![set("plan", Some("v1")), set("todo", Some("3"))],
+        ..AppendBatch::default()
     };
     assert_eq!(store.append(&session, 1, batch).await.unwrap(), 2);
     assert_eq!(get("plan").await.as_deref(), Some("v1"));
@@ -399,6 +400,7 @@ pub async fn scratchpad_commits_with_its_events_and_rolls_back_with_a_conflict(
     let losing = AppendBatch {
         events: vec![note("stale")],
         scratchpad: vec![set("plan", Some("v2")), set("extra", Some("x"))],
+        ..AppendBatch::default()
     };
     assert!(matches!(
         store.append(&session, 1, losing).await,
@@ -415,6 +417,7 @@ pub async fn scratchpad_commits_with_its_events_and_rolls_back_with_a_conflict(
     let only_writes = AppendBatch {
         events: Vec::new(),
         scratchpad: vec![set("plan", None), set("todo", Some("2"))],
+        ..AppendBatch::default()
     };
     assert_eq!(store.append(&session, 2, only_writes).await.unwrap(), 2);
     assert_eq!(get("plan").await, None);

@@ -66,6 +66,7 @@ macro_rules! conformance_tests {
             claims_never_hold_two_runs_of_one_session,
             expired_lease_is_taken_over_by_another_node,
             runs_finish_and_take_cancel_requests,
+            an_append_can_finish_its_run_in_the_same_transaction,
             release_leases_makes_a_nodes_runs_claimable_now,
             ping_answers,
             tenants_and_api_keys_round_trip_and_revoke,

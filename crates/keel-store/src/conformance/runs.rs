@@ -6,7 +6,7 @@ use std::sync::Arc;
 use keel_core::RunStatus;
 
 use super::fixtures::*;
-use crate::{RunOutcome, Store, StoreError};
+use crate::{AppendBatch, RunFinish, RunOutcome, Store, StoreError};
 
 pub async fn claims_never_hold_two_runs_of_one_session(store: Arc<dyn Store>) {
     let tenant = tenant();
@@ -319,4 +319,46 @@ pub async fn release_leases_makes_a_nodes_runs_claimable_now(store: Arc<dyn Stor
 
 pub async fn ping_answers(store: Arc<dyn Store>) {
     store.ping().await.expect("ping");
+}
+
+pub async fn an_append_can_finish_its_run_in_the_same_transaction(store: Arc<dyn Store>) {
+    let tenant = tenant();
+    let session = new_session(&store, &tenant).await;
+    let run = queued_run(&tenant, &session, 1);
+    store.enqueue_run(&run).await.unwrap();
+    store.claim_runs("node-a", at(10), 1_000, 1).await.unwrap();
+    let finish = RunFinish {
+        run: run.id.clone(),
+        status: RunStatus::Completed,
+        outcome: RunOutcome {
+            output: Some("done".into()),
+            error: None,
+        },
+    };
+    let stale = AppendBatch {
+        events: vec![note("stale")],
+        finish_run: Some(finish.clone()),
+        ..AppendBatch::default()
+    };
+    assert!(matches!(
+        store.append(&session, 0, stale).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let still = store.get_run(&tenant, &run.id).await.unwrap().unwrap();
+    assert_eq!(
+        still.status,
+        RunStatus::Running,
+        "a conflicting append must not finish the run"
+    );
+    let batch = AppendBatch {
+        events: vec![note("the end")],
+        finish_run: Some(finish),
+        ..AppendBatch::default()
+    };
+    assert_eq!(store.append(&session, 1, batch).await.unwrap(), 2);
+    let done = store.get_run(&tenant, &run.id).await.unwrap().unwrap();
+    assert_eq!(
+        (done.status, done.output.as_deref(), done.lease_owner),
+        (RunStatus::Completed, Some("done"), None)
+    );
 }

@@ -181,6 +181,7 @@ pub async fn delete_session_removes_its_log_and_runs(store: Arc<dyn Store>) {
             AppendBatch {
                 events: vec![note("x")],
                 scratchpad: vec![write],
+                ..AppendBatch::default()
             },
         )
         .await

@@ -24,6 +24,9 @@ pub(crate) fn append(
     }
     let last = insert_events(conn, session, actual, &batch.events)?;
     write_scratchpad(conn, session, &batch.scratchpad)?;
+    if let Some(finish) = &batch.finish_run {
+        super::runs::finish(conn, &finish.run, finish.status, &finish.outcome)?;
+    }
     Ok(last)
 }
 
