@@ -142,6 +142,8 @@ pub trait Store: Send + Sync + 'static {
     /// Asks for a run to be cancelled; its holder sees it at the next step boundary. `false`
     /// when the tenant has no such run; a finished run is left as it is (and gives `true`).
     async fn request_cancel(&self, tenant: &TenantId, run: &RunId) -> Result<bool, StoreError>;
+    /// How many runs the queue holds in each status (all tenants), for metrics.
+    async fn count_runs(&self) -> Result<Vec<(RunStatus, u64)>, StoreError>;
     /// Makes every lease held by `node` claimable now: a restarted node takes back its runs.
     async fn release_leases(&self, node: &str) -> Result<u64, StoreError>;
 

@@ -1,5 +1,5 @@
 //! Cases on tenants, API keys, archived agents and the per-session run views the HTTP API
-//! needs (pending runs, the busy filter) — each also checked from another tenant, which must
+//! needs (pending runs, run counts, the busy filter) — each also checked from another tenant, which must
 //! see nothing.
 
 use std::sync::Arc;
@@ -143,6 +143,16 @@ pub async fn pending_runs_and_busy_filter_stay_in_their_tenant(store: Arc<dyn St
         (RunStatus::Running, RunStatus::Queued)
     );
     assert!(store.pending_runs(&tenant, &idle).await.unwrap().is_empty());
+    let mut counts = store.count_runs().await.unwrap();
+    counts.sort_by_key(|(status, _)| status.as_str());
+    assert_eq!(
+        counts,
+        [
+            (RunStatus::Completed, 1),
+            (RunStatus::Queued, 1),
+            (RunStatus::Running, 1)
+        ]
+    );
     assert!(store.pending_runs(&other, &busy).await.unwrap().is_empty());
 
     let list = |busy: Option<bool>, tenant| {

@@ -330,6 +330,10 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn count_runs(&self) -> Result<Vec<(RunStatus, u64)>, StoreError> {
+        self.readers.read(runs::count_by_status).await
+    }
+
     async fn release_leases(&self, node: &str) -> Result<u64, StoreError> {
         let node = node.to_string();
         self.writer

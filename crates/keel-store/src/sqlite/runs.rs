@@ -79,6 +79,20 @@ pub(crate) fn pending(
     Ok(runs)
 }
 
+pub(crate) fn count_by_status(conn: &Connection) -> Result<Vec<(RunStatus, u64)>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT status, COUNT(*) FROM runs GROUP BY status ORDER BY status")?;
+    let mut rows = stmt.query([])?;
+    let mut counts = Vec::new();
+    while let Some(row) = rows.next()? {
+        let status: String = row.get(0)?;
+        if let Some(status) = RunStatus::parse(&status) {
+            counts.push((status, row.get(1)?));
+        }
+    }
+    Ok(counts)
+}
+
 /// Oldest claimable runs first, at most one per session, none of a session with a live lease.
 pub(crate) fn claim(
     conn: &Connection,
