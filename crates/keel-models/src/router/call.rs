@@ -78,15 +78,19 @@ impl Call {
             }
             match self.live.take() {
                 None => self.start_attempt().await,
-                Some((target, mut stream)) => match timeout_at(self.deadline, stream.next()).await {
+                Some((target, mut stream)) => match timeout_at(self.read_deadline(), stream.next()).await {
                     Ok(Some(Ok(event))) => {
                         self.live = Some((target, stream));
                         self.pending.push_back(Ok(event));
                     }
                     Ok(Some(Err(error))) => self.attempt_failed(target, error),
                     Ok(None) => self.served(target),
-                    Err(_) => {
+                    Err(_) if Instant::now() >= self.deadline => {
                         let error = self.timeout("the call did not finish", self.shared.route.timeouts.total());
+                        self.attempt_failed(target, error);
+                    }
+                    Err(_) => {
+                        let error = self.timeout("the stream stalled: no next event", self.shared.route.timeouts.idle());
                         self.attempt_failed(target, error);
                     }
                 },
@@ -252,6 +256,11 @@ impl Call {
         };
         self.pending.push_back(Err(error));
         self.over = true;
+    }
+
+    /// Until when the next event of a live stream may take: the idle limit, within the call's deadline.
+    fn read_deadline(&self) -> Instant {
+        self.deadline.min(Instant::now() + self.shared.route.timeouts.idle())
     }
 
     fn timeout(&self, what: &str, limit: Duration) -> ModelError {

@@ -96,19 +96,25 @@ impl Default for BreakerPolicy {
 pub struct Timeouts {
     /// From the start of an attempt to its first event; past it the attempt fails over.
     pub first_token_ms: u64,
+    /// The longest silence between two events of a streaming reply; past it the attempt fails over.
+    pub idle_ms: u64,
     /// The whole call, all attempts and backoff included.
     pub total_ms: u64,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { first_token_ms: 60_000, total_ms: 600_000 }
+        Timeouts { first_token_ms: 60_000, idle_ms: 60_000, total_ms: 600_000 }
     }
 }
 
 impl Timeouts {
     pub(super) fn first_token(&self) -> Duration {
         Duration::from_millis(self.first_token_ms)
+    }
+
+    pub(super) fn idle(&self) -> Duration {
+        Duration::from_millis(self.idle_ms)
     }
 
     pub(super) fn total(&self) -> Duration {

@@ -153,6 +153,16 @@ impl Upstream {
         }
     }
 
+    pub fn pending(&self) -> usize {
+        match &self.mock {
+            Mock::OpenAi(m) => m.pending(),
+            Mock::Responses(m) => m.pending(),
+            Mock::Azure(m) => m.pending(),
+            Mock::Anthropic(m) => m.pending(),
+            Mock::Gemini(m) => m.pending(),
+        }
+    }
+
     pub fn last_request(&self) -> RecordedRequest {
         self.requests().pop().expect("the mock received a request")
     }
