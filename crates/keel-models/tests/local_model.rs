@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use keel_core::{FinishReason, Message};
-use keel_models::providers::local::LocalOptions;
+use keel_models::providers::local::{Kernels, LocalOptions};
 use keel_models::{ModelClient, StreamEvent};
 use support::{greedy, load};
 
@@ -213,4 +213,31 @@ async fn same_seed_gives_the_same_sampled_reply() {
         .text_content();
     assert_eq!(a, b, "the same seed gives the same reply");
     assert!(!a.is_empty());
+}
+
+#[tokio::test]
+async fn portable_kernels_give_the_same_reply() {
+    let simd = load(LocalOptions::default());
+    let portable = load(LocalOptions {
+        kernels: Kernels::Portable,
+        ..LocalOptions::default()
+    });
+    assert!(!portable.uses_simd());
+    let request = greedy(capital_question(), 40);
+    let a = simd
+        .complete(request.clone())
+        .await
+        .unwrap()
+        .message
+        .text_content();
+    let b = portable
+        .complete(request)
+        .await
+        .unwrap()
+        .message
+        .text_content();
+    assert!(b.contains("Paris"), "{b:?}");
+    // Sums run in another order, so only near-ties could differ: the opening must agree.
+    let words = |s: &str| s.split_whitespace().take(6).map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(words(&a), words(&b), "simd {a:?} vs portable {b:?}");
 }

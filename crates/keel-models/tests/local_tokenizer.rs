@@ -10,9 +10,11 @@ use keel_core::Message;
 use keel_models::providers::local::{LocalOptions, Tokenizer};
 use support::{greedy, load, model_path};
 
-/// (text, ids with control tokens recognised, ids as plain text when they differ).
+/// Text, its ids with control tokens recognised, and its ids as plain text when they differ.
+type Case = (&'static str, &'static [u32], Option<&'static [u32]>);
+
 #[rustfmt::skip]
-const REFERENCE: &[(&str, &[u32], Option<&[u32]>)] = &[
+const REFERENCE: &[Case] = &[
     ("Hello world", &[19556, 905], None),
     ("  leading and trailing spaces  ", &[216, 2899, 284, 35079, 5600, 256], None),
     ("1234567890 and 3.14159, 2024-11-22", &[33, 34, 35, 36, 37, 38, 39, 40, 41, 32, 284, 216, 35, 30, 33, 36, 33, 37, 41, 28, 216, 34, 32, 34, 36, 29, 33, 33, 29, 34, 34], None),

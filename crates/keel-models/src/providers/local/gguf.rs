@@ -264,7 +264,7 @@ impl GgufFile {
             ));
         }
         let (block_elems, _) = kind.block();
-        if dims[0] % block_elems != 0 {
+        if !dims[0].is_multiple_of(block_elems) {
             return Err(LocalError::corrupt(
                 &self.path,
                 format!("tensor {name} rows are not whole blocks"),

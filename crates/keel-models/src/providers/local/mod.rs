@@ -27,6 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use error::LocalError;
+pub use quant::Kernels;
 pub use tokenizer::Tokenizer;
 
 use self::chat::TurnTokens;
@@ -64,6 +65,8 @@ pub struct LocalOptions {
     pub prefix_cache_bytes: usize,
     /// Told how long each request waited for a decode slot.
     pub on_queue_wait: Option<QueueWaitHook>,
+    /// Which dot-product kernels run (default: AVX2 where the CPU has it).
+    pub kernels: Kernels,
 }
 
 impl Default for LocalOptions {
@@ -77,6 +80,7 @@ impl Default for LocalOptions {
             repeat_penalty: 1.1,
             prefix_cache_bytes: 128 << 20,
             on_queue_wait: None,
+            kernels: Kernels::Auto,
         }
     }
 }
@@ -92,6 +96,7 @@ impl std::fmt::Debug for LocalOptions {
             .field("repeat_penalty", &self.repeat_penalty)
             .field("prefix_cache_bytes", &self.prefix_cache_bytes)
             .field("on_queue_wait", &self.on_queue_wait.is_some())
+            .field("kernels", &self.kernels)
             .finish()
     }
 }
@@ -137,7 +142,8 @@ impl LocalClient {
         let started = std::time::Instant::now();
         let mut gguf = GgufFile::open(path)?;
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
-        let model = LlamaModel::load(&mut gguf)?;
+        let mut model = LlamaModel::load(&mut gguf)?;
+        model.simd = options.kernels.use_simd();
         let not_chatml = |t: &str| LocalError::Unsupported {
             path: path.to_path_buf(),
             reason: format!("its vocabulary has no {t} token, so it is not a ChatML chat model"),
@@ -157,7 +163,7 @@ impl LocalClient {
             path = %path.display(),
             layers = model.config.layers,
             weight_mb = model.weight_bytes() >> 20,
-            simd = quant::simd_available(),
+            simd = model.simd,
             load_ms = started.elapsed().as_millis() as u64,
             "local model loaded"
         );
@@ -203,7 +209,7 @@ impl LocalClient {
 
     /// Whether the AVX2/FMA kernels are in use (otherwise the portable ones).
     pub fn uses_simd(&self) -> bool {
-        quant::simd_available()
+        self.engine.model.simd
     }
 
     /// The prompt token ids a request renders to (ChatML).

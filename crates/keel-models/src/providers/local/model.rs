@@ -52,6 +52,8 @@ pub(crate) struct LlamaModel {
     out_norm: Vec<f32>,
     /// `None` when the output projection is tied to the embedding.
     output: Option<QMatrix>,
+    /// Whether the AVX2 kernels run (see `Kernels`).
+    pub simd: bool,
 }
 
 impl LlamaModel {
@@ -85,7 +87,7 @@ impl LlamaModel {
             || kv_heads == 0
             || heads % kv_heads != 0
             || dim % heads != 0
-            || c.head_dim % 2 != 0
+            || !c.head_dim.is_multiple_of(2)
         {
             return Err(LocalError::corrupt(
                 gguf.path(),
@@ -122,6 +124,7 @@ impl LlamaModel {
             layers,
             out_norm,
             output,
+            simd: super::quant::simd_available(),
         })
     }
 
@@ -156,9 +159,9 @@ impl LlamaModel {
         for (layer, kv) in self.layers.iter().zip(state.layers.iter_mut()) {
             rms_norm(&x, &layer.attn_norm, c.rms_eps, &mut s.normed);
             s.acts.quantize(&s.normed, c.dim);
-            layer.wq.matmul(&s.acts, &mut s.q);
-            layer.wk.matmul(&s.acts, &mut s.k);
-            layer.wv.matmul(&s.acts, &mut s.v);
+            layer.wq.matmul(&s.acts, &mut s.q, self.simd);
+            layer.wk.matmul(&s.acts, &mut s.k, self.simd);
+            layer.wv.matmul(&s.acts, &mut s.v, self.simd);
             rope.apply(&mut s.q, c.head_dim);
             rope.apply(&mut s.k, c.head_dim);
             kv.keys.extend_from_slice(&s.k);
@@ -173,18 +176,18 @@ impl LlamaModel {
                 &mut s.scores,
             );
             s.acts.quantize(&s.attn, c.dim);
-            layer.wo.matmul(&s.acts, &mut s.normed);
+            layer.wo.matmul(&s.acts, &mut s.normed, self.simd);
             add_assign(&mut x, &s.normed);
 
             rms_norm(&x, &layer.ffn_norm, c.rms_eps, &mut s.normed);
             s.acts.quantize(&s.normed, c.dim);
-            layer.gate.matmul(&s.acts, &mut s.gate);
-            layer.up.matmul(&s.acts, &mut s.up);
+            layer.gate.matmul(&s.acts, &mut s.gate, self.simd);
+            layer.up.matmul(&s.acts, &mut s.up, self.simd);
             for (g, u) in s.gate.iter_mut().zip(&s.up) {
                 *g = *g / (1.0 + (-*g).exp()) * u;
             }
             s.acts.quantize(&s.gate, c.ffn_dim);
-            layer.down.matmul(&s.acts, &mut s.normed);
+            layer.down.matmul(&s.acts, &mut s.normed, self.simd);
             add_assign(&mut x, &s.normed);
         }
         state.tokens.extend_from_slice(tokens);
@@ -197,7 +200,7 @@ impl LlamaModel {
         self.output
             .as_ref()
             .unwrap_or(&self.embed)
-            .matmul(&s.acts, &mut logits);
+            .matmul(&s.acts, &mut logits, self.simd);
         logits
     }
 }

@@ -75,7 +75,7 @@ impl QMatrix {
     /// `data` holds `rows` rows of `cols` elements in `kind`'s block format; the caller has
     /// checked the size against the file's tensor directory.
     pub fn new(kind: TensorKind, rows: usize, cols: usize, data: Vec<u8>) -> Option<Self> {
-        if !matches!(kind, TensorKind::Q4_1 | TensorKind::Q8_0) || cols % BLOCK != 0 {
+        if !matches!(kind, TensorKind::Q4_1 | TensorKind::Q8_0) || !cols.is_multiple_of(BLOCK) {
             return None;
         }
         let row_bytes = cols / BLOCK * kind.block().1;
@@ -123,7 +123,8 @@ impl QMatrix {
     }
 
     /// `out[t * rows + r] = dot(row r, activation t)` for every activation vector.
-    pub fn matmul(&self, acts: &QuantizedActs, out: &mut [f32]) {
+    /// `simd`: use the AVX2 kernels; the caller has checked `simd_available()`.
+    pub fn matmul(&self, acts: &QuantizedActs, out: &mut [f32], simd: bool) {
         assert_eq!(
             acts.blocks_per_row * BLOCK,
             self.cols,
@@ -135,7 +136,7 @@ impl QMatrix {
             "output size must be rows x activations"
         );
         #[cfg(target_arch = "x86_64")]
-        if simd_available() {
+        if simd && simd_available() {
             // SAFETY: the CPU supports AVX2, FMA and F16C (checked above); slice sizes are asserted.
             unsafe {
                 match self.kind {
@@ -157,6 +158,22 @@ impl QMatrix {
                 a.map(|x| dot_q8_0(row, x))
             }),
         }
+    }
+}
+
+/// Which dot-product kernels the local model uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kernels {
+    /// AVX2+FMA+F16C where the CPU has them (checked at run time), portable otherwise.
+    #[default]
+    Auto,
+    /// Plain Rust everywhere: for comparison, and what CPUs without AVX2 run.
+    Portable,
+}
+
+impl Kernels {
+    pub(crate) fn use_simd(self) -> bool {
+        self == Kernels::Auto && simd_available()
     }
 }
 
@@ -466,7 +483,7 @@ mod tests {
         // Seven vectors: one tile of four and a tail of three.
         let mut fast = vec![0f32; 7 * 37];
         let mut portable = vec![0f32; 7 * 37];
-        m.matmul(&acts, &mut fast);
+        m.matmul(&acts, &mut fast, true);
         m.matmul_portable(&acts, &mut portable);
         let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
         for i in 0..want.len() {
