@@ -238,6 +238,11 @@ async fn portable_kernels_give_the_same_reply() {
         .text_content();
     assert!(b.contains("Paris"), "{b:?}");
     // Sums run in another order, so only near-ties could differ: the opening must agree.
-    let words = |s: &str| s.split_whitespace().take(6).map(str::to_owned).collect::<Vec<_>>();
+    let words = |s: &str| {
+        s.split_whitespace()
+            .take(6)
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(words(&a), words(&b), "simd {a:?} vs portable {b:?}");
 }
