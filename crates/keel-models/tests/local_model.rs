@@ -150,6 +150,38 @@ async fn dropping_the_stream_stops_decoding_within_a_token_or_two() {
 }
 
 #[tokio::test]
+async fn a_request_dropped_while_queued_never_runs() {
+    let client = load(LocalOptions {
+        slots: 1,
+        ..LocalOptions::default()
+    });
+    let mut running = client
+        .stream(greedy(capital_question(), 200))
+        .await
+        .unwrap();
+    assert!(matches!(
+        running.next().await,
+        Some(Ok(StreamEvent::TextDelta(_)))
+    ));
+    let queued = client
+        .stream(greedy(capital_question(), 200))
+        .await
+        .unwrap();
+    drop(queued);
+    drop(running);
+    let next = client
+        .complete(greedy(capital_question(), 1))
+        .await
+        .unwrap();
+    assert_eq!(next.usage.output_tokens, 1);
+    assert_eq!(
+        client.stats().requests,
+        2,
+        "the dropped request never took the slot"
+    );
+}
+
+#[tokio::test]
 async fn concurrent_requests_queue_for_the_decode_slot_and_report_the_wait() {
     let waits = Arc::new(Mutex::new(Vec::new()));
     let hook_waits = waits.clone();

@@ -29,10 +29,12 @@ impl DecodeSlots {
     pub async fn acquire(&self, abandoned: impl Future<Output = ()>) -> Option<Slot> {
         let start = Instant::now();
         tokio::select! {
+            // A caller that has gone away never takes a slot, even one that is free.
+            biased;
+            () = abandoned => None,
             permit = self.slots.clone().acquire_owned() => {
                 permit.ok().map(|p| Slot { _permit: p, waited: start.elapsed() })
             }
-            () = abandoned => None,
         }
     }
 }
