@@ -1,0 +1,198 @@
+//! API keys and the layer that checks them. A key is `<prefix>.<secret>`: the prefix is public
+//! and names the key; only SHA-256 of the secret is stored, compared in constant time. Each
+//! request reads its key from the store, so a revoked key fails on its very next request.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use keel_core::{TenantId, Timestamp};
+use keel_store::{ApiKeyRecord, KeyScope, Store, StoreError, TenantRecord};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const PREFIX_TAG: &str = "kk_";
+
+/// Who is calling: the tenant every query is scoped to, and what the key may do.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub tenant: TenantId,
+    pub scope: KeyScope,
+}
+
+impl Caller {
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self.scope {
+            KeyScope::Admin => Ok(()),
+            KeyScope::Tenant => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "admin_scope_required",
+                "this endpoint needs an admin key; tenant keys cannot manage tenants or keys",
+            )),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("the route was mounted without authentication"))
+    }
+}
+
+/// A freshly made key: the text to hand out once, and the record to store.
+pub struct NewKey {
+    pub key: String,
+    pub record: ApiKeyRecord,
+}
+
+pub fn generate_key(tenant: &TenantId, scope: KeyScope, now: Timestamp) -> NewKey {
+    let prefix = format!("{PREFIX_TAG}{}", hex(&rand::random::<[u8; 8]>()));
+    let secret = hex(&rand::random::<[u8; 32]>());
+    NewKey {
+        key: format!("{prefix}.{secret}"),
+        record: ApiKeyRecord {
+            prefix,
+            tenant: tenant.clone(),
+            scope,
+            secret_hash: Sha256::digest(secret.as_bytes()).to_vec(),
+            created_at: now,
+            revoked_at: None,
+        },
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks a presented key against the store: the caller, or why not.
+pub async fn verify(store: &dyn Store, presented: &str) -> Result<Caller, ApiError> {
+    let bad = || {
+        ApiError::unauthenticated(
+            "the API key is not valid: send `Authorization: Bearer <key>` with a key an admin made (or the one in <data_dir>/admin.key)",
+        )
+    };
+    let (prefix, secret) = presented.split_once('.').ok_or_else(bad)?;
+    if !prefix.starts_with(PREFIX_TAG) || prefix.len() > 64 {
+        return Err(bad());
+    }
+    let record = store.get_api_key(prefix).await?.ok_or_else(bad)?;
+    let hash = Sha256::digest(secret.as_bytes());
+    if !bool::from(hash.as_slice().ct_eq(&record.secret_hash)) {
+        return Err(bad());
+    }
+    if record.revoked_at.is_some() {
+        return Err(ApiError::unauthenticated(format!(
+            "the API key {prefix} was revoked: ask an admin for a new one"
+        )));
+    }
+    Ok(Caller {
+        tenant: record.tenant,
+        scope: record.scope,
+    })
+}
+
+/// The middleware: finds the caller from the `Authorization` header (or, with auth off,
+/// treats every request as the default tenant's admin) and hands it to the handlers.
+pub async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let caller = if state.config.auth {
+        let header = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let Some(key) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+            return ApiError::unauthenticated(
+                "missing API key: send `Authorization: Bearer <key>` (the admin key is in <data_dir>/admin.key)",
+            )
+            .into_response();
+        };
+        match verify(state.engine.store().as_ref(), key.trim()).await {
+            Ok(caller) => caller,
+            Err(e) => return e.into_response(),
+        }
+    } else {
+        Caller {
+            tenant: TenantId::default_tenant(),
+            scope: KeyScope::Admin,
+        }
+    };
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+/// Where the first admin key is kept.
+pub fn admin_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.key")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "cannot write the admin key to {path}: {source}; check the data directory's permissions"
+    )]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// On first start, creates the default tenant and an admin key, writes the key to
+/// `<data_dir>/admin.key` (mode 0600) and returns it, to be shown once. `None` afterwards.
+pub async fn bootstrap(
+    store: &dyn Store,
+    data_dir: &Path,
+    now: Timestamp,
+) -> Result<Option<String>, BootstrapError> {
+    let tenant = TenantId::default_tenant();
+    if store.get_tenant(&tenant).await?.is_some() {
+        return Ok(None);
+    }
+    let new = generate_key(&tenant, KeyScope::Admin, now);
+    let path = admin_key_path(data_dir);
+    write_private(&path, &new.key).map_err(|source| BootstrapError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    store
+        .create_tenant(&TenantRecord {
+            id: tenant,
+            name: "default".into(),
+            created_at: now,
+        })
+        .await?;
+    store.create_api_key(&new.record).await?;
+    tracing::info!(prefix = %new.record.prefix, path = %path.display(), "created the default tenant and its admin key");
+    Ok(Some(new.key))
+}
+
+fn write_private(path: &Path, key: &str) -> std::io::Result<()> {
+    let mut options = std::fs::File::options();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    writeln!(file, "{key}")?;
+    file.sync_all()
+}

@@ -1,0 +1,271 @@
+//! The one error envelope of the API, `{"error": {"type", "code", "message"}}`, and the
+//! extractors whose rejections (bad JSON, wrong types, bad query strings) answer with it, so
+//! no request — however malformed — gets a bare text body or a 500.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keel_engine::EngineError;
+use keel_store::StoreError;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use utoipa::ToSchema;
+
+/// An error as the API reports it.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// The body of every error response.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The class of error: `invalid_request`, `authentication`, `permission`, `not_found`,
+    /// `conflict`, `rate_limit`, `unavailable` or `internal`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// A stable machine-readable code, e.g. `session_not_found`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(kind: &str, id: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            not_found_code(kind),
+            format!("no {kind} {id:?} here: check the id (and that your key's tenant owns it)"),
+        )
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.status {
+            StatusCode::UNAUTHORIZED => "authentication",
+            StatusCode::FORBIDDEN => "permission",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit",
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => "unavailable",
+            StatusCode::REQUEST_TIMEOUT => "timeout",
+            s if s.is_server_error() => "internal",
+            _ => "invalid_request",
+        }
+    }
+}
+
+fn not_found_code(kind: &str) -> &'static str {
+    match kind {
+        "agent" => "agent_not_found",
+        "session" => "session_not_found",
+        "run" => "run_not_found",
+        "tenant" => "tenant_not_found",
+        "API key" => "api_key_not_found",
+        _ => "not_found",
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "request failed");
+        }
+        let body = ErrorEnvelope {
+            error: ErrorBody {
+                kind: self.kind(),
+                code: self.code,
+                message: self.message,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::NotFound { kind, id } => ApiError::not_found(kind, &id),
+            EngineError::Busy { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "session_busy", e.to_string())
+            }
+            EngineError::Invalid(message) => ApiError::invalid("invalid_request", message),
+            EngineError::Store(e) => e.into(),
+            EngineError::Load(e) => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { kind, ref id } => ApiError::not_found(kind, id),
+            StoreError::AlreadyExists(_) | StoreError::Conflict { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "already_exists", e.to_string())
+            }
+            StoreError::Invalid(_) => ApiError::invalid("invalid_request", e.to_string()),
+            StoreError::Unavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                e.to_string(),
+            ),
+            _ => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+/// Maps an axum rejection (which knows its status and text) into the envelope.
+fn rejected(status: StatusCode, text: String) -> ApiError {
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
+        StatusCode::REQUEST_TIMEOUT => "body_timeout",
+        _ => "malformed_request",
+    };
+    // The body's fields are always checked: a wrong type is as much a 400 as bad syntax.
+    let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
+        StatusCode::BAD_REQUEST
+    } else {
+        status
+    };
+    let hint = match code {
+        "body_too_large" => " (shorten the request, or raise the server's body limit)",
+        "unsupported_media_type" => " (send `Content-Type: application/json`)",
+        _ => "",
+    };
+    ApiError::new(status, code, format!("{text}{hint}"))
+}
+
+/// A JSON body whose rejections answer with the envelope.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let status = rejection.status();
+    // A body read that failed because of the body limit or a timeout carries the real cause.
+    if let JsonRejection::BytesRejection(inner) = &rejection {
+        let text = inner.body_text();
+        if text.contains("length limit") {
+            return rejected(StatusCode::PAYLOAD_TOO_LARGE, text);
+        }
+        if status.is_server_error() {
+            return rejected(StatusCode::BAD_REQUEST, text);
+        }
+    }
+    rejected(status, rejection.body_text())
+}
+
+/// A query string whose rejections answer with the envelope.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(query_rejection(rejection)),
+        }
+    }
+}
+
+fn query_rejection(rejection: QueryRejection) -> ApiError {
+    ApiError::invalid("invalid_query", rejection.body_text())
+}
+
+/// Turns a panic caught by the catch-panic layer into the envelope (and logs it).
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(panic = detail, "a request handler panicked");
+    ApiError::internal("the server hit a bug handling this request; it has been logged")
+        .into_response()
+}
+
+/// The answer to a path no route serves.
+pub async fn no_route() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "route_not_found",
+        "no such endpoint: see /openapi.json for the API",
+    )
+}
+
+/// The answer to a known path with an unsupported method.
+pub async fn wrong_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method: see /openapi.json",
+    )
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A path parameter whose rejections (e.g. bad percent-encoding) answer with the envelope.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(ApiError::invalid("invalid_path", rejection.body_text())),
+        }
+    }
+}
+
+/// Parses an id from a path; a malformed one names nothing here, so it is a 404 like an
+/// unknown one.
+pub fn parse_id<T: std::str::FromStr>(kind: &str, raw: &str) -> Result<T, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found(kind, raw))
+}

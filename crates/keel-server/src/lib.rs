@@ -1,0 +1,62 @@
+//! keel's HTTP API (`keel serve`): the native agents / sessions / runs API with SSE
+//! streaming, tenants and API keys, hardening layers, Prometheus metrics and an OpenAPI
+//! document generated from the code. Handlers are thin over `keel_engine::Engine`.
+//!
+//! Modules: `routes` (one per resource), `auth` (keys and the auth layer), `error` (the one
+//! envelope), `layers` (tower stack), `listen` (accept loop, graceful shutdown), `progress`
+//! (following a run), `wire` (bodies), `metrics`, `openapi`, `state`.
+
+pub mod auth;
+pub mod error;
+mod layers;
+mod listen;
+pub mod metrics;
+pub mod openapi;
+mod progress;
+pub mod routes;
+mod state;
+pub mod wire;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use keel_engine::Engine;
+use tokio::net::TcpListener;
+
+pub use auth::{BootstrapError, admin_key_path, bootstrap};
+pub use state::{AppState, ServerConfig};
+
+/// The whole application: routes wrapped in the layers. `shutdown` turning true ends open
+/// streams.
+pub fn app(
+    engine: Engine,
+    config: ServerConfig,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Router {
+    let state = Arc::new(AppState {
+        engine,
+        config,
+        metrics: metrics::Metrics::default(),
+        shutdown,
+    });
+    layers::wrap(routes::router(state.clone()), state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then stops accepting, ends open
+/// streams and lets requests in flight finish. Stopping the engine is the caller's part.
+pub async fn serve(
+    listener: TcpListener,
+    engine: Engine,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let header_timeout = config.header_timeout;
+    let app = app(engine, config, stopped);
+    let shutdown = async move {
+        shutdown.await;
+        stop.send_replace(true);
+    };
+    listen::accept_loop(listener, app, header_timeout, shutdown).await;
+}

@@ -1,0 +1,133 @@
+//! Prometheus metrics in the text exposition format, kept in plain maps: request counts and
+//! latency histograms by route and status, and runs by status read from the store's queue.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Latency bucket bounds, in seconds.
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    counts: Vec<u64>,
+    sum: f64,
+    total: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; BUCKETS.len()];
+        }
+        for (count, bound) in self.counts.iter_mut().zip(BUCKETS) {
+            if seconds <= *bound {
+                *count += 1;
+            }
+        }
+        self.sum += seconds;
+        self.total += 1;
+    }
+}
+
+/// (method, route template, status)
+type RequestKey = (String, String, u16);
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<RequestKey, Histogram>>,
+    /// Runs finished as seen by this server's callers, by status.
+    turns: Mutex<BTreeMap<&'static str, u64>>,
+    usage: Mutex<(u64, u64)>,
+}
+
+impl Metrics {
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, took: Duration) {
+        let key = (method.to_string(), route.to_string(), status);
+        self.requests
+            .lock()
+            .unwrap()
+            .entry(key)
+            .or_default()
+            .observe(took.as_secs_f64());
+    }
+
+    /// A run this server watched end (wait and stream modes), with its token usage.
+    pub fn observe_run(&self, status: &'static str, usage: keel_core::Usage) {
+        *self.turns.lock().unwrap().entry(status).or_default() += 1;
+        let mut total = self.usage.lock().unwrap();
+        total.0 += usage.input_tokens;
+        total.1 += usage.output_tokens;
+    }
+
+    /// The exposition text; `runs` are the queue's run counts by status.
+    pub fn render(&self, runs: &[(String, u64)]) -> String {
+        let mut out = String::new();
+        out += "# HELP keel_http_requests_total HTTP requests by method, route and status.\n";
+        out += "# TYPE keel_http_requests_total counter\n";
+        let requests = self.requests.lock().unwrap();
+        for ((method, route, status), h) in requests.iter() {
+            let _ = writeln!(
+                out,
+                "keel_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {}",
+                escape(route),
+                h.total
+            );
+        }
+        out += "# HELP keel_http_request_duration_seconds HTTP request latency by method, route and status.\n";
+        out += "# TYPE keel_http_request_duration_seconds histogram\n";
+        for ((method, route, status), h) in requests.iter() {
+            let labels = format!(
+                "method=\"{method}\",route=\"{}\",status=\"{status}\"",
+                escape(route)
+            );
+            for (bound, count) in BUCKETS.iter().zip(&h.counts) {
+                let _ = writeln!(
+                    out,
+                    "keel_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {count}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "keel_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                h.total
+            );
+            let _ = writeln!(
+                out,
+                "keel_http_request_duration_seconds_sum{{{labels}}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "keel_http_request_duration_seconds_count{{{labels}}} {}",
+                h.total
+            );
+        }
+        drop(requests);
+        out += "# HELP keel_runs Runs in the queue by status.\n# TYPE keel_runs gauge\n";
+        for (status, count) in runs {
+            let _ = writeln!(out, "keel_runs{{status=\"{status}\"}} {count}");
+        }
+        out += "# HELP keel_api_runs_finished_total Runs that callers of this server waited for or streamed, by how they ended.\n";
+        out += "# TYPE keel_api_runs_finished_total counter\n";
+        for (status, count) in self.turns.lock().unwrap().iter() {
+            let _ = writeln!(
+                out,
+                "keel_api_runs_finished_total{{status=\"{status}\"}} {count}"
+            );
+        }
+        let (input, output) = *self.usage.lock().unwrap();
+        out += "# HELP keel_tokens_total Model tokens of the runs counted in keel_api_runs_finished_total.\n";
+        out += "# TYPE keel_tokens_total counter\n";
+        let _ = writeln!(out, "keel_tokens_total{{kind=\"input\"}} {input}");
+        let _ = writeln!(out, "keel_tokens_total{{kind=\"output\"}} {output}");
+        out
+    }
+}
+
+fn escape(label: &str) -> String {
+    label.replace('\\', "\\\\").replace('"', "\\\"")
+}

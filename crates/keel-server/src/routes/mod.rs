@@ -1,0 +1,75 @@
+//! The route table: one module per resource, each handler thin over the engine and store.
+//! Everything under `/v1` needs a key; the operational endpoints do not.
+
+pub mod admin;
+pub mod agents;
+pub mod events;
+pub mod messages;
+pub mod ops;
+pub mod runs;
+pub mod sessions;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::auth;
+use crate::error::{no_route, wrong_method};
+use crate::state::AppState;
+
+/// Every route, as (method, path) — what the OpenAPI document must describe.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+    ("get", "/v1/agents"),
+    ("post", "/v1/agents"),
+    ("get", "/v1/agents/{name}"),
+    ("put", "/v1/agents/{name}"),
+    ("post", "/v1/agents/{name}/archive"),
+    ("get", "/v1/sessions"),
+    ("post", "/v1/sessions"),
+    ("get", "/v1/sessions/{id}"),
+    ("delete", "/v1/sessions/{id}"),
+    ("post", "/v1/sessions/{id}/messages"),
+    ("get", "/v1/sessions/{id}/events"),
+    ("get", "/v1/runs/{id}"),
+    ("post", "/v1/runs/{id}/cancel"),
+    ("post", "/v1/admin/tenants"),
+    ("post", "/v1/admin/tenants/{id}/keys"),
+    ("post", "/v1/admin/keys/{prefix}/revoke"),
+];
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/v1/agents", get(agents::list).post(agents::create))
+        .route("/v1/agents/{name}", get(agents::get).put(agents::put))
+        .route("/v1/agents/{name}/archive", post(agents::archive))
+        .route("/v1/sessions", get(sessions::list).post(sessions::create))
+        .route(
+            "/v1/sessions/{id}",
+            get(sessions::get).delete(sessions::delete),
+        )
+        .route("/v1/sessions/{id}/messages", post(messages::send))
+        .route("/v1/sessions/{id}/events", get(events::list))
+        .route("/v1/runs/{id}", get(runs::get))
+        .route("/v1/runs/{id}/cancel", post(runs::cancel))
+        .route("/v1/admin/tenants", post(admin::create_tenant))
+        .route("/v1/admin/tenants/{id}/keys", post(admin::create_key))
+        .route("/v1/admin/keys/{prefix}/revoke", post(admin::revoke_key))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .merge(api)
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .with_state(state)
+}

@@ -1,0 +1,46 @@
+//! What every handler shares: the engine (and through it the store), the server's
+//! configuration and its metrics.
+
+use std::time::Duration;
+
+use keel_engine::Engine;
+
+use crate::metrics::Metrics;
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Check `Authorization: Bearer` keys. Off only for loopback development servers.
+    pub auth: bool,
+    /// The largest request body accepted.
+    pub body_limit: usize,
+    /// The longest a request may take, body included (streams excepted once they start).
+    pub request_timeout: Duration,
+    /// The longest a client may take to send a request's headers (also closes idle
+    /// keep-alive connections).
+    pub header_timeout: Duration,
+    /// Requests served at once; more are answered 503 with `Retry-After`.
+    pub max_concurrent_requests: usize,
+    /// The longest `mode: wait` waits before answering with the run still in progress.
+    pub wait_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            auth: true,
+            body_limit: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            max_concurrent_requests: 1024,
+            wait_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+pub struct AppState {
+    pub engine: Engine,
+    pub config: ServerConfig,
+    pub metrics: Metrics,
+    /// Becomes true when the server shuts down: open streams end.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}

@@ -1,0 +1,275 @@
+//! The API's request and response bodies: the JSON shapes clients see, with their OpenAPI
+//! schemas. Core types (messages, tools, events) appear as open JSON objects so their own
+//! serde shapes stay the single definition.
+
+use keel_core::{AgentDef, Limits, Message, SessionState, ToolDef, Usage};
+use keel_store::{RunRecord, SessionRecord};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+/// A new agent (`POST /v1/agents`) or a new version of one (`PUT /v1/agents/{name}`, where
+/// the name comes from the path).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentBody {
+    /// Unique in the tenant; required by `POST`, ignored by `PUT`.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub instructions: String,
+    /// A route name or `provider/model`, e.g. `openai/gpt-4o-mini`.
+    pub model: String,
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub tools: Vec<ToolDef>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub limits: Option<Limits>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AgentView {
+    pub id: String,
+    pub name: String,
+    pub version: u32,
+    pub instructions: String,
+    pub model: String,
+    #[schema(value_type = Vec<Object>)]
+    pub tools: Vec<ToolDef>,
+    #[schema(value_type = Object)]
+    pub limits: Limits,
+}
+
+impl From<AgentDef> for AgentView {
+    fn from(a: AgentDef) -> Self {
+        AgentView {
+            id: a.id.to_string(),
+            name: a.name,
+            version: a.version,
+            instructions: a.instructions,
+            model: a.model,
+            tools: a.tools,
+            limits: a.limits,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AgentList {
+    pub data: Vec<AgentView>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    /// The agent's name; the session pins its latest version.
+    pub agent: String,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub metadata: JsonObject,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionView {
+    pub id: String,
+    pub agent: String,
+    pub agent_version: u32,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    #[schema(value_type = Object)]
+    pub metadata: JsonObject,
+    pub last_seq: u64,
+}
+
+impl From<SessionRecord> for SessionView {
+    fn from(s: SessionRecord) -> Self {
+        SessionView {
+            id: s.id.to_string(),
+            agent: s.agent_name,
+            agent_version: s.agent_version,
+            created_at: s.created_at.to_string(),
+            metadata: s.metadata,
+            last_seq: s.last_seq,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema, Default, Clone, Copy)]
+pub struct UsageView {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl From<Usage> for UsageView {
+    fn from(u: Usage) -> Self {
+        UsageView {
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+        }
+    }
+}
+
+/// A session's state, folded from its log.
+#[derive(Serialize, ToSchema)]
+pub struct SessionSummary {
+    #[serde(flatten)]
+    pub session: SessionView,
+    /// `idle` or `running`.
+    pub status: String,
+    pub message_count: u64,
+    pub runs_finished: u64,
+    pub usage: UsageView,
+    /// The run in progress, if any.
+    pub active_run: Option<String>,
+}
+
+impl SessionSummary {
+    pub fn new(record: SessionRecord, state: SessionState) -> Self {
+        let status = match state.active {
+            Some(_) => "running",
+            None => "idle",
+        };
+        let mut session = SessionView::from(record);
+        session.last_seq = state.last_seq;
+        SessionSummary {
+            session,
+            status: status.into(),
+            message_count: state.message_count,
+            runs_finished: state.runs_finished,
+            usage: state.usage.into(),
+            active_run: state.active.map(|r| r.run_id.to_string()),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionList {
+    pub data: Vec<SessionView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema, Clone, Copy, Default, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+pub enum SendMode {
+    /// Answer with the finished run.
+    #[default]
+    Wait,
+    /// Answer with a server-sent event stream of the run.
+    Stream,
+    /// Answer 202 with the queued run at once.
+    Background,
+}
+
+#[derive(Deserialize, ToSchema, Clone, Copy, Default, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBusy {
+    /// Run after the session's pending runs.
+    #[default]
+    Enqueue,
+    /// Answer 409 when the session has a pending run.
+    Reject,
+    /// Cancel the pending runs (the active one at its next step boundary), then run this.
+    Interrupt,
+}
+
+impl From<OnBusy> for keel_engine::BusyPolicy {
+    fn from(b: OnBusy) -> Self {
+        match b {
+            OnBusy::Enqueue => keel_engine::BusyPolicy::Enqueue,
+            OnBusy::Reject => keel_engine::BusyPolicy::Reject,
+            OnBusy::Interrupt => keel_engine::BusyPolicy::Interrupt,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    /// The user's text.
+    pub content: String,
+    #[serde(default)]
+    pub mode: SendMode,
+    #[serde(default)]
+    pub on_busy: OnBusy,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RunView {
+    pub id: String,
+    pub session_id: String,
+    /// `queued`, `running`, `completed`, `failed` or `cancelled`.
+    pub status: String,
+    #[schema(value_type = Object)]
+    pub input: Message,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub cancel_requested: bool,
+    pub created_at: String,
+    /// Token usage, when the run ended while this request watched it.
+    pub usage: Option<UsageView>,
+}
+
+impl RunView {
+    pub fn new(r: RunRecord, usage: Option<UsageView>) -> Self {
+        RunView {
+            id: r.id.to_string(),
+            session_id: r.session.to_string(),
+            status: r.status.as_str().into(),
+            input: r.input,
+            output: r.output,
+            error: r.error,
+            cancel_requested: r.cancel_requested,
+            created_at: r.created_at.to_string(),
+            usage,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventPage {
+    /// Events in seq order, each `{seq, at, type, ...}`.
+    #[schema(value_type = Vec<Object>)]
+    pub data: Vec<keel_core::Event>,
+    /// The last seq returned (or the `after` asked for): pass it as `after` for the next page.
+    pub next_after: u64,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    pub name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TenantView {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// `tenant` (the default) or `admin`.
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyView {
+    pub prefix: String,
+    pub tenant_id: String,
+    pub scope: String,
+    pub created_at: String,
+    pub revoked: bool,
+    /// The whole key, shown only when it is created.
+    pub key: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}
