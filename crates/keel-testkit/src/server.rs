@@ -63,6 +63,11 @@ async fn accept_loop(listener: TcpListener, router: Router) {
 }
 
 async fn serve_connection(stream: TcpStream, router: Router) {
+    // Streamed replies are many small writes: without this, Nagle's algorithm and the client's
+    // delayed ACK hold each one back for ~40 ms.
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "mock server: cannot set TCP_NODELAY");
+    }
     // A second descriptor on the same socket lets us set SO_LINGER=0 after hyper owns the stream.
     let (stream, twin) = match twin_descriptors(stream) {
         Ok(pair) => pair,
