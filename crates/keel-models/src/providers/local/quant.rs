@@ -49,7 +49,7 @@ impl QuantizedActs {
             let q = &mut self.q[b * BLOCK..(b + 1) * BLOCK];
             let mut sum = 0i32;
             for (qi, &v) in q.iter_mut().zip(chunk) {
-                *qi = (v * id).round() as i8;
+                *qi = round_small(v * id) as i8;
                 sum += *qi as i32;
             }
             self.d[b] = d;
@@ -255,6 +255,14 @@ fn dot_q8_0(row: &[u8], a: ActRow<'_>) -> f32 {
         total += d * a.d[b] * sum as f32;
     }
     total
+}
+
+/// Rounds `x` (|x| <= 127) to the nearest integer, ties to even, in two adds: baseline
+/// x86-64 has no rounding instruction and `f32::round` would be a libm call per element.
+#[inline(always)]
+fn round_small(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23: adding it leaves no fraction bits
+    (x + SHIFT) - SHIFT
 }
 
 /// IEEE half to single precision, subnormals included.
@@ -506,6 +514,20 @@ mod tests {
     #[test]
     fn q8_0_kernels_agree_with_dequantized_reference() {
         check_kind(TensorKind::Q8_0);
+    }
+
+    #[test]
+    fn small_values_round_to_the_nearest_integer() {
+        for (x, want) in [
+            (0.4, 0.0),
+            (0.6, 1.0),
+            (-0.6, -1.0),
+            (126.7, 127.0),
+            (-127.0, -127.0),
+            (2.5, 2.0),
+        ] {
+            assert_eq!(round_small(x), want, "{x}");
+        }
     }
 
     #[test]
