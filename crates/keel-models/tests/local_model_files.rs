@@ -90,6 +90,30 @@ fn corrupt_counts_and_flipped_bytes_never_panic() {
 }
 
 #[test]
+fn absurd_shape_metadata_is_refused_without_allocating_it() {
+    let dir = TempDir::new("metadata");
+    let full = std::fs::read(model_path()).unwrap();
+    for (key, value) in [
+        ("llama.block_count", u32::MAX),
+        ("llama.embedding_length", 1 << 30),
+        ("llama.attention.head_count", 0),
+    ] {
+        // A u32 value follows its key and its type tag.
+        let at = full
+            .windows(key.len())
+            .position(|w| w == key.as_bytes())
+            .unwrap()
+            + key.len()
+            + 4;
+        let mut bytes = full.clone();
+        bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        let path = with_bytes(&dir, "patched.gguf", &bytes);
+        let msg = load_err(&path).to_string();
+        assert!(msg.contains("patched.gguf"), "{key}: {msg}");
+    }
+}
+
+#[test]
 fn a_missing_file_names_the_path() {
     let msg = load_err(Path::new("/nonexistent/keel/model.gguf")).to_string();
     assert!(msg.contains("/nonexistent/keel/model.gguf"), "{msg}");

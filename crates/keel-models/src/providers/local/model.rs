@@ -102,7 +102,8 @@ impl LlamaModel {
         } else {
             None
         };
-        let mut layers = Vec::with_capacity(c.layers);
+        // The count comes from metadata: bound it by the tensors that exist before allocating.
+        let mut layers = Vec::with_capacity(c.layers.min(gguf.tensors.len()));
         for i in 0..c.layers {
             let name = |part: &str| format!("blk.{i}.{part}.weight");
             layers.push(Layer {
