@@ -47,7 +47,11 @@ async fn timed_call(client: &dyn ModelClient) -> (Duration, Duration) {
 }
 
 /// `calls` calls, `concurrency` at a time; their (ttft, latency) samples.
-async fn round(client: Arc<dyn ModelClient>, calls: usize, concurrency: usize) -> Vec<(Duration, Duration)> {
+async fn round(
+    client: Arc<dyn ModelClient>,
+    calls: usize,
+    concurrency: usize,
+) -> Vec<(Duration, Duration)> {
     futures::stream::iter(0..calls)
         .map(|_| {
             let client = client.clone();
@@ -69,30 +73,47 @@ fn micros(d: Duration) -> f64 {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let calls: usize = std::env::var("KEEL_BENCH_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000);
-    let mock = MockUpstream::start_anthropic("bench-key").await.expect("mock starts");
+    let calls: usize = std::env::var("KEEL_BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let mock = MockUpstream::start_anthropic("bench-key")
+        .await
+        .expect("mock starts");
     let config = AnthropicConfig {
         base_url: mock.base_url(),
         api_key: Some("bench-key".into()),
         timeouts: HttpTimeouts::default(),
         ..AnthropicConfig::default()
     };
-    let direct: Arc<dyn ModelClient> = Arc::new(AnthropicClient::new(config).expect("valid config"));
-    let providers: HashMap<String, Arc<dyn ModelClient>> = [("anthropic".to_string(), direct.clone())].into();
+    let direct: Arc<dyn ModelClient> =
+        Arc::new(AnthropicClient::new(config).expect("valid config"));
+    let providers: HashMap<String, Arc<dyn ModelClient>> =
+        [("anthropic".to_string(), direct.clone())].into();
     let route = Route {
         name: "bench".into(),
-        targets: vec![Target { provider: "anthropic".into(), model: "claude-haiku-4-5".into(), weight: 1 }],
+        targets: vec![Target {
+            provider: "anthropic".into(),
+            model: "claude-haiku-4-5".into(),
+            weight: 1,
+        }],
         policy: Default::default(),
         retry: Default::default(),
         breaker: Default::default(),
         timeouts: Default::default(),
         sticky: true,
     };
-    let routed: Arc<dyn ModelClient> = Arc::new(Router::new(route, &providers).expect("valid route"));
+    let routed: Arc<dyn ModelClient> =
+        Arc::new(Router::new(route, &providers).expect("valid route"));
     let reply = MockReply::text("A short reply of about ten words, streamed word by word.");
 
-    println!("router overhead vs the provider called directly (Anthropic mock on 127.0.0.1), {calls} calls x {ROUNDS} rounds each");
-    println!("{:>11} {:>8} {:>12} {:>12} {:>12} {:>12}", "concurrency", "path", "ttft p50 us", "ttft p99 us", "call p50 us", "call p99 us");
+    println!(
+        "router overhead vs the provider called directly (Anthropic mock on 127.0.0.1), {calls} calls x {ROUNDS} rounds each"
+    );
+    println!(
+        "{:>11} {:>8} {:>12} {:>12} {:>12} {:>12}",
+        "concurrency", "path", "ttft p50 us", "ttft p99 us", "call p50 us", "call p99 us"
+    );
     for concurrency in [1, 200] {
         let mut samples: [Vec<(Duration, Duration)>; 2] = [Vec::new(), Vec::new()];
         // Warm-up: connections, allocator.
@@ -116,7 +137,13 @@ async fn main() {
             let (t50, t99) = (percentile(&mut ttft, 0.5), percentile(&mut ttft, 0.99));
             let (c50, c99) = (percentile(&mut call, 0.5), percentile(&mut call, 0.99));
             medians[path] = [micros(t50), micros(c50)];
-            println!("{concurrency:>11} {name:>8} {:>12.1} {:>12.1} {:>12.1} {:>12.1}", micros(t50), micros(t99), micros(c50), micros(c99));
+            println!(
+                "{concurrency:>11} {name:>8} {:>12.1} {:>12.1} {:>12.1} {:>12.1}",
+                micros(t50),
+                micros(t99),
+                micros(c50),
+                micros(c99)
+            );
         }
         println!(
             "{concurrency:>11} {:>8} {:>12.1} {:>12} {:>12.1}   (router median minus direct median)",

@@ -35,7 +35,10 @@ impl ModelInfo {
         let fresh = usage.input_tokens - cached;
         let price = &self.price;
         let cached_price = price.cached_input.unwrap_or(price.input);
-        (fresh as f64 * price.input + cached as f64 * cached_price + usage.output_tokens as f64 * price.output) / 1e6
+        (fresh as f64 * price.input
+            + cached as f64 * cached_price
+            + usage.output_tokens as f64 * price.output)
+            / 1e6
     }
 }
 
@@ -47,50 +50,117 @@ pub struct Catalog {
     models: HashMap<String, ModelInfo>,
 }
 
-const fn info(context_window: u32, max_output_tokens: u32, input: f64, cached: f64, output: f64) -> ModelInfo {
+const fn info(
+    context_window: u32,
+    max_output_tokens: u32,
+    input: f64,
+    cached: f64,
+    output: f64,
+) -> ModelInfo {
     ModelInfo {
         context_window,
         max_output_tokens,
-        price: Price { input, cached_input: Some(cached), output },
+        price: Price {
+            input,
+            cached_input: Some(cached),
+            output,
+        },
     }
 }
 
 /// (provider/model, info) for the common models of each provider.
 const BUILTIN: &[(&str, ModelInfo)] = &[
     ("openai/gpt-5", info(400_000, 128_000, 1.25, 0.125, 10.0)),
-    ("openai/gpt-5-mini", info(400_000, 128_000, 0.25, 0.025, 2.0)),
-    ("openai/gpt-5-nano", info(400_000, 128_000, 0.05, 0.005, 0.4)),
+    (
+        "openai/gpt-5-mini",
+        info(400_000, 128_000, 0.25, 0.025, 2.0),
+    ),
+    (
+        "openai/gpt-5-nano",
+        info(400_000, 128_000, 0.05, 0.005, 0.4),
+    ),
     ("openai/gpt-4.1", info(1_047_576, 32_768, 2.0, 0.5, 8.0)),
-    ("openai/gpt-4.1-mini", info(1_047_576, 32_768, 0.4, 0.1, 1.6)),
-    ("openai/gpt-4.1-nano", info(1_047_576, 32_768, 0.1, 0.025, 0.4)),
+    (
+        "openai/gpt-4.1-mini",
+        info(1_047_576, 32_768, 0.4, 0.1, 1.6),
+    ),
+    (
+        "openai/gpt-4.1-nano",
+        info(1_047_576, 32_768, 0.1, 0.025, 0.4),
+    ),
     ("openai/gpt-4o", info(128_000, 16_384, 2.5, 1.25, 10.0)),
-    ("openai/gpt-4o-mini", info(128_000, 16_384, 0.15, 0.075, 0.6)),
+    (
+        "openai/gpt-4o-mini",
+        info(128_000, 16_384, 0.15, 0.075, 0.6),
+    ),
     ("openai/o3", info(200_000, 100_000, 2.0, 0.5, 8.0)),
     ("openai/o4-mini", info(200_000, 100_000, 1.1, 0.275, 4.4)),
-    ("anthropic/claude-opus-4-1", info(200_000, 32_000, 15.0, 1.5, 75.0)),
-    ("anthropic/claude-sonnet-4-5", info(200_000, 64_000, 3.0, 0.3, 15.0)),
-    ("anthropic/claude-sonnet-4-0", info(200_000, 64_000, 3.0, 0.3, 15.0)),
-    ("anthropic/claude-haiku-4-5", info(200_000, 64_000, 1.0, 0.1, 5.0)),
-    ("anthropic/claude-3-5-haiku-latest", info(200_000, 8_192, 0.8, 0.08, 4.0)),
-    ("gemini/gemini-2.5-pro", info(1_048_576, 65_536, 1.25, 0.125, 10.0)),
-    ("gemini/gemini-2.5-flash", info(1_048_576, 65_536, 0.3, 0.03, 2.5)),
-    ("gemini/gemini-2.5-flash-lite", info(1_048_576, 65_536, 0.1, 0.01, 0.4)),
-    ("bedrock/anthropic.claude-sonnet-4-5-20250929-v1:0", info(200_000, 64_000, 3.0, 0.3, 15.0)),
-    ("bedrock/anthropic.claude-3-5-haiku-20241022-v1:0", info(200_000, 8_192, 0.8, 0.08, 4.0)),
-    ("bedrock/amazon.nova-pro-v1:0", info(300_000, 5_000, 0.8, 0.2, 3.2)),
-    ("bedrock/amazon.nova-lite-v1:0", info(300_000, 5_000, 0.06, 0.015, 0.24)),
+    (
+        "anthropic/claude-opus-4-1",
+        info(200_000, 32_000, 15.0, 1.5, 75.0),
+    ),
+    (
+        "anthropic/claude-sonnet-4-5",
+        info(200_000, 64_000, 3.0, 0.3, 15.0),
+    ),
+    (
+        "anthropic/claude-sonnet-4-0",
+        info(200_000, 64_000, 3.0, 0.3, 15.0),
+    ),
+    (
+        "anthropic/claude-haiku-4-5",
+        info(200_000, 64_000, 1.0, 0.1, 5.0),
+    ),
+    (
+        "anthropic/claude-3-5-haiku-latest",
+        info(200_000, 8_192, 0.8, 0.08, 4.0),
+    ),
+    (
+        "gemini/gemini-2.5-pro",
+        info(1_048_576, 65_536, 1.25, 0.125, 10.0),
+    ),
+    (
+        "gemini/gemini-2.5-flash",
+        info(1_048_576, 65_536, 0.3, 0.03, 2.5),
+    ),
+    (
+        "gemini/gemini-2.5-flash-lite",
+        info(1_048_576, 65_536, 0.1, 0.01, 0.4),
+    ),
+    (
+        "bedrock/anthropic.claude-sonnet-4-5-20250929-v1:0",
+        info(200_000, 64_000, 3.0, 0.3, 15.0),
+    ),
+    (
+        "bedrock/anthropic.claude-3-5-haiku-20241022-v1:0",
+        info(200_000, 8_192, 0.8, 0.08, 4.0),
+    ),
+    (
+        "bedrock/amazon.nova-pro-v1:0",
+        info(300_000, 5_000, 0.8, 0.2, 3.2),
+    ),
+    (
+        "bedrock/amazon.nova-lite-v1:0",
+        info(300_000, 5_000, 0.06, 0.015, 0.24),
+    ),
 ];
 
 impl Catalog {
     /// The built-in entries.
     pub fn builtin() -> Catalog {
         Catalog {
-            models: BUILTIN.iter().map(|(name, info)| (name.to_string(), *info)).collect(),
+            models: BUILTIN
+                .iter()
+                .map(|(name, info)| (name.to_string(), *info))
+                .collect(),
         }
     }
 
     /// Adds or replaces entries (keys are `provider/model`), e.g. from config.
-    pub fn with_overrides(mut self, overrides: impl IntoIterator<Item = (String, ModelInfo)>) -> Catalog {
+    pub fn with_overrides(
+        mut self,
+        overrides: impl IntoIterator<Item = (String, ModelInfo)>,
+    ) -> Catalog {
         self.models.extend(overrides);
         self
     }
@@ -122,14 +192,20 @@ mod tests {
     use super::*;
 
     fn usage(input: u64, cached: u64, output: u64) -> Usage {
-        Usage { input_tokens: input, output_tokens: output, cached_input_tokens: cached }
+        Usage {
+            input_tokens: input,
+            output_tokens: output,
+            cached_input_tokens: cached,
+        }
     }
 
     #[test]
     fn bills_cached_input_at_its_own_price() {
         let catalog = Catalog::builtin();
         // gpt-4o-mini: 0.15 in, 0.075 cached, 0.60 out per million.
-        let cost = catalog.cost("openai", "gpt-4o-mini", &usage(1_000_000, 400_000, 500_000)).unwrap();
+        let cost = catalog
+            .cost("openai", "gpt-4o-mini", &usage(1_000_000, 400_000, 500_000))
+            .unwrap();
         let expected = 0.6 * 0.15 + 0.4 * 0.075 + 0.5 * 0.6;
         assert!((cost - expected).abs() < 1e-9, "{cost} != {expected}");
     }
@@ -139,14 +215,24 @@ mod tests {
         let mine = ModelInfo {
             context_window: 8_192,
             max_output_tokens: 1_024,
-            price: Price { input: 1.0, cached_input: None, output: 2.0 },
+            price: Price {
+                input: 1.0,
+                cached_input: None,
+                output: 2.0,
+            },
         };
         let catalog = Catalog::builtin().with_overrides([("openai/gpt-4o".to_string(), mine)]);
         assert_eq!(catalog.get("openai", "gpt-4o"), Some(&mine));
-        assert_eq!(catalog.cost("openai", "gpt-4o", &usage(1_000_000, 1_000_000, 0)), Some(1.0));
+        assert_eq!(
+            catalog.cost("openai", "gpt-4o", &usage(1_000_000, 1_000_000, 0)),
+            Some(1.0)
+        );
         assert_eq!(catalog.cost("acme", "mystery-1", &usage(10, 0, 10)), None);
         // An Azure deployment named like an OpenAI model is priced as that model.
-        assert_eq!(catalog.get("azure", "gpt-4o-mini"), catalog.get("openai", "gpt-4o-mini"));
+        assert_eq!(
+            catalog.get("azure", "gpt-4o-mini"),
+            catalog.get("openai", "gpt-4o-mini")
+        );
     }
 
     #[test]

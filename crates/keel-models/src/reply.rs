@@ -32,7 +32,12 @@ impl ReplyAccumulator {
     pub fn push(&mut self, event: StreamEvent) {
         match event {
             StreamEvent::TextDelta(t) => self.text.push_str(&t),
-            StreamEvent::ToolCallDelta { index, id, name, arguments } => {
+            StreamEvent::ToolCallDelta {
+                index,
+                id,
+                name,
+                arguments,
+            } => {
                 if self.calls.len() <= index {
                     self.calls.resize_with(index + 1, ToolCallParts::default);
                 }
@@ -73,16 +78,32 @@ impl ReplyAccumulator {
             let arguments = if call.arguments.trim().is_empty() {
                 serde_json::json!({})
             } else {
-                serde_json::from_str(&call.arguments).unwrap_or(serde_json::Value::String(call.arguments))
+                serde_json::from_str(&call.arguments)
+                    .unwrap_or(serde_json::Value::String(call.arguments))
             };
-            let id = if call.id.is_empty() { format!("call_{i}") } else { call.id };
-            parts.push(Part::ToolCall { id, name: call.name, arguments });
+            let id = if call.id.is_empty() {
+                format!("call_{i}")
+            } else {
+                call.id
+            };
+            parts.push(Part::ToolCall {
+                id,
+                name: call.name,
+                arguments,
+            });
         }
         let finish = match self.finish {
             Some(f) => f,
             None if has_calls => FinishReason::ToolCalls,
             None => FinishReason::Stop,
         };
-        ModelReply { message: Message { role: Role::Assistant, parts }, usage: self.usage, finish }
+        ModelReply {
+            message: Message {
+                role: Role::Assistant,
+                parts,
+            },
+            usage: self.usage,
+            finish,
+        }
     }
 }

@@ -45,13 +45,20 @@ pub enum StreamEvent {
     TextDelta(String),
     /// A piece of tool call number `index`: `id` and `name` arrive once, `arguments` in pieces
     /// of JSON text that concatenate to the whole arguments object.
-    ToolCallDelta { index: usize, id: Option<String>, name: Option<String>, arguments: String },
+    ToolCallDelta {
+        index: usize,
+        id: Option<String>,
+        name: Option<String>,
+        arguments: String,
+    },
     Usage(Usage),
     Finish(FinishReason),
     /// Sent by a router when an attempt failed after streaming part of its reply and the call
     /// goes on with another attempt (`target`, as `provider/model`): discard everything this
     /// call streamed so far. The abandoned output is never part of the reply.
-    Restart { target: String },
+    Restart {
+        target: String,
+    },
     /// Sent last by a router: which target served the call and how.
     Served(Served),
 }

@@ -9,7 +9,10 @@ use serde_json::{Value, json};
 use crate::openai_mock::MockReply;
 use crate::openai_mock::render::word_pieces;
 use crate::server::RecordedRequest;
-use crate::upstream::{MockUpstream, Refusal, Wire, finish_of, named_event, pieces, refuse, require_header, unknown_key};
+use crate::upstream::{
+    MockUpstream, Refusal, Wire, finish_of, named_event, pieces, refuse, require_header,
+    unknown_key,
+};
 
 /// The running mock; `base_url()` is what `AnthropicConfig::base_url` takes.
 pub type MockAnthropic = MockUpstream<AnthropicWire>;
@@ -21,7 +24,10 @@ pub struct AnthropicWire {
 
 impl MockUpstream<AnthropicWire> {
     pub async fn start_anthropic(api_key: &str) -> std::io::Result<MockAnthropic> {
-        MockUpstream::start(AnthropicWire { api_key: api_key.into() }).await
+        MockUpstream::start(AnthropicWire {
+            api_key: api_key.into(),
+        })
+        .await
     }
 
     pub fn base_url(&self) -> String {
@@ -30,8 +36,20 @@ impl MockUpstream<AnthropicWire> {
 }
 
 const TOP_LEVEL: &[&str] = &[
-    "model", "messages", "max_tokens", "system", "tools", "tool_choice", "stream", "temperature", "top_p", "top_k",
-    "stop_sequences", "metadata", "thinking", "service_tier",
+    "model",
+    "messages",
+    "max_tokens",
+    "system",
+    "tools",
+    "tool_choice",
+    "stream",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop_sequences",
+    "metadata",
+    "thinking",
+    "service_tier",
 ];
 
 fn bad(message: impl Into<String>) -> Refusal {
@@ -39,7 +57,10 @@ fn bad(message: impl Into<String>) -> Refusal {
 }
 
 fn valid_tool_id(id: &str) -> bool {
-    !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 impl Wire for AnthropicWire {
@@ -47,34 +68,67 @@ impl Wire for AnthropicWire {
         if request.path != "/v1/messages" {
             return Err(refuse(404, format!("Not found: {}", request.path)));
         }
-        require_header(request, "x-api-key", &self.api_key, "send your key as x-api-key")?;
+        require_header(
+            request,
+            "x-api-key",
+            &self.api_key,
+            "send your key as x-api-key",
+        )?;
         match request.header("anthropic-version") {
             Some("2023-06-01") => {}
-            other => return Err(bad(format!("anthropic-version: unsupported or missing ({other:?})"))),
+            other => {
+                return Err(bad(format!(
+                    "anthropic-version: unsupported or missing ({other:?})"
+                )));
+            }
         }
-        let Some(body) = request.body.as_object() else { return Err(bad("body: expected a JSON object")) };
+        let Some(body) = request.body.as_object() else {
+            return Err(bad("body: expected a JSON object"));
+        };
         if let Some(key) = unknown_key(body, TOP_LEVEL) {
             return Err(bad(format!("{key}: Extra inputs are not permitted")));
         }
-        if !body.get("model").and_then(Value::as_str).is_some_and(|m| !m.is_empty()) {
+        if body
+            .get("model")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
             return Err(bad("model: Field required"));
         }
-        if !body.get("max_tokens").and_then(Value::as_u64).is_some_and(|m| m > 0) {
+        if body
+            .get("max_tokens")
+            .and_then(Value::as_u64)
+            .is_none_or(|m| m == 0)
+        {
             return Err(bad("max_tokens: Field required (a positive integer)"));
         }
         if body.get("stream") != Some(&Value::Bool(true)) {
-            return Err(bad("this mock serves only streamed requests (stream: true)"));
+            return Err(bad(
+                "this mock serves only streamed requests (stream: true)",
+            ));
         }
         match body.get("system") {
             None | Some(Value::String(_)) | Some(Value::Array(_)) => {}
             Some(_) => return Err(bad("system: must be a string or a list of text blocks")),
         }
-        for (i, tool) in body.get("tools").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (i, tool) in body
+            .get("tools")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             if !tool["name"].is_string() || !tool["input_schema"].is_object() {
-                return Err(bad(format!("tools.{i}: name and input_schema (an object) are required")));
+                return Err(bad(format!(
+                    "tools.{i}: name and input_schema (an object) are required"
+                )));
             }
         }
-        let Some(messages) = body.get("messages").and_then(Value::as_array).filter(|m| !m.is_empty()) else {
+        let Some(messages) = body
+            .get("messages")
+            .and_then(Value::as_array)
+            .filter(|m| !m.is_empty())
+        else {
             return Err(bad("messages: at least one message is required"));
         };
         let mut open_calls: HashSet<String> = HashSet::new();
@@ -82,34 +136,48 @@ impl Wire for AnthropicWire {
         for (i, message) in messages.iter().enumerate() {
             let role = message["role"].as_str().unwrap_or_default();
             if !matches!(role, "user" | "assistant") {
-                return Err(bad(format!("messages.{i}.role: must be user or assistant, got {role:?}")));
+                return Err(bad(format!(
+                    "messages.{i}.role: must be user or assistant, got {role:?}"
+                )));
             }
             if i == 0 && role != "user" {
                 return Err(bad("messages.0: the first message must use the user role"));
             }
             if role == previous_role {
-                return Err(bad(format!("messages.{i}: roles must alternate between user and assistant")));
+                return Err(bad(format!(
+                    "messages.{i}: roles must alternate between user and assistant"
+                )));
             }
             previous_role = role;
             let blocks = match &message["content"] {
                 Value::String(text) if !text.is_empty() => continue,
                 Value::Array(blocks) if !blocks.is_empty() => blocks,
-                _ => return Err(bad(format!("messages.{i}.content: must be a non-empty string or list of blocks"))),
+                _ => {
+                    return Err(bad(format!(
+                        "messages.{i}.content: must be a non-empty string or list of blocks"
+                    )));
+                }
             };
             let mut answered = HashSet::new();
             for (j, block) in blocks.iter().enumerate() {
                 let at = format!("messages.{i}.content.{j}");
                 match (block["type"].as_str().unwrap_or_default(), role) {
                     ("text", _) if block["text"].as_str().is_some_and(|t| !t.is_empty()) => {}
-                    ("text", _) => return Err(bad(format!("{at}: text content blocks must be non-empty"))),
+                    ("text", _) => {
+                        return Err(bad(format!("{at}: text content blocks must be non-empty")));
+                    }
                     ("image", "user") if block["source"].is_object() => {}
                     ("tool_use", "assistant") => {
                         let id = block["id"].as_str().unwrap_or_default();
                         if !valid_tool_id(id) {
-                            return Err(bad(format!("{at}.id: String should match pattern '^[a-zA-Z0-9_-]+$'")));
+                            return Err(bad(format!(
+                                "{at}.id: String should match pattern '^[a-zA-Z0-9_-]+$'"
+                            )));
                         }
                         if !block["name"].is_string() || !block["input"].is_object() {
-                            return Err(bad(format!("{at}: tool_use needs a name and an input object")));
+                            return Err(bad(format!(
+                                "{at}: tool_use needs a name and an input object"
+                            )));
                         }
                         open_calls.insert(id.to_string());
                     }
@@ -122,7 +190,11 @@ impl Wire for AnthropicWire {
                         }
                         answered.insert(id.to_string());
                     }
-                    (kind, _) => return Err(bad(format!("{at}: block type {kind:?} is not allowed in a {role} message"))),
+                    (kind, _) => {
+                        return Err(bad(format!(
+                            "{at}: block type {kind:?} is not allowed in a {role} message"
+                        )));
+                    }
                 }
             }
             if role == "user" {
@@ -137,7 +209,9 @@ impl Wire for AnthropicWire {
         if !open_calls.is_empty() {
             // A transcript may end with the assistant's calls only if nothing follows; a request
             // never does (the model would answer itself), so refuse like the API.
-            return Err(bad("the final assistant message holds tool_use blocks without results"));
+            return Err(bad(
+                "the final assistant message holds tool_use blocks without results",
+            ));
         }
         Ok(())
     }
@@ -156,7 +230,12 @@ impl Wire for AnthropicWire {
         json!({"type": "error", "error": {"type": kind, "message": message}})
     }
 
-    fn stream_events(&self, reply: &MockReply, request: &RecordedRequest, serial: u64) -> Vec<String> {
+    fn stream_events(
+        &self,
+        reply: &MockReply,
+        request: &RecordedRequest,
+        serial: u64,
+    ) -> Vec<String> {
         let usage = reply.usage;
         let fresh = usage.prompt_tokens.saturating_sub(usage.cached_tokens);
         let mut events = vec![named_event(
@@ -174,17 +253,26 @@ impl Wire for AnthropicWire {
             for piece in word_pieces(&reply.text) {
                 events.push(named_event("content_block_delta", &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}})));
             }
-            events.push(named_event("content_block_stop", &json!({"type": "content_block_stop", "index": 0})));
+            events.push(named_event(
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": 0}),
+            ));
             index = 1;
         }
         for call in &reply.tool_calls {
             events.push(named_event("content_block_start", &json!({"type": "content_block_start", "index": index,
                 "content_block": {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}})));
             for piece in pieces(&call.arguments) {
-                events.push(named_event("content_block_delta", &json!({"type": "content_block_delta", "index": index,
-                    "delta": {"type": "input_json_delta", "partial_json": piece}})));
+                events.push(named_event(
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": index,
+                    "delta": {"type": "input_json_delta", "partial_json": piece}}),
+                ));
             }
-            events.push(named_event("content_block_stop", &json!({"type": "content_block_stop", "index": index})));
+            events.push(named_event(
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": index}),
+            ));
             index += 1;
         }
         let stop = match finish_of(reply) {
@@ -195,7 +283,10 @@ impl Wire for AnthropicWire {
         };
         events.push(named_event("message_delta", &json!({"type": "message_delta",
             "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": usage.completion_tokens}})));
-        events.push(named_event("message_stop", &json!({"type": "message_stop"})));
+        events.push(named_event(
+            "message_stop",
+            &json!({"type": "message_stop"}),
+        ));
         events
     }
 

@@ -27,8 +27,17 @@ pub struct AzureWire {
 }
 
 impl MockUpstream<AzureWire> {
-    pub async fn start_azure(deployment: &str, api_version: &str, credential: AzureCredential) -> std::io::Result<MockAzure> {
-        MockUpstream::start(AzureWire { deployment: deployment.into(), api_version: api_version.into(), credential }).await
+    pub async fn start_azure(
+        deployment: &str,
+        api_version: &str,
+        credential: AzureCredential,
+    ) -> std::io::Result<MockAzure> {
+        MockUpstream::start(AzureWire {
+            deployment: deployment.into(),
+            api_version: api_version.into(),
+            credential,
+        })
+        .await
     }
 
     pub fn endpoint(&self) -> String {
@@ -38,23 +47,45 @@ impl MockUpstream<AzureWire> {
 
 impl Wire for AzureWire {
     fn check(&self, request: &RecordedRequest, query: &str) -> Result<(), Refusal> {
-        let Some(deployment) = request.path.strip_prefix("/openai/deployments/").and_then(|r| r.strip_suffix("/chat/completions")) else {
+        let Some(deployment) = request
+            .path
+            .strip_prefix("/openai/deployments/")
+            .and_then(|r| r.strip_suffix("/chat/completions"))
+        else {
             return Err(refuse(404, "Resource not found"));
         };
         if deployment != self.deployment {
-            return Err(refuse(404, format!("The API deployment {deployment} for this resource does not exist.")));
+            return Err(refuse(
+                404,
+                format!("The API deployment {deployment} for this resource does not exist."),
+            ));
         }
-        let version = query.split('&').find_map(|p| p.strip_prefix("api-version="));
+        let version = query
+            .split('&')
+            .find_map(|p| p.strip_prefix("api-version="));
         match version {
             None => return Err(refuse(404, "Missing api-version query parameter")),
-            Some(v) if v != self.api_version => return Err(refuse(404, format!("API version {v} is not supported by this mock (expects {})", self.api_version))),
+            Some(v) if v != self.api_version => {
+                return Err(refuse(
+                    404,
+                    format!(
+                        "API version {v} is not supported by this mock (expects {})",
+                        self.api_version
+                    ),
+                ));
+            }
             Some(_) => {}
         }
         match &self.credential {
-            AzureCredential::ApiKey(key) => require_header(request, "api-key", key, "send the resource key as api-key")?,
-            AzureCredential::EntraToken(token) => {
-                require_header(request, "authorization", &format!("Bearer {token}"), "send an Entra ID token as a bearer")?
+            AzureCredential::ApiKey(key) => {
+                require_header(request, "api-key", key, "send the resource key as api-key")?
             }
+            AzureCredential::EntraToken(token) => require_header(
+                request,
+                "authorization",
+                &format!("Bearer {token}"),
+                "send an Entra ID token as a bearer",
+            )?,
         }
         // Azure takes the model from the deployment; validate the rest as OpenAI does.
         let mut body = request.body.clone();
@@ -63,7 +94,10 @@ impl Wire for AzureWire {
         }
         check_chat_request(&body).map_err(|invalid| refuse(400, invalid.message))?;
         if body["stream"] != Value::Bool(true) {
-            return Err(refuse(400, "this mock serves only streamed requests (stream: true)"));
+            return Err(refuse(
+                400,
+                "this mock serves only streamed requests (stream: true)",
+            ));
         }
         Ok(())
     }
@@ -72,9 +106,19 @@ impl Wire for AzureWire {
         error_body(status, message, None)
     }
 
-    fn stream_events(&self, reply: &MockReply, request: &RecordedRequest, serial: u64) -> Vec<String> {
+    fn stream_events(
+        &self,
+        reply: &MockReply,
+        request: &RecordedRequest,
+        serial: u64,
+    ) -> Vec<String> {
         let include_usage = request.body["stream_options"]["include_usage"] == Value::Bool(true);
-        stream_events(reply, &format!("chatcmpl-azure{serial}"), &self.deployment, include_usage)
+        stream_events(
+            reply,
+            &format!("chatcmpl-azure{serial}"),
+            &self.deployment,
+            include_usage,
+        )
     }
 
     fn stream_error(&self, status: u16, message: &str) -> String {

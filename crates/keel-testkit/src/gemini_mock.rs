@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 use crate::openai_mock::MockReply;
 use crate::openai_mock::render::word_pieces;
 use crate::server::RecordedRequest;
-use crate::upstream::{MockUpstream, Refusal, Wire, finish_of, refuse, require_header, unknown_key};
+use crate::upstream::{
+    MockUpstream, Refusal, Wire, finish_of, refuse, require_header, unknown_key,
+};
 
 /// The running mock; `base_url()` is what `GeminiConfig::base_url` takes.
 pub type MockGemini = MockUpstream<GeminiWire>;
@@ -18,7 +20,10 @@ pub struct GeminiWire {
 
 impl MockUpstream<GeminiWire> {
     pub async fn start_gemini(api_key: &str) -> std::io::Result<MockGemini> {
-        MockUpstream::start(GeminiWire { api_key: api_key.into() }).await
+        MockUpstream::start(GeminiWire {
+            api_key: api_key.into(),
+        })
+        .await
     }
 
     /// `http://127.0.0.1:PORT/v1beta`.
@@ -27,20 +32,48 @@ impl MockUpstream<GeminiWire> {
     }
 }
 
-const TOP_LEVEL: &[&str] = &["contents", "systemInstruction", "tools", "toolConfig", "generationConfig", "safetySettings", "cachedContent"];
-const CONFIG: &[&str] = &["maxOutputTokens", "temperature", "topP", "topK", "stopSequences", "seed", "candidateCount", "responseMimeType", "thinkingConfig"];
+const TOP_LEVEL: &[&str] = &[
+    "contents",
+    "systemInstruction",
+    "tools",
+    "toolConfig",
+    "generationConfig",
+    "safetySettings",
+    "cachedContent",
+];
+const CONFIG: &[&str] = &[
+    "maxOutputTokens",
+    "temperature",
+    "topP",
+    "topK",
+    "stopSequences",
+    "seed",
+    "candidateCount",
+    "responseMimeType",
+    "thinkingConfig",
+];
 
 fn bad(message: impl Into<String>) -> Refusal {
-    refuse(400, format!("Invalid JSON payload received. {}", message.into()))
+    refuse(
+        400,
+        format!("Invalid JSON payload received. {}", message.into()),
+    )
 }
 
 fn function_names(parts: &[Value], key: &str) -> Vec<String> {
-    parts.iter().filter_map(|p| p[key]["name"].as_str().map(str::to_string)).collect()
+    parts
+        .iter()
+        .filter_map(|p| p[key]["name"].as_str().map(str::to_string))
+        .collect()
 }
 
 impl Wire for GeminiWire {
     fn check(&self, request: &RecordedRequest, query: &str) -> Result<(), Refusal> {
-        let Some(model) = request.path.strip_prefix("/v1beta/models/").and_then(|rest| rest.strip_suffix(":streamGenerateContent")) else {
+        let Some(model) = request
+            .path
+            .strip_prefix("/v1beta/models/")
+            .and_then(|rest| rest.strip_suffix(":streamGenerateContent"))
+        else {
             return Err(refuse(404, format!("Not found: {}", request.path)));
         };
         if model.is_empty() || model.contains('/') {
@@ -49,67 +82,116 @@ impl Wire for GeminiWire {
         if !query.split('&').any(|p| p == "alt=sse") {
             return Err(bad("this mock streams only as SSE: add ?alt=sse"));
         }
-        require_header(request, "x-goog-api-key", &self.api_key, "send your key as x-goog-api-key")?;
-        let Some(body) = request.body.as_object() else { return Err(bad("expected a JSON object")) };
+        require_header(
+            request,
+            "x-goog-api-key",
+            &self.api_key,
+            "send your key as x-goog-api-key",
+        )?;
+        let Some(body) = request.body.as_object() else {
+            return Err(bad("expected a JSON object"));
+        };
         if let Some(key) = unknown_key(body, TOP_LEVEL) {
             return Err(bad(format!("Unknown name \"{key}\": Cannot find field.")));
         }
         if let Some(config) = body.get("generationConfig").and_then(Value::as_object)
             && let Some(key) = unknown_key(config, CONFIG)
         {
-            return Err(bad(format!("Unknown name \"{key}\" at 'generation_config': Cannot find field.")));
+            return Err(bad(format!(
+                "Unknown name \"{key}\" at 'generation_config': Cannot find field."
+            )));
         }
         if let Some(system) = body.get("systemInstruction")
-            && !system["parts"].as_array().is_some_and(|p| p.iter().all(|p| p["text"].is_string()))
+            && !system["parts"]
+                .as_array()
+                .is_some_and(|p| p.iter().all(|p| p["text"].is_string()))
         {
-            return Err(bad("systemInstruction.parts: a list of text parts is required"));
+            return Err(bad(
+                "systemInstruction.parts: a list of text parts is required",
+            ));
         }
-        for tool in body.get("tools").and_then(Value::as_array).into_iter().flatten() {
-            for declaration in tool["functionDeclarations"].as_array().into_iter().flatten() {
+        for tool in body
+            .get("tools")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            for declaration in tool["functionDeclarations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
                 if !declaration["name"].is_string() {
                     return Err(bad("tools.functionDeclarations: name is required"));
                 }
             }
         }
-        let Some(contents) = body.get("contents").and_then(Value::as_array).filter(|c| !c.is_empty()) else {
+        let Some(contents) = body
+            .get("contents")
+            .and_then(Value::as_array)
+            .filter(|c| !c.is_empty())
+        else {
             return Err(bad("contents is not specified"));
         };
         let mut open_calls: Vec<String> = Vec::new();
         for (i, content) in contents.iter().enumerate() {
             let role = content["role"].as_str().unwrap_or_default();
             if !matches!(role, "user" | "model") {
-                return Err(bad(format!("contents[{i}].role: must be user or model, got {role:?}")));
+                return Err(bad(format!(
+                    "contents[{i}].role: must be user or model, got {role:?}"
+                )));
             }
             let Some(parts) = content["parts"].as_array().filter(|p| !p.is_empty()) else {
                 return Err(bad(format!("contents[{i}].parts: must not be empty")));
             };
             for (j, part) in parts.iter().enumerate() {
                 let fields = part.as_object().map(|o| o.len()).unwrap_or(0);
-                let known = ["text", "functionCall", "functionResponse", "inlineData", "fileData"].iter().filter(|k| part.get(**k).is_some()).count();
+                let known = [
+                    "text",
+                    "functionCall",
+                    "functionResponse",
+                    "inlineData",
+                    "fileData",
+                ]
+                .iter()
+                .filter(|k| part.get(**k).is_some())
+                .count();
                 if fields != 1 || known != 1 {
-                    return Err(bad(format!("contents[{i}].parts[{j}]: exactly one of text, functionCall, functionResponse, inlineData, fileData")));
+                    return Err(bad(format!(
+                        "contents[{i}].parts[{j}]: exactly one of text, functionCall, functionResponse, inlineData, fileData"
+                    )));
                 }
                 if part.get("functionCall").is_some() && role != "model" {
-                    return Err(bad(format!("contents[{i}].parts[{j}]: functionCall only in model turns")));
+                    return Err(bad(format!(
+                        "contents[{i}].parts[{j}]: functionCall only in model turns"
+                    )));
                 }
                 if let Some(response) = part.get("functionResponse")
                     && !(response["name"].is_string() && response["response"].is_object())
                 {
-                    return Err(bad(format!("contents[{i}].parts[{j}].functionResponse: name and a response object are required")));
-                }
-            }
-            let responses = function_names(parts, "functionResponse");
-            if !open_calls.is_empty() || !responses.is_empty() {
-                if role != "user" || responses != open_calls {
                     return Err(bad(format!(
-                        "contents[{i}]: Please ensure that the number of function response parts is equal to the number of function call parts of the function call turn (calls {open_calls:?}, responses {responses:?})"
+                        "contents[{i}].parts[{j}].functionResponse: name and a response object are required"
                     )));
                 }
             }
-            open_calls = if role == "model" { function_names(parts, "functionCall") } else { Vec::new() };
+            let responses = function_names(parts, "functionResponse");
+            if (!open_calls.is_empty() || !responses.is_empty())
+                && (role != "user" || responses != open_calls)
+            {
+                return Err(bad(format!(
+                    "contents[{i}]: Please ensure that the number of function response parts is equal to the number of function call parts of the function call turn (calls {open_calls:?}, responses {responses:?})"
+                )));
+            }
+            open_calls = if role == "model" {
+                function_names(parts, "functionCall")
+            } else {
+                Vec::new()
+            };
         }
         if !open_calls.is_empty() {
-            return Err(bad("the last model turn's function calls have no responses"));
+            return Err(bad(
+                "the last model turn's function calls have no responses",
+            ));
         }
         Ok(())
     }
@@ -128,15 +210,25 @@ impl Wire for GeminiWire {
         json!({"error": {"code": status, "message": message, "status": name}})
     }
 
-    fn stream_events(&self, reply: &MockReply, request: &RecordedRequest, _serial: u64) -> Vec<String> {
-        let model = request.path.trim_start_matches("/v1beta/models/").trim_end_matches(":streamGenerateContent").to_string();
+    fn stream_events(
+        &self,
+        reply: &MockReply,
+        request: &RecordedRequest,
+        _serial: u64,
+    ) -> Vec<String> {
+        let model = request
+            .path
+            .trim_start_matches("/v1beta/models/")
+            .trim_end_matches(":streamGenerateContent")
+            .to_string();
         let usage = reply.usage;
         let chunk = |parts: Vec<Value>, finish: Option<&str>| {
             let mut candidate = json!({"content": {"parts": parts, "role": "model"}, "index": 0});
             if let Some(finish) = finish {
                 candidate["finishReason"] = json!(finish);
             }
-            let mut value = json!({"candidates": [candidate], "modelVersion": model, "responseId": "mock"});
+            let mut value =
+                json!({"candidates": [candidate], "modelVersion": model, "responseId": "mock"});
             let mut metadata = json!({"promptTokenCount": usage.prompt_tokens, "totalTokenCount": usage.prompt_tokens + usage.completion_tokens});
             if finish.is_some() {
                 metadata["candidatesTokenCount"] = json!(usage.completion_tokens);
@@ -147,7 +239,10 @@ impl Wire for GeminiWire {
             value["usageMetadata"] = metadata;
             format!("data: {value}\r\n\r\n")
         };
-        let mut parts: Vec<Vec<Value>> = word_pieces(&reply.text).into_iter().map(|p| vec![json!({"text": p})]).collect();
+        let mut parts: Vec<Vec<Value>> = word_pieces(&reply.text)
+            .into_iter()
+            .map(|p| vec![json!({"text": p})])
+            .collect();
         let calls: Vec<Value> = reply
             .tool_calls
             .iter()

@@ -15,7 +15,9 @@ use serde_json::Value;
 
 use crate::Fault;
 use crate::openai_mock::MockReply;
-use crate::server::{ConnectionControl, MockServer, RecordedRequest, StreamEnd, stall, streamed_body};
+use crate::server::{
+    ConnectionControl, MockServer, RecordedRequest, StreamEnd, stall, streamed_body,
+};
 
 /// Why the mock refuses a request: the HTTP status and the provider's message.
 #[derive(Debug)]
@@ -25,7 +27,10 @@ pub struct Refusal {
 }
 
 pub(crate) fn refuse(status: u16, message: impl Into<String>) -> Refusal {
-    Refusal { status, message: message.into() }
+    Refusal {
+        status,
+        message: message.into(),
+    }
 }
 
 /// One provider's wire format, as its mock speaks it (streaming only: keel always streams).
@@ -36,7 +41,12 @@ pub trait Wire: Send + Sync + 'static {
     /// The provider's error body for a status.
     fn error_body(&self, status: u16, message: &str) -> Value;
     /// The SSE events of a streamed reply, in order, each a whole `event:`/`data:` block.
-    fn stream_events(&self, reply: &MockReply, request: &RecordedRequest, serial: u64) -> Vec<String>;
+    fn stream_events(
+        &self,
+        reply: &MockReply,
+        request: &RecordedRequest,
+        serial: u64,
+    ) -> Vec<String>;
     /// The provider's in-stream error event for a status.
     fn stream_error(&self, status: u16, message: &str) -> String;
 }
@@ -60,7 +70,9 @@ pub struct MockUpstream<W: Wire> {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl<W: Wire> MockUpstream<W> {
@@ -71,8 +83,13 @@ impl<W: Wire> MockUpstream<W> {
             requests: Mutex::new(Vec::new()),
             served: Mutex::new(0),
         });
-        let router = Router::new().fallback(handle::<W>).with_state(state.clone());
-        Ok(MockUpstream { server: MockServer::start(router).await?, state })
+        let router = Router::new()
+            .fallback(handle::<W>)
+            .with_state(state.clone());
+        Ok(MockUpstream {
+            server: MockServer::start(router).await?,
+            state,
+        })
     }
 
     /// `http://127.0.0.1:PORT`, without a path.
@@ -120,16 +137,27 @@ async fn handle<W: Wire>(
     lock(&state.requests).push(request.clone());
     let wire = &state.wire;
     if method != Method::POST {
-        return error_response(wire, 405, &format!("{method} is not allowed here; use POST"));
+        return error_response(
+            wire,
+            405,
+            &format!("{method} is not allowed here; use POST"),
+        );
     }
-    if !request.header("content-type").is_some_and(|v| v.starts_with("application/json")) {
+    if !request
+        .header("content-type")
+        .is_some_and(|v| v.starts_with("application/json"))
+    {
         return error_response(wire, 400, "Content-Type must be application/json");
     }
     if let Err(refusal) = wire.check(&request, uri.query().unwrap_or("")) {
         return error_response(wire, refusal.status, &refusal.message);
     }
     let Some(next) = lock(&state.queue).pop_front() else {
-        return error_response(wire, 500, "the mock has no reply queued: call push_reply or push_fault first");
+        return error_response(
+            wire,
+            500,
+            "the mock has no reply queued: call push_reply or push_fault first",
+        );
     };
     let serial = {
         let mut served = lock(&state.served);
@@ -138,13 +166,21 @@ async fn handle<W: Wire>(
     };
     let (reply, fault) = match next {
         Scripted::Reply(reply) => (reply, None),
-        Scripted::Fault(fault) => (MockReply::text("This reply is cut short by an injected fault."), Some(fault)),
+        Scripted::Fault(fault) => (
+            MockReply::text("This reply is cut short by an injected fault."),
+            Some(fault),
+        ),
     };
     let mut events = wire.stream_events(&reply, &request, serial);
     let end = match fault {
         None => StreamEnd::Complete,
-        Some(Fault::Status { status, retry_after, retry_after_ms }) => {
-            let mut response = error_response(wire, status, &format!("Injected fault: HTTP {status}."));
+        Some(Fault::Status {
+            status,
+            retry_after,
+            retry_after_ms,
+        }) => {
+            let mut response =
+                error_response(wire, status, &format!("Injected fault: HTTP {status}."));
             if let Some(value) = retry_after.and_then(|v| v.parse().ok()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
@@ -160,7 +196,11 @@ async fn handle<W: Wire>(
             return error_response(wire, 504, "the mock stalled past its limit");
         }
         Some(Fault::WrongContentType) => {
-            return ([(header::CONTENT_TYPE, "text/html")], "<html><body>Welcome to the proxy</body></html>").into_response();
+            return (
+                [(header::CONTENT_TYPE, "text/html")],
+                "<html><body>Welcome to the proxy</body></html>",
+            )
+                .into_response();
         }
         Some(Fault::CutStream { after_chunks }) => {
             events.truncate(after_chunks);
@@ -179,14 +219,25 @@ async fn handle<W: Wire>(
             events.push("data: {\"type\": \"broken\", \"candidates\": [{\n\n".to_string());
             StreamEnd::Complete
         }
-        Some(Fault::ErrorInStream { after_chunks, status }) => {
+        Some(Fault::ErrorInStream {
+            after_chunks,
+            status,
+        }) => {
             events.truncate(after_chunks);
-            events.push(wire.stream_error(status, &format!("Injected in-stream error ({status}).")));
+            events
+                .push(wire.stream_error(status, &format!("Injected in-stream error ({status}).")));
             StreamEnd::Complete
         }
     };
     let body = streamed_body(events, end, connection);
-    ([(header::CONTENT_TYPE, "text/event-stream; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Ends the connection without a response; the returned response is never sent.
@@ -214,14 +265,27 @@ pub(crate) fn finish_of(reply: &MockReply) -> &str {
 pub(crate) fn pieces(text: &str) -> Vec<String> {
     let bounds: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
     if bounds.len() < 3 {
-        return if text.is_empty() { Vec::new() } else { vec![text.to_string()] };
+        return if text.is_empty() {
+            Vec::new()
+        } else {
+            vec![text.to_string()]
+        };
     }
     let (a, b) = (bounds[bounds.len() / 3], bounds[2 * bounds.len() / 3]);
-    vec![text[..a].to_string(), text[a..b].to_string(), text[b..].to_string()]
+    vec![
+        text[..a].to_string(),
+        text[a..b].to_string(),
+        text[b..].to_string(),
+    ]
 }
 
 /// The header must be present and equal `expected`, else 401 with `hint`.
-pub(crate) fn require_header(request: &RecordedRequest, name: &str, expected: &str, hint: &str) -> Result<(), Refusal> {
+pub(crate) fn require_header(
+    request: &RecordedRequest,
+    name: &str,
+    expected: &str,
+    hint: &str,
+) -> Result<(), Refusal> {
     match request.header(name) {
         Some(given) if given == expected => Ok(()),
         Some(_) => Err(refuse(401, format!("invalid credentials in `{name}`"))),
@@ -230,6 +294,9 @@ pub(crate) fn require_header(request: &RecordedRequest, name: &str, expected: &s
 }
 
 /// Keys of a JSON object outside `known`, for "unknown field" refusals.
-pub(crate) fn unknown_key<'a>(object: &'a serde_json::Map<String, Value>, known: &[&str]) -> Option<&'a String> {
+pub(crate) fn unknown_key<'a>(
+    object: &'a serde_json::Map<String, Value>,
+    known: &[&str],
+) -> Option<&'a String> {
     object.keys().find(|k| !known.contains(&k.as_str()))
 }

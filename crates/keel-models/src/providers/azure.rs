@@ -73,9 +73,17 @@ pub struct AzureClient {
 
 impl AzureClient {
     pub fn new(config: AzureConfig) -> Result<AzureClient, ModelError> {
-        let base = streaming::base_url(PROVIDER, &config.endpoint, "https://my-resource.openai.azure.com")?.to_string();
+        let base = streaming::base_url(
+            PROVIDER,
+            &config.endpoint,
+            "https://my-resource.openai.azure.com",
+        )?
+        .to_string();
         if config.api_version.trim().is_empty() {
-            return Err(streaming::config_error(PROVIDER, format!("api_version is empty; use e.g. {DEFAULT_API_VERSION}")));
+            return Err(streaming::config_error(
+                PROVIDER,
+                format!("api_version is empty; use e.g. {DEFAULT_API_VERSION}"),
+            ));
         }
         let bearer;
         let mut pairs = vec![("accept", "text/event-stream", false)];
@@ -88,7 +96,12 @@ impl AzureClient {
         }
         let headers = streaming::headers(PROVIDER, &pairs)?;
         let http = streaming::http_client(PROVIDER, &config.timeouts)?;
-        Ok(AzureClient { config, base, headers, http })
+        Ok(AzureClient {
+            config,
+            base,
+            headers,
+            http,
+        })
     }
 }
 
@@ -100,26 +113,49 @@ impl ModelClient for AzureClient {
 
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
         let deployment = request.model.trim();
-        if deployment.is_empty() || !deployment.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        if deployment.is_empty()
+            || !deployment
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
             return Err(streaming::config_error(
                 PROVIDER,
-                format!("`{deployment}` is not an Azure deployment name (letters, digits, - _ .); give the target as azure/<deployment>"),
+                format!(
+                    "`{deployment}` is not an Azure deployment name (letters, digits, - _ .); give the target as azure/<deployment>"
+                ),
             ));
         }
-        let mut body = chat_body(&request, MaxTokensField::MaxCompletionTokens).map_err(as_azure)?;
+        let mut body =
+            chat_body(&request, MaxTokensField::MaxCompletionTokens).map_err(as_azure)?;
         // The deployment picks the model; Azure ignores `model` in the body.
         if let Some(body) = body.as_object_mut() {
             body.remove("model");
         }
-        let url = format!("{}/openai/deployments/{deployment}/chat/completions?api-version={}", self.base, self.config.api_version);
-        let send = self.http.post(&url).headers(self.headers.clone()).json(&body);
-        let call = SseCall { provider: PROVIDER, url: &url, timeouts: &self.config.timeouts, error_message };
-        call.run(send, ChatChunks(ChunkDecoder::default(), false)).await
+        let url = format!(
+            "{}/openai/deployments/{deployment}/chat/completions?api-version={}",
+            self.base, self.config.api_version
+        );
+        let send = self
+            .http
+            .post(&url)
+            .headers(self.headers.clone())
+            .json(&body);
+        let call = SseCall {
+            provider: PROVIDER,
+            url: &url,
+            timeouts: &self.config.timeouts,
+            error_message,
+        };
+        call.run(send, ChatChunks(ChunkDecoder::default(), false))
+            .await
     }
 }
 
 fn as_azure(error: ModelError) -> ModelError {
-    ModelError { provider: PROVIDER.into(), ..error }
+    ModelError {
+        provider: PROVIDER.into(),
+        ..error
+    }
 }
 
 /// OpenAI's chunk decoder under the `EventDecoder` contract; the flag is "`[DONE]` seen".

@@ -28,7 +28,11 @@ pub struct HttpTimeouts {
 
 impl Default for HttpTimeouts {
     fn default() -> Self {
-        HttpTimeouts { connect_ms: 10_000, first_byte_ms: 120_000, total_ms: 600_000 }
+        HttpTimeouts {
+            connect_ms: 10_000,
+            first_byte_ms: 120_000,
+            total_ms: 600_000,
+        }
     }
 }
 
@@ -51,23 +55,42 @@ pub(crate) fn config_error(provider: &str, message: String) -> ModelError {
 }
 
 /// Checks that `base_url` is an http(s) URL and returns it without a trailing slash.
-pub(crate) fn base_url<'a>(provider: &str, base_url: &'a str, example: &str) -> Result<&'a str, ModelError> {
+pub(crate) fn base_url<'a>(
+    provider: &str,
+    base_url: &'a str,
+    example: &str,
+) -> Result<&'a str, ModelError> {
     let base = base_url.trim_end_matches('/');
     match reqwest::Url::parse(base) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(base),
-        _ => Err(config_error(provider, format!("base_url `{base_url}` is not an http(s) URL; use e.g. {example}"))),
+        _ => Err(config_error(
+            provider,
+            format!("base_url `{base_url}` is not an http(s) URL; use e.g. {example}"),
+        )),
     }
 }
 
 /// Headers from (name, value, secret) triples; secrets are marked sensitive and never echoed.
-pub(crate) fn headers(provider: &str, pairs: &[(&str, &str, bool)]) -> Result<HeaderMap, ModelError> {
+pub(crate) fn headers(
+    provider: &str,
+    pairs: &[(&str, &str, bool)],
+) -> Result<HeaderMap, ModelError> {
     let mut map = HeaderMap::new();
     for (name, value, secret) in pairs {
-        let header = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| config_error(provider, format!("`{name}` is not a valid HTTP header name")))?;
+        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            config_error(
+                provider,
+                format!("`{name}` is not a valid HTTP header name"),
+            )
+        })?;
         let shown = if *secret { "the credential" } else { value };
         let mut value = HeaderValue::from_str(value).map_err(|_| {
-            config_error(provider, format!("the value of header `{name}` ({shown}) holds characters HTTP does not allow"))
+            config_error(
+                provider,
+                format!(
+                    "the value of header `{name}` ({shown}) holds characters HTTP does not allow"
+                ),
+            )
         })?;
         value.set_sensitive(*secret);
         map.insert(header, value);
@@ -75,7 +98,10 @@ pub(crate) fn headers(provider: &str, pairs: &[(&str, &str, bool)]) -> Result<He
     Ok(map)
 }
 
-pub(crate) fn http_client(provider: &str, timeouts: &HttpTimeouts) -> Result<reqwest::Client, ModelError> {
+pub(crate) fn http_client(
+    provider: &str,
+    timeouts: &HttpTimeouts,
+) -> Result<reqwest::Client, ModelError> {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_millis(timeouts.connect_ms))
         .build()
@@ -119,10 +145,22 @@ impl SseCall<'_> {
                 Ok(Ok(text)) => text,
                 _ => String::new(),
             };
-            return Err(ModelError::from_status(provider, status.as_u16(), &(self.error_message)(&text), wait));
+            return Err(ModelError::from_status(
+                provider,
+                status.as_u16(),
+                &(self.error_message)(&text),
+                wait,
+            ));
         }
-        let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-        if !content_type.to_ascii_lowercase().starts_with("text/event-stream") {
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !content_type
+            .to_ascii_lowercase()
+            .starts_with("text/event-stream")
+        {
             return Err(ModelError::new(
                 ModelErrorKind::Protocol,
                 provider,
@@ -148,10 +186,17 @@ impl SseCall<'_> {
         if matches!(reply.pending.front(), Some(Err(_)))
             && let Some(Err(error)) = reply.pending.pop_front()
         {
-            return Err(if error.kind == ModelErrorKind::Timeout { no_first_byte() } else { error });
+            return Err(if error.kind == ModelErrorKind::Timeout {
+                no_first_byte()
+            } else {
+                error
+            });
         }
         reply.read_deadline = deadline;
-        Ok(futures::stream::unfold(reply, |mut reply| async move { reply.next_event().await.map(|e| (e, reply)) }).boxed())
+        Ok(futures::stream::unfold(reply, |mut reply| async move {
+            reply.next_event().await.map(|e| (e, reply))
+        })
+        .boxed())
     }
 }
 
@@ -183,7 +228,11 @@ impl<D: EventDecoder> Reply<D> {
 
     async fn read_more(&mut self) {
         match timeout_at(self.read_deadline, self.body.next()).await {
-            Err(_) => self.fail(timeout_error(self.provider, "the reply did not finish", self.total)),
+            Err(_) => self.fail(timeout_error(
+                self.provider,
+                "the reply did not finish",
+                self.total,
+            )),
             Ok(Some(Err(error))) => self.fail(transport_error(self.provider, &self.url, &error)),
             Ok(Some(Ok(bytes))) => {
                 for event in self.sse.push(&bytes) {
@@ -200,7 +249,10 @@ impl<D: EventDecoder> Reply<D> {
             Ok(None) => self.fail(ModelError::new(
                 ModelErrorKind::Unavailable,
                 self.provider,
-                format!("{}: the stream ended before the reply was finished", self.url),
+                format!(
+                    "{}: the stream ended before the reply was finished",
+                    self.url
+                ),
             )),
         }
     }
@@ -218,10 +270,17 @@ impl<D: EventDecoder> Reply<D> {
 }
 
 /// Parses one SSE payload as JSON, or says which provider sent what.
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(provider: &str, data: &str) -> Result<T, ModelError> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    provider: &str,
+    data: &str,
+) -> Result<T, ModelError> {
     serde_json::from_str(data).map_err(|e| {
         let start: String = data.chars().take(200).collect();
-        ModelError::new(ModelErrorKind::Protocol, provider, format!("malformed stream event ({e}): {start}"))
+        ModelError::new(
+            ModelErrorKind::Protocol,
+            provider,
+            format!("malformed stream event ({e}): {start}"),
+        )
     })
 }
 

@@ -9,7 +9,12 @@ use super::RetryPolicy;
 
 /// The wait before retry number `retry` (1-based) on the same target, or `None` when the
 /// provider asked for a longer wait than the policy accepts (move on to the next target).
-pub(super) fn retry_wait(policy: &RetryPolicy, retry: u32, retry_after: Option<Duration>, unit: f64) -> Option<Duration> {
+pub(super) fn retry_wait(
+    policy: &RetryPolicy,
+    retry: u32,
+    retry_after: Option<Duration>,
+    unit: f64,
+) -> Option<Duration> {
     let exponent = retry.saturating_sub(1).min(20);
     let full = Duration::from_millis(policy.initial_backoff_ms.saturating_mul(1 << exponent))
         .min(Duration::from_millis(policy.max_backoff_ms));
@@ -37,7 +42,10 @@ impl Dice {
 
     /// A number in [0, 1).
     pub(super) fn unit(&self) -> f64 {
-        let mut z = self.0.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self
+            .0
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
@@ -51,12 +59,32 @@ mod tests {
 
     #[test]
     fn doubles_up_to_the_cap_with_jitter_and_honours_retry_after() {
-        let policy = RetryPolicy { attempts_per_target: 5, initial_backoff_ms: 100, max_backoff_ms: 300, max_retry_after_ms: 2_000 };
-        assert_eq!(retry_wait(&policy, 1, None, 1.0), Some(Duration::from_millis(100)));
-        assert_eq!(retry_wait(&policy, 2, None, 0.0), Some(Duration::from_millis(100)));
-        assert_eq!(retry_wait(&policy, 5, None, 1.0), Some(Duration::from_millis(300)));
-        assert_eq!(retry_wait(&policy, 1, Some(Duration::from_secs(1)), 0.5), Some(Duration::from_secs(1)));
-        assert_eq!(retry_wait(&policy, 1, Some(Duration::from_secs(3)), 0.5), None);
+        let policy = RetryPolicy {
+            attempts_per_target: 5,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 300,
+            max_retry_after_ms: 2_000,
+        };
+        assert_eq!(
+            retry_wait(&policy, 1, None, 1.0),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(
+            retry_wait(&policy, 2, None, 0.0),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(
+            retry_wait(&policy, 5, None, 1.0),
+            Some(Duration::from_millis(300))
+        );
+        assert_eq!(
+            retry_wait(&policy, 1, Some(Duration::from_secs(1)), 0.5),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            retry_wait(&policy, 1, Some(Duration::from_secs(3)), 0.5),
+            None
+        );
     }
 
     #[test]

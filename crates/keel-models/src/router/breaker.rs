@@ -26,7 +26,11 @@ pub(super) struct Breaker {
 
 impl Breaker {
     pub(super) fn new(threshold: u32, cooldown: Duration) -> Breaker {
-        Breaker { state: BreakerState::Closed { failures: 0 }, threshold: threshold.max(1), cooldown }
+        Breaker {
+            state: BreakerState::Closed { failures: 0 },
+            threshold: threshold.max(1),
+            cooldown,
+        }
     }
 
     pub(super) fn state(&self) -> BreakerState {
@@ -57,9 +61,13 @@ impl Breaker {
     pub(super) fn failed(&mut self, now: Instant) {
         self.state = match self.state {
             BreakerState::Closed { failures } if failures + 1 < self.threshold => {
-                BreakerState::Closed { failures: failures + 1 }
+                BreakerState::Closed {
+                    failures: failures + 1,
+                }
             }
-            _ => BreakerState::Open { until: now + self.cooldown },
+            _ => BreakerState::Open {
+                until: now + self.cooldown,
+            },
         };
         if let BreakerState::Open { .. } = self.state {
             tracing::warn!(cooldown = ?self.cooldown, "route target failed repeatedly; its circuit breaker is open");
@@ -87,7 +95,10 @@ mod tests {
         breaker.failed(now);
         assert!(!breaker.admit(now + Duration::from_secs(9)));
         let later = now + Duration::from_secs(10);
-        assert!(breaker.admit(later), "the first call after the cool-down is the probe");
+        assert!(
+            breaker.admit(later),
+            "the first call after the cool-down is the probe"
+        );
         assert!(!breaker.admit(later), "only one probe at a time");
         breaker.succeeded();
         assert_eq!(breaker.state(), BreakerState::Closed { failures: 0 });
@@ -101,7 +112,12 @@ mod tests {
         let later = now + Duration::from_secs(5);
         assert!(breaker.admit(later));
         breaker.failed(later);
-        assert_eq!(breaker.state(), BreakerState::Open { until: later + Duration::from_secs(5) });
+        assert_eq!(
+            breaker.state(),
+            BreakerState::Open {
+                until: later + Duration::from_secs(5)
+            }
+        );
         let again = later + Duration::from_secs(5);
         assert!(breaker.admit(again));
         breaker.probe_abandoned(again);

@@ -69,7 +69,8 @@ impl Call {
             if let Some(item) = self.pending.pop_front() {
                 if item.is_ok() {
                     self.streamed = true;
-                    self.first_event.get_or_insert_with(|| self.started.elapsed());
+                    self.first_event
+                        .get_or_insert_with(|| self.started.elapsed());
                 }
                 return Some(item);
             }
@@ -78,22 +79,30 @@ impl Call {
             }
             match self.live.take() {
                 None => self.start_attempt().await,
-                Some((target, mut stream)) => match timeout_at(self.read_deadline(), stream.next()).await {
-                    Ok(Some(Ok(event))) => {
-                        self.live = Some((target, stream));
-                        self.pending.push_back(Ok(event));
+                Some((target, mut stream)) => {
+                    match timeout_at(self.read_deadline(), stream.next()).await {
+                        Ok(Some(Ok(event))) => {
+                            self.live = Some((target, stream));
+                            self.pending.push_back(Ok(event));
+                        }
+                        Ok(Some(Err(error))) => self.attempt_failed(target, error),
+                        Ok(None) => self.served(target),
+                        Err(_) if Instant::now() >= self.deadline => {
+                            let error = self.timeout(
+                                "the call did not finish",
+                                self.shared.route.timeouts.total(),
+                            );
+                            self.attempt_failed(target, error);
+                        }
+                        Err(_) => {
+                            let error = self.timeout(
+                                "the stream stalled: no next event",
+                                self.shared.route.timeouts.idle(),
+                            );
+                            self.attempt_failed(target, error);
+                        }
                     }
-                    Ok(Some(Err(error))) => self.attempt_failed(target, error),
-                    Ok(None) => self.served(target),
-                    Err(_) if Instant::now() >= self.deadline => {
-                        let error = self.timeout("the call did not finish", self.shared.route.timeouts.total());
-                        self.attempt_failed(target, error);
-                    }
-                    Err(_) => {
-                        let error = self.timeout("the stream stalled: no next event", self.shared.route.timeouts.idle());
-                        self.attempt_failed(target, error);
-                    }
-                },
+                }
             }
         }
     }
@@ -124,14 +133,20 @@ impl Call {
                 match stream.next().await {
                     Some(Ok(first)) => Ok((stream, first)),
                     Some(Err(error)) => Err(error),
-                    None => Err(ModelError::new(ModelErrorKind::Protocol, client.provider(), "the reply ended before any event")),
+                    None => Err(ModelError::new(
+                        ModelErrorKind::Protocol,
+                        client.provider(),
+                        "the reply ended before any event",
+                    )),
                 }
             })
             .await;
             match opened {
                 Ok(Ok((stream, first))) => {
                     if self.streamed {
-                        self.pending.push_back(Ok(StreamEvent::Restart { target: spec.label() }));
+                        self.pending.push_back(Ok(StreamEvent::Restart {
+                            target: spec.label(),
+                        }));
                     }
                     self.pending.push_back(Ok(first));
                     self.live = Some((target, stream));
@@ -260,14 +275,18 @@ impl Call {
 
     /// Until when the next event of a live stream may take: the idle limit, within the call's deadline.
     fn read_deadline(&self) -> Instant {
-        self.deadline.min(Instant::now() + self.shared.route.timeouts.idle())
+        self.deadline
+            .min(Instant::now() + self.shared.route.timeouts.idle())
     }
 
     fn timeout(&self, what: &str, limit: Duration) -> ModelError {
         ModelError::new(
             ModelErrorKind::Timeout,
             "router",
-            format!("route `{}`: {what} within {limit:?}; raise the route's timeouts or check the target", self.shared.route.name),
+            format!(
+                "route `{}`: {what} within {limit:?}; raise the route's timeouts or check the target",
+                self.shared.route.name
+            ),
         )
     }
 }
@@ -284,6 +303,10 @@ impl Drop for Call {
 fn counts_against_target(kind: ModelErrorKind) -> bool {
     matches!(
         kind,
-        ModelErrorKind::RateLimited | ModelErrorKind::Unavailable | ModelErrorKind::Timeout | ModelErrorKind::Protocol | ModelErrorKind::Auth
+        ModelErrorKind::RateLimited
+            | ModelErrorKind::Unavailable
+            | ModelErrorKind::Timeout
+            | ModelErrorKind::Protocol
+            | ModelErrorKind::Auth
     )
 }

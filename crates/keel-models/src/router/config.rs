@@ -70,7 +70,12 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { attempts_per_target: 2, initial_backoff_ms: 200, max_backoff_ms: 5_000, max_retry_after_ms: 10_000 }
+        RetryPolicy {
+            attempts_per_target: 2,
+            initial_backoff_ms: 200,
+            max_backoff_ms: 5_000,
+            max_retry_after_ms: 10_000,
+        }
     }
 }
 
@@ -86,7 +91,10 @@ pub struct BreakerPolicy {
 
 impl Default for BreakerPolicy {
     fn default() -> Self {
-        BreakerPolicy { failures: 5, cooldown_ms: 30_000 }
+        BreakerPolicy {
+            failures: 5,
+            cooldown_ms: 30_000,
+        }
     }
 }
 
@@ -104,7 +112,11 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { first_token_ms: 60_000, idle_ms: 60_000, total_ms: 600_000 }
+        Timeouts {
+            first_token_ms: 60_000,
+            idle_ms: 60_000,
+            total_ms: 600_000,
+        }
     }
 }
 

@@ -15,10 +15,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 
-pub use self::breaker::BreakerState;
-pub use self::config::{BreakerPolicy, Policy, RetryPolicy, Route, Target, Timeouts};
 use self::backoff::Dice;
 use self::breaker::Breaker;
+pub use self::breaker::BreakerState;
+pub use self::config::{BreakerPolicy, Policy, RetryPolicy, Route, Target, Timeouts};
 use crate::{ModelClient, ModelError, ModelRequest, ModelStream};
 
 /// The most sessions whose sticky target is remembered; past it the oldest half is forgotten.
@@ -29,10 +29,23 @@ const STICKY_CAPACITY: usize = 100_000;
 pub enum RouteError {
     #[error("route `{route}` has no targets; list at least one provider/model under it")]
     NoTargets { route: String },
-    #[error("route `{route}` target {index} names provider `{provider}`, which is not configured; known providers: {known}")]
-    UnknownProvider { route: String, index: usize, provider: String, known: String },
-    #[error("route `{route}` target {index} (`{label}`) has weight 0; give it a weight of 1 or more, or remove it")]
-    ZeroWeight { route: String, index: usize, label: String },
+    #[error(
+        "route `{route}` target {index} names provider `{provider}`, which is not configured; known providers: {known}"
+    )]
+    UnknownProvider {
+        route: String,
+        index: usize,
+        provider: String,
+        known: String,
+    },
+    #[error(
+        "route `{route}` target {index} (`{label}`) has weight 0; give it a weight of 1 or more, or remove it"
+    )]
+    ZeroWeight {
+        route: String,
+        index: usize,
+        label: String,
+    },
     #[error("route `{route}` has retry.attempts_per_target = 0; it must be at least 1")]
     NoAttempts { route: String },
 }
@@ -60,12 +73,17 @@ struct Sticky {
 
 /// A poisoned lock only means another call panicked; the state is still consistent.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Router {
     /// Checks the route against the available provider clients (by provider name).
-    pub fn new(route: Route, providers: &HashMap<String, Arc<dyn ModelClient>>) -> Result<Router, RouteError> {
+    pub fn new(
+        route: Route,
+        providers: &HashMap<String, Arc<dyn ModelClient>>,
+    ) -> Result<Router, RouteError> {
         if route.targets.is_empty() {
             return Err(RouteError::NoTargets { route: route.name });
         }
@@ -81,18 +99,36 @@ impl Router {
                     route: route.name.clone(),
                     index,
                     provider: target.provider.clone(),
-                    known: if known.is_empty() { "none".into() } else { known.join(", ") },
+                    known: if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    },
                 });
             };
             if target.weight == 0 && route.policy == Policy::Weighted {
-                return Err(RouteError::ZeroWeight { route: route.name.clone(), index, label: target.label() });
+                return Err(RouteError::ZeroWeight {
+                    route: route.name.clone(),
+                    index,
+                    label: target.label(),
+                });
             }
             clients.push(client.clone());
         }
         let cooldown = Duration::from_millis(route.breaker.cooldown_ms);
-        let breakers = route.targets.iter().map(|_| Mutex::new(Breaker::new(route.breaker.failures, cooldown))).collect();
+        let breakers = route
+            .targets
+            .iter()
+            .map(|_| Mutex::new(Breaker::new(route.breaker.failures, cooldown)))
+            .collect();
         Ok(Router {
-            shared: Arc::new(Shared { route, clients, breakers, sticky: Mutex::default(), dice: Dice::new() }),
+            shared: Arc::new(Shared {
+                route,
+                clients,
+                breakers,
+                sticky: Mutex::default(),
+                dice: Dice::new(),
+            }),
         })
     }
 
@@ -107,7 +143,10 @@ impl Router {
 
     /// The target a session is stuck to, if any.
     pub fn sticky_target(&self, affinity: &str) -> Option<usize> {
-        lock(&self.shared.sticky).targets.get(affinity).map(|(t, _)| *t)
+        lock(&self.shared.sticky)
+            .targets
+            .get(affinity)
+            .map(|(t, _)| *t)
     }
 }
 
@@ -136,7 +175,10 @@ impl Shared {
         let mut left: Vec<usize> = (0..self.route.targets.len()).collect();
         let mut order = Vec::with_capacity(left.len());
         while !left.is_empty() {
-            let total: u64 = left.iter().map(|t| u64::from(self.route.targets[*t].weight)).sum();
+            let total: u64 = left
+                .iter()
+                .map(|t| u64::from(self.route.targets[*t].weight))
+                .sum();
             let mut point = (self.dice.unit() * total as f64) as u64;
             let mut chosen = left.len() - 1;
             for (i, t) in left.iter().enumerate() {
@@ -158,12 +200,16 @@ impl Shared {
         }
         let mut sticky = lock(&self.sticky);
         if sticky.targets.len() >= STICKY_CAPACITY && !sticky.targets.contains_key(affinity) {
-            let cutoff = sticky.next_serial.saturating_sub((STICKY_CAPACITY / 2) as u64);
+            let cutoff = sticky
+                .next_serial
+                .saturating_sub((STICKY_CAPACITY / 2) as u64);
             sticky.targets.retain(|_, (_, serial)| *serial >= cutoff);
         }
         let serial = sticky.next_serial;
         sticky.next_serial += 1;
-        sticky.targets.insert(affinity.to_string(), (target, serial));
+        sticky
+            .targets
+            .insert(affinity.to_string(), (target, serial));
     }
 }
 
@@ -181,12 +227,20 @@ impl ModelClient for Router {
             Some(Err(error)) => return Err(error),
             None => unreachable_end(&self.shared.route.name)?,
         };
-        let rest = futures::stream::unfold(call, |mut call| async move { call.next_event().await.map(|e| (e, call)) });
-        Ok(futures::stream::once(async move { Ok(first) }).chain(rest).boxed())
+        let rest = futures::stream::unfold(call, |mut call| async move {
+            call.next_event().await.map(|e| (e, call))
+        });
+        Ok(futures::stream::once(async move { Ok(first) })
+            .chain(rest)
+            .boxed())
     }
 }
 
 /// A call always yields an event or an error first; this guards the type, not a real path.
 fn unreachable_end(route: &str) -> Result<crate::StreamEvent, ModelError> {
-    Err(ModelError::new(crate::ModelErrorKind::Protocol, "router", format!("route `{route}`: the call ended without any event")))
+    Err(ModelError::new(
+        crate::ModelErrorKind::Protocol,
+        "router",
+        format!("route `{route}`: the call ended without any event"),
+    ))
 }

@@ -52,7 +52,11 @@ pub struct Upstream {
 }
 
 pub fn timeouts(first_byte_ms: u64) -> HttpTimeouts {
-    HttpTimeouts { connect_ms: 2_000, first_byte_ms, total_ms: 20_000 }
+    HttpTimeouts {
+        connect_ms: 2_000,
+        first_byte_ms,
+        total_ms: 20_000,
+    }
 }
 
 impl Upstream {
@@ -71,32 +75,66 @@ impl Upstream {
                     first_byte_timeout: Duration::from_millis(first_byte_ms),
                     ..OpenAiConfig::openai(key)
                 };
-                (Mock::OpenAi(mock), Arc::new(OpenAiClient::new(config).unwrap()))
+                (
+                    Mock::OpenAi(mock),
+                    Arc::new(OpenAiClient::new(config).unwrap()),
+                )
             }
             Kind::Responses => {
                 let mock = MockUpstream::start_responses(KEY).await.unwrap();
-                let config = ResponsesConfig { base_url: mock.base_url(), api_key: Some(key.into()), timeouts: t };
-                (Mock::Responses(mock), Arc::new(ResponsesClient::new(config).unwrap()))
+                let config = ResponsesConfig {
+                    base_url: mock.base_url(),
+                    api_key: Some(key.into()),
+                    timeouts: t,
+                };
+                (
+                    Mock::Responses(mock),
+                    Arc::new(ResponsesClient::new(config).unwrap()),
+                )
             }
             Kind::Azure => {
-                let mock = MockUpstream::start_azure("gpt-4o-mini", AZURE_VERSION, AzureCredential::ApiKey(KEY.into())).await.unwrap();
+                let mock = MockUpstream::start_azure(
+                    "gpt-4o-mini",
+                    AZURE_VERSION,
+                    AzureCredential::ApiKey(KEY.into()),
+                )
+                .await
+                .unwrap();
                 let config = AzureConfig {
                     endpoint: mock.endpoint(),
                     api_version: AZURE_VERSION.into(),
                     auth: AzureAuth::ApiKey(key.into()),
                     timeouts: t,
                 };
-                (Mock::Azure(mock), Arc::new(AzureClient::new(config).unwrap()))
+                (
+                    Mock::Azure(mock),
+                    Arc::new(AzureClient::new(config).unwrap()),
+                )
             }
             Kind::Anthropic => {
                 let mock = MockUpstream::start_anthropic(KEY).await.unwrap();
-                let config = AnthropicConfig { base_url: mock.base_url(), api_key: Some(key.into()), timeouts: t, ..AnthropicConfig::default() };
-                (Mock::Anthropic(mock), Arc::new(AnthropicClient::new(config).unwrap()))
+                let config = AnthropicConfig {
+                    base_url: mock.base_url(),
+                    api_key: Some(key.into()),
+                    timeouts: t,
+                    ..AnthropicConfig::default()
+                };
+                (
+                    Mock::Anthropic(mock),
+                    Arc::new(AnthropicClient::new(config).unwrap()),
+                )
             }
             Kind::Gemini => {
                 let mock = MockUpstream::start_gemini(KEY).await.unwrap();
-                let config = GeminiConfig { base_url: mock.base_url(), api_key: Some(key.into()), timeouts: t };
-                (Mock::Gemini(mock), Arc::new(GeminiClient::new(config).unwrap()))
+                let config = GeminiConfig {
+                    base_url: mock.base_url(),
+                    api_key: Some(key.into()),
+                    timeouts: t,
+                };
+                (
+                    Mock::Gemini(mock),
+                    Arc::new(GeminiClient::new(config).unwrap()),
+                )
             }
         };
         Upstream { kind, mock, client }
@@ -171,9 +209,11 @@ impl Upstream {
     pub fn system_sent(&self, request: &RecordedRequest) -> Option<String> {
         let body = &request.body;
         let text = match self.kind {
-            Kind::OpenAi | Kind::Azure => {
-                body["messages"].as_array()?.iter().find(|m| m["role"] == "system").map(|m| m["content"].clone())?
-            }
+            Kind::OpenAi | Kind::Azure => body["messages"]
+                .as_array()?
+                .iter()
+                .find(|m| m["role"] == "system")
+                .map(|m| m["content"].clone())?,
             Kind::Responses => body["instructions"].clone(),
             Kind::Anthropic => body["system"].clone(),
             Kind::Gemini => body["systemInstruction"]["parts"][0]["text"].clone(),
@@ -182,7 +222,13 @@ impl Upstream {
     }
 
     pub fn request(&self, messages: Vec<Message>) -> ModelRequest {
-        ModelRequest { model: self.model().into(), system: Some("You are terse.".into()), messages, tools: tools(), params: Params::default() }
+        ModelRequest {
+            model: self.model().into(),
+            system: Some("You are terse.".into()),
+            messages,
+            tools: tools(),
+            params: Params::default(),
+        }
     }
 }
 
@@ -218,23 +264,41 @@ impl Outcome {
     }
 
     pub fn error(&self) -> &ModelError {
-        self.error.as_ref().unwrap_or_else(|| panic!("expected an error, got events {:?}", self.events))
+        self.error
+            .as_ref()
+            .unwrap_or_else(|| panic!("expected an error, got events {:?}", self.events))
     }
 }
 
 pub async fn run(client: &dyn ModelClient, request: ModelRequest) -> Outcome {
     let mut stream = match client.stream(request).await {
         Ok(stream) => stream,
-        Err(error) => return Outcome { events: Vec::new(), error: Some(error), at_start: true },
+        Err(error) => {
+            return Outcome {
+                events: Vec::new(),
+                error: Some(error),
+                at_start: true,
+            };
+        }
     };
     let mut events = Vec::new();
     while let Some(item) = stream.next().await {
         match item {
             Ok(event) => events.push(event),
-            Err(error) => return Outcome { events, error: Some(error), at_start: false },
+            Err(error) => {
+                return Outcome {
+                    events,
+                    error: Some(error),
+                    at_start: false,
+                };
+            }
         }
     }
-    Outcome { events, error: None, at_start: false }
+    Outcome {
+        events,
+        error: None,
+        at_start: false,
+    }
 }
 
 /// The tool-result message answering every call in `reply`.
@@ -243,11 +307,18 @@ pub fn results_for(reply: &Message, content: impl Fn(&str) -> String) -> Message
         .parts
         .iter()
         .filter_map(|p| match p {
-            Part::ToolCall { id, name, .. } => Some(Part::ToolResult { call_id: id.clone(), content: content(name), is_error: false }),
+            Part::ToolCall { id, name, .. } => Some(Part::ToolResult {
+                call_id: id.clone(),
+                content: content(name),
+                is_error: false,
+            }),
             _ => None,
         })
         .collect();
-    Message { role: Role::Tool, parts }
+    Message {
+        role: Role::Tool,
+        parts,
+    }
 }
 
 pub fn calls_of(message: &Message) -> Vec<(String, String, Value)> {
@@ -255,7 +326,11 @@ pub fn calls_of(message: &Message) -> Vec<(String, String, Value)> {
         .parts
         .iter()
         .filter_map(|p| match p {
-            Part::ToolCall { id, name, arguments } => Some((id.clone(), name.clone(), arguments.clone())),
+            Part::ToolCall {
+                id,
+                name,
+                arguments,
+            } => Some((id.clone(), name.clone(), arguments.clone())),
             _ => None,
         })
         .collect()

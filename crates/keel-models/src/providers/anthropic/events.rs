@@ -16,14 +16,27 @@ use crate::{ModelError, ModelErrorKind, StreamEvent};
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Event {
-    MessageStart { message: StartMessage },
-    ContentBlockStart { index: usize, content_block: Block },
-    ContentBlockDelta { index: usize, delta: Delta },
+    MessageStart {
+        message: StartMessage,
+    },
+    ContentBlockStart {
+        index: usize,
+        content_block: Block,
+    },
+    ContentBlockDelta {
+        index: usize,
+        delta: Delta,
+    },
     ContentBlockStop {},
-    MessageDelta { delta: MessageDelta, usage: Option<WireUsage> },
+    MessageDelta {
+        delta: MessageDelta,
+        usage: Option<WireUsage>,
+    },
     MessageStop {},
     Ping {},
-    Error { error: Value },
+    Error {
+        error: Value,
+    },
 }
 
 #[derive(Deserialize)]
@@ -34,17 +47,27 @@ struct StartMessage {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Block {
-    Text { text: String },
-    ToolUse { id: String, name: String },
+    Text {
+        text: String,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+    },
     #[serde(other)]
     Other,
 }
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[allow(clippy::enum_variant_names)] // Anthropic's own type names.
 enum Delta {
-    TextDelta { text: String },
-    InputJsonDelta { partial_json: String },
+    TextDelta {
+        text: String,
+    },
+    InputJsonDelta {
+        partial_json: String,
+    },
     #[serde(other)]
     Other,
 }
@@ -80,20 +103,37 @@ impl EventDecoder for MessageEvents {
                 self.add_usage(message.usage.unwrap_or_default());
                 Vec::new()
             }
-            Event::ContentBlockStart { index, content_block } => match content_block {
+            Event::ContentBlockStart {
+                index,
+                content_block,
+            } => match content_block {
                 Block::Text { text } if !text.is_empty() => vec![StreamEvent::TextDelta(text)],
                 Block::ToolUse { id, name } => {
                     let call = self.tools.len();
                     self.tools.insert(index, call);
-                    vec![StreamEvent::ToolCallDelta { index: call, id: Some(id), name: Some(name), arguments: String::new() }]
+                    vec![StreamEvent::ToolCallDelta {
+                        index: call,
+                        id: Some(id),
+                        name: Some(name),
+                        arguments: String::new(),
+                    }]
                 }
                 Block::Text { .. } | Block::Other => Vec::new(),
             },
             Event::ContentBlockDelta { index, delta } => match delta {
                 Delta::TextDelta { text } => vec![StreamEvent::TextDelta(text)],
                 Delta::InputJsonDelta { partial_json } => match self.tools.get(&index) {
-                    Some(call) => vec![StreamEvent::ToolCallDelta { index: *call, id: None, name: None, arguments: partial_json }],
-                    None => return Err(protocol(format!("input_json_delta for block {index}, which is not a tool_use block"))),
+                    Some(call) => vec![StreamEvent::ToolCallDelta {
+                        index: *call,
+                        id: None,
+                        name: None,
+                        arguments: partial_json,
+                    }],
+                    None => {
+                        return Err(protocol(format!(
+                            "input_json_delta for block {index}, which is not a tool_use block"
+                        )));
+                    }
                 },
                 Delta::Other => Vec::new(),
             },
@@ -132,7 +172,8 @@ impl MessageEvents {
     fn add_usage(&mut self, usage: WireUsage) {
         let cached = usage.cache_read_input_tokens.unwrap_or(0);
         if let Some(input) = usage.input_tokens {
-            self.usage.input_tokens = input + cached + usage.cache_creation_input_tokens.unwrap_or(0);
+            self.usage.input_tokens =
+                input + cached + usage.cache_creation_input_tokens.unwrap_or(0);
             self.usage.cached_input_tokens = cached;
         }
         if let Some(output) = usage.output_tokens {
@@ -152,7 +193,10 @@ fn finish_reason(reason: &str) -> FinishReason {
         "tool_use" => FinishReason::ToolCalls,
         "refusal" => FinishReason::ContentFilter,
         other => {
-            tracing::debug!(reason = other, "unknown Anthropic stop_reason, taken as stop");
+            tracing::debug!(
+                reason = other,
+                "unknown Anthropic stop_reason, taken as stop"
+            );
             FinishReason::Stop
         }
     }
@@ -165,11 +209,17 @@ fn stream_error(error: &Value) -> ModelError {
     let kind = match kind_name {
         "rate_limit_error" => ModelErrorKind::RateLimited,
         "authentication_error" | "permission_error" => ModelErrorKind::Auth,
-        "invalid_request_error" | "not_found_error" | "request_too_large" => ModelErrorKind::BadRequest,
+        "invalid_request_error" | "not_found_error" | "request_too_large" => {
+            ModelErrorKind::BadRequest
+        }
         "timeout_error" => ModelErrorKind::Timeout,
         _ => ModelErrorKind::Unavailable,
     };
-    ModelError::new(kind, PROVIDER, format!("error in stream ({kind_name}): {message}"))
+    ModelError::new(
+        kind,
+        PROVIDER,
+        format!("error in stream ({kind_name}): {message}"),
+    )
 }
 
 /// The `message` of an Anthropic error body (`{"type":"error","error":{…}}`), or the body.
@@ -178,7 +228,9 @@ pub(super) fn error_message(body: &str) -> String {
         .ok()
         .and_then(|v| {
             let error = &v["error"];
-            error["message"].as_str().map(|m| format!("{} ({})", m, error["type"].as_str().unwrap_or("error")))
+            error["message"]
+                .as_str()
+                .map(|m| format!("{} ({})", m, error["type"].as_str().unwrap_or("error")))
         })
         .unwrap_or_else(|| body.to_string())
 }
@@ -189,29 +241,73 @@ mod tests {
     use serde_json::json;
 
     fn feed(decoder: &mut MessageEvents, value: Value) -> Vec<StreamEvent> {
-        decoder.decode(&SseEvent { event: value["type"].as_str().map(str::to_string), data: value.to_string(), id: None }).unwrap()
+        decoder
+            .decode(&SseEvent {
+                event: value["type"].as_str().map(str::to_string),
+                data: value.to_string(),
+                id: None,
+            })
+            .unwrap()
     }
 
     #[test]
     fn numbers_tool_blocks_apart_from_text_and_counts_cached_input() {
         let mut d = MessageEvents::default();
-        feed(&mut d, json!({"type": "message_start", "message": {"usage": {"input_tokens": 5, "cache_read_input_tokens": 20, "output_tokens": 1}}}));
-        feed(&mut d, json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}));
-        assert_eq!(feed(&mut d, json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}})), [StreamEvent::TextDelta("Hi".into())]);
-        let start = feed(&mut d, json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}}));
-        assert_eq!(start, [StreamEvent::ToolCallDelta { index: 0, id: Some("toolu_1".into()), name: Some("f".into()), arguments: String::new() }]);
-        feed(&mut d, json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}));
+        feed(
+            &mut d,
+            json!({"type": "message_start", "message": {"usage": {"input_tokens": 5, "cache_read_input_tokens": 20, "output_tokens": 1}}}),
+        );
+        feed(
+            &mut d,
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        );
+        assert_eq!(
+            feed(
+                &mut d,
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}})
+            ),
+            [StreamEvent::TextDelta("Hi".into())]
+        );
+        let start = feed(
+            &mut d,
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}}),
+        );
+        assert_eq!(
+            start,
+            [StreamEvent::ToolCallDelta {
+                index: 0,
+                id: Some("toolu_1".into()),
+                name: Some("f".into()),
+                arguments: String::new()
+            }]
+        );
+        feed(
+            &mut d,
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
+        );
         feed(&mut d, json!({"type": "message_stop"}));
         assert!(d.is_complete());
         assert_eq!(
             d.finish(),
-            [StreamEvent::Usage(Usage { input_tokens: 25, output_tokens: 9, cached_input_tokens: 20 }), StreamEvent::Finish(FinishReason::ToolCalls)]
+            [
+                StreamEvent::Usage(Usage {
+                    input_tokens: 25,
+                    output_tokens: 9,
+                    cached_input_tokens: 20
+                }),
+                StreamEvent::Finish(FinishReason::ToolCalls)
+            ]
         );
     }
 
     #[test]
     fn overloaded_in_stream_is_retryable_and_invalid_request_is_not() {
-        assert!(stream_error(&json!({"type": "overloaded_error", "message": "busy"})).is_retryable());
-        assert!(!stream_error(&json!({"type": "invalid_request_error", "message": "bad"})).is_retryable());
+        assert!(
+            stream_error(&json!({"type": "overloaded_error", "message": "busy"})).is_retryable()
+        );
+        assert!(
+            !stream_error(&json!({"type": "invalid_request_error", "message": "bad"}))
+                .is_retryable()
+        );
     }
 }

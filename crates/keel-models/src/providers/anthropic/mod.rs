@@ -68,7 +68,10 @@ impl AnthropicClient {
     pub fn new(config: AnthropicConfig) -> Result<AnthropicClient, ModelError> {
         let base = streaming::base_url(PROVIDER, &config.base_url, "https://api.anthropic.com")?;
         let endpoint = format!("{base}/v1/messages");
-        let mut pairs = vec![("anthropic-version", ANTHROPIC_VERSION, false), ("accept", "text/event-stream", false)];
+        let mut pairs = vec![
+            ("anthropic-version", ANTHROPIC_VERSION, false),
+            ("accept", "text/event-stream", false),
+        ];
         if let Some(key) = &config.api_key {
             pairs.push(("x-api-key", key, true));
         }
@@ -77,7 +80,12 @@ impl AnthropicClient {
         }
         let headers = streaming::headers(PROVIDER, &pairs)?;
         let http = streaming::http_client(PROVIDER, &config.timeouts)?;
-        Ok(AnthropicClient { config, endpoint, headers, http })
+        Ok(AnthropicClient {
+            config,
+            endpoint,
+            headers,
+            http,
+        })
     }
 }
 
@@ -89,7 +97,11 @@ impl ModelClient for AnthropicClient {
 
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
         let body = wire::messages_body(&request, self.config.default_max_tokens)?;
-        let send = self.http.post(&self.endpoint).headers(self.headers.clone()).json(&body);
+        let send = self
+            .http
+            .post(&self.endpoint)
+            .headers(self.headers.clone())
+            .json(&body);
         let call = SseCall {
             provider: PROVIDER,
             url: &self.endpoint,

@@ -11,11 +11,27 @@ use crate::{ModelError, ModelRequest};
 /// Anthropic accepts tool ids matching `^[a-zA-Z0-9_-]+$`; keel's neutral ids from another
 /// provider may hold other characters, so both the call and its result are mapped alike.
 pub(super) fn tool_id(id: &str) -> String {
-    let mapped: String = id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
-    if mapped.is_empty() { "call".into() } else { mapped }
+    let mapped: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if mapped.is_empty() {
+        "call".into()
+    } else {
+        mapped
+    }
 }
 
-pub(super) fn messages_body(request: &ModelRequest, default_max_tokens: u32) -> Result<Value, ModelError> {
+pub(super) fn messages_body(
+    request: &ModelRequest,
+    default_max_tokens: u32,
+) -> Result<Value, ModelError> {
     if request.model.trim().is_empty() {
         return Err(config_error(PROVIDER, "the request names no model; give the target as anthropic/<model>, e.g. anthropic/claude-sonnet-4-5".into()));
     }
@@ -47,7 +63,10 @@ pub(super) fn messages_body(request: &ModelRequest, default_max_tokens: u32) -> 
             _ => turns.push((role, blocks)),
         }
     }
-    let messages: Vec<Value> = turns.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect();
+    let messages: Vec<Value> = turns
+        .into_iter()
+        .map(|(role, content)| json!({"role": role, "content": content}))
+        .collect();
     let params = &request.params;
     let mut body = json!({
         "model": request.model,
@@ -81,7 +100,13 @@ fn blocks(index: usize, message: &Message) -> Result<Vec<Value>, ModelError> {
     let mut out = Vec::new();
     for part in &message.parts {
         let misplaced = |what: &str| {
-            config_error(PROVIDER, format!("message {index} ({:?}) holds {what}, which Anthropic cannot take there", message.role))
+            config_error(
+                PROVIDER,
+                format!(
+                    "message {index} ({:?}) holds {what}, which Anthropic cannot take there",
+                    message.role
+                ),
+            )
         };
         match part {
             Part::Text { text } if text.is_empty() => {}
@@ -92,13 +117,21 @@ fn blocks(index: usize, message: &Message) -> Result<Vec<Value>, ModelError> {
                 }
                 out.push(image_block(url));
             }
-            Part::ToolCall { id, name, arguments } => {
+            Part::ToolCall {
+                id,
+                name,
+                arguments,
+            } => {
                 if message.role != Role::Assistant {
                     return Err(misplaced("a tool call (only assistant messages may)"));
                 }
                 out.push(json!({"type": "tool_use", "id": tool_id(id), "name": name, "input": arguments_object(arguments)}));
             }
-            Part::ToolResult { call_id, content, is_error } => {
+            Part::ToolResult {
+                call_id,
+                content,
+                is_error,
+            } => {
                 if message.role == Role::Assistant {
                     return Err(misplaced("a tool result (only tool or user messages may)"));
                 }
@@ -138,8 +171,22 @@ mod tests {
             system: Some("terse".into()),
             messages: vec![
                 Message::user("hi"),
-                Message { role: Role::Assistant, parts: vec![Part::ToolCall { id: "a.b".into(), name: "f".into(), arguments: json!({"x": 1}) }] },
-                Message { role: Role::Tool, parts: vec![Part::ToolResult { call_id: "a.b".into(), content: "ok".into(), is_error: false }] },
+                Message {
+                    role: Role::Assistant,
+                    parts: vec![Part::ToolCall {
+                        id: "a.b".into(),
+                        name: "f".into(),
+                        arguments: json!({"x": 1}),
+                    }],
+                },
+                Message {
+                    role: Role::Tool,
+                    parts: vec![Part::ToolResult {
+                        call_id: "a.b".into(),
+                        content: "ok".into(),
+                        is_error: false,
+                    }],
+                },
                 Message::user("thanks"),
             ],
             tools: vec![],
@@ -148,7 +195,10 @@ mod tests {
         let body = messages_body(&request, 100).unwrap();
         assert_eq!(body["messages"][1]["content"][0]["id"], "a_b");
         assert_eq!(body["messages"][2]["content"][0]["tool_use_id"], "a_b");
-        assert_eq!(body["messages"][2]["content"][1], json!({"type": "text", "text": "thanks"}));
+        assert_eq!(
+            body["messages"][2]["content"][1],
+            json!({"type": "text", "text": "thanks"})
+        );
         assert_eq!(body["messages"].as_array().unwrap().len(), 3);
         assert_eq!(body["max_tokens"], 100);
     }

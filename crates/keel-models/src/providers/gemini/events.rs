@@ -76,7 +76,10 @@ pub(super) struct GenerateEvents {
 /// Distinct call ids across the process: a transcript may hold many Gemini calls.
 fn fresh_call_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     format!("call_g{nanos:x}{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
@@ -95,10 +98,18 @@ impl EventDecoder for GenerateEvents {
                 if let Some(call) = part.function_call {
                     let index = self.calls;
                     self.calls += 1;
-                    let args = if call.args.is_null() { "{}".to_string() } else { call.args.to_string() };
+                    let args = if call.args.is_null() {
+                        "{}".to_string()
+                    } else {
+                        call.args.to_string()
+                    };
                     events.push(StreamEvent::ToolCallDelta {
                         index,
-                        id: Some(call.id.filter(|id| !id.is_empty()).unwrap_or_else(fresh_call_id)),
+                        id: Some(
+                            call.id
+                                .filter(|id| !id.is_empty())
+                                .unwrap_or_else(fresh_call_id),
+                        ),
                         name: Some(call.name),
                         arguments: args,
                     });
@@ -141,7 +152,9 @@ fn finish_reason(reason: &str) -> FinishReason {
     match reason {
         "STOP" => FinishReason::Stop,
         "MAX_TOKENS" => FinishReason::Length,
-        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY" => FinishReason::ContentFilter,
+        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY" => {
+            FinishReason::ContentFilter
+        }
         "MALFORMED_FUNCTION_CALL" | "UNEXPECTED_TOOL_CALL" => FinishReason::Error,
         other => {
             tracing::debug!(reason = other, "unknown Gemini finishReason, taken as stop");
@@ -155,17 +168,33 @@ fn stream_error(error: &Value) -> ModelError {
     let message = error["message"].as_str().unwrap_or_default();
     let status = error["status"].as_str().unwrap_or_default();
     match error["code"].as_u64().and_then(|c| u16::try_from(c).ok()) {
-        Some(code) => ModelError::from_status(PROVIDER, code, &format!("{message} ({status})"), None),
-        None => ModelError::new(ModelErrorKind::Unavailable, PROVIDER, format!("error in stream ({status}): {message}")),
+        Some(code) => {
+            ModelError::from_status(PROVIDER, code, &format!("{message} ({status})"), None)
+        }
+        None => ModelError::new(
+            ModelErrorKind::Unavailable,
+            PROVIDER,
+            format!("error in stream ({status}): {message}"),
+        ),
     }
 }
 
 /// The `message` of a Google error body (`{"error": {…}}` or a one-element array of it).
 pub(super) fn error_message(body: &str) -> String {
     let parsed: Option<Value> = serde_json::from_str(body).ok();
-    let error = parsed.as_ref().map(|v| if v.is_array() { &v[0]["error"] } else { &v["error"] });
+    let error = parsed.as_ref().map(|v| {
+        if v.is_array() {
+            &v[0]["error"]
+        } else {
+            &v["error"]
+        }
+    });
     error
-        .and_then(|e| e["message"].as_str().map(|m| format!("{m} ({})", e["status"].as_str().unwrap_or("error"))))
+        .and_then(|e| {
+            e["message"]
+                .as_str()
+                .map(|m| format!("{m} ({})", e["status"].as_str().unwrap_or("error")))
+        })
         .unwrap_or_else(|| body.to_string())
 }
 
@@ -175,7 +204,12 @@ mod tests {
     use serde_json::json;
 
     fn feed(d: &mut GenerateEvents, v: Value) -> Vec<StreamEvent> {
-        d.decode(&SseEvent { event: None, data: v.to_string(), id: None }).unwrap()
+        d.decode(&SseEvent {
+            event: None,
+            data: v.to_string(),
+            id: None,
+        })
+        .unwrap()
     }
 
     #[test]
@@ -188,7 +222,16 @@ mod tests {
                 "finishReason": "STOP"}],
                 "usageMetadata": {"promptTokenCount": 7, "candidatesTokenCount": 3, "totalTokenCount": 10}}),
         );
-        let ids: Vec<_> = events.iter().filter_map(|e| if let StreamEvent::ToolCallDelta { id, .. } = e { id.clone() } else { None }).collect();
+        let ids: Vec<_> = events
+            .iter()
+            .filter_map(|e| {
+                if let StreamEvent::ToolCallDelta { id, .. } = e {
+                    id.clone()
+                } else {
+                    None
+                }
+            })
+            .collect();
         assert_eq!(ids.len(), 2);
         assert_ne!(ids[0], ids[1]);
         assert!(d.may_end());
@@ -197,8 +240,14 @@ mod tests {
 
     #[test]
     fn google_errors_map_by_code() {
-        let e = stream_error(&json!({"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}));
+        let e =
+            stream_error(&json!({"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}));
         assert_eq!(e.kind, ModelErrorKind::RateLimited);
-        assert_eq!(error_message(r#"{"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}"#), "bad (INVALID_ARGUMENT)");
+        assert_eq!(
+            error_message(
+                r#"{"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}"#
+            ),
+            "bad (INVALID_ARGUMENT)"
+        );
     }
 }

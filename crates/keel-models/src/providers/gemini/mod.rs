@@ -56,14 +56,24 @@ pub struct GeminiClient {
 
 impl GeminiClient {
     pub fn new(config: GeminiConfig) -> Result<GeminiClient, ModelError> {
-        let base = streaming::base_url(PROVIDER, &config.base_url, "https://generativelanguage.googleapis.com/v1beta")?.to_string();
+        let base = streaming::base_url(
+            PROVIDER,
+            &config.base_url,
+            "https://generativelanguage.googleapis.com/v1beta",
+        )?
+        .to_string();
         let mut pairs = vec![("accept", "text/event-stream", false)];
         if let Some(key) = &config.api_key {
             pairs.push(("x-goog-api-key", key, true));
         }
         let headers = streaming::headers(PROVIDER, &pairs)?;
         let http = streaming::http_client(PROVIDER, &config.timeouts)?;
-        Ok(GeminiClient { config, base, headers, http })
+        Ok(GeminiClient {
+            config,
+            base,
+            headers,
+            http,
+        })
     }
 }
 
@@ -78,12 +88,27 @@ impl ModelClient for GeminiClient {
         if request.model.contains(['/', '?', '#', ':']) {
             return Err(streaming::config_error(
                 PROVIDER,
-                format!("model `{}` holds a character not allowed in a Gemini model name (/ ? # :)", request.model),
+                format!(
+                    "model `{}` holds a character not allowed in a Gemini model name (/ ? # :)",
+                    request.model
+                ),
             ));
         }
-        let url = format!("{}/models/{}:streamGenerateContent?alt=sse", self.base, request.model);
-        let send = self.http.post(&url).headers(self.headers.clone()).json(&body);
-        let call = SseCall { provider: PROVIDER, url: &url, timeouts: &self.config.timeouts, error_message: events::error_message };
+        let url = format!(
+            "{}/models/{}:streamGenerateContent?alt=sse",
+            self.base, request.model
+        );
+        let send = self
+            .http
+            .post(&url)
+            .headers(self.headers.clone())
+            .json(&body);
+        let call = SseCall {
+            provider: PROVIDER,
+            url: &url,
+            timeouts: &self.config.timeouts,
+            error_message: events::error_message,
+        };
         call.run(send, events::GenerateEvents::default()).await
     }
 }

@@ -89,21 +89,35 @@ pub(super) fn generate_body(request: &ModelRequest) -> Result<Value, ModelError>
     Ok(body)
 }
 
-fn parts(index: usize, message: &Message, names: &HashMap<&str, &str>) -> Result<Vec<Value>, ModelError> {
+fn parts(
+    index: usize,
+    message: &Message,
+    names: &HashMap<&str, &str>,
+) -> Result<Vec<Value>, ModelError> {
     let mut out = Vec::new();
     for part in &message.parts {
         match part {
             Part::Text { text } if text.is_empty() => {}
             Part::Text { text } => out.push(json!({"text": text})),
             Part::Image { url } => out.push(image_part(url)),
-            Part::ToolCall { name, arguments, .. } => {
-                out.push(json!({"functionCall": {"name": name, "args": arguments_object(arguments)}}));
+            Part::ToolCall {
+                name, arguments, ..
+            } => {
+                out.push(
+                    json!({"functionCall": {"name": name, "args": arguments_object(arguments)}}),
+                );
             }
-            Part::ToolResult { call_id, content, is_error } => {
+            Part::ToolResult {
+                call_id,
+                content,
+                is_error,
+            } => {
                 let Some(name) = names.get(call_id.as_str()) else {
                     return Err(config_error(
                         PROVIDER,
-                        format!("message {index} holds a result for tool call `{call_id}`, but no earlier message makes that call; Gemini needs the function's name"),
+                        format!(
+                            "message {index} holds a result for tool call `{call_id}`, but no earlier message makes that call; Gemini needs the function's name"
+                        ),
                     ));
                 };
                 let key = if *is_error { "error" } else { "result" };
@@ -129,7 +143,12 @@ fn schema(value: &Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
             map.iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "$schema" | "additionalProperties" | "$id" | "$defs"))
+                .filter(|(k, _)| {
+                    !matches!(
+                        k.as_str(),
+                        "$schema" | "additionalProperties" | "$id" | "$defs"
+                    )
+                })
                 .map(|(k, v)| (k.clone(), schema(v)))
                 .collect(),
         ),
@@ -152,15 +171,31 @@ mod tests {
                 Message {
                     role: Role::Assistant,
                     parts: vec![
-                        Part::ToolCall { id: "call_1".into(), name: "weather".into(), arguments: json!({"city": "Oslo"}) },
-                        Part::ToolCall { id: "toolu_2".into(), name: "time".into(), arguments: json!({"city": "Rome"}) },
+                        Part::ToolCall {
+                            id: "call_1".into(),
+                            name: "weather".into(),
+                            arguments: json!({"city": "Oslo"}),
+                        },
+                        Part::ToolCall {
+                            id: "toolu_2".into(),
+                            name: "time".into(),
+                            arguments: json!({"city": "Rome"}),
+                        },
                     ],
                 },
                 Message {
                     role: Role::Tool,
                     parts: vec![
-                        Part::ToolResult { call_id: "call_1".into(), content: "rain".into(), is_error: false },
-                        Part::ToolResult { call_id: "toolu_2".into(), content: "boom".into(), is_error: true },
+                        Part::ToolResult {
+                            call_id: "call_1".into(),
+                            content: "rain".into(),
+                            is_error: false,
+                        },
+                        Part::ToolResult {
+                            call_id: "toolu_2".into(),
+                            content: "boom".into(),
+                            is_error: true,
+                        },
                     ],
                 },
             ],
@@ -170,7 +205,13 @@ mod tests {
         let body = generate_body(&request).unwrap();
         assert_eq!(body["systemInstruction"]["parts"][0]["text"], "terse");
         let results = &body["contents"][2]["parts"];
-        assert_eq!(results[0], json!({"functionResponse": {"name": "weather", "response": {"result": "rain"}}}));
-        assert_eq!(results[1], json!({"functionResponse": {"name": "time", "response": {"error": "boom"}}}));
+        assert_eq!(
+            results[0],
+            json!({"functionResponse": {"name": "weather", "response": {"result": "rain"}}})
+        );
+        assert_eq!(
+            results[1],
+            json!({"functionResponse": {"name": "time", "response": {"error": "boom"}}})
+        );
     }
 }

@@ -24,12 +24,19 @@ pub(super) struct ResponseEvents {
 impl EventDecoder for ResponseEvents {
     fn decode(&mut self, event: &SseEvent) -> Result<Vec<StreamEvent>, ModelError> {
         let value: Value = parse_json(PROVIDER, &event.data)?;
-        let kind = value["type"].as_str().or(event.event.as_deref()).unwrap_or_default();
+        let kind = value["type"]
+            .as_str()
+            .or(event.event.as_deref())
+            .unwrap_or_default();
         let output_index = value["output_index"].as_u64().unwrap_or(0);
         Ok(match kind {
             "response.output_text.delta" => {
                 let delta = value["delta"].as_str().unwrap_or_default();
-                if delta.is_empty() { Vec::new() } else { vec![StreamEvent::TextDelta(delta.to_string())] }
+                if delta.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![StreamEvent::TextDelta(delta.to_string())]
+                }
             }
             "response.output_item.added" if value["item"]["type"] == "function_call" => {
                 let item = &value["item"];
@@ -49,17 +56,31 @@ impl EventDecoder for ResponseEvents {
                     name: None,
                     arguments: value["delta"].as_str().unwrap_or_default().to_string(),
                 }],
-                None => return Err(protocol(format!("arguments for output {output_index}, which is not a function_call item"))),
+                None => {
+                    return Err(protocol(format!(
+                        "arguments for output {output_index}, which is not a function_call item"
+                    )));
+                }
             },
             "response.completed" => {
                 self.take_usage(&value["response"]);
-                self.finish = Some(if self.calls.is_empty() { FinishReason::Stop } else { FinishReason::ToolCalls });
+                self.finish = Some(if self.calls.is_empty() {
+                    FinishReason::Stop
+                } else {
+                    FinishReason::ToolCalls
+                });
                 Vec::new()
             }
             "response.incomplete" => {
                 self.take_usage(&value["response"]);
-                let reason = value["response"]["incomplete_details"]["reason"].as_str().unwrap_or_default();
-                self.finish = Some(if reason == "content_filter" { FinishReason::ContentFilter } else { FinishReason::Length });
+                let reason = value["response"]["incomplete_details"]["reason"]
+                    .as_str()
+                    .unwrap_or_default();
+                self.finish = Some(if reason == "content_filter" {
+                    FinishReason::ContentFilter
+                } else {
+                    FinishReason::Length
+                });
                 Vec::new()
             }
             "response.failed" => return Err(stream_error(&value["response"]["error"])),
@@ -73,7 +94,10 @@ impl EventDecoder for ResponseEvents {
     }
 
     fn finish(&mut self) -> Vec<StreamEvent> {
-        vec![StreamEvent::Usage(self.usage), StreamEvent::Finish(self.finish.unwrap_or(FinishReason::Stop))]
+        vec![
+            StreamEvent::Usage(self.usage),
+            StreamEvent::Finish(self.finish.unwrap_or(FinishReason::Stop)),
+        ]
     }
 }
 
@@ -83,7 +107,9 @@ impl ResponseEvents {
         self.usage = Usage {
             input_tokens: usage["input_tokens"].as_u64().unwrap_or(0),
             output_tokens: usage["output_tokens"].as_u64().unwrap_or(0),
-            cached_input_tokens: usage["input_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0),
+            cached_input_tokens: usage["input_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap_or(0),
         };
     }
 }
@@ -98,11 +124,18 @@ fn stream_error(error: &Value) -> ModelError {
     let message = error["message"].as_str().unwrap_or_default();
     let kind = match code {
         "rate_limit_exceeded" => ModelErrorKind::RateLimited,
-        "invalid_prompt" | "invalid_request_error" | "context_length_exceeded" | "insufficient_quota" => ModelErrorKind::BadRequest,
+        "invalid_prompt"
+        | "invalid_request_error"
+        | "context_length_exceeded"
+        | "insufficient_quota" => ModelErrorKind::BadRequest,
         "invalid_api_key" => ModelErrorKind::Auth,
         _ => ModelErrorKind::Unavailable,
     };
-    ModelError::new(kind, PROVIDER, format!("error in stream ({code}): {message}"))
+    ModelError::new(
+        kind,
+        PROVIDER,
+        format!("error in stream ({code}): {message}"),
+    )
 }
 
 /// The `message` of an OpenAI error body, or the body itself.
@@ -119,7 +152,11 @@ mod tests {
     use serde_json::json;
 
     fn feed(d: &mut ResponseEvents, v: Value) -> Result<Vec<StreamEvent>, ModelError> {
-        d.decode(&SseEvent { event: v["type"].as_str().map(str::to_string), data: v.to_string(), id: None })
+        d.decode(&SseEvent {
+            event: v["type"].as_str().map(str::to_string),
+            data: v.to_string(),
+            id: None,
+        })
     }
 
     #[test]
@@ -127,12 +164,24 @@ mod tests {
         let mut d = ResponseEvents::default();
         let added = feed(&mut d, json!({"type": "response.output_item.added", "output_index": 1,
             "item": {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "f", "arguments": ""}})).unwrap();
-        assert_eq!(added, [StreamEvent::ToolCallDelta { index: 0, id: Some("call_1".into()), name: Some("f".into()), arguments: String::new() }]);
+        assert_eq!(
+            added,
+            [StreamEvent::ToolCallDelta {
+                index: 0,
+                id: Some("call_1".into()),
+                name: Some("f".into()),
+                arguments: String::new()
+            }]
+        );
         feed(&mut d, json!({"type": "response.function_call_arguments.delta", "output_index": 1, "delta": "{}"})).unwrap();
         feed(&mut d, json!({"type": "response.completed", "response": {"usage": {"input_tokens": 3, "output_tokens": 2, "input_tokens_details": {"cached_tokens": 1}}}})).unwrap();
         assert!(d.is_complete());
         assert_eq!(d.finish()[1], StreamEvent::Finish(FinishReason::ToolCalls));
-        let limited = feed(&mut ResponseEvents::default(), json!({"type": "error", "code": "rate_limit_exceeded", "message": "slow"})).unwrap_err();
+        let limited = feed(
+            &mut ResponseEvents::default(),
+            json!({"type": "error", "code": "rate_limit_exceeded", "message": "slow"}),
+        )
+        .unwrap_err();
         assert_eq!(limited.kind, ModelErrorKind::RateLimited);
     }
 }

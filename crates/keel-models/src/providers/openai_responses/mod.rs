@@ -28,7 +28,11 @@ pub struct ResponsesConfig {
 
 impl Default for ResponsesConfig {
     fn default() -> Self {
-        ResponsesConfig { base_url: "https://api.openai.com/v1".into(), api_key: None, timeouts: HttpTimeouts::default() }
+        ResponsesConfig {
+            base_url: "https://api.openai.com/v1".into(),
+            api_key: None,
+            timeouts: HttpTimeouts::default(),
+        }
     }
 }
 
@@ -61,7 +65,12 @@ impl ResponsesClient {
         }
         let headers = streaming::headers(PROVIDER, &pairs)?;
         let http = streaming::http_client(PROVIDER, &config.timeouts)?;
-        Ok(ResponsesClient { config, endpoint, headers, http })
+        Ok(ResponsesClient {
+            config,
+            endpoint,
+            headers,
+            http,
+        })
     }
 }
 
@@ -73,8 +82,17 @@ impl ModelClient for ResponsesClient {
 
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
         let body = wire::responses_body(&request)?;
-        let send = self.http.post(&self.endpoint).headers(self.headers.clone()).json(&body);
-        let call = SseCall { provider: PROVIDER, url: &self.endpoint, timeouts: &self.config.timeouts, error_message: events::error_message };
+        let send = self
+            .http
+            .post(&self.endpoint)
+            .headers(self.headers.clone())
+            .json(&body);
+        let call = SseCall {
+            provider: PROVIDER,
+            url: &self.endpoint,
+            timeouts: &self.config.timeouts,
+            error_message: events::error_message,
+        };
         call.run(send, events::ResponseEvents::default()).await
     }
 }

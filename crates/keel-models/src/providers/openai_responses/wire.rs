@@ -15,7 +15,10 @@ pub(super) fn responses_body(request: &ModelRequest) -> Result<Value, ModelError
     }
     let params = &request.params;
     if !params.stop.is_empty() {
-        tracing::debug!("the Responses API has no stop sequences; dropping {:?}", params.stop);
+        tracing::debug!(
+            "the Responses API has no stop sequences; dropping {:?}",
+            params.stop
+        );
     }
     let mut input = Vec::new();
     for (index, message) in request.messages.iter().enumerate() {
@@ -33,15 +36,30 @@ pub(super) fn responses_body(request: &ModelRequest) -> Result<Value, ModelError
                     content.push(json!({"type": "input_image", "image_url": url}));
                 }
                 Part::Image { .. } => {
-                    return Err(config_error(PROVIDER, format!("message {index} holds an image, but only user messages may")));
+                    return Err(config_error(
+                        PROVIDER,
+                        format!("message {index} holds an image, but only user messages may"),
+                    ));
                 }
-                Part::ToolCall { id, name, arguments } => {
+                Part::ToolCall {
+                    id,
+                    name,
+                    arguments,
+                } => {
                     flush(&mut input, role, &mut content);
                     input.push(json!({"type": "function_call", "call_id": id, "name": name, "arguments": arguments_text(arguments)}));
                 }
-                Part::ToolResult { call_id, content: output, is_error } => {
+                Part::ToolResult {
+                    call_id,
+                    content: output,
+                    is_error,
+                } => {
                     flush(&mut input, role, &mut content);
-                    let output = if *is_error { format!("Error: {output}") } else { output.clone() };
+                    let output = if *is_error {
+                        format!("Error: {output}")
+                    } else {
+                        output.clone()
+                    };
                     input.push(json!({"type": "function_call_output", "call_id": call_id, "output": output}));
                 }
             }
@@ -90,15 +108,35 @@ mod tests {
             system: Some("terse".into()),
             messages: vec![
                 Message::user("hi"),
-                Message { role: Role::Assistant, parts: vec![Part::ToolCall { id: "c1".into(), name: "f".into(), arguments: json!({"a": 1}) }] },
-                Message { role: Role::Tool, parts: vec![Part::ToolResult { call_id: "c1".into(), content: "ok".into(), is_error: false }] },
+                Message {
+                    role: Role::Assistant,
+                    parts: vec![Part::ToolCall {
+                        id: "c1".into(),
+                        name: "f".into(),
+                        arguments: json!({"a": 1}),
+                    }],
+                },
+                Message {
+                    role: Role::Tool,
+                    parts: vec![Part::ToolResult {
+                        call_id: "c1".into(),
+                        content: "ok".into(),
+                        is_error: false,
+                    }],
+                },
             ],
             tools: vec![],
             params: Default::default(),
         };
         let body = responses_body(&request).unwrap();
         assert_eq!(body["instructions"], "terse");
-        assert_eq!(body["input"][1], json!({"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{\"a\":1}"}));
-        assert_eq!(body["input"][2], json!({"type": "function_call_output", "call_id": "c1", "output": "ok"}));
+        assert_eq!(
+            body["input"][1],
+            json!({"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{\"a\":1}"})
+        );
+        assert_eq!(
+            body["input"][2],
+            json!({"type": "function_call_output", "call_id": "c1", "output": "ok"})
+        );
     }
 }
