@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use keel_core::{FinishReason, Message};
+use keel_core::{FinishReason, Message, Part, Role};
 use keel_models::providers::local::{Kernels, LocalOptions};
-use keel_models::{ModelClient, StreamEvent};
+use keel_models::{ModelClient, StreamEvent, ToolSpec};
 use support::{greedy, load};
 
 fn capital_question() -> Vec<Message> {
@@ -277,4 +277,56 @@ async fn portable_kernels_give_the_same_reply() {
             .collect::<Vec<_>>()
     };
     assert_eq!(words(&a), words(&b), "simd {a:?} vs portable {b:?}");
+}
+
+#[tokio::test]
+async fn tools_and_tool_turns_are_rendered_as_text_the_model_can_follow() {
+    let client = load(LocalOptions::default());
+    let mut request = greedy(
+        vec![
+            Message::user("What's the weather in Paris?"),
+            Message {
+                role: Role::Assistant,
+                parts: vec![Part::ToolCall {
+                    id: "call_1".into(),
+                    name: "weather".into(),
+                    arguments: serde_json::json!({"city": "Paris"}),
+                }],
+            },
+            Message {
+                role: Role::Tool,
+                parts: vec![Part::ToolResult {
+                    call_id: "call_1".into(),
+                    content: "18°C, sunny".into(),
+                    is_error: false,
+                }],
+            },
+        ],
+        24,
+    );
+    request.tools = vec![ToolSpec {
+        name: "weather".into(),
+        description: "Current weather for a city".into(),
+        parameters: serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+    }];
+    let prompt = client
+        .tokenizer()
+        .decode(&client.prompt_tokens(&request).unwrap());
+    assert!(
+        prompt.contains(
+            "<tools>\n{\"description\":\"Current weather for a city\",\"name\":\"weather\""
+        ),
+        "{prompt}"
+    );
+    assert!(prompt.contains("\nassistant\n<tool_call>{\"arguments\":{\"city\":\"Paris\"},\"name\":\"weather\"}</tool_call>\n"), "{prompt}");
+    assert!(
+        prompt.contains("\ntool\n<tool_response>18°C, sunny</tool_response>\n"),
+        "{prompt}"
+    );
+    let reply = client.complete(request).await.unwrap();
+    assert!(matches!(
+        reply.finish,
+        FinishReason::Stop | FinishReason::Length | FinishReason::ToolCalls
+    ));
+    assert!(!reply.message.parts.is_empty());
 }

@@ -13,6 +13,7 @@ use super::model::LlamaModel;
 use super::sampler::{Sampler, SamplingParams};
 use super::stop::{Filtered, StopFilter};
 use super::tokenizer::{Tokenizer, Utf8Assembler};
+use super::tool_calls::ToolCallExtractor;
 use crate::{ModelError, StreamEvent};
 
 /// Prompt tokens computed per forward call: large enough to reuse each weight row across
@@ -46,6 +47,8 @@ pub(crate) struct Job {
     pub max_tokens: usize,
     pub stops: Vec<String>,
     pub sampling: SamplingParams,
+    /// Whether the request offered tools (so `<tool_call>` blocks become tool calls).
+    pub tools: bool,
 }
 
 type Events = Sender<Result<StreamEvent, ModelError>>;
@@ -84,6 +87,7 @@ impl Engine {
         let mut filter = StopFilter::new(&job.stops);
         let mut generated = 0usize;
         let mut stop_text_seen = false;
+        let mut calls = ToolCallExtractor::new(job.tools);
         let finish = loop {
             if generated >= job.max_tokens || state.len() >= self.context_len {
                 break FinishReason::Length;
@@ -99,7 +103,7 @@ impl Engine {
                 Filtered::Continue(t) => (t, false),
                 Filtered::Stop(t) => (t, true),
             };
-            if !text.is_empty() && tx.blocking_send(Ok(StreamEvent::TextDelta(text))).is_err() {
+            if !send_all(tx, calls.push(&text)) {
                 return self.keep(state);
             }
             if stopped {
@@ -127,16 +131,15 @@ impl Engine {
             output_tokens: generated as u64,
             cached_input_tokens: reused as u64,
         };
-        let mut events = Vec::new();
-        if !rest.is_empty() {
-            events.push(StreamEvent::TextDelta(rest));
-        }
+        let mut events = calls.push(&rest);
+        events.extend(calls.finish());
+        let finish = if calls.calls() > 0 && finish == FinishReason::Stop {
+            FinishReason::ToolCalls
+        } else {
+            finish
+        };
         events.extend([StreamEvent::Usage(usage), StreamEvent::Finish(finish)]);
-        for event in events {
-            if tx.blocking_send(Ok(event)).is_err() {
-                break;
-            }
-        }
+        send_all(tx, events);
         tracing::debug!(generated, reused, ?finish, "local model: reply done");
         self.keep(state);
     }
@@ -147,4 +150,11 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .checkin(state);
     }
+}
+
+/// Sends events in order; `false` once the caller has gone.
+fn send_all(tx: &Events, events: Vec<StreamEvent>) -> bool {
+    events
+        .into_iter()
+        .all(|event| tx.blocking_send(Ok(event)).is_ok())
 }

@@ -18,6 +18,7 @@ mod sampler;
 mod scheduler;
 mod stop;
 mod tokenizer;
+mod tool_calls;
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -268,6 +269,7 @@ impl LocalClient {
             prompt,
             max_tokens: max_tokens as usize,
             stops: p.stop.clone(),
+            tools: !request.tools.is_empty(),
             sampling: SamplingParams {
                 temperature,
                 top_p,
