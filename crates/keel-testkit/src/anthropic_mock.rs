@@ -9,8 +9,10 @@ use serde_json::{Value, json};
 use crate::openai_mock::MockReply;
 use crate::openai_mock::render::word_pieces;
 use crate::server::RecordedRequest;
+use axum::body::Bytes;
+
 use crate::upstream::{
-    MockUpstream, Refusal, Wire, finish_of, named_event, pieces, refuse, require_header,
+    MockUpstream, Refusal, Wire, finish_of, named_event, pieces, refuse, require_header, sse,
     unknown_key,
 };
 
@@ -235,7 +237,17 @@ impl Wire for AnthropicWire {
         reply: &MockReply,
         request: &RecordedRequest,
         serial: u64,
-    ) -> Vec<String> {
+    ) -> Vec<Bytes> {
+        sse(self.stream_sse(reply, request, serial))
+    }
+
+    fn stream_error(&self, status: u16, message: &str) -> Bytes {
+        Bytes::from(self.stream_error_sse(status, message))
+    }
+}
+
+impl AnthropicWire {
+    fn stream_sse(&self, reply: &MockReply, request: &RecordedRequest, serial: u64) -> Vec<String> {
         let usage = reply.usage;
         let fresh = usage.prompt_tokens.saturating_sub(usage.cached_tokens);
         let mut events = vec![named_event(
@@ -290,7 +302,7 @@ impl Wire for AnthropicWire {
         events
     }
 
-    fn stream_error(&self, status: u16, message: &str) -> String {
+    fn stream_error_sse(&self, status: u16, message: &str) -> String {
         let status = if status == 503 { 529 } else { status };
         named_event("error", &self.error_body(status, message))
     }

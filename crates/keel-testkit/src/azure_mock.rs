@@ -9,7 +9,9 @@ use crate::openai_mock::MockReply;
 use crate::openai_mock::render::{error_body, sse_data, stream_events};
 use crate::openai_mock::validate::check_chat_request;
 use crate::server::RecordedRequest;
-use crate::upstream::{MockUpstream, Refusal, Wire, refuse, require_header};
+use axum::body::Bytes;
+
+use crate::upstream::{MockUpstream, Refusal, Wire, refuse, require_header, sse};
 
 /// The running mock; `endpoint()` is what `AzureConfig::endpoint` takes.
 pub type MockAzure = MockUpstream<AzureWire>;
@@ -111,7 +113,17 @@ impl Wire for AzureWire {
         reply: &MockReply,
         request: &RecordedRequest,
         serial: u64,
-    ) -> Vec<String> {
+    ) -> Vec<Bytes> {
+        sse(self.stream_sse(reply, request, serial))
+    }
+
+    fn stream_error(&self, status: u16, message: &str) -> Bytes {
+        Bytes::from(self.stream_error_sse(status, message))
+    }
+}
+
+impl AzureWire {
+    fn stream_sse(&self, reply: &MockReply, request: &RecordedRequest, serial: u64) -> Vec<String> {
         let include_usage = request.body["stream_options"]["include_usage"] == Value::Bool(true);
         stream_events(
             reply,
@@ -121,7 +133,7 @@ impl Wire for AzureWire {
         )
     }
 
-    fn stream_error(&self, status: u16, message: &str) -> String {
+    fn stream_error_sse(&self, status: u16, message: &str) -> String {
         sse_data(&error_body(status, message, None))
     }
 }

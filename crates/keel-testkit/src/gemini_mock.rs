@@ -7,8 +7,10 @@ use serde_json::{Value, json};
 use crate::openai_mock::MockReply;
 use crate::openai_mock::render::word_pieces;
 use crate::server::RecordedRequest;
+use axum::body::Bytes;
+
 use crate::upstream::{
-    MockUpstream, Refusal, Wire, finish_of, refuse, require_header, unknown_key,
+    MockUpstream, Refusal, Wire, finish_of, refuse, require_header, sse, unknown_key,
 };
 
 /// The running mock; `base_url()` is what `GeminiConfig::base_url` takes.
@@ -214,6 +216,21 @@ impl Wire for GeminiWire {
         &self,
         reply: &MockReply,
         request: &RecordedRequest,
+        serial: u64,
+    ) -> Vec<Bytes> {
+        sse(self.stream_sse(reply, request, serial))
+    }
+
+    fn stream_error(&self, status: u16, message: &str) -> Bytes {
+        Bytes::from(self.stream_error_sse(status, message))
+    }
+}
+
+impl GeminiWire {
+    fn stream_sse(
+        &self,
+        reply: &MockReply,
+        request: &RecordedRequest,
         _serial: u64,
     ) -> Vec<String> {
         let model = request
@@ -262,7 +279,7 @@ impl Wire for GeminiWire {
         events
     }
 
-    fn stream_error(&self, status: u16, message: &str) -> String {
+    fn stream_error_sse(&self, status: u16, message: &str) -> String {
         format!("data: {}\r\n\r\n", self.error_body(status, message))
     }
 }

@@ -9,8 +9,10 @@ use serde_json::{Value, json};
 use crate::openai_mock::MockReply;
 use crate::openai_mock::render::{error_body, word_pieces};
 use crate::server::RecordedRequest;
+use axum::body::Bytes;
+
 use crate::upstream::{
-    MockUpstream, Refusal, Wire, finish_of, named_event, pieces, refuse, require_header,
+    MockUpstream, Refusal, Wire, finish_of, named_event, pieces, refuse, require_header, sse,
     unknown_key,
 };
 
@@ -195,7 +197,17 @@ impl Wire for ResponsesWire {
         reply: &MockReply,
         request: &RecordedRequest,
         serial: u64,
-    ) -> Vec<String> {
+    ) -> Vec<Bytes> {
+        sse(self.stream_sse(reply, request, serial))
+    }
+
+    fn stream_error(&self, status: u16, message: &str) -> Bytes {
+        Bytes::from(self.stream_error_sse(status, message))
+    }
+}
+
+impl ResponsesWire {
+    fn stream_sse(&self, reply: &MockReply, request: &RecordedRequest, serial: u64) -> Vec<String> {
         let id = format!("resp_mock{serial}");
         let model = request.body["model"].clone();
         let mut sequence = 0u64;
@@ -291,7 +303,7 @@ impl Wire for ResponsesWire {
         events
     }
 
-    fn stream_error(&self, status: u16, message: &str) -> String {
+    fn stream_error_sse(&self, status: u16, message: &str) -> String {
         let code = if status == 429 {
             "rate_limit_exceeded"
         } else if status >= 500 {

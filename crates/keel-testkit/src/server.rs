@@ -145,16 +145,16 @@ pub(crate) enum StreamEnd {
 }
 
 /// A response body that sends `chunks` one by one (one write each), then ends as `end` says.
-pub(crate) fn streamed_body(
-    chunks: Vec<String>,
+pub(crate) fn streamed_body<C: Into<axum::body::Bytes> + Send + 'static>(
+    chunks: Vec<C>,
     end: StreamEnd,
     connection: ConnectionControl,
 ) -> Body {
     enum Step {
-        Chunk(String),
+        Chunk(axum::body::Bytes),
         End(StreamEnd),
     }
-    let mut steps: Vec<Step> = chunks.into_iter().map(Step::Chunk).collect();
+    let mut steps: Vec<Step> = chunks.into_iter().map(|c| Step::Chunk(c.into())).collect();
     steps.push(Step::End(end));
     let stream = futures::stream::unfold(steps.into_iter(), move |mut steps| {
         let connection = connection.clone();

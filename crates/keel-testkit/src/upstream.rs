@@ -40,15 +40,37 @@ pub trait Wire: Send + Sync + 'static {
     fn check(&self, request: &RecordedRequest, query: &str) -> Result<(), Refusal>;
     /// The provider's error body for a status.
     fn error_body(&self, status: u16, message: &str) -> Value;
-    /// The SSE events of a streamed reply, in order, each a whole `event:`/`data:` block.
+    /// The events of a streamed reply, in order, each one whole event as sent on the wire
+    /// (an SSE `event:`/`data:` block, or a binary frame).
     fn stream_events(
         &self,
         reply: &MockReply,
         request: &RecordedRequest,
         serial: u64,
-    ) -> Vec<String>;
+    ) -> Vec<Bytes>;
     /// The provider's in-stream error event for a status.
-    fn stream_error(&self, status: u16, message: &str) -> String;
+    fn stream_error(&self, status: u16, message: &str) -> Bytes;
+    /// An event whose payload is not valid JSON.
+    fn malformed_event(&self) -> Bytes {
+        Bytes::from_static(
+            b"data: {\"type\": \"broken\", \"candidates\": [{
+
+",
+        )
+    }
+    /// The content type of a streamed reply.
+    fn stream_content_type(&self) -> &'static str {
+        "text/event-stream; charset=utf-8"
+    }
+    /// Headers of an error response (besides `Retry-After`), e.g. AWS's `x-amzn-errortype`.
+    fn error_headers(&self, _status: u16) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+}
+
+/// SSE events as body chunks.
+pub(crate) fn sse(events: Vec<String>) -> Vec<Bytes> {
+    events.into_iter().map(Bytes::from).collect()
 }
 
 enum Scripted {
@@ -122,7 +144,13 @@ impl<W: Wire> MockUpstream<W> {
 
 fn error_response<W: Wire>(wire: &W, status: u16, message: &str) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (code, axum::Json(wire.error_body(status, message))).into_response()
+    let mut response = (code, axum::Json(wire.error_body(status, message))).into_response();
+    for (name, value) in wire.error_headers(status) {
+        if let Ok(value) = value.parse() {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
 }
 
 async fn handle<W: Wire>(
@@ -216,7 +244,7 @@ async fn handle<W: Wire>(
         }
         Some(Fault::MalformedChunk { after_chunks }) => {
             events.truncate(after_chunks);
-            events.push("data: {\"type\": \"broken\", \"candidates\": [{\n\n".to_string());
+            events.push(wire.malformed_event());
             StreamEnd::Complete
         }
         Some(Fault::ErrorInStream {
@@ -232,7 +260,7 @@ async fn handle<W: Wire>(
     let body = streamed_body(events, end, connection);
     (
         [
-            (header::CONTENT_TYPE, "text/event-stream; charset=utf-8"),
+            (header::CONTENT_TYPE, wire.stream_content_type()),
             (header::CACHE_CONTROL, "no-cache"),
         ],
         body,

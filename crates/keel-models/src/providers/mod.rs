@@ -3,6 +3,8 @@
 
 pub mod anthropic;
 pub mod azure;
+#[cfg(feature = "bedrock")]
+pub mod bedrock;
 pub mod gemini;
 pub mod openai;
 pub mod openai_responses;
