@@ -8,7 +8,7 @@
 
 use keel_core::{Message, Part, Role};
 
-use super::tokenizer::Tokenizer;
+use super::tokenizer::{TokenizeError, Tokenizer};
 use crate::ModelRequest;
 
 /// SmolLM2's own default system turn (from its chat template), used when a request has none.
@@ -26,7 +26,7 @@ pub(crate) fn render_prompt(
     tok: &Tokenizer,
     turn: TurnTokens,
     request: &ModelRequest,
-) -> Result<Vec<u32>, String> {
+) -> Result<Vec<u32>, TokenizeError> {
     let mut system = request
         .system
         .clone()
@@ -45,7 +45,7 @@ pub(crate) fn render_prompt(
     }
     let newline = tok.encode("\n", false)?;
     let mut ids = Vec::new();
-    let mut push_turn = |role: &str, content: &str| -> Result<(), String> {
+    let mut push_turn = |role: &str, content: &str| -> Result<(), TokenizeError> {
         ids.push(turn.start);
         ids.extend(tok.encode(&format!("{role}\n{content}"), false)?);
         ids.push(turn.end);

@@ -29,7 +29,7 @@ use async_trait::async_trait;
 
 pub use error::LocalError;
 pub use quant::Kernels;
-pub use tokenizer::Tokenizer;
+pub use tokenizer::{TokenizeError, Tokenizer};
 
 use self::chat::TurnTokens;
 use self::generate::{Counters, Engine, Job};
@@ -219,7 +219,7 @@ impl LocalClient {
             ModelError::new(
                 ModelErrorKind::BadRequest,
                 PROVIDER,
-                format!("cannot tokenize the prompt: {e}"),
+                format!("the prompt: {e}"),
             )
         })
     }

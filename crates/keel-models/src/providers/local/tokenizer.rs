@@ -17,6 +17,11 @@ use super::gguf::{GgufFile, MetaValue};
 const TOKEN_TYPE_CONTROL: i64 = 3;
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 
+/// Text the BPE model could not encode (it names the reason).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot tokenize the text: {0}")]
+pub struct TokenizeError(String);
+
 pub struct Tokenizer {
     bpe: tokenizers::Tokenizer,
     /// Control tokens by their literal text, longest first.
@@ -104,7 +109,7 @@ impl Tokenizer {
     /// Token ids of `text`. With `allow_special`, control-token literals in the text (such as
     /// `<|im_start|>`) become their ids; without it they are tokenized as plain text, which is
     /// how user content is encoded so that it cannot forge a turn.
-    pub fn encode(&self, text: &str, allow_special: bool) -> Result<Vec<u32>, String> {
+    pub fn encode(&self, text: &str, allow_special: bool) -> Result<Vec<u32>, TokenizeError> {
         let mut ids = Vec::new();
         let mut rest = text;
         if allow_special {
@@ -125,11 +130,14 @@ impl Tokenizer {
             .min_by_key(|&(at, len, _)| (at, std::cmp::Reverse(len)))
     }
 
-    fn encode_plain(&self, text: &str, ids: &mut Vec<u32>) -> Result<(), String> {
+    fn encode_plain(&self, text: &str, ids: &mut Vec<u32>) -> Result<(), TokenizeError> {
         if text.is_empty() {
             return Ok(());
         }
-        let encoding = self.bpe.encode(text, false).map_err(|e| e.to_string())?;
+        let encoding = self
+            .bpe
+            .encode(text, false)
+            .map_err(|e| TokenizeError(e.to_string()))?;
         ids.extend_from_slice(encoding.get_ids());
         Ok(())
     }
