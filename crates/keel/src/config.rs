@@ -55,6 +55,21 @@ pub enum ProviderConfig {
         /// The variable holding the key (default `OPENAI_API_KEY`).
         api_key_env: Option<String>,
     },
+    /// A GGUF model run in-process on the CPU (`path`, or a known model fetched by name).
+    Local {
+        /// A GGUF file (default: `KEEL_MODEL_PATH`, else the known model below, fetched on first use).
+        path: Option<PathBuf>,
+        /// A known model's name (default `smollm2-135m-instruct`).
+        model: Option<String>,
+        /// Requests decoding at once, one core each (default 1).
+        slots: Option<usize>,
+        /// Tokens of context per request (default 2048).
+        context_len: Option<usize>,
+        /// Memory bound of the KV cache reused across turns, in MiB (default 128).
+        prefix_cache_mb: Option<usize>,
+        /// Sampling temperature when a request sets none (default 0.2; 0 is greedy).
+        temperature: Option<f32>,
+    },
     /// Deterministic in-process model for tests and benchmarks.
     Scripted {
         #[serde(default)]
@@ -108,6 +123,18 @@ impl Config {
                     api_key_env: None,
                 },
             );
+        }
+        if config.providers.is_empty() && cfg!(feature = "local") {
+            // Nothing configured: the embedded model, so keel works offline with zero setup.
+            let local = ProviderConfig::Local {
+                path: std::env::var_os("KEEL_MODEL_PATH").map(PathBuf::from),
+                model: None,
+                slots: None,
+                context_len: None,
+                prefix_cache_mb: None,
+                temperature: None,
+            };
+            config.providers.insert("local".into(), local);
         }
         match config.store.durability.as_str() {
             "full" | "normal" => {}

@@ -37,6 +37,11 @@ enum Command {
     /// List and inspect agents.
     #[command(subcommand)]
     Agents(commands::agents::AgentsCommand),
+    /// Manage local model files.
+    #[command(subcommand)]
+    Model(commands::model::ModelCommand),
+    /// Serve the HTTP API (sessions, runs, SSE streams) with API keys.
+    Serve(commands::serve::ServeArgs),
     /// Measure durable turns/s, per-turn cost over a long session and bytes per turn.
     Bench(commands::bench::BenchArgs),
 }
@@ -80,6 +85,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Resume(args) => commands::send::resume(&config, args).await,
         Command::Sessions(cmd) => commands::sessions::run(&config, cmd).await,
         Command::Agents(cmd) => commands::agents::run(&config, cmd).await,
+        Command::Model(cmd) => commands::model::run(&config, cmd),
+        Command::Serve(args) => commands::serve::run(&config, args).await,
         Command::Bench(args) => commands::bench::run(args).await,
     }
 }

@@ -63,6 +63,20 @@ pub fn model_registry(config: &Config) -> anyhow::Result<ModelRegistry> {
                         .with_context(|| format!("provider {name:?} is misconfigured"))?,
                 )
             }
+            ProviderConfig::Local {
+                path,
+                model,
+                slots,
+                context_len,
+                prefix_cache_mb,
+            } => local_client(
+                config,
+                path.as_deref(),
+                model.as_deref(),
+                *slots,
+                *context_len,
+                *prefix_cache_mb,
+            )?,
             ProviderConfig::Scripted {
                 token_latency_ms,
                 first_token_latency_ms,
@@ -76,6 +90,60 @@ pub fn model_registry(config: &Config) -> anyhow::Result<ModelRegistry> {
         registry = registry.with(name.clone(), client);
     }
     Ok(registry)
+}
+
+/// The optional knobs of `[providers.NAME] kind = "local"`.
+struct LocalTuning {
+    slots: Option<usize>,
+    context_len: Option<usize>,
+    prefix_cache_mb: Option<usize>,
+    temperature: Option<f32>,
+}
+
+/// Loads the local model, fetching the known model first when no path is given.
+#[cfg(feature = "local")]
+fn local_client(
+    config: &Config,
+    path: Option<&Path>,
+    model: Option<&str>,
+    tuning: LocalTuning,
+) -> anyhow::Result<Arc<dyn keel_models::ModelClient>> {
+    use keel_models::providers::local::{LocalClient, LocalOptions, pull};
+    let path = match path {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let name = model.unwrap_or(pull::DEFAULT_MODEL);
+            pull::ensure_model(
+                &config.data_dir(),
+                name,
+                crate::commands::model::show_progress,
+            )?
+        }
+    };
+    let defaults = LocalOptions::default();
+    let options = LocalOptions {
+        slots: tuning.slots.unwrap_or(defaults.slots),
+        context_len: tuning.context_len.unwrap_or(defaults.context_len),
+        prefix_cache_bytes: tuning
+            .prefix_cache_mb
+            .map_or(defaults.prefix_cache_bytes, |mb| mb << 20),
+        default_temperature: tuning.temperature.unwrap_or(defaults.default_temperature),
+        ..defaults
+    };
+    let client = LocalClient::load(&path, options)?;
+    Ok(Arc::new(client))
+}
+
+#[cfg(not(feature = "local"))]
+fn local_client(
+    _: &Config,
+    _: Option<&Path>,
+    _: Option<&str>,
+    _: LocalTuning,
+) -> anyhow::Result<Arc<dyn keel_models::ModelClient>> {
+    bail!(
+        "this keel was built without the `local` feature; rebuild with it or configure another provider"
+    )
 }
 
 /// Holds the data directory's lock for as long as it lives.
@@ -196,6 +264,9 @@ fn default_model(config: &Config) -> Option<String> {
     }
     if config.providers.contains_key("openai") {
         return Some("openai/gpt-4o-mini".into());
+    }
+    if config.providers.contains_key("local") {
+        return Some("local/smollm2-135m-instruct".into());
     }
     config
         .providers

@@ -3,7 +3,9 @@
 pub mod agents;
 pub mod bench;
 pub mod chat;
+pub mod model;
 pub mod send;
+pub mod serve;
 pub mod sessions;
 
 use keel_core::{Message, Part, Role};

