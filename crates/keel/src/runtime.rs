@@ -69,14 +69,16 @@ pub fn model_registry(config: &Config) -> anyhow::Result<ModelRegistry> {
                 slots,
                 context_len,
                 prefix_cache_mb,
-            } => local_client(
-                config,
-                path.as_deref(),
-                model.as_deref(),
-                *slots,
-                *context_len,
-                *prefix_cache_mb,
-            )?,
+                temperature,
+            } => {
+                let tuning = LocalTuning {
+                    slots: *slots,
+                    context_len: *context_len,
+                    prefix_cache_mb: *prefix_cache_mb,
+                    temperature: *temperature,
+                };
+                local_client(config, path.as_deref(), model.as_deref(), tuning)?
+            }
             ProviderConfig::Scripted {
                 token_latency_ms,
                 first_token_latency_ms,
