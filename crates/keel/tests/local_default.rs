@@ -110,3 +110,60 @@ fn model_pull_list_and_rm_manage_the_model_file() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no stored model"));
 }
+
+/// Two turns in one `keel chat` process; returns the replies and each model call's usage.
+fn two_turn_chat(model: &Path, prefix_cache_mb: usize) -> (String, Vec<serde_json::Value>) {
+    use std::io::Write;
+    let config = format!(
+        "[providers.local]\nkind = \"local\"\npath = {:?}\ntemperature = 0.0\nprefix_cache_mb = {prefix_cache_mb}\n",
+        model.to_str().unwrap()
+    );
+    let home = KeelHome::new(&config);
+    let mut child = home
+        .command(&["chat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"What is the capital of France?\nAnd of Italy?\n/exit\n")
+        .unwrap();
+    let out = support::wait_with_timeout(child, std::time::Duration::from_secs(120));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = home.events(&home.only_session());
+    let usage = events
+        .iter()
+        .filter(|e| e["type"] == "model_replied")
+        .map(|e| e["usage"].clone())
+        .collect();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), usage)
+}
+
+#[test]
+fn a_later_turn_reuses_the_kv_cache_and_says_the_same_as_without_it() {
+    let model = cached_model();
+    let (with_reuse, usage) = two_turn_chat(&model, 128);
+    let (without, usage_without) = two_turn_chat(&model, 0);
+    assert_eq!(
+        with_reuse, without,
+        "KV reuse must not change what the model says"
+    );
+    let cached = |u: &serde_json::Value| u["cached_input_tokens"].as_u64().unwrap_or(0);
+    assert_eq!(usage.len(), 2);
+    assert!(
+        cached(&usage[1]) > usage[1]["input_tokens"].as_u64().unwrap() / 2,
+        "turn 2 should reuse most of its prompt: {usage:?}"
+    );
+    assert!(
+        usage_without.iter().all(|u| cached(u) == 0),
+        "{usage_without:?}"
+    );
+}
