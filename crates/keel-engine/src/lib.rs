@@ -326,7 +326,9 @@ impl Engine {
                     run: busy.id.clone(),
                 });
             }
-            for run in &pending {
+            // Newest first: the queued runs are flagged before the active one stops and frees
+            // the session for the next claim.
+            for run in pending.iter().rev() {
                 self.cancel_run(tenant, &run.id).await?;
             }
         }
@@ -375,7 +377,14 @@ impl Engine {
         tenant: &TenantId,
         session: &SessionId,
     ) -> Result<(), EngineError> {
-        for run in self.inner.store.pending_runs(tenant, session).await? {
+        for run in self
+            .inner
+            .store
+            .pending_runs(tenant, session)
+            .await?
+            .iter()
+            .rev()
+        {
             self.cancel_run(tenant, &run.id).await?;
         }
         if !self.inner.store.delete_session(tenant, session).await? {
