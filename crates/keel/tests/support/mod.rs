@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -218,4 +220,145 @@ async fn record(
         .or_insert_with(|| serde_json::json!({"recorded": args}))
         .clone();
     Json(answer)
+}
+
+/// `keel serve` running on a free loopback port, with the admin key it printed on first
+/// start. SIGTERMed (then reaped) when dropped.
+pub struct KeelServer {
+    pub child: Child,
+    pub base: String,
+    /// The admin key from the first start (`None` with `--no-auth` or a reused data dir).
+    pub admin_key: Option<String>,
+    /// stderr lines after the listening line, for tests that check what it logged.
+    pub stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl KeelServer {
+    pub fn start(home: &KeelHome, extra: &[&str]) -> KeelServer {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let mut child = home
+            .command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn keel serve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut admin_key = None;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => {
+                    sigkill(&mut child);
+                    panic!("keel serve did not report its address within 60s");
+                }
+            };
+            let trimmed = line.trim();
+            if trimmed.starts_with("kk_") {
+                admin_key = Some(trimmed.to_string());
+            }
+            if let Some(addr) = line.strip_prefix("keel listening on ") {
+                return KeelServer {
+                    child,
+                    base: addr.trim().to_string(),
+                    admin_key,
+                    stderr: rx,
+                };
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_string()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "keel serve did not exit within 30s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for KeelServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            sigkill(&mut self.child);
+        }
+    }
+}
+
+/// One server-sent event as a client sees it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data)
+            .unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {:?}", self.data))
+    }
+}
+
+/// Parses an SSE byte stream incrementally (comments and keep-alives skipped).
+#[derive(Default)]
+pub struct SseParser {
+    buffer: String,
+    current: SseEvent,
+}
+
+impl SseParser {
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
+        self.buffer.push_str(&String::from_utf8_lossy(bytes));
+        let mut out = Vec::new();
+        while let Some(end) = self.buffer.find('\n') {
+            let line: String = self.buffer.drain(..=end).collect();
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                let event = std::mem::take(&mut self.current);
+                if !event.event.is_empty() || !event.data.is_empty() {
+                    out.push(event);
+                }
+            } else if let Some(v) = line.strip_prefix("id:") {
+                self.current.id = Some(v.trim_start().to_string());
+            } else if let Some(v) = line.strip_prefix("event:") {
+                self.current.event = v.trim_start().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                if !self.current.data.is_empty() {
+                    self.current.data.push('\n');
+                }
+                self.current.data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+        out
+    }
 }

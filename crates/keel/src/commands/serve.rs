@@ -1,0 +1,99 @@
+//! `keel serve`: the HTTP API over the same runtime as the other commands (store, data-dir
+//! lock, agents from keel.toml, engine). Secure by default: keys are required, the first start
+//! makes an admin key, and a non-loopback address is refused without auth. SIGTERM or SIGINT
+//! stops accepting, lets steps in flight log their results, and exits 0.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use keel_server::ServerConfig;
+
+use crate::config::Config;
+use crate::runtime::Runtime;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8787", env = "KEEL_LISTEN")]
+    pub listen: SocketAddr,
+    /// Accept requests without an API key (loopback addresses only; for development).
+    #[arg(long)]
+    pub no_auth: bool,
+    /// The largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+    /// Requests served at once; more are answered 503 with Retry-After.
+    #[arg(long, default_value_t = 1024)]
+    pub max_concurrent_requests: usize,
+    /// Seconds a client may take to send a request's body.
+    #[arg(long, default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Seconds a client may take to send a request's headers (and an idle connection stays open).
+    #[arg(long, default_value_t = 10)]
+    pub header_timeout_secs: u64,
+}
+
+pub async fn run(config: &Config, args: ServeArgs) -> anyhow::Result<()> {
+    if args.no_auth && !args.listen.ip().is_loopback() {
+        bail!(
+            "refusing to serve {} without auth: --no-auth is for loopback addresses only (e.g. 127.0.0.1); drop --no-auth to require API keys",
+            args.listen
+        );
+    }
+    let server_config = ServerConfig {
+        auth: !args.no_auth,
+        body_limit: args.body_limit,
+        max_concurrent_requests: args.max_concurrent_requests,
+        request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+        header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+        ..ServerConfig::default()
+    };
+    let rt = Runtime::start(config).await?;
+    let data_dir = config.data_dir();
+    let now = keel_engine::clock::now();
+    if let Some(key) = keel_server::bootstrap(rt.engine.store().as_ref(), &data_dir, now).await? {
+        eprintln!(
+            "created the admin API key (shown once; also in {}):\n  {key}",
+            keel_server::admin_key_path(&data_dir).display()
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: is another server using it? pick another with --listen",
+                args.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    eprintln!("keel listening on http://{addr}");
+    keel_server::serve(listener, rt.engine.clone(), server_config, stop_signal()).await;
+    rt.engine.shutdown().await;
+    eprintln!("keel stopped");
+    Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn stop_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGTERM; stop keel with SIGINT");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
