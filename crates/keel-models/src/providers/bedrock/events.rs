@@ -6,9 +6,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_bedrockruntime::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 use aws_sdk_bedrockruntime::types::{
     ContentBlockDelta, ContentBlockStart, ConverseStreamOutput, StopReason,
 };
+use aws_smithy_types::event_stream::RawMessage;
 use futures::StreamExt;
 use keel_core::{FinishReason, Usage};
 use tokio::time::{Instant, timeout_at};
@@ -37,6 +39,28 @@ where
         _ => ModelErrorKind::Unavailable,
     };
     ModelError::new(kind, PROVIDER, format!("{}", DisplayErrorContext(&error)))
+}
+
+/// An exception frame inside the stream: the SDK leaves its code unset, so map by variant.
+fn stream_error(error: SdkError<ConverseStreamOutputError, RawMessage>) -> ModelError {
+    let kind = match &error {
+        SdkError::ServiceError(context) => {
+            let err = context.err();
+            Some(if err.is_throttling_exception() {
+                ModelErrorKind::RateLimited
+            } else if err.is_validation_exception() {
+                ModelErrorKind::BadRequest
+            } else {
+                ModelErrorKind::Unavailable
+            })
+        }
+        _ => None,
+    };
+    let mut mapped = sdk_error(error);
+    if let Some(kind) = kind {
+        mapped.kind = kind;
+    }
+    mapped
 }
 
 fn kind_of_code(code: &str) -> ModelErrorKind {
@@ -147,7 +171,7 @@ impl Reply {
             }
             Err(error) => {
                 self.over = true;
-                return Err(sdk_error(error));
+                return Err(stream_error(error));
             }
         };
         Ok(match event {
