@@ -67,6 +67,9 @@ pub enum EventBody {
         model: String,
         #[serde(default)]
         latency_ms: u64,
+        /// Time spent waiting for model capacity (a local decode slot) within `latency_ms`.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        queue_ms: u64,
     },
     /// The model call of `step` failed; `retryable` says whether another attempt may help.
     ModelFailed {
@@ -106,6 +109,10 @@ pub enum EventBody {
         run_id: RunId,
         reason: String,
     },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The `type` names this version knows, for telling "newer keel" apart from "corrupt".

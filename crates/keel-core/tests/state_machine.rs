@@ -166,6 +166,7 @@ impl Sim {
                                 finish,
                                 model: "scripted/echo".into(),
                                 latency_ms: 0,
+                                queue_ms: 0,
                             });
                         }
                     }

@@ -487,6 +487,7 @@ impl Driver<'_> {
         };
         let mut reply = ReplyAccumulator::default();
         let mut first = true;
+        let mut queued = Duration::ZERO;
         loop {
             let next = tokio::select! {
                 next = stream.next() => next,
@@ -502,13 +503,17 @@ impl Driver<'_> {
                 None => break,
                 Some(Err(e)) => return Ok(failed(e)),
                 Some(Ok(event)) => {
-                    if let keel_models::StreamEvent::TextDelta(text) = &event {
-                        let _ = self.slot.updates.send(RunUpdate::TextDelta {
-                            run_id: run_id.clone(),
-                            step,
-                            attempt,
-                            text: text.clone(),
-                        });
+                    match &event {
+                        keel_models::StreamEvent::TextDelta(text) => {
+                            let _ = self.slot.updates.send(RunUpdate::TextDelta {
+                                run_id: run_id.clone(),
+                                step,
+                                attempt,
+                                text: text.clone(),
+                            });
+                        }
+                        keel_models::StreamEvent::Queued { waited } => queued += *waited,
+                        _ => {}
                     }
                     reply.push(event);
                     if first {
@@ -531,6 +536,7 @@ impl Driver<'_> {
             },
             model: served_by,
             latency_ms: started.elapsed().as_millis() as u64,
+            queue_ms: queued.as_millis() as u64,
         };
         Ok((replied, None))
     }

@@ -54,6 +54,7 @@ impl ReplyAccumulator {
             StreamEvent::Finish(f) => self.finish = Some(f),
             StreamEvent::Restart { .. } => *self = ReplyAccumulator::default(),
             StreamEvent::Served(served) => self.served = Some(served),
+            StreamEvent::Queued { .. } => {}
         }
     }
 

@@ -61,6 +61,10 @@ pub enum StreamEvent {
     },
     /// Sent last by a router: which target served the call and how.
     Served(Served),
+    /// The call waited this long for capacity (a local model's decode slot) before it started.
+    Queued {
+        waited: std::time::Duration,
+    },
 }
 
 /// Which route target served a call, after how many attempts and how long.

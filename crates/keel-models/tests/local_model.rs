@@ -59,6 +59,7 @@ async fn streamed_deltas_concatenate_to_the_whole_reply() {
             StreamEvent::TextDelta(t) => deltas.push(t),
             StreamEvent::Usage(u) => usage = Some(u),
             StreamEvent::Finish(f) => finish = Some(f),
+            StreamEvent::Queued { .. } => assert!(deltas.is_empty(), "the queue wait comes first"),
             other => panic!("unexpected event {other:?}"),
         }
     }
@@ -159,6 +160,10 @@ async fn a_request_dropped_while_queued_never_runs() {
         .stream(greedy(capital_question(), 200))
         .await
         .unwrap();
+    assert!(matches!(
+        running.next().await,
+        Some(Ok(StreamEvent::Queued { .. }))
+    ));
     assert!(matches!(
         running.next().await,
         Some(Ok(StreamEvent::TextDelta(_)))

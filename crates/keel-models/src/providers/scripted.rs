@@ -262,7 +262,8 @@ impl ModelClient for ScriptedClient {
                     StreamEvent::Usage(_)
                     | StreamEvent::Finish(_)
                     | StreamEvent::Restart { .. }
-                    | StreamEvent::Served(_) => Duration::ZERO,
+                    | StreamEvent::Served(_)
+                    | StreamEvent::Queued { .. } => Duration::ZERO,
                 };
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;

@@ -313,6 +313,14 @@ impl ModelClient for LocalClient {
             if let Some(hook) = hook {
                 hook(waited);
             }
+            // The wait becomes part of the step's record (`model_replied.queue_ms`).
+            if tx
+                .send(Ok(crate::StreamEvent::Queued { waited }))
+                .await
+                .is_err()
+            {
+                return;
+            }
             let worker_tx = tx.clone();
             let outcome = tokio::task::spawn_blocking(move || {
                 let _slot = slot;
