@@ -19,6 +19,12 @@ struct Cli {
     /// Data directory (default: ./keel-data); overrides KEEL_DATA_DIR and keel.toml.
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// Talk to a running `keel serve` at this URL (chat and sessions) instead of the local store.
+    #[arg(long, global = true, env = "KEEL_SERVER")]
+    server: Option<String>,
+    /// The API key for --server (default: <data_dir>/admin.key).
+    #[arg(long, global = true, env = "KEEL_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -78,6 +84,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = config::Config::load(cli.config.as_deref())?;
     if let Some(dir) = cli.data_dir {
         config.data_dir = Some(dir);
+    }
+    if let Some(server) = &cli.server {
+        let remote = commands::remote::Remote::new(&config, server, cli.api_key.clone())?;
+        match cli.command {
+            Command::Chat(args) => return commands::remote::chat(&remote, args).await,
+            Command::Sessions(cmd) => return commands::remote::sessions(&remote, cmd).await,
+            _ => anyhow::bail!("--server works with `keel chat` and `keel sessions` only"),
+        }
     }
     match cli.command {
         Command::Chat(args) => commands::chat::run(&config, args).await,

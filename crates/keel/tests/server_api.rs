@@ -453,3 +453,55 @@ fn no_auth_is_refused_on_a_non_loopback_address() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_chat_and_sessions_talk_to_a_running_server() {
+    let (home, server) = start(0);
+    // `keel chat --server` while the server holds the data directory's lock; the key comes
+    // from <data_dir>/admin.key.
+    let mut chat = home
+        .command(&["chat", "--server", &server.base])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = chat.stdin.take().unwrap();
+        stdin.write_all(b"hello over http\n/exit\n").unwrap();
+    }
+    let out = support::wait_with_timeout(chat, std::time::Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("echo: hello over http"), "{stdout}");
+
+    let list = home.json(&["sessions", "list", "--json", "--server", &server.base]);
+    let session = list[0]["id"].as_str().unwrap().to_string();
+    let shown = home.json(&[
+        "sessions",
+        "show",
+        &session,
+        "--json",
+        "--server",
+        &server.base,
+    ]);
+    assert_eq!(shown["runs_finished"], 1);
+    let out = home.run(&["sessions", "events", &session, "--server", &server.base]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("run_completed"));
+
+    let refused = home.run(&[
+        "sessions",
+        "list",
+        "--server",
+        &server.base,
+        "--api-key",
+        "kk_0.bad",
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
+}

@@ -4,6 +4,7 @@ pub mod agents;
 pub mod bench;
 pub mod chat;
 pub mod model;
+pub mod remote;
 pub mod send;
 pub mod serve;
 pub mod sessions;
