@@ -70,6 +70,15 @@ pub enum EventBody {
         /// Time spent waiting for model capacity (a local decode slot) within `latency_ms`.
         #[serde(default, skip_serializing_if = "is_zero")]
         queue_ms: u64,
+        /// The route and target index that served it, when a route did (`route#index`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
+        /// Attempts the call took (retries and failovers included).
+        #[serde(default = "one")]
+        attempts: u32,
+        /// The step's price in US dollars from the model catalog, when the model is listed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cost_usd: Option<f64>,
     },
     /// The model call of `step` failed; `retryable` says whether another attempt may help.
     ModelFailed {
@@ -113,6 +122,10 @@ pub enum EventBody {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// The `type` names this version knows, for telling "newer keel" apart from "corrupt".

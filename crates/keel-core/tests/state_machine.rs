@@ -167,6 +167,9 @@ impl Sim {
                                 model: "scripted/echo".into(),
                                 latency_ms: 0,
                                 queue_ms: 0,
+                                target: None,
+                                attempts: 1,
+                                cost_usd: None,
                             });
                         }
                     }

@@ -477,6 +477,8 @@ impl Driver<'_> {
             tools: tools::specs(agent),
             params: Params {
                 max_tokens: Some(agent.limits.max_output_tokens),
+                // Keeps a session on the route target that served it (provider-side caches).
+                affinity: Some(self.run.session.to_string()),
                 ..Params::default()
             },
         };
@@ -513,6 +515,12 @@ impl Driver<'_> {
                             });
                         }
                         keel_models::StreamEvent::Queued { waited } => queued += *waited,
+                        keel_models::StreamEvent::Restart { .. } => {
+                            let _ = self.slot.updates.send(RunUpdate::TextReset {
+                                run_id: run_id.clone(),
+                                step,
+                            });
+                        }
                         _ => {}
                     }
                     reply.push(event);
@@ -523,7 +531,22 @@ impl Driver<'_> {
                 }
             }
         }
+        // A route says which target served the call; a provider called directly is the target.
+        let (served_by, target, attempts) = match reply.served() {
+            Some(s) => (
+                format!("{}/{}", s.provider, s.model),
+                Some(format!("{}#{}", s.route, s.target)),
+                s.attempts,
+            ),
+            None => (served_by, None, 1),
+        };
         let reply = reply.finish();
+        let (provider, served_model) = served_by.split_once('/').unwrap_or((&served_by, ""));
+        let cost_usd = self
+            .inner
+            .models
+            .catalog()
+            .cost(provider, served_model, &reply.usage);
         let replied = EventBody::ModelReplied {
             run_id,
             step,
@@ -537,6 +560,9 @@ impl Driver<'_> {
             model: served_by,
             latency_ms: started.elapsed().as_millis() as u64,
             queue_ms: queued.as_millis() as u64,
+            target,
+            attempts,
+            cost_usd,
         };
         Ok((replied, None))
     }

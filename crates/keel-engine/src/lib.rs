@@ -70,6 +70,9 @@ pub enum RunUpdate {
         attempt: u32,
         text: String,
     },
+    /// The model call of this step failed over to another target after streaming part of its
+    /// reply: discard the text streamed so far for this step; the reply starts again.
+    TextReset { run_id: RunId, step: u32 },
     /// An event was durably logged.
     Event(Arc<Event>),
     /// The run ended and the queue knows it.

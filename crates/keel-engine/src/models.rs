@@ -1,14 +1,18 @@
-//! Resolves an agent's `model` (`provider/model`) to a client. Routes with fallback come
-//! with the router; until then a model string names one provider directly.
+//! Resolves an agent's `model` to a client: a route's name (a `Router` over several targets,
+//! with fallback, retries and breakers) or `provider/model` for one provider directly. Also
+//! holds the model catalog that prices each step.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use keel_models::ModelClient;
+use keel_models::catalog::Catalog;
 
 #[derive(Clone, Default)]
 pub struct ModelRegistry {
     providers: HashMap<String, Arc<dyn ModelClient>>,
+    routes: HashMap<String, Arc<dyn ModelClient>>,
+    catalog: Catalog,
     /// Used when the agent's model names no provider (`gpt-4o-mini` rather than `openai/gpt-4o-mini`).
     default_provider: Option<String>,
 }
@@ -43,6 +47,26 @@ impl ModelRegistry {
         self
     }
 
+    /// Adds a route: agents naming `name` as their model are served by `router`.
+    pub fn with_route(mut self, name: impl Into<String>, router: Arc<dyn ModelClient>) -> Self {
+        self.routes.insert(name.into(), router);
+        self
+    }
+
+    pub fn with_catalog(mut self, catalog: Catalog) -> Self {
+        self.catalog = catalog;
+        self
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The configured providers, by name (what routes are built over).
+    pub fn providers(&self) -> &HashMap<String, Arc<dyn ModelClient>> {
+        &self.providers
+    }
+
     pub fn set_default(&mut self, name: impl Into<String>) {
         self.default_provider = Some(name.into());
     }
@@ -53,6 +77,9 @@ impl ModelRegistry {
 
     /// The client and the provider-side model name for `model`.
     pub fn resolve(&self, model: &str) -> Result<(Arc<dyn ModelClient>, String), ResolveError> {
+        if let Some(router) = self.routes.get(model) {
+            return Ok((router.clone(), model.to_string()));
+        }
         let (provider, name) = match model.split_once('/') {
             Some((p, n)) if self.providers.contains_key(p) => (p.to_string(), n.to_string()),
             Some((p, _)) if self.default_provider.is_none() => {
@@ -78,7 +105,12 @@ impl ModelRegistry {
     }
 
     fn configured(&self) -> String {
-        let mut names: Vec<&str> = self.providers.keys().map(String::as_str).collect();
+        let mut names: Vec<&str> = self
+            .providers
+            .keys()
+            .chain(self.routes.keys())
+            .map(String::as_str)
+            .collect();
         names.sort();
         if names.is_empty() {
             "none".into()

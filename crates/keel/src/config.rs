@@ -17,6 +17,13 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// Named routes over the providers: fallback, weights, retries, breakers, timeouts.
+    /// An agent whose `model` is a route's name is served through it.
+    #[serde(default)]
+    pub routes: Vec<keel_models::router::Route>,
+    /// Model catalog entries (`"provider/model"` keys) added to or replacing the built-in ones.
+    #[serde(default)]
+    pub catalog: BTreeMap<String, keel_models::catalog::ModelInfo>,
     /// Agents kept in step with this file at start (a changed one gets a new version).
     #[serde(default)]
     pub agents: Vec<AgentConfig>,
@@ -70,6 +77,17 @@ pub enum ProviderConfig {
         /// Sampling temperature when a request sets none (default 0.2; 0 is greedy).
         temperature: Option<f32>,
     },
+    /// Anthropic Messages (`ANTHROPIC_API_KEY` when `api_key` is not set).
+    Anthropic(keel_models::providers::anthropic::AnthropicConfig),
+    /// Google Gemini (`GEMINI_API_KEY` when `api_key` is not set).
+    Gemini(keel_models::providers::gemini::GeminiConfig),
+    /// OpenAI Responses API (`OPENAI_API_KEY` when `api_key` is not set).
+    OpenaiResponses(keel_models::providers::openai_responses::ResponsesConfig),
+    /// Azure OpenAI: `endpoint`, `api_version`, `auth = { api_key = "…" }` or `{ entra_token = "…" }`.
+    Azure(keel_models::providers::azure::AzureConfig),
+    /// AWS Bedrock Converse (credentials from AWS's standard chain); needs the `bedrock` feature.
+    #[cfg(feature = "bedrock")]
+    Bedrock(keel_models::providers::bedrock::BedrockConfig),
     /// Deterministic in-process model for tests and benchmarks.
     Scripted {
         #[serde(default)]
@@ -123,6 +141,29 @@ impl Config {
                     api_key_env: None,
                 },
             );
+        }
+        for (name, var) in [
+            ("anthropic", "ANTHROPIC_API_KEY"),
+            ("gemini", "GEMINI_API_KEY"),
+        ] {
+            if !config.providers.contains_key(name) && std::env::var_os(var).is_some() {
+                let provider = match name {
+                    "anthropic" => ProviderConfig::Anthropic(Default::default()),
+                    _ => ProviderConfig::Gemini(Default::default()),
+                };
+                config.providers.insert(name.into(), provider);
+            }
+        }
+        for provider in config.providers.values_mut() {
+            let (key, var) = match provider {
+                ProviderConfig::Anthropic(c) => (&mut c.api_key, "ANTHROPIC_API_KEY"),
+                ProviderConfig::Gemini(c) => (&mut c.api_key, "GEMINI_API_KEY"),
+                ProviderConfig::OpenaiResponses(c) => (&mut c.api_key, "OPENAI_API_KEY"),
+                _ => continue,
+            };
+            if key.is_none() {
+                *key = std::env::var(var).ok().filter(|k| !k.is_empty());
+            }
         }
         if config.providers.is_empty() && cfg!(feature = "local") {
             // Nothing configured: the embedded model, so keel works offline with zero setup.

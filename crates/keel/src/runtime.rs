@@ -40,7 +40,7 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 /// The providers the configuration names.
-pub fn model_registry(config: &Config) -> anyhow::Result<ModelRegistry> {
+pub async fn model_registry(config: &Config) -> anyhow::Result<ModelRegistry> {
     let mut registry = ModelRegistry::new();
     for (name, provider) in &config.providers {
         let client: Arc<dyn keel_models::ModelClient> = match provider {
@@ -79,6 +79,28 @@ pub fn model_registry(config: &Config) -> anyhow::Result<ModelRegistry> {
                 };
                 local_client(config, path.as_deref(), model.as_deref(), tuning)?
             }
+            ProviderConfig::Anthropic(c) => Arc::new(
+                keel_models::providers::anthropic::AnthropicClient::new(c.clone())
+                    .with_context(|| format!("provider {name:?} is misconfigured"))?,
+            ),
+            ProviderConfig::Gemini(c) => Arc::new(
+                keel_models::providers::gemini::GeminiClient::new(c.clone())
+                    .with_context(|| format!("provider {name:?} is misconfigured"))?,
+            ),
+            ProviderConfig::OpenaiResponses(c) => Arc::new(
+                keel_models::providers::openai_responses::ResponsesClient::new(c.clone())
+                    .with_context(|| format!("provider {name:?} is misconfigured"))?,
+            ),
+            ProviderConfig::Azure(c) => Arc::new(
+                keel_models::providers::azure::AzureClient::new(c.clone())
+                    .with_context(|| format!("provider {name:?} is misconfigured"))?,
+            ),
+            #[cfg(feature = "bedrock")]
+            ProviderConfig::Bedrock(c) => Arc::new(
+                keel_models::providers::bedrock::BedrockClient::new(c.clone())
+                    .await
+                    .with_context(|| format!("provider {name:?} is misconfigured"))?,
+            ),
             ProviderConfig::Scripted {
                 token_latency_ms,
                 first_token_latency_ms,
@@ -91,7 +113,13 @@ pub fn model_registry(config: &Config) -> anyhow::Result<ModelRegistry> {
         };
         registry = registry.with(name.clone(), client);
     }
-    Ok(registry)
+    for route in &config.routes {
+        let router = keel_models::router::Router::new(route.clone(), registry.providers())
+            .with_context(|| format!("route {:?} in keel.toml", route.name))?;
+        registry = registry.with_route(route.name.clone(), Arc::new(router));
+    }
+    let catalog = keel_models::catalog::Catalog::builtin().with_overrides(config.catalog.clone());
+    Ok(registry.with_catalog(catalog))
 }
 
 /// The optional knobs of `[providers.NAME] kind = "local"`.
@@ -193,7 +221,7 @@ impl Runtime {
             .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
         let lock = lock_data_dir(&dir)?;
         let store = open_store(config)?;
-        let models = model_registry(config)?;
+        let models = model_registry(config).await?;
         let engine_config = EngineConfig {
             snapshot_every: config.store.snapshot_every.max(1),
             ..EngineConfig::default()

@@ -23,7 +23,11 @@ fn schemathesis() -> PathBuf {
         .arg(&venv)
         .status()
         .expect("python3 is needed to install schemathesis: install python3 (with venv)");
-    assert!(created.success(), "python3 -m venv {} failed", venv.display());
+    assert!(
+        created.success(),
+        "python3 -m venv {} failed",
+        venv.display()
+    );
     let installed = Command::new(venv.join("bin").join("pip"))
         .args(["install", "--quiet", "schemathesis>=4,<5"])
         .status()
@@ -41,7 +45,9 @@ fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     let home = support::KeelHome::new(&config(0));
     let server = KeelServer::start(&home, &[]);
     let key = server.admin_key.clone().expect("admin key");
+    // Run in the temporary home: schemathesis keeps a cache directory where it runs.
     let out = Command::new(&st)
+        .current_dir(home.path())
         .arg("run")
         .arg(server.url("/openapi.json"))
         .args(["--checks", "not_a_server_error,response_schema_conformance"])

@@ -115,6 +115,9 @@ pub async fn stream_turn(
                 out.flush().ok();
                 printed_any = true;
             }
+            Ok(RunUpdate::TextReset { run_id, .. }) if run_id == run.id && print => {
+                eprintln!("\n  [the model's target failed mid-reply; retrying on another]");
+            }
             Ok(RunUpdate::Event(event)) if print => match &event.body {
                 EventBody::ToolCalled {
                     run_id,
