@@ -84,7 +84,7 @@ async fn limit_concurrency(
 }
 
 /// Reads the whole body within the size limit and the request deadline before the handler
-/// runs.
+/// runs, then gives the handler the same deadline.
 async fn read_body(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let limit = state.config.body_limit;
     let (parts, body) = req.into_parts();
@@ -131,6 +131,23 @@ async fn read_body(State(state): State<Arc<AppState>>, req: Request, next: Next)
             .into_response();
         }
     };
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    // Handlers answer within the same deadline, except sends, whose `wait` mode has its own
+    // (longer) limit. Streams count only until their headers go out.
+    let waits = parts.uri.path().ends_with("/messages");
+    let handled = next.run(Request::from_parts(parts, Body::from(bytes)));
+    if waits {
+        return handled.await;
+    }
+    match tokio::time::timeout(state.config.request_timeout, handled).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request_timeout",
+            format!(
+                "the server could not answer within {:?}: retry later",
+                state.config.request_timeout
+            ),
+        )
+        .into_response(),
+    }
 }
