@@ -1,5 +1,6 @@
 //! Prometheus metrics in the text exposition format, kept in plain maps: request counts and
-//! latency histograms by route and status, and runs by status read from the store's queue.
+//! latency histograms by route and status, runs by status read from the store's queue, and
+//! the steps and tokens of the runs this server's callers waited for or streamed.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -42,6 +43,7 @@ pub struct Metrics {
     /// Runs finished as seen by this server's callers, by status.
     turns: Mutex<BTreeMap<&'static str, u64>>,
     usage: Mutex<(u64, u64)>,
+    steps: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
@@ -56,7 +58,9 @@ impl Metrics {
     }
 
     /// A run this server watched end (wait and stream modes), with its token usage.
-    pub fn observe_run(&self, status: &'static str, usage: keel_core::Usage) {
+    pub fn observe_run(&self, status: &'static str, usage: keel_core::Usage, steps: u64) {
+        self.steps
+            .fetch_add(steps, std::sync::atomic::Ordering::Relaxed);
         *self.turns.lock().unwrap().entry(status).or_default() += 1;
         let mut total = self.usage.lock().unwrap();
         total.0 += usage.input_tokens;
@@ -124,6 +128,10 @@ impl Metrics {
         out += "# TYPE keel_tokens_total counter\n";
         let _ = writeln!(out, "keel_tokens_total{{kind=\"input\"}} {input}");
         let _ = writeln!(out, "keel_tokens_total{{kind=\"output\"}} {output}");
+        out += "# HELP keel_steps_total Model steps of the runs counted in keel_api_runs_finished_total.\n";
+        out += "# TYPE keel_steps_total counter\n";
+        let steps = self.steps.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(out, "keel_steps_total {steps}");
         out
     }
 }

@@ -29,10 +29,12 @@ pub enum Progress {
         content: String,
         is_error: bool,
     },
-    /// The run ended; `usage` is known when its completion was seen live.
+    /// The run ended; `usage` is known when its completion was seen live, `steps` counts
+    /// the model replies seen live.
     Ended {
         run: Box<RunRecord>,
         usage: Option<Usage>,
+        steps: u64,
     },
     /// Driving stopped on a store failure; the run resumes later.
     Halted {
@@ -46,6 +48,7 @@ pub struct RunProgress {
     run: RunId,
     updates: broadcast::Receiver<RunUpdate>,
     usage: Option<Usage>,
+    steps: u64,
     poll: tokio::time::Interval,
 }
 
@@ -69,6 +72,7 @@ impl RunProgress {
             run,
             updates,
             usage: None,
+            steps: 0,
             poll,
         }
     }
@@ -111,6 +115,7 @@ impl RunProgress {
         Ok(record.status.is_terminal().then(|| Progress::Ended {
             run: Box::new(record),
             usage: self.usage,
+            steps: self.steps,
         }))
     }
 
@@ -149,6 +154,10 @@ impl RunProgress {
                         content: content.clone(),
                         is_error: *is_error,
                     }),
+                    EventBody::ModelReplied { .. } => {
+                        self.steps += 1;
+                        None
+                    }
                     EventBody::RunCompleted { usage, .. } => {
                         self.usage = Some(*usage);
                         None
@@ -159,6 +168,7 @@ impl RunProgress {
             RunUpdate::Finished(run) if run.id == self.run => Some(Progress::Ended {
                 run,
                 usage: self.usage,
+                steps: self.steps,
             }),
             RunUpdate::Halted { run_id, error } if run_id == self.run => {
                 Some(Progress::Halted { error })

@@ -245,6 +245,13 @@ async fn agents_sessions_and_runs_through_every_endpoint() {
         metrics.contains(r#"keel_api_runs_finished_total{status="completed"} 2"#),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("keel_steps_total 3"),
+        "two watched runs, one with a tool call: {metrics}"
+    );
+    // The session with runs was deleted above (its runs with it): the queue is empty.
+    assert!(metrics.contains("# TYPE keel_runs gauge"), "{metrics}");
+    assert!(!metrics.contains("keel_runs{"), "{metrics}");
     drop(home);
 }
 

@@ -73,8 +73,8 @@ async fn wait(
     loop {
         tokio::select! {
             next = progress.next() => match next? {
-                Progress::Ended { run, usage } => {
-                    state.metrics.observe_run(run.status.as_str(), usage.unwrap_or_default());
+                Progress::Ended { run, usage, steps } => {
+                    state.metrics.observe_run(run.status.as_str(), usage.unwrap_or_default(), steps);
                     return Ok(Json(RunView::new(*run, usage.map(Into::into))).into_response());
                 }
                 Progress::Halted { error } => {
@@ -153,10 +153,12 @@ fn stream(
                     ),
                     false,
                 ),
-                Ok(Progress::Ended { run, usage }) => {
-                    state
-                        .metrics
-                        .observe_run(run.status.as_str(), usage.unwrap_or_default());
+                Ok(Progress::Ended { run, usage, steps }) => {
+                    state.metrics.observe_run(
+                        run.status.as_str(),
+                        usage.unwrap_or_default(),
+                        steps,
+                    );
                     let name = format!("run.{}", run.status.as_str());
                     (sse(&name, &RunView::new(*run, usage.map(Into::into))), true)
                 }
