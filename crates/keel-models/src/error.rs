@@ -31,20 +31,38 @@ pub struct ModelError {
 }
 
 impl ModelError {
-    pub fn new(kind: ModelErrorKind, provider: impl Into<String>, message: impl Into<String>) -> Self {
-        ModelError { kind, provider: provider.into(), message: message.into(), status: None, retry_after: None }
+    pub fn new(
+        kind: ModelErrorKind,
+        provider: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        ModelError {
+            kind,
+            provider: provider.into(),
+            message: message.into(),
+            status: None,
+            retry_after: None,
+        }
     }
 
     /// Whether another attempt (here or on another target) may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self.kind,
-            ModelErrorKind::RateLimited | ModelErrorKind::Unavailable | ModelErrorKind::Timeout | ModelErrorKind::Protocol
+            ModelErrorKind::RateLimited
+                | ModelErrorKind::Unavailable
+                | ModelErrorKind::Timeout
+                | ModelErrorKind::Protocol
         )
     }
 
     /// Maps an HTTP status from a provider onto a kind.
-    pub fn from_status(provider: &str, status: u16, body: &str, retry_after: Option<Duration>) -> Self {
+    pub fn from_status(
+        provider: &str,
+        status: u16,
+        body: &str,
+        retry_after: Option<Duration>,
+    ) -> Self {
         let kind = match status {
             429 => ModelErrorKind::RateLimited,
             401 | 403 => ModelErrorKind::Auth,

@@ -73,7 +73,7 @@ pub fn show_progress(progress: keel_models::providers::local::pull::Progress) {
             );
         }
         Progress::Extracting { done, total } => {
-            let pct = if total == 0 { 100 } else { done * 100 / total };
+            let pct = (done * 100).checked_div(total).unwrap_or(100);
             eprint!("\rkeel: extracting and verifying the model: {pct:>3}%");
             let _ = std::io::stderr().flush();
             if done >= total {
