@@ -347,6 +347,7 @@ impl Driver<'_> {
             .iter()
             .any(|e| matches!(e.body, EventBody::ToolReturned { .. }));
         for event in logged {
+            self.inner.counters.count(&event.body);
             let _ = self.slot.updates.send(RunUpdate::Event(Arc::new(event)));
         }
         if live.state.last_seq - live.snapshot_seq >= self.inner.config.snapshot_every {

@@ -16,6 +16,7 @@ pub mod models;
 pub mod tools;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -112,6 +113,65 @@ pub enum EngineError {
     Load(#[from] LoadError),
 }
 
+/// What this node's engine has done since it started, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Model calls that got a reply (`model_replied` events logged).
+    pub steps: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub runs_completed: u64,
+    pub runs_failed: u64,
+    pub runs_cancelled: u64,
+}
+
+/// The counters behind `EngineStats`, bumped by the driver as it logs events.
+#[derive(Default)]
+struct Counters {
+    steps: AtomicU64,
+    input_tokens: AtomicU64,
+    output_tokens: AtomicU64,
+    runs_completed: AtomicU64,
+    runs_failed: AtomicU64,
+    runs_cancelled: AtomicU64,
+}
+
+impl Counters {
+    /// Counts what a logged event says happened.
+    fn count(&self, body: &EventBody) {
+        let bump = |c: &AtomicU64, n: u64| c.fetch_add(n, Ordering::Relaxed);
+        match body {
+            EventBody::ModelReplied { usage, .. } => {
+                bump(&self.steps, 1);
+                bump(&self.input_tokens, usage.input_tokens);
+                bump(&self.output_tokens, usage.output_tokens);
+            }
+            EventBody::RunCompleted { .. } => {
+                bump(&self.runs_completed, 1);
+            }
+            EventBody::RunFailed { .. } => {
+                bump(&self.runs_failed, 1);
+            }
+            EventBody::RunCancelled { .. } => {
+                bump(&self.runs_cancelled, 1);
+            }
+            _ => {}
+        }
+    }
+
+    fn snapshot(&self) -> EngineStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        EngineStats {
+            steps: get(&self.steps),
+            input_tokens: get(&self.input_tokens),
+            output_tokens: get(&self.output_tokens),
+            runs_completed: get(&self.runs_completed),
+            runs_failed: get(&self.runs_failed),
+            runs_cancelled: get(&self.runs_cancelled),
+        }
+    }
+}
+
 /// Why a run being driven must stop at its next chance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stop {
@@ -147,6 +207,7 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     /// Published after every claim: true when nothing was claimable and nothing is driven.
     idle: watch::Sender<bool>,
+    counters: Counters,
 }
 
 #[derive(Clone)]
@@ -167,6 +228,7 @@ impl Engine {
             wake: Notify::new(),
             shutdown: watch::channel(false).0,
             idle: watch::channel(false).0,
+            counters: Counters::default(),
         };
         Engine {
             inner: Arc::new(inner),
@@ -175,6 +237,11 @@ impl Engine {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// Steps, tokens and finished runs of this node since it started.
+    pub fn stats(&self) -> EngineStats {
+        self.inner.counters.snapshot()
     }
 
     pub fn models(&self) -> &ModelRegistry {

@@ -1,6 +1,6 @@
-//! Prometheus metrics in the text exposition format, kept in plain maps: request counts and
-//! latency histograms by route and status, runs by status read from the store's queue, and
-//! the steps and tokens of the runs this server's callers waited for or streamed.
+//! Prometheus metrics in the text exposition format: request counts and latency histograms by
+//! route and status (kept here), runs by status read from the store's queue, and the engine's
+//! counters of steps, tokens and finished runs (background runs included).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -40,10 +40,6 @@ type RequestKey = (String, String, u16);
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<RequestKey, Histogram>>,
-    /// Runs finished as seen by this server's callers, by status.
-    turns: Mutex<BTreeMap<&'static str, u64>>,
-    usage: Mutex<(u64, u64)>,
-    steps: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
@@ -57,18 +53,8 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// A run this server watched end (wait and stream modes), with its token usage.
-    pub fn observe_run(&self, status: &'static str, usage: keel_core::Usage, steps: u64) {
-        self.steps
-            .fetch_add(steps, std::sync::atomic::Ordering::Relaxed);
-        *self.turns.lock().unwrap().entry(status).or_default() += 1;
-        let mut total = self.usage.lock().unwrap();
-        total.0 += usage.input_tokens;
-        total.1 += usage.output_tokens;
-    }
-
     /// The exposition text; `runs` are the queue's run counts by status.
-    pub fn render(&self, runs: &[(String, u64)]) -> String {
+    pub fn render(&self, runs: &[(String, u64)], engine: &keel_engine::EngineStats) -> String {
         let mut out = String::new();
         out += "# HELP keel_http_requests_total HTTP requests by method, route and status.\n";
         out += "# TYPE keel_http_requests_total counter\n";
@@ -115,22 +101,33 @@ impl Metrics {
         for (status, count) in runs {
             let _ = writeln!(out, "keel_runs{{status=\"{status}\"}} {count}");
         }
-        out += "# HELP keel_api_runs_finished_total Runs that callers of this server waited for or streamed, by how they ended.\n";
-        out += "# TYPE keel_api_runs_finished_total counter\n";
-        for (status, count) in self.turns.lock().unwrap().iter() {
+        out += "# HELP keel_runs_finished_total Runs this node drove to their end, by how they ended.\n";
+        out += "# TYPE keel_runs_finished_total counter\n";
+        for (status, count) in [
+            ("completed", engine.runs_completed),
+            ("failed", engine.runs_failed),
+            ("cancelled", engine.runs_cancelled),
+        ] {
             let _ = writeln!(
                 out,
-                "keel_api_runs_finished_total{{status=\"{status}\"}} {count}"
+                "keel_runs_finished_total{{status=\"{status}\"}} {count}"
             );
         }
-        let (input, output) = *self.usage.lock().unwrap();
-        out += "# HELP keel_tokens_total Model tokens of the runs counted in keel_api_runs_finished_total.\n";
+        out += "# HELP keel_tokens_total Model tokens of the steps this node ran.\n";
         out += "# TYPE keel_tokens_total counter\n";
-        let _ = writeln!(out, "keel_tokens_total{{kind=\"input\"}} {input}");
-        let _ = writeln!(out, "keel_tokens_total{{kind=\"output\"}} {output}");
-        out += "# HELP keel_steps_total Model steps of the runs counted in keel_api_runs_finished_total.\n";
+        let _ = writeln!(
+            out,
+            "keel_tokens_total{{kind=\"input\"}} {}",
+            engine.input_tokens
+        );
+        let _ = writeln!(
+            out,
+            "keel_tokens_total{{kind=\"output\"}} {}",
+            engine.output_tokens
+        );
+        out += "# HELP keel_steps_total Model steps (calls that got a reply) this node ran.\n";
         out += "# TYPE keel_steps_total counter\n";
-        let steps = self.steps.load(std::sync::atomic::Ordering::Relaxed);
+        let steps = engine.steps;
         let _ = writeln!(out, "keel_steps_total {steps}");
         out
     }

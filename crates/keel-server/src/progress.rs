@@ -29,12 +29,10 @@ pub enum Progress {
         content: String,
         is_error: bool,
     },
-    /// The run ended; `usage` is known when its completion was seen live, `steps` counts
-    /// the model replies seen live.
+    /// The run ended; `usage` is known when its completion was seen live.
     Ended {
         run: Box<RunRecord>,
         usage: Option<Usage>,
-        steps: u64,
     },
     /// Driving stopped on a store failure; the run resumes later.
     Halted {
@@ -48,7 +46,6 @@ pub struct RunProgress {
     run: RunId,
     updates: broadcast::Receiver<RunUpdate>,
     usage: Option<Usage>,
-    steps: u64,
     poll: tokio::time::Interval,
 }
 
@@ -72,7 +69,6 @@ impl RunProgress {
             run,
             updates,
             usage: None,
-            steps: 0,
             poll,
         }
     }
@@ -115,7 +111,6 @@ impl RunProgress {
         Ok(record.status.is_terminal().then(|| Progress::Ended {
             run: Box::new(record),
             usage: self.usage,
-            steps: self.steps,
         }))
     }
 
@@ -154,10 +149,6 @@ impl RunProgress {
                         content: content.clone(),
                         is_error: *is_error,
                     }),
-                    EventBody::ModelReplied { .. } => {
-                        self.steps += 1;
-                        None
-                    }
                     EventBody::RunCompleted { usage, .. } => {
                         self.usage = Some(*usage);
                         None
@@ -168,7 +159,6 @@ impl RunProgress {
             RunUpdate::Finished(run) if run.id == self.run => Some(Progress::Ended {
                 run,
                 usage: self.usage,
-                steps: self.steps,
             }),
             RunUpdate::Halted { run_id, error } if run_id == self.run => {
                 Some(Progress::Halted { error })

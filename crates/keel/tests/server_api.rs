@@ -242,12 +242,12 @@ async fn agents_sessions_and_runs_through_every_endpoint() {
     assert!(metrics.contains(r#"keel_http_requests_total{method="POST",route="/v1/sessions/{id}/messages",status="200"}"#), "{metrics}");
     assert!(metrics.contains("keel_http_request_duration_seconds_bucket"));
     assert!(
-        metrics.contains(r#"keel_api_runs_finished_total{status="completed"} 2"#),
+        metrics.contains(r#"keel_runs_finished_total{status="completed"} 3"#),
         "{metrics}"
     );
     assert!(
-        metrics.contains("keel_steps_total 3"),
-        "two watched runs, one with a tool call: {metrics}"
+        metrics.contains("keel_steps_total 4"),
+        "three runs (a background one too), one with a tool call: {metrics}"
     );
     // The session with runs was deleted above (its runs with it): the queue is empty.
     assert!(metrics.contains("# TYPE keel_runs gauge"), "{metrics}");

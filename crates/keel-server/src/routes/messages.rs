@@ -73,8 +73,7 @@ async fn wait(
     loop {
         tokio::select! {
             next = progress.next() => match next? {
-                Progress::Ended { run, usage, steps } => {
-                    state.metrics.observe_run(run.status.as_str(), usage.unwrap_or_default(), steps);
+                Progress::Ended { run, usage } => {
                     return Ok(Json(RunView::new(*run, usage.map(Into::into))).into_response());
                 }
                 Progress::Halted { error } => {
@@ -153,12 +152,7 @@ fn stream(
                     ),
                     false,
                 ),
-                Ok(Progress::Ended { run, usage, steps }) => {
-                    state.metrics.observe_run(
-                        run.status.as_str(),
-                        usage.unwrap_or_default(),
-                        steps,
-                    );
+                Ok(Progress::Ended { run, usage }) => {
                     let name = format!("run.{}", run.status.as_str());
                     (sse(&name, &RunView::new(*run, usage.map(Into::into))), true)
                 }

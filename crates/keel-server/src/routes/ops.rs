@@ -41,7 +41,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> ApiResult<impl IntoR
         .collect();
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&runs),
+        state.metrics.render(&runs, &state.engine.stats()),
     ))
 }
 
