@@ -191,6 +191,8 @@ struct HeldRun {
 /// update channel.
 struct SessionSlot {
     live: tokio::sync::Mutex<Option<live::LiveSession>>,
+    /// Serialises submits to the session (the busy check and the enqueue are one step).
+    submit: tokio::sync::Mutex<()>,
     updates: broadcast::Sender<RunUpdate>,
 }
 
@@ -386,6 +388,10 @@ impl Engine {
                 kind: "session",
                 id: session.to_string(),
             })?;
+        // Checking for a busy session and queueing must not interleave with another submit to
+        // the same session, or two `reject`s could both get through (within this node).
+        let slot = self.inner.slot(session);
+        let _submitting = slot.submit.lock().await;
         if policy != BusyPolicy::Enqueue {
             let pending = self.inner.store.pending_runs(tenant, session).await?;
             if policy == BusyPolicy::Reject
@@ -555,6 +561,7 @@ impl Inner {
         }
         let slot = Arc::new(SessionSlot {
             live: tokio::sync::Mutex::new(None),
+            submit: tokio::sync::Mutex::new(()),
             updates: broadcast::channel(1024).0,
         });
         slots.insert(session.clone(), slot.clone());
