@@ -123,8 +123,18 @@ fn a_data_dir_keel_may_not_write_gives_a_clear_error() {
     set_mode(&data, 0o555);
     let mut cmd = home.command(&["send", "hi"]);
     if unsafe { libc::geteuid() } == 0 {
-        // root ignores permissions: run keel as an unprivileged user, as a real deployment would.
-        cmd.uid(65534).gid(65534);
+        // root ignores permissions: run keel as an unprivileged user, as a real deployment
+        // would — from a copy that user can reach wherever the checkout lives.
+        let bin = home.path().join("keel");
+        std::fs::copy(env!("CARGO_BIN_EXE_keel"), &bin).unwrap();
+        set_mode(&bin, 0o755);
+        let mut as_nobody = std::process::Command::new(&bin);
+        as_nobody
+            .args(["send", "hi"])
+            .current_dir(home.path())
+            .env_remove("KEEL_DATA_DIR");
+        as_nobody.uid(65534).gid(65534);
+        cmd = as_nobody;
     }
     let out = support::wait_with_timeout(
         cmd.stdout(std::process::Stdio::piped())
