@@ -67,6 +67,11 @@ impl ModelRegistry {
         &self.providers
     }
 
+    /// The configured routes, by name.
+    pub fn routes(&self) -> &HashMap<String, Arc<dyn ModelClient>> {
+        &self.routes
+    }
+
     pub fn set_default(&mut self, name: impl Into<String>) {
         self.default_provider = Some(name.into());
     }

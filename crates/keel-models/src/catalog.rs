@@ -165,6 +165,11 @@ impl Catalog {
         self
     }
 
+    /// Every entry's key, `provider/model`.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.models.keys().map(String::as_str)
+    }
+
     /// The entry for `provider/model`, else for `model` under any provider (e.g. an Azure
     /// deployment named `gpt-4o`).
     pub fn get(&self, provider: &str, model: &str) -> Option<&ModelInfo> {

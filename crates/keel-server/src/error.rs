@@ -99,6 +99,8 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
+        // Kept on the response so a path with another error shape (OpenAI's) can re-render it.
+        let kept = self.clone();
         let body = ErrorEnvelope {
             error: ErrorBody {
                 kind: self.kind(),
@@ -112,6 +114,7 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        response.extensions_mut().insert(kept);
         response
     }
 }

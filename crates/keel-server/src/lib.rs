@@ -4,13 +4,15 @@
 //!
 //! Modules: `routes` (one per resource), `auth` (keys and the auth layer), `error` (the one
 //! envelope), `layers` (tower stack), `listen` (accept loop, graceful shutdown), `progress`
-//! (following a run), `wire` (bodies), `metrics`, `openapi`, `state`.
+//! (following a run), `wire` (bodies), `metrics`, `openapi`, `state`, and `openai` (the
+//! OpenAI-compatible paths).
 
 pub mod auth;
 pub mod error;
 mod layers;
 mod listen;
 pub mod metrics;
+pub mod openai;
 pub mod openapi;
 mod progress;
 pub mod routes;

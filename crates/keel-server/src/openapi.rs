@@ -5,23 +5,28 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::error::{ErrorBody, ErrorEnvelope};
+use crate::openai::wire::*;
+use crate::openai::{chat, models};
 use crate::routes::{admin, agents, events, messages, ops, runs, sessions};
 use crate::wire::*;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "keel", description = "keel's native API: agents, sessions, runs and their event logs."),
+    info(title = "keel", description = "keel's native API: agents, sessions, runs and their event logs; and the OpenAI-compatible chat completions and models."),
     paths(
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
         agents::create, agents::list, agents::get, agents::put, agents::archive,
         sessions::create, sessions::get, sessions::list, sessions::delete,
         messages::send, events::list, runs::get, runs::cancel,
         admin::create_tenant, admin::create_key, admin::revoke_key,
+        chat::completions, models::list,
     ),
     components(schemas(
         ErrorEnvelope, ErrorBody, AgentBody, AgentView, AgentList, CreateSession, SessionView,
         SessionSummary, SessionList, UsageView, SendMode, OnBusy, SendMessage, RunView, EventPage,
         CreateTenant, TenantView, CreateKey, KeyView, Health,
+        ChatRequest, StreamOptions, ChatCompletion, ChatUsage, CachedTokens, ModelList, ModelEntry,
+        OpenAiErrorEnvelope, OpenAiErrorBody,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

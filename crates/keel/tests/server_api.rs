@@ -282,7 +282,7 @@ async fn every_route_is_served_and_documented() {
             );
         }
     }
-    assert_eq!(documented, 20, "every route is in /openapi.json");
+    assert_eq!(documented, 22, "every route is in /openapi.json");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, post};
 
-use crate::auth;
 use crate::error::{no_route, wrong_method};
 use crate::state::AppState;
+use crate::{auth, openai};
 
 /// Every route, as (method, path) — what the OpenAPI document must describe.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -40,6 +40,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/admin/tenants"),
     ("post", "/v1/admin/tenants/{id}/keys"),
     ("post", "/v1/admin/keys/{prefix}/revoke"),
+    ("post", "/v1/chat/completions"),
+    ("get", "/v1/models"),
 ];
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -63,12 +65,21 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             auth::authenticate,
         ));
+    let openai = Router::new()
+        .route("/v1/chat/completions", post(openai::chat::completions))
+        .route("/v1/models", get(openai::models::list))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .route_layer(axum::middleware::from_fn(openai::error::reshape));
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .merge(api)
+        .merge(openai)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(state)

@@ -1,0 +1,441 @@
+//! `POST /v1/chat/completions`: a stateless gateway. The request becomes keel's normalized
+//! `ModelRequest`, is served by the route or provider that `model` names, and the reply goes
+//! back as a `chat.completion` or as `chat.completion.chunk` server-sent events. No session.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use keel_core::{FinishReason, Message, Part, Role, Usage};
+use keel_models::{ModelClient, ModelRequest, ModelStream, Params, StreamEvent, ToolSpec};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::error::{bad_param, model_error, openai_error};
+use super::wire::*;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiJson};
+use crate::state::AppState;
+
+/// Creates a chat completion (OpenAI-compatible), streamed when `stream` is true.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
+    request_body = ChatRequest,
+    responses((status = 200, body = ChatCompletion, description = "a completion; with `stream` an SSE stream of `chat.completion.chunk` ending with `data: [DONE]`"),
+        (status = 400, body = OpenAiErrorEnvelope), (status = 401, body = OpenAiErrorEnvelope),
+        (status = 404, body = OpenAiErrorEnvelope, description = "unknown model"),
+        (status = 502, body = OpenAiErrorEnvelope, description = "the upstream provider failed")))]
+pub async fn completions(
+    State(state): State<Arc<AppState>>,
+    _caller: Caller,
+    ApiJson(body): ApiJson<ChatRequest>,
+) -> Response {
+    let (client, model) = match resolve(&state, &body.model) {
+        Ok(found) => found,
+        Err(e) => return openai_error(e, Some("model")),
+    };
+    let request = match model_request(&body, model) {
+        Ok(request) => request,
+        Err((param, message)) => return bad_param(param, message),
+    };
+    let meta = Meta {
+        id: format!("chatcmpl-{:032x}", rand::random::<u128>()),
+        created: now_secs(),
+        model: body.model.clone(),
+    };
+    if body.stream {
+        let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
+        match client.stream(request).await {
+            Ok(stream) => stream_reply(stream, meta, include_usage),
+            Err(e) => openai_error(model_error(&e), None),
+        }
+    } else {
+        match client.complete(request).await {
+            Ok(reply) => {
+                let completion = ChatCompletion {
+                    id: meta.id,
+                    object: "chat.completion",
+                    created: meta.created,
+                    model: meta.model,
+                    choices: vec![Choice {
+                        index: 0,
+                        message: assistant_message(&reply.message),
+                        finish_reason: finish_reason(reply.finish),
+                        logprobs: None,
+                    }],
+                    usage: reply.usage.into(),
+                };
+                (StatusCode::OK, axum::Json(completion)).into_response()
+            }
+            Err(e) => openai_error(model_error(&e), None),
+        }
+    }
+}
+
+/// The client for `model`: a route's name or `provider/model` with a configured provider.
+/// Unlike agents, the gateway does not guess a provider for a bare name.
+fn resolve(state: &AppState, model: &str) -> Result<(Arc<dyn ModelClient>, String), ApiError> {
+    let models = state.engine.models();
+    let known = models.routes().contains_key(model)
+        || model
+            .split_once('/')
+            .is_some_and(|(p, name)| !name.is_empty() && models.providers().contains_key(p));
+    if !known {
+        let mut routes: Vec<&str> = models.routes().keys().map(String::as_str).collect();
+        let mut providers: Vec<&str> = models.providers().keys().map(String::as_str).collect();
+        routes.sort();
+        providers.sort();
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+            format!(
+                "the model {model:?} does not exist here: name a route ({}) or `provider/model` with a configured provider ({}); GET /v1/models lists them",
+                list_or_none(&routes),
+                list_or_none(&providers)
+            ),
+        ));
+    }
+    models
+        .resolve(model)
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "model_not_found", e.to_string()))
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none configured".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Translates the body into keel's normalized request; on failure, the offending parameter and
+/// what was wrong with it.
+fn model_request(
+    body: &ChatRequest,
+    model: String,
+) -> Result<ModelRequest, (&'static str, String)> {
+    if let Some(n) = body.n.filter(|n| *n != 1) {
+        return Err((
+            "n",
+            format!("n = {n} is not supported: keel returns one choice; omit n or send 1"),
+        ));
+    }
+    let tools_off = match &body.tool_choice {
+        None => false,
+        Some(Value::String(s)) if s == "auto" => false,
+        Some(Value::String(s)) if s == "none" => true,
+        Some(other) => {
+            return Err((
+                "tool_choice",
+                format!(
+                    "tool_choice {other} is not supported yet: send \"auto\" or \"none\" (or omit it)"
+                ),
+            ));
+        }
+    };
+    let mut system = Vec::new();
+    let mut messages = Vec::new();
+    for (i, message) in body.messages.iter().enumerate() {
+        match message {
+            ChatMessage::System { content } | ChatMessage::Developer { content } => {
+                system.push(text_of(content));
+            }
+            ChatMessage::User { content } => messages.push(Message {
+                role: Role::User,
+                parts: parts_of(content),
+            }),
+            ChatMessage::Assistant {
+                content,
+                tool_calls,
+            } => {
+                let mut parts = content.as_ref().map(parts_of).unwrap_or_default();
+                for call in tool_calls {
+                    let arguments = if call.function.arguments.trim().is_empty() {
+                        json!({})
+                    } else {
+                        serde_json::from_str(&call.function.arguments).map_err(|e| {
+                            ("messages", format!(
+                                "messages[{i}].tool_calls[{:?}].function.arguments is not JSON text ({e}): send the arguments object serialized as a string",
+                                call.id
+                            ))
+                        })?
+                    };
+                    parts.push(Part::ToolCall {
+                        id: call.id.clone(),
+                        name: call.function.name.clone(),
+                        arguments,
+                    });
+                }
+                messages.push(Message {
+                    role: Role::Assistant,
+                    parts,
+                });
+            }
+            ChatMessage::Tool {
+                content,
+                tool_call_id,
+            } => messages.push(Message {
+                role: Role::Tool,
+                parts: vec![Part::ToolResult {
+                    call_id: tool_call_id.clone(),
+                    content: text_of(content),
+                    is_error: false,
+                }],
+            }),
+        }
+    }
+    if messages.is_empty() {
+        return Err((
+            "messages",
+            "messages has no user, assistant or tool message: send at least one".into(),
+        ));
+    }
+    let mut tools = Vec::new();
+    for tool in &body.tools {
+        if tool.kind != "function" {
+            return Err((
+                "tools",
+                format!(
+                    "tool type {:?} is not supported: only \"function\" tools are",
+                    tool.kind
+                ),
+            ));
+        }
+        tools.push(ToolSpec {
+            name: tool.function.name.clone(),
+            description: tool.function.description.clone(),
+            parameters: tool
+                .function
+                .parameters
+                .clone()
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+        });
+    }
+    if tools_off {
+        tools.clear();
+    }
+    let stop = match &body.stop {
+        None => Vec::new(),
+        Some(Stop::One(s)) => vec![s.clone()],
+        Some(Stop::Many(v)) => v.clone(),
+    };
+    Ok(ModelRequest {
+        model,
+        system: (!system.is_empty()).then(|| system.join("\n\n")),
+        messages,
+        tools,
+        params: Params {
+            max_tokens: body.max_completion_tokens.or(body.max_tokens),
+            temperature: body.temperature,
+            top_p: body.top_p,
+            stop,
+            seed: body.seed,
+            affinity: None,
+        },
+    })
+}
+
+fn text_of(content: &Content) -> String {
+    match content {
+        Content::Text(text) => text.clone(),
+        Content::Parts(parts) => parts
+            .iter()
+            .filter_map(|p| match p {
+                ContentPart::Text { text } => Some(text.as_str()),
+                ContentPart::ImageUrl { .. } => None,
+            })
+            .collect::<Vec<_>>()
+            .join(""),
+    }
+}
+
+fn parts_of(content: &Content) -> Vec<Part> {
+    match content {
+        Content::Text(text) if text.is_empty() => Vec::new(),
+        Content::Text(text) => vec![Part::Text { text: text.clone() }],
+        Content::Parts(parts) => parts
+            .iter()
+            .map(|p| match p {
+                ContentPart::Text { text } => Part::Text { text: text.clone() },
+                ContentPart::ImageUrl { image_url } => Part::Image {
+                    url: image_url.url.clone(),
+                },
+            })
+            .collect(),
+    }
+}
+
+fn assistant_message(message: &Message) -> AssistantMessage {
+    let text = message.text_content();
+    let tool_calls: Vec<ToolCall> = message
+        .parts
+        .iter()
+        .filter_map(|p| match p {
+            Part::ToolCall {
+                id,
+                name,
+                arguments,
+            } => Some(ToolCall {
+                id: id.clone(),
+                kind: "function".into(),
+                function: FunctionCall {
+                    name: name.clone(),
+                    arguments: arguments_text(arguments),
+                },
+            }),
+            _ => None,
+        })
+        .collect();
+    AssistantMessage {
+        role: "assistant",
+        content: (!text.is_empty() || tool_calls.is_empty()).then_some(text),
+        tool_calls,
+    }
+}
+
+/// Arguments as JSON text; arguments the model got wrong were kept as a string, sent as is.
+fn arguments_text(arguments: &Value) -> String {
+    match arguments {
+        Value::String(raw) => raw.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn finish_reason(finish: FinishReason) -> &'static str {
+    match finish {
+        FinishReason::Length => "length",
+        FinishReason::ToolCalls => "tool_calls",
+        FinishReason::ContentFilter => "content_filter",
+        FinishReason::Stop | FinishReason::Cancelled | FinishReason::Error => "stop",
+    }
+}
+
+/// What every chunk of one completion repeats.
+struct Meta {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl Meta {
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> SseEvent {
+        data(&json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
+        }))
+    }
+}
+
+fn data(value: &Value) -> SseEvent {
+    SseEvent::default().data(value.to_string())
+}
+
+/// Streams the reply as chunks from a task that ends (dropping the upstream call) when the
+/// client goes away.
+fn stream_reply(upstream: ModelStream, meta: Meta, include_usage: bool) -> Response {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(pump(upstream, meta, include_usage, tx));
+    let events = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|event| (Ok::<_, Infallible>(event), rx))
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+async fn pump(
+    mut upstream: ModelStream,
+    meta: Meta,
+    include_usage: bool,
+    tx: mpsc::Sender<SseEvent>,
+) {
+    let mut usage = Usage::default();
+    let mut finish: Option<FinishReason> = None;
+    let mut called_tools = false;
+    if tx
+        .send(meta.chunk(json!({"role": "assistant", "content": ""}), None))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    while let Some(event) = upstream.next().await {
+        let chunk = match event {
+            Ok(StreamEvent::TextDelta(text)) => meta.chunk(json!({"content": text}), None),
+            Ok(StreamEvent::ToolCallDelta {
+                index,
+                id,
+                name,
+                arguments,
+            }) => {
+                called_tools = true;
+                let mut call = json!({"index": index, "function": {"arguments": arguments}});
+                if let Some(id) = id {
+                    call["id"] = json!(id);
+                    call["type"] = json!("function");
+                }
+                if let Some(name) = name {
+                    call["function"]["name"] = json!(name);
+                }
+                meta.chunk(json!({"tool_calls": [call]}), None)
+            }
+            Ok(StreamEvent::Usage(u)) => {
+                usage = u;
+                continue;
+            }
+            Ok(StreamEvent::Finish(f)) => {
+                finish = Some(f);
+                continue;
+            }
+            Ok(StreamEvent::Restart { target }) => {
+                // Chunks already sent cannot be taken back in this protocol.
+                tracing::warn!(%target, id = %meta.id, "a streamed completion failed over mid-reply; the client saw the abandoned attempt's chunks");
+                continue;
+            }
+            Ok(StreamEvent::Served(_) | StreamEvent::Queued { .. }) => continue,
+            Err(e) => {
+                let error = model_error(&e);
+                let _ = tx
+                    .send(data(&json!({"error": {
+                        "message": error.message, "type": "server_error", "param": null, "code": error.code,
+                    }})))
+                    .await;
+                return;
+            }
+        };
+        if tx.send(chunk).await.is_err() {
+            return;
+        }
+    }
+    let finish = finish.unwrap_or(if called_tools {
+        FinishReason::ToolCalls
+    } else {
+        FinishReason::Stop
+    });
+    let mut tail = vec![meta.chunk(json!({}), Some(finish_reason(finish)))];
+    if include_usage {
+        tail.push(data(&json!({
+            "id": meta.id, "object": "chat.completion.chunk", "created": meta.created,
+            "model": meta.model, "choices": [], "usage": ChatUsage::from(usage),
+        })));
+    }
+    tail.push(SseEvent::default().data("[DONE]"));
+    for event in tail {
+        if tx.send(event).await.is_err() {
+            return;
+        }
+    }
+}
+
+pub(super) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,211 @@
+//! The bodies of OpenAI's Chat Completions and Models APIs, as far as keel serves them: what
+//! clients send (parsed leniently about fields keel does not use) and what they get back.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// `POST /v1/chat/completions`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChatRequest {
+    /// A route name from keel.toml, or `provider/model`.
+    pub model: String,
+    #[schema(value_type = Vec<Object>)]
+    pub messages: Vec<ChatMessage>,
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub tools: Vec<ChatTool>,
+    /// `"auto"` (default) or `"none"`.
+    #[schema(value_type = Option<Object>)]
+    pub tool_choice: Option<Value>,
+    #[serde(default)]
+    pub stream: bool,
+    pub stream_options: Option<StreamOptions>,
+    pub max_tokens: Option<u32>,
+    pub max_completion_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    #[schema(value_type = Option<Object>)]
+    pub stop: Option<Stop>,
+    pub seed: Option<u64>,
+    /// Only 1 is supported.
+    pub n: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "role", rename_all = "snake_case")]
+pub enum ChatMessage {
+    System {
+        content: Content,
+    },
+    Developer {
+        content: Content,
+    },
+    User {
+        content: Content,
+    },
+    Assistant {
+        #[serde(default)]
+        content: Option<Content>,
+        #[serde(default)]
+        tool_calls: Vec<ToolCall>,
+    },
+    Tool {
+        content: Content,
+        tool_call_id: String,
+    },
+}
+
+/// A message's content: a string or a list of parts.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentPart {
+    Text { text: String },
+    ImageUrl { image_url: ImageUrl },
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ImageUrl {
+    pub url: String,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+fn function_type() -> String {
+    "function".into()
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct FunctionCall {
+    pub name: String,
+    /// The arguments as JSON text.
+    pub arguments: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatTool {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionSpec,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FunctionSpec {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub parameters: Option<Value>,
+}
+
+/// A whole (non-streamed) completion.
+#[derive(Serialize, ToSchema)]
+pub struct ChatCompletion {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    #[schema(value_type = Vec<Object>)]
+    pub choices: Vec<Choice>,
+    pub usage: ChatUsage,
+}
+
+#[derive(Serialize)]
+pub struct Choice {
+    pub index: u32,
+    pub message: AssistantMessage,
+    pub finish_reason: &'static str,
+    pub logprobs: Option<()>,
+}
+
+#[derive(Serialize)]
+pub struct AssistantMessage {
+    pub role: &'static str,
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+}
+
+#[derive(Clone, Copy, Serialize, ToSchema)]
+pub struct ChatUsage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    pub prompt_tokens_details: CachedTokens,
+}
+
+#[derive(Clone, Copy, Serialize, ToSchema)]
+pub struct CachedTokens {
+    pub cached_tokens: u64,
+}
+
+impl From<keel_core::Usage> for ChatUsage {
+    fn from(u: keel_core::Usage) -> Self {
+        ChatUsage {
+            prompt_tokens: u.input_tokens,
+            completion_tokens: u.output_tokens,
+            total_tokens: u.input_tokens + u.output_tokens,
+            prompt_tokens_details: CachedTokens {
+                cached_tokens: u.cached_input_tokens,
+            },
+        }
+    }
+}
+
+/// `GET /v1/models`.
+#[derive(Serialize, ToSchema)]
+pub struct ModelList {
+    pub object: &'static str,
+    pub data: Vec<ModelEntry>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ModelEntry {
+    /// What to pass as `model`.
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    /// `keel` for a route, else the provider's name.
+    pub owned_by: String,
+}
+
+/// OpenAI's error body.
+#[derive(Serialize, ToSchema)]
+pub struct OpenAiErrorEnvelope {
+    pub error: OpenAiErrorBody,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OpenAiErrorBody {
+    pub message: String,
+    /// e.g. `invalid_request_error`, `authentication_error`, `not_found_error`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: String,
+}
