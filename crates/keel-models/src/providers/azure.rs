@@ -8,12 +8,11 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::openai::chunks::{ChunkDecoder, Decoded};
+use super::openai::chunks::ChatChunks;
 use super::openai::wire::chat_body;
 use super::openai::{MaxTokensField, error_message};
-use super::streaming::{self, EventDecoder, HttpTimeouts, SseCall};
-use crate::sse::SseEvent;
-use crate::{ModelClient, ModelError, ModelRequest, ModelStream, StreamEvent};
+use super::streaming::{self, HttpTimeouts, SseCall};
+use crate::{ModelClient, ModelError, ModelRequest, ModelStream};
 
 const PROVIDER: &str = "azure";
 
@@ -146,8 +145,7 @@ impl ModelClient for AzureClient {
             timeouts: &self.config.timeouts,
             error_message,
         };
-        call.run(send, ChatChunks(ChunkDecoder::default(), false))
-            .await
+        call.run(send, ChatChunks::new(PROVIDER)).await
     }
 }
 
@@ -155,32 +153,5 @@ fn as_azure(error: ModelError) -> ModelError {
     ModelError {
         provider: PROVIDER.into(),
         ..error
-    }
-}
-
-/// OpenAI's chunk decoder under the `EventDecoder` contract; the flag is "`[DONE]` seen".
-struct ChatChunks(ChunkDecoder, bool);
-
-impl EventDecoder for ChatChunks {
-    fn decode(&mut self, event: &SseEvent) -> Result<Vec<StreamEvent>, ModelError> {
-        match self.0.decode(&event.data).map_err(as_azure)? {
-            Decoded::Events(events) => Ok(events),
-            Decoded::Done => {
-                self.1 = true;
-                Ok(Vec::new())
-            }
-        }
-    }
-
-    fn is_complete(&self) -> bool {
-        self.1
-    }
-
-    fn may_end(&self) -> bool {
-        self.1 || self.0.has_finished()
-    }
-
-    fn finish(&mut self) -> Vec<StreamEvent> {
-        vec![self.0.finish()]
     }
 }

@@ -5,20 +5,15 @@
 pub(crate) mod chunks;
 pub(crate) mod wire;
 
-use std::collections::VecDeque;
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
-use futures::stream::BoxStream;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use tokio::time::{Instant, timeout_at};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 
-use self::chunks::{ChunkDecoder, Decoded};
-use crate::http::{retry_after, timeout_error, transport_error};
-use crate::sse::SseDecoder;
-use crate::{ModelClient, ModelError, ModelErrorKind, ModelRequest, ModelStream, StreamEvent};
+use self::chunks::ChatChunks;
+use super::streaming::{HttpTimeouts, SseCall};
+use crate::{ModelClient, ModelError, ModelErrorKind, ModelRequest, ModelStream};
 
 const PROVIDER: &str = "openai";
 
@@ -189,87 +184,23 @@ impl ModelClient for OpenAiClient {
 
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
         let body = wire::chat_body(&request, self.config.max_tokens_field)?;
-        let started = Instant::now();
-        let deadline = started + self.config.total_timeout;
-        let first_byte_deadline = deadline.min(started + self.config.first_byte_timeout);
-        let no_first_byte = || {
-            timeout_error(
-                PROVIDER,
-                "no first byte from the server",
-                self.config.first_byte_timeout,
-            )
-        };
-
         let send = self
             .http
             .post(&self.endpoint)
             .headers(self.headers.clone())
-            .json(&body)
-            .send();
-        let response = match timeout_at(first_byte_deadline, send).await {
-            Err(_) => return Err(no_first_byte()),
-            Ok(Err(error)) => return Err(transport_error(PROVIDER, &self.endpoint, &error)),
-            Ok(Ok(response)) => response,
+            .json(&body);
+        let timeouts = HttpTimeouts {
+            connect_ms: self.config.connect_timeout.as_millis() as u64,
+            first_byte_ms: self.config.first_byte_timeout.as_millis() as u64,
+            total_ms: self.config.total_timeout.as_millis() as u64,
         };
-        let status = response.status();
-        if !status.is_success() {
-            let wait = retry_after(response.headers(), SystemTime::now());
-            let text = match timeout_at(deadline, response.text()).await {
-                Ok(Ok(text)) => text,
-                _ => String::new(),
-            };
-            return Err(ModelError::from_status(
-                PROVIDER,
-                status.as_u16(),
-                &error_message(&text),
-                wait,
-            ));
-        }
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !content_type
-            .to_ascii_lowercase()
-            .starts_with("text/event-stream")
-        {
-            return Err(ModelError::new(
-                ModelErrorKind::Protocol,
-                PROVIDER,
-                format!(
-                    "{} answered with content type `{content_type}`, not text/event-stream; is base_url an \
-                     OpenAI-compatible API (a proxy or login page may be in the way)?",
-                    self.endpoint
-                ),
-            ));
-        }
-        let mut reply = ReplyStream {
-            body: response.bytes_stream().boxed(),
-            sse: SseDecoder::new(),
-            chunks: ChunkDecoder::default(),
-            pending: VecDeque::new(),
-            read_deadline: first_byte_deadline,
-            total_timeout: self.config.total_timeout,
-            url: self.endpoint.clone(),
-            over: false,
+        let call = SseCall {
+            provider: PROVIDER,
+            url: &self.endpoint,
+            timeouts: &timeouts,
+            error_message,
         };
-        // Errors up to the first byte are returned here, so a router can still fail over.
-        reply.read_more().await;
-        if matches!(reply.pending.front(), Some(Err(_)))
-            && let Some(Err(error)) = reply.pending.pop_front()
-        {
-            return Err(if error.kind == ModelErrorKind::Timeout {
-                no_first_byte()
-            } else {
-                error
-            });
-        }
-        reply.read_deadline = deadline;
-        Ok(futures::stream::unfold(reply, |mut reply| async move {
-            reply.next_event().await.map(|e| (e, reply))
-        })
-        .boxed())
+        call.run(send, ChatChunks::new(PROVIDER)).await
     }
 }
 
@@ -279,68 +210,4 @@ pub(crate) fn error_message(body: &str) -> String {
         .ok()
         .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
         .unwrap_or_else(|| body.to_string())
-}
-
-/// One reply being read: body bytes → SSE events → normalized events.
-struct ReplyStream {
-    body: BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    sse: SseDecoder,
-    chunks: ChunkDecoder,
-    pending: VecDeque<Result<StreamEvent, ModelError>>,
-    /// Until when the next read may wait: the first-byte deadline, then the call's deadline.
-    read_deadline: Instant,
-    total_timeout: Duration,
-    url: String,
-    /// The reply ended (finished or failed); nothing more is read.
-    over: bool,
-}
-
-impl ReplyStream {
-    async fn next_event(&mut self) -> Option<Result<StreamEvent, ModelError>> {
-        loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Some(event);
-            }
-            if self.over {
-                return None;
-            }
-            self.read_more().await;
-        }
-    }
-
-    /// Reads one piece of the body and queues what it completes.
-    async fn read_more(&mut self) {
-        match timeout_at(self.read_deadline, self.body.next()).await {
-            Err(_) => self.fail(timeout_error(PROVIDER, "the reply did not finish", self.total_timeout)),
-            Ok(Some(Err(error))) => self.fail(transport_error(PROVIDER, &self.url, &error)),
-            Ok(Some(Ok(bytes))) => {
-                for event in self.sse.push(&bytes) {
-                    if self.over {
-                        break;
-                    }
-                    match self.chunks.decode(&event.data) {
-                        Ok(Decoded::Events(events)) => self.pending.extend(events.into_iter().map(Ok)),
-                        Ok(Decoded::Done) => self.finish(),
-                        Err(error) => self.fail(error),
-                    }
-                }
-            }
-            Ok(None) if self.chunks.has_finished() && !self.sse.has_partial_event() => self.finish(),
-            Ok(None) => self.fail(ModelError::new(
-                ModelErrorKind::Unavailable,
-                PROVIDER,
-                format!("{}: the stream ended before the reply was finished (no finish_reason, no [DONE])", self.url),
-            )),
-        }
-    }
-
-    fn finish(&mut self) {
-        self.pending.push_back(Ok(self.chunks.finish()));
-        self.over = true;
-    }
-
-    fn fail(&mut self, error: ModelError) {
-        self.pending.push_back(Err(error));
-        self.over = true;
-    }
 }
