@@ -206,6 +206,52 @@ pub(super) fn stream_error(error: &Value) -> ModelError {
     )
 }
 
+/// The chunk decoder under the shared SSE call's `EventDecoder` contract, for every provider
+/// that speaks Chat Completions (OpenAI and compatible servers, Azure): errors carry `provider`.
+pub(crate) struct ChatChunks {
+    chunks: ChunkDecoder,
+    done: bool,
+    provider: &'static str,
+}
+
+impl ChatChunks {
+    pub(crate) fn new(provider: &'static str) -> Self {
+        ChatChunks {
+            chunks: ChunkDecoder::default(),
+            done: false,
+            provider,
+        }
+    }
+}
+
+impl crate::providers::streaming::EventDecoder for ChatChunks {
+    fn decode(&mut self, event: &crate::sse::SseEvent) -> Result<Vec<StreamEvent>, ModelError> {
+        let decoded = self.chunks.decode(&event.data).map_err(|e| ModelError {
+            provider: self.provider.into(),
+            ..e
+        })?;
+        match decoded {
+            Decoded::Events(events) => Ok(events),
+            Decoded::Done => {
+                self.done = true;
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    fn is_complete(&self) -> bool {
+        self.done
+    }
+
+    fn may_end(&self) -> bool {
+        self.done || self.chunks.has_finished()
+    }
+
+    fn finish(&mut self) -> Vec<StreamEvent> {
+        vec![self.chunks.finish()]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,51 +317,5 @@ mod tests {
             stream_error(&json!({"message": "oops", "type": "server_error"})).kind,
             ModelErrorKind::Unavailable
         );
-    }
-}
-
-/// The chunk decoder under the shared SSE call's `EventDecoder` contract, for every provider
-/// that speaks Chat Completions (OpenAI and compatible servers, Azure): errors carry `provider`.
-pub(crate) struct ChatChunks {
-    chunks: ChunkDecoder,
-    done: bool,
-    provider: &'static str,
-}
-
-impl ChatChunks {
-    pub(crate) fn new(provider: &'static str) -> Self {
-        ChatChunks {
-            chunks: ChunkDecoder::default(),
-            done: false,
-            provider,
-        }
-    }
-}
-
-impl crate::providers::streaming::EventDecoder for ChatChunks {
-    fn decode(&mut self, event: &crate::sse::SseEvent) -> Result<Vec<StreamEvent>, ModelError> {
-        let decoded = self.chunks.decode(&event.data).map_err(|e| ModelError {
-            provider: self.provider.into(),
-            ..e
-        })?;
-        match decoded {
-            Decoded::Events(events) => Ok(events),
-            Decoded::Done => {
-                self.done = true;
-                Ok(Vec::new())
-            }
-        }
-    }
-
-    fn is_complete(&self) -> bool {
-        self.done
-    }
-
-    fn may_end(&self) -> bool {
-        self.done || self.chunks.has_finished()
-    }
-
-    fn finish(&mut self) -> Vec<StreamEvent> {
-        vec![self.chunks.finish()]
     }
 }
