@@ -13,7 +13,9 @@ pub mod sse;
 
 pub use error::{ModelError, ModelErrorKind};
 pub use reply::{ModelReply, ReplyAccumulator};
-pub use request::{ModelRequest, Params, Served, StreamEvent, ToolSpec};
+pub use request::{
+    ModelRequest, Params, ResponseFormat, Served, StreamEvent, ToolChoice, ToolSpec,
+};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;

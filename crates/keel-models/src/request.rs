@@ -3,6 +3,8 @@
 use keel_core::{FinishReason, Message, Usage};
 use serde::{Deserialize, Serialize};
 
+use crate::{ModelError, ModelErrorKind};
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ToolSpec {
     pub name: String,
@@ -24,6 +26,90 @@ pub struct Params {
     /// provider-side prompt caches keep hitting. Providers ignore it.
     #[serde(default)]
     pub affinity: Option<String>,
+    /// Whether the model may, must or must not call the offered tools; `None` leaves it to the
+    /// provider's default (auto). A provider that cannot honour a choice refuses the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
+    /// The shape the reply's text must take; `None` is free text. A provider that cannot
+    /// honour a format refuses the call rather than answer in another shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormat>,
+}
+
+/// Which of the offered tools the model may call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToolChoice {
+    /// The model decides between text and tool calls.
+    Auto,
+    /// The model answers in text only, though tools are offered (and may appear in history).
+    None,
+    /// The model must call at least one tool.
+    Required,
+    /// The model must call this tool.
+    Tool { name: String },
+}
+
+/// The shape of the reply's text.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    /// Free text (the default).
+    Text,
+    /// Any valid JSON object ("JSON mode").
+    JsonObject,
+    /// JSON valid against `schema` (structured outputs).
+    JsonSchema {
+        /// A name for the schema (`[a-zA-Z0-9_-]`, as OpenAI requires).
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+        /// A JSON Schema.
+        schema: serde_json::Value,
+        /// Ask for strict adherence where the provider distinguishes it (OpenAI).
+        #[serde(default)]
+        strict: bool,
+    },
+}
+
+impl ModelRequest {
+    /// The tool choice to send, checked against the offered tools: `None` when there is
+    /// nothing to say (no choice, or auto/none with no tools offered). A choice that forces a
+    /// call needs tools, and a named tool must be one of them (else a `BadRequest` from
+    /// `provider`).
+    pub fn tool_choice(&self, provider: &str) -> Result<Option<&ToolChoice>, ModelError> {
+        let refuse =
+            |message: String| ModelError::new(ModelErrorKind::BadRequest, provider, message);
+        let Some(choice) = &self.params.tool_choice else {
+            return Ok(None);
+        };
+        match choice {
+            ToolChoice::Auto | ToolChoice::None if self.tools.is_empty() => Ok(None),
+            ToolChoice::Required if self.tools.is_empty() => Err(refuse(
+                "tool_choice \"required\" needs tools, but the request offers none".into(),
+            )),
+            ToolChoice::Tool { name } if !self.tools.iter().any(|t| &t.name == name) => {
+                let offered: Vec<&str> = self.tools.iter().map(|t| t.name.as_str()).collect();
+                Err(refuse(format!(
+                    "tool_choice names the tool {name:?}, which the request does not offer (offered: {})",
+                    if offered.is_empty() {
+                        "none".to_string()
+                    } else {
+                        offered.join(", ")
+                    }
+                )))
+            }
+            _ => Ok(Some(choice)),
+        }
+    }
+
+    /// The response format to send: `None` for free text (`Text` is the default everywhere).
+    pub fn response_format(&self) -> Option<&ResponseFormat> {
+        self.params
+            .response_format
+            .as_ref()
+            .filter(|f| **f != ResponseFormat::Text)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -156,7 +156,7 @@ async fn places_the_system_prompt_first_and_sends_params_and_headers() {
         top_p: Some(0.9),
         stop: vec!["\n\n".into()],
         seed: Some(42),
-        affinity: None,
+        ..Params::default()
     };
     OpenAiClient::new(config)
         .unwrap()

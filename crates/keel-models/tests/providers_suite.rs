@@ -1,12 +1,13 @@
 //! One end-to-end case suite, written once and run against every HTTP provider through its
 //! wire-faithful mock on 127.0.0.1: plain reply, streaming, a tool round trip, parallel tool
-//! calls, the system prompt, usage and cost, and error mapping. Each mock validates what it gets.
+//! calls, the system prompt, usage and cost, error mapping, a forced tool choice and JSON mode.
+//! Each mock validates what it gets.
 
 mod providers_support;
 
 use keel_core::{FinishReason, Message, Part, Role, Usage};
 use keel_models::catalog::Catalog;
-use keel_models::{ModelErrorKind, StreamEvent};
+use keel_models::{ModelErrorKind, ResponseFormat, StreamEvent, ToolChoice};
 use keel_testkit::Fault;
 use keel_testkit::openai_mock::MockReply;
 use providers_support::{Kind, Upstream, calls_of, results_for, run};
@@ -267,6 +268,73 @@ async fn a_silent_server_times_out(kind: Kind) {
     );
 }
 
+async fn a_forced_tool_reaches_the_provider_in_its_shape(kind: Kind) {
+    let up = Upstream::start(kind).await;
+    up.push_reply(MockReply::tool_calls().tool_call(
+        "toolu_01",
+        "get_time",
+        json!({"city": "Oslo"}),
+    ));
+    let mut request = up.request(vec![Message::user("Time in Oslo?")]);
+    request.params.tool_choice = Some(ToolChoice::Tool {
+        name: "get_time".into(),
+    });
+    let reply = up.client.complete(request).await.expect("a tool call");
+    assert_eq!(calls_of(&reply.message)[0].1, "get_time");
+    let body = up.last_request().body;
+    let (sent, expected) = match kind {
+        Kind::OpenAi | Kind::Azure => (
+            &body["tool_choice"],
+            json!({"type": "function", "function": {"name": "get_time"}}),
+        ),
+        Kind::Responses => (
+            &body["tool_choice"],
+            json!({"type": "function", "name": "get_time"}),
+        ),
+        Kind::Anthropic => (
+            &body["tool_choice"],
+            json!({"type": "tool", "name": "get_time"}),
+        ),
+        Kind::Gemini => (
+            &body["toolConfig"]["functionCallingConfig"],
+            json!({"mode": "ANY", "allowedFunctionNames": ["get_time"]}),
+        ),
+    };
+    assert_eq!(sent, &expected, "{body}");
+}
+
+async fn json_mode_is_sent_or_refused_before_sending(kind: Kind) {
+    let up = Upstream::start(kind).await;
+    up.push_reply(MockReply::text("{\"ok\": true}"));
+    let mut request = up.request(vec![Message::user("Answer in JSON.")]);
+    request.params.response_format = Some(ResponseFormat::JsonObject);
+    let outcome = run(up.client.as_ref(), request).await;
+    if kind == Kind::Anthropic {
+        // No schema-less JSON mode there: refused with a reason, nothing sent.
+        assert_eq!(outcome.error().kind, ModelErrorKind::BadRequest);
+        assert!(
+            outcome.error().message.contains("json_schema"),
+            "{}",
+            outcome.error()
+        );
+        assert!(up.requests().is_empty());
+        return;
+    }
+    assert!(outcome.error.is_none(), "{:?}", outcome.error);
+    assert_eq!(outcome.text(), "{\"ok\": true}");
+    let body = up.last_request().body;
+    let (sent, expected) = match kind {
+        Kind::OpenAi | Kind::Azure => (&body["response_format"], json!({"type": "json_object"})),
+        Kind::Responses => (&body["text"], json!({"format": {"type": "json_object"}})),
+        Kind::Gemini => (
+            &body["generationConfig"]["responseMimeType"],
+            json!("application/json"),
+        ),
+        Kind::Anthropic => unreachable!(),
+    };
+    assert_eq!(sent, &expected, "{body}");
+}
+
 macro_rules! provider_suite {
     ($($module:ident => $kind:expr),* $(,)?) => {$(
         mod $module {
@@ -280,6 +348,8 @@ macro_rules! provider_suite {
             #[tokio::test] async fn errors_map_onto_kinds_with_retryability() { super::errors_map_onto_kinds_with_retryability($kind).await }
             #[tokio::test] async fn refused_credentials_are_an_auth_error() { super::refused_credentials_are_an_auth_error($kind).await }
             #[tokio::test] async fn a_silent_server_times_out() { super::a_silent_server_times_out($kind).await }
+            #[tokio::test] async fn a_forced_tool_reaches_the_provider_in_its_shape() { super::a_forced_tool_reaches_the_provider_in_its_shape($kind).await }
+            #[tokio::test] async fn json_mode_is_sent_or_refused_before_sending() { super::json_mode_is_sent_or_refused_before_sending($kind).await }
         }
     )*};
 }

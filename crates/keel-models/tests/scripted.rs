@@ -1,12 +1,16 @@
 //! The scripted model's contract: echo, `/call`, tool-result summaries, sized replies,
-//! `max_tokens`, `stop`, `/fail`, and the same events for the same request every time.
+//! `max_tokens`, `stop`, `/fail`, `tool_choice`, `response_format`, and the same events for the
+//! same request every time.
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use keel_core::{FinishReason, Message, Part, Role, Usage};
 use keel_models::providers::scripted::{ScriptedClient, ScriptedConfig};
-use keel_models::{ModelClient, ModelErrorKind, ModelRequest, Params, StreamEvent};
+use keel_models::{
+    ModelClient, ModelErrorKind, ModelRequest, Params, ResponseFormat, StreamEvent, ToolChoice,
+    ToolSpec,
+};
 use serde_json::json;
 
 fn request(messages: Vec<Message>) -> ModelRequest {
@@ -211,4 +215,92 @@ async fn same_request_gives_the_same_events_with_or_without_latency() {
     let first = events(&instant, req.clone()).await;
     assert_eq!(first, events(&instant, req.clone()).await);
     assert_eq!(first, events(&paced, req).await);
+}
+
+fn calls_of(events: &[StreamEvent]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::ToolCallDelta {
+                name: Some(name),
+                arguments,
+                ..
+            } => Some((name.clone(), arguments.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn honours_tool_choice() {
+    let client = ScriptedClient::default();
+    let mut req = request(vec![Message::user("/call b {\"x\": 1}")]);
+    req.tools = ["a", "b"]
+        .map(|name| ToolSpec {
+            name: name.into(),
+            description: String::new(),
+            parameters: json!({"type": "object"}),
+        })
+        .to_vec();
+    let with = |choice: Option<ToolChoice>| {
+        let mut req = req.clone();
+        req.params.tool_choice = choice;
+        req
+    };
+    let asked = || ("b".to_string(), "{\"x\":1}".to_string());
+    assert_eq!(calls_of(&events(&client, with(None)).await), [asked()]);
+    assert_eq!(
+        calls_of(&events(&client, with(Some(ToolChoice::Required))).await),
+        [asked()]
+    );
+    let none = events(&client, with(Some(ToolChoice::None))).await;
+    assert!(calls_of(&none).is_empty());
+    assert_eq!(text_of(&none), "echo: /call b {\"x\": 1}");
+    let forced = Some(ToolChoice::Tool { name: "a".into() });
+    assert_eq!(
+        calls_of(&events(&client, with(forced)).await),
+        [("a".to_string(), "{}".to_string())]
+    );
+
+    // with no call asked for, `required` calls the first tool
+    let mut plain = with(Some(ToolChoice::Required));
+    plain.messages = vec![Message::user("hello")];
+    let events_of_plain = events(&client, plain).await;
+    assert_eq!(
+        calls_of(&events_of_plain),
+        [("a".to_string(), "{}".to_string())]
+    );
+    assert!(events_of_plain.contains(&StreamEvent::Finish(FinishReason::ToolCalls)));
+
+    // a forced tool that is not offered is refused
+    let error = client
+        .stream(with(Some(ToolChoice::Tool { name: "c".into() })))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(error.kind, ModelErrorKind::BadRequest);
+}
+
+#[tokio::test]
+async fn honours_response_format() {
+    let client = ScriptedClient::default();
+    let mut req = request(vec![Message::user("hi there")]);
+    req.params.response_format = Some(ResponseFormat::JsonObject);
+    let text = text_of(&events(&client, req.clone()).await);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+        json!({"reply": "echo: hi there"})
+    );
+    req.params.response_format = Some(ResponseFormat::JsonSchema {
+        name: "greeting".into(),
+        description: None,
+        schema: json!({"type": "object", "properties": {"text": {"type": "string"}, "n": {"type": "integer"}},
+            "required": ["text", "n"], "additionalProperties": false}),
+        strict: true,
+    });
+    let text = text_of(&events(&client, req).await);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+        json!({"text": "echo: hi there", "n": 0})
+    );
 }

@@ -1,16 +1,24 @@
 //! A deterministic, in-process model for tests and benchmarks. It echoes the user, calls tools
-//! when asked (`/call NAME {json}`), sums up tool results, and fails when asked (`/fail TEXT`),
-//! streaming word by word with a configurable latency, so everything above the model layer can
-//! be exercised without a provider.
+//! when asked (`/call NAME {json}`), sums up tool results, fails when asked (`/fail TEXT`),
+//! and streams word by word with a configurable latency, so everything above the model layer
+//! can be exercised without a provider. `/panic TEXT` makes it panic, to test a caller's panic
+//! handling end to end.
+//!
+//! It honours `tool_choice` (`none` makes no calls; `required` and a named tool call one with
+//! `{}` when the user asked for none) and `response_format` (JSON mode wraps the reply as
+//! `{"reply": …}`; a JSON Schema gets an instance of the schema with the reply in its strings).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use keel_core::{FinishReason, Message, Part, Role, Usage};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::{ModelClient, ModelError, ModelErrorKind, ModelRequest, ModelStream, StreamEvent};
+use crate::{
+    ModelClient, ModelError, ModelErrorKind, ModelRequest, ModelStream, ResponseFormat,
+    StreamEvent, ToolChoice,
+};
 
 const PROVIDER: &str = "scripted";
 
@@ -98,6 +106,11 @@ impl ScriptedClient {
             .find(|m| m.role == Role::User)
             .map(Message::text_content);
         if let Some(text) = &last_user
+            && let Some(at) = text.find("/panic")
+        {
+            panic!("scripted panic: {}", text[at + "/panic".len()..].trim());
+        }
+        if let Some(text) = &last_user
             && let Some(at) = text.find("/fail")
         {
             let reason = text[at + "/fail".len()..]
@@ -111,20 +124,37 @@ impl ScriptedClient {
                 format!("scripted failure: {reason}"),
             ));
         }
-        let Some(last) = request.messages.last() else {
-            return Ok(Reply::Text(self.echo("")));
+        let choice = request.tool_choice(PROVIDER)?;
+        let asked = match request.messages.last() {
+            Some(last) if last.role == Role::User => parse_calls(&last.text_content())?,
+            _ => Vec::new(),
         };
-        if last.role == Role::User {
-            let calls = parse_calls(&last.text_content())?;
-            if !calls.is_empty() {
-                return Ok(Reply::ToolCalls(calls));
+        let calls = match choice {
+            // `none` holds even with no tools offered (where `tool_choice` says nothing).
+            _ if request.params.tool_choice == Some(ToolChoice::None) => Vec::new(),
+            Some(ToolChoice::Tool { name }) => {
+                let named: Vec<_> = asked.into_iter().filter(|(n, _)| n == name).collect();
+                if named.is_empty() {
+                    vec![(name.clone(), json!({}))]
+                } else {
+                    named
+                }
             }
+            Some(ToolChoice::Required) if asked.is_empty() => {
+                vec![(request.tools[0].name.clone(), json!({}))]
+            }
+            _ => asked,
+        };
+        if !calls.is_empty() {
+            return Ok(Reply::ToolCalls(calls));
         }
         let results = trailing_tool_results(&request.messages);
-        if !results.is_empty() {
-            return Ok(Reply::Text(format!("tool results: {}", results.join("; "))));
-        }
-        Ok(Reply::Text(self.echo(last_user.as_deref().unwrap_or(""))))
+        let text = if results.is_empty() {
+            self.echo(last_user.as_deref().unwrap_or(""))
+        } else {
+            format!("tool results: {}", results.join("; "))
+        };
+        Ok(Reply::Text(shaped(text, request.response_format())))
     }
 
     fn echo(&self, text: &str) -> String {
@@ -167,6 +197,62 @@ fn parse_calls(text: &str) -> Result<Vec<(String, Value)>, ModelError> {
         calls.push((name.to_string(), arguments));
     }
     Ok(calls)
+}
+
+/// The reply text in the asked format.
+fn shaped(text: String, format: Option<&ResponseFormat>) -> String {
+    match format {
+        None | Some(ResponseFormat::Text) => text,
+        Some(ResponseFormat::JsonObject) => json!({ "reply": text }).to_string(),
+        Some(ResponseFormat::JsonSchema { schema, .. }) => instance(schema, &text).to_string(),
+    }
+}
+
+/// A value valid against a simple JSON Schema: `const`, the first `enum` value or `anyOf` /
+/// `oneOf` / `allOf` branch, objects with every property, one item where `minItems` asks,
+/// the minimum for numbers, and `text` in strings. References are not followed.
+fn instance(schema: &Value, text: &str) -> Value {
+    if let Some(value) = schema.get("const") {
+        return value.clone();
+    }
+    if let Some(value) = schema.get("enum").and_then(|e| e.get(0)) {
+        return value.clone();
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(first) = schema.get(key).and_then(|b| b.get(0)) {
+            return instance(first, text);
+        }
+    }
+    let kind = match schema.get("type") {
+        Some(Value::String(kind)) => kind.as_str(),
+        Some(Value::Array(kinds)) => kinds
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|k| *k != "null")
+            .unwrap_or("null"),
+        _ if schema.get("properties").is_some() => "object",
+        _ => "string",
+    };
+    match kind {
+        "object" => Value::Object(
+            schema
+                .get("properties")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(name, property)| (name.clone(), instance(property, text)))
+                .collect(),
+        ),
+        "array" => {
+            let wanted = schema.get("minItems").and_then(Value::as_u64).unwrap_or(0);
+            let item = schema.get("items").cloned().unwrap_or(json!({}));
+            Value::Array((0..wanted).map(|_| instance(&item, text)).collect())
+        }
+        "integer" | "number" => schema.get("minimum").cloned().unwrap_or(json!(0)),
+        "boolean" => json!(false),
+        "null" => Value::Null,
+        _ => json!(text),
+    }
 }
 
 /// `call_id=content` for the tool results at the end of the conversation, oldest first.
@@ -285,6 +371,22 @@ mod tests {
             assert_eq!(word_pieces(text).concat(), text);
         }
         assert_eq!(word_pieces("a b  c"), ["a", " b", "  c"]);
+    }
+
+    #[test]
+    fn a_schema_instance_fills_every_property() {
+        let schema = json!({"type": "object", "properties": {
+            "city": {"type": "string"}, "rank": {"type": "integer", "minimum": 1},
+            "sunny": {"type": "boolean"}, "kind": {"enum": ["a", "b"]},
+            "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            "note": {"type": ["string", "null"]},
+            "inner": {"properties": {"x": {"type": "number"}}},
+        }, "required": ["city"], "additionalProperties": false});
+        assert_eq!(
+            instance(&schema, "hi"),
+            json!({"city": "hi", "rank": 1, "sunny": false, "kind": "a", "tags": ["hi"],
+                "note": "hi", "inner": {"x": 0}})
+        );
     }
 
     #[test]

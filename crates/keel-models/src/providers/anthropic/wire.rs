@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::PROVIDER;
 use crate::providers::streaming::{arguments_object, config_error};
-use crate::{ModelError, ModelRequest};
+use crate::{ModelError, ModelRequest, ResponseFormat, ToolChoice};
 
 /// Anthropic accepts tool ids matching `^[a-zA-Z0-9_-]+$`; keel's neutral ids from another
 /// provider may hold other characters, so both the call and its result are mapped alike.
@@ -83,6 +83,26 @@ pub(super) fn messages_body(
             .iter()
             .map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.parameters}))
             .collect();
+    }
+    if let Some(choice) = request.tool_choice(PROVIDER)? {
+        body["tool_choice"] = match choice {
+            ToolChoice::Auto => json!({"type": "auto"}),
+            ToolChoice::None => json!({"type": "none"}),
+            ToolChoice::Required => json!({"type": "any"}),
+            ToolChoice::Tool { name } => json!({"type": "tool", "name": name}),
+        };
+    }
+    // Structured outputs (`output_config.format`) take a JSON Schema only: Anthropic has no
+    // schema-less JSON mode, so `json_object` is refused rather than approximated.
+    match request.response_format() {
+        None => {}
+        Some(ResponseFormat::JsonSchema { schema, .. }) => {
+            body["output_config"] = json!({"format": {"type": "json_schema", "schema": schema}});
+        }
+        Some(_) => return Err(config_error(
+            PROVIDER,
+            "Anthropic has no JSON mode without a schema: ask for response_format json_schema with the object's schema instead of json_object".into(),
+        )),
     }
     if let Some(t) = params.temperature {
         body["temperature"] = json!(t);
@@ -201,5 +221,49 @@ mod tests {
         );
         assert_eq!(body["messages"].as_array().unwrap().len(), 3);
         assert_eq!(body["max_tokens"], 100);
+    }
+
+    #[test]
+    fn tool_choice_and_structured_output_take_the_documented_shapes() {
+        let mut request = ModelRequest {
+            model: "claude-haiku-4-5".into(),
+            system: None,
+            messages: vec![Message::user("hi")],
+            tools: vec![crate::ToolSpec {
+                name: "f".into(),
+                description: String::new(),
+                parameters: json!({"type": "object"}),
+            }],
+            params: Default::default(),
+        };
+        let body = messages_body(&request, 100).unwrap();
+        assert!(body.get("tool_choice").is_none() && body.get("output_config").is_none());
+        for (choice, wire) in [
+            (ToolChoice::Auto, json!({"type": "auto"})),
+            (ToolChoice::None, json!({"type": "none"})),
+            (ToolChoice::Required, json!({"type": "any"})),
+            (
+                ToolChoice::Tool { name: "f".into() },
+                json!({"type": "tool", "name": "f"}),
+            ),
+        ] {
+            request.params.tool_choice = Some(choice);
+            assert_eq!(messages_body(&request, 100).unwrap()["tool_choice"], wire);
+        }
+        let schema = json!({"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": false});
+        request.params.response_format = Some(ResponseFormat::JsonSchema {
+            name: "out".into(),
+            description: None,
+            schema: schema.clone(),
+            strict: true,
+        });
+        assert_eq!(
+            messages_body(&request, 100).unwrap()["output_config"],
+            json!({"format": {"type": "json_schema", "schema": schema}})
+        );
+        request.params.response_format = Some(ResponseFormat::JsonObject);
+        let error = messages_body(&request, 100).unwrap_err();
+        assert_eq!(error.kind, crate::ModelErrorKind::BadRequest);
+        assert!(error.message.contains("json_schema"), "{}", error.message);
     }
 }

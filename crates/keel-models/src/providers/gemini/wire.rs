@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::PROVIDER;
 use crate::providers::streaming::{arguments_object, config_error};
-use crate::{ModelError, ModelRequest};
+use crate::{ModelError, ModelRequest, ResponseFormat, ToolChoice};
 
 pub(super) fn generate_body(request: &ModelRequest) -> Result<Value, ModelError> {
     if request.model.trim().is_empty() {
@@ -66,8 +66,27 @@ pub(super) fn generate_body(request: &ModelRequest) -> Result<Value, ModelError>
             .collect();
         body["tools"] = json!([{"functionDeclarations": declarations}]);
     }
+    if let Some(choice) = request.tool_choice(PROVIDER)? {
+        let config = match choice {
+            ToolChoice::Auto => json!({"mode": "AUTO"}),
+            ToolChoice::None => json!({"mode": "NONE"}),
+            ToolChoice::Required => json!({"mode": "ANY"}),
+            ToolChoice::Tool { name } => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
+        };
+        body["toolConfig"] = json!({"functionCallingConfig": config});
+    }
     let params = &request.params;
     let mut config = serde_json::Map::new();
+    match request.response_format() {
+        None | Some(ResponseFormat::Text) => {}
+        Some(ResponseFormat::JsonObject) => {
+            config.insert("responseMimeType".into(), json!("application/json"));
+        }
+        Some(ResponseFormat::JsonSchema { schema: s, .. }) => {
+            config.insert("responseMimeType".into(), json!("application/json"));
+            config.insert("responseSchema".into(), schema(s));
+        }
+    }
     if let Some(max) = params.max_tokens {
         config.insert("maxOutputTokens".into(), json!(max));
     }
@@ -138,7 +157,7 @@ fn image_part(url: &str) -> Value {
     json!({"fileData": {"fileUri": url}})
 }
 
-/// Gemini's `parameters` take an OpenAPI subset: drop the JSON Schema keywords it refuses.
+/// Gemini's `parameters` and `responseSchema` take an OpenAPI subset: drop the JSON Schema keywords it refuses.
 fn schema(value: &Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
@@ -212,6 +231,56 @@ mod tests {
         assert_eq!(
             results[1],
             json!({"functionResponse": {"name": "time", "response": {"error": "boom"}}})
+        );
+    }
+
+    #[test]
+    fn tool_config_and_json_output_take_the_documented_shapes() {
+        let mut request = ModelRequest {
+            model: "gemini-2.5-flash".into(),
+            system: None,
+            messages: vec![Message::user("hi")],
+            tools: vec![crate::ToolSpec {
+                name: "weather".into(),
+                description: String::new(),
+                parameters: json!({"type": "object"}),
+            }],
+            params: Default::default(),
+        };
+        let body = generate_body(&request).unwrap();
+        assert!(body.get("toolConfig").is_none() && body.get("generationConfig").is_none());
+        for (choice, wire) in [
+            (ToolChoice::Auto, json!({"mode": "AUTO"})),
+            (ToolChoice::None, json!({"mode": "NONE"})),
+            (ToolChoice::Required, json!({"mode": "ANY"})),
+            (
+                ToolChoice::Tool {
+                    name: "weather".into(),
+                },
+                json!({"mode": "ANY", "allowedFunctionNames": ["weather"]}),
+            ),
+        ] {
+            request.params.tool_choice = Some(choice);
+            assert_eq!(
+                generate_body(&request).unwrap()["toolConfig"],
+                json!({"functionCallingConfig": wire})
+            );
+        }
+        request.params.response_format = Some(ResponseFormat::JsonObject);
+        assert_eq!(
+            generate_body(&request).unwrap()["generationConfig"],
+            json!({"responseMimeType": "application/json"})
+        );
+        request.params.response_format = Some(ResponseFormat::JsonSchema {
+            name: "out".into(),
+            description: None,
+            schema: json!({"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": false}),
+            strict: true,
+        });
+        assert_eq!(
+            generate_body(&request).unwrap()["generationConfig"],
+            json!({"responseMimeType": "application/json",
+                "responseSchema": {"type": "object", "properties": {"a": {"type": "string"}}}})
         );
     }
 }

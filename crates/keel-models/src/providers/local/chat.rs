@@ -22,16 +22,19 @@ pub(crate) struct TurnTokens {
     pub end: u32,
 }
 
+/// The prompt for `request`; its tools are described only when `offer_tools` (not when the
+/// caller chose `tool_choice: none`).
 pub(crate) fn render_prompt(
     tok: &Tokenizer,
     turn: TurnTokens,
     request: &ModelRequest,
+    offer_tools: bool,
 ) -> Result<Vec<u32>, TokenizeError> {
     let mut system = request
         .system
         .clone()
         .unwrap_or_else(|| DEFAULT_SYSTEM.to_string());
-    if !request.tools.is_empty() {
+    if offer_tools && !request.tools.is_empty() {
         system.push_str(
             "\n\nYou can call these tools. To call one, answer with \
              <tool_call>{\"name\": \"…\", \"arguments\": {…}}</tool_call>.\n<tools>\n",

@@ -38,7 +38,7 @@ use self::kv_cache::PrefixCache;
 use self::model::LlamaModel;
 use self::sampler::SamplingParams;
 use self::scheduler::DecodeSlots;
-use crate::{ModelClient, ModelError, ModelErrorKind, ModelRequest, ModelStream};
+use crate::{ModelClient, ModelError, ModelErrorKind, ModelRequest, ModelStream, ToolChoice};
 
 /// The provider name recorded with each step.
 pub const PROVIDER: &str = "local";
@@ -215,7 +215,8 @@ impl LocalClient {
 
     /// The prompt token ids a request renders to (ChatML).
     pub fn prompt_tokens(&self, request: &ModelRequest) -> Result<Vec<u32>, ModelError> {
-        chat::render_prompt(&self.engine.tokenizer, self.turn, request).map_err(|e| {
+        let offer_tools = offers_tools(request)?;
+        chat::render_prompt(&self.engine.tokenizer, self.turn, request, offer_tools).map_err(|e| {
             ModelError::new(
                 ModelErrorKind::BadRequest,
                 PROVIDER,
@@ -256,6 +257,11 @@ impl LocalClient {
         if max_tokens == 0 {
             return Err(bad("max_tokens is 0: ask for at least 1 token".into()));
         }
+        if let Some(format) = request.response_format() {
+            return Err(bad(format!(
+                "the local model cannot guarantee structured output ({format:?} asked): it has no constrained decoding; leave response_format out, or route the call to a provider that supports it"
+            )));
+        }
         let prompt = self.prompt_tokens(request)?;
         if prompt.len() >= self.engine.context_len {
             return Err(bad(format!(
@@ -269,7 +275,7 @@ impl LocalClient {
             prompt,
             max_tokens: max_tokens as usize,
             stops: p.stop.clone(),
-            tools: !request.tools.is_empty(),
+            tools: offers_tools(request)?,
             sampling: SamplingParams {
                 temperature,
                 top_p,
@@ -278,6 +284,22 @@ impl LocalClient {
                 seed: p.seed.unwrap_or_else(rand::random),
             },
         })
+    }
+}
+
+/// Whether the model is shown the tools: `tool_choice: none` hides them; a choice that forces a
+/// call cannot be honoured by a model that only follows a prompt, so it is refused.
+fn offers_tools(request: &ModelRequest) -> Result<bool, ModelError> {
+    match request.tool_choice(PROVIDER)? {
+        None | Some(ToolChoice::Auto) => Ok(!request.tools.is_empty()),
+        Some(ToolChoice::None) => Ok(false),
+        Some(forced) => Err(ModelError::new(
+            ModelErrorKind::BadRequest,
+            PROVIDER,
+            format!(
+                "the local model cannot be forced to call a tool ({forced:?} asked): it has no constrained decoding; use tool_choice auto or none, or route the call to a provider that supports it"
+            ),
+        )),
     }
 }
 

@@ -5,7 +5,7 @@ use keel_core::{Message, Part, Role};
 use serde_json::{Value, json};
 
 use super::MaxTokensField;
-use crate::{ModelError, ModelErrorKind, ModelRequest};
+use crate::{ModelError, ModelErrorKind, ModelRequest, ResponseFormat, ToolChoice};
 
 fn refuse(message: impl Into<String>) -> ModelError {
     ModelError::new(ModelErrorKind::BadRequest, super::PROVIDER, message)
@@ -46,6 +46,12 @@ pub(crate) fn chat_body(
             .collect();
         body["tools"] = json!(tools);
     }
+    if let Some(choice) = request.tool_choice(super::PROVIDER)? {
+        body["tool_choice"] = tool_choice(choice);
+    }
+    if let Some(format) = request.response_format() {
+        body["response_format"] = response_format(format);
+    }
     let params = &request.params;
     if let Some(max) = params.max_tokens {
         if matches!(
@@ -74,6 +80,36 @@ pub(crate) fn chat_body(
         body["seed"] = json!(seed);
     }
     Ok(body)
+}
+
+/// `tool_choice` as Chat Completions documents it.
+fn tool_choice(choice: &ToolChoice) -> Value {
+    match choice {
+        ToolChoice::Auto => json!("auto"),
+        ToolChoice::None => json!("none"),
+        ToolChoice::Required => json!("required"),
+        ToolChoice::Tool { name } => json!({"type": "function", "function": {"name": name}}),
+    }
+}
+
+/// `response_format` as Chat Completions documents it (the schema nested in `json_schema`).
+fn response_format(format: &ResponseFormat) -> Value {
+    match format {
+        ResponseFormat::Text => json!({"type": "text"}),
+        ResponseFormat::JsonObject => json!({"type": "json_object"}),
+        ResponseFormat::JsonSchema {
+            name,
+            description,
+            schema,
+            strict,
+        } => {
+            let mut spec = json!({"name": name, "schema": schema, "strict": strict});
+            if let Some(description) = description {
+                spec["description"] = json!(description);
+            }
+            json!({"type": "json_schema", "json_schema": spec})
+        }
+    }
 }
 
 /// Appends the wire messages for one normalized message (a message holding several tool
@@ -244,6 +280,67 @@ mod tests {
         assert!(body.get("max_tokens").is_none());
         assert_eq!(body["stop"], json!(["END"]));
         assert_eq!(body["tools"][0]["function"]["name"], json!("get_weather"));
+    }
+
+    #[test]
+    fn tool_choice_and_response_format_take_the_documented_shapes() {
+        let mut req = request(vec![Message::user("hi")]);
+        let encoded = |req: &ModelRequest| chat_body(req, MaxTokensField::MaxTokens).unwrap();
+        assert!(encoded(&req).get("tool_choice").is_none());
+        assert!(encoded(&req).get("response_format").is_none());
+        for (choice, wire) in [
+            (ToolChoice::Auto, json!("auto")),
+            (ToolChoice::None, json!("none")),
+            (ToolChoice::Required, json!("required")),
+            (
+                ToolChoice::Tool {
+                    name: "get_weather".into(),
+                },
+                json!({"type": "function", "function": {"name": "get_weather"}}),
+            ),
+        ] {
+            req.params.tool_choice = Some(choice);
+            assert_eq!(encoded(&req)["tool_choice"], wire);
+        }
+        req.params.response_format = Some(ResponseFormat::Text);
+        assert!(encoded(&req).get("response_format").is_none());
+        req.params.response_format = Some(ResponseFormat::JsonObject);
+        assert_eq!(
+            encoded(&req)["response_format"],
+            json!({"type": "json_object"})
+        );
+        req.params.response_format = Some(ResponseFormat::JsonSchema {
+            name: "city".into(),
+            description: Some("a city".into()),
+            schema: json!({"type": "object", "properties": {"name": {"type": "string"}}}),
+            strict: true,
+        });
+        assert_eq!(
+            encoded(&req)["response_format"],
+            json!({"type": "json_schema", "json_schema": {"name": "city", "description": "a city",
+                "schema": {"type": "object", "properties": {"name": {"type": "string"}}}, "strict": true}})
+        );
+    }
+
+    #[test]
+    fn a_forced_tool_must_be_offered() {
+        let mut req = request(vec![Message::user("hi")]);
+        req.params.tool_choice = Some(ToolChoice::Tool {
+            name: "nope".into(),
+        });
+        let error = chat_body(&req, MaxTokensField::MaxTokens).unwrap_err();
+        assert_eq!(error.kind, ModelErrorKind::BadRequest);
+        assert!(error.message.contains("get_weather"), "{}", error.message);
+        req.tools.clear();
+        req.params.tool_choice = Some(ToolChoice::Required);
+        assert_eq!(
+            chat_body(&req, MaxTokensField::MaxTokens).unwrap_err().kind,
+            ModelErrorKind::BadRequest
+        );
+        // auto or none with no tools says nothing
+        req.params.tool_choice = Some(ToolChoice::None);
+        let body = chat_body(&req, MaxTokensField::MaxTokens).unwrap();
+        assert!(body.get("tool_choice").is_none());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::PROVIDER;
 use crate::providers::streaming::{arguments_text, config_error};
-use crate::{ModelError, ModelRequest};
+use crate::{ModelError, ModelRequest, ResponseFormat, ToolChoice};
 
 pub(super) fn responses_body(request: &ModelRequest) -> Result<Value, ModelError> {
     if request.model.trim().is_empty() {
@@ -77,6 +77,17 @@ pub(super) fn responses_body(request: &ModelRequest) -> Result<Value, ModelError
             .map(|t| json!({"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters}))
             .collect();
     }
+    if let Some(choice) = request.tool_choice(PROVIDER)? {
+        body["tool_choice"] = match choice {
+            ToolChoice::Auto => json!("auto"),
+            ToolChoice::None => json!("none"),
+            ToolChoice::Required => json!("required"),
+            ToolChoice::Tool { name } => json!({"type": "function", "name": name}),
+        };
+    }
+    if let Some(format) = request.response_format() {
+        body["text"] = json!({"format": text_format(format)});
+    }
     if let Some(max) = params.max_tokens {
         body["max_output_tokens"] = json!(max);
     }
@@ -87,6 +98,27 @@ pub(super) fn responses_body(request: &ModelRequest) -> Result<Value, ModelError
         body["top_p"] = json!(p);
     }
     Ok(body)
+}
+
+/// `text.format`: like Chat Completions' `response_format`, but with the schema's fields flat.
+fn text_format(format: &ResponseFormat) -> Value {
+    match format {
+        ResponseFormat::Text => json!({"type": "text"}),
+        ResponseFormat::JsonObject => json!({"type": "json_object"}),
+        ResponseFormat::JsonSchema {
+            name,
+            description,
+            schema,
+            strict,
+        } => {
+            let mut format =
+                json!({"type": "json_schema", "name": name, "schema": schema, "strict": strict});
+            if let Some(description) = description {
+                format["description"] = json!(description);
+            }
+            format
+        }
+    }
 }
 
 /// Emits the message item gathered so far (text before or after tool items keeps its place).
@@ -129,6 +161,7 @@ mod tests {
             params: Default::default(),
         };
         let body = responses_body(&request).unwrap();
+        assert!(body.get("tool_choice").is_none() && body.get("text").is_none());
         assert_eq!(body["instructions"], "terse");
         assert_eq!(
             body["input"][1],
@@ -138,5 +171,43 @@ mod tests {
             body["input"][2],
             json!({"type": "function_call_output", "call_id": "c1", "output": "ok"})
         );
+    }
+
+    #[test]
+    fn tool_choice_and_text_format_take_the_documented_shapes() {
+        let mut request = ModelRequest {
+            model: "gpt-4.1".into(),
+            system: None,
+            messages: vec![Message::user("hi")],
+            tools: vec![crate::ToolSpec {
+                name: "f".into(),
+                description: String::new(),
+                parameters: json!({"type": "object"}),
+            }],
+            params: Default::default(),
+        };
+        request.params.tool_choice = Some(ToolChoice::Tool { name: "f".into() });
+        request.params.response_format = Some(ResponseFormat::JsonSchema {
+            name: "out".into(),
+            description: None,
+            schema: json!({"type": "object"}),
+            strict: true,
+        });
+        let body = responses_body(&request).unwrap();
+        assert_eq!(
+            body["tool_choice"],
+            json!({"type": "function", "name": "f"})
+        );
+        assert_eq!(
+            body["text"],
+            json!({"format": {"type": "json_schema", "name": "out", "schema": {"type": "object"}, "strict": true}})
+        );
+        request.params.tool_choice = Some(ToolChoice::Required);
+        request.params.response_format = Some(ResponseFormat::JsonObject);
+        let body = responses_body(&request).unwrap();
+        assert_eq!(body["tool_choice"], "required");
+        assert_eq!(body["text"], json!({"format": {"type": "json_object"}}));
+        request.params.tool_choice = Some(ToolChoice::Tool { name: "g".into() });
+        assert!(responses_body(&request).is_err());
     }
 }
