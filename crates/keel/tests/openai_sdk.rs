@@ -1,0 +1,294 @@
+//! keel's OpenAI-compatible API driven by the official `openai` Python SDK (from PyPI), against
+//! the real `keel serve` with the scripted model, a mock OpenAI upstream and a mock Anthropic
+//! upstream. Each test runs one scenario of `tests/openai_sdk/scenarios.py` and fails with the
+//! script's output; tests that switch provider also check here what each upstream received.
+//! The SDK is installed into a virtualenv under the target directory when missing, so the tests
+//! run on a fresh machine with only `python3` (and network access to PyPI) present.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use keel_testkit::anthropic_mock::MockAnthropic;
+use keel_testkit::openai_mock::{MockOpenAi, MockReply};
+use serde_json::Value;
+use support::{KeelHome, KeelServer, wait_with_timeout};
+
+/// The SDK release the scenarios are written against (it has `responses` and `conversations`).
+const OPENAI_SDK: &str = "2.54.0";
+
+/// How long one scenario may run, SDK start-up included.
+const SCENARIO_LIMIT: Duration = Duration::from_secs(180);
+
+/// The virtualenv's python with the SDK installed, installing it on first use. Tests run in
+/// parallel (and nextest runs each in its own process), so the venv is built under a private
+/// name and renamed into place: whoever renames first wins, and nobody sees a half-built one.
+fn sdk_python() -> PathBuf {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let venv = tmp.join(format!("openai-sdk-{OPENAI_SDK}"));
+    let python = venv.join("bin").join("python");
+    if python.exists() {
+        return python;
+    }
+    let building = tmp.join(format!(
+        "openai-sdk-{OPENAI_SDK}.building-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&building);
+    let created = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&building)
+        .status()
+        .expect("python3 is needed to run the openai SDK tests: install python3 (with venv)");
+    assert!(
+        created.success(),
+        "python3 -m venv {} failed",
+        building.display()
+    );
+    let installed = Command::new(building.join("bin").join("python"))
+        .args(["-m", "pip", "install", "--quiet"])
+        .arg(format!("openai=={OPENAI_SDK}"))
+        .status()
+        .expect("run pip");
+    assert!(
+        installed.success(),
+        "pip install openai=={OPENAI_SDK} failed: check network access to PyPI"
+    );
+    // A venv finds its packages relative to its own directory, so it survives the rename.
+    if std::fs::rename(&building, &venv).is_err() {
+        // Another test installed it first.
+        let _ = std::fs::remove_dir_all(&building);
+    }
+    assert!(python.exists(), "no python in {}", venv.display());
+    python
+}
+
+fn config(openai: &str, anthropic: &str) -> String {
+    format!(
+        r#"
+[providers.scripted]
+kind = "scripted"
+
+[providers.slow]
+kind = "scripted"
+token_latency_ms = 100
+
+[providers.openai]
+kind = "openai"
+base_url = "{openai}"
+
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{anthropic}"
+api_key = "sk-ant-test"
+
+[[routes]]
+name = "fast"
+targets = [{{ provider = "scripted", model = "echo" }}]
+
+[[agents]]
+name = "default"
+model = "scripted/echo"
+"#
+    )
+}
+
+/// keel serving on loopback in front of the two mock upstreams.
+/// Fields drop in order: keel first, then the mocks, its directory, and last the runtime the
+/// mocks' connections run on.
+struct Sdk {
+    server: KeelServer,
+    openai: MockOpenAi,
+    anthropic: MockAnthropic,
+    home: KeelHome,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Sdk {
+    fn start() -> Sdk {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let openai = rt.block_on(MockOpenAi::start()).unwrap();
+        let anthropic = rt
+            .block_on(MockAnthropic::start_anthropic("sk-ant-test"))
+            .unwrap();
+        let home = KeelHome::new(&config(&openai.base_url(), &anthropic.base_url()));
+        let server = KeelServer::start(&home, &[]);
+        Sdk {
+            server,
+            openai,
+            anthropic,
+            home,
+            _rt: rt,
+        }
+    }
+
+    /// Runs one scenario with the SDK pointed at keel; fails with its output unless it passes.
+    fn run(&self, scenario: &str) {
+        let python = sdk_python();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_sdk/scenarios.py");
+        let key = self.server.admin_key.as_deref().expect("admin key");
+        let child = Command::new(python)
+            .arg(script)
+            .arg(scenario)
+            .current_dir(self.home.path())
+            .env("OPENAI_BASE_URL", self.server.url("/v1"))
+            .env("OPENAI_API_KEY", key)
+            .env_remove("OPENAI_ORG_ID")
+            .env_remove("OPENAI_PROJECT_ID")
+            // loopback only, whatever proxy the environment names; no bytecode in the checkout
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn python");
+        let out = wait_with_timeout(child, SCENARIO_LIMIT);
+        assert!(
+            out.status.success(),
+            "scenario {scenario} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// (role, text) of each message an upstream received (OpenAI's or Anthropic's `messages`,
+/// content as a string or as text blocks), system messages left out.
+fn transcript(body: &Value) -> Vec<(String, String)> {
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    messages
+        .iter()
+        .filter(|m| m["role"] != "system")
+        .map(|m| {
+            let text = match &m["content"] {
+                Value::String(text) => text.clone(),
+                Value::Array(blocks) => blocks
+                    .iter()
+                    .filter_map(|b| b["text"].as_str())
+                    .collect::<String>(),
+                _ => String::new(),
+            };
+            (m["role"].as_str().unwrap_or_default().to_string(), text)
+        })
+        .collect()
+}
+
+fn turns(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(role, text)| (role.to_string(), text.to_string()))
+        .collect()
+}
+
+#[test]
+fn chat_completions_plain() {
+    let sdk = Sdk::start();
+    sdk.anthropic
+        .push_reply(MockReply::text("Anthropic served this."));
+    sdk.run("chat_plain");
+    let sent = &sdk.anthropic.requests()[0].body;
+    assert_eq!(
+        transcript(sent),
+        turns(&[("user", "who serves this?")]),
+        "{sent}"
+    );
+}
+
+#[test]
+fn chat_completions_streaming() {
+    Sdk::start().run("chat_stream");
+}
+
+#[test]
+fn chat_completions_tool_call_round_trip() {
+    Sdk::start().run("chat_tools");
+}
+
+#[test]
+fn chat_completions_errors() {
+    Sdk::start().run("chat_errors");
+}
+
+#[test]
+fn responses_chained_over_five_turns_across_providers() {
+    let sdk = Sdk::start();
+    sdk.openai
+        .push_reply(MockReply::text("Third answer from OpenAI."));
+    sdk.anthropic
+        .push_reply(MockReply::text("Fourth answer from Anthropic."));
+    sdk.anthropic
+        .push_reply(MockReply::text("Fifth answer from Anthropic."));
+    sdk.run("responses_chain");
+
+    let mut history = vec![
+        ("user", "first turn"),
+        ("assistant", "echo: first turn"),
+        ("user", "second turn"),
+        ("assistant", "echo: second turn"),
+        ("user", "third turn"),
+    ];
+    let openai = sdk.openai.requests();
+    assert_eq!(openai.len(), 1, "one call to OpenAI");
+    assert_eq!(openai[0].body["model"], "gpt-4o-mini");
+    assert_eq!(
+        transcript(&openai[0].body),
+        turns(&history),
+        "{}",
+        openai[0].body
+    );
+
+    let anthropic = sdk.anthropic.requests();
+    assert_eq!(anthropic.len(), 2, "two calls to Anthropic");
+    history.extend([
+        ("assistant", "Third answer from OpenAI."),
+        ("user", "fourth turn"),
+    ]);
+    let fourth = &anthropic[0].body;
+    assert_eq!(transcript(fourth), turns(&history), "{fourth}");
+    assert_eq!(fourth["system"], "Answer briefly.", "turn 4's instructions");
+    history.extend([
+        ("assistant", "Fourth answer from Anthropic."),
+        ("user", "fifth turn"),
+    ]);
+    let fifth = &anthropic[1].body;
+    assert_eq!(transcript(fifth), turns(&history), "{fifth}");
+    // As in OpenAI's API, instructions are not carried over by previous_response_id.
+    assert!(
+        fifth["system"].as_str().is_none_or(str::is_empty),
+        "turn 5 got turn 4's instructions: {fifth}"
+    );
+}
+
+#[test]
+fn responses_in_a_conversation() {
+    Sdk::start().run("responses_conversation");
+}
+
+#[test]
+fn responses_streaming_events() {
+    Sdk::start().run("responses_stream");
+}
+
+#[test]
+fn responses_function_call_round_trip() {
+    Sdk::start().run("responses_function_tools");
+}
+
+#[test]
+fn responses_background_polled_and_cancelled() {
+    Sdk::start().run("responses_background");
+}
+
+#[test]
+fn responses_retrieve_input_items_delete_and_store_false() {
+    Sdk::start().run("responses_lifecycle");
+}
+
+#[test]
+fn responses_errors() {
+    Sdk::start().run("responses_errors");
+}

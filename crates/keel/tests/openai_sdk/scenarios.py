@@ -1,0 +1,569 @@
+"""Scenarios that drive keel's OpenAI-compatible API with the official `openai` SDK.
+
+Run as `python scenarios.py NAME` with OPENAI_BASE_URL (keel's `/v1`) and OPENAI_API_KEY (a
+keel key) set; tests/openai_sdk.rs starts keel and the mock upstreams and runs one scenario per
+test. A scenario raises (so the process exits non-zero) with a message that says what differed.
+The model names below are the ones that test's keel.toml configures.
+"""
+
+import json
+import sys
+import time
+
+import openai
+
+ROUTE = "fast"  # a route to the scripted model, which answers "echo: <last user text>"
+SCRIPTED = "scripted/echo"
+SLOW = "slow/echo"  # the scripted model, streaming one word per 100 ms
+OPENAI = "openai/gpt-4o-mini"  # the mock OpenAI upstream (replies queued by the Rust test)
+ANTHROPIC = "anthropic/claude-3-5-haiku-latest"  # the mock Anthropic upstream (likewise)
+
+LOOKUP = {
+    "type": "object",
+    "properties": {"q": {"type": "string"}},
+    "required": ["q"],
+}
+
+
+def client(**options):
+    # No retries: a 5xx must show as the failure it is, not be hidden by a second try.
+    return openai.OpenAI(max_retries=0, timeout=60, **options)
+
+
+def step(what):
+    print(f"-- {what}", flush=True)
+
+
+def expect(condition, message):
+    if not condition:
+        raise AssertionError(message)
+
+
+def expect_eq(actual, expected, what):
+    expect(actual == expected, f"{what}: expected {expected!r}, got {actual!r}")
+
+
+def poll(fetch, done, what, limit_s=30):
+    """Calls `fetch` until `done(value)`, for at most `limit_s` seconds."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        value = fetch()
+        if done(value):
+            return value
+        expect(time.monotonic() < deadline, f"{what}: still {value!r} after {limit_s}s")
+        time.sleep(0.05)
+
+
+def expect_api_error(call, error_class, status, what):
+    """`call` must raise `error_class` with `status` and an OpenAI error body."""
+    try:
+        call()
+    except error_class as error:
+        expect_eq(error.status_code, status, f"{what}: status")
+        body = error.response.json()
+        expect(isinstance(body.get("error"), dict), f"{what}: no `error` object in {body}")
+        for key in ("message", "type", "param", "code"):
+            expect(key in body["error"], f"{what}: `error.{key}` missing in {body}")
+        expect(body["error"]["message"], f"{what}: empty error message in {body}")
+        return error
+    except openai.APIStatusError as error:
+        raise AssertionError(
+            f"{what}: expected {error_class.__name__}, got {type(error).__name__} "
+            f"{error.status_code}: {error.response.text}"
+        ) from error
+    raise AssertionError(f"{what}: expected {error_class.__name__}, the call succeeded")
+
+
+def message_texts(items):
+    """(role, text) of each message item of a Responses item list, other items skipped."""
+    out = []
+    for item in items:
+        if item.type != "message":
+            continue
+        text = "".join(getattr(part, "text", "") or "" for part in item.content)
+        out.append((item.role, text))
+    return out
+
+
+# -- chat completions ------------------------------------------------------------------------
+
+
+def chat_plain(c):
+    step("plain, through a route, with a system message")
+    reply = c.chat.completions.create(
+        model=ROUTE,
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "hello there"},
+        ],
+    )
+    expect(reply.id.startswith("chatcmpl-"), f"id: {reply.id}")
+    expect_eq(reply.object, "chat.completion", "object")
+    expect_eq(reply.model, ROUTE, "model")
+    expect_eq(len(reply.choices), 1, "choices")
+    choice = reply.choices[0]
+    expect_eq(choice.message.role, "assistant", "role")
+    expect_eq(choice.message.content, "echo: hello there", "content")
+    expect_eq(choice.finish_reason, "stop", "finish_reason")
+    usage = reply.usage
+    expect(usage.prompt_tokens > 0, f"prompt_tokens: {usage}")
+    expect_eq(usage.completion_tokens, 3, "completion_tokens")
+    expect_eq(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens, "total_tokens")
+
+    step("max_tokens cuts the reply")
+    cut = c.chat.completions.create(
+        model=SCRIPTED,
+        max_tokens=1,
+        messages=[{"role": "user", "content": "one two three"}],
+    )
+    expect_eq(cut.choices[0].finish_reason, "length", "finish_reason with max_tokens=1")
+
+    step("through the mock Anthropic upstream")
+    reply = c.chat.completions.create(
+        model=ANTHROPIC,
+        messages=[{"role": "user", "content": "who serves this?"}],
+    )
+    expect_eq(reply.choices[0].message.content, "Anthropic served this.", "content")
+    expect_eq(reply.model, ANTHROPIC, "model")
+
+    step("models.list has the route and the upstreams' provider/model names")
+    ids = [m.id for m in c.models.list()]
+    for model in [ROUTE, OPENAI, ANTHROPIC]:
+        expect(model in ids, f"{model} not in {ids}")
+
+
+def chat_stream(c):
+    step("stream=True with include_usage")
+    stream = c.chat.completions.create(
+        model=SCRIPTED,
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "stream me please"}],
+    )
+    text, finish, usage, ids = "", None, None, set()
+    for chunk in stream:
+        expect_eq(chunk.object, "chat.completion.chunk", "chunk object")
+        ids.add(chunk.id)
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+            finish = chunk.choices[0].finish_reason or finish
+            expect(chunk.usage is None, f"usage on a chunk with choices: {chunk}")
+        else:
+            usage = chunk.usage
+    expect_eq(text, "echo: stream me please", "streamed text")
+    expect_eq(finish, "stop", "finish_reason")
+    expect(usage is not None, "no usage chunk with include_usage")
+    expect_eq(usage.completion_tokens, 4, "completion_tokens")
+    expect_eq(len(ids), 1, "one id for every chunk")
+
+    step("the chat.completions.stream helper")
+    with c.chat.completions.stream(
+        model=ROUTE, messages=[{"role": "user", "content": "helper stream"}]
+    ) as helper:
+        deltas = [e.delta for e in helper if e.type == "content.delta"]
+        final = helper.get_final_completion()
+    expect_eq("".join(deltas), "echo: helper stream", "helper deltas")
+    expect_eq(final.choices[0].message.content, "echo: helper stream", "helper final")
+
+
+def chat_tools(c):
+    tools = [
+        {
+            "type": "function",
+            "function": {"name": "lookup", "description": "Looks a thing up.", "parameters": LOOKUP},
+        }
+    ]
+    ask = {"role": "user", "content": '/call lookup {"q": "keel"}'}
+    step("the model asks for a function")
+    asked = c.chat.completions.create(model=ROUTE, tools=tools, tool_choice="auto", messages=[ask])
+    choice = asked.choices[0]
+    expect_eq(choice.finish_reason, "tool_calls", "finish_reason")
+    calls = choice.message.tool_calls or []
+    expect_eq(len(calls), 1, "tool calls")
+    call = calls[0]
+    expect_eq(call.type, "function", "call type")
+    expect_eq(call.function.name, "lookup", "function name")
+    expect_eq(json.loads(call.function.arguments), {"q": "keel"}, "arguments")
+
+    step("the client sends the tool's result; the model answers")
+    answered = c.chat.completions.create(
+        model=ROUTE,
+        tools=tools,
+        messages=[
+            ask,
+            choice.message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "a runtime"},
+        ],
+    )
+    expect_eq(
+        answered.choices[0].message.content,
+        f"tool results: {call.id}=a runtime",
+        "answer after the tool",
+    )
+    expect_eq(answered.choices[0].finish_reason, "stop", "finish_reason")
+
+    step("streamed tool call")
+    stream = c.chat.completions.create(model=ROUTE, tools=tools, stream=True, messages=[ask])
+    names, arguments, finish = [], "", None
+    for chunk in stream:
+        if not chunk.choices:
+            continue
+        for delta in chunk.choices[0].delta.tool_calls or []:
+            if delta.function and delta.function.name:
+                names.append(delta.function.name)
+            if delta.function and delta.function.arguments:
+                arguments += delta.function.arguments
+        finish = chunk.choices[0].finish_reason or finish
+    expect_eq(names, ["lookup"], "streamed call names")
+    expect_eq(json.loads(arguments), {"q": "keel"}, "streamed arguments")
+    expect_eq(finish, "tool_calls", "streamed finish_reason")
+
+
+def chat_errors(c):
+    user = [{"role": "user", "content": "hi"}]
+    step("unknown model: 404")
+    error = expect_api_error(
+        lambda: c.chat.completions.create(model="no-such-model", messages=user),
+        openai.NotFoundError,
+        404,
+        "unknown model",
+    )
+    expect_eq((error.code, error.param), ("model_not_found", "model"), "error code and param")
+    step("bad body: 400")
+    error = expect_api_error(
+        lambda: c.chat.completions.create(model=ROUTE, messages="not a list"),
+        openai.BadRequestError,
+        400,
+        "messages as a string",
+    )
+    expect_eq(error.type, "invalid_request_error", "error type")
+    step("wrong key: 401")
+    wrong = client(api_key="kk_0000000000000000.wrong")
+    expect_api_error(
+        lambda: wrong.chat.completions.create(model=ROUTE, messages=user),
+        openai.AuthenticationError,
+        401,
+        "wrong key",
+    )
+    expect_api_error(lambda: wrong.models.list(), openai.AuthenticationError, 401, "wrong key")
+
+
+# -- responses -------------------------------------------------------------------------------
+
+
+def responses_chain(c):
+    """Five turns chained with previous_response_id; the provider changes at turns 3 and 4.
+    The Rust test then checks that each upstream received the turns before its own."""
+    turns = [
+        (SCRIPTED, "first turn", "echo: first turn", None),
+        (ROUTE, "second turn", "echo: second turn", None),
+        (OPENAI, "third turn", "Third answer from OpenAI.", None),
+        (ANTHROPIC, "fourth turn", "Fourth answer from Anthropic.", "Answer briefly."),
+        (ANTHROPIC, "fifth turn", "Fifth answer from Anthropic.", None),
+    ]
+    previous = None
+    for n, (model, text, answer, instructions) in enumerate(turns, start=1):
+        step(f"turn {n} on {model}")
+        extra = {"instructions": instructions} if instructions else {}
+        if previous:
+            extra["previous_response_id"] = previous.id
+        response = c.responses.create(model=model, input=text, **extra)
+        expect(response.id.startswith("resp_"), f"turn {n} id: {response.id}")
+        expect_eq(response.object, "response", f"turn {n} object")
+        expect_eq(response.status, "completed", f"turn {n} status")
+        expect_eq(response.output_text, answer, f"turn {n} output_text")
+        expect_eq(response.model, model, f"turn {n} model")
+        expect_eq(
+            response.previous_response_id,
+            previous.id if previous else None,
+            f"turn {n} previous_response_id",
+        )
+        expect(previous is None or response.id != previous.id, f"turn {n} reused an id")
+        expect(response.usage and response.usage.output_tokens > 0, f"turn {n} usage")
+        message = response.output[-1]
+        expect_eq(message.type, "message", f"turn {n} output item type")
+        expect_eq(message.role, "assistant", f"turn {n} output role")
+        expect(message.id.startswith("msg_"), f"turn {n} message id: {message.id}")
+        previous = response
+
+    step("the last response's input items are its own input only")
+    items = c.responses.input_items.list(previous.id, order="asc").data
+    expect_eq(message_texts(items), [("user", "fifth turn")], "input items of turn 5")
+
+
+def responses_conversation(c):
+    step("create a conversation with metadata and an initial item")
+    conv = c.conversations.create(
+        metadata={"topic": "sdk"},
+        items=[{"type": "message", "role": "user", "content": "remember: blue"}],
+    )
+    expect(conv.id.startswith("conv_"), f"conversation id: {conv.id}")
+    expect_eq(conv.object, "conversation", "object")
+    expect_eq(conv.metadata, {"topic": "sdk"}, "metadata")
+    expect(conv.created_at > 0, f"created_at: {conv.created_at}")
+
+    step("three responses in the conversation")
+    for text in ["one", "two", "three"]:
+        response = c.responses.create(model=SCRIPTED, conversation=conv.id, input=text)
+        expect_eq(response.output_text, f"echo: {text}", f"answer to {text}")
+        expect_eq(response.conversation.id if response.conversation else None, conv.id, "conversation")
+
+    step("items.list shows every message in order")
+    expected = [
+        ("user", "remember: blue"),
+        ("user", "one"),
+        ("assistant", "echo: one"),
+        ("user", "two"),
+        ("assistant", "echo: two"),
+        ("user", "three"),
+        ("assistant", "echo: three"),
+    ]
+    asc = c.conversations.items.list(conv.id, order="asc", limit=100)
+    expect_eq(message_texts(asc.data), expected, "items, asc")
+    desc = c.conversations.items.list(conv.id, limit=100)
+    expect_eq(message_texts(desc.data), expected[::-1], "items, default order (desc)")
+    paged = list(c.conversations.items.list(conv.id, order="asc", limit=2))
+    expect_eq(message_texts(paged), expected, "items, auto-paginated by 2")
+    ids = [item.id for item in asc.data]
+    expect_eq(len(set(ids)), len(ids), "item ids are distinct")
+    one = c.conversations.items.retrieve(ids[2], conversation_id=conv.id)
+    expect_eq(message_texts([one]), [expected[2]], "items.retrieve")
+
+    step("items.create adds items")
+    added = c.conversations.items.create(
+        conv.id,
+        items=[
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "added"}]},
+        ],
+    )
+    expect_eq(message_texts(added.data), [("user", "added")], "items.create answer")
+    response = c.responses.create(model=SCRIPTED, conversation=conv.id, input="four")
+    expect_eq(response.output_text, "echo: four", "answer after the added item")
+    items = c.conversations.items.list(conv.id, order="asc", limit=100).data
+    expect_eq(
+        message_texts(items)[len(expected):],
+        [("user", "added"), ("user", "four"), ("assistant", "echo: four")],
+        "items after items.create",
+    )
+
+    step("retrieve, update metadata, delete")
+    got = c.conversations.retrieve(conv.id)
+    expect_eq((got.id, got.metadata), (conv.id, {"topic": "sdk"}), "retrieve")
+    updated = c.conversations.update(conv.id, metadata={"topic": "sdk", "stage": "done"})
+    expect_eq(updated.metadata, {"topic": "sdk", "stage": "done"}, "update")
+    expect_eq(c.conversations.retrieve(conv.id).metadata, updated.metadata, "retrieve after update")
+    deleted = c.conversations.delete(conv.id)
+    expect_eq((deleted.id, deleted.deleted, deleted.object), (conv.id, True, "conversation.deleted"), "delete")
+    expect_api_error(lambda: c.conversations.retrieve(conv.id), openai.NotFoundError, 404, "deleted conversation")
+
+
+def responses_stream(c):
+    step("responses.create(stream=True)")
+    stream = c.responses.create(model=SCRIPTED, input="stream this reply", stream=True)
+    events = list(stream)
+    types = [e.type for e in events]
+    expect_eq(types[0], "response.created", "first event")
+    expect_eq(types[-1], "response.completed", "last event")
+    for needed in ["response.output_item.added", "response.output_text.delta", "response.output_text.done"]:
+        expect(needed in types, f"no {needed} in {types}")
+    seq = [e.sequence_number for e in events]
+    expect_eq(seq, sorted(set(seq)), "sequence_number increases")
+    created, completed = events[0].response, events[-1].response
+    expect(created.id.startswith("resp_"), f"id: {created.id}")
+    expect(created.status in ("queued", "in_progress"), f"created status: {created.status}")
+    expect_eq(completed.id, created.id, "one response id")
+    expect_eq(completed.status, "completed", "completed status")
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    expect_eq(deltas, "echo: stream this reply", "deltas concatenated")
+    expect_eq(completed.output_text, deltas, "completed response text")
+    done = [e for e in events if e.type == "response.output_text.done"]
+    expect_eq(done[0].text, deltas, "output_text.done text")
+    expect_eq(c.responses.retrieve(created.id).output_text, deltas, "retrieve after streaming")
+
+    step("the responses.stream helper")
+    with c.responses.stream(model=ROUTE, input="helper stream", previous_response_id=created.id) as helper:
+        helper_deltas = "".join(e.delta for e in helper if e.type == "response.output_text.delta")
+        final = helper.get_final_response()
+    expect_eq(helper_deltas, "echo: helper stream", "helper deltas")
+    expect_eq(final.output_text, "echo: helper stream", "helper final response")
+    expect_eq(final.previous_response_id, created.id, "helper previous_response_id")
+
+
+def responses_function_tools(c):
+    tools = [
+        {
+            "type": "function",
+            "name": "lookup",
+            "description": "Looks a thing up.",
+            "parameters": LOOKUP,
+            "strict": False,
+        }
+    ]
+    step("the model calls a function")
+    asked = c.responses.create(model=ROUTE, tools=tools, input='/call lookup {"q": "keel"}')
+    expect_eq(asked.status, "completed", "status")
+    calls = [item for item in asked.output if item.type == "function_call"]
+    expect_eq(len(calls), 1, f"function_call items in {asked.output}")
+    call = calls[0]
+    expect_eq(call.name, "lookup", "name")
+    expect_eq(json.loads(call.arguments), {"q": "keel"}, "arguments")
+    expect(call.call_id, "call_id is empty")
+    expect_eq(asked.output_text, "", "no text beside the call")
+
+    step("function_call_output with previous_response_id")
+    answered = c.responses.create(
+        model=ROUTE,
+        tools=tools,
+        previous_response_id=asked.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "a runtime"}],
+    )
+    expect_eq(answered.status, "completed", "status")
+    expect_eq(answered.output_text, f"tool results: {call.call_id}=a runtime", "answer after the tool")
+    items = c.responses.input_items.list(answered.id).data
+    expect_eq([i.type for i in items], ["function_call_output"], "input items of the answer")
+    expect_eq(items[0].call_id, call.call_id, "input item call_id")
+
+
+def responses_background(c):
+    step("background=True, polled to completion")
+    started = c.responses.create(model=SLOW, input="poll me", background=True)
+    expect(started.id.startswith("resp_"), f"id: {started.id}")
+    expect(started.status in ("queued", "in_progress"), f"status at creation: {started.status}")
+    expect_eq(started.background, True, "background")
+    done = poll(
+        lambda: c.responses.retrieve(started.id),
+        lambda r: r.status not in ("queued", "in_progress"),
+        "background response",
+    )
+    expect_eq(done.status, "completed", "final status")
+    expect_eq(done.output_text, "echo: poll me", "final text")
+
+    step("responses.cancel on a slow one")
+    long_input = " ".join(f"word{i}" for i in range(200))
+    slow = c.responses.create(model=SLOW, input=long_input, background=True)
+    cancelled = c.responses.cancel(slow.id)
+    expect_eq(cancelled.id, slow.id, "cancel answers the response")
+    expect(
+        cancelled.status in ("cancelled", "queued", "in_progress"),
+        f"status after cancel: {cancelled.status}",
+    )
+    final = poll(
+        lambda: c.responses.retrieve(slow.id),
+        lambda r: r.status not in ("queued", "in_progress"),
+        "cancelled response",
+    )
+    expect_eq(final.status, "cancelled", "final status after cancel")
+    print(f"cancel answered status {cancelled.status!r}", flush=True)
+
+
+def responses_lifecycle(c):
+    step("create, retrieve, input_items")
+    first = c.responses.create(
+        model=SCRIPTED,
+        input=[
+            {"type": "message", "role": "user", "content": "context line"},
+            {"role": "user", "content": [{"type": "input_text", "text": "question"}]},
+        ],
+        metadata={"case": "lifecycle"},
+    )
+    expect_eq(first.output_text, "echo: question", "answer")
+    got = c.responses.retrieve(first.id)
+    expect_eq((got.id, got.status, got.output_text), (first.id, "completed", "echo: question"), "retrieve")
+    expect_eq(got.metadata, {"case": "lifecycle"}, "metadata")
+    items = c.responses.input_items.list(first.id, order="asc")
+    expect_eq(message_texts(items.data), [("user", "context line"), ("user", "question")], "input items")
+    desc = c.responses.input_items.list(first.id)
+    expect_eq(message_texts(desc.data), [("user", "question"), ("user", "context line")], "default order (desc)")
+    expect(all(i.id for i in items.data), "input items have ids")
+
+    step("store=False is not retrievable")
+    unstored = c.responses.create(model=SCRIPTED, input="forget me", store=False)
+    expect_eq(unstored.output_text, "echo: forget me", "answer")
+    expect_api_error(lambda: c.responses.retrieve(unstored.id), openai.NotFoundError, 404, "store=False")
+
+    step("delete, then retrieve is a 404")
+    result = c.responses.delete(first.id)
+    expect(result is None, f"delete answered {result!r}")
+    expect_api_error(lambda: c.responses.retrieve(first.id), openai.NotFoundError, 404, "deleted response")
+    expect_api_error(lambda: c.responses.delete(first.id), openai.NotFoundError, 404, "deleted twice")
+
+
+def responses_errors(c):
+    step("unknown previous_response_id: 404")
+    error = expect_api_error(
+        lambda: c.responses.create(
+            model=SCRIPTED, input="hi", previous_response_id="resp_01JZZZZZZZZZZZZZZZZZZZZZZZ"
+        ),
+        openai.NotFoundError,
+        404,
+        "unknown previous_response_id",
+    )
+    expect_eq(error.param, "previous_response_id", "error param")
+    step("unknown model: 404")
+    error = expect_api_error(
+        lambda: c.responses.create(model="no-such-model", input="hi"),
+        openai.NotFoundError,
+        404,
+        "unknown model",
+    )
+    expect_eq((error.code, error.param), ("model_not_found", "model"), "error code and param")
+    step("unknown conversation: 404")
+    expect_api_error(
+        lambda: c.responses.create(model=SCRIPTED, input="hi", conversation="conv_01JZZZZZZZZZZZZZZZZZZZZZZZ"),
+        openai.NotFoundError,
+        404,
+        "unknown conversation",
+    )
+    step("unknown response id: 404")
+    expect_api_error(
+        lambda: c.responses.retrieve("resp_01JZZZZZZZZZZZZZZZZZZZZZZZ"),
+        openai.NotFoundError,
+        404,
+        "retrieve unknown",
+    )
+    step("bad body: 400")
+    expect_api_error(
+        lambda: c.responses.create(model=SCRIPTED, input=42),
+        openai.BadRequestError,
+        400,
+        "input as a number",
+    )
+    expect_api_error(
+        lambda: c.responses.create(
+            model=SCRIPTED, input="hi", previous_response_id="resp_x", conversation="conv_x"
+        ),
+        openai.BadRequestError,
+        400,
+        "previous_response_id with conversation",
+    )
+    step("wrong key: 401")
+    wrong = client(api_key="kk_0000000000000000.wrong")
+    expect_api_error(
+        lambda: wrong.responses.create(model=SCRIPTED, input="hi"),
+        openai.AuthenticationError,
+        401,
+        "wrong key",
+    )
+    expect_api_error(lambda: wrong.conversations.create(), openai.AuthenticationError, 401, "wrong key")
+
+
+SCENARIOS = {f.__name__: f for f in [
+    chat_plain,
+    chat_stream,
+    chat_tools,
+    chat_errors,
+    responses_chain,
+    responses_conversation,
+    responses_stream,
+    responses_function_tools,
+    responses_background,
+    responses_lifecycle,
+    responses_errors,
+]}
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in SCENARIOS:
+        sys.exit(f"usage: scenarios.py {{{'|'.join(SCENARIOS)}}}")
+    print(f"openai {openai.__version__}, scenario {sys.argv[1]}", flush=True)
+    SCENARIOS[sys.argv[1]](client())
+    print("ok", flush=True)
