@@ -46,6 +46,9 @@ pub enum ToolKind {
     /// An HTTP endpoint: keel POSTs the arguments as JSON with an `Idempotency-Key` header
     /// and takes the response body as the result.
     Http { url: String },
+    /// Performed by the caller, not by keel: the run ends with the call pending and the
+    /// caller's next input carries its result (OpenAI's function tools).
+    Client,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

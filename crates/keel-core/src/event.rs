@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::AgentDef;
 use crate::id::{RunId, TenantId};
 use crate::message::{Message, Part, Role, Usage};
+use crate::run::RunOptions;
 use crate::time::Timestamp;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -44,10 +45,18 @@ pub enum EventBody {
     AgentUpgraded {
         agent: AgentDef,
     },
-    /// A run takes its input; the input becomes part of the transcript.
+    /// A run takes its input; the input becomes part of the transcript. `options` override
+    /// the agent for this run (logged so a replay drives the run as it was asked for).
     RunStarted {
         run_id: RunId,
         input: Message,
+        #[serde(default, skip_serializing_if = "RunOptions::is_default")]
+        options: Box<RunOptions>,
+    },
+    /// Messages added to the transcript outside a model call (conversation items, or a run's
+    /// earlier input items); only between runs.
+    MessagesAdded {
+        messages: Vec<Message>,
     },
     /// Intent: step `step` asks the model (attempt counts retries of the same step).
     ModelCalled {
@@ -133,6 +142,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "session_started",
     "agent_upgraded",
     "run_started",
+    "messages_added",
     "model_called",
     "model_replied",
     "model_failed",
@@ -189,6 +199,7 @@ impl EventBody {
             EventBody::SessionStarted { .. } => "session_started",
             EventBody::AgentUpgraded { .. } => "agent_upgraded",
             EventBody::RunStarted { .. } => "run_started",
+            EventBody::MessagesAdded { .. } => "messages_added",
             EventBody::ModelCalled { .. } => "model_called",
             EventBody::ModelReplied { .. } => "model_replied",
             EventBody::ModelFailed { .. } => "model_failed",
@@ -203,7 +214,9 @@ impl EventBody {
     /// The run this event belongs to, if any.
     pub fn run_id(&self) -> Option<&RunId> {
         match self {
-            EventBody::SessionStarted { .. } | EventBody::AgentUpgraded { .. } => None,
+            EventBody::SessionStarted { .. }
+            | EventBody::AgentUpgraded { .. }
+            | EventBody::MessagesAdded { .. } => None,
             EventBody::RunStarted { run_id, .. }
             | EventBody::ModelCalled { run_id, .. }
             | EventBody::ModelReplied { run_id, .. }
@@ -216,26 +229,27 @@ impl EventBody {
         }
     }
 
-    /// The transcript message this event contributes, if any: the user's input, the
-    /// model's reply, or a tool's result.
-    pub fn message(&self) -> Option<Message> {
+    /// The transcript messages this event contributes, oldest first: the user's input, the
+    /// model's reply, a tool's result, or added messages.
+    pub fn messages(&self) -> Vec<Message> {
         match self {
-            EventBody::RunStarted { input, .. } => Some(input.clone()),
-            EventBody::ModelReplied { message, .. } => Some(message.clone()),
+            EventBody::RunStarted { input, .. } => vec![input.clone()],
+            EventBody::MessagesAdded { messages } => messages.clone(),
+            EventBody::ModelReplied { message, .. } => vec![message.clone()],
             EventBody::ToolReturned {
                 call_id,
                 content,
                 is_error,
                 ..
-            } => Some(Message {
+            } => vec![Message {
                 role: Role::Tool,
                 parts: vec![Part::ToolResult {
                     call_id: call_id.clone(),
                     content: content.clone(),
                     is_error: *is_error,
                 }],
-            }),
-            _ => None,
+            }],
+            _ => Vec::new(),
         }
     }
 }

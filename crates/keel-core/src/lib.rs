@@ -9,6 +9,7 @@ pub mod agent;
 pub mod event;
 pub mod id;
 pub mod message;
+pub mod run;
 pub mod session;
 pub mod time;
 
@@ -16,6 +17,7 @@ pub use agent::{AgentDef, Limits, ToolDef, ToolKind};
 pub use event::{Event, EventBody, EventDecodeError, FinishReason};
 pub use id::{AgentId, IdError, RunId, SessionId, TenantId};
 pub use message::{Message, Part, Role, Usage};
+pub use run::RunOptions;
 pub use session::{
     Action, PendingToolCall, RunState, RunStatus, SessionState, SessionStatus, decide,
 };

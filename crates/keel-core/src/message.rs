@@ -71,6 +71,14 @@ impl Message {
         out
     }
 
+    /// The call ids of the tool results this message carries, in order.
+    pub fn tool_results(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::ToolResult { call_id, .. } => Some(call_id.as_str()),
+            _ => None,
+        })
+    }
+
     /// The tool calls this message asks for, in order.
     pub fn tool_calls(&self) -> impl Iterator<Item = (&str, &str, &serde_json::Value)> {
         self.parts.iter().filter_map(|p| match p {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::AgentDef;
 use crate::event::{Event, EventBody};
 use crate::id::{RunId, TenantId};
-use crate::message::Usage;
+use crate::message::{Message, Usage};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -94,6 +94,15 @@ pub struct RunState {
     pub usage: Usage,
     /// Set when the last model call failed for good.
     pub failure: Option<String>,
+    /// Tools of this run that the caller performs (`ToolKind::Client`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_tools: Vec<String>,
+}
+
+impl RunState {
+    fn is_client_tool(&self, name: &str) -> bool {
+        self.client_tools.iter().any(|t| t == name)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -107,6 +116,10 @@ pub struct SessionState {
     pub runs_finished: u64,
     pub usage: Usage,
     pub last_run: Option<(RunId, RunStatus)>,
+    /// Tool calls handed to the caller by the last run: the next input should carry their
+    /// results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub awaiting: Vec<PendingToolCall>,
 }
 
 impl Default for SessionState {
@@ -121,6 +134,7 @@ impl Default for SessionState {
             runs_finished: 0,
             usage: Usage::default(),
             last_run: None,
+            awaiting: Vec::new(),
         }
     }
 }
@@ -222,7 +236,11 @@ impl SessionState {
                 }
                 self.agent = Some(agent.clone());
             }
-            EventBody::RunStarted { run_id, .. } => {
+            EventBody::RunStarted {
+                run_id, options, ..
+            } => {
+                // The engine checks that the input answers them; past that, they are settled.
+                self.awaiting.clear();
                 self.active = Some(RunState {
                     run_id: run_id.clone(),
                     step: 0,
@@ -234,9 +252,30 @@ impl SessionState {
                     last_text: String::new(),
                     usage: Usage::default(),
                     failure: None,
+                    client_tools: options
+                        .client_tools()
+                        .chain(self.agent.iter().flat_map(|a| {
+                            a.tools
+                                .iter()
+                                .filter(|t| t.kind == crate::agent::ToolKind::Client)
+                                .map(|t| t.name.as_str())
+                        }))
+                        .map(str::to_string)
+                        .collect(),
                 });
                 self.status = SessionStatus::Running;
                 self.message_count += 1;
+            }
+            EventBody::MessagesAdded { messages } => {
+                if self.active.is_some() {
+                    return Err(fail(
+                        "messages are added between runs, not during one".into(),
+                    ));
+                }
+                let answered: Vec<&str> = messages.iter().flat_map(Message::tool_results).collect();
+                self.awaiting
+                    .retain(|c| !answered.contains(&c.call_id.as_str()));
+                self.message_count += messages.len() as u64;
             }
             EventBody::ModelCalled { step, attempt, .. } => {
                 let run = self.active.as_mut().expect("checked above");
@@ -335,7 +374,18 @@ impl SessionState {
                 run.tools.remove(pos);
                 self.message_count += 1;
             }
-            EventBody::RunCompleted { run_id, .. } => self.end_run(run_id, RunStatus::Completed),
+            EventBody::RunCompleted { run_id, .. } => {
+                let run = self.active.as_ref().expect("checked above");
+                if let Some(call) = run.tools.iter().find(|c| !run.is_client_tool(&c.name)) {
+                    return Err(fail(format!(
+                        "tool call {:?} must get a result before the run ends",
+                        call.call_id
+                    )));
+                }
+                // What is left is for the caller to perform.
+                self.awaiting = run.tools.clone();
+                self.end_run(run_id, RunStatus::Completed)
+            }
             EventBody::RunFailed { run_id, .. } => self.end_run(run_id, RunStatus::Failed),
             EventBody::RunCancelled { run_id, .. } => {
                 if self.active.as_ref().is_some_and(|r| !r.tools.is_empty()) {
@@ -380,10 +430,17 @@ pub fn decide(state: &SessionState) -> Action {
             intent_logged: true,
         };
     }
-    if let Some(call) = run.tools.first() {
+    if let Some(call) = run.tools.iter().find(|c| !run.is_client_tool(&c.name)) {
         return Action::CallTool {
             run_id,
             call: call.clone(),
+        };
+    }
+    if !run.tools.is_empty() {
+        // Only calls the caller performs are left: the run ends, handing them over.
+        return Action::Finish {
+            run_id,
+            output: run.last_text.clone(),
         };
     }
     if !run.replied && run.attempt > 0 {

@@ -6,15 +6,16 @@ use std::collections::{HashMap, HashSet};
 
 use keel_core::{
     Action, AgentDef, AgentId, Event, EventBody, FinishReason, Limits, Message, Part, Role, RunId,
-    SessionState, TenantId, Timestamp, Usage, decide,
+    RunOptions, SessionState, TenantId, Timestamp, ToolDef, ToolKind, Usage, decide,
 };
 use proptest::prelude::*;
 
 /// What the simulated world does when the driver acts.
 #[derive(Clone, Debug)]
 enum Outcome {
-    /// The model replies with text and this many tool calls.
-    Reply { tools: u8 },
+    /// The model replies with text, this many calls of keel's tools and this many calls of
+    /// the caller's (client) tools.
+    Reply { tools: u8, client: u8 },
     /// The model call fails.
     ModelFails { retryable: bool },
     /// The process dies after logging the intent (the driver restarts and re-decides).
@@ -25,7 +26,7 @@ enum Outcome {
 
 fn outcome() -> impl Strategy<Value = Outcome> {
     prop_oneof![
-        4 => (0u8..3).prop_map(|tools| Outcome::Reply { tools }),
+        4 => (0u8..3, prop_oneof![3 => Just(0u8), 1 => 1u8..3]).prop_map(|(tools, client)| Outcome::Reply { tools, client }),
         1 => any::<bool>().prop_map(|retryable| Outcome::ModelFails { retryable }),
         1 => Just(Outcome::Crash),
         1 => Just(Outcome::Cancel),
@@ -82,9 +83,28 @@ impl Sim {
     /// Drives one run to its end, consuming outcomes as the world's answers.
     fn run(&mut self, run_no: u64, outcomes: &mut impl Iterator<Item = Outcome>) {
         let run_id = RunId::generate(run_no, 7);
+        // The caller answers the calls the last run handed over, as a client does.
+        let input = if self.state.awaiting.is_empty() {
+            Message::user("hi")
+        } else {
+            Message {
+                role: Role::Tool,
+                parts: self
+                    .state
+                    .awaiting
+                    .iter()
+                    .map(|c| Part::ToolResult {
+                        call_id: c.call_id.clone(),
+                        content: "client ok".into(),
+                        is_error: false,
+                    })
+                    .collect(),
+            }
+        };
         self.push(EventBody::RunStarted {
             run_id: run_id.clone(),
-            input: Message::user("hi"),
+            input,
+            options: Box::new(client_tool_options()),
         });
         let mut guard = 0;
         loop {
@@ -93,7 +113,10 @@ impl Sim {
             if self.state.active.is_none() {
                 return;
             }
-            let world = outcomes.next().unwrap_or(Outcome::Reply { tools: 0 });
+            let world = outcomes.next().unwrap_or(Outcome::Reply {
+                tools: 0,
+                client: 0,
+            });
             if let Outcome::Cancel = world {
                 if let Some(run) = &self.state.active {
                     for call in run.tools.clone() {
@@ -135,18 +158,18 @@ impl Sim {
                             error: "boom".into(),
                             retryable,
                         }),
-                        Outcome::Reply { tools } => {
+                        Outcome::Reply { tools, client } => {
                             let mut parts = vec![Part::Text {
                                 text: format!("step {step}"),
                             }];
-                            for i in 0..tools {
+                            for i in 0..tools + client {
                                 parts.push(Part::ToolCall {
                                     id: format!("c{}_{}", self.log.len(), i),
-                                    name: "t".into(),
+                                    name: if i < tools { "t" } else { "fn" }.into(),
                                     arguments: serde_json::json!({}),
                                 });
                             }
-                            let finish = if tools > 0 {
+                            let finish = if tools + client > 0 {
                                 FinishReason::ToolCalls
                             } else {
                                 FinishReason::Stop
@@ -175,6 +198,7 @@ impl Sim {
                     }
                 }
                 Action::CallTool { run_id, call } => {
+                    assert_ne!(call.name, "fn", "keel never performs the caller's tools");
                     if call.idempotency_key.is_none() {
                         let key = format!("ses:{}", self.state.last_seq + 1);
                         self.push(EventBody::ToolCalled {
@@ -214,6 +238,18 @@ impl Sim {
     }
 }
 
+fn client_tool_options() -> RunOptions {
+    RunOptions {
+        tools: vec![ToolDef {
+            name: "fn".into(),
+            description: String::new(),
+            parameters: serde_json::json!({"type": "object"}),
+            kind: ToolKind::Client,
+        }],
+        ..RunOptions::default()
+    }
+}
+
 fn simulate(max_steps: u32, runs: u64, outcomes: Vec<Outcome>) -> Sim {
     let mut sim = Sim::new(max_steps);
     let mut it = outcomes.into_iter();
@@ -249,7 +285,24 @@ proptest! {
                 _ => {}
             }
         }
+        // results of the caller's tools come in the next run's input
+        for e in &sim.log {
+            if let EventBody::RunStarted { input, .. } = &e.body {
+                for call_id in input.tool_results() {
+                    *results.entry(call_id).or_default() += 1;
+                }
+            }
+        }
         prop_assert!(results.values().all(|&n| n == 1));
+        // every call asked for has its result, except those the last run handed to the caller
+        let mut unanswered: Vec<&str> = sim.log.iter().flat_map(|e| match &e.body {
+            EventBody::ModelReplied { message, .. } => message.tool_calls().map(|(id, _, _)| id).collect(),
+            _ => Vec::new(),
+        }).filter(|id| !results.contains_key(id)).collect();
+        unanswered.sort();
+        let mut awaiting: Vec<&str> = sim.state.awaiting.iter().map(|c| c.call_id.as_str()).collect();
+        awaiting.sort();
+        prop_assert_eq!(unanswered, awaiting);
         // every run ended (the simulation drives each to its end)
         prop_assert_eq!(ended.len() as u64, runs);
         prop_assert!(sim.state.active.is_none());
@@ -344,11 +397,94 @@ fn a_gap_in_seq_is_rejected() {
 #[test]
 fn max_steps_ends_a_run_that_keeps_calling_tools() {
     let mut sim = Sim::new(2);
-    let outcomes = vec![Outcome::Reply { tools: 1 }; 10];
+    let outcomes = vec![
+        Outcome::Reply {
+            tools: 1,
+            client: 0
+        };
+        10
+    ];
     sim.run(1, &mut outcomes.into_iter());
     let last = sim.log.last().unwrap();
     assert!(
         matches!(&last.body, EventBody::RunFailed { code, .. } if code == "max_steps"),
         "{last:?}"
     );
+}
+
+#[test]
+fn a_run_ends_handing_client_tool_calls_to_the_caller() {
+    let mut sim = Sim::new(5);
+    let outcomes = vec![
+        Outcome::Reply {
+            tools: 1,
+            client: 2,
+        },
+        Outcome::Reply {
+            tools: 0,
+            client: 0,
+        },
+    ];
+    let mut outcomes = outcomes.into_iter();
+    sim.run(1, &mut outcomes);
+    // keel performed its own tool, then ended the run with the client calls pending
+    let returned = sim
+        .log
+        .iter()
+        .filter(|e| matches!(e.body, EventBody::ToolReturned { .. }))
+        .count();
+    assert_eq!(returned, 1);
+    assert!(matches!(
+        sim.log.last().unwrap().body,
+        EventBody::RunCompleted { .. }
+    ));
+    assert_eq!(sim.state.awaiting.len(), 2);
+    assert!(sim.state.awaiting.iter().all(|c| c.name == "fn"));
+    // the next run's input answers them and the model goes on
+    sim.run(2, &mut outcomes);
+    assert!(sim.state.awaiting.is_empty());
+    let EventBody::RunStarted { input, .. } = &sim.log[sim.log.len() - 4].body else {
+        panic!("{:?}", sim.log);
+    };
+    assert_eq!(input.tool_results().count(), 2);
+}
+
+#[test]
+fn messages_are_added_only_between_runs_and_answer_awaited_calls() {
+    let mut sim = Sim::new(5);
+    let mut outcomes = vec![Outcome::Reply {
+        tools: 0,
+        client: 1,
+    }]
+    .into_iter();
+    sim.run(1, &mut outcomes);
+    let call = sim.state.awaiting[0].call_id.clone();
+    let added = EventBody::MessagesAdded {
+        messages: vec![Message {
+            role: Role::Tool,
+            parts: vec![Part::ToolResult {
+                call_id: call,
+                content: "done".into(),
+                is_error: false,
+            }],
+        }],
+    };
+    let count = sim.state.message_count;
+    sim.push(added.clone());
+    assert!(sim.state.awaiting.is_empty());
+    assert_eq!(sim.state.message_count, count + 1);
+    // during a run, refused
+    sim.push(EventBody::RunStarted {
+        run_id: RunId::generate(9, 9),
+        input: Message::user("x"),
+        options: Box::default(),
+    });
+    let event = Event {
+        seq: sim.state.last_seq + 1,
+        at: Timestamp(0),
+        body: added,
+    };
+    let before = sim.state.clone();
+    assert!(sim.state.apply(&event).is_err());
+    assert_eq!(sim.state, before);
 }

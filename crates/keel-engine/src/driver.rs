@@ -287,11 +287,18 @@ impl Driver<'_> {
             }
             None => {}
         }
+        // Earlier input items go first, as transcript; the options keep the rest.
+        let mut options = self.run.options.clone();
+        let context = std::mem::take(&mut options.context);
+        if !context.is_empty() {
+            self.push(state, EventBody::MessagesAdded { messages: context });
+        }
         self.push(
             state,
             EventBody::RunStarted {
                 run_id: run_id.clone(),
                 input: self.run.input.clone(),
+                options: Box::new(options),
             },
         );
         Ok(())
@@ -459,7 +466,12 @@ impl Driver<'_> {
             };
             (body, error.retry_after)
         };
-        let (client, model) = match self.inner.models.resolve(&agent.model) {
+        let options = &self.run.options;
+        let (client, model) = match self
+            .inner
+            .models
+            .resolve(options.model.as_deref().unwrap_or(&agent.model))
+        {
             Ok(found) => found,
             Err(e) => {
                 let error = ModelError::new(
@@ -471,13 +483,20 @@ impl Driver<'_> {
             }
         };
         let served_by = format!("{}/{model}", client.provider());
+        let instructions = options.instructions.as_ref().unwrap_or(&agent.instructions);
         let request = ModelRequest {
             model,
-            system: (!agent.instructions.is_empty()).then(|| agent.instructions.clone()),
+            system: (!instructions.is_empty()).then(|| instructions.clone()),
             messages: live.transcript.iter().cloned().collect::<Vec<Message>>(),
-            tools: tools::specs(agent),
+            tools: tools::specs(agent, options),
             params: Params {
-                max_tokens: Some(agent.limits.max_output_tokens),
+                max_tokens: Some(
+                    options
+                        .max_output_tokens
+                        .unwrap_or(agent.limits.max_output_tokens),
+                ),
+                temperature: options.temperature,
+                top_p: options.top_p,
                 // Keeps a session on the route target that served it (provider-side caches).
                 affinity: Some(self.run.session.to_string()),
                 ..Params::default()

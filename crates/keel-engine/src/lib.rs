@@ -21,7 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_core::{
-    AgentDef, Event, EventBody, Message, RunId, RunStatus, SessionId, SessionState, TenantId,
+    AgentDef, Event, EventBody, Message, RunId, RunOptions, RunStatus, SessionId, SessionState,
+    TenantId,
 };
 use keel_store::{NewEvent, RunRecord, SessionRecord, Store, StoreError};
 use tokio::sync::{Notify, Semaphore, broadcast, watch};
@@ -362,23 +363,37 @@ impl Engine {
         session: &SessionId,
         input: Message,
     ) -> Result<RunRecord, EngineError> {
-        self.submit_with(tenant, session, input, BusyPolicy::Enqueue)
-            .await
+        self.submit_with(
+            tenant,
+            session,
+            input,
+            RunOptions::default(),
+            BusyPolicy::Enqueue,
+        )
+        .await
     }
 
-    /// `submit`, deciding by `policy` what happens when the session is busy. (The check and
-    /// the enqueue are two steps: two concurrent `Reject` submits may both get through.)
+    /// `submit` with per-run `options`, deciding by `policy` what happens when the session is
+    /// busy. An idle session whose last run handed tool calls to the caller takes only an
+    /// input that carries their results.
     pub async fn submit_with(
         &self,
         tenant: &TenantId,
         session: &SessionId,
         input: Message,
+        options: RunOptions,
         policy: BusyPolicy,
     ) -> Result<RunRecord, EngineError> {
         if input.parts.is_empty() {
             return Err(EngineError::Invalid(
                 "the input message has no parts".into(),
             ));
+        }
+        if let Some(model) = &options.model {
+            self.inner
+                .models
+                .resolve(model)
+                .map_err(|e| EngineError::Invalid(e.to_string()))?;
         }
         self.inner
             .store
@@ -392,8 +407,11 @@ impl Engine {
         // the same session, or two `reject`s could both get through (within this node).
         let slot = self.inner.slot(session);
         let _submitting = slot.submit.lock().await;
+        let pending = self.inner.store.pending_runs(tenant, session).await?;
+        if pending.is_empty() {
+            self.check_answers(session, &input, &options).await?;
+        }
         if policy != BusyPolicy::Enqueue {
-            let pending = self.inner.store.pending_runs(tenant, session).await?;
             if policy == BusyPolicy::Reject
                 && let Some(busy) = pending.first()
             {
@@ -413,6 +431,7 @@ impl Engine {
             tenant: tenant.clone(),
             session: session.clone(),
             input,
+            options,
             status: RunStatus::Queued,
             created_at: clock::now(),
             output: None,
@@ -424,6 +443,209 @@ impl Engine {
         self.inner.store.enqueue_run(&run).await?;
         self.inner.wake.notify_one();
         Ok(run)
+    }
+
+    /// Refuses an input that leaves tool calls handed to the caller without a result (the
+    /// model could not go on: providers reject such a transcript).
+    async fn check_answers(
+        &self,
+        session: &SessionId,
+        input: &Message,
+        options: &RunOptions,
+    ) -> Result<(), EngineError> {
+        let awaiting = self
+            .with_idle_state(session, |s| s.awaiting.clone())
+            .await?;
+        let answered: Vec<&str> = options
+            .context
+            .iter()
+            .chain([input])
+            .flat_map(Message::tool_results)
+            .collect();
+        match awaiting
+            .iter()
+            .find(|c| !answered.contains(&c.call_id.as_str()))
+        {
+            Some(call) => Err(EngineError::Invalid(format!(
+                "no tool output found for function call {}: the last run asked the caller to perform {:?}; send its result (a function_call_output item, or a tool result part) with the next input",
+                call.call_id, call.name
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads the session's state: the in-memory one (loaded and kept if missing) when no run
+    /// holds it, else the store's.
+    async fn with_idle_state<T>(
+        &self,
+        session: &SessionId,
+        f: impl FnOnce(&SessionState) -> T,
+    ) -> Result<T, EngineError> {
+        let slot = self.inner.slot(session);
+        if let Ok(mut live) = slot.live.try_lock() {
+            if live.is_none() {
+                *live = Some(live::LiveSession::load(self.inner.store.as_ref(), session).await?);
+            }
+            return Ok(f(&live.as_ref().expect("loaded above").state));
+        }
+        let live = live::LiveSession::load(self.inner.store.as_ref(), session).await?;
+        Ok(f(&live.state))
+    }
+
+    /// Adds messages to an idle session's transcript without running the model (conversation
+    /// items). `Busy` while a run is queued or in progress.
+    pub async fn add_messages(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+        messages: Vec<Message>,
+    ) -> Result<u64, EngineError> {
+        if messages.iter().any(|m| m.parts.is_empty()) {
+            return Err(EngineError::Invalid("a message has no parts".into()));
+        }
+        self.require_session(tenant, session).await?;
+        let slot = self.inner.slot(session);
+        let _submitting = slot.submit.lock().await;
+        if let Some(busy) = self
+            .inner
+            .store
+            .pending_runs(tenant, session)
+            .await?
+            .first()
+        {
+            return Err(EngineError::Busy {
+                session: session.clone(),
+                run: busy.id.clone(),
+            });
+        }
+        let mut live = slot.live.lock().await;
+        if live.is_none() {
+            *live = Some(live::LiveSession::load(self.inner.store.as_ref(), session).await?);
+        }
+        let live = live.as_mut().expect("loaded above");
+        let event = Event {
+            seq: live.state.last_seq + 1,
+            at: clock::now(),
+            body: EventBody::MessagesAdded { messages },
+        };
+        let mut state = live.state.clone();
+        state
+            .apply(&event)
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let batch = keel_store::AppendBatch::events(vec![NewEvent {
+            at: event.at,
+            body: event.body.clone(),
+        }]);
+        self.inner
+            .store
+            .append(session, live.state.last_seq, batch)
+            .await?;
+        live.state = state;
+        live.extend_transcript(std::slice::from_ref(&event));
+        let seq = event.seq;
+        let _ = slot.updates.send(RunUpdate::Event(Arc::new(event)));
+        Ok(seq)
+    }
+
+    /// A new session whose log is a copy of `source`'s first `upto_seq` events (which must
+    /// end between runs), with its own metadata: a branch of the conversation at that point.
+    pub async fn fork_session(
+        &self,
+        tenant: &TenantId,
+        source: &SessionId,
+        upto_seq: u64,
+        metadata: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<SessionRecord, EngineError> {
+        let original = self.require_session(tenant, source).await?;
+        let events = self
+            .inner
+            .store
+            .read_events(source, 0, usize::try_from(upto_seq).unwrap_or(usize::MAX))
+            .await?;
+        let state = SessionState::default()
+            .fold(&events)
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        if state.last_seq != upto_seq || state.active.is_some() {
+            return Err(EngineError::Invalid(format!(
+                "session {source} cannot be forked at seq {upto_seq}: a fork starts between runs of the log"
+            )));
+        }
+        let mut events: Vec<NewEvent> = events
+            .into_iter()
+            .map(|e| NewEvent {
+                at: e.at,
+                body: e.body,
+            })
+            .collect();
+        if let Some(EventBody::SessionStarted { metadata: m, .. }) =
+            events.first_mut().map(|e| &mut e.body)
+        {
+            *m = metadata.clone();
+        }
+        let record = SessionRecord {
+            id: clock::new_session_id(),
+            created_at: clock::now(),
+            metadata,
+            last_seq: upto_seq,
+            ..original
+        };
+        self.inner.store.create_session(&record, events).await?;
+        Ok(record)
+    }
+
+    /// The events a run logged (from its `run_started` to its end, or the latest so far),
+    /// found by reading the session's log backwards from its end.
+    pub async fn run_events(&self, run: &RunRecord) -> Result<Vec<Event>, EngineError> {
+        const PAGE: usize = 256;
+        let mut before = u64::MAX;
+        let mut found: Vec<Event> = Vec::new();
+        loop {
+            let page = self
+                .inner
+                .store
+                .read_events_before(&run.session, before, PAGE)
+                .await?;
+            let Some(first) = page.first() else {
+                return Ok(Vec::new());
+            };
+            before = first.seq;
+            let full = page.len() == PAGE;
+            for event in page.into_iter().rev() {
+                if event.body.run_id() != Some(&run.id) {
+                    if found.is_empty() {
+                        continue;
+                    }
+                    // Events of one run are contiguous: the run's start was passed.
+                    found.reverse();
+                    return Ok(found);
+                }
+                let started = matches!(event.body, EventBody::RunStarted { .. });
+                found.push(event);
+                if started {
+                    found.reverse();
+                    return Ok(found);
+                }
+            }
+            if !full {
+                found.reverse();
+                return Ok(found);
+            }
+        }
+    }
+
+    async fn require_session(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+    ) -> Result<SessionRecord, EngineError> {
+        self.inner
+            .store
+            .get_session(tenant, session)
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "session",
+                id: session.to_string(),
+            })
     }
 
     /// The session's record and its state folded from the log (status, last seq, message
@@ -544,7 +766,7 @@ impl Engine {
         let events = self.inner.store.read_events(session, after, limit).await?;
         Ok(events
             .iter()
-            .filter_map(|e| e.body.message().map(|m| (e.seq, m)))
+            .flat_map(|e| e.body.messages().into_iter().map(move |m| (e.seq, m)))
             .collect())
     }
 }

@@ -54,7 +54,7 @@ impl LiveSession {
     /// Adds the messages of newly logged events to the window and trims it.
     pub fn extend_transcript(&mut self, events: &[Event]) {
         self.transcript
-            .extend(events.iter().filter_map(|e| e.body.message()));
+            .extend(events.iter().flat_map(|e| e.body.messages()));
         let window = context_window(&self.state);
         while self.transcript.len() > window {
             self.transcript.pop_front();

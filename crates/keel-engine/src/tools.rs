@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use keel_core::{AgentDef, SessionId, ToolDef, ToolKind};
+use keel_core::{AgentDef, RunOptions, SessionId, ToolDef, ToolKind};
 use keel_models::ToolSpec;
 use keel_store::{ScratchpadWrite, Store};
 use serde_json::{Value, json};
@@ -86,11 +86,12 @@ pub fn complete_builtins(def: &mut AgentDef) -> Result<(), String> {
     Ok(())
 }
 
-/// The tool specs sent to the model for an agent.
-pub fn specs(agent: &AgentDef) -> Vec<ToolSpec> {
+/// The tool specs sent to the model: the agent's, then the run's own.
+pub fn specs(agent: &AgentDef, options: &RunOptions) -> Vec<ToolSpec> {
     agent
         .tools
         .iter()
+        .chain(&options.tools)
         .map(|t| ToolSpec {
             name: t.name.clone(),
             description: t.description.clone(),
@@ -130,6 +131,11 @@ impl ToolRunner {
         match &def.kind {
             ToolKind::Builtin => builtin(store, session, name, arguments).await,
             ToolKind::Http { url } => self.http_call(url, arguments, idempotency_key).await,
+            // `decide` hands these to the caller; reaching here means the log was written by
+            // something else.
+            ToolKind::Client => ToolOutcome::error(format!(
+                "tool {name:?} is performed by the caller, not by keel"
+            )),
         }
     }
 

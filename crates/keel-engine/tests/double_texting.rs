@@ -44,6 +44,7 @@ async fn concurrent_rejects_let_exactly_one_input_through() {
                     &tenant,
                     &session,
                     Message::user(format!("m{i}")),
+                    Default::default(),
                     BusyPolicy::Reject,
                 )
                 .await
@@ -70,6 +71,7 @@ async fn enqueue_accepts_every_input() {
                 &tenant,
                 &session,
                 Message::user(format!("m{i}")),
+                Default::default(),
                 BusyPolicy::Enqueue,
             )
             .await

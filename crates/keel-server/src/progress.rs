@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use keel_core::{EventBody, RunId, SessionId, TenantId, Usage};
+use std::sync::Arc;
+
+use keel_core::{Event, EventBody, RunId, SessionId, TenantId, Usage};
 use keel_engine::{Engine, RunUpdate};
 use keel_store::RunRecord;
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -19,6 +21,12 @@ pub enum Progress {
         attempt: u32,
         text: String,
     },
+    /// A model call's intent was logged at `seq` (its reply, if any, will be `seq + 1`).
+    ModelCalled {
+        seq: u64,
+    },
+    /// A model reply was logged.
+    Replied(Arc<Event>),
     ToolCall {
         call_id: String,
         name: String,
@@ -129,6 +137,8 @@ impl RunProgress {
             RunUpdate::Event(event) if event.body.run_id() == Some(&self.run) => {
                 match &event.body {
                     EventBody::RunStarted { .. } => Some(Progress::Started),
+                    EventBody::ModelCalled { .. } => Some(Progress::ModelCalled { seq: event.seq }),
+                    EventBody::ModelReplied { .. } => Some(Progress::Replied(event.clone())),
                     EventBody::ToolCalled {
                         call_id,
                         name,

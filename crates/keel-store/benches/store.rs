@@ -231,6 +231,7 @@ fn event(n: u64) -> NewEvent {
         body: EventBody::RunStarted {
             run_id: RunId::generate(n, 1),
             input: Message::user(text),
+            options: Default::default(),
         },
     }
 }

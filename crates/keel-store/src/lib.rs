@@ -62,6 +62,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<SessionRecord>, StoreError>;
     /// Deletes the session, its events, snapshots, scratchpad and runs.
     async fn delete_session(&self, tenant: &TenantId, id: &SessionId) -> Result<bool, StoreError>;
+    /// Replaces the session's metadata; `false` for an unknown session (or another tenant's).
+    async fn update_session_metadata(
+        &self,
+        tenant: &TenantId,
+        id: &SessionId,
+        metadata: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<bool, StoreError>;
 
     /// Appends `batch.events` as seqs `expected_last_seq + 1 ..` and applies its scratchpad
     /// writes, all in one transaction. Returns the new last seq. Fails with `Conflict` when
@@ -142,6 +149,9 @@ pub trait Store: Send + Sync + 'static {
     /// Asks for a run to be cancelled; its holder sees it at the next step boundary. `false`
     /// when the tenant has no such run; a finished run is left as it is (and gives `true`).
     async fn request_cancel(&self, tenant: &TenantId, run: &RunId) -> Result<bool, StoreError>;
+    /// Forgets a finished run's record (its events stay in the session's log); `false` when
+    /// the tenant has no such run, `Invalid` while it is queued or running.
+    async fn delete_run(&self, tenant: &TenantId, run: &RunId) -> Result<bool, StoreError>;
     /// How many runs the queue holds in each status (all tenants), for metrics.
     async fn count_runs(&self) -> Result<Vec<(RunStatus, u64)>, StoreError>;
     /// Makes every lease held by `node` claimable now: a restarted node takes back its runs.
@@ -158,6 +168,18 @@ pub trait Store: Send + Sync + 'static {
     async fn get_api_key(&self, prefix: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
     /// Revokes the key from `at` on; `false` for an unknown prefix.
     async fn revoke_api_key(&self, prefix: &str, at: Timestamp) -> Result<bool, StoreError>;
+
+    // --- usage accounting ---------------------------------------------------------------------
+
+    /// Adds each increment to the stored totals of its tenant, key, model and day, in one
+    /// transaction.
+    async fn add_usage(&self, increments: &[UsageTotals]) -> Result<(), StoreError>;
+    /// The tenant's totals, by day, key and model (oldest day first).
+    async fn usage(
+        &self,
+        tenant: &TenantId,
+        query: &UsageQuery,
+    ) -> Result<Vec<UsageTotals>, StoreError>;
 
     /// Whether the store answers (for readiness checks).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -1,8 +1,8 @@
 //! Records the store keeps besides events, and its one error type.
 
 use keel_core::{
-    AgentId, Event, EventBody, Message, RunId, RunStatus, SessionId, SessionState, TenantId,
-    Timestamp,
+    AgentId, Event, EventBody, Message, RunId, RunOptions, RunStatus, SessionId, SessionState,
+    TenantId, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -141,6 +141,9 @@ pub struct RunRecord {
     pub tenant: TenantId,
     pub session: SessionId,
     pub input: Message,
+    /// Per-run overrides of the session's agent (model, instructions, caller's tools, ...).
+    #[serde(default, skip_serializing_if = "RunOptions::is_default")]
+    pub options: RunOptions,
     pub status: RunStatus,
     pub created_at: Timestamp,
     #[serde(default)]
@@ -154,6 +157,34 @@ pub struct RunRecord {
     pub lease_owner: Option<String>,
     #[serde(default)]
     pub lease_until: Option<Timestamp>,
+}
+
+/// Model usage totals of one tenant, API key and model over one UTC day. `Store::add_usage`
+/// takes them as increments and adds them to what is stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UsageTotals {
+    pub tenant: TenantId,
+    /// The API key's public prefix (empty for calls made without a key).
+    pub key_prefix: String,
+    /// `provider/model` that served the calls.
+    pub model: String,
+    /// `YYYY-MM-DD` in UTC.
+    pub day: String,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_input_tokens: u64,
+    /// From the model catalog's prices; calls of unlisted models add 0.
+    pub cost_usd: f64,
+}
+
+/// Which usage totals `Store::usage` returns.
+#[derive(Clone, Debug, Default)]
+pub struct UsageQuery {
+    /// Only days on or after this one (`YYYY-MM-DD`).
+    pub since_day: Option<String>,
+    /// Only this API key's.
+    pub key_prefix: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

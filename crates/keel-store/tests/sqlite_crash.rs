@@ -25,6 +25,7 @@ fn note(seq: u64) -> NewEvent {
         body: EventBody::RunStarted {
             run_id: RunId::generate(seq, 1),
             input: Message::user(format!("event {seq}")),
+            options: Default::default(),
         },
     }
 }

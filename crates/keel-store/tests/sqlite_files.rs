@@ -24,6 +24,7 @@ fn note(text: &str) -> NewEvent {
         body: EventBody::RunStarted {
             run_id: RunId::generate(1, 1),
             input: Message::user(text),
+            options: Default::default(),
         },
     }
 }
@@ -118,6 +119,7 @@ async fn reopening_after_a_drop_keeps_everything() {
                 tenant: tenant.clone(),
                 session: id.clone(),
                 input: Message::user("go"),
+                options: Default::default(),
                 status: RunStatus::Queued,
                 created_at: Timestamp::from_millis(5),
                 output: None,

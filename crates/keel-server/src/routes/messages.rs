@@ -50,6 +50,7 @@ pub async fn send(
             &caller.tenant,
             &session,
             Message::user(body.content),
+            Default::default(),
             body.on_busy.into(),
         )
         .await?;
@@ -119,6 +120,7 @@ fn stream(
                     true,
                 ),
                 Ok(Progress::Started) => (sse("run.started", &json!({"run_id": run.id})), false),
+                Ok(Progress::ModelCalled { .. } | Progress::Replied(_)) => continue,
                 Ok(Progress::Text {
                     step,
                     attempt,

@@ -48,6 +48,7 @@ pub(super) fn note(text: &str) -> NewEvent {
         body: EventBody::RunStarted {
             run_id: RunId::generate(1, 1),
             input: Message::user(text),
+            options: Default::default(),
         },
     }
 }
@@ -116,6 +117,7 @@ pub(super) fn queued_run(tenant: &TenantId, session: &SessionId, created_at: i64
         tenant: tenant.clone(),
         session: session.clone(),
         input: Message::user("go"),
+        options: Default::default(),
         status: RunStatus::Queued,
         created_at: at(created_at),
         output: None,

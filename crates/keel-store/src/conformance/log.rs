@@ -24,6 +24,7 @@ pub async fn append_and_read_round_trip(store: Arc<dyn Store>) {
             body: EventBody::RunStarted {
                 run_id: run.clone(),
                 input: Message::user("hello"),
+                options: Default::default(),
             },
         },
         NewEvent {

@@ -10,6 +10,7 @@ mod log;
 mod runs;
 mod sessions;
 mod tenants;
+mod usage;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ pub use log::*;
 pub use runs::*;
 pub use sessions::*;
 pub use tenants::*;
+pub use usage::*;
 
 use crate::Store;
 
@@ -72,6 +74,9 @@ macro_rules! conformance_tests {
             tenants_and_api_keys_round_trip_and_revoke,
             archived_agents_leave_the_list_until_a_new_version,
             pending_runs_and_busy_filter_stay_in_their_tenant,
+            run_options_round_trip_and_finished_runs_can_be_deleted,
+            session_metadata_is_replaced_within_its_tenant,
+            usage_totals_add_up_per_tenant_key_model_and_day,
         );
     };
     (@cases $subject:expr; $($case:ident),+ $(,)?) => {

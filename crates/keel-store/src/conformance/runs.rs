@@ -362,3 +362,55 @@ pub async fn an_append_can_finish_its_run_in_the_same_transaction(store: Arc<dyn
         (RunStatus::Completed, Some("done"), None)
     );
 }
+
+pub async fn run_options_round_trip_and_finished_runs_can_be_deleted(store: Arc<dyn Store>) {
+    let tenant = tenant();
+    let session = new_session(&store, &tenant).await;
+    let mut run = queued_run(&tenant, &session, 100);
+    run.options = keel_core::RunOptions {
+        model: Some("openai/gpt-4o-mini".into()),
+        instructions: Some("Answer in French.".into()),
+        max_output_tokens: Some(64),
+        tool_choice: Some(serde_json::json!("required")),
+        context: vec![keel_core::Message::user("earlier")],
+        ..Default::default()
+    };
+    store.enqueue_run(&run).await.unwrap();
+    assert_eq!(
+        store.get_run(&tenant, &run.id).await.unwrap(),
+        Some(run.clone())
+    );
+    let claimed = store.claim_runs("n", at(1_000), 60_000, 10).await.unwrap();
+    assert_eq!(
+        claimed[0].options, run.options,
+        "a claim carries the options"
+    );
+
+    let err = store.delete_run(&tenant, &run.id).await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    assert!(
+        !store
+            .delete_run(&super::fixtures::tenant(), &run.id)
+            .await
+            .unwrap(),
+        "another tenant's"
+    );
+    store
+        .finish_run(&run.id, RunStatus::Completed, RunOutcome::default())
+        .await
+        .unwrap();
+    assert!(store.delete_run(&tenant, &run.id).await.unwrap());
+    assert_eq!(store.get_run(&tenant, &run.id).await.unwrap(), None);
+    assert!(
+        !store.delete_run(&tenant, &run.id).await.unwrap(),
+        "already gone"
+    );
+    assert!(
+        store
+            .get_session(&tenant, &session)
+            .await
+            .unwrap()
+            .is_some(),
+        "the session stays"
+    );
+}

@@ -248,3 +248,27 @@ pub async fn creating_a_session_twice_is_already_exists(store: Arc<dyn Store>) {
 }
 
 // --- the run queue ------------------------------------------------------------------------------
+
+pub async fn session_metadata_is_replaced_within_its_tenant(store: Arc<dyn Store>) {
+    let tenant = tenant();
+    let session = new_session(&store, &tenant).await;
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("topic".into(), serde_json::json!("billing"));
+    assert!(
+        store
+            .update_session_metadata(&tenant, &session, metadata.clone())
+            .await
+            .unwrap()
+    );
+    let record = store.get_session(&tenant, &session).await.unwrap().unwrap();
+    assert_eq!(record.metadata, metadata);
+    assert!(
+        !store
+            .update_session_metadata(&super::fixtures::tenant(), &session, serde_json::Map::new())
+            .await
+            .unwrap(),
+        "another tenant's session"
+    );
+    let record = store.get_session(&tenant, &session).await.unwrap().unwrap();
+    assert_eq!(record.metadata, metadata, "untouched by the other tenant");
+}

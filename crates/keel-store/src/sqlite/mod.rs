@@ -2,7 +2,7 @@
 //!
 //! A single writer thread group-commits every write (`writer`), a pool of read-only
 //! connections reads in parallel under WAL (`readers`), and the queries live by concern
-//! (`agents`, `sessions`, `log`, `runs`). Nothing is cached across calls that another process
+//! (`agents`, `sessions`, `log`, `runs`, `tenants`, `usage`). Nothing is cached across calls that another process
 //! sharing the file could make stale.
 
 mod agents;
@@ -14,6 +14,7 @@ mod runs;
 mod schema;
 mod sessions;
 mod tenants;
+mod usage;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -23,7 +24,7 @@ use keel_core::{AgentDef, Event, IdError, RunId, RunStatus, SessionId, TenantId,
 
 use crate::{
     ApiKeyRecord, AppendBatch, LoadedSession, NewEvent, RunOutcome, RunRecord, SessionFilter,
-    SessionRecord, Snapshot, Store, StoreError, TenantRecord,
+    SessionRecord, Snapshot, Store, StoreError, TenantRecord, UsageQuery, UsageTotals,
 };
 use readers::ReaderPool;
 pub use schema::SCHEMA_VERSION;
@@ -191,6 +192,18 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn update_session_metadata(
+        &self,
+        tenant: &TenantId,
+        id: &SessionId,
+        metadata: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<bool, StoreError> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.writer
+            .write(move |conn| sessions::update_metadata(conn, &tenant, &id, &metadata))
+            .await
+    }
+
     async fn append(
         &self,
         session: &SessionId,
@@ -330,6 +343,13 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn delete_run(&self, tenant: &TenantId, run: &RunId) -> Result<bool, StoreError> {
+        let (tenant, run) = (tenant.clone(), run.clone());
+        self.writer
+            .write(move |conn| runs::delete(conn, &tenant, &run))
+            .await
+    }
+
     async fn count_runs(&self) -> Result<Vec<(RunStatus, u64)>, StoreError> {
         self.readers.read(runs::count_by_status).await
     }
@@ -371,6 +391,24 @@ impl Store for SqliteStore {
         let prefix = prefix.to_string();
         self.writer
             .write(move |conn| tenants::revoke_key(conn, &prefix, at))
+            .await
+    }
+
+    async fn add_usage(&self, increments: &[UsageTotals]) -> Result<(), StoreError> {
+        let increments = increments.to_vec();
+        self.writer
+            .write(move |conn| usage::add(conn, &increments))
+            .await
+    }
+
+    async fn usage(
+        &self,
+        tenant: &TenantId,
+        query: &UsageQuery,
+    ) -> Result<Vec<UsageTotals>, StoreError> {
+        let (tenant, query) = (tenant.clone(), query.clone());
+        self.readers
+            .read(move |conn| usage::list(conn, &tenant, &query))
             .await
     }
 

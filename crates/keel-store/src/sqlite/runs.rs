@@ -4,13 +4,13 @@
 
 use std::collections::HashSet;
 
-use keel_core::{RunId, RunStatus, TenantId, Timestamp};
+use keel_core::{RunId, RunOptions, RunStatus, TenantId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{error, log, stored_id};
 use crate::{RunOutcome, RunRecord, StoreError};
 
-const COLUMNS: &str = "id, tenant, session, input, status, created_at, output, error, cancel_requested, lease_owner, lease_until";
+const COLUMNS: &str = "id, tenant, session, input, status, created_at, output, error, cancel_requested, lease_owner, lease_until, options";
 
 pub(crate) fn enqueue(conn: &Connection, run: &RunRecord) -> Result<(), StoreError> {
     let owner: Option<String> = conn
@@ -26,8 +26,18 @@ pub(crate) fn enqueue(conn: &Connection, run: &RunRecord) -> Result<(), StoreErr
             run.id
         ))
     })?;
+    // Runs without options (most) store NULL rather than an empty object.
+    let options = match run.options.is_default() {
+        true => None,
+        false => Some(serde_json::to_string(&run.options).map_err(|e| {
+            StoreError::Invalid(format!(
+                "the options of run {} cannot be encoded: {e}",
+                run.id
+            ))
+        })?),
+    };
     conn.prepare_cached(&format!(
-        "INSERT INTO runs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        "INSERT INTO runs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
     ))?
     .execute(params![
         run.id.as_str(),
@@ -41,6 +51,7 @@ pub(crate) fn enqueue(conn: &Connection, run: &RunRecord) -> Result<(), StoreErr
         run.cancel_requested,
         run.lease_owner,
         run.lease_until.map(Timestamp::millis),
+        options,
     ])
     .map_err(|e| match error::is_duplicate(&e) {
         true => StoreError::AlreadyExists(format!("run {}", run.id)),
@@ -195,6 +206,29 @@ pub(crate) fn request_cancel(
     Ok(exists)
 }
 
+pub(crate) fn delete(
+    conn: &Connection,
+    tenant: &TenantId,
+    run: &RunId,
+) -> Result<bool, StoreError> {
+    let status: Option<String> = conn
+        .prepare_cached("SELECT status FROM runs WHERE id = ?1 AND tenant = ?2")?
+        .query_row(params![run.as_str(), tenant.as_str()], |r| r.get(0))
+        .optional()?;
+    match status.as_deref() {
+        None => Ok(false),
+        Some("queued" | "running") => Err(StoreError::Invalid(format!(
+            "run {run} is still {}: cancel it or wait for it to finish before deleting it",
+            status.unwrap_or_default()
+        ))),
+        Some(_) => {
+            conn.prepare_cached("DELETE FROM runs WHERE id = ?1")?
+                .execute([run.as_str()])?;
+            Ok(true)
+        }
+    }
+}
+
 /// Clears `node`'s leases: its runs stay `running` and become claimable at once.
 pub(crate) fn release_leases(conn: &Connection, node: &str) -> Result<u64, StoreError> {
     let released = conn
@@ -209,7 +243,14 @@ fn from_row(row: &Row<'_>) -> Result<RunRecord, StoreError> {
     let id: String = row.get(0)?;
     let input: String = row.get(3)?;
     let status: String = row.get(4)?;
+    let options = match row.get::<_, Option<String>>(11)? {
+        None => RunOptions::default(),
+        Some(json) => {
+            serde_json::from_str(&json).map_err(|e| error::corrupt_json("options", &id, e))?
+        }
+    };
     Ok(RunRecord {
+        options,
         tenant: stored_id(row.get(1)?)?,
         session: stored_id(row.get(2)?)?,
         input: serde_json::from_str(&input).map_err(|e| error::corrupt_json("input", &id, e))?,

@@ -97,7 +97,25 @@ CREATE TABLE archived_agents (
 ) WITHOUT ROWID;
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2];
+/// Per-run options (model, instructions, the caller's tools) and gateway usage totals.
+const V3: &str = "
+ALTER TABLE runs ADD COLUMN options TEXT;
+
+CREATE TABLE usage_totals (
+    tenant              TEXT NOT NULL,
+    key_prefix          TEXT NOT NULL,
+    model               TEXT NOT NULL,
+    day                 TEXT NOT NULL,
+    requests            INTEGER NOT NULL,
+    input_tokens        INTEGER NOT NULL,
+    output_tokens       INTEGER NOT NULL,
+    cached_input_tokens INTEGER NOT NULL,
+    cost_usd            REAL NOT NULL,
+    PRIMARY KEY (tenant, day, key_prefix, model)
+) WITHOUT ROWID;
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

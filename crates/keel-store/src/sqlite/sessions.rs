@@ -116,6 +116,19 @@ pub(crate) fn delete(
     Ok(deleted > 0)
 }
 
+pub(crate) fn update_metadata(
+    conn: &Connection,
+    tenant: &TenantId,
+    id: &SessionId,
+    metadata: &serde_json::Map<String, serde_json::Value>,
+) -> Result<bool, StoreError> {
+    let json = serde_json::Value::Object(metadata.clone()).to_string();
+    let updated = conn
+        .prepare_cached("UPDATE sessions SET metadata = ?3 WHERE id = ?1 AND tenant = ?2")?
+        .execute(params![id.as_str(), tenant.as_str(), json])?;
+    Ok(updated > 0)
+}
+
 fn from_row(row: &Row<'_>) -> Result<SessionRecord, StoreError> {
     let id: String = row.get(0)?;
     let metadata: String = row.get(6)?;

@@ -96,9 +96,11 @@ pub async fn run(config: &Config, command: SessionsCommand) -> anyhow::Result<()
                 } else {
                     let text = e
                         .body
-                        .message()
-                        .map(|m| super::render_message(&m))
-                        .unwrap_or_default();
+                        .messages()
+                        .iter()
+                        .map(super::render_message)
+                        .collect::<Vec<_>>()
+                        .join(" | ");
                     println!(
                         "{:>6}  {}  {:<14} {}",
                         e.seq,
