@@ -21,11 +21,13 @@ use crate::state::AppState;
 
 const PREFIX_TAG: &str = "kk_";
 
-/// Who is calling: the tenant every query is scoped to, and what the key may do.
+/// Who is calling: the tenant every query is scoped to, what the key may do, and which key
+/// (its public prefix; `None` when auth is off), for accounting.
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub tenant: TenantId,
     pub scope: KeyScope,
+    pub key_prefix: Option<String>,
 }
 
 impl Caller {
@@ -103,6 +105,7 @@ pub async fn verify(store: &dyn Store, presented: &str) -> Result<Caller, ApiErr
     Ok(Caller {
         tenant: record.tenant,
         scope: record.scope,
+        key_prefix: Some(record.prefix),
     })
 }
 
@@ -132,6 +135,7 @@ pub async fn authenticate(
         Caller {
             tenant: TenantId::default_tenant(),
             scope: KeyScope::Admin,
+            key_prefix: None,
         }
     };
     req.extensions_mut().insert(caller);

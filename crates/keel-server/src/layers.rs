@@ -1,5 +1,5 @@
 //! The tower layers every request passes: request ids, tracing spans, panics caught into the
-//! error envelope, metrics, a global concurrency limit (503 + `Retry-After`), and a body
+//! error envelope (OpenAI's on the OpenAI paths, `openai::error::reshape`), metrics, a global concurrency limit (503 + `Retry-After`), and a body
 //! read under a size limit and a deadline (a client trickling its body byte by byte is cut
 //! off, not waited for).
 
@@ -20,6 +20,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::error::{ApiError, panic_response};
+use crate::openai;
 use crate::state::AppState;
 
 /// Wraps the routes in the layers, outermost first.
@@ -43,6 +44,8 @@ pub fn wrap(routes: Router, state: Arc<AppState>) -> Router {
                     }),
                 )
                 .layer(PropagateRequestIdLayer::x_request_id())
+                // Outside everything that can answer an error, inside the request id.
+                .layer(middleware::from_fn(openai::error::reshape))
                 .layer(CatchPanicLayer::custom(panic_response)),
         )
 }

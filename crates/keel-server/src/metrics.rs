@@ -1,11 +1,14 @@
 //! Prometheus metrics in the text exposition format: request counts and latency histograms by
-//! route and status (kept here), runs by status read from the store's queue, and the engine's
-//! counters of steps, tokens and finished runs (background runs included).
+//! route and status (kept here), runs by status read from the store's queue, the engine's
+//! counters of steps, tokens and finished runs (background runs included), and the gateway's
+//! calls, tokens and cost per tenant and model (`accounting`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
+
+use crate::accounting::UsageLedger;
 
 /// Latency bucket bounds, in seconds.
 const BUCKETS: &[f64] = &[
@@ -40,6 +43,8 @@ type RequestKey = (String, String, u16);
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<RequestKey, Histogram>>,
+    /// The gateway's usage and cost, per tenant, key and model (rendered per tenant and model).
+    pub usage: UsageLedger,
 }
 
 impl Metrics {
@@ -129,7 +134,51 @@ impl Metrics {
         out += "# TYPE keel_steps_total counter\n";
         let steps = engine.steps;
         let _ = writeln!(out, "keel_steps_total {steps}");
+        self.render_gateway(&mut out);
         out
+    }
+
+    /// The gateway's counters per tenant and model (keys are left out: label cardinality).
+    fn render_gateway(&self, out: &mut String) {
+        let totals = self.usage.by_tenant_and_model();
+        let labels = |tenant: &str, model: &str| {
+            format!("tenant=\"{}\",model=\"{}\"", escape(tenant), escape(model))
+        };
+        *out += "# HELP keel_gateway_requests_total OpenAI-compatible gateway calls served, by tenant and model.\n";
+        *out += "# TYPE keel_gateway_requests_total counter\n";
+        for ((tenant, model), t) in &totals {
+            let _ = writeln!(
+                out,
+                "keel_gateway_requests_total{{{}}} {}",
+                labels(tenant, model),
+                t.requests
+            );
+        }
+        *out += "# HELP keel_gateway_tokens_total Tokens of gateway calls, by tenant, model and kind.\n";
+        *out += "# TYPE keel_gateway_tokens_total counter\n";
+        for ((tenant, model), t) in &totals {
+            for (kind, count) in [
+                ("input", t.input_tokens),
+                ("output", t.output_tokens),
+                ("cached_input", t.cached_input_tokens),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "keel_gateway_tokens_total{{{},kind=\"{kind}\"}} {count}",
+                    labels(tenant, model)
+                );
+            }
+        }
+        *out += "# HELP keel_gateway_cost_usd_total Cost of gateway calls in US dollars (catalog prices), by tenant and model.\n";
+        *out += "# TYPE keel_gateway_cost_usd_total counter\n";
+        for ((tenant, model), t) in &totals {
+            let _ = writeln!(
+                out,
+                "keel_gateway_cost_usd_total{{{}}} {}",
+                labels(tenant, model),
+                t.cost_usd
+            );
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! `POST /v1/chat/completions`: a stateless gateway. The request becomes keel's normalized
 //! `ModelRequest`, is served by the route or provider that `model` names, and the reply goes
 //! back as a `chat.completion` or as `chat.completion.chunk` server-sent events. No session.
+//! Each call that reached its target is accounted to the caller's tenant and key
+//! (`accounting`), with the usage it reported, streamed or not.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,7 +14,10 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use keel_core::{FinishReason, Message, Part, Role, Usage};
-use keel_models::{ModelClient, ModelRequest, ModelStream, Params, StreamEvent, ToolSpec};
+use keel_models::{
+    ModelClient, ModelRequest, ModelStream, Params, ReplyAccumulator, ResponseFormat, Served,
+    StreamEvent, ToolChoice, ToolSpec,
+};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -31,14 +36,21 @@ use crate::state::AppState;
         (status = 502, body = OpenAiErrorEnvelope, description = "the upstream provider failed")))]
 pub async fn completions(
     State(state): State<Arc<AppState>>,
-    _caller: Caller,
+    caller: Caller,
     ApiJson(body): ApiJson<ChatRequest>,
 ) -> Response {
     let (client, model) = match resolve(&state, &body.model) {
         Ok(found) => found,
         Err(e) => return openai_error(e, Some("model")),
     };
-    let request = match model_request(&body, model) {
+    // Scoped by tenant, so one tenant's keys never steer another's calls.
+    let affinity = body
+        .prompt_cache_key
+        .as_deref()
+        .or(body.user.as_deref())
+        .filter(|key| !key.is_empty())
+        .map(|key| format!("{}:{key}", caller.tenant));
+    let request = match model_request(&body, model, affinity) {
         Ok(request) => request,
         Err((param, message)) => return bad_param(param, message),
     };
@@ -47,38 +59,102 @@ pub async fn completions(
         created: now_secs(),
         model: body.model.clone(),
     };
+    let upstream = match client.stream(request).await {
+        Ok(upstream) => upstream,
+        Err(e) => return openai_error(model_error(&e), None),
+    };
+    let bill = Bill {
+        state,
+        caller,
+        target: body.model,
+    };
     if body.stream {
         let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
-        match client.stream(request).await {
-            Ok(stream) => stream_reply(stream, meta, include_usage),
-            Err(e) => openai_error(model_error(&e), None),
-        }
+        stream_reply(upstream, meta, include_usage, bill)
     } else {
-        match client.complete(request).await {
-            Ok(reply) => {
-                let completion = ChatCompletion {
-                    id: meta.id,
-                    object: "chat.completion",
-                    created: meta.created,
-                    model: meta.model,
-                    choices: vec![Choice {
-                        index: 0,
-                        message: assistant_message(&reply.message),
-                        finish_reason: finish_reason(reply.finish),
-                        logprobs: None,
-                    }],
-                    usage: reply.usage.into(),
-                };
-                (StatusCode::OK, axum::Json(completion)).into_response()
+        complete(upstream, meta, bill).await
+    }
+}
+
+/// Reads the whole reply and answers it as one `chat.completion`.
+async fn complete(mut upstream: ModelStream, meta: Meta, bill: Bill) -> Response {
+    let mut reply = ReplyAccumulator::default();
+    let mut failed = None;
+    while let Some(event) = upstream.next().await {
+        match event {
+            Ok(event) => reply.push(event),
+            Err(e) => {
+                failed = Some(e);
+                break;
             }
-            Err(e) => openai_error(model_error(&e), None),
         }
+    }
+    let served = reply.served().cloned();
+    let reply = reply.finish();
+    bill.record(served.as_ref(), &reply.usage);
+    if let Some(e) = failed {
+        return openai_error(model_error(&e), None);
+    }
+    let completion = ChatCompletion {
+        id: meta.id,
+        object: "chat.completion",
+        created: meta.created,
+        model: meta.model,
+        choices: vec![Choice {
+            index: 0,
+            message: assistant_message(&reply.message),
+            finish_reason: finish_reason(reply.finish),
+            logprobs: None,
+        }],
+        usage: reply.usage.into(),
+    };
+    (StatusCode::OK, axum::Json(completion)).into_response()
+}
+
+/// Whom a call is accounted to, and what it named (a route, or `provider/model`).
+struct Bill {
+    state: Arc<AppState>,
+    caller: Caller,
+    target: String,
+}
+
+impl Bill {
+    /// Counts the call against the caller's tenant and key, under the `provider/model` that
+    /// served it (a router says which; a direct call is its own target; a route that failed
+    /// before saying is counted under its name), priced by the catalog.
+    fn record(&self, served: Option<&Served>, usage: &Usage) {
+        let target = match served {
+            Some(served) => Some((served.provider.as_str(), served.model.as_str())),
+            None => self.target.split_once('/'),
+        };
+        let (label, cost) = match target {
+            Some((provider, model)) => (
+                format!("{provider}/{model}"),
+                self.state
+                    .engine
+                    .models()
+                    .catalog()
+                    .cost(provider, model, usage),
+            ),
+            None => (self.target.clone(), None),
+        };
+        self.state.metrics.usage.record(
+            &self.caller.tenant,
+            self.caller.key_prefix.as_deref(),
+            &label,
+            usage,
+            cost.unwrap_or(0.0),
+            keel_engine::clock::now(),
+        );
     }
 }
 
 /// The client for `model`: a route's name or `provider/model` with a configured provider.
 /// Unlike agents, the gateway does not guess a provider for a bare name.
-fn resolve(state: &AppState, model: &str) -> Result<(Arc<dyn ModelClient>, String), ApiError> {
+pub(super) fn resolve(
+    state: &AppState,
+    model: &str,
+) -> Result<(Arc<dyn ModelClient>, String), ApiError> {
     let models = state.engine.models();
     let known = models.routes().contains_key(model)
         || model
@@ -114,29 +190,18 @@ fn list_or_none(names: &[&str]) -> String {
 
 /// Translates the body into keel's normalized request; on failure, the offending parameter and
 /// what was wrong with it.
+/// `affinity` keys the route target stickiness (the caller's `prompt_cache_key` or `user`).
 fn model_request(
     body: &ChatRequest,
     model: String,
-) -> Result<ModelRequest, (&'static str, String)> {
+    affinity: Option<String>,
+) -> Result<ModelRequest, ParamError> {
     if let Some(n) = body.n.filter(|n| *n != 1) {
         return Err((
             "n",
             format!("n = {n} is not supported: keel returns one choice; omit n or send 1"),
         ));
     }
-    let tools_off = match &body.tool_choice {
-        None => false,
-        Some(Value::String(s)) if s == "auto" => false,
-        Some(Value::String(s)) if s == "none" => true,
-        Some(other) => {
-            return Err((
-                "tool_choice",
-                format!(
-                    "tool_choice {other} is not supported yet: send \"auto\" or \"none\" (or omit it)"
-                ),
-            ));
-        }
-    };
     let mut system = Vec::new();
     let mut messages = Vec::new();
     for (i, message) in body.messages.iter().enumerate() {
@@ -215,9 +280,16 @@ fn model_request(
                 .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
         });
     }
-    if tools_off {
-        tools.clear();
-    }
+    let tool_choice = body
+        .tool_choice
+        .as_ref()
+        .map(|choice| tool_choice(choice, &tools))
+        .transpose()?;
+    let response_format = body
+        .response_format
+        .as_ref()
+        .map(response_format)
+        .transpose()?;
     let stop = match &body.stop {
         None => Vec::new(),
         Some(Stop::One(s)) => vec![s.clone()],
@@ -234,9 +306,82 @@ fn model_request(
             top_p: body.top_p,
             stop,
             seed: body.seed,
-            affinity: None,
+            affinity,
+            tool_choice,
+            response_format,
         },
     })
+}
+
+type ParamError = (&'static str, String);
+
+/// `tool_choice` as OpenAI documents it, checked against the offered tools.
+fn tool_choice(value: &Value, tools: &[ToolSpec]) -> Result<ToolChoice, ParamError> {
+    let bad = |message: String| ("tool_choice", message);
+    let choice = match value {
+        Value::String(mode) => match mode.as_str() {
+            "auto" => ToolChoice::Auto,
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Required,
+            other => {
+                return Err(bad(format!(
+                    "tool_choice {other:?} is not one of \"auto\", \"none\", \"required\" (or an object naming a function)"
+                )));
+            }
+        },
+        Value::Object(_) if value["type"] == "function" => match value["function"]["name"].as_str()
+        {
+            Some(name) => ToolChoice::Tool {
+                name: name.to_string(),
+            },
+            None => {
+                return Err(bad(
+                    "tool_choice {\"type\": \"function\"} needs function.name".into(),
+                ));
+            }
+        },
+        other => {
+            return Err(bad(format!(
+                "tool_choice {other} is not supported: send \"auto\", \"none\", \"required\" or {{\"type\": \"function\", \"function\": {{\"name\": …}}}}"
+            )));
+        }
+    };
+    match &choice {
+        ToolChoice::Required | ToolChoice::Tool { .. } if tools.is_empty() => Err(bad(
+            "tool_choice forces a tool call, but the request has no tools: send tools too".into(),
+        )),
+        ToolChoice::Tool { name } if !tools.iter().any(|t| &t.name == name) => Err(bad(format!(
+            "tool_choice names the function {name:?}, which is not among the request's tools"
+        ))),
+        _ => Ok(choice),
+    }
+}
+
+/// `response_format` as OpenAI documents it.
+fn response_format(value: &Value) -> Result<ResponseFormat, ParamError> {
+    let bad = |message: String| ("response_format", message);
+    match value["type"].as_str() {
+        Some("text") => Ok(ResponseFormat::Text),
+        Some("json_object") => Ok(ResponseFormat::JsonObject),
+        Some("json_schema") => {
+            let spec = &value["json_schema"];
+            let Some(name) = spec["name"].as_str() else {
+                return Err(bad(
+                    "response_format json_schema needs json_schema.name (and json_schema.schema)"
+                        .into(),
+                ));
+            };
+            Ok(ResponseFormat::JsonSchema {
+                name: name.to_string(),
+                description: spec["description"].as_str().map(str::to_string),
+                schema: spec.get("schema").cloned().unwrap_or_else(|| json!({})),
+                strict: spec["strict"].as_bool().unwrap_or(false),
+            })
+        }
+        _ => Err(bad(format!(
+            "response_format {value} is not supported: send {{\"type\": \"text\"}}, {{\"type\": \"json_object\"}} or {{\"type\": \"json_schema\", \"json_schema\": {{…}}}}"
+        ))),
+    }
 }
 
 fn text_of(content: &Content) -> String {
@@ -336,10 +481,14 @@ fn data(value: &Value) -> SseEvent {
 }
 
 /// Streams the reply as chunks from a task that ends (dropping the upstream call) when the
-/// client goes away.
-fn stream_reply(upstream: ModelStream, meta: Meta, include_usage: bool) -> Response {
+/// client goes away, and then accounts for the call.
+fn stream_reply(upstream: ModelStream, meta: Meta, include_usage: bool, bill: Bill) -> Response {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(pump(upstream, meta, include_usage, tx));
+    tokio::spawn(async move {
+        let mut seen = Seen::default();
+        pump(upstream, meta, include_usage, tx, &mut seen).await;
+        bill.record(seen.served.as_ref(), &seen.usage);
+    });
     let events = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -350,13 +499,20 @@ fn stream_reply(upstream: ModelStream, meta: Meta, include_usage: bool) -> Respo
         .into_response()
 }
 
+/// What a stream reported about itself, for accounting.
+#[derive(Default)]
+struct Seen {
+    usage: Usage,
+    served: Option<Served>,
+}
+
 async fn pump(
     mut upstream: ModelStream,
     meta: Meta,
     include_usage: bool,
     tx: mpsc::Sender<SseEvent>,
+    seen: &mut Seen,
 ) {
-    let mut usage = Usage::default();
     let mut finish: Option<FinishReason> = None;
     let mut called_tools = false;
     if tx
@@ -387,7 +543,7 @@ async fn pump(
                 meta.chunk(json!({"tool_calls": [call]}), None)
             }
             Ok(StreamEvent::Usage(u)) => {
-                usage = u;
+                seen.usage = u;
                 continue;
             }
             Ok(StreamEvent::Finish(f)) => {
@@ -399,7 +555,11 @@ async fn pump(
                 tracing::warn!(%target, id = %meta.id, "a streamed completion failed over mid-reply; the client saw the abandoned attempt's chunks");
                 continue;
             }
-            Ok(StreamEvent::Served(_) | StreamEvent::Queued { .. }) => continue,
+            Ok(StreamEvent::Served(served)) => {
+                seen.served = Some(served);
+                continue;
+            }
+            Ok(StreamEvent::Queued { .. }) => continue,
             Err(e) => {
                 let error = model_error(&e);
                 let _ = tx
@@ -423,7 +583,7 @@ async fn pump(
     if include_usage {
         tail.push(data(&json!({
             "id": meta.id, "object": "chat.completion.chunk", "created": meta.created,
-            "model": meta.model, "choices": [], "usage": ChatUsage::from(usage),
+            "model": meta.model, "choices": [], "usage": ChatUsage::from(seen.usage),
         })));
     }
     tail.push(SseEvent::default().data("[DONE]"));

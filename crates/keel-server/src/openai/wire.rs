@@ -15,9 +15,19 @@ pub struct ChatRequest {
     #[serde(default)]
     #[schema(value_type = Vec<Object>)]
     pub tools: Vec<ChatTool>,
-    /// `"auto"` (default) or `"none"`.
+    /// `"auto"` (default), `"none"`, `"required"`, or
+    /// `{"type": "function", "function": {"name": …}}` to force one tool.
     #[schema(value_type = Option<Object>)]
     pub tool_choice: Option<Value>,
+    /// `{"type": "text"}`, `{"type": "json_object"}` or
+    /// `{"type": "json_schema", "json_schema": {"name", "schema", "strict", "description"}}`;
+    /// passed to the target, which refuses (400) a format it cannot honour.
+    #[schema(value_type = Option<Object>)]
+    pub response_format: Option<Value>,
+    /// Keeps calls with the same key on the same route target (for provider prompt caches).
+    pub prompt_cache_key: Option<String>,
+    /// An end-user id; used like `prompt_cache_key` when that is absent.
+    pub user: Option<String>,
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,

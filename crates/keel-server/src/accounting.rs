@@ -1,0 +1,241 @@
+//! Usage and cost of gateway calls, per tenant, API key, served model and UTC day. A call adds
+//! to totals in memory under one short lock — no store write on the request path, which is
+//! benchmarked for throughput — and `flush` hands the totals gathered since the last flush to
+//! the store (`Store::add_usage`, which adds them up), every second and once more at shutdown.
+//! Lifetime totals per tenant and model (not per key: label cardinality) feed `/metrics`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_core::{TenantId, Timestamp, Usage};
+use keel_store::{Store, UsageTotals};
+
+use crate::state::AppState;
+
+/// How often the totals go to the store.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// Sums over some calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Totals {
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub cost_usd: f64,
+}
+
+impl Totals {
+    fn add(&mut self, other: &Totals) {
+        self.requests += other.requests;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cached_input_tokens += other.cached_input_tokens;
+        self.cost_usd += other.cost_usd;
+    }
+}
+
+/// (tenant, key prefix, `provider/model`, `YYYY-MM-DD`)
+type Key = (TenantId, String, String, String);
+
+#[derive(Default)]
+struct Ledger {
+    /// Since the last flush.
+    pending: HashMap<Key, Totals>,
+    /// Since start, by tenant, then model (nested, so a known pair is found without allocating).
+    lifetime: BTreeMap<String, BTreeMap<String, Totals>>,
+}
+
+/// The gateway's usage accounting.
+#[derive(Default)]
+pub struct UsageLedger {
+    ledger: Mutex<Ledger>,
+}
+
+impl UsageLedger {
+    /// Counts one call: `model` as `provider/model`, `key_prefix` `None` when auth is off.
+    pub fn record(
+        &self,
+        tenant: &TenantId,
+        key_prefix: Option<&str>,
+        model: &str,
+        usage: &Usage,
+        cost_usd: f64,
+        at: Timestamp,
+    ) {
+        let call = Totals {
+            requests: 1,
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cached_input_tokens: usage.cached_input_tokens,
+            cost_usd,
+        };
+        let day = day_of(at);
+        let key = (
+            tenant.clone(),
+            key_prefix.unwrap_or("").to_string(),
+            model.to_string(),
+            day,
+        );
+        let mut ledger = self.ledger.lock().unwrap();
+        ledger.pending.entry(key).or_default().add(&call);
+        let models = match ledger.lifetime.get_mut(tenant.as_str()) {
+            Some(models) => models,
+            None => ledger.lifetime.entry(tenant.to_string()).or_default(),
+        };
+        match models.get_mut(model) {
+            Some(totals) => totals.add(&call),
+            None => {
+                models.insert(model.to_string(), call);
+            }
+        }
+    }
+
+    /// Lifetime totals by (tenant, model), for `/metrics`.
+    pub fn by_tenant_and_model(&self) -> Vec<((String, String), Totals)> {
+        let ledger = self.ledger.lock().unwrap();
+        ledger
+            .lifetime
+            .iter()
+            .flat_map(|(tenant, models)| {
+                models
+                    .iter()
+                    .map(|(model, totals)| ((tenant.clone(), model.clone()), *totals))
+            })
+            .collect()
+    }
+
+    /// Takes the totals gathered since the last flush.
+    fn take(&self) -> Vec<UsageTotals> {
+        let pending = std::mem::take(&mut self.ledger.lock().unwrap().pending);
+        pending
+            .into_iter()
+            .map(|((tenant, key_prefix, model, day), t)| UsageTotals {
+                tenant,
+                key_prefix,
+                model,
+                day,
+                requests: t.requests,
+                input_tokens: t.input_tokens,
+                output_tokens: t.output_tokens,
+                cached_input_tokens: t.cached_input_tokens,
+                cost_usd: t.cost_usd,
+            })
+            .collect()
+    }
+
+    /// Puts totals back after a failed flush, to go with the next one.
+    fn restore(&self, totals: Vec<UsageTotals>) {
+        let mut ledger = self.ledger.lock().unwrap();
+        for u in totals {
+            let key = (u.tenant, u.key_prefix, u.model, u.day);
+            ledger.pending.entry(key).or_default().add(&Totals {
+                requests: u.requests,
+                input_tokens: u.input_tokens,
+                output_tokens: u.output_tokens,
+                cached_input_tokens: u.cached_input_tokens,
+                cost_usd: u.cost_usd,
+            });
+        }
+    }
+
+    /// Adds the totals gathered since the last flush to the store; on failure they are kept
+    /// for the next flush (nothing is counted twice: the store adds them in one transaction).
+    pub async fn flush(&self, store: &dyn Store) {
+        let totals = self.take();
+        if totals.is_empty() {
+            return;
+        }
+        if let Err(e) = store.add_usage(&totals).await {
+            tracing::warn!(error = %e, rows = totals.len(), "could not store gateway usage; keeping it for the next flush");
+            self.restore(totals);
+        }
+    }
+}
+
+/// `YYYY-MM-DD` (UTC) of `at`.
+pub fn day_of(at: Timestamp) -> String {
+    let mut text = at.to_string();
+    text.truncate(10);
+    text
+}
+
+/// Flushes the ledger every `FLUSH_EVERY` until the server shuts down, then once more.
+pub async fn flush_until_shutdown(state: Arc<AppState>) {
+    let mut shutdown = state.shutdown.clone();
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+        state
+            .metrics
+            .usage
+            .flush(state.engine.store().as_ref())
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(input: u64, output: u64) -> Usage {
+        Usage {
+            input_tokens: input,
+            output_tokens: output,
+            cached_input_tokens: 0,
+        }
+    }
+
+    #[test]
+    fn calls_add_up_per_key_model_and_day_and_flush_once() {
+        let ledger = UsageLedger::default();
+        let tenant = TenantId::default_tenant();
+        let day1 = Timestamp::parse_rfc3339("2026-03-01T23:59:59Z").unwrap();
+        let day2 = Timestamp::parse_rfc3339("2026-03-02T00:00:00Z").unwrap();
+        ledger.record(&tenant, Some("kk_a"), "p/m", &usage(10, 2), 0.5, day1);
+        ledger.record(&tenant, Some("kk_a"), "p/m", &usage(5, 1), 0.25, day1);
+        ledger.record(&tenant, Some("kk_b"), "p/m", &usage(1, 1), 0.0, day1);
+        ledger.record(&tenant, Some("kk_a"), "p/m", &usage(1, 1), 0.0, day2);
+        ledger.record(&tenant, None, "p/other", &usage(3, 3), 0.0, day2);
+        let mut rows = ledger.take();
+        rows.sort_by(|a, b| {
+            (&a.day, &a.key_prefix, &a.model).cmp(&(&b.day, &b.key_prefix, &b.model))
+        });
+        let summary: Vec<(&str, &str, &str, u64, u64, u64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.day.as_str(),
+                    r.key_prefix.as_str(),
+                    r.model.as_str(),
+                    r.requests,
+                    r.input_tokens,
+                    r.output_tokens,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("2026-03-01", "kk_a", "p/m", 2, 15, 3),
+                ("2026-03-01", "kk_b", "p/m", 1, 1, 1),
+                ("2026-03-02", "", "p/other", 1, 3, 3),
+                ("2026-03-02", "kk_a", "p/m", 1, 1, 1),
+            ]
+        );
+        assert_eq!(rows[0].cost_usd, 0.75);
+        assert!(ledger.take().is_empty(), "a flush takes each call once");
+        ledger.restore(rows);
+        assert_eq!(ledger.take().len(), 4, "a failed flush keeps its rows");
+        let lifetime = ledger.by_tenant_and_model();
+        assert_eq!(lifetime.len(), 2);
+        assert_eq!(lifetime[0].0.1, "p/m");
+        assert_eq!(lifetime[0].1.requests, 4);
+        assert_eq!(lifetime[0].1.input_tokens, 17);
+    }
+}
