@@ -146,11 +146,12 @@ impl Sdk {
             .spawn()
             .expect("spawn python");
         let out = wait_with_timeout(child, SCENARIO_LIMIT);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // "ok" is the script's last word: an exit 0 that skipped the scenario is no pass.
         assert!(
-            out.status.success(),
-            "scenario {scenario} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+            out.status.success() && stdout.lines().last() == Some("ok"),
+            "scenario {scenario} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{}",
             out.status,
-            String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
     }
