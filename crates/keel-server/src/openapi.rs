@@ -6,13 +6,13 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::error::{ErrorBody, ErrorEnvelope};
 use crate::openai::wire::*;
-use crate::openai::{chat, models};
+use crate::openai::{chat, conversations, models, responses};
 use crate::routes::{admin, agents, events, messages, ops, runs, sessions};
 use crate::wire::*;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "keel", description = "keel's native API: agents, sessions, runs and their event logs; and the OpenAI-compatible chat completions and models."),
+    info(title = "keel", description = "keel's native API: agents, sessions, runs and their event logs; and the OpenAI-compatible chat completions, models, responses and conversations."),
     paths(
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
         agents::create, agents::list, agents::get, agents::put, agents::archive,
@@ -20,13 +20,18 @@ use crate::wire::*;
         messages::send, events::list, runs::get, runs::cancel,
         admin::create_tenant, admin::create_key, admin::revoke_key,
         chat::completions, models::list,
+        responses::create, responses::get, responses::delete, responses::cancel,
+        responses::input_items,
+        conversations::create, conversations::get, conversations::update, conversations::delete,
+        conversations::list_items, conversations::add_items, conversations::get_item,
     ),
     components(schemas(
         ErrorEnvelope, ErrorBody, AgentBody, AgentView, AgentList, CreateSession, SessionView,
         SessionSummary, SessionList, UsageView, SendMode, OnBusy, SendMessage, RunView, EventPage,
         CreateTenant, TenantView, CreateKey, KeyView, Health,
         ChatRequest, StreamOptions, ChatCompletion, ChatUsage, CachedTokens, ModelList, ModelEntry,
-        OpenAiErrorEnvelope, OpenAiErrorBody,
+        OpenAiErrorEnvelope, OpenAiErrorBody, responses::CreateResponse,
+        conversations::CreateConversation, conversations::UpdateConversation, conversations::AddItems,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

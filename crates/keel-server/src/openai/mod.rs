@@ -1,8 +1,13 @@
 //! The OpenAI-compatible API, so code written for OpenAI's SDKs can point at keel: the
-//! stateless `/v1/chat/completions` gateway over every route and provider, and `/v1/models`.
+//! stateless `/v1/chat/completions` gateway over every route and provider, `/v1/models`, and
+//! the stateful `/v1/responses` and `/v1/conversations`, whose state is keel sessions.
 //! keel API keys are the Bearer token; errors take OpenAI's shape on these paths.
 
 pub mod chat;
+pub mod conversations;
 pub mod error;
+pub mod items;
 pub mod models;
+pub mod response_events;
+pub mod responses;
 pub mod wire;

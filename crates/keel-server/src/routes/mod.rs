@@ -42,6 +42,18 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/admin/keys/{prefix}/revoke"),
     ("post", "/v1/chat/completions"),
     ("get", "/v1/models"),
+    ("post", "/v1/responses"),
+    ("get", "/v1/responses/{id}"),
+    ("delete", "/v1/responses/{id}"),
+    ("post", "/v1/responses/{id}/cancel"),
+    ("get", "/v1/responses/{id}/input_items"),
+    ("post", "/v1/conversations"),
+    ("get", "/v1/conversations/{id}"),
+    ("post", "/v1/conversations/{id}"),
+    ("delete", "/v1/conversations/{id}"),
+    ("get", "/v1/conversations/{id}/items"),
+    ("post", "/v1/conversations/{id}/items"),
+    ("get", "/v1/conversations/{id}/items/{item_id}"),
 ];
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -68,6 +80,31 @@ pub fn router(state: Arc<AppState>) -> Router {
     let openai = Router::new()
         .route("/v1/chat/completions", post(openai::chat::completions))
         .route("/v1/models", get(openai::models::list))
+        .route("/v1/responses", post(openai::responses::create))
+        .route(
+            "/v1/responses/{id}",
+            get(openai::responses::get).delete(openai::responses::delete),
+        )
+        .route("/v1/responses/{id}/cancel", post(openai::responses::cancel))
+        .route(
+            "/v1/responses/{id}/input_items",
+            get(openai::responses::input_items),
+        )
+        .route("/v1/conversations", post(openai::conversations::create))
+        .route(
+            "/v1/conversations/{id}",
+            get(openai::conversations::get)
+                .post(openai::conversations::update)
+                .delete(openai::conversations::delete),
+        )
+        .route(
+            "/v1/conversations/{id}/items",
+            get(openai::conversations::list_items).post(openai::conversations::add_items),
+        )
+        .route(
+            "/v1/conversations/{id}/items/{item_id}",
+            get(openai::conversations::get_item),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

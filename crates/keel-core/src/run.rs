@@ -1,0 +1,59 @@
+//! What a run may carry besides its input: per-run overrides of the session's agent. The
+//! OpenAI Responses API sends model, instructions and function tools with every request, and
+//! a session may switch model between runs; the overrides are logged with the run's start so
+//! replaying the log drives the run exactly as it was asked for.
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{ToolDef, ToolKind};
+use crate::message::Message;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunOptions {
+    /// A route name or `provider/model` that serves this run instead of the agent's model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Replaces the agent's instructions for this run only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+    /// Tools offered for this run besides the agent's; `ToolKind::Client` ones are performed
+    /// by the caller (the run ends with the call pending, the next input carries its result).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolDef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Output tokens per model call, instead of the agent's limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
+    /// How the model may use tools: the serde form of `keel_models::ToolChoice` (the core
+    /// does not know the models crate), which the engine hands to the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<serde_json::Value>,
+    /// The reply's required format: the serde form of `keel_models::ResponseFormat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<serde_json::Value>,
+    /// Messages logged just before the run's input (a Responses request's earlier input
+    /// items, such as a history the caller keeps itself).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context: Vec<Message>,
+    /// Opaque to the engine: what the API that queued the run keeps with it to answer about
+    /// it later (the Responses API's `previous_response_id`, `metadata`, `store`, ...).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub annotations: serde_json::Map<String, serde_json::Value>,
+}
+
+impl RunOptions {
+    pub fn is_default(&self) -> bool {
+        self == &RunOptions::default()
+    }
+
+    /// Names of the tools the caller performs.
+    pub fn client_tools(&self) -> impl Iterator<Item = &str> {
+        self.tools
+            .iter()
+            .filter(|t| t.kind == ToolKind::Client)
+            .map(|t| t.name.as_str())
+    }
+}
