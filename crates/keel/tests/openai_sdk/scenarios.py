@@ -170,7 +170,11 @@ def chat_tools(c):
     tools = [
         {
             "type": "function",
-            "function": {"name": "lookup", "description": "Looks a thing up.", "parameters": LOOKUP},
+            "function": {
+                "name": "lookup",
+                "description": "Looks a thing up.",
+                "parameters": LOOKUP,
+            },
         }
     ]
     ask = {"role": "user", "content": '/call lookup {"q": "keel"}'}
@@ -306,7 +310,9 @@ def responses_conversation(c):
     for text in ["one", "two", "three"]:
         response = c.responses.create(model=SCRIPTED, conversation=conv.id, input=text)
         expect_eq(response.output_text, f"echo: {text}", f"answer to {text}")
-        expect_eq(response.conversation.id if response.conversation else None, conv.id, "conversation")
+        expect_eq(
+            response.conversation.id if response.conversation else None, conv.id, "conversation"
+        )
 
     step("items.list shows every message in order")
     expected = [
@@ -333,7 +339,11 @@ def responses_conversation(c):
     added = c.conversations.items.create(
         conv.id,
         items=[
-            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "added"}]},
+            {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "added"}],
+            },
         ],
     )
     expect_eq(message_texts(added.data), [("user", "added")], "items.create answer")
@@ -341,7 +351,7 @@ def responses_conversation(c):
     expect_eq(response.output_text, "echo: four", "answer after the added item")
     items = c.conversations.items.list(conv.id, order="asc", limit=100).data
     expect_eq(
-        message_texts(items)[len(expected):],
+        message_texts(items)[len(expected) :],
         [("user", "added"), ("user", "four"), ("assistant", "echo: four")],
         "items after items.create",
     )
@@ -353,8 +363,14 @@ def responses_conversation(c):
     expect_eq(updated.metadata, {"topic": "sdk", "stage": "done"}, "update")
     expect_eq(c.conversations.retrieve(conv.id).metadata, updated.metadata, "retrieve after update")
     deleted = c.conversations.delete(conv.id)
-    expect_eq((deleted.id, deleted.deleted, deleted.object), (conv.id, True, "conversation.deleted"), "delete")
-    expect_api_error(lambda: c.conversations.retrieve(conv.id), openai.NotFoundError, 404, "deleted conversation")
+    expect_eq(
+        (deleted.id, deleted.deleted, deleted.object),
+        (conv.id, True, "conversation.deleted"),
+        "delete",
+    )
+    expect_api_error(
+        lambda: c.conversations.retrieve(conv.id), openai.NotFoundError, 404, "deleted conversation"
+    )
 
 
 def responses_stream(c):
@@ -364,7 +380,11 @@ def responses_stream(c):
     types = [e.type for e in events]
     expect_eq(types[0], "response.created", "first event")
     expect_eq(types[-1], "response.completed", "last event")
-    for needed in ["response.output_item.added", "response.output_text.delta", "response.output_text.done"]:
+    for needed in [
+        "response.output_item.added",
+        "response.output_text.delta",
+        "response.output_text.done",
+    ]:
         expect(needed in types, f"no {needed} in {types}")
     seq = [e.sequence_number for e in events]
     expect_eq(seq, sorted(set(seq)), "sequence_number increases")
@@ -381,7 +401,9 @@ def responses_stream(c):
     expect_eq(c.responses.retrieve(created.id).output_text, deltas, "retrieve after streaming")
 
     step("the responses.stream helper")
-    with c.responses.stream(model=ROUTE, input="helper stream", previous_response_id=created.id) as helper:
+    with c.responses.stream(
+        model=ROUTE, input="helper stream", previous_response_id=created.id
+    ) as helper:
         helper_deltas = "".join(e.delta for e in helper if e.type == "response.output_text.delta")
         final = helper.get_final_response()
     expect_eq(helper_deltas, "echo: helper stream", "helper deltas")
@@ -418,7 +440,9 @@ def responses_function_tools(c):
         input=[{"type": "function_call_output", "call_id": call.call_id, "output": "a runtime"}],
     )
     expect_eq(answered.status, "completed", "status")
-    expect_eq(answered.output_text, f"tool results: {call.call_id}=a runtime", "answer after the tool")
+    expect_eq(
+        answered.output_text, f"tool results: {call.call_id}=a runtime", "answer after the tool"
+    )
     items = c.responses.input_items.list(answered.id).data
     expect_eq([i.type for i in items], ["function_call_output"], "input items of the answer")
     expect_eq(items[0].call_id, call.call_id, "input item call_id")
@@ -468,24 +492,38 @@ def responses_lifecycle(c):
     )
     expect_eq(first.output_text, "echo: question", "answer")
     got = c.responses.retrieve(first.id)
-    expect_eq((got.id, got.status, got.output_text), (first.id, "completed", "echo: question"), "retrieve")
+    expect_eq(
+        (got.id, got.status, got.output_text), (first.id, "completed", "echo: question"), "retrieve"
+    )
     expect_eq(got.metadata, {"case": "lifecycle"}, "metadata")
     items = c.responses.input_items.list(first.id, order="asc")
-    expect_eq(message_texts(items.data), [("user", "context line"), ("user", "question")], "input items")
+    expect_eq(
+        message_texts(items.data), [("user", "context line"), ("user", "question")], "input items"
+    )
     desc = c.responses.input_items.list(first.id)
-    expect_eq(message_texts(desc.data), [("user", "question"), ("user", "context line")], "default order (desc)")
+    expect_eq(
+        message_texts(desc.data),
+        [("user", "question"), ("user", "context line")],
+        "default order (desc)",
+    )
     expect(all(i.id for i in items.data), "input items have ids")
 
     step("store=False is not retrievable")
     unstored = c.responses.create(model=SCRIPTED, input="forget me", store=False)
     expect_eq(unstored.output_text, "echo: forget me", "answer")
-    expect_api_error(lambda: c.responses.retrieve(unstored.id), openai.NotFoundError, 404, "store=False")
+    expect_api_error(
+        lambda: c.responses.retrieve(unstored.id), openai.NotFoundError, 404, "store=False"
+    )
 
     step("delete, then retrieve is a 404")
     result = c.responses.delete(first.id)
     expect(result is None, f"delete answered {result!r}")
-    expect_api_error(lambda: c.responses.retrieve(first.id), openai.NotFoundError, 404, "deleted response")
-    expect_api_error(lambda: c.responses.delete(first.id), openai.NotFoundError, 404, "deleted twice")
+    expect_api_error(
+        lambda: c.responses.retrieve(first.id), openai.NotFoundError, 404, "deleted response"
+    )
+    expect_api_error(
+        lambda: c.responses.delete(first.id), openai.NotFoundError, 404, "deleted twice"
+    )
 
 
 def responses_errors(c):
@@ -509,7 +547,9 @@ def responses_errors(c):
     expect_eq((error.code, error.param), ("model_not_found", "model"), "error code and param")
     step("unknown conversation: 404")
     expect_api_error(
-        lambda: c.responses.create(model=SCRIPTED, input="hi", conversation="conv_01JZZZZZZZZZZZZZZZZZZZZZZZ"),
+        lambda: c.responses.create(
+            model=SCRIPTED, input="hi", conversation="conv_01JZZZZZZZZZZZZZZZZZZZZZZZ"
+        ),
         openai.NotFoundError,
         404,
         "unknown conversation",
@@ -544,22 +584,27 @@ def responses_errors(c):
         401,
         "wrong key",
     )
-    expect_api_error(lambda: wrong.conversations.create(), openai.AuthenticationError, 401, "wrong key")
+    expect_api_error(
+        lambda: wrong.conversations.create(), openai.AuthenticationError, 401, "wrong key"
+    )
 
 
-SCENARIOS = {f.__name__: f for f in [
-    chat_plain,
-    chat_stream,
-    chat_tools,
-    chat_errors,
-    responses_chain,
-    responses_conversation,
-    responses_stream,
-    responses_function_tools,
-    responses_background,
-    responses_lifecycle,
-    responses_errors,
-]}
+SCENARIOS = {
+    f.__name__: f
+    for f in [
+        chat_plain,
+        chat_stream,
+        chat_tools,
+        chat_errors,
+        responses_chain,
+        responses_conversation,
+        responses_stream,
+        responses_function_tools,
+        responses_background,
+        responses_lifecycle,
+        responses_errors,
+    ]
+}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in SCENARIOS:
