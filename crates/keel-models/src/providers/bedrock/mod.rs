@@ -128,6 +128,7 @@ impl ModelClient for BedrockClient {
             .set_system(converse.system)
             .set_tool_config(converse.tool_config)
             .set_inference_config(converse.inference)
+            .set_output_config(converse.output)
             .send();
         let output = match timeout_at(first_deadline, send).await {
             Err(_) => {
