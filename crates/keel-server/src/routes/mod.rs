@@ -8,6 +8,7 @@ pub mod messages;
 pub mod ops;
 pub mod runs;
 pub mod sessions;
+pub mod usage;
 
 use std::sync::Arc;
 
@@ -40,6 +41,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/admin/tenants"),
     ("post", "/v1/admin/tenants/{id}/keys"),
     ("post", "/v1/admin/keys/{prefix}/revoke"),
+    ("get", "/v1/usage"),
     ("post", "/v1/chat/completions"),
     ("get", "/v1/models"),
     ("post", "/v1/responses"),
@@ -73,6 +75,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/tenants", post(admin::create_tenant))
         .route("/v1/admin/tenants/{id}/keys", post(admin::create_key))
         .route("/v1/admin/keys/{prefix}/revoke", post(admin::revoke_key))
+        .route("/v1/usage", get(usage::list))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -108,8 +111,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
-        ))
-        .route_layer(axum::middleware::from_fn(openai::error::reshape));
+        ));
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
