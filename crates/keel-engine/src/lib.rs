@@ -395,14 +395,7 @@ impl Engine {
                 .resolve(model)
                 .map_err(|e| EngineError::Invalid(e.to_string()))?;
         }
-        self.inner
-            .store
-            .get_session(tenant, session)
-            .await?
-            .ok_or_else(|| EngineError::NotFound {
-                kind: "session",
-                id: session.to_string(),
-            })?;
+        self.require_session(tenant, session).await?;
         // Checking for a busy session and queueing must not interleave with another submit to
         // the same session, or two `reject`s could both get through (within this node).
         let slot = self.inner.slot(session);
@@ -655,15 +648,7 @@ impl Engine {
         tenant: &TenantId,
         session: &SessionId,
     ) -> Result<(SessionRecord, SessionState), EngineError> {
-        let record = self
-            .inner
-            .store
-            .get_session(tenant, session)
-            .await?
-            .ok_or_else(|| EngineError::NotFound {
-                kind: "session",
-                id: session.to_string(),
-            })?;
+        let record = self.require_session(tenant, session).await?;
         let live = live::LiveSession::load(self.inner.store.as_ref(), session).await?;
         Ok((record, live.state))
     }

@@ -29,24 +29,19 @@ pub fn conversation_id(session: &SessionId) -> String {
 
 /// The run a `resp_…` id names (a keel `run_…` id is accepted too).
 pub fn parse_response_id(id: &str) -> Option<RunId> {
-    let ulid = id.strip_prefix("resp_").unwrap_or(id);
-    let run = if ulid.starts_with(RunId::PREFIX) {
-        ulid.to_string()
-    } else {
-        format!("{}{ulid}", RunId::PREFIX)
-    };
-    RunId::parse(&run).ok()
+    keel_id(id, "resp_", RunId::PREFIX)
 }
 
 /// The session a `conv_…` id names (a keel `ses_…` id is accepted too).
 pub fn parse_conversation_id(id: &str) -> Option<SessionId> {
-    let ulid = id.strip_prefix("conv_").unwrap_or(id);
-    let session = if ulid.starts_with(SessionId::PREFIX) {
-        ulid.to_string()
-    } else {
-        format!("{}{ulid}", SessionId::PREFIX)
-    };
-    SessionId::parse(&session).ok()
+    keel_id(id, "conv_", SessionId::PREFIX)
+}
+
+/// The keel id behind an OpenAI-style id: the same ULID under keel's prefix.
+fn keel_id<T: std::str::FromStr>(id: &str, openai: &str, keel: &str) -> Option<T> {
+    let ulid = id.strip_prefix(openai).unwrap_or(id);
+    let ulid = ulid.strip_prefix(keel).unwrap_or(ulid);
+    format!("{keel}{ulid}").parse().ok()
 }
 
 /// Where an item sits in its session's log: the event's seq and its place among the items

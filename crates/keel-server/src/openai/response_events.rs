@@ -83,7 +83,7 @@ async fn follow(
     let mut shutdown = state.shutdown.clone();
     out.send(
         "response.created",
-        json!({"response": response_object(&run, &[])}),
+        json!({"response": response_object(&shown, &[])}),
     )
     .await?;
     out.send(

@@ -205,12 +205,21 @@ async fn start(
     // Where the response goes: a conversation, the session of the previous response (or a
     // branch of it), or a new session.
     let (session, policy, fork_from) = if let Some(conv) = &conversation {
-        let session = items::parse_conversation_id(conv).ok_or_else(|| {
-            Failure::Api(
-                ApiError::not_found("conversation", conv),
-                Some("conversation".into()),
-            )
-        })?;
+        let not_found = || {
+            let message = format!("Conversation with id '{conv}' not found.");
+            let error = ApiError::new(StatusCode::NOT_FOUND, "conversation_not_found", message);
+            Failure::Api(error, Some("conversation".into()))
+        };
+        let session = items::parse_conversation_id(conv).ok_or_else(not_found)?;
+        let store = engine.store();
+        if store
+            .get_session(tenant, &session)
+            .await
+            .map_err(ApiError::from)?
+            .is_none()
+        {
+            return Err(not_found());
+        }
         (session, BusyPolicy::Enqueue, None)
     } else if let Some(previous) = &body.previous_response_id {
         let (session, upto) = previous_point(state, tenant, previous).await?;
@@ -557,13 +566,18 @@ pub fn response_object(run: &RunRecord, events: &[Event]) -> Value {
     let mut usage = Usage::default();
     let mut last_finish = None;
     let mut failure = None;
+    let mut served = None;
     for event in events {
         match &event.body {
             EventBody::ModelReplied {
-                usage: u, finish, ..
+                usage: u,
+                finish,
+                model,
+                ..
             } => {
                 usage.add(u);
                 last_finish = Some(*finish);
+                served = Some(model.clone());
                 output.extend(
                     items::event_items(&run.session, event, &keep_call)
                         .into_iter()
@@ -598,7 +612,8 @@ pub fn response_object(run: &RunRecord, events: &[Event]) -> Value {
         "instructions": note("instructions"),
         "max_output_tokens": run.options.max_output_tokens,
         "metadata": a.get("metadata").cloned().unwrap_or(json!({})),
-        "model": run.options.model,
+        // The model asked for, or (for a native run) the one that served it.
+        "model": run.options.model.clone().or(served),
         "output": output,
         "parallel_tool_calls": a.get("parallel_tool_calls").cloned().unwrap_or(json!(true)),
         "previous_response_id": note("previous_response_id"),
@@ -648,8 +663,9 @@ async fn find(state: &AppState, tenant: &TenantId, id: &str) -> Result<RunRecord
     };
     let run_id = items::parse_response_id(id).ok_or_else(not_found)?;
     match state.engine.get_run(tenant, &run_id).await {
-        Ok(run) if run.options.annotations.get("api") == Some(&json!("responses")) => Ok(run),
-        Ok(_) | Err(EngineError::NotFound { .. }) => Err(not_found()),
+        // Runs started through the native API are responses too: one state, two APIs.
+        Ok(run) => Ok(run),
+        Err(EngineError::NotFound { .. }) => Err(not_found()),
         Err(e) => Err(e.into()),
     }
 }
