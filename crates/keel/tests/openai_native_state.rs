@@ -388,3 +388,91 @@ async fn a_native_session_is_a_conversation() {
     let run = api.ok(Method::GET, &format!("/v1/runs/{run}"), None).await;
     assert_eq!(run["session_id"], session.as_str(), "{run}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_handed_to_the_caller_must_be_answered_through_either_api() {
+    let (_home, server) = start(0);
+    let api = admin(&server);
+    let tools = json!([{"type": "function", "name": "lookup",
+        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}]);
+    let asked = api
+        .ok(
+            Method::POST,
+            "/v1/responses",
+            Some(json!({"model": "scripted/echo", "tools": tools,
+                "input": "/call lookup {\"q\": \"keel\"}"})),
+        )
+        .await;
+    assert_eq!(asked["status"], "completed", "{asked}");
+    let call = asked["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "function_call")
+        .unwrap_or_else(|| panic!("no function call in {asked}"))
+        .clone();
+    let run = same_ulid(asked["id"].as_str().unwrap(), "resp_", "run_");
+    let session = api.ok(Method::GET, &format!("/v1/runs/{run}"), None).await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Neither API may move on without the call's output: the model could not go on.
+    let (status, body) = api
+        .call(
+            Method::POST,
+            &format!("/v1/sessions/{session}/messages"),
+            Some(json!({"content": "never mind", "mode": "wait"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(call["call_id"].as_str().unwrap()),
+        "{body}"
+    );
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/v1/responses",
+            Some(
+                json!({"model": "scripted/echo", "previous_response_id": asked["id"],
+                "input": "never mind"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["param"], "input", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("no tool output found for function call"),
+        "{body}"
+    );
+
+    // Answered, the session goes on; the refusals logged nothing.
+    let answered = api
+        .ok(
+            Method::POST,
+            "/v1/responses",
+            Some(
+                json!({"model": "scripted/echo", "previous_response_id": asked["id"],
+                "tools": tools,
+                "input": [{"type": "function_call_output", "call_id": call["call_id"],
+                    "output": "a runtime"}]}),
+            ),
+        )
+        .await;
+    assert_eq!(answered["status"], "completed", "{answered}");
+    let starts = all_events(&api, &session)
+        .await
+        .iter()
+        .filter(|e| e["type"] == "run_started")
+        .count();
+    assert_eq!(starts, 2, "two runs: the call and its answer");
+    let after = native_turn(&api, &session, "thanks").await;
+    assert_eq!(after["status"], "completed", "{after}");
+}
