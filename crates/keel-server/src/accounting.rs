@@ -36,13 +36,20 @@ impl Totals {
     }
 }
 
-/// (tenant, key prefix, `provider/model`, `YYYY-MM-DD`)
-type Key = (TenantId, String, String, String);
+/// Totals by UTC day (days since the epoch, named at flush time).
+type ByDay = HashMap<i64, Totals>;
+/// … by served `provider/model`, then day.
+type ByModel = HashMap<String, ByDay>;
+/// … by API key prefix, then model and day.
+type ByKey = HashMap<String, ByModel>;
+
+const DAY_MS: i64 = 86_400_000;
 
 #[derive(Default)]
 struct Ledger {
-    /// Since the last flush.
-    pending: HashMap<Key, Totals>,
+    /// Since the last flush, by tenant, key, model and day: nested, so a call whose row
+    /// exists already is added without allocating.
+    pending: HashMap<TenantId, ByKey>,
     /// Since start, by tenant, then model (nested, so a known pair is found without allocating).
     lifetime: BTreeMap<String, BTreeMap<String, Totals>>,
 }
@@ -71,15 +78,14 @@ impl UsageLedger {
             cached_input_tokens: usage.cached_input_tokens,
             cost_usd,
         };
-        let day = day_of(at);
-        let key = (
-            tenant.clone(),
-            key_prefix.unwrap_or("").to_string(),
-            model.to_string(),
-            day,
-        );
+        let day = at.millis().div_euclid(DAY_MS);
         let mut ledger = self.ledger.lock().unwrap();
-        ledger.pending.entry(key).or_default().add(&call);
+        let keys = match ledger.pending.get_mut(tenant) {
+            Some(keys) => keys,
+            None => ledger.pending.entry(tenant.clone()).or_default(),
+        };
+        let models = slot(keys, key_prefix.unwrap_or(""));
+        slot(models, model).entry(day).or_default().add(&call);
         let models = match ledger.lifetime.get_mut(tenant.as_str()) {
             Some(models) => models,
             None => ledger.lifetime.entry(tenant.to_string()).or_default(),
@@ -109,28 +115,39 @@ impl UsageLedger {
     /// Takes the totals gathered since the last flush.
     fn take(&self) -> Vec<UsageTotals> {
         let pending = std::mem::take(&mut self.ledger.lock().unwrap().pending);
-        pending
-            .into_iter()
-            .map(|((tenant, key_prefix, model, day), t)| UsageTotals {
-                tenant,
-                key_prefix,
-                model,
-                day,
-                requests: t.requests,
-                input_tokens: t.input_tokens,
-                output_tokens: t.output_tokens,
-                cached_input_tokens: t.cached_input_tokens,
-                cost_usd: t.cost_usd,
-            })
-            .collect()
+        let mut rows = Vec::new();
+        for (tenant, keys) in pending {
+            for (key_prefix, models) in keys {
+                for (model, days) in models {
+                    for (day, t) in days {
+                        rows.push(UsageTotals {
+                            tenant: tenant.clone(),
+                            key_prefix: key_prefix.clone(),
+                            model: model.clone(),
+                            day: day_of(Timestamp::from_millis(day * DAY_MS)),
+                            requests: t.requests,
+                            input_tokens: t.input_tokens,
+                            output_tokens: t.output_tokens,
+                            cached_input_tokens: t.cached_input_tokens,
+                            cost_usd: t.cost_usd,
+                        });
+                    }
+                }
+            }
+        }
+        rows
     }
 
     /// Puts totals back after a failed flush, to go with the next one.
-    fn restore(&self, totals: Vec<UsageTotals>) {
+    fn restore(&self, rows: Vec<UsageTotals>) {
         let mut ledger = self.ledger.lock().unwrap();
-        for u in totals {
-            let key = (u.tenant, u.key_prefix, u.model, u.day);
-            ledger.pending.entry(key).or_default().add(&Totals {
+        for u in rows {
+            let day = Timestamp::parse_rfc3339(&format!("{}T00:00:00Z", u.day))
+                .map_or(0, |t| t.millis().div_euclid(DAY_MS));
+            let keys = ledger.pending.entry(u.tenant).or_default();
+            let models = keys.entry(u.key_prefix).or_default();
+            let days = models.entry(u.model).or_default();
+            days.entry(day).or_default().add(&Totals {
                 requests: u.requests,
                 input_tokens: u.input_tokens,
                 output_tokens: u.output_tokens,
@@ -152,6 +169,14 @@ impl UsageLedger {
             self.restore(totals);
         }
     }
+}
+
+/// The entry for `key`, made empty if missing (the key is copied only then).
+fn slot<'a, V: Default>(map: &'a mut HashMap<String, V>, key: &str) -> &'a mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key).expect("the entry was just made")
 }
 
 /// `YYYY-MM-DD` (UTC) of `at`.
