@@ -50,6 +50,7 @@ fn build(
         engine,
         config,
         metrics: metrics::Metrics::default(),
+        keys: auth::KeyCache::default(),
         shutdown,
     });
     (

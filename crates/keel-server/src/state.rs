@@ -41,6 +41,8 @@ pub struct AppState {
     pub engine: Engine,
     pub config: ServerConfig,
     pub metrics: Metrics,
+    /// API keys read recently, so a busy client's requests do not each read the store.
+    pub keys: crate::auth::KeyCache,
     /// Becomes true when the server shuts down: open streams end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

@@ -95,5 +95,6 @@ pub async fn revoke_key(
     if !state.engine.store().revoke_api_key(&prefix, now).await? {
         return Err(ApiError::not_found("API key", &prefix));
     }
+    state.keys.forget(&prefix);
     Ok(StatusCode::NO_CONTENT)
 }
