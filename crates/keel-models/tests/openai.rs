@@ -568,3 +568,36 @@ fn bad_configuration_is_refused_with_a_reason() {
     let shown = format!("{:?}", OpenAiConfig::openai("sk-secret"));
     assert!(!shown.contains("sk-secret"), "{shown}");
 }
+
+#[tokio::test]
+async fn a_plain_call_asks_for_the_whole_completion_and_maps_its_errors() {
+    let mock = MockOpenAi::start_with_api_key("sk-test-key").await.unwrap();
+    mock.push_reply(MockReply::text("All of it at once.").with_usage(12, 4, 3));
+    let reply = client(&mock)
+        .complete(request(vec![Message::user("hi")]))
+        .await
+        .unwrap();
+    assert_eq!(reply.message.text_content(), "All of it at once.");
+    assert_eq!(
+        reply.usage,
+        Usage {
+            input_tokens: 12,
+            output_tokens: 4,
+            cached_input_tokens: 3,
+        }
+    );
+    assert_eq!(reply.finish, FinishReason::Stop);
+    let sent = &mock.requests()[0];
+    assert_eq!(sent.body["stream"], json!(false));
+    assert!(sent.body.get("stream_options").is_none(), "{}", sent.body);
+    assert_eq!(sent.header("accept"), Some("application/json"));
+
+    // the provider's errors, as a streamed call gets them
+    mock.push_fault(Fault::rate_limited("7"));
+    let error = client(&mock)
+        .complete(request(vec![Message::user("hi")]))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ModelErrorKind::RateLimited);
+    assert_eq!(error.retry_after, Some(Duration::from_secs(7)));
+}

@@ -118,23 +118,26 @@ pub(crate) struct SseCall<'a> {
 }
 
 impl SseCall<'_> {
-    /// Sends `request` and returns the normalized stream. Failures up to the first byte of the
-    /// body are returned here, so a router can still fail over cleanly.
-    pub(crate) async fn run(
-        self,
+    /// Sends `request` and waits for the response's head: an error status becomes the
+    /// provider's error (its message, `Retry-After`), within the first-byte deadline.
+    async fn send(
+        &self,
         request: reqwest::RequestBuilder,
-        decoder: impl EventDecoder,
-    ) -> Result<ModelStream, ModelError> {
+        started: Instant,
+    ) -> Result<reqwest::Response, ModelError> {
         let provider = self.provider;
-        let started = Instant::now();
         let total = Duration::from_millis(self.timeouts.total_ms);
         let first_byte = Duration::from_millis(self.timeouts.first_byte_ms);
         let deadline = started + total;
         let first_byte_deadline = deadline.min(started + first_byte);
-        let no_first_byte = || timeout_error(provider, "no first byte from the server", first_byte);
-
         let response = match timeout_at(first_byte_deadline, request.send()).await {
-            Err(_) => return Err(no_first_byte()),
+            Err(_) => {
+                return Err(timeout_error(
+                    provider,
+                    "no first byte from the server",
+                    first_byte,
+                ));
+            }
             Ok(Err(error)) => return Err(transport_error(provider, self.url, &error)),
             Ok(Ok(response)) => response,
         };
@@ -152,6 +155,40 @@ impl SseCall<'_> {
                 wait,
             ));
         }
+        Ok(response)
+    }
+
+    /// Sends a non-streamed `request` and returns its whole body, read within the total
+    /// deadline (a plain call costs one body to parse instead of a chunk per token).
+    pub(crate) async fn whole(
+        self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<String, ModelError> {
+        let started = Instant::now();
+        let total = Duration::from_millis(self.timeouts.total_ms);
+        let response = self.send(request, started).await?;
+        match timeout_at(started + total, response.text()).await {
+            Err(_) => Err(timeout_error(self.provider, "the whole reply", total)),
+            Ok(Err(error)) => Err(transport_error(self.provider, self.url, &error)),
+            Ok(Ok(body)) => Ok(body),
+        }
+    }
+
+    /// Sends `request` and returns the normalized stream. Failures up to the first byte of the
+    /// body are returned here, so a router can still fail over cleanly.
+    pub(crate) async fn run(
+        self,
+        request: reqwest::RequestBuilder,
+        decoder: impl EventDecoder,
+    ) -> Result<ModelStream, ModelError> {
+        let provider = self.provider;
+        let started = Instant::now();
+        let total = Duration::from_millis(self.timeouts.total_ms);
+        let first_byte = Duration::from_millis(self.timeouts.first_byte_ms);
+        let deadline = started + total;
+        let first_byte_deadline = deadline.min(started + first_byte);
+        let no_first_byte = || timeout_error(provider, "no first byte from the server", first_byte);
+        let response = self.send(request, started).await?;
         let content_type = response
             .headers()
             .get(CONTENT_TYPE)

@@ -21,6 +21,9 @@ struct Chunk {
 struct Choice {
     #[serde(default)]
     index: u32,
+    /// A whole (non-streamed) `chat.completion` has a `message` where a chunk has a `delta`:
+    /// it decodes as one chunk holding the entire reply.
+    #[serde(alias = "message")]
     delta: Option<Delta>,
     finish_reason: Option<String>,
 }
@@ -169,6 +172,19 @@ fn finish_reason(reason: &str) -> FinishReason {
             FinishReason::Stop
         }
     }
+}
+
+/// A whole `chat.completion` body (a non-streamed call) as a reply, decoded as one chunk.
+pub(crate) fn whole_reply(body: &str) -> Result<crate::ModelReply, ModelError> {
+    let mut decoder = ChunkDecoder::default();
+    let mut reply = crate::ReplyAccumulator::default();
+    if let Decoded::Events(events) = decoder.decode(body)? {
+        for event in events {
+            reply.push(event);
+        }
+    }
+    reply.push(decoder.finish());
+    Ok(reply.finish())
 }
 
 /// An `{"error": …}` object sent inside the stream. OpenAI names a `type`/`code`; vLLM and

@@ -13,7 +13,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue}
 
 use self::chunks::ChatChunks;
 use super::streaming::{HttpTimeouts, SseCall};
-use crate::{ModelClient, ModelError, ModelErrorKind, ModelRequest, ModelStream};
+use crate::{ModelClient, ModelError, ModelErrorKind, ModelReply, ModelRequest, ModelStream};
 
 const PROVIDER: &str = "openai";
 
@@ -174,6 +174,14 @@ impl OpenAiClient {
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
+
+    fn timeouts(&self) -> HttpTimeouts {
+        HttpTimeouts {
+            connect_ms: self.config.connect_timeout.as_millis() as u64,
+            first_byte_ms: self.config.first_byte_timeout.as_millis() as u64,
+            total_ms: self.config.total_timeout.as_millis() as u64,
+        }
+    }
 }
 
 #[async_trait]
@@ -189,11 +197,7 @@ impl ModelClient for OpenAiClient {
             .post(&self.endpoint)
             .headers(self.headers.clone())
             .json(&body);
-        let timeouts = HttpTimeouts {
-            connect_ms: self.config.connect_timeout.as_millis() as u64,
-            first_byte_ms: self.config.first_byte_timeout.as_millis() as u64,
-            total_ms: self.config.total_timeout.as_millis() as u64,
-        };
+        let timeouts = self.timeouts();
         let call = SseCall {
             provider: PROVIDER,
             url: &self.endpoint,
@@ -201,6 +205,26 @@ impl ModelClient for OpenAiClient {
             error_message,
         };
         call.run(send, ChatChunks::new(PROVIDER)).await
+    }
+
+    /// A plain call asks for the whole `chat.completion` rather than a stream.
+    async fn complete(&self, request: ModelRequest) -> Result<ModelReply, ModelError> {
+        let mut body = wire::chat_body(&request, self.config.max_tokens_field)?;
+        body["stream"] = serde_json::Value::Bool(false);
+        if let Some(fields) = body.as_object_mut() {
+            fields.remove("stream_options");
+        }
+        let mut headers = self.headers.clone();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let send = self.http.post(&self.endpoint).headers(headers).json(&body);
+        let timeouts = self.timeouts();
+        let call = SseCall {
+            provider: PROVIDER,
+            url: &self.endpoint,
+            timeouts: &timeouts,
+            error_message,
+        };
+        chunks::whole_reply(&call.whole(send).await?)
     }
 }
 
