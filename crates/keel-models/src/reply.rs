@@ -9,6 +9,8 @@ pub struct ModelReply {
     pub message: Message,
     pub usage: Usage,
     pub finish: FinishReason,
+    /// Which route target served the call, when a router made it.
+    pub served: Option<Served>,
 }
 
 #[derive(Default)]
@@ -105,6 +107,7 @@ impl ReplyAccumulator {
             },
             usage: self.usage,
             finish,
+            served: self.served,
         }
     }
 }

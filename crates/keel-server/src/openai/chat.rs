@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use keel_core::{FinishReason, Message, Part, Role, Usage};
 use keel_models::{
-    ModelClient, ModelRequest, ModelStream, Params, ReplyAccumulator, ResponseFormat, Served,
+    ModelClient, ModelReply, ModelRequest, ModelStream, Params, ResponseFormat, Served,
     StreamEvent, ToolChoice, ToolSpec,
 };
 use serde_json::{Value, json};
@@ -59,42 +59,30 @@ pub async fn completions(
         created: now_secs(),
         model: body.model.clone(),
     };
-    let upstream = match client.stream(request).await {
-        Ok(upstream) => upstream,
-        Err(e) => return openai_error(model_error(&e), None),
-    };
     let bill = Bill {
         state,
         caller,
         target: body.model,
     };
     if body.stream {
+        let upstream = match client.stream(request).await {
+            Ok(upstream) => upstream,
+            Err(e) => return openai_error(model_error(&e), None),
+        };
         let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
         stream_reply(upstream, meta, include_usage, bill)
     } else {
-        complete(upstream, meta, bill).await
+        // A provider may fetch a plain call whole rather than as a stream (cheaper).
+        match client.complete(request).await {
+            Ok(reply) => complete(reply, meta, bill),
+            Err(e) => openai_error(model_error(&e), None),
+        }
     }
 }
 
-/// Reads the whole reply and answers it as one `chat.completion`.
-async fn complete(mut upstream: ModelStream, meta: Meta, bill: Bill) -> Response {
-    let mut reply = ReplyAccumulator::default();
-    let mut failed = None;
-    while let Some(event) = upstream.next().await {
-        match event {
-            Ok(event) => reply.push(event),
-            Err(e) => {
-                failed = Some(e);
-                break;
-            }
-        }
-    }
-    let served = reply.served().cloned();
-    let reply = reply.finish();
-    bill.record(served.as_ref(), &reply.usage);
-    if let Some(e) = failed {
-        return openai_error(model_error(&e), None);
-    }
+/// Answers a whole reply as one `chat.completion`.
+fn complete(reply: ModelReply, meta: Meta, bill: Bill) -> Response {
+    bill.record(reply.served.as_ref(), &reply.usage);
     let completion = ChatCompletion {
         id: meta.id,
         object: "chat.completion",
