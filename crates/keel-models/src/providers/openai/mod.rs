@@ -175,6 +175,16 @@ impl OpenAiClient {
         &self.endpoint
     }
 
+    /// One HTTP call to the endpoint, with OpenAI's error bodies.
+    fn call<'a>(&'a self, timeouts: &'a HttpTimeouts) -> SseCall<'a> {
+        SseCall {
+            provider: PROVIDER,
+            url: &self.endpoint,
+            timeouts,
+            error_message,
+        }
+    }
+
     fn timeouts(&self) -> HttpTimeouts {
         HttpTimeouts {
             connect_ms: self.config.connect_timeout.as_millis() as u64,
@@ -198,13 +208,9 @@ impl ModelClient for OpenAiClient {
             .headers(self.headers.clone())
             .json(&body);
         let timeouts = self.timeouts();
-        let call = SseCall {
-            provider: PROVIDER,
-            url: &self.endpoint,
-            timeouts: &timeouts,
-            error_message,
-        };
-        call.run(send, ChatChunks::new(PROVIDER)).await
+        self.call(&timeouts)
+            .run(send, ChatChunks::new(PROVIDER))
+            .await
     }
 
     /// A plain call asks for the whole `chat.completion` rather than a stream.
@@ -218,13 +224,7 @@ impl ModelClient for OpenAiClient {
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         let send = self.http.post(&self.endpoint).headers(headers).json(&body);
         let timeouts = self.timeouts();
-        let call = SseCall {
-            provider: PROVIDER,
-            url: &self.endpoint,
-            timeouts: &timeouts,
-            error_message,
-        };
-        chunks::whole_reply(&call.whole(send).await?)
+        chunks::whole_reply(&self.call(&timeouts).whole(send).await?)
     }
 }
 
