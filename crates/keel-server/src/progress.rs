@@ -83,7 +83,10 @@ impl RunProgress {
 
     pub async fn next(&mut self) -> Result<Progress, ApiError> {
         loop {
+            // Updates first: when the run ended while its updates wait in the channel, they
+            // are seen before the poll finds the end.
             let update = tokio::select! {
+                biased;
                 update = self.updates.recv() => update,
                 _ = self.poll.tick() => {
                     if let Some(ended) = self.ended().await? {

@@ -94,6 +94,7 @@ async fn follow(
     let mut output_index = 0usize;
     let mut reply_seq = 0u64;
     let mut open: Option<OpenText> = None;
+    let mut last_reply = 0u64;
     loop {
         let next = tokio::select! {
             next = progress.next() => next,
@@ -135,24 +136,19 @@ async fn follow(
                 out.send("response.output_text.delta", json!({"item_id": id, "output_index": index, "content_index": 0, "delta": text, "logprobs": []})).await?;
             }
             Ok(Progress::Replied(event)) => {
-                let keep = |name: &str| client.iter().any(|c| c == name);
-                for (_, item) in items::event_items(&session, &event, &keep) {
-                    if item["type"] == "message" {
-                        close_text(out, open.take(), &item, &mut output_index).await?;
-                    } else {
-                        function_call(out, &item, output_index).await?;
-                        output_index += 1;
-                    }
-                }
-                // Text streamed by an attempt whose logged reply has none (a retry) ends as sent.
-                if let Some(text) = open.take() {
-                    let item = json!({"type": "message", "status": "completed", "role": "assistant",
-                        "content": [{"type": "output_text", "text": text.text, "annotations": [], "logprobs": []}]});
-                    close_text(out, Some(text), &item, &mut output_index).await?;
-                }
+                last_reply = event.seq;
+                reply_items(out, &session, &event, &client, &mut open, &mut output_index).await?;
             }
             Ok(Progress::Ended { run, .. }) => {
                 let events = state.engine.run_events(&run).await.unwrap_or_default();
+                // Replies logged after the last one seen live (the end can be read from the
+                // store before the last updates arrive) still get their item events.
+                for event in events.iter().filter(|e| e.seq > last_reply) {
+                    if matches!(event.body, keel_core::EventBody::ModelReplied { .. }) {
+                        reply_items(out, &session, event, &client, &mut open, &mut output_index)
+                            .await?;
+                    }
+                }
                 let object = response_object(&run, &events);
                 let kind = match object["status"].as_str() {
                     Some("completed") => "response.completed",
@@ -172,6 +168,34 @@ async fn follow(
             Ok(Progress::Started | Progress::ToolCall { .. } | Progress::ToolResult { .. }) => {}
         }
     }
+}
+
+/// The item events of one logged model reply: its text item closed (or opened and closed at
+/// once), then its function calls for the caller.
+async fn reply_items(
+    out: &mut Emitter,
+    session: &SessionId,
+    event: &keel_core::Event,
+    client: &[String],
+    open: &mut Option<OpenText>,
+    output_index: &mut usize,
+) -> Result<(), Gone> {
+    let keep = |name: &str| client.iter().any(|c| c == name);
+    for (_, item) in items::event_items(session, event, &keep) {
+        if item["type"] == "message" {
+            close_text(out, open.take(), &item, output_index).await?;
+        } else {
+            function_call(out, &item, *output_index).await?;
+            *output_index += 1;
+        }
+    }
+    // Text streamed by an attempt whose logged reply has none (a retry) ends as sent.
+    if let Some(text) = open.take() {
+        let item = json!({"type": "message", "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": text.text, "annotations": [], "logprobs": []}]});
+        close_text(out, Some(text), &item, output_index).await?;
+    }
+    Ok(())
 }
 
 /// Ends the streamed text item with the logged reply's text (or starts and ends it at once
@@ -198,6 +222,16 @@ async fn close_text(
                 "part": {"type": "output_text", "text": "", "annotations": []}}),
             )
             .await?;
+            // Not seen streaming here: the whole text is its one delta, so deltas always
+            // add up to the text.
+            if !text.is_empty() {
+                out.send(
+                    "response.output_text.delta",
+                    json!({"item_id": id, "output_index": *output_index,
+                    "content_index": 0, "delta": text, "logprobs": []}),
+                )
+                .await?;
+            }
             *output_index += 1;
             (id, *output_index - 1)
         }
