@@ -251,7 +251,7 @@ async fn start(
             .await?
             .id;
     }
-    let updates = engine.subscribe(&session);
+    let mut updates = engine.subscribe(&session);
     let submitted = engine
         .submit_with(tenant, &session, last.clone(), options.clone(), policy)
         .await;
@@ -263,18 +263,11 @@ async fn start(
                 .fork_session(tenant, &session, upto.seq, Map::new())
                 .await?
                 .id;
-            let updates = engine.subscribe(&branch);
-            let run = engine
+            updates = engine.subscribe(&branch);
+            engine
                 .submit_with(tenant, &branch, last, options, BusyPolicy::Enqueue)
                 .await
-                .map_err(input_failure)?;
-            return Ok(Started {
-                run,
-                updates,
-                stream: body.stream,
-                background: body.background,
-                discard,
-            });
+                .map_err(input_failure)?
         }
         (Err(e), _) => return Err(input_failure(e)),
     };

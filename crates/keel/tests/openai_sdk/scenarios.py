@@ -400,6 +400,12 @@ def responses_stream(c):
     expect_eq(done[0].text, deltas, "output_text.done text")
     expect_eq(c.responses.retrieve(created.id).output_text, deltas, "retrieve after streaming")
 
+    step("a reply that takes a while streams live, a delta per word")
+    slow = list(c.responses.create(model=SLOW, input="one two three four", stream=True))
+    live = [e.delta for e in slow if e.type == "response.output_text.delta"]
+    expect(len(live) >= 4, f"deltas arrived in one piece, not live: {live}")
+    expect_eq("".join(live), "echo: one two three four", "live deltas concatenated")
+
     step("the responses.stream helper")
     with c.responses.stream(
         model=ROUTE, input="helper stream", previous_response_id=created.id

@@ -93,7 +93,7 @@ fn tool_choice(choice: &ToolChoice) -> Value {
 }
 
 /// `response_format` as Chat Completions documents it (the schema nested in `json_schema`).
-fn response_format(format: &ResponseFormat) -> Value {
+pub(crate) fn response_format(format: &ResponseFormat) -> Value {
     match format {
         ResponseFormat::Text => json!({"type": "text"}),
         ResponseFormat::JsonObject => json!({"type": "json_object"}),

@@ -100,25 +100,15 @@ pub(super) fn responses_body(request: &ModelRequest) -> Result<Value, ModelError
     Ok(body)
 }
 
-/// `text.format`: like Chat Completions' `response_format`, but with the schema's fields flat.
+/// `text.format`: Chat Completions' `response_format` with the schema's fields flat.
 fn text_format(format: &ResponseFormat) -> Value {
-    match format {
-        ResponseFormat::Text => json!({"type": "text"}),
-        ResponseFormat::JsonObject => json!({"type": "json_object"}),
-        ResponseFormat::JsonSchema {
-            name,
-            description,
-            schema,
-            strict,
-        } => {
-            let mut format =
-                json!({"type": "json_schema", "name": name, "schema": schema, "strict": strict});
-            if let Some(description) = description {
-                format["description"] = json!(description);
-            }
-            format
-        }
+    let mut format = crate::providers::openai::wire::response_format(format);
+    if let Some(fields) = format.as_object_mut()
+        && let Some(Value::Object(spec)) = fields.remove("json_schema")
+    {
+        fields.extend(spec);
     }
+    format
 }
 
 /// Emits the message item gathered so far (text before or after tool items keeps its place).
