@@ -44,7 +44,7 @@ impl SseDecoder {
                 rest = &rest[1..];
             }
         }
-        while let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+        while let Some(end) = memchr::memchr2(b'\n', b'\r', rest) {
             let (line, tail) = rest.split_at(end);
             let event = if self.line.is_empty() {
                 self.take_first_or_later_line(line)

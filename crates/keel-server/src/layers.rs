@@ -16,7 +16,9 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::TraceLayer;
 
 use crate::error::{ApiError, panic_response};
@@ -32,7 +34,7 @@ pub fn wrap(routes: Router, state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(state, record_metrics))
         .layer(
             ServiceBuilder::new()
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
                 .layer(
                     TraceLayer::new_for_http().make_span_with(|req: &Request| {
                         let id = req
@@ -48,6 +50,20 @@ pub fn wrap(routes: Router, state: Arc<AppState>) -> Router {
                 .layer(middleware::from_fn(openai::error::reshape))
                 .layer(CatchPanicLayer::custom(panic_response)),
         )
+}
+
+/// Request ids (128 random bits in hex) from the thread's generator: a v4 UUID from tower-http
+/// asks the OS for randomness, a system call on every request.
+#[derive(Clone, Copy)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = format!("{:032x}", rand::random::<u128>());
+        axum::http::HeaderValue::from_str(&id)
+            .ok()
+            .map(RequestId::new)
+    }
 }
 
 /// Counts the request and its latency by method, route template and status.

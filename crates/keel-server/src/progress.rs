@@ -55,6 +55,8 @@ pub struct RunProgress {
     updates: broadcast::Receiver<RunUpdate>,
     usage: Option<Usage>,
     poll: tokio::time::Interval,
+    /// The run's end, found by the poll, to report once the queued updates are through.
+    over: Option<Progress>,
 }
 
 impl RunProgress {
@@ -69,7 +71,10 @@ impl RunProgress {
         run: RunId,
         updates: broadcast::Receiver<RunUpdate>,
     ) -> Self {
-        let mut poll = tokio::time::interval(Duration::from_millis(500));
+        // The first poll comes after a period, not at once: a run just submitted is on the
+        // broadcast.
+        let period = Duration::from_millis(500);
+        let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         RunProgress {
             engine,
@@ -78,20 +83,32 @@ impl RunProgress {
             updates,
             usage: None,
             poll,
+            over: None,
         }
     }
 
     pub async fn next(&mut self) -> Result<Progress, ApiError> {
         loop {
+            // Once the poll found the run over, what its updates still hold comes first: the
+            // run may have ended while the poll read the store, its updates already queued.
+            if self.over.is_some() {
+                match self.updates.try_recv() {
+                    Ok(update) => {
+                        if let Some(progress) = self.progress(update) {
+                            return Ok(progress);
+                        }
+                        continue;
+                    }
+                    Err(_) => return Ok(self.over.take().expect("checked above")),
+                }
+            }
             // Updates first: when the run ended while its updates wait in the channel, they
             // are seen before the poll finds the end.
             let update = tokio::select! {
                 biased;
                 update = self.updates.recv() => update,
                 _ = self.poll.tick() => {
-                    if let Some(ended) = self.ended().await? {
-                        return Ok(ended);
-                    }
+                    self.over = self.ended().await?;
                     continue;
                 }
             };

@@ -9,6 +9,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than the system allocator: serving is mostly short-lived buffers.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// keel: a stateful runtime for AI agents.
 #[derive(Parser)]
 #[command(name = "keel", version, about, propagate_version = true)]

@@ -98,12 +98,21 @@ pub(crate) fn headers(
     Ok(map)
 }
 
+/// The endpoint parsed once, so a call clones it rather than parsing the text again.
+pub(crate) fn endpoint_url(provider: &str, endpoint: &str) -> Result<reqwest::Url, ModelError> {
+    reqwest::Url::parse(endpoint)
+        .map_err(|e| config_error(provider, format!("`{endpoint}` is not a valid URL: {e}")))
+}
+
+/// A provider's HTTP client. Redirects are not followed: a provider's API answers in place,
+/// and a redirected POST would carry the credentials to another address.
 pub(crate) fn http_client(
     provider: &str,
     timeouts: &HttpTimeouts,
 ) -> Result<reqwest::Client, ModelError> {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_millis(timeouts.connect_ms))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| config_error(provider, format!("cannot build the HTTP client: {e}")))
 }

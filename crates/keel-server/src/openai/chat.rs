@@ -4,23 +4,18 @@
 //! Each call that reached its target is accounted to the caller's tenant and key
 //! (`accounting`), with the usage it reported, streamed or not.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use keel_core::{FinishReason, Message, Part, Role, Usage};
 use keel_models::{
-    ModelClient, ModelReply, ModelRequest, ModelStream, Params, ResponseFormat, Served,
-    StreamEvent, ToolChoice, ToolSpec,
+    ModelClient, ModelReply, ModelRequest, Params, ResponseFormat, Served, ToolChoice, ToolSpec,
 };
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
+use super::chat_stream;
 use super::error::{bad_param, model_error, openai_error};
 use super::wire::*;
 use crate::auth::Caller;
@@ -70,7 +65,7 @@ pub async fn completions(
             Err(e) => return openai_error(model_error(&e), None),
         };
         let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
-        stream_reply(upstream, meta, include_usage, bill)
+        chat_stream::respond(upstream, &meta, include_usage, bill)
     } else {
         // A provider may fetch a plain call whole rather than as a stream (cheaper).
         match client.complete(request).await {
@@ -100,7 +95,7 @@ fn complete(reply: ModelReply, meta: Meta, bill: Bill) -> Response {
 }
 
 /// Whom a call is accounted to, and what it named (a route, or `provider/model`).
-struct Bill {
+pub(super) struct Bill {
     state: Arc<AppState>,
     caller: Caller,
     target: String,
@@ -110,7 +105,7 @@ impl Bill {
     /// Counts the call against the caller's tenant and key, under the `provider/model` that
     /// served it (a router says which; a direct call is its own target; a route that failed
     /// before saying is counted under its name), priced by the catalog.
-    fn record(&self, served: Option<&Served>, usage: &Usage) {
+    pub(super) fn record(&self, served: Option<&Served>, usage: &Usage) {
         let target = match served {
             Some(served) => Some((served.provider.as_str(), served.model.as_str())),
             None => self.target.split_once('/'),
@@ -438,7 +433,7 @@ fn arguments_text(arguments: &Value) -> String {
     }
 }
 
-fn finish_reason(finish: FinishReason) -> &'static str {
+pub(super) fn finish_reason(finish: FinishReason) -> &'static str {
     match finish {
         FinishReason::Length => "length",
         FinishReason::ToolCalls => "tool_calls",
@@ -448,138 +443,10 @@ fn finish_reason(finish: FinishReason) -> &'static str {
 }
 
 /// What every chunk of one completion repeats.
-struct Meta {
-    id: String,
-    created: u64,
-    model: String,
-}
-
-impl Meta {
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> SseEvent {
-        data(&json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
-        }))
-    }
-}
-
-fn data(value: &Value) -> SseEvent {
-    SseEvent::default().data(value.to_string())
-}
-
-/// Streams the reply as chunks from a task that ends (dropping the upstream call) when the
-/// client goes away, and then accounts for the call.
-fn stream_reply(upstream: ModelStream, meta: Meta, include_usage: bool, bill: Bill) -> Response {
-    let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(async move {
-        let mut seen = Seen::default();
-        pump(upstream, meta, include_usage, tx, &mut seen).await;
-        bill.record(seen.served.as_ref(), &seen.usage);
-    });
-    let events = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|event| (Ok::<_, Infallible>(event), rx))
-    });
-    Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response()
-}
-
-/// What a stream reported about itself, for accounting.
-#[derive(Default)]
-struct Seen {
-    usage: Usage,
-    served: Option<Served>,
-}
-
-async fn pump(
-    mut upstream: ModelStream,
-    meta: Meta,
-    include_usage: bool,
-    tx: mpsc::Sender<SseEvent>,
-    seen: &mut Seen,
-) {
-    let mut finish: Option<FinishReason> = None;
-    let mut called_tools = false;
-    if tx
-        .send(meta.chunk(json!({"role": "assistant", "content": ""}), None))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    while let Some(event) = upstream.next().await {
-        let chunk = match event {
-            Ok(StreamEvent::TextDelta(text)) => meta.chunk(json!({"content": text}), None),
-            Ok(StreamEvent::ToolCallDelta {
-                index,
-                id,
-                name,
-                arguments,
-            }) => {
-                called_tools = true;
-                let mut call = json!({"index": index, "function": {"arguments": arguments}});
-                if let Some(id) = id {
-                    call["id"] = json!(id);
-                    call["type"] = json!("function");
-                }
-                if let Some(name) = name {
-                    call["function"]["name"] = json!(name);
-                }
-                meta.chunk(json!({"tool_calls": [call]}), None)
-            }
-            Ok(StreamEvent::Usage(u)) => {
-                seen.usage = u;
-                continue;
-            }
-            Ok(StreamEvent::Finish(f)) => {
-                finish = Some(f);
-                continue;
-            }
-            Ok(StreamEvent::Restart { target }) => {
-                // Chunks already sent cannot be taken back in this protocol.
-                tracing::warn!(%target, id = %meta.id, "a streamed completion failed over mid-reply; the client saw the abandoned attempt's chunks");
-                continue;
-            }
-            Ok(StreamEvent::Served(served)) => {
-                seen.served = Some(served);
-                continue;
-            }
-            Ok(StreamEvent::Queued { .. }) => continue,
-            Err(e) => {
-                let error = model_error(&e);
-                let _ = tx
-                    .send(data(&json!({"error": {
-                        "message": error.message, "type": "server_error", "param": null, "code": error.code,
-                    }})))
-                    .await;
-                return;
-            }
-        };
-        if tx.send(chunk).await.is_err() {
-            return;
-        }
-    }
-    let finish = finish.unwrap_or(if called_tools {
-        FinishReason::ToolCalls
-    } else {
-        FinishReason::Stop
-    });
-    let mut tail = vec![meta.chunk(json!({}), Some(finish_reason(finish)))];
-    if include_usage {
-        tail.push(data(&json!({
-            "id": meta.id, "object": "chat.completion.chunk", "created": meta.created,
-            "model": meta.model, "choices": [], "usage": ChatUsage::from(seen.usage),
-        })));
-    }
-    tail.push(SseEvent::default().data("[DONE]"));
-    for event in tail {
-        if tx.send(event).await.is_err() {
-            return;
-        }
-    }
+pub(super) struct Meta {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
 }
 
 pub(super) fn now_secs() -> u64 {

@@ -4,6 +4,7 @@
 //! keel API keys are the Bearer token; errors take OpenAI's shape on these paths.
 
 pub mod chat;
+mod chat_stream;
 pub mod conversations;
 pub mod error;
 pub mod items;

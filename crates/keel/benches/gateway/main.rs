@@ -10,7 +10,8 @@
 //! `KEEL_BENCH_ROUNDS` (direct/keel alternations per case, medians reported, default 3),
 //! `KEEL_BENCH_DELAYS` (upstream delays in ms, default `0,50`), `KEEL_BENCH_CONCURRENCY`
 //! (default `50,200`), `KEEL_BENCH_AUTH=off` (serve with `--no-auth` instead of checking the
-//! admin key on every request), `KEEL_BENCH_PIN=off` (no CPU pinning; see `procs::Pinning`).
+//! admin key on every request), `KEEL_BENCH_PIN=off` (no CPU pinning; see `procs::Pinning`),
+//! `KEEL_BENCH_KEEL` (the keel binary to run, default this build's).
 
 mod load;
 mod mock;

@@ -144,7 +144,10 @@ pub fn start_mock(cpu: Option<usize>, threads: usize) -> (Process, String) {
 /// listens. Its stderr keeps being forwarded (prefixed), so a warning is seen and the pipe
 /// never fills.
 pub fn start_keel(config: &Path, auth: bool, cpu: Option<usize>) -> (Process, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
+    // `KEEL_BENCH_KEEL` runs another build (say, of an earlier commit) for an A/B comparison.
+    let binary =
+        std::env::var("KEEL_BENCH_KEEL").unwrap_or_else(|_| env!("CARGO_BIN_EXE_keel").into());
+    let mut command = Command::new(binary);
     command
         .arg("--config")
         .arg(config)

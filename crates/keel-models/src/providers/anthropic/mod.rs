@@ -60,6 +60,7 @@ impl fmt::Debug for AnthropicConfig {
 pub struct AnthropicClient {
     config: AnthropicConfig,
     endpoint: String,
+    url: reqwest::Url,
     headers: reqwest::header::HeaderMap,
     http: reqwest::Client,
 }
@@ -79,10 +80,12 @@ impl AnthropicClient {
             pairs.push(("anthropic-beta", beta, false));
         }
         let headers = streaming::headers(PROVIDER, &pairs)?;
+        let url = streaming::endpoint_url(PROVIDER, &endpoint)?;
         let http = streaming::http_client(PROVIDER, &config.timeouts)?;
         Ok(AnthropicClient {
             config,
             endpoint,
+            url,
             headers,
             http,
         })
@@ -99,7 +102,7 @@ impl ModelClient for AnthropicClient {
         let body = wire::messages_body(&request, self.config.default_max_tokens)?;
         let send = self
             .http
-            .post(&self.endpoint)
+            .post(self.url.clone())
             .headers(self.headers.clone())
             .json(&body);
         let call = SseCall {

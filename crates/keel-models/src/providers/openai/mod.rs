@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 
 use self::chunks::ChatChunks;
-use super::streaming::{HttpTimeouts, SseCall};
+use super::streaming::{self, HttpTimeouts, SseCall};
 use crate::{ModelClient, ModelError, ModelErrorKind, ModelReply, ModelRequest, ModelStream};
 
 const PROVIDER: &str = "openai";
@@ -109,6 +109,7 @@ impl fmt::Debug for OpenAiConfig {
 pub struct OpenAiClient {
     config: OpenAiConfig,
     endpoint: String,
+    url: reqwest::Url,
     headers: HeaderMap,
     http: reqwest::Client,
 }
@@ -158,13 +159,12 @@ impl OpenAiClient {
         for (name, value) in &config.extra_headers {
             add(name, value, value)?;
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .build()
-            .map_err(|e| config_error(format!("cannot build the HTTP client: {e}")))?;
+        let url = streaming::endpoint_url(PROVIDER, &endpoint)?;
+        let http = streaming::http_client(PROVIDER, &timeouts(&config))?;
         Ok(OpenAiClient {
             config,
             endpoint,
+            url,
             headers,
             http,
         })
@@ -184,13 +184,14 @@ impl OpenAiClient {
             error_message,
         }
     }
+}
 
-    fn timeouts(&self) -> HttpTimeouts {
-        HttpTimeouts {
-            connect_ms: self.config.connect_timeout.as_millis() as u64,
-            first_byte_ms: self.config.first_byte_timeout.as_millis() as u64,
-            total_ms: self.config.total_timeout.as_millis() as u64,
-        }
+/// The configured deadlines in the shape the shared HTTP call takes.
+fn timeouts(config: &OpenAiConfig) -> HttpTimeouts {
+    HttpTimeouts {
+        connect_ms: config.connect_timeout.as_millis() as u64,
+        first_byte_ms: config.first_byte_timeout.as_millis() as u64,
+        total_ms: config.total_timeout.as_millis() as u64,
     }
 }
 
@@ -204,10 +205,10 @@ impl ModelClient for OpenAiClient {
         let body = wire::chat_body(&request, self.config.max_tokens_field)?;
         let send = self
             .http
-            .post(&self.endpoint)
+            .post(self.url.clone())
             .headers(self.headers.clone())
             .json(&body);
-        let timeouts = self.timeouts();
+        let timeouts = timeouts(&self.config);
         self.call(&timeouts)
             .run(send, ChatChunks::new(PROVIDER))
             .await
@@ -222,8 +223,12 @@ impl ModelClient for OpenAiClient {
         }
         let mut headers = self.headers.clone();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-        let send = self.http.post(&self.endpoint).headers(headers).json(&body);
-        let timeouts = self.timeouts();
+        let send = self
+            .http
+            .post(self.url.clone())
+            .headers(headers)
+            .json(&body);
+        let timeouts = timeouts(&self.config);
         chunks::whole_reply(&self.call(&timeouts).whole(send).await?)
     }
 }

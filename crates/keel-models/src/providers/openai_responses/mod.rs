@@ -50,6 +50,7 @@ impl fmt::Debug for ResponsesConfig {
 pub struct ResponsesClient {
     config: ResponsesConfig,
     endpoint: String,
+    url: reqwest::Url,
     headers: reqwest::header::HeaderMap,
     http: reqwest::Client,
 }
@@ -64,10 +65,12 @@ impl ResponsesClient {
             pairs.push(("authorization", bearer, true));
         }
         let headers = streaming::headers(PROVIDER, &pairs)?;
+        let url = streaming::endpoint_url(PROVIDER, &endpoint)?;
         let http = streaming::http_client(PROVIDER, &config.timeouts)?;
         Ok(ResponsesClient {
             config,
             endpoint,
+            url,
             headers,
             http,
         })
@@ -84,7 +87,7 @@ impl ModelClient for ResponsesClient {
         let body = wire::responses_body(&request)?;
         let send = self
             .http
-            .post(&self.endpoint)
+            .post(self.url.clone())
             .headers(self.headers.clone())
             .json(&body);
         let call = SseCall {
