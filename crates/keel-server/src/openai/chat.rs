@@ -65,7 +65,9 @@ pub async fn completions(
             Err(e) => return openai_error(model_error(&e), None),
         };
         let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
-        chat_stream::respond(upstream, &meta, include_usage, bill)
+        let on_end =
+            Box::new(move |served: Option<&Served>, usage: &Usage| bill.record(served, usage));
+        chat_stream::respond(upstream, &meta, include_usage, on_end)
     } else {
         // A provider may fetch a plain call whole rather than as a stream (cheaper).
         match client.complete(request).await {

@@ -22,7 +22,7 @@ use keel_models::{ModelError, ModelStream, Served, StreamEvent};
 use serde::Serialize;
 use tokio::time::{Instant, Sleep};
 
-use super::chat::{Bill, Meta, finish_reason};
+use super::chat::{Meta, finish_reason};
 use super::error::model_error;
 use super::wire::ChatUsage;
 
@@ -38,12 +38,16 @@ const BATCH: usize = 16 * 1024;
 /// than a write per token (and the client's read of it).
 const MAX_TURNS: usize = 2;
 
-/// Streams the upstream reply as `chat.completion.chunk` events, ending with `data: [DONE]`.
+/// What is told, once, how the call went: who served it and the usage it reported.
+pub(super) type OnEnd = Box<dyn FnOnce(Option<&Served>, &Usage) + Send>;
+
+/// Streams the upstream reply as `chat.completion.chunk` events, ending with `data: [DONE]`;
+/// `on_end` learns the usage when the body ends or is dropped.
 pub(super) fn respond(
     upstream: ModelStream,
     meta: &Meta,
     include_usage: bool,
-    bill: Bill,
+    on_end: OnEnd,
 ) -> Response {
     let frames = Frames {
         upstream,
@@ -55,7 +59,7 @@ pub(super) fn respond(
         called_tools: false,
         usage: Usage::default(),
         served: None,
-        bill,
+        on_end: Some(on_end),
         keep_alive: Box::pin(tokio::time::sleep(KEEP_ALIVE)),
     };
     let body = futures::stream::unfold(frames, |mut frames| async move {
@@ -109,7 +113,7 @@ struct Frames {
     called_tools: bool,
     usage: Usage,
     served: Option<Served>,
-    bill: Bill,
+    on_end: Option<OnEnd>,
     keep_alive: Pin<Box<Sleep>>,
 }
 
@@ -256,9 +260,11 @@ impl Frames {
 }
 
 impl Drop for Frames {
-    /// Accounts the call once, with the usage seen, whether it ended or the client left.
+    /// Reports the call once, with the usage seen, whether it ended or the client left.
     fn drop(&mut self) {
-        self.bill.record(self.served.as_ref(), &self.usage);
+        if let Some(on_end) = self.on_end.take() {
+            on_end(self.served.as_ref(), &self.usage);
+        }
     }
 }
 
@@ -313,4 +319,195 @@ struct FunctionDelta<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
     arguments: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::BodyDataStream;
+    use keel_models::ModelErrorKind;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// What `on_end` was told, and how many times.
+    type Ended = Arc<Mutex<Vec<(Option<String>, Usage)>>>;
+
+    fn stream_of(
+        events: Vec<Result<StreamEvent, ModelError>>,
+        then_wait: bool,
+    ) -> (BodyDataStream, Ended) {
+        let upstream = futures::stream::iter(events);
+        let upstream: ModelStream = if then_wait {
+            upstream.chain(futures::stream::pending()).boxed()
+        } else {
+            upstream.boxed()
+        };
+        let ended: Ended = Arc::default();
+        let seen = ended.clone();
+        let meta = Meta {
+            id: "chatcmpl-1".into(),
+            created: 7,
+            model: "a \"quoted\" model".into(),
+        };
+        let on_end: OnEnd = Box::new(move |served: Option<&Served>, usage: &Usage| {
+            let target = served.map(|s| format!("{}/{}", s.provider, s.model));
+            seen.lock().unwrap().push((target, *usage));
+        });
+        let response = respond(upstream, &meta, true, on_end);
+        assert_eq!(response.headers()[CONTENT_TYPE], "text/event-stream");
+        (response.into_body().into_data_stream(), ended)
+    }
+
+    /// The `data:` payloads in `bytes`, JSON-decoded (`[DONE]` as a string).
+    fn payloads(bytes: &[u8]) -> Vec<Value> {
+        let text = std::str::from_utf8(bytes).unwrap();
+        assert!(
+            text.ends_with("\n\n"),
+            "frames end with a blank line: {text:?}"
+        );
+        text.split("\n\n")
+            .filter_map(|event| event.strip_prefix("data: "))
+            .map(|data| serde_json::from_str(data).unwrap_or_else(|_| Value::from(data)))
+            .collect()
+    }
+
+    async fn all(mut body: BodyDataStream) -> Vec<Value> {
+        let mut bytes = Vec::new();
+        while let Some(frame) = body.next().await {
+            bytes.extend_from_slice(&frame.unwrap());
+        }
+        payloads(&bytes)
+    }
+
+    fn usage(input: u64, output: u64) -> Usage {
+        Usage {
+            input_tokens: input,
+            output_tokens: output,
+            cached_input_tokens: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reply_becomes_chunks_then_finish_usage_and_done() {
+        let (body, ended) = stream_of(
+            vec![
+                Ok(StreamEvent::TextDelta("Hel".into())),
+                Ok(StreamEvent::ToolCallDelta {
+                    index: 0,
+                    id: Some("call_1".into()),
+                    name: Some("lookup".into()),
+                    arguments: "{\"q\":".into(),
+                }),
+                Ok(StreamEvent::ToolCallDelta {
+                    index: 0,
+                    id: None,
+                    name: None,
+                    arguments: "1}".into(),
+                }),
+                Ok(StreamEvent::Usage(usage(5, 3))),
+                Ok(StreamEvent::Finish(FinishReason::ToolCalls)),
+            ],
+            false,
+        );
+        let chunks = all(body).await;
+        assert_eq!(chunks.len(), 7, "{chunks:#?}");
+        for chunk in &chunks[..6] {
+            assert_eq!(chunk["id"], "chatcmpl-1");
+            assert_eq!(chunk["object"], "chat.completion.chunk");
+            assert_eq!(chunk["created"], 7);
+            assert_eq!(chunk["model"], "a \"quoted\" model");
+        }
+        let delta = |i: usize| &chunks[i]["choices"][0]["delta"];
+        assert_eq!(delta(0)["role"], "assistant");
+        assert_eq!(delta(1)["content"], "Hel");
+        let first = &delta(2)["tool_calls"][0];
+        assert_eq!(
+            (&first["id"], &first["type"], &first["function"]["name"]),
+            (&"call_1".into(), &"function".into(), &"lookup".into())
+        );
+        let second = &delta(3)["tool_calls"][0];
+        assert!(second.get("id").is_none() && second["function"].get("name").is_none());
+        assert_eq!(second["function"]["arguments"], "1}");
+        assert_eq!(chunks[4]["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(chunks[1]["choices"][0]["finish_reason"], Value::Null);
+        assert_eq!(chunks[5]["choices"], serde_json::json!([]));
+        assert_eq!(chunks[5]["usage"]["prompt_tokens"], 5);
+        assert_eq!(chunks[5]["usage"]["total_tokens"], 8);
+        assert_eq!(chunks[6], "[DONE]");
+        assert_eq!(*ended.lock().unwrap(), vec![(None, usage(5, 3))]);
+    }
+
+    #[tokio::test]
+    async fn a_failure_mid_stream_ends_it_with_an_openai_error() {
+        let (body, ended) = stream_of(
+            vec![
+                Ok(StreamEvent::TextDelta("partial".into())),
+                Err(ModelError::new(
+                    ModelErrorKind::Unavailable,
+                    "openai",
+                    "connection reset",
+                )),
+                Ok(StreamEvent::TextDelta("never sent".into())),
+            ],
+            false,
+        );
+        let chunks = all(body).await;
+        let last = chunks.last().unwrap();
+        assert_eq!(last["error"]["code"], "upstream_unavailable");
+        assert_eq!(last["error"]["type"], "server_error");
+        assert!(
+            last["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("connection reset")
+        );
+        assert!(
+            !chunks
+                .iter()
+                .any(|c| c == "[DONE]" || c.to_string().contains("never sent"))
+        );
+        assert_eq!(ended.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_upstream_gets_keep_alive_comments_and_a_client_leaving_is_accounted() {
+        let served = Served {
+            route: "fast".into(),
+            target: 0,
+            provider: "openai".into(),
+            model: "gpt-x".into(),
+            attempts: 1,
+            first_event: Duration::ZERO,
+            latency: Duration::ZERO,
+        };
+        let (mut body, ended) = stream_of(
+            vec![
+                Ok(StreamEvent::TextDelta("thinking".into())),
+                Ok(StreamEvent::Usage(usage(9, 1))),
+                Ok(StreamEvent::Served(served)),
+            ],
+            true,
+        );
+        loop {
+            let frame = body.next().await.unwrap().unwrap();
+            if std::str::from_utf8(&frame)
+                .unwrap()
+                .contains("\"thinking\"")
+            {
+                break;
+            }
+        }
+        let started = Instant::now();
+        let comment = body.next().await.unwrap().unwrap();
+        assert_eq!(&comment[..], b": keep-alive\n\n");
+        assert!(started.elapsed() >= KEEP_ALIVE, "{:?}", started.elapsed());
+        assert!(ended.lock().unwrap().is_empty(), "the call is not over yet");
+        drop(body);
+        assert_eq!(
+            *ended.lock().unwrap(),
+            vec![(Some("openai/gpt-x".into()), usage(9, 1))]
+        );
+    }
 }
