@@ -30,6 +30,9 @@ pub struct Load<'a> {
     pub auth: Option<&'a str>,
     pub concurrency: usize,
     pub duration: Duration,
+    /// Requests per second, sent on a schedule (latency counted from when each was due),
+    /// instead of as fast as answers come back.
+    pub rate: Option<f64>,
 }
 
 /// What one run measured.
@@ -66,6 +69,12 @@ pub fn run(oha: &str, load: &Load, cpu: Option<usize>) -> Outcome {
     if cpu.is_some() {
         // One CPU: more runtime threads would only take turns on it.
         command.args(["--worker-threads", "1"]);
+    }
+    if let Some(rate) = load.rate {
+        command
+            .arg("-q")
+            .arg(format!("{rate:.0}"))
+            .arg("--latency-correction");
     }
     command.arg(load.url);
     procs::pin_command(&mut command, cpu);

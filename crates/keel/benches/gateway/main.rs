@@ -243,7 +243,7 @@ async fn smoke_test(setup: &Setup, delays: &[u64]) {
                 body: body(path, delay, true),
                 auth: setup.auth(path).map(str::to_string),
             };
-            ttft::measure(&client, &target, 1, 1).await;
+            ttft::measure(&client, &target, 1, 1, Duration::ZERO).await;
         }
     }
 }
@@ -257,7 +257,14 @@ struct Sample {
     wall: Duration,
 }
 
-fn run_load(setup: &Setup, path: Path, delay: u64, concurrency: usize, run: Duration) -> Sample {
+fn run_load(
+    setup: &Setup,
+    path: Path,
+    delay: u64,
+    concurrency: usize,
+    run: Duration,
+    rate: Option<f64>,
+) -> Sample {
     let url = setup.url(path, delay);
     let body = body(path, delay, false);
     let load = Load {
@@ -266,6 +273,7 @@ fn run_load(setup: &Setup, path: Path, delay: u64, concurrency: usize, run: Dura
         auth: setup.auth(path),
         concurrency,
         duration: run,
+        rate,
     };
     let (keel, mock, started) = (setup.keel.cpu(), setup.mock.cpu(), Instant::now());
     let outcome = load::run(&setup.oha, &load, setup.pinning.load);
@@ -282,7 +290,16 @@ struct Case {
     concurrency: usize,
     direct: Summary,
     keel: Summary,
+    /// With a delayed upstream, the same again paced at `PACED` of the direct throughput:
+    /// (rate, direct, keel).
+    paced: Option<(f64, Summary, Summary)>,
 }
+
+/// The paced runs' rate, as a share of the direct closed-loop throughput. Closed-loop callers
+/// with a fixed upstream delay move in step (every answer of a round lands in the same
+/// instant, a burst keel's one core works through); paced requests arrive as independent
+/// callers' would.
+const PACED: f64 = 0.8;
 
 /// Medians over a case's rounds.
 #[derive(Clone, Copy, Debug, Default)]
@@ -337,30 +354,42 @@ fn throughput_case(setup: &Setup, settings: &Settings, delay: u64, concurrency: 
     );
     let warm_up = Duration::from_secs(1);
     for path in [Path::Direct, Path::Keel] {
-        run_load(setup, path, delay, concurrency, warm_up);
+        run_load(setup, path, delay, concurrency, warm_up, None);
     }
-    let (mut direct, mut keel) = (Vec::new(), Vec::new());
-    for _ in 0..settings.rounds {
-        direct.push(run_load(
-            setup,
-            Path::Direct,
-            delay,
-            concurrency,
-            settings.run,
-        ));
-        keel.push(run_load(
-            setup,
-            Path::Keel,
-            delay,
-            concurrency,
-            settings.run,
-        ));
-    }
+    let rounds = |rate: Option<f64>| {
+        let (mut direct, mut keel) = (Vec::new(), Vec::new());
+        for _ in 0..settings.rounds {
+            direct.push(run_load(
+                setup,
+                Path::Direct,
+                delay,
+                concurrency,
+                settings.run,
+                rate,
+            ));
+            keel.push(run_load(
+                setup,
+                Path::Keel,
+                delay,
+                concurrency,
+                settings.run,
+                rate,
+            ));
+        }
+        (summarize(&direct), summarize(&keel))
+    };
+    let (direct, keel) = rounds(None);
+    let paced = (delay > 0).then(|| {
+        let rate = direct.rps * PACED;
+        let (direct, keel) = rounds(Some(rate));
+        (rate, direct, keel)
+    });
     Case {
         delay,
         concurrency,
-        direct: summarize(&direct),
-        keel: summarize(&keel),
+        direct,
+        keel,
+        paced,
     }
 }
 
@@ -379,7 +408,15 @@ fn print_throughput(cases: &[Case]) {
     );
     println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for case in cases {
-        for (name, s) in [("direct", &case.direct), ("keel", &case.keel)] {
+        let mut rows = vec![
+            ("direct".to_string(), &case.direct),
+            ("keel".to_string(), &case.keel),
+        ];
+        if let Some((rate, direct, keel)) = &case.paced {
+            rows.push((format!("direct, paced {rate:.0}/s"), direct));
+            rows.push((format!("keel, paced {rate:.0}/s"), keel));
+        }
+        for (name, s) in rows {
             println!(
                 "| {} ms | {} | {name} | {:.0} | {} | {} | {} | {} | {:.0}% | {} | {} |",
                 case.delay,
@@ -388,7 +425,7 @@ fn print_throughput(cases: &[Case]) {
                 ms(s.p50),
                 ms(s.p99),
                 s.failed,
-                if name == "keel" {
+                if name.starts_with("keel") {
                     us(s.keel_cpu)
                 } else {
                     "—".into()
@@ -405,21 +442,45 @@ fn print_throughput(cases: &[Case]) {
 struct TtftCase {
     delay: u64,
     concurrency: usize,
+    /// The streams start spread over one upstream delay instead of all at once.
+    staggered: bool,
     direct: (Duration, Duration),
     keel: (Duration, Duration),
+    /// keel's CPU time per stream.
+    keel_cpu: Duration,
 }
 
-/// TTFT at concurrency 1 (the pure added latency) and 50, direct and keel alternating.
+impl TtftCase {
+    fn label(&self) -> String {
+        match (self.concurrency, self.staggered) {
+            (1, _) => "1".into(),
+            (n, true) => format!("{n} staggered"),
+            (n, false) => format!("{n} in step"),
+        }
+    }
+}
+
+/// TTFT one stream at a time (the pure added latency) and 50 at once, in step and (with a
+/// delayed upstream) staggered, direct and keel alternating.
 async fn ttft_cases(setup: &Setup, settings: &Settings) -> Vec<TtftCase> {
     let client = reqwest::Client::new();
     let mut cases = Vec::new();
     for &delay in &settings.delays {
-        for concurrency in [1usize, 50] {
+        let mut shapes = vec![(1usize, false), (50, false)];
+        if delay > 0 {
+            shapes.push((50, true));
+        }
+        for (concurrency, staggered) in shapes {
+            let spread = match staggered {
+                true => Duration::from_millis(delay),
+                false => Duration::ZERO,
+            };
             // About a second of requests per round whatever the delay.
             let per_second = concurrency as f64 * 1000.0 / (delay as f64 + 0.5);
             let requests = (per_second as usize).clamp(50, 2000);
             eprintln!(
-                "TTFT: upstream {delay} ms, concurrency {concurrency}, {requests} streams per round"
+                "TTFT: upstream {delay} ms, concurrency {concurrency}{}, {requests} streams per round",
+                if staggered { " staggered" } else { "" }
             );
             let target = |path| ttft::Target {
                 url: setup.url(path, delay),
@@ -427,18 +488,28 @@ async fn ttft_cases(setup: &Setup, settings: &Settings) -> Vec<TtftCase> {
                 auth: setup.auth(path).map(str::to_string),
             };
             let (direct_target, keel_target) = (target(Path::Direct), target(Path::Keel));
-            ttft::measure(&client, &direct_target, concurrency * 4, concurrency).await;
-            ttft::measure(&client, &keel_target, concurrency * 4, concurrency).await;
-            let (mut direct, mut keel) = (Vec::new(), Vec::new());
+            let warm_up = concurrency * 4;
+            ttft::measure(&client, &direct_target, warm_up, concurrency, spread).await;
+            ttft::measure(&client, &keel_target, warm_up, concurrency, spread).await;
+            let (mut direct, mut keel, mut keel_cpu) = (Vec::new(), Vec::new(), Duration::ZERO);
             for _ in 0..settings.rounds {
-                direct.extend(ttft::measure(&client, &direct_target, requests, concurrency).await);
-                keel.extend(ttft::measure(&client, &keel_target, requests, concurrency).await);
+                direct.extend(
+                    ttft::measure(&client, &direct_target, requests, concurrency, spread).await,
+                );
+                let cpu = setup.keel.cpu();
+                keel.extend(
+                    ttft::measure(&client, &keel_target, requests, concurrency, spread).await,
+                );
+                keel_cpu += setup.keel.cpu().saturating_sub(cpu);
             }
+            let streams = keel.len().max(1) as u32;
             cases.push(TtftCase {
                 delay,
                 concurrency,
+                staggered,
                 direct: percentiles(direct),
                 keel: percentiles(keel),
+                keel_cpu: keel_cpu / streams,
             });
         }
     }
@@ -455,20 +526,21 @@ fn percentiles(mut times: Vec<Duration>) -> (Duration, Duration) {
 fn print_ttft(cases: &[TtftCase]) {
     println!("## Streaming: time to the first content chunk\n");
     println!(
-        "| upstream | concurrency | direct p50 | keel p50 | direct p99 | keel p99 | added p50 | added p99 |"
+        "| upstream | streams | direct p50 | keel p50 | direct p99 | keel p99 | added p50 | added p99 | keel CPU/stream |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for c in cases {
         println!(
-            "| {} ms | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} ms | {} | {} | {} | {} | {} | {} | {} | {} |",
             c.delay,
-            c.concurrency,
+            c.label(),
             ms(c.direct.0),
             ms(c.keel.0),
             ms(c.direct.1),
             ms(c.keel.1),
             signed_ms(c.keel.0, c.direct.0),
             signed_ms(c.keel.1, c.direct.1),
+            us(c.keel_cpu),
         );
     }
     println!();
@@ -512,6 +584,16 @@ fn print_goals(cases: &[Case], ttft: &[TtftCase]) {
                 added * 1e3,
                 verdict(added < 1e-3)
             );
+            if let Some((rate, direct, keel)) = &c.paced {
+                let added = keel.p99.as_secs_f64() - direct.p99.as_secs_f64();
+                println!(
+                    "| {} ms | {}, paced {rate:.0}/s | added p99 < 1 ms | {:+.2} ms | {} |",
+                    c.delay,
+                    c.concurrency,
+                    added * 1e3,
+                    verdict(added < 1e-3)
+                );
+            }
         }
     }
     for c in ttft {
@@ -519,7 +601,7 @@ fn print_goals(cases: &[Case], ttft: &[TtftCase]) {
         println!(
             "| {} ms | {} | streaming: added TTFT p99 < 1 ms | {:+.2} ms | {} |",
             c.delay,
-            c.concurrency,
+            c.label(),
             added * 1e3,
             verdict(added < 1e-3)
         );

@@ -14,15 +14,21 @@ pub struct Target {
     pub auth: Option<String>,
 }
 
-/// TTFT of `requests` streamed calls, `concurrency` at a time.
+/// TTFT of `requests` streamed calls, `concurrency` at a time. Each of the `concurrency`
+/// loops starts `spread / concurrency` after the one before: with `spread` zero they all start
+/// at once (and, the upstream's delay being fixed, stay in step: every reply arrives in the
+/// same instant); spread over one upstream delay, they are independent callers.
 pub async fn measure(
     client: &reqwest::Client,
     target: &Target,
     requests: usize,
     concurrency: usize,
+    spread: Duration,
 ) -> Vec<Duration> {
-    let per_task = requests.div_ceil(concurrency.max(1));
-    let tasks = (0..concurrency.max(1)).map(|_| async move {
+    let concurrency = concurrency.max(1);
+    let per_task = requests.div_ceil(concurrency);
+    let tasks = (0..concurrency).map(|i| async move {
+        tokio::time::sleep(spread * i as u32 / concurrency as u32).await;
         let mut times = Vec::with_capacity(per_task);
         for _ in 0..per_task {
             times.push(first_token(client, target).await);
