@@ -182,7 +182,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 
     /// A JSON body that parses is taken straight from its bytes; anything else goes through
     /// axum's extractor, whose rejection names the offending field's path (tracking that path
-    /// costs a sixth of a gateway call, so it is paid only when there is an error to report).
+    /// nearly doubles the cost of parsing, so it is paid only when there is an error to word).
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
         // The body layer has already bounded the body's size and the time to read it.
