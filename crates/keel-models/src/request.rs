@@ -72,6 +72,25 @@ pub enum ResponseFormat {
     },
 }
 
+#[cfg(test)]
+impl ModelRequest {
+    /// "hi" to `model`, offering one function `tool` (any object as arguments): the start of
+    /// the providers' tests of how tool choice and structured output are encoded.
+    pub(crate) fn hi_offering(model: &str, tool: &str) -> ModelRequest {
+        ModelRequest {
+            model: model.into(),
+            system: None,
+            messages: vec![Message::user("hi")],
+            tools: vec![ToolSpec {
+                name: tool.into(),
+                description: String::new(),
+                parameters: serde_json::json!({"type": "object"}),
+            }],
+            params: Params::default(),
+        }
+    }
+}
+
 impl ModelRequest {
     /// The tool choice to send, checked against the offered tools: `None` when there is
     /// nothing to say (no choice, or auto/none with no tools offered). A choice that forces a

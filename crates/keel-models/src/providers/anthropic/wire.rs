@@ -225,17 +225,7 @@ mod tests {
 
     #[test]
     fn tool_choice_and_structured_output_take_the_documented_shapes() {
-        let mut request = ModelRequest {
-            model: "claude-haiku-4-5".into(),
-            system: None,
-            messages: vec![Message::user("hi")],
-            tools: vec![crate::ToolSpec {
-                name: "f".into(),
-                description: String::new(),
-                parameters: json!({"type": "object"}),
-            }],
-            params: Default::default(),
-        };
+        let mut request = ModelRequest::hi_offering("claude-haiku-4-5", "f");
         let body = messages_body(&request, 100).unwrap();
         assert!(body.get("tool_choice").is_none() && body.get("output_config").is_none());
         for (choice, wire) in [

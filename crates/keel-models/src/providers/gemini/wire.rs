@@ -236,17 +236,7 @@ mod tests {
 
     #[test]
     fn tool_config_and_json_output_take_the_documented_shapes() {
-        let mut request = ModelRequest {
-            model: "gemini-2.5-flash".into(),
-            system: None,
-            messages: vec![Message::user("hi")],
-            tools: vec![crate::ToolSpec {
-                name: "weather".into(),
-                description: String::new(),
-                parameters: json!({"type": "object"}),
-            }],
-            params: Default::default(),
-        };
+        let mut request = ModelRequest::hi_offering("gemini-2.5-flash", "weather");
         let body = generate_body(&request).unwrap();
         assert!(body.get("toolConfig").is_none() && body.get("generationConfig").is_none());
         for (choice, wire) in [

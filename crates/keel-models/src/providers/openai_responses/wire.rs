@@ -165,17 +165,7 @@ mod tests {
 
     #[test]
     fn tool_choice_and_text_format_take_the_documented_shapes() {
-        let mut request = ModelRequest {
-            model: "gpt-4.1".into(),
-            system: None,
-            messages: vec![Message::user("hi")],
-            tools: vec![crate::ToolSpec {
-                name: "f".into(),
-                description: String::new(),
-                parameters: json!({"type": "object"}),
-            }],
-            params: Default::default(),
-        };
+        let mut request = ModelRequest::hi_offering("gpt-4.1", "f");
         request.params.tool_choice = Some(ToolChoice::Tool { name: "f".into() });
         request.params.response_format = Some(ResponseFormat::JsonSchema {
             name: "out".into(),
