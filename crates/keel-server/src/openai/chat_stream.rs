@@ -339,11 +339,14 @@ mod tests {
         then_wait: bool,
     ) -> (BodyDataStream, Ended) {
         let upstream = futures::stream::iter(events);
-        let upstream: ModelStream = if then_wait {
+        body_of(if then_wait {
             upstream.chain(futures::stream::pending()).boxed()
         } else {
             upstream.boxed()
-        };
+        })
+    }
+
+    fn body_of(upstream: ModelStream) -> (BodyDataStream, Ended) {
         let ended: Ended = Arc::default();
         let seen = ended.clone();
         let meta = Meta {
@@ -373,12 +376,14 @@ mod tests {
             .collect()
     }
 
-    async fn all(mut body: BodyDataStream) -> Vec<Value> {
-        let mut bytes = Vec::new();
+    /// Every payload of the body, and how many frames (writes) carried them.
+    async fn all(mut body: BodyDataStream) -> (Vec<Value>, usize) {
+        let (mut bytes, mut frames) = (Vec::new(), 0);
         while let Some(frame) = body.next().await {
             bytes.extend_from_slice(&frame.unwrap());
+            frames += 1;
         }
-        payloads(&bytes)
+        (payloads(&bytes), frames)
     }
 
     fn usage(input: u64, output: u64) -> Usage {
@@ -411,7 +416,8 @@ mod tests {
             ],
             false,
         );
-        let chunks = all(body).await;
+        let (chunks, frames) = all(body).await;
+        assert_eq!(frames, 1, "a reply that is all there goes out in one write");
         assert_eq!(chunks.len(), 7, "{chunks:#?}");
         for chunk in &chunks[..6] {
             assert_eq!(chunk["id"], "chatcmpl-1");
@@ -453,7 +459,7 @@ mod tests {
             ],
             false,
         );
-        let chunks = all(body).await;
+        let (chunks, _) = all(body).await;
         let last = chunks.last().unwrap();
         assert_eq!(last["error"]["code"], "upstream_unavailable");
         assert_eq!(last["error"]["type"], "server_error");
@@ -469,6 +475,42 @@ mod tests {
                 .any(|c| c == "[DONE]" || c.to_string().contains("never sent"))
         );
         assert_eq!(ended.lock().unwrap().len(), 1);
+    }
+
+    /// The text of each content chunk in one frame.
+    fn tokens(frame: &[u8]) -> Vec<String> {
+        payloads(frame)
+            .iter()
+            .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str())
+            .filter(|text| !text.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_that_come_apart_go_out_apart_and_at_once() {
+        // Batching takes only what is ready: a token is never held back for the next one.
+        let gap = Duration::from_millis(40);
+        let upstream = futures::stream::iter(["one", "two", "three"])
+            .then(move |word| async move {
+                tokio::time::sleep(gap).await;
+                Ok(StreamEvent::TextDelta(word.into()))
+            })
+            .boxed();
+        let (mut body, _) = body_of(upstream);
+        let started = Instant::now();
+        let opening = body.next().await.unwrap().unwrap();
+        assert!(tokens(&opening).is_empty() && started.elapsed() < gap);
+        for (i, word) in ["one", "two", "three"].into_iter().enumerate() {
+            let frame = body.next().await.unwrap().unwrap();
+            assert_eq!(tokens(&frame), [word]);
+            let due = gap * (i as u32 + 1);
+            let at = started.elapsed();
+            assert!(
+                at >= due && at < due + Duration::from_millis(1),
+                "{word} at {at:?}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
