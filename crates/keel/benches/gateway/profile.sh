@@ -88,6 +88,7 @@ case $mode in
     read -r user1 sys1 < <(ticks)
     hz=$(getconf CLK_TCK)
     awk -v u=$((user1 - user0)) -v s=$((sys1 - sys0)) -v n="$calls" -v hz="$hz" -v shape="$shape" \
-      'BEGIN { printf "%s: user %.1f µs, system %.1f µs per call\n", shape, u * 1e6 / hz / n, s * 1e6 / hz / n }'
+      -v rps="$(awk '/Requests\/sec/ {print $2}' "$work/oha.out")" \
+      'BEGIN { printf "%s: user %.1f µs, system %.1f µs per call; %.0f calls/s\n", shape, u * 1e6 / hz / n, s * 1e6 / hz / n, rps }'
     ;;
 esac
