@@ -58,6 +58,14 @@ pub fn wrap(routes: Router, state: Arc<AppState>) -> Router {
         )
 }
 
+/// The layers of the unauthenticated metrics listener (`keel serve --metrics-listen`): the
+/// header limit and panics into the envelope; its scrapes are not counted in the metrics.
+pub fn wrap_metrics_only(routes: Router) -> Router {
+    routes
+        .layer(HeaderLimitLayer)
+        .layer(CatchPanicLayer::custom(panic_response))
+}
+
 /// Answers 431 with the envelope to a request whose header fields (names and values) total
 /// more than `MAX_HEADER_BYTES`. A plain tower service rather than `middleware::from_fn`: no
 /// boxed service or future per request, and a good request costs one pass over its headers.

@@ -59,24 +59,54 @@ fn build(
     )
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then stops accepting, ends open
+/// Where `serve` listens: the API, and optionally a second address that serves only `/metrics`,
+/// without a key (for a Prometheus on a private network; the API's `/metrics` still needs an
+/// admin key). A bare `TcpListener` is the API alone.
+pub struct Listeners {
+    pub api: TcpListener,
+    pub metrics: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(api: TcpListener) -> Self {
+        Listeners { api, metrics: None }
+    }
+}
+
+/// Serves the API on `listeners` until `shutdown` completes, then stops accepting, ends open
 /// streams, lets requests in flight finish and stores the gateway usage not yet stored (it is
 /// stored every second meanwhile). Stopping the engine is the caller's part.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     engine: Engine,
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) {
+    let listeners = listeners.into();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let header_timeout = config.header_timeout;
-    let (app, state) = build(engine, config, stopped);
+    let (app, state) = build(engine, config, stopped.clone());
     let flusher = tokio::spawn(accounting::flush_until_shutdown(state.clone()));
+    let metrics = listeners.metrics.map(|listener| {
+        let app = layers::wrap_metrics_only(routes::ops::metrics_only(state.clone()));
+        let mut stopped = stopped;
+        tokio::spawn(listen::accept_loop(
+            listener,
+            app,
+            header_timeout,
+            async move {
+                let _ = stopped.wait_for(|stopped| *stopped).await;
+            },
+        ))
+    });
     let shutdown = async move {
         shutdown.await;
         stop.send_replace(true);
     };
-    listen::accept_loop(listener, app, header_timeout, shutdown).await;
+    listen::accept_loop(listeners.api, app, header_timeout, shutdown).await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     let _ = flusher.await;
     state
         .metrics

@@ -1,14 +1,16 @@
 //! Prometheus metrics in the text exposition format: request counts and latency histograms by
 //! route and status (kept here), runs by status read from the store's queue, the engine's
 //! counters of steps, tokens and finished runs (background runs included), and the gateway's
-//! calls, tokens and cost per tenant and model (`accounting`).
+//! calls, tokens and cost per model (`accounting`) — per tenant and model only when the
+//! operator asks (`ServerConfig::metrics_tenant_labels`): a tenant's id is not a label by
+//! default, so a scrape does not list the tenants or their usage.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::accounting::UsageLedger;
+use crate::accounting::{Totals, UsageLedger};
 
 /// Latency bucket bounds, in seconds.
 const BUCKETS: &[f64] = &[
@@ -43,7 +45,8 @@ type RequestKey = (String, String, u16);
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<RequestKey, Histogram>>,
-    /// The gateway's usage and cost, per tenant, key and model (rendered per tenant and model).
+    /// The gateway's usage and cost, per tenant, key and model (rendered per model, or per
+    /// tenant and model).
     pub usage: UsageLedger,
 }
 
@@ -58,8 +61,14 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// The exposition text; `runs` are the queue's run counts by status.
-    pub fn render(&self, runs: &[(String, u64)], engine: &keel_engine::EngineStats) -> String {
+    /// The exposition text; `runs` are the queue's run counts by status; `per_tenant` labels
+    /// the gateway's counters by tenant.
+    pub fn render(
+        &self,
+        runs: &[(String, u64)],
+        engine: &keel_engine::EngineStats,
+        per_tenant: bool,
+    ) -> String {
         let mut out = String::new();
         out += "# HELP keel_http_requests_total HTTP requests by method, route and status.\n";
         out += "# TYPE keel_http_requests_total counter\n";
@@ -134,29 +143,64 @@ impl Metrics {
         out += "# TYPE keel_steps_total counter\n";
         let steps = engine.steps;
         let _ = writeln!(out, "keel_steps_total {steps}");
-        self.render_gateway(&mut out);
+        self.render_gateway(&mut out, per_tenant);
         out
     }
 
-    /// The gateway's counters per tenant and model (keys are left out: label cardinality).
-    fn render_gateway(&self, out: &mut String) {
+    /// The gateway's counters per model, or per tenant and model (keys are never labels:
+    /// cardinality, and a key's prefix names it).
+    fn render_gateway(&self, out: &mut String, per_tenant: bool) {
         let totals = self.usage.by_tenant_and_model();
-        let labels = |tenant: &str, model: &str| {
-            format!("tenant=\"{}\",model=\"{}\"", escape(tenant), escape(model))
+        let rows: Vec<(String, Totals)> = if per_tenant {
+            totals
+                .into_iter()
+                .map(|((tenant, model), t)| {
+                    let labels = format!(
+                        "tenant=\"{}\",model=\"{}\"",
+                        escape(&tenant),
+                        escape(&model)
+                    );
+                    (labels, t)
+                })
+                .collect()
+        } else {
+            let mut by_model: BTreeMap<String, Totals> = BTreeMap::new();
+            for ((_, model), t) in totals {
+                let sum = by_model.entry(model).or_default();
+                sum.requests += t.requests;
+                sum.input_tokens += t.input_tokens;
+                sum.output_tokens += t.output_tokens;
+                sum.cached_input_tokens += t.cached_input_tokens;
+                sum.cost_usd += t.cost_usd;
+            }
+            by_model
+                .into_iter()
+                .map(|(model, t)| (format!("model=\"{}\"", escape(&model)), t))
+                .collect()
         };
-        *out += "# HELP keel_gateway_requests_total OpenAI-compatible gateway calls served, by tenant and model.\n";
+        let by = if per_tenant {
+            "tenant and model"
+        } else {
+            "model"
+        };
+        let _ = writeln!(
+            out,
+            "# HELP keel_gateway_requests_total OpenAI-compatible gateway calls served, by {by}."
+        );
         *out += "# TYPE keel_gateway_requests_total counter\n";
-        for ((tenant, model), t) in &totals {
+        for (labels, t) in &rows {
             let _ = writeln!(
                 out,
-                "keel_gateway_requests_total{{{}}} {}",
-                labels(tenant, model),
+                "keel_gateway_requests_total{{{labels}}} {}",
                 t.requests
             );
         }
-        *out += "# HELP keel_gateway_tokens_total Tokens of gateway calls, by tenant, model and kind.\n";
+        let _ = writeln!(
+            out,
+            "# HELP keel_gateway_tokens_total Tokens of gateway calls, by {by} and kind."
+        );
         *out += "# TYPE keel_gateway_tokens_total counter\n";
-        for ((tenant, model), t) in &totals {
+        for (labels, t) in &rows {
             for (kind, count) in [
                 ("input", t.input_tokens),
                 ("output", t.output_tokens),
@@ -164,18 +208,19 @@ impl Metrics {
             ] {
                 let _ = writeln!(
                     out,
-                    "keel_gateway_tokens_total{{{},kind=\"{kind}\"}} {count}",
-                    labels(tenant, model)
+                    "keel_gateway_tokens_total{{{labels},kind=\"{kind}\"}} {count}"
                 );
             }
         }
-        *out += "# HELP keel_gateway_cost_usd_total Cost of gateway calls in US dollars (catalog prices), by tenant and model.\n";
+        let _ = writeln!(
+            out,
+            "# HELP keel_gateway_cost_usd_total Cost of gateway calls in US dollars (catalog prices), by {by}."
+        );
         *out += "# TYPE keel_gateway_cost_usd_total counter\n";
-        for ((tenant, model), t) in &totals {
+        for (labels, t) in &rows {
             let _ = writeln!(
                 out,
-                "keel_gateway_cost_usd_total{{{}}} {}",
-                labels(tenant, model),
+                "keel_gateway_cost_usd_total{{{labels}}} {}",
                 t.cost_usd
             );
         }
@@ -184,4 +229,71 @@ impl Metrics {
 
 fn escape(label: &str) -> String {
     label.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_core::{TenantId, Timestamp, Usage};
+
+    use super::*;
+
+    /// Two tenants' calls to one model, and one tenant's to another.
+    fn metrics() -> (Metrics, [TenantId; 2]) {
+        let metrics = Metrics::default();
+        let tenants = [TenantId::generate(1, 1), TenantId::generate(1, 2)];
+        let usage = Usage {
+            input_tokens: 10,
+            output_tokens: 3,
+            cached_input_tokens: 0,
+        };
+        let at = Timestamp::from_millis(0);
+        for (tenant, model) in [
+            (&tenants[0], "scripted/echo"),
+            (&tenants[1], "scripted/echo"),
+            (&tenants[1], "scripted/other"),
+        ] {
+            metrics
+                .usage
+                .record(tenant, Some("kk_1"), model, &usage, 0.5, at);
+        }
+        (metrics, tenants)
+    }
+
+    #[test]
+    fn gateway_counters_are_summed_over_tenants_by_default() {
+        let (metrics, tenants) = metrics();
+        let text = metrics.render(&[], &Default::default(), false);
+        assert!(
+            text.contains("keel_gateway_requests_total{model=\"scripted/echo\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("keel_gateway_requests_total{model=\"scripted/other\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("keel_gateway_tokens_total{model=\"scripted/echo\",kind=\"input\"} 20\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("keel_gateway_cost_usd_total{model=\"scripted/echo\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("tenant"), "{text}");
+        assert!(!text.contains(tenants[0].as_str()), "{text}");
+        assert!(!text.contains("kk_1"), "{text}");
+    }
+
+    #[test]
+    fn gateway_counters_are_per_tenant_when_asked() {
+        let (metrics, tenants) = metrics();
+        let text = metrics.render(&[], &Default::default(), true);
+        for tenant in &tenants {
+            let line = format!(
+                "keel_gateway_requests_total{{tenant=\"{tenant}\",model=\"scripted/echo\"}} 1\n"
+            );
+            assert!(text.contains(&line), "{text}");
+        }
+        assert!(!text.contains("kk_1"), "{text}");
+    }
 }

@@ -22,6 +22,9 @@ pub struct ServerConfig {
     pub max_concurrent_requests: usize,
     /// The longest `mode: wait` waits before answering with the run still in progress.
     pub wait_timeout: Duration,
+    /// Label the gateway's counters in `/metrics` by tenant (off: summed over tenants, so a
+    /// scrape does not list the tenants).
+    pub metrics_tenant_labels: bool,
 }
 
 impl Default for ServerConfig {
@@ -33,6 +36,7 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(10),
             max_concurrent_requests: 1024,
             wait_timeout: Duration::from_secs(300),
+            metrics_tenant_labels: false,
         }
     }
 }

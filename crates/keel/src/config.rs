@@ -2,6 +2,7 @@
 //! variables, then the providers' usual variables (`OPENAI_API_KEY`, `OPENAI_BASE_URL`).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -15,6 +16,9 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
     pub store: StoreConfig,
+    /// `keel serve`'s settings (its flags override them).
+    #[serde(default)]
+    pub server: ServeConfig,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Named routes over the providers: fallback, weights, retries, breakers, timeouts.
@@ -51,6 +55,16 @@ impl Default for StoreConfig {
             snapshot_every: 100,
         }
     }
+}
+
+/// The `[server]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Also serve `/metrics`, alone and without a key, on this address (`--metrics-listen`).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Label the gateway's counters in `/metrics` by tenant (`--metrics-tenant-labels`).
+    pub metrics_tenant_labels: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -711,7 +711,8 @@ max_output_tokens = 1024
 price = {{ input = 1.0, output = 2.0 }}
 "#
     ));
-    let mut server = KeelServer::start(&home, &[]);
+    // Tenant labels in /metrics are opt-in.
+    let mut server = KeelServer::start(&home, &["--metrics-tenant-labels"]);
     let admin_api = admin(&server);
     let tenant = admin_api
         .ok(
@@ -864,7 +865,7 @@ price = {{ input = 1.0, output = 2.0 }}
         "{admins}"
     );
 
-    // Prometheus counters per tenant and model (no key label).
+    // Prometheus counters per tenant and model (asked for above; never a key label).
     let (_, metrics) = admin_api.call(Method::GET, "/metrics", None).await;
     let metrics = metrics.as_str().unwrap();
     let line =

@@ -1,5 +1,6 @@
 //! The route table: one module per resource, each handler thin over the engine and store.
-//! Everything under `/v1` needs a key; the operational endpoints do not.
+//! Everything under `/v1` and `/metrics` (an admin's) needs a key; the other operational
+//! endpoints do not.
 
 pub mod admin;
 pub mod agents;
@@ -76,6 +77,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/tenants/{id}/keys", post(admin::create_key))
         .route("/v1/admin/keys/{prefix}/revoke", post(admin::revoke_key))
         .route("/v1/usage", get(usage::list))
+        .route("/metrics", get(ops::metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -115,7 +117,6 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .merge(api)
         .merge(openai)

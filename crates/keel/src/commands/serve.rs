@@ -1,7 +1,8 @@
 //! `keel serve`: the HTTP API over the same runtime as the other commands (store, data-dir
 //! lock, agents from keel.toml, engine). Secure by default: keys are required, the first start
-//! makes an admin key, and a non-loopback address is refused without auth. SIGTERM or SIGINT
-//! stops accepting, lets steps in flight log their results, and exits 0.
+//! makes an admin key, a non-loopback address is refused without auth, and `/metrics` needs an
+//! admin key unless the operator gives it a listener of its own (`--metrics-listen`). SIGTERM
+//! or SIGINT stops accepting, lets steps in flight log their results, and exits 0.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -33,6 +34,15 @@ pub struct ServeArgs {
     /// Seconds a client may take to send a request's headers (and an idle connection stays open).
     #[arg(long, default_value_t = 10)]
     pub header_timeout_secs: u64,
+    /// Also serve /metrics, alone and without a key, on this address (e.g. 127.0.0.1:9187 for a
+    /// Prometheus beside keel; port 0 picks a free one). The API's /metrics still needs an
+    /// admin key. Overrides `server.metrics_listen` in keel.toml.
+    #[arg(long, env = "KEEL_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Label the gateway's counters in /metrics by tenant (off: summed over tenants, so a
+    /// scrape names no tenant). Also `server.metrics_tenant_labels = true` in keel.toml.
+    #[arg(long)]
+    pub metrics_tenant_labels: bool,
 }
 
 pub async fn run(config: &Config, args: ServeArgs) -> anyhow::Result<()> {
@@ -42,12 +52,14 @@ pub async fn run(config: &Config, args: ServeArgs) -> anyhow::Result<()> {
             args.listen
         );
     }
+    let metrics_listen = args.metrics_listen.or(config.server.metrics_listen);
     let server_config = ServerConfig {
         auth: !args.no_auth,
         body_limit: args.body_limit,
         max_concurrent_requests: args.max_concurrent_requests,
         request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
         header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+        metrics_tenant_labels: args.metrics_tenant_labels || config.server.metrics_tenant_labels,
         ..ServerConfig::default()
     };
     let rt = Runtime::start(config).await?;
@@ -67,9 +79,35 @@ pub async fn run(config: &Config, args: ServeArgs) -> anyhow::Result<()> {
                 args.listen
             )
         })?;
+    let metrics_listener = match metrics_listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "cannot listen for metrics on {addr}: is another server using it? pick another with --metrics-listen"
+            )
+        })?),
+        None => None,
+    };
     let addr = listener.local_addr()?;
     eprintln!("keel listening on http://{addr}");
-    keel_server::serve(listener, rt.engine.clone(), server_config, stop_signal()).await;
+    if let Some(metrics) = &metrics_listener {
+        let addr = metrics.local_addr()?;
+        eprintln!("keel metrics without a key on http://{addr}/metrics");
+        if !addr.ip().is_loopback() {
+            let tenants = if server_config.metrics_tenant_labels {
+                ", tenants' ids and usage included (--metrics-tenant-labels)"
+            } else {
+                ""
+            };
+            eprintln!(
+                "warning: anyone who can reach {addr} reads keel's metrics without a key{tenants}: keep that address on a private network or behind a firewall, or drop --metrics-listen and scrape /metrics with an admin key"
+            );
+        }
+    }
+    let listeners = keel_server::Listeners {
+        api: listener,
+        metrics: metrics_listener,
+    };
+    keel_server::serve(listeners, rt.engine.clone(), server_config, stop_signal()).await;
     rt.engine.shutdown().await;
     eprintln!("keel stopped");
     Ok(())
