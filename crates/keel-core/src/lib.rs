@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod event;
 pub mod id;
+pub mod limits;
 pub mod message;
 pub mod run;
 pub mod session;

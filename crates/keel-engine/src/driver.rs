@@ -17,7 +17,7 @@ use keel_store::{
 use tokio::sync::watch;
 
 use crate::fault::{self, FaultPoint};
-use crate::live::LiveSession;
+use crate::live::{LiveSession, LoadError};
 use crate::{Inner, RunUpdate, SessionSlot, Stop, clock, tools};
 
 /// Why a drive stopped before the run ended.
@@ -29,12 +29,18 @@ enum Halt {
     Yield,
     /// The store failed: the lease will expire and the run is retried.
     Failed(String),
+    /// The session was deleted (its runs with it): there is nothing left to drive.
+    Gone,
+    /// The session's log or snapshot cannot be decoded: no retry can help, so the run fails.
+    Unreadable(String),
 }
 
 impl From<StoreError> for Halt {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict { .. } => Halt::Conflict,
+            // The session (and its runs with it) was deleted while the run went on.
+            StoreError::NotFound { .. } => Halt::Gone,
             other => Halt::Failed(other.to_string()),
         }
     }
@@ -60,6 +66,14 @@ pub(crate) async fn drive(inner: &Arc<Inner>, run: &RunRecord, stop: watch::Rece
                 *live = None;
             }
             Err(Halt::Yield) => return,
+            Err(Halt::Gone) => {
+                tracing::info!("the run's session was deleted; the run ends with it");
+                return;
+            }
+            Err(Halt::Unreadable(error)) => {
+                fail_unreadable(inner, &slot, run, error).await;
+                return;
+            }
             Err(Halt::Failed(error)) => {
                 tracing::error!(%error, "run halted; it resumes when its lease expires");
                 *live = None;
@@ -74,6 +88,31 @@ pub(crate) async fn drive(inner: &Arc<Inner>, run: &RunRecord, stop: watch::Rece
     tracing::error!(
         "run gave up after repeated append conflicts; it resumes when its lease expires"
     );
+}
+
+/// Fails a run whose session cannot be read, in the queue only (its log cannot take more),
+/// and tells whoever follows it.
+async fn fail_unreadable(inner: &Arc<Inner>, slot: &SessionSlot, run: &RunRecord, error: String) {
+    tracing::error!(%error, "the run's session cannot be read; the run is failed");
+    let outcome = RunOutcome {
+        output: None,
+        error: Some(format!(
+            "session {} cannot be read, so run {} cannot go on: {error}",
+            run.session, run.id
+        )),
+    };
+    let finished = inner
+        .store
+        .finish_run(&run.id, RunStatus::Failed, outcome)
+        .await;
+    match finished {
+        Ok(()) => {
+            if let Ok(Some(record)) = inner.store.get_run(&run.tenant, &run.id).await {
+                let _ = slot.updates.send(RunUpdate::Finished(Box::new(record)));
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "failing the unreadable run failed; it is retried"),
+    }
 }
 
 struct Driver<'a> {
@@ -93,7 +132,11 @@ impl Driver<'_> {
         if slot_live.is_none() {
             let loaded = LiveSession::load(self.inner.store.as_ref(), &self.run.session)
                 .await
-                .map_err(|e| Halt::Failed(e.to_string()))?;
+                .map_err(|e| match e {
+                    LoadError::Store(e) if !e.is_unreadable() => e.into(),
+                    e if e.is_unreadable() => Halt::Unreadable(e.to_string()),
+                    e => Halt::Failed(e.to_string()),
+                })?;
             *slot_live = Some(loaded);
         }
         let live = slot_live.as_mut().expect("loaded above");
@@ -517,6 +560,8 @@ impl Driver<'_> {
             Err(e) => return Ok(failed(e)),
         };
         let mut reply = ReplyAccumulator::default();
+        let reply_limit = self.inner.config.quotas.model_reply_bytes;
+        let mut reply_bytes = 0usize;
         let mut first = true;
         let mut queued = Duration::ZERO;
         loop {
@@ -534,6 +579,25 @@ impl Driver<'_> {
                 None => break,
                 Some(Err(e)) => return Ok(failed(e)),
                 Some(Ok(event)) => {
+                    reply_bytes = match &event {
+                        keel_models::StreamEvent::TextDelta(text) => reply_bytes + text.len(),
+                        keel_models::StreamEvent::ToolCallDelta { arguments, .. } => {
+                            reply_bytes + arguments.len()
+                        }
+                        keel_models::StreamEvent::Restart { .. } => 0,
+                        _ => reply_bytes,
+                    };
+                    if reply_bytes > reply_limit {
+                        let error = ModelError::new(
+                            keel_models::ModelErrorKind::BadRequest,
+                            "keel",
+                            format!(
+                                "the model's reply passed the limit of {reply_limit} bytes \
+                                 (`model_reply_bytes` in keel.toml's [limits]); lower max_output_tokens"
+                            ),
+                        );
+                        return Ok(failed(error));
+                    }
                     match &event {
                         keel_models::StreamEvent::TextDelta(text) => {
                             let _ = self.slot.updates.send(RunUpdate::TextDelta {

@@ -13,6 +13,7 @@ mod driver;
 pub mod fault;
 mod live;
 pub mod models;
+mod quotas;
 pub mod tools;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use tokio::sync::{Notify, Semaphore, broadcast, watch};
 
 pub use live::LoadError;
 pub use models::{ModelRegistry, ResolveError};
+pub use quotas::Quotas;
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -45,6 +47,8 @@ pub struct EngineConfig {
     pub poll_interval: Duration,
     /// Sessions kept in memory.
     pub session_cache: usize,
+    /// How much one tenant or session may hold or queue.
+    pub quotas: Quotas,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +61,7 @@ impl Default for EngineConfig {
             tool_timeout: Duration::from_secs(60),
             poll_interval: Duration::from_millis(500),
             session_cache: 10_000,
+            quotas: Quotas::default(),
         }
     }
 }
@@ -108,6 +113,9 @@ pub enum EngineError {
     NotFound { kind: &'static str, id: String },
     #[error("{0}")]
     Invalid(String),
+    /// An abuse limit (`Quotas`) would be passed; the message names it and its setting.
+    #[error("{0}")]
+    LimitReached(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -223,7 +231,7 @@ impl Engine {
         let inner = Inner {
             store,
             models,
-            tools: tools::ToolRunner::new(config.tool_timeout),
+            tools: tools::ToolRunner::new(config.tool_timeout, config.quotas.tool_result_bytes),
             run_permits: Arc::new(Semaphore::new(config.max_concurrent_runs)),
             config,
             slots: Mutex::new(HashMap::new()),
@@ -240,6 +248,14 @@ impl Engine {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// Stored records (any tenant) that cannot be decoded; a full scan, for admins.
+    pub async fn unreadable_records(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<keel_store::UnreadableRecord>, EngineError> {
+        Ok(self.inner.store.unreadable_records(limit).await?)
     }
 
     /// Steps, tokens and finished runs of this node since it started.
@@ -310,7 +326,13 @@ impl Engine {
             )));
         }
         tools::complete_builtins(&mut def).map_err(EngineError::Invalid)?;
-        Ok(self.inner.store.put_agent(tenant, def).await?)
+        let store = &self.inner.store;
+        if store.get_agent(tenant, &def.name, None).await?.is_none() {
+            let held = store.tenant_counts(tenant).await?.agents;
+            let limit = self.inner.config.quotas.agents_per_tenant;
+            Quotas::check("the tenant's agents", "agents_per_tenant", held, 1, limit)?;
+        }
+        Ok(store.put_agent(tenant, def).await?)
     }
 
     /// Starts a session of the latest version of `agent_name`.
@@ -329,6 +351,7 @@ impl Engine {
                 kind: "agent",
                 id: agent_name.into(),
             })?;
+        self.check_room_for_a_session(tenant).await?;
         let now = clock::now();
         let record = SessionRecord {
             id: clock::new_session_id(),
@@ -353,6 +376,18 @@ impl Engine {
             .create_session(&record, vec![first])
             .await?;
         Ok(record)
+    }
+
+    async fn check_room_for_a_session(&self, tenant: &TenantId) -> Result<(), EngineError> {
+        let held = self.inner.store.tenant_counts(tenant).await?.sessions;
+        let limit = self.inner.config.quotas.sessions_per_tenant;
+        Quotas::check(
+            "the tenant's sessions",
+            "sessions_per_tenant",
+            held,
+            1,
+            limit,
+        )
     }
 
     /// Queues `input` as a new run of the session. Runs of one session execute one after
@@ -395,12 +430,29 @@ impl Engine {
                 .resolve(model)
                 .map_err(|e| EngineError::Invalid(e.to_string()))?;
         }
-        self.require_session(tenant, session).await?;
+        let record = self.require_session(tenant, session).await?;
+        let quotas = &self.inner.config.quotas;
+        Quotas::check(
+            "the session's log",
+            "events_per_session",
+            record.last_seq,
+            1,
+            quotas.events_per_session,
+        )?;
         // Checking for a busy session and queueing must not interleave with another submit to
         // the same session, or two `reject`s could both get through (within this node).
         let slot = self.inner.slot(session);
         let _submitting = slot.submit.lock().await;
         let pending = self.inner.store.pending_runs(tenant, session).await?;
+        if policy == BusyPolicy::Enqueue {
+            Quotas::check(
+                "the session's queued runs",
+                "queued_runs_per_session",
+                pending.len() as u64,
+                1,
+                quotas.queued_runs_per_session as u64,
+            )?;
+        }
         if pending.is_empty() {
             self.check_answers(session, &input, &options).await?;
         }
@@ -516,6 +568,21 @@ impl Engine {
             *live = Some(live::LiveSession::load(self.inner.store.as_ref(), session).await?);
         }
         let live = live.as_mut().expect("loaded above");
+        let quotas = &self.inner.config.quotas;
+        Quotas::check(
+            "the session's log",
+            "events_per_session",
+            live.state.last_seq,
+            1,
+            quotas.events_per_session,
+        )?;
+        Quotas::check(
+            "the conversation's items",
+            "items_per_conversation",
+            live.state.message_count,
+            messages.len() as u64,
+            quotas.items_per_conversation,
+        )?;
         let event = Event {
             seq: live.state.last_seq + 1,
             at: clock::now(),
@@ -550,6 +617,7 @@ impl Engine {
         metadata: serde_json::Map<String, serde_json::Value>,
     ) -> Result<SessionRecord, EngineError> {
         let original = self.require_session(tenant, source).await?;
+        self.check_room_for_a_session(tenant).await?;
         let events = self
             .inner
             .store

@@ -26,6 +26,16 @@ pub enum LoadError {
     },
 }
 
+impl LoadError {
+    /// Whether the session's stored log cannot be decoded or folded: no retry can help.
+    pub fn is_unreadable(&self) -> bool {
+        match self {
+            LoadError::Store(e) => e.is_unreadable(),
+            LoadError::Inconsistent { .. } => true,
+        }
+    }
+}
+
 impl LiveSession {
     pub async fn load(store: &dyn Store, session: &SessionId) -> Result<LiveSession, LoadError> {
         let loaded = store.load(session).await?;

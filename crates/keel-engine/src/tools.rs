@@ -102,15 +102,20 @@ pub fn specs(agent: &AgentDef, options: &RunOptions) -> Vec<ToolSpec> {
 
 pub struct ToolRunner {
     http: reqwest::Client,
+    /// Bytes of a result kept (`Quotas::tool_result_bytes`).
+    result_limit: usize,
 }
 
 impl ToolRunner {
-    pub fn new(timeout: Duration) -> Self {
+    pub fn new(timeout: Duration, result_limit: usize) -> Self {
+        // A tool answers itself: a redirect would re-send the arguments somewhere the agent's
+        // definition never named.
         let http = reqwest::Client::builder()
             .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a plain HTTP client always builds");
-        ToolRunner { http }
+        ToolRunner { http, result_limit }
     }
 
     /// Performs one call. Failures are results the model sees (`is_error`), never panics.
@@ -128,7 +133,7 @@ impl ToolRunner {
                 "unknown tool {name:?}: this agent has no such tool"
             ));
         };
-        match &def.kind {
+        let mut outcome = match &def.kind {
             ToolKind::Builtin => builtin(store, session, name, arguments).await,
             ToolKind::Http { url } => self.http_call(url, arguments, idempotency_key).await,
             // `decide` hands these to the caller; reaching here means the log was written by
@@ -136,7 +141,9 @@ impl ToolRunner {
             ToolKind::Client => ToolOutcome::error(format!(
                 "tool {name:?} is performed by the caller, not by keel"
             )),
-        }
+        };
+        outcome.content = crate::quotas::cut_tool_result(outcome.content, self.result_limit);
+        outcome
     }
 
     async fn http_call(&self, url: &str, arguments: &Value, idempotency_key: &str) -> ToolOutcome {
@@ -150,7 +157,7 @@ impl ToolRunner {
         match response {
             Ok(r) => {
                 let status = r.status();
-                match r.text().await {
+                match read_capped(r, self.result_limit).await {
                     Ok(body) if status.is_success() => ToolOutcome::ok(body),
                     Ok(body) => {
                         ToolOutcome::error(format!("tool endpoint answered HTTP {status}: {body}"))
@@ -163,6 +170,19 @@ impl ToolRunner {
             Err(e) => ToolOutcome::error(format!("tool endpoint {url} could not be reached: {e}")),
         }
     }
+}
+
+/// The response body as text, reading no more than one byte past `limit` (a larger body is
+/// cut to the limit afterwards, so an endless answer cannot fill memory).
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> reqwest::Result<String> {
+    let mut body = Vec::new();
+    while body.len() <= limit
+        && let Some(chunk) = response.chunk().await?
+    {
+        body.extend_from_slice(&chunk);
+    }
+    body.truncate(limit.saturating_add(1));
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 async fn builtin(

@@ -69,7 +69,8 @@ impl ReplyAccumulator {
         &self.text
     }
 
-    /// The whole reply. Tool-call arguments that are not valid JSON are kept as a JSON string
+    /// The whole reply. Tool-call arguments that are not valid JSON (or nest deeper than keel
+    /// stores) are kept as a JSON string
     /// so nothing the model said is lost; calls without an id get a positional one.
     pub fn finish(self) -> ModelReply {
         let mut parts = Vec::new();
@@ -81,7 +82,7 @@ impl ReplyAccumulator {
             let arguments = if call.arguments.trim().is_empty() {
                 serde_json::json!({})
             } else {
-                serde_json::from_str(&call.arguments)
+                keel_core::limits::parse_embedded(&call.arguments)
                     .unwrap_or(serde_json::Value::String(call.arguments))
             };
             let id = if call.id.is_empty() {

@@ -20,6 +20,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// The request field at fault, when one is (OpenAI's shape reports it as `param`).
+    pub param: Option<String>,
 }
 
 /// The body of every error response.
@@ -45,7 +47,19 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            param: None,
         }
+    }
+
+    fn with_code(mut self, code: &'static str) -> Self {
+        self.code = code;
+        self
+    }
+
+    /// The same error, naming the request field at fault.
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
     }
 
     pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
@@ -127,7 +141,11 @@ impl From<EngineError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "session_busy", e.to_string())
             }
             EngineError::Invalid(message) => ApiError::invalid("invalid_request", message),
+            EngineError::LimitReached(message) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "limit_reached", message)
+            }
             EngineError::Store(e) => e.into(),
+            EngineError::Load(e) if e.is_unreadable() => unreadable(e.to_string()),
             EngineError::Load(e) => ApiError::internal(e.to_string()),
         }
     }
@@ -141,6 +159,7 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "already_exists", e.to_string())
             }
             StoreError::Invalid(_) => ApiError::invalid("invalid_request", e.to_string()),
+            ref e if e.is_unreadable() => unreadable(e.to_string()),
             StoreError::Unavailable(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
@@ -149,6 +168,15 @@ impl From<StoreError> for ApiError {
             _ => ApiError::internal(e.to_string()),
         }
     }
+}
+
+/// A stored record this keel cannot decode: keel's fault, not the caller's, and confined to
+/// the record named.
+fn unreadable(message: String) -> ApiError {
+    ApiError::internal(format!(
+        "{message} (an admin can list unreadable records with `keel store check` or GET /v1/admin/unreadable)"
+    ))
+    .with_code("record_unreadable")
 }
 
 /// Maps an axum rejection (which knows its status and text) into the envelope.
@@ -174,38 +202,97 @@ fn rejected(status: StatusCode, text: String) -> ApiError {
     ApiError::new(status, code, format!("{text}{hint}"))
 }
 
-/// A JSON body whose rejections answer with the envelope.
+/// A JSON object body whose rejections answer with the envelope. The body must be declared
+/// `application/json`, be an object, and nest no deeper than `limits::MAX_JSON_DEPTH`, so that
+/// everything stored from it can be read back.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
-    /// A JSON body that parses is taken straight from its bytes; anything else goes through
-    /// axum's extractor, whose rejection names the offending field's path (tracking that path
-    /// nearly doubles the cost of parsing, so it is paid only when there is an error to word).
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let (parts, body) = req.into_parts();
-        // The body layer has already bounded the body's size and the time to read it.
-        let bytes = axum::body::to_bytes(body, usize::MAX).await.map_err(|e| {
-            rejected(
-                StatusCode::BAD_REQUEST,
-                format!("the request body could not be read: {e}"),
-            )
-        })?;
-        let declared_json = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
-        if declared_json && let Ok(value) = serde_json::from_slice(&bytes) {
-            return Ok(ApiJson(value));
-        }
-        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
+        let (parts, bytes) = read_body(req).await?;
+        json_object(parts, bytes, state).await.map(ApiJson)
     }
+}
+
+/// Like `ApiJson`, for endpoints whose body may be left out: an empty body is `None`.
+pub struct OptionalApiJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let (parts, bytes) = read_body(req).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalApiJson(None));
+        }
+        json_object(parts, bytes, state)
+            .await
+            .map(|v| OptionalApiJson(Some(v)))
+    }
+}
+
+async fn read_body(req: Request) -> Result<(Parts, axum::body::Bytes), ApiError> {
+    let (parts, body) = req.into_parts();
+    // The body layer has already bounded the body's size and the time to read it.
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.map_err(|e| {
+        rejected(
+            StatusCode::BAD_REQUEST,
+            format!("the request body could not be read: {e}"),
+        )
+    })?;
+    Ok((parts, bytes))
+}
+
+/// A JSON body that parses is taken straight from its bytes; anything else goes through
+/// axum's extractor, whose rejection names the offending field's path (tracking that path
+/// nearly doubles the cost of parsing, so it is paid only when there is an error to word).
+async fn json_object<T: DeserializeOwned, S: Send + Sync>(
+    parts: Parts,
+    bytes: axum::body::Bytes,
+    state: &S,
+) -> Result<T, ApiError> {
+    if !declares_json(&parts.headers) {
+        return Err(rejected(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the request body must be declared as JSON".into(),
+        ));
+    }
+    check_json_shape(&bytes)?;
+    if let Ok(value) = serde_json::from_slice(&bytes) {
+        return Ok(value);
+    }
+    let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+    match Json::<T>::from_request(req, state).await {
+        Ok(Json(value)) => Ok(value),
+        Err(rejection) => Err(json_rejection(rejection)),
+    }
+}
+
+/// Whether `Content-Type` is exactly `application/json`, parameters (`; charset=utf-8`) aside.
+pub fn declares_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The body is an object (serde would also read a struct from an array) nested no deeper
+/// than keel accepts.
+pub fn check_json_shape(bytes: &[u8]) -> Result<(), ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(ApiError::invalid(
+            "body_not_object",
+            "the request body must be a JSON object (`{…}`)",
+        ));
+    }
+    keel_core::limits::check_text(bytes, keel_core::limits::MAX_JSON_DEPTH, "").map_err(|e| {
+        let param = e.path.clone();
+        ApiError::invalid("json_too_deep", e.to_string()).with_param(param)
+    })
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {

@@ -18,7 +18,7 @@ use crate::wire::*;
         agents::create, agents::list, agents::get, agents::put, agents::archive,
         sessions::create, sessions::get, sessions::list, sessions::delete,
         messages::send, events::list, runs::get, runs::cancel,
-        admin::create_tenant, admin::create_key, admin::revoke_key, usage::list,
+        admin::create_tenant, admin::create_key, admin::revoke_key, admin::unreadable, usage::list,
         chat::completions, models::list,
         responses::create, responses::get, responses::delete, responses::cancel,
         responses::input_items,
@@ -28,7 +28,7 @@ use crate::wire::*;
     components(schemas(
         ErrorEnvelope, ErrorBody, AgentBody, AgentView, AgentList, CreateSession, SessionView,
         SessionSummary, SessionList, UsageView, SendMode, OnBusy, SendMessage, RunView, EventPage,
-        CreateTenant, TenantView, CreateKey, KeyView, Health, usage::UsageList, usage::UsageRow,
+        CreateTenant, TenantView, CreateKey, KeyView, UnreadableView, UnreadableList, Health, usage::UsageList, usage::UsageRow,
         ChatRequest, StreamOptions, ChatCompletion, ChatUsage, CachedTokens, ModelList, ModelEntry,
         OpenAiErrorEnvelope, OpenAiErrorBody, responses::CreateResponse,
         conversations::CreateConversation, conversations::UpdateConversation, conversations::AddItems,

@@ -269,6 +269,21 @@ pub struct KeyView {
     pub key: Option<String>,
 }
 
+/// A stored record keel cannot decode (damaged, or written by a newer keel); it is isolated.
+#[derive(Serialize, ToSchema)]
+pub struct UnreadableView {
+    /// `agent`, `session`, `run`, `event` (id `ses_…#seq`) or `snapshot`.
+    pub kind: String,
+    pub id: String,
+    pub tenant_id: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UnreadableList {
+    pub data: Vec<UnreadableView>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct Health {
     pub status: String,

@@ -7,11 +7,14 @@
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod encode;
 pub mod sqlite;
 mod types;
+mod unreadable;
 
 pub use sqlite::{Durability, SqliteOptions, SqliteStore};
 pub use types::*;
+pub use unreadable::unreadable_records_seen;
 
 use async_trait::async_trait;
 use keel_core::{AgentDef, Event, RunId, RunStatus, SessionId, TenantId, Timestamp};
@@ -60,6 +63,8 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         filter: &SessionFilter,
     ) -> Result<Vec<SessionRecord>, StoreError>;
+    /// How many sessions and agents (by name) the tenant holds, for its limits.
+    async fn tenant_counts(&self, tenant: &TenantId) -> Result<TenantCounts, StoreError>;
     /// Deletes the session, its events, snapshots, scratchpad and runs.
     async fn delete_session(&self, tenant: &TenantId, id: &SessionId) -> Result<bool, StoreError>;
     /// Replaces the session's metadata; `false` for an unknown session (or another tenant's).
@@ -180,6 +185,13 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         query: &UsageQuery,
     ) -> Result<Vec<UsageTotals>, StoreError>;
+
+    // --- records that cannot be read ----------------------------------------------------------
+
+    /// Up to `limit` stored records (any tenant) that do not decode — damaged, edited by hand,
+    /// or written by a newer keel. Readers that walk many rows skip such records and the run
+    /// queue fails such runs; this lists them all. A full scan: for admins, not request paths.
+    async fn unreadable_records(&self, limit: usize) -> Result<Vec<UnreadableRecord>, StoreError>;
 
     /// Whether the store answers (for readiness checks).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -21,6 +21,27 @@ pub struct SessionRecord {
     pub last_seq: u64,
 }
 
+/// A stored record that cannot be decoded, as `Store::unreadable_records` lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UnreadableRecord {
+    /// `agent`, `session`, `event`, `snapshot` or `run`.
+    pub kind: String,
+    /// The record's id as stored (`ses_…#12` for an event: session and seq).
+    pub id: String,
+    /// The owning tenant, when the row names one that can be read.
+    pub tenant: Option<String>,
+    /// Why it cannot be read.
+    pub reason: String,
+}
+
+/// What a tenant holds, as `Store::tenant_counts` counts it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TenantCounts {
+    pub sessions: u64,
+    /// Agents by name (all versions of one name count once), archived ones included.
+    pub agents: u64,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct SessionFilter {
     pub agent_name: Option<String>,
@@ -223,4 +244,12 @@ pub enum StoreError {
     Unavailable(String),
     #[error("storage error: {0}")]
     Backend(String),
+}
+
+impl StoreError {
+    /// Whether a stored record failed to decode (damaged, or written by a newer keel): trying
+    /// again cannot help, unlike an unavailable or busy store.
+    pub fn is_unreadable(&self) -> bool {
+        matches!(self, StoreError::Corrupt(_) | StoreError::Event { .. })
+    }
 }

@@ -33,6 +33,10 @@ pub struct Config {
     pub agents: Vec<AgentConfig>,
     /// The model of the `default` agent when this file defines none (`KEEL_MODEL`).
     pub default_model: Option<String>,
+    /// Abuse limits: sessions and agents per tenant, events and queued runs per session, the
+    /// size of a tool result or model reply.
+    #[serde(default)]
+    pub limits: keel_engine::Quotas,
 }
 
 #[derive(Debug, Deserialize)]

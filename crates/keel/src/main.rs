@@ -52,6 +52,9 @@ enum Command {
     Model(commands::model::ModelCommand),
     /// Serve the HTTP API (sessions, runs, SSE streams) with API keys.
     Serve(commands::serve::ServeArgs),
+    /// Check the store: list records that cannot be read.
+    #[command(subcommand)]
+    Store(commands::store::StoreCommand),
     /// Measure durable turns/s, per-turn cost over a long session and bytes per turn.
     Bench(commands::bench::BenchArgs),
 }
@@ -76,7 +79,8 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -84,7 +88,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// `Ok(false)`: the command ran and found something wrong (e.g. `keel store check`).
+async fn run(cli: Cli) -> anyhow::Result<bool> {
     let mut config = config::Config::load(cli.config.as_deref())?;
     if let Some(dir) = cli.data_dir {
         config.data_dir = Some(dir);
@@ -92,8 +97,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(server) = &cli.server {
         let remote = commands::remote::Remote::new(&config, server, cli.api_key.clone())?;
         match cli.command {
-            Command::Chat(args) => return commands::remote::chat(&remote, args).await,
-            Command::Sessions(cmd) => return commands::remote::sessions(&remote, cmd).await,
+            Command::Chat(args) => {
+                return commands::remote::chat(&remote, args).await.map(|()| true);
+            }
+            Command::Sessions(cmd) => {
+                return commands::remote::sessions(&remote, cmd)
+                    .await
+                    .map(|()| true);
+            }
             _ => anyhow::bail!("--server works with `keel chat` and `keel sessions` only"),
         }
     }
@@ -106,5 +117,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(cmd) => commands::model::run(&config, cmd),
         Command::Serve(args) => commands::serve::run(&config, args).await,
         Command::Bench(args) => commands::bench::run(args).await,
+        Command::Store(cmd) => return commands::store::run(&config, cmd).await,
     }
+    .map(|()| true)
 }

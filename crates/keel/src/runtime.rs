@@ -224,6 +224,7 @@ impl Runtime {
         let models = model_registry(config).await?;
         let engine_config = EngineConfig {
             snapshot_every: config.store.snapshot_every.max(1),
+            quotas: config.limits.clone(),
             ..EngineConfig::default()
         };
         let engine = Engine::new(store, models, engine_config);

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use super::items::{self, ItemPos, list_page};
 use super::responses::{ListQuery, RESPONSES_AGENT, page};
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, OptionalApiJson};
 use crate::state::AppState;
 
 /// Items a request may add at once (OpenAI's limit).
@@ -123,19 +123,10 @@ async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<SessionReco
 pub async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
     // The body is optional: an empty one creates an empty conversation.
-    let body: CreateConversation = if body.iter().all(u8::is_ascii_whitespace) {
-        CreateConversation::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::invalid(
-                "invalid_body",
-                format!("the body is not a conversation: {e}"),
-            )
-        })?
-    };
+    OptionalApiJson(body): OptionalApiJson<CreateConversation>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.unwrap_or_default();
     let metadata = body.metadata.unwrap_or_default();
     check_metadata(&metadata)?;
     let messages = match &body.items {

@@ -42,7 +42,8 @@ pub async fn reshape(req: Request, next: Next) -> Response {
     let Some(error) = response.extensions().get::<ApiError>() else {
         return response;
     };
-    let mut reshaped = openai_error(error.clone(), None);
+    let param = error.param.clone();
+    let mut reshaped = openai_error(error.clone(), param.as_deref());
     for (name, value) in response.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             reshaped

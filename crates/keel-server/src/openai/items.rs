@@ -155,7 +155,7 @@ fn parse_item(item: &Value, param: &str, out: &mut ParsedInput) -> Result<(), In
         }
         "function_call" => {
             let raw = required("arguments")?;
-            let arguments = serde_json::from_str(raw).unwrap_or_else(|_| json!(raw));
+            let arguments = keel_core::limits::parse_embedded(raw).unwrap_or_else(|| json!(raw));
             let call = Part::ToolCall {
                 id: required("call_id")?.to_string(),
                 name: required("name")?.to_string(),

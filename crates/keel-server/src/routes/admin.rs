@@ -9,9 +9,9 @@ use keel_core::TenantId;
 use keel_store::{KeyScope, TenantRecord};
 
 use crate::auth::{Caller, generate_key};
-use crate::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorEnvelope, parse_id};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorEnvelope, parse_id};
 use crate::state::AppState;
-use crate::wire::{CreateKey, CreateTenant, KeyView, TenantView};
+use crate::wire::{CreateKey, CreateTenant, KeyView, TenantView, UnreadableList, UnreadableView};
 
 /// Create a tenant.
 #[utoipa::path(post, path = "/v1/admin/tenants", tag = "admin", request_body = CreateTenant,
@@ -97,4 +97,37 @@ pub async fn revoke_key(
     }
     state.keys.forget(&prefix);
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+pub struct UnreadableQuery {
+    /// The most records to list (default 1000).
+    pub limit: Option<usize>,
+}
+
+/// List stored records that cannot be read, of every tenant: runs failed for it, sessions
+/// whose log cannot be loaded, rows skipped by listings. A full scan of the store.
+#[utoipa::path(get, path = "/v1/admin/unreadable", tag = "admin", params(UnreadableQuery),
+    responses((status = 200, body = UnreadableList), (status = 403, body = ErrorEnvelope)))]
+pub async fn unreadable(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<UnreadableQuery>,
+) -> ApiResult<Json<UnreadableList>> {
+    caller.require_admin()?;
+    let records = state
+        .engine
+        .unreadable_records(query.limit.unwrap_or(1000))
+        .await?;
+    Ok(Json(UnreadableList {
+        data: records
+            .into_iter()
+            .map(|r| UnreadableView {
+                kind: r.kind,
+                id: r.id,
+                tenant_id: r.tenant,
+                reason: r.reason,
+            })
+            .collect(),
+    }))
 }

@@ -42,6 +42,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/admin/tenants"),
     ("post", "/v1/admin/tenants/{id}/keys"),
     ("post", "/v1/admin/keys/{prefix}/revoke"),
+    ("get", "/v1/admin/unreadable"),
     ("get", "/v1/usage"),
     ("post", "/v1/chat/completions"),
     ("get", "/v1/models"),
@@ -76,6 +77,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/tenants", post(admin::create_tenant))
         .route("/v1/admin/tenants/{id}/keys", post(admin::create_key))
         .route("/v1/admin/keys/{prefix}/revoke", post(admin::revoke_key))
+        .route("/v1/admin/unreadable", get(admin::unreadable))
         .route("/v1/usage", get(usage::list))
         .route("/metrics", get(ops::metrics))
         .route_layer(axum::middleware::from_fn_with_state(

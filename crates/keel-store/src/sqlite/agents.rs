@@ -6,6 +6,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{error, stored_id};
 use crate::StoreError;
+use crate::unreadable;
 
 pub(crate) fn put(
     conn: &Connection,
@@ -32,8 +33,7 @@ pub(crate) fn put(
     } else {
         def.version = 1;
     }
-    let json = serde_json::to_string(&def)
-        .map_err(|e| StoreError::Invalid(format!("agent {:?} cannot be encoded: {e}", def.name)))?;
+    let json = crate::encode::json(&def, || format!("agent {:?}", def.name))?;
     conn.prepare_cached("DELETE FROM archived_agents WHERE tenant = ?1 AND name = ?2")?
         .execute(params![tenant.as_str(), def.name])?;
     conn.prepare_cached(
@@ -92,12 +92,15 @@ pub(crate) fn list(conn: &Connection, tenant: &TenantId) -> Result<Vec<AgentDef>
     let mut rows = stmt.query([tenant.as_str()])?;
     let mut agents = Vec::new();
     while let Some(row) = rows.next()? {
-        agents.push(from_row(row)?);
+        match from_row(row) {
+            Ok(agent) => agents.push(agent),
+            Err(e) => unreadable::isolated("agent", &unreadable::row_id(row, 0), &e),
+        }
     }
     Ok(agents)
 }
 
-fn from_row(row: &Row<'_>) -> Result<AgentDef, StoreError> {
+pub(crate) fn from_row(row: &Row<'_>) -> Result<AgentDef, StoreError> {
     let name: String = row.get(0)?;
     let def: String = row.get(1)?;
     serde_json::from_str(&def)

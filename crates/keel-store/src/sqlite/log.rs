@@ -59,7 +59,9 @@ pub(crate) fn insert_events(
             sql_bound(seq),
             event.body.type_name(),
             event.at.millis(),
-            event.body.encode()
+            crate::encode::readable(event.body.encode(), || format!(
+                "event {seq} of session {session}"
+            ))?
         ])?;
     }
     conn.prepare_cached("UPDATE sessions SET last_seq = ?2 WHERE id = ?1")?
@@ -211,10 +213,8 @@ pub(crate) fn put_snapshot(
             snapshot.seq
         )));
     }
-    let state = serde_json::to_string(&snapshot.state).map_err(|e| {
-        StoreError::Invalid(format!(
-            "the snapshot of session {session} cannot be encoded: {e}"
-        ))
+    let state = crate::encode::json(&snapshot.state, || {
+        format!("the snapshot of session {session}")
     })?;
     conn.prepare_cached(
         "INSERT INTO snapshots (session, seq, state) VALUES (?1, ?2, ?3)

@@ -6,6 +6,7 @@
 //! sharing the file could make stale.
 
 mod agents;
+mod check;
 mod connection;
 mod error;
 mod log;
@@ -24,7 +25,8 @@ use keel_core::{AgentDef, Event, IdError, RunId, RunStatus, SessionId, TenantId,
 
 use crate::{
     ApiKeyRecord, AppendBatch, LoadedSession, NewEvent, RunOutcome, RunRecord, SessionFilter,
-    SessionRecord, Snapshot, Store, StoreError, TenantRecord, UsageQuery, UsageTotals,
+    SessionRecord, Snapshot, Store, StoreError, TenantCounts, TenantRecord, UnreadableRecord,
+    UsageQuery, UsageTotals,
 };
 use readers::ReaderPool;
 pub use schema::SCHEMA_VERSION;
@@ -182,6 +184,13 @@ impl Store for SqliteStore {
         let (tenant, filter) = (tenant.clone(), filter.clone());
         self.readers
             .read(move |conn| sessions::list(conn, &tenant, &filter))
+            .await
+    }
+
+    async fn tenant_counts(&self, tenant: &TenantId) -> Result<TenantCounts, StoreError> {
+        let tenant = tenant.clone();
+        self.readers
+            .read(move |conn| tenants::counts(conn, &tenant))
             .await
     }
 
@@ -409,6 +418,12 @@ impl Store for SqliteStore {
         let (tenant, query) = (tenant.clone(), query.clone());
         self.readers
             .read(move |conn| usage::list(conn, &tenant, &query))
+            .await
+    }
+
+    async fn unreadable_records(&self, limit: usize) -> Result<Vec<UnreadableRecord>, StoreError> {
+        self.readers
+            .read(move |conn| check::unreadable(conn, limit))
             .await
     }
 

@@ -8,9 +8,9 @@ use keel_core::{RunId, RunOptions, RunStatus, TenantId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{error, log, stored_id};
-use crate::{RunOutcome, RunRecord, StoreError};
+use crate::{RunOutcome, RunRecord, StoreError, encode, unreadable};
 
-const COLUMNS: &str = "id, tenant, session, input, status, created_at, output, error, cancel_requested, lease_owner, lease_until, options";
+pub(crate) const COLUMNS: &str = "id, tenant, session, input, status, created_at, output, error, cancel_requested, lease_owner, lease_until, options";
 
 pub(crate) fn enqueue(conn: &Connection, run: &RunRecord) -> Result<(), StoreError> {
     let owner: Option<String> = conn
@@ -20,20 +20,12 @@ pub(crate) fn enqueue(conn: &Connection, run: &RunRecord) -> Result<(), StoreErr
     if owner.as_deref() != Some(run.tenant.as_str()) {
         return Err(log::session_not_found(&run.session));
     }
-    let input = serde_json::to_string(&run.input).map_err(|e| {
-        StoreError::Invalid(format!(
-            "the input of run {} cannot be encoded: {e}",
-            run.id
-        ))
-    })?;
+    let input = encode::json(&run.input, || format!("the input of run {}", run.id))?;
     // Runs without options (most) store NULL rather than an empty object.
     let options = match run.options.is_default() {
         true => None,
-        false => Some(serde_json::to_string(&run.options).map_err(|e| {
-            StoreError::Invalid(format!(
-                "the options of run {} cannot be encoded: {e}",
-                run.id
-            ))
+        false => Some(encode::json(&run.options, || {
+            format!("the options of run {}", run.id)
         })?),
     };
     conn.prepare_cached(&format!(
@@ -85,7 +77,10 @@ pub(crate) fn pending(
     let mut rows = stmt.query(params![session.as_str(), tenant.as_str()])?;
     let mut runs = Vec::new();
     while let Some(row) = rows.next()? {
-        runs.push(from_row(row)?);
+        match from_row(row) {
+            Ok(run) => runs.push(run),
+            Err(e) => unreadable::isolated("run", &unreadable::row_id(row, 0), &e),
+        }
     }
     Ok(runs)
 }
@@ -139,13 +134,35 @@ pub(crate) fn claim(
     ))?;
     let until = now.millis().saturating_add(lease_ms);
     let mut claimed = Vec::with_capacity(chosen.len());
+    let mut unreadable = Vec::new();
     for id in chosen {
         let mut rows = take.query(params![id, node, until])?;
         if let Some(row) = rows.next()? {
-            claimed.push(from_row(row)?);
+            match from_row(row) {
+                Ok(run) => claimed.push(run),
+                Err(e) => unreadable.push((id, e)),
+            }
         }
     }
+    drop(take);
+    for (id, e) in unreadable {
+        fail_unreadable(conn, &id, &e)?;
+    }
     Ok(claimed)
+}
+
+/// Fails a claimed run whose record cannot be decoded, naming it and why, instead of handing
+/// it out: it would fail every claim after this one, and every other run would wait for ever.
+fn fail_unreadable(conn: &Connection, id: &str, e: &StoreError) -> Result<(), StoreError> {
+    unreadable::isolated("run", id, e);
+    let error = format!(
+        "run {id} cannot be read, so it cannot run: {e}; it was failed so the queue goes on"
+    );
+    conn.prepare_cached(
+        "UPDATE runs SET status = 'failed', error = ?2, lease_owner = NULL, lease_until = NULL WHERE id = ?1",
+    )?
+    .execute(params![id, error])?;
+    Ok(())
 }
 
 pub(crate) fn heartbeat(
@@ -239,26 +256,50 @@ pub(crate) fn release_leases(conn: &Connection, node: &str) -> Result<u64, Store
     Ok(released as u64)
 }
 
-fn from_row(row: &Row<'_>) -> Result<RunRecord, StoreError> {
-    let id: String = row.get(0)?;
+/// A run's input and options.
+pub(crate) fn payload(
+    row: &Row<'_>,
+    id: &str,
+) -> Result<(keel_core::Message, RunOptions), StoreError> {
     let input: String = row.get(3)?;
-    let status: String = row.get(4)?;
+    let input = serde_json::from_str(&input).map_err(|e| error::corrupt_json("input", id, e))?;
     let options = match row.get::<_, Option<String>>(11)? {
         None => RunOptions::default(),
         Some(json) => {
-            serde_json::from_str(&json).map_err(|e| error::corrupt_json("options", &id, e))?
+            serde_json::from_str(&json).map_err(|e| error::corrupt_json("options", id, e))?
         }
+    };
+    Ok((input, options))
+}
+
+/// Decodes a run. The input and options of a finished run are no longer needed: when they do
+/// not decode, the record is read without them (an empty input, no options), so a run failed
+/// for being unreadable can still be looked up.
+pub(crate) fn from_row(row: &Row<'_>) -> Result<RunRecord, StoreError> {
+    let id: String = row.get(0)?;
+    let status: String = row.get(4)?;
+    let status = RunStatus::parse(&status).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "run {id} has status {status:?}, unknown to this keel: upgrade keel, or restore the database from a backup"
+        ))
+    })?;
+    let (input, options) = match payload(row, &id) {
+        Ok(payload) => payload,
+        Err(_) if status.is_terminal() => (
+            keel_core::Message {
+                role: keel_core::Role::User,
+                parts: Vec::new(),
+            },
+            RunOptions::default(),
+        ),
+        Err(e) => return Err(e),
     };
     Ok(RunRecord {
         options,
+        input,
+        status,
         tenant: stored_id(row.get(1)?)?,
         session: stored_id(row.get(2)?)?,
-        input: serde_json::from_str(&input).map_err(|e| error::corrupt_json("input", &id, e))?,
-        status: RunStatus::parse(&status).ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "run {id} has status {status:?}, unknown to this keel: upgrade keel, or restore the database from a backup"
-            ))
-        })?,
         created_at: Timestamp::from_millis(row.get(5)?),
         output: row.get(6)?,
         error: row.get(7)?,

@@ -6,9 +6,10 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, Row, params, params_from_iter};
 
 use super::{error, log, sql_limit, stored_id};
+use crate::unreadable;
 use crate::{NewEvent, SessionFilter, SessionRecord, StoreError};
 
-const COLUMNS: &str =
+pub(crate) const COLUMNS: &str =
     "id, tenant, agent_id, agent_name, agent_version, created_at, metadata, last_seq";
 
 pub(crate) fn create(
@@ -16,7 +17,9 @@ pub(crate) fn create(
     session: &SessionRecord,
     first_events: &[NewEvent],
 ) -> Result<(), StoreError> {
-    let metadata = serde_json::Value::Object(session.metadata.clone()).to_string();
+    let metadata = crate::encode::json(&session.metadata, || {
+        format!("the metadata of session {}", session.id)
+    })?;
     conn.prepare_cached(
         "INSERT INTO sessions (id, tenant, agent_id, agent_name, agent_version, created_at, metadata, last_seq)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
@@ -100,7 +103,10 @@ pub(crate) fn list(
     let mut rows = stmt.query(params_from_iter(args))?;
     let mut sessions = Vec::new();
     while let Some(row) = rows.next()? {
-        sessions.push(from_row(row)?);
+        match from_row(row) {
+            Ok(session) => sessions.push(session),
+            Err(e) => unreadable::isolated("session", &unreadable::row_id(row, 0), &e),
+        }
     }
     Ok(sessions)
 }
@@ -122,14 +128,14 @@ pub(crate) fn update_metadata(
     id: &SessionId,
     metadata: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<bool, StoreError> {
-    let json = serde_json::Value::Object(metadata.clone()).to_string();
+    let json = crate::encode::json(metadata, || format!("the metadata of session {id}"))?;
     let updated = conn
         .prepare_cached("UPDATE sessions SET metadata = ?3 WHERE id = ?1 AND tenant = ?2")?
         .execute(params![id.as_str(), tenant.as_str(), json])?;
     Ok(updated > 0)
 }
 
-fn from_row(row: &Row<'_>) -> Result<SessionRecord, StoreError> {
+pub(crate) fn from_row(row: &Row<'_>) -> Result<SessionRecord, StoreError> {
     let id: String = row.get(0)?;
     let metadata: String = row.get(6)?;
     let metadata =

@@ -5,7 +5,7 @@ use keel_core::{TenantId, Timestamp};
 use rusqlite::{Connection, Row, params};
 
 use super::{error, stored_id};
-use crate::{ApiKeyRecord, KeyScope, StoreError, TenantRecord};
+use crate::{ApiKeyRecord, KeyScope, StoreError, TenantCounts, TenantRecord};
 
 pub(crate) fn create(conn: &Connection, tenant: &TenantRecord) -> Result<(), StoreError> {
     conn.prepare_cached("INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)")?
@@ -96,5 +96,18 @@ fn key_from_row(row: &Row<'_>) -> Result<ApiKeyRecord, StoreError> {
         created_at: Timestamp::from_millis(row.get(4)?),
         revoked_at: row.get::<_, Option<i64>>(5)?.map(Timestamp::from_millis),
         prefix,
+    })
+}
+
+/// Sessions and agent names the tenant holds.
+pub(crate) fn counts(conn: &Connection, tenant: &TenantId) -> Result<TenantCounts, StoreError> {
+    let count = |sql: &str| -> Result<u64, StoreError> {
+        Ok(conn
+            .prepare_cached(sql)?
+            .query_row([tenant.as_str()], |r| r.get::<_, u64>(0))?)
+    };
+    Ok(TenantCounts {
+        sessions: count("SELECT COUNT(*) FROM sessions WHERE tenant = ?1")?,
+        agents: count("SELECT COUNT(DISTINCT name) FROM agents WHERE tenant = ?1")?,
     })
 }

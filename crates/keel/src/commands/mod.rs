@@ -8,6 +8,7 @@ pub mod remote;
 pub mod send;
 pub mod serve;
 pub mod sessions;
+pub mod store;
 
 use keel_core::{Message, Part, Role};
 
