@@ -93,7 +93,7 @@ pub(crate) async fn drive(inner: &Arc<Inner>, run: &RunRecord, stop: watch::Rece
 /// Fails a run whose session cannot be read, in the queue only (its log cannot take more),
 /// and tells whoever follows it.
 async fn fail_unreadable(inner: &Arc<Inner>, slot: &SessionSlot, run: &RunRecord, error: String) {
-    tracing::error!(%error, "the run's session cannot be read; the run is failed");
+    keel_store::note_unreadable("session", run.session.as_str(), &error);
     let outcome = RunOutcome {
         output: None,
         error: Some(format!(

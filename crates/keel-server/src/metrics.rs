@@ -143,6 +143,10 @@ impl Metrics {
         out += "# TYPE keel_steps_total counter\n";
         let steps = engine.steps;
         let _ = writeln!(out, "keel_steps_total {steps}");
+        out += "# HELP keel_store_unreadable_records Stored records this process met that cannot be decoded, and isolated (`keel store check` lists them).\n";
+        out += "# TYPE keel_store_unreadable_records counter\n";
+        let unreadable = keel_store::unreadable_records_seen();
+        let _ = writeln!(out, "keel_store_unreadable_records {unreadable}");
         self.render_gateway(&mut out, per_tenant);
         out
     }

@@ -14,7 +14,7 @@ mod unreadable;
 
 pub use sqlite::{Durability, SqliteOptions, SqliteStore};
 pub use types::*;
-pub use unreadable::unreadable_records_seen;
+pub use unreadable::{isolated as note_unreadable, unreadable_records_seen};
 
 use async_trait::async_trait;
 use keel_core::{AgentDef, Event, RunId, RunStatus, SessionId, TenantId, Timestamp};
@@ -193,6 +193,13 @@ pub trait Store: Send + Sync + 'static {
     /// queue fails such runs; this lists them all. A full scan: for admins, not request paths.
     async fn unreadable_records(&self, limit: usize) -> Result<Vec<UnreadableRecord>, StoreError>;
 
-    /// Whether the store answers (for readiness checks).
+    /// Whether the store answers (a read).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Whether the store can serve: reads answer and a write can commit now (SQLite: the
+    /// outcome of the last write when it is under a second old, else of a probe write), with
+    /// the reason when not. For readiness, and for requests that wait on the store.
+    async fn health(&self) -> Result<(), StoreError> {
+        self.ping().await
+    }
 }

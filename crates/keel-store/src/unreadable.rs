@@ -7,7 +7,6 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use crate::StoreError;
 
 /// Distinct unreadable records met by this process (for the metric).
 static SEEN: AtomicU64 = AtomicU64::new(0);
@@ -22,7 +21,7 @@ pub fn unreadable_records_seen() -> u64 {
 
 /// Notes that the `kind` record `id` could not be decoded and was isolated: logged and counted
 /// the first time it is met.
-pub(crate) fn isolated(kind: &str, id: &str, error: &StoreError) {
+pub fn isolated(kind: &str, id: &str, error: &dyn std::fmt::Display) {
     let key = format!("{kind} {id}");
     let mut logged = LOGGED.lock().unwrap_or_else(PoisonError::into_inner);
     let logged = logged.get_or_insert_with(HashSet::new);
@@ -36,7 +35,7 @@ pub(crate) fn isolated(kind: &str, id: &str, error: &StoreError) {
     tracing::error!(
         kind,
         id,
-        %error,
+        error = %error,
         "a stored record cannot be read; it is isolated and everything else goes on \
          (`keel store check` lists such records)"
     );

@@ -235,6 +235,14 @@ async fn an_unreadable_row_is_isolated_and_everything_else_goes_on() {
     // Ready all along, and an admin can list what is unreadable.
     let (status, _) = a.call(Method::GET, "/readyz", None).await;
     assert_eq!(status, StatusCode::OK);
+    let metrics = a.ok(Method::GET, "/metrics", None).await;
+    let counted = metrics
+        .as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("keel_store_unreadable_records "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(counted.is_some_and(|n| n >= 3), "{metrics}");
     let listed = a.ok(Method::GET, "/v1/admin/unreadable", None).await;
     let found: Vec<(String, String)> = listed["data"]
         .as_array()
