@@ -20,7 +20,8 @@ fn nested(depth: usize) -> Value {
     value
 }
 
-async fn tenant(a: &Api, server: &KeelServer, name: &str) -> Api {
+/// A new tenant's key.
+async fn tenant_key(a: &Api, name: &str) -> String {
     let tenant = a
         .ok(
             Method::POST,
@@ -35,7 +36,12 @@ async fn tenant(a: &Api, server: &KeelServer, name: &str) -> Api {
             Some(json!({})),
         )
         .await;
-    let api = Api::new(server, key["key"].as_str());
+    key["key"].as_str().unwrap().to_string()
+}
+
+/// A new tenant with a `default` agent.
+async fn tenant(a: &Api, server: &KeelServer, name: &str) -> Api {
+    let api = Api::new(server, Some(&tenant_key(a, name).await));
     api.ok(
         Method::POST,
         "/v1/agents",
@@ -262,24 +268,8 @@ async fn an_unreadable_row_is_isolated_and_everything_else_goes_on() {
     ] {
         assert!(found.contains(&want), "{want:?} not in {listed}");
     }
-    let tenant_key = {
-        let t = a
-            .ok(
-                Method::POST,
-                "/v1/admin/tenants",
-                Some(json!({"name": "t"})),
-            )
-            .await;
-        let k = a
-            .ok(
-                Method::POST,
-                &format!("/v1/admin/tenants/{}/keys", t["id"].as_str().unwrap()),
-                Some(json!({})),
-            )
-            .await;
-        k["key"].as_str().unwrap().to_string()
-    };
-    let (status, _) = Api::new(&server, Some(&tenant_key))
+    let key = tenant_key(&a, "t").await;
+    let (status, _) = Api::new(&server, Some(&key))
         .call(Method::GET, "/v1/admin/unreadable", None)
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
