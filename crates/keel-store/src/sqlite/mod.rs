@@ -1,9 +1,10 @@
 //! The SQLite backend: keel's embedded default, one file under the data directory.
 //!
-//! A single writer thread group-commits every write (`writer`), a pool of read-only
-//! connections reads in parallel under WAL (`readers`), and the queries live by concern
-//! (`agents`, `sessions`, `log`, `runs`, `tenants`, `usage`). Nothing is cached across calls that another process
-//! sharing the file could make stale.
+//! A single writer thread group-commits every write (`writer`; security-relevant writes are
+//! fsynced whatever the `Durability`, and it knows whether writes can commit, for `health`), a
+//! pool of read-only connections reads in parallel under WAL (`readers`), and the queries live
+//! by concern (`agents`, `sessions`, `log`, `runs`, `tenants`, `usage`). Nothing is cached
+//! across calls that another process sharing the file could make stale.
 
 mod agents;
 mod check;
@@ -38,8 +39,10 @@ pub enum Durability {
     /// WAL with `synchronous=FULL`: every commit is fsynced before it is acknowledged.
     #[default]
     Full,
-    /// WAL with `synchronous=NORMAL`: a power loss may drop the last commits, but never
-    /// corrupts the file. A process crash loses nothing.
+    /// WAL with `synchronous=NORMAL`: a power loss may drop the last commits (those since the
+    /// last fsync: a checkpoint, or a synchronous write), but never corrupts the file. A process
+    /// crash loses nothing. Writes that must never come undone — tenants, API keys and their
+    /// revocation, deleting a session or a run, archiving an agent — are fsynced anyway.
     Normal,
 }
 
@@ -91,7 +94,7 @@ impl SqliteStore {
     /// Blocks while it does; call it before serving, or from `spawn_blocking`.
     pub fn open(options: SqliteOptions) -> Result<SqliteStore, StoreError> {
         let conn = connection::open_writer(&options)?;
-        let writer = Writer::start(conn, options.group_commit)?;
+        let writer = Writer::start(conn, options.group_commit, options.durability)?;
         let readers = ReaderPool::open(options.path.clone(), options.readers)?;
         tracing::debug!(path = %options.path.display(), durability = ?options.durability, "opened the SQLite store");
         Ok(SqliteStore {
@@ -150,7 +153,7 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (tenant, name) = (tenant.clone(), name.to_string());
         self.writer
-            .write(move |conn| agents::archive(conn, &tenant, &name, at))
+            .write_synchronously(move |conn| agents::archive(conn, &tenant, &name, at))
             .await
     }
 
@@ -197,7 +200,7 @@ impl Store for SqliteStore {
     async fn delete_session(&self, tenant: &TenantId, id: &SessionId) -> Result<bool, StoreError> {
         let (tenant, id) = (tenant.clone(), id.clone());
         self.writer
-            .write(move |conn| sessions::delete(conn, &tenant, &id))
+            .write_synchronously(move |conn| sessions::delete(conn, &tenant, &id))
             .await
     }
 
@@ -355,7 +358,7 @@ impl Store for SqliteStore {
     async fn delete_run(&self, tenant: &TenantId, run: &RunId) -> Result<bool, StoreError> {
         let (tenant, run) = (tenant.clone(), run.clone());
         self.writer
-            .write(move |conn| runs::delete(conn, &tenant, &run))
+            .write_synchronously(move |conn| runs::delete(conn, &tenant, &run))
             .await
     }
 
@@ -373,7 +376,7 @@ impl Store for SqliteStore {
     async fn create_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError> {
         let tenant = tenant.clone();
         self.writer
-            .write(move |conn| tenants::create(conn, &tenant))
+            .write_synchronously(move |conn| tenants::create(conn, &tenant))
             .await
     }
 
@@ -385,7 +388,7 @@ impl Store for SqliteStore {
     async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
         let key = key.clone();
         self.writer
-            .write(move |conn| tenants::create_key(conn, &key))
+            .write_synchronously(move |conn| tenants::create_key(conn, &key))
             .await
     }
 
@@ -399,7 +402,7 @@ impl Store for SqliteStore {
     async fn revoke_api_key(&self, prefix: &str, at: Timestamp) -> Result<bool, StoreError> {
         let prefix = prefix.to_string();
         self.writer
-            .write(move |conn| tenants::revoke_key(conn, &prefix, at))
+            .write_synchronously(move |conn| tenants::revoke_key(conn, &prefix, at))
             .await
     }
 
@@ -431,6 +434,11 @@ impl Store for SqliteStore {
         self.readers
             .read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        self.ping().await?;
+        self.writer.health().await
     }
 }
 
