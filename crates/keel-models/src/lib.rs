@@ -3,6 +3,7 @@
 //! crate knows any provider's format. That is what lets a session switch provider mid-way.
 
 pub mod catalog;
+pub mod durable;
 mod error;
 mod http;
 pub mod providers;

