@@ -108,14 +108,16 @@ fn too_deep_in(value: &Value, depth: usize, limit: usize, path: &mut Vec<Segment
     false
 }
 
-/// The index just past the string that opens at `open` (at its closing quote, or the end).
+/// The index of the closing quote of the string that opens at `open` (or the end). Most of a
+/// request's bytes are inside strings (message text), so this jumps from quote or backslash to
+/// the next with `memchr` rather than looking at every byte.
 fn string_end(text: &[u8], open: usize) -> usize {
     let mut i = open + 1;
-    while i < text.len() {
+    while let Some(found) = memchr::memchr2(b'"', b'\\', &text[i.min(text.len())..]) {
+        i += found;
         match text[i] {
             b'"' => return i,
-            b'\\' => i += 2,
-            _ => i += 1,
+            _ => i += 2,
         }
     }
     text.len()
