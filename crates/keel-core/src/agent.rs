@@ -22,16 +22,59 @@ pub struct AgentDef {
     pub limits: Limits,
 }
 
+/// Read through `ToolDefFields`, so that a key keel does not know is refused rather than
+/// dropped (serde cannot deny unknown fields beside a flattened one).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ToolDefFields")]
 pub struct ToolDef {
     pub name: String,
-    #[serde(default)]
     pub description: String,
     /// JSON Schema of the arguments.
-    #[serde(default = "empty_object_schema")]
     pub parameters: serde_json::Value,
     #[serde(flatten)]
     pub kind: ToolKind,
+}
+
+/// `ToolDef` as written: its fields and its kind's, side by side.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ToolDefFields {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default = "empty_object_schema")]
+    parameters: serde_json::Value,
+    kind: ToolKindName,
+    #[serde(default)]
+    url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ToolKindName {
+    Builtin,
+    Http,
+    Client,
+}
+
+impl TryFrom<ToolDefFields> for ToolDef {
+    type Error = &'static str;
+
+    fn try_from(f: ToolDefFields) -> Result<ToolDef, Self::Error> {
+        let kind = match (f.kind, f.url) {
+            (ToolKindName::Http, Some(url)) => ToolKind::Http { url },
+            (ToolKindName::Http, None) => return Err("missing field `url`"),
+            (_, Some(_)) => return Err("`url` is only for tools of kind `http`"),
+            (ToolKindName::Builtin, None) => ToolKind::Builtin,
+            (ToolKindName::Client, None) => ToolKind::Client,
+        };
+        Ok(ToolDef {
+            name: f.name,
+            description: f.description,
+            parameters: f.parameters,
+            kind,
+        })
+    }
 }
 
 fn empty_object_schema() -> serde_json::Value {
@@ -52,7 +95,7 @@ pub enum ToolKind {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Model calls per run before the run fails with `max_steps`.
     pub max_steps: u32,
@@ -72,5 +115,53 @@ impl Default for Limits {
             max_output_tokens: 1024,
             context_messages: 64,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_defs_read_back_what_they_write() {
+        for kind in [
+            ToolKind::Builtin,
+            ToolKind::Client,
+            ToolKind::Http {
+                url: "http://127.0.0.1:9/t".into(),
+            },
+        ] {
+            let tool = ToolDef {
+                name: "t".into(),
+                description: "d".into(),
+                parameters: empty_object_schema(),
+                kind,
+            };
+            let json = serde_json::to_value(&tool).unwrap();
+            assert_eq!(serde_json::from_value::<ToolDef>(json).unwrap(), tool);
+        }
+    }
+
+    #[test]
+    fn tool_defs_and_limits_refuse_keys_they_do_not_honour() {
+        let refused = [
+            r#"{"name": "t", "kind": "builtin", "colour": 1}"#,
+            r#"{"name": "t", "kind": "builtin", "url": "http://x"}"#,
+            r#"{"name": "t", "kind": "http"}"#,
+            r#"{"name": "t", "kind": "teleport"}"#,
+        ];
+        for body in refused {
+            assert!(serde_json::from_str::<ToolDef>(body).is_err(), "{body}");
+        }
+        let tool: ToolDef = serde_json::from_str(r#"{"name": "t", "kind": "client"}"#).unwrap();
+        assert_eq!(tool.parameters, empty_object_schema());
+        assert!(serde_json::from_str::<Limits>(r#"{"context_tokens": 6000}"#).is_err());
+        assert_eq!(
+            serde_json::from_str::<Limits>(r#"{"max_steps": 2}"#).unwrap(),
+            Limits {
+                max_steps: 2,
+                ..Limits::default()
+            }
+        );
     }
 }

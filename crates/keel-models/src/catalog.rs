@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// Prices in US dollars per million tokens.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Price {
     pub input: f64,
     /// Input tokens read from the provider's prompt cache; `input` when the model has no
@@ -20,6 +21,7 @@ pub struct Price {
 
 /// One model's limits and prices.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelInfo {
     /// Input plus output tokens the model can attend to.
     pub context_window: u32,
