@@ -3,13 +3,13 @@
 //! memory for everyone else. The engine checks them before each write that grows something;
 //! a hit is `EngineError::LimitReached`, naming the limit and the `[limits]` key that sets it.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::EngineError;
 
 /// The `[limits]` table of `keel.toml`. Defaults are far above honest use and far below what
 /// would hurt a node.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Quotas {
     /// Sessions (and conversations) one tenant may hold.

@@ -1,15 +1,67 @@
 //! keel's configuration: `keel.toml` (in the working directory, or `--config`), then `KEEL_*`
 //! variables, then the providers' usual variables (`OPENAI_API_KEY`, `OPENAI_BASE_URL`).
+//! Nothing is accepted that is not honoured: an unknown key anywhere in the file stops keel
+//! with its path and the nearest known key (`strict`), an unknown `KEEL_*` variable is warned
+//! about at start.
+
+mod strict;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use keel_core::{Limits, ToolDef};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Default, Deserialize)]
+/// Every `KEEL_*` variable keel reads (its flags' `env` included: a test keeps them here).
+pub const KEEL_VARIABLES: &[&str] = &[
+    "KEEL_API_KEY",
+    "KEEL_CONFIG",
+    "KEEL_DATA_DIR",
+    "KEEL_FAULT_PAUSE",
+    "KEEL_LISTEN",
+    "KEEL_LOG",
+    "KEEL_METRICS_LISTEN",
+    "KEEL_MODEL",
+    "KEEL_MODEL_PATH",
+    "KEEL_PYTHON",
+    "KEEL_SERVER",
+];
+
+/// Prefixes (or whole names) of the variables keel's tests, benchmarks and scripts read (not
+/// keel itself), so a shell set up for them is not warned about.
+const KEEL_VARIABLE_PREFIXES: &[&str] = &[
+    "KEEL_BENCH_",
+    "KEEL_TEST_",
+    "KEEL_PROFILE_",
+    "KEEL_STORE_CRASH_TEST_DB",
+];
+
+/// Warns about each `KEEL_*` variable keel does not read (a misspelt one would otherwise do
+/// nothing without a word), with the nearest known name. Called once, at start.
+pub fn warn_unknown_variables() {
+    for name in unknown_variables(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok())) {
+        tracing::warn!("{name}");
+    }
+}
+
+/// One line per unknown `KEEL_*` name among `names`.
+fn unknown_variables(names: impl Iterator<Item = String>) -> Vec<String> {
+    let known: Vec<&str> = KEEL_VARIABLES.iter().map(|v| &v["KEEL_".len()..]).collect();
+    names
+        .filter(|n| n.starts_with("KEEL_") && !KEEL_VARIABLES.contains(&n.as_str()))
+        .filter(|n| !KEEL_VARIABLE_PREFIXES.iter().any(|p| n.starts_with(p)))
+        .map(|n| match strict::nearest(&n["KEEL_".len()..], &known) {
+            Some(near) => {
+                format!("{n} is set but keel does not read it; did you mean KEEL_{near}?")
+            }
+            None => format!("{n} is set but keel does not read it"),
+        })
+        .collect()
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where keel keeps its database and models (default `./keel-data`; `KEEL_DATA_DIR`).
@@ -39,7 +91,7 @@ pub struct Config {
     pub limits: keel_engine::Quotas,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// `full` (fsync at every commit, the default) or `normal` (WAL without fsync per commit:
@@ -62,7 +114,7 @@ impl Default for StoreConfig {
 }
 
 /// The `[server]` section.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
     /// Also serve `/metrics`, alone and without a key, on this address (`--metrics-listen`).
@@ -71,7 +123,7 @@ pub struct ServeConfig {
     pub metrics_tenant_labels: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ProviderConfig {
     /// OpenAI Chat Completions, or any compatible server (vLLM, Ollama, llama.cpp) by `base_url`.
@@ -116,7 +168,7 @@ pub enum ProviderConfig {
     },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     pub name: String,
@@ -137,8 +189,13 @@ impl Config {
             None => (PathBuf::from("keel.toml"), false),
         };
         let mut config = match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str::<Config>(&text)
-                .with_context(|| format!("{} is not a valid keel configuration", path.display()))?,
+            Ok(text) => Config::parse(&text).map_err(|problems| {
+                let lines: Vec<String> = problems
+                    .iter()
+                    .map(|p| format!("{}: {p}", path.display()))
+                    .collect();
+                anyhow!("{}", lines.join("\n"))
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Config::default(),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
@@ -202,9 +259,65 @@ impl Config {
         Ok(config)
     }
 
+    /// Reads a file's text strictly; `Err` has one line per problem (an unknown key with its
+    /// path and the nearest known key, a wrong type, a missing field).
+    fn parse(text: &str) -> Result<Config, Vec<String>> {
+        let tree = toml::from_str::<toml::Table>(text)
+            .map_err(|e| vec![format!("not valid TOML: {e}")])?;
+        strict::from_tree(&toml::Value::Table(tree))
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("keel-data"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variable_a_flag_reads_is_known() {
+        use clap::CommandFactory;
+        fn walk(command: &clap::Command, out: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                if let Some(env) = arg.get_env() {
+                    out.push(env.to_string_lossy().into_owned());
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, out);
+            }
+        }
+        let mut read = Vec::new();
+        walk(&crate::Cli::command(), &mut read);
+        assert!(read.contains(&"KEEL_CONFIG".to_string()), "{read:?}");
+        for name in read {
+            assert!(
+                KEEL_VARIABLES.contains(&name.as_str()),
+                "add {name} to KEEL_VARIABLES"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keel_variables_are_named_with_the_nearest_known_one() {
+        let names = [
+            "KEEL_DATADIR",
+            "KEEL_LOG",
+            "KEEL_BENCH_SECS",
+            "HOME",
+            "KEEL_FROBNICATE",
+        ];
+        let lines = unknown_variables(names.iter().map(|n| n.to_string()));
+        assert_eq!(
+            lines,
+            [
+                "KEEL_DATADIR is set but keel does not read it; did you mean KEEL_DATA_DIR?",
+                "KEEL_FROBNICATE is set but keel does not read it",
+            ]
+        );
     }
 }

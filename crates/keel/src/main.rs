@@ -55,6 +55,9 @@ enum Command {
     /// Check the store: list records that cannot be read.
     #[command(subcommand)]
     Store(commands::store::StoreCommand),
+    /// Check the configuration without starting keel and print it as keel would use it.
+    #[command(subcommand)]
+    Config(commands::config::ConfigCommand),
     /// Measure durable turns/s, per-turn cost over a long session and bytes per turn.
     Bench(commands::bench::BenchArgs),
 }
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    config::warn_unknown_variables();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -90,6 +94,9 @@ fn main() -> ExitCode {
 
 /// `Ok(false)`: the command ran and found something wrong (e.g. `keel store check`).
 async fn run(cli: Cli) -> anyhow::Result<bool> {
+    if let Command::Config(cmd) = cli.command {
+        return commands::config::run(cli.config.as_deref(), cli.data_dir, cmd);
+    }
     let mut config = config::Config::load(cli.config.as_deref())?;
     if let Some(dir) = cli.data_dir {
         config.data_dir = Some(dir);
@@ -118,6 +125,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Serve(args) => commands::serve::run(&config, args).await,
         Command::Bench(args) => commands::bench::run(args).await,
         Command::Store(cmd) => return commands::store::run(&config, cmd).await,
+        Command::Config(_) => unreachable!("handled before the configuration is loaded"),
     }
     .map(|()| true)
 }

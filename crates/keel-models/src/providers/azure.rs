@@ -6,7 +6,7 @@
 use std::fmt;
 
 use async_trait::async_trait;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::openai::chunks::ChatChunks;
 use super::openai::wire::chat_body;
@@ -20,7 +20,7 @@ const PROVIDER: &str = "azure";
 pub const DEFAULT_API_VERSION: &str = "2024-10-21";
 
 /// How keel proves itself to Azure.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum AzureAuth {
     /// The resource's key, sent as `api-key`.
@@ -31,7 +31,7 @@ pub enum AzureAuth {
 }
 
 /// How to reach one Azure OpenAI resource.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AzureConfig {
     /// The resource endpoint, e.g. `https://my-resource.openai.azure.com`.

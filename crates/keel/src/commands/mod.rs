@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod bench;
 pub mod chat;
+pub mod config;
 pub mod model;
 pub mod remote;
 pub mod send;

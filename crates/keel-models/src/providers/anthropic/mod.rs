@@ -7,7 +7,7 @@ mod wire;
 use std::fmt;
 
 use async_trait::async_trait;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::streaming::{self, HttpTimeouts, SseCall};
 use crate::{ModelClient, ModelError, ModelRequest, ModelStream};
@@ -17,7 +17,7 @@ pub(crate) const PROVIDER: &str = "anthropic";
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// How to reach Anthropic.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnthropicConfig {
     /// Up to but excluding `/v1`, e.g. `https://api.anthropic.com`.

@@ -13,7 +13,7 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_bedrockruntime::config::{Credentials, Region};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, timeout_at};
 
 use super::streaming::{HttpTimeouts, config_error};
@@ -23,7 +23,7 @@ use crate::{ModelClient, ModelError, ModelRequest, ModelStream};
 pub(crate) const PROVIDER: &str = "bedrock";
 
 /// How to reach Bedrock in one region.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BedrockConfig {
     pub region: String,

@@ -8,7 +8,7 @@ mod wire;
 use std::fmt;
 
 use async_trait::async_trait;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::streaming::{self, HttpTimeouts, SseCall};
 use crate::{ModelClient, ModelError, ModelRequest, ModelStream};
@@ -16,7 +16,7 @@ use crate::{ModelClient, ModelError, ModelRequest, ModelStream};
 pub(crate) const PROVIDER: &str = "openai_responses";
 
 /// How to reach a Responses API.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ResponsesConfig {
     /// Up to and including the version path, e.g. `https://api.openai.com/v1`.
