@@ -5,7 +5,6 @@
 //! one revoked through another node within `KEY_TTL`.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -213,21 +212,29 @@ pub enum BootstrapError {
 
 /// On first start, creates the default tenant and an admin key, writes the key to
 /// `<data_dir>/admin.key` (mode 0600) and returns it, to be shown once. `None` afterwards.
+///
+/// The key file is made durable (fsynced, renamed, its directory fsynced) before the tenant is
+/// stored, and the tenant and key commit synchronously, so a power cut never leaves the tenant
+/// without the file. A cut between the two commits leaves the tenant and the file without the
+/// key's record: the next start stores the record from the file.
 pub async fn bootstrap(
     store: &dyn Store,
     data_dir: &Path,
     now: Timestamp,
 ) -> Result<Option<String>, BootstrapError> {
     let tenant = TenantId::default_tenant();
+    let path = admin_key_path(data_dir);
     if store.get_tenant(&tenant).await?.is_some() {
+        finish_cut_bootstrap(store, &path, now).await?;
         return Ok(None);
     }
     let new = generate_key(&tenant, KeyScope::Admin, now);
-    let path = admin_key_path(data_dir);
-    write_private(&path, &new.key).map_err(|source| BootstrapError::Write {
-        path: path.clone(),
-        source,
-    })?;
+    keel_models::durable::write(&path, format!("{}\n", new.key).as_bytes(), true).map_err(
+        |source| BootstrapError::Write {
+            path: path.clone(),
+            source,
+        },
+    )?;
     store
         .create_tenant(&TenantRecord {
             id: tenant,
@@ -240,14 +247,32 @@ pub async fn bootstrap(
     Ok(Some(new.key))
 }
 
-fn write_private(path: &Path, key: &str) -> std::io::Result<()> {
-    let mut options = std::fs::File::options();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    #[cfg(unix)]
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    writeln!(file, "{key}")?;
-    file.sync_all()
+/// Stores the record of the key in `admin.key` when the store has none under its prefix: the
+/// first start was cut off between storing the tenant and storing the key.
+async fn finish_cut_bootstrap(
+    store: &dyn Store,
+    path: &Path,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let Some((prefix, secret)) = text.trim().split_once('.') else {
+        return Ok(());
+    };
+    if !prefix.starts_with(PREFIX_TAG) || store.get_api_key(prefix).await?.is_some() {
+        return Ok(());
+    }
+    store
+        .create_api_key(&ApiKeyRecord {
+            prefix: prefix.to_string(),
+            tenant: TenantId::default_tenant(),
+            scope: KeyScope::Admin,
+            secret_hash: Sha256::digest(secret.as_bytes()).to_vec(),
+            created_at: now,
+            revoked_at: None,
+        })
+        .await?;
+    tracing::warn!(%prefix, path = %path.display(), "the first start stopped before storing its admin key; stored it from the key file");
+    Ok(())
 }

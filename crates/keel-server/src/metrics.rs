@@ -8,9 +8,18 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::accounting::{Totals, UsageLedger};
+
+/// Log lines this process could not write (its log's disk full, its pipe closed) and dropped.
+static LOG_LINES_DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a log line dropped by keel's log writer (`keel_log_lines_dropped_total`).
+pub fn log_line_dropped() {
+    LOG_LINES_DROPPED.fetch_add(1, Ordering::Relaxed);
+}
 
 /// Latency bucket bounds, in seconds.
 const BUCKETS: &[f64] = &[
@@ -147,6 +156,10 @@ impl Metrics {
         out += "# TYPE keel_store_unreadable_records counter\n";
         let unreadable = keel_store::unreadable_records_seen();
         let _ = writeln!(out, "keel_store_unreadable_records {unreadable}");
+        out += "# HELP keel_log_lines_dropped_total Log lines that could not be written (the log's disk full, its pipe closed) and were dropped.\n";
+        out += "# TYPE keel_log_lines_dropped_total counter\n";
+        let dropped = LOG_LINES_DROPPED.load(Ordering::Relaxed);
+        let _ = writeln!(out, "keel_log_lines_dropped_total {dropped}");
         self.render_gateway(&mut out, per_tenant);
         out
     }

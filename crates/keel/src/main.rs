@@ -69,7 +69,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
                 .unwrap_or_else(|_| "warn".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| StderrLog)
+        .log_internal_errors(false)
         .init();
     config::warn_unknown_variables();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -89,6 +90,26 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// keel's log writer: stderr, where a line that cannot be written (the log's disk is full, its
+/// pipe closed) is dropped and counted (`keel_log_lines_dropped_total` in `/metrics`) instead
+/// of failing. tracing-subscriber reports a failing writer with `eprintln!`, which panics when
+/// stderr fails too (tokio-rs/tracing#3271): in a request, or in the store's writer thread.
+struct StderrLog;
+
+impl std::io::Write for StderrLog {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        if std::io::stderr().write_all(line).is_err() {
+            keel_server::metrics::log_line_dropped();
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
     }
 }
 

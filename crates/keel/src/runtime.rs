@@ -21,12 +21,7 @@ pub const DEFAULT_AGENT: &str = "default";
 /// Opens (or creates) the store under the data directory.
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let dir = config.data_dir();
-    std::fs::create_dir_all(&dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}: check its permissions or set KEEL_DATA_DIR",
-            dir.display()
-        )
-    })?;
+    create_data_dir(&dir)?;
     let mut options = SqliteOptions::new(dir.join("keel.db"));
     options.durability = if config.store.durability == "normal" {
         Durability::Normal
@@ -37,6 +32,17 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let store = SqliteStore::open(options)
         .with_context(|| format!("cannot open keel's store in {}", dir.display()))?;
     Ok(Arc::new(store))
+}
+
+/// Creates the data directory if it is missing, its entry fsynced into its parent (and so on
+/// up), so a power cut during the first start cannot keep what was stored in it and lose it.
+fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
+    keel_models::durable::create_dir_all(dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}: check its permissions or set KEEL_DATA_DIR",
+            dir.display()
+        )
+    })
 }
 
 /// The providers the configuration names.
@@ -217,8 +223,7 @@ pub struct Runtime {
 impl Runtime {
     pub async fn start(config: &Config) -> anyhow::Result<Runtime> {
         let dir = config.data_dir();
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        create_data_dir(&dir)?;
         let lock = lock_data_dir(&dir)?;
         let store = open_store(config)?;
         let models = model_registry(config).await?;

@@ -1,16 +1,20 @@
 //! `POST /v1/sessions/{id}/messages`: queue the user's input as a run and answer by `mode` —
-//! `wait` for the finished run, `stream` it as server-sent events, or `background` (202).
+//! `wait` for the finished run, `stream` it as server-sent events, or `background` (202). A
+//! `wait` whose run cannot start because the store cannot commit answers 503 within about a
+//! second, the run left queued.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use keel_core::{Message, SessionId};
+use keel_core::{Message, RunStatus, SessionId};
 use serde_json::json;
+use tokio::time::Instant;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorEnvelope, parse_id};
@@ -28,7 +32,8 @@ use crate::wire::{RunView, SendMessage, SendMode};
         (status = 200, body = RunView, description = "mode `wait`: the run, finished (or still running past the wait limit)"),
         (status = 202, body = RunView, description = "mode `background`: the queued run"),
         (status = 201, content_type = "text/event-stream", body = String, description = "mode `stream`: the run's events"),
-        (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
+        (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
+        (status = 503, body = ErrorEnvelope, description = "the store cannot commit: the input was not stored, or (mode `wait`) its run cannot start yet and stays queued")))]
 pub async fn send(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -64,6 +69,10 @@ pub async fn send(
     }
 }
 
+/// How often a `wait` whose run has not started asks whether the store can commit: a run
+/// cannot start while it cannot, and the caller is told so (503) instead of waiting on.
+const START_CHECK: Duration = Duration::from_secs(1);
+
 async fn wait(
     state: &AppState,
     mut progress: RunProgress,
@@ -71,9 +80,12 @@ async fn wait(
 ) -> ApiResult<Response> {
     let deadline = tokio::time::sleep(state.config.wait_timeout);
     tokio::pin!(deadline);
+    let mut start_check = tokio::time::interval_at(Instant::now() + START_CHECK, START_CHECK);
+    let mut started = false;
     loop {
         tokio::select! {
             next = progress.next() => match next? {
+                Progress::Started => started = true,
                 Progress::Ended { run, usage } => {
                     return Ok(Json(RunView::new(*run, usage.map(Into::into))).into_response());
                 }
@@ -85,6 +97,24 @@ async fn wait(
                     ));
                 }
                 _ => {}
+            },
+            _ = start_check.tick(), if !started => {
+                if let Err(error) = state.engine.store().health().await {
+                    let current = state.engine.get_run(&run.tenant, &run.id).await?;
+                    if current.status == RunStatus::Queued {
+                        return Err(ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "run_not_started",
+                            format!(
+                                "run {id} cannot start while the store cannot commit ({error}); \
+                                 it stays queued and starts when the store recovers: follow it \
+                                 with GET /v1/runs/{id}",
+                                id = run.id
+                            ),
+                        ));
+                    }
+                    started = current.status != RunStatus::Queued;
+                }
             },
             _ = &mut deadline => {
                 let current = state.engine.get_run(&run.tenant, &run.id).await?;

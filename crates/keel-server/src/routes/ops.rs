@@ -1,7 +1,7 @@
-//! Operational endpoints: liveness, readiness (the store answers) and the OpenAPI document,
-//! open to anyone; Prometheus metrics, which need an admin key on the API's listener (the
-//! counters cover every tenant) and need none on the separate listener an operator may give
-//! them (`keel serve --metrics-listen`, `metrics_only`).
+//! Operational endpoints: liveness, readiness (the store reads and can commit a write) and the
+//! OpenAPI document, open to anyone; Prometheus metrics, which need an admin key on the API's
+//! listener (the counters cover every tenant) and need none on the separate listener an
+//! operator may give them (`keel serve --metrics-listen`, `metrics_only`).
 
 use std::sync::Arc;
 
@@ -27,11 +27,18 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// The store answers.
+/// Ready: the store answers reads and can commit a write (a full disk, a failing disk or a
+/// lock held elsewhere makes it 503 `not_ready`, saying why, until a write commits again).
 #[utoipa::path(get, path = "/readyz", tag = "ops", security(()),
     responses((status = 200, body = Health), (status = 503, body = ErrorEnvelope)))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<Json<Health>> {
-    state.engine.store().ping().await?;
+    state.engine.store().health().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("not ready: {e}"),
+        )
+    })?;
     Ok(Json(Health {
         status: "ready".into(),
     }))
