@@ -17,8 +17,11 @@ use keel_store::{
 };
 use rusqlite::ffi;
 
-/// Every file's contents at its last fsync, and how many fsyncs it had.
-static SYNCED: Mutex<Option<HashMap<PathBuf, (Vec<u8>, u64)>>> = Mutex::new(None);
+/// A file's contents at its last fsync, and how many fsyncs it had.
+type Synced = (Vec<u8>, u64);
+
+/// Every file's, by path.
+static SYNCED: Mutex<Option<HashMap<PathBuf, Synced>>> = Mutex::new(None);
 
 /// Our file: the header SQLite sees, then the wrapped file of the system VFS.
 #[repr(C)]
@@ -154,7 +157,6 @@ fn install_powercut_vfs() {
     ONCE.call_once(|| unsafe {
         let system = ffi::sqlite3_vfs_find(std::ptr::null());
         assert!(!system.is_null(), "SQLite has no default VFS");
-        assert!((*system).iVersion >= 3 || (*system).iVersion >= 1);
         REAL_VFS = system;
         let mut vfs = *system;
         vfs.zName = c"powercut".as_ptr() as *const c_char;
