@@ -193,8 +193,11 @@ impl SessionState {
             event_type: event.body.type_name(),
             reason,
         };
-        if event.seq != self.last_seq + 1 {
-            return Err(fail(format!("expected seq {}", self.last_seq + 1)));
+        // `checked_add`: a damaged snapshot may claim the last possible seq.
+        match self.last_seq.checked_add(1) {
+            Some(next) if event.seq == next => {}
+            Some(next) => return Err(fail(format!("expected seq {next}"))),
+            None => return Err(fail("the log already holds the last possible seq".into())),
         }
         if self.status == SessionStatus::New
             && !matches!(event.body, EventBody::SessionStarted { .. })
@@ -264,7 +267,7 @@ impl SessionState {
                         .collect(),
                 });
                 self.status = SessionStatus::Running;
-                self.message_count += 1;
+                self.message_count = self.message_count.saturating_add(1);
             }
             EventBody::MessagesAdded { messages } => {
                 if self.active.is_some() {
@@ -275,7 +278,7 @@ impl SessionState {
                 let answered: Vec<&str> = messages.iter().flat_map(Message::tool_results).collect();
                 self.awaiting
                     .retain(|c| !answered.contains(&c.call_id.as_str()));
-                self.message_count += messages.len() as u64;
+                self.message_count = self.message_count.saturating_add(messages.len() as u64);
             }
             EventBody::ModelCalled { step, attempt, .. } => {
                 let run = self.active.as_mut().expect("checked above");
@@ -288,9 +291,9 @@ impl SessionState {
                     ));
                 }
                 let expected = if run.attempt > 0 && !run.replied {
-                    (run.step, run.attempt + 1)
+                    (run.step, run.attempt.saturating_add(1))
                 } else {
-                    (run.step + 1, 1)
+                    (run.step.saturating_add(1), 1)
                 };
                 if (*step, *attempt) != expected {
                     return Err(fail(format!(
@@ -328,7 +331,7 @@ impl SessionState {
                 run.reply_had_tools = !run.tools.is_empty();
                 run.usage.add(usage);
                 self.usage.add(usage);
-                self.message_count += 1;
+                self.message_count = self.message_count.saturating_add(1);
             }
             EventBody::ModelFailed {
                 step,
@@ -372,7 +375,7 @@ impl SessionState {
                     return Err(fail(format!("tool call {call_id:?} is not pending")));
                 };
                 run.tools.remove(pos);
-                self.message_count += 1;
+                self.message_count = self.message_count.saturating_add(1);
             }
             EventBody::RunCompleted { run_id, .. } => {
                 let run = self.active.as_ref().expect("checked above");
@@ -403,7 +406,7 @@ impl SessionState {
     fn end_run(&mut self, run_id: &RunId, status: RunStatus) {
         self.active = None;
         self.status = SessionStatus::Idle;
-        self.runs_finished += 1;
+        self.runs_finished = self.runs_finished.saturating_add(1);
         self.last_run = Some((run_id.clone(), status));
     }
 }
@@ -448,7 +451,7 @@ pub fn decide(state: &SessionState) -> Action {
         return Action::CallModel {
             run_id,
             step: run.step,
-            attempt: run.attempt + 1,
+            attempt: run.attempt.saturating_add(1),
             intent_logged: false,
         };
     }
@@ -470,7 +473,7 @@ pub fn decide(state: &SessionState) -> Action {
     }
     Action::CallModel {
         run_id,
-        step: run.step + 1,
+        step: run.step.saturating_add(1),
         attempt: 1,
         intent_logged: false,
     }

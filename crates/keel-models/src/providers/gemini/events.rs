@@ -122,7 +122,9 @@ impl EventDecoder for GenerateEvents {
         if let Some(usage) = chunk.usage_metadata {
             self.usage = Usage {
                 input_tokens: usage.prompt_token_count,
-                output_tokens: usage.candidates_token_count + usage.thoughts_token_count,
+                output_tokens: usage
+                    .candidates_token_count
+                    .saturating_add(usage.thoughts_token_count),
                 cached_input_tokens: usage.cached_content_token_count,
             };
         }
@@ -210,6 +212,22 @@ mod tests {
             id: None,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn usage_counts_at_the_edge_of_u64_saturate_instead_of_overflowing() {
+        let mut d = GenerateEvents::default();
+        feed(
+            &mut d,
+            json!({"candidates": [], "usageMetadata": {"candidatesTokenCount": u64::MAX, "thoughtsTokenCount": 2}}),
+        );
+        assert!(matches!(
+            d.finish()[0],
+            StreamEvent::Usage(Usage {
+                output_tokens: u64::MAX,
+                ..
+            })
+        ));
     }
 
     #[test]
