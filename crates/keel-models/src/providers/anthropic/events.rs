@@ -87,7 +87,7 @@ struct WireUsage {
 
 /// Decoding state for one reply.
 #[derive(Default)]
-pub(super) struct MessageEvents {
+pub(in crate::providers) struct MessageEvents {
     /// Content block index → tool call index.
     tools: HashMap<usize, usize>,
     usage: Usage,

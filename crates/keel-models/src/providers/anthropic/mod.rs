@@ -1,7 +1,7 @@
 //! Anthropic Messages (`POST {base_url}/v1/messages`, streamed over SSE, `anthropic-version`
 //! header). `wire` builds the request body, `events` reads the reply; this file holds config and HTTP.
 
-mod events;
+pub(super) mod events;
 mod wire;
 
 use std::fmt;

@@ -67,7 +67,7 @@ struct UsageMetadata {
 
 /// Decoding state for one reply.
 #[derive(Default)]
-pub(super) struct GenerateEvents {
+pub(in crate::providers) struct GenerateEvents {
     calls: usize,
     usage: Usage,
     finish: Option<FinishReason>,

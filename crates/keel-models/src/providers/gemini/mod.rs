@@ -2,7 +2,7 @@
 //! `x-goog-api-key`). `wire` builds the request, `events` reads the reply; this file does HTTP.
 //! Gemini has no tool-call ids: keel assigns them, and maps results back by name and order.
 
-mod events;
+pub(super) mod events;
 mod wire;
 
 use std::fmt;
