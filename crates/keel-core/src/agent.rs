@@ -101,8 +101,10 @@ pub struct Limits {
     pub max_steps: u32,
     /// Attempts per model call (the first included) before the run fails.
     pub max_model_attempts: u32,
-    /// Output tokens per model call.
-    pub max_output_tokens: u32,
+    /// Output tokens per model call; `None` (the default) sends no cap, so the model's own
+    /// limit applies, as with OpenAI's API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
     /// The most recent messages sent to the model; older ones stay in the log.
     pub context_messages: u32,
 }
@@ -112,7 +114,7 @@ impl Default for Limits {
         Limits {
             max_steps: 16,
             max_model_attempts: 3,
-            max_output_tokens: 1024,
+            max_output_tokens: None,
             context_messages: 64,
         }
     }
@@ -163,5 +165,18 @@ mod tests {
                 ..Limits::default()
             }
         );
+    }
+
+    #[test]
+    fn no_output_cap_unless_one_is_set_and_stored_caps_still_read() {
+        assert_eq!(Limits::default().max_output_tokens, None);
+        let json = serde_json::to_string(&Limits::default()).unwrap();
+        assert!(!json.contains("max_output_tokens"), "{json}");
+        // An agent stored by an older keel, which always wrote a cap.
+        let old: Limits = serde_json::from_str(
+            r#"{"max_steps": 16, "max_model_attempts": 3, "max_output_tokens": 1024, "context_messages": 64}"#,
+        )
+        .unwrap();
+        assert_eq!(old.max_output_tokens, Some(1024));
     }
 }

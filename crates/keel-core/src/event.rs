@@ -90,12 +90,24 @@ pub enum EventBody {
         cost_usd: Option<f64>,
     },
     /// The model call of `step` failed; `retryable` says whether another attempt may help.
+    /// `kind` is keel's class of the failure (`keel_models::ModelErrorKind` by name:
+    /// `context_overflow`, `rate_limited`, …); `status` and `code` are what the provider
+    /// answered, when it did. Events logged by older versions have none of the three.
     ModelFailed {
         run_id: RunId,
         step: u32,
         attempt: u32,
         error: String,
         retryable: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+        /// The wait the provider asked for (`Retry-After`), in milliseconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     /// Intent: perform tool call `call_id`. External tools receive `idempotency_key`.
     ToolCalled {
@@ -271,6 +283,33 @@ mod tests {
             EventBody::decode("{not json"),
             Err(EventDecodeError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_model_failure_keeps_what_the_provider_said_and_older_ones_still_read() {
+        let old = r#"{"type":"model_failed","run_id":"run_01JZZZZZZZZZZZZZZZZZZZZZZZ","step":1,"attempt":1,"error":"openai: HTTP 500: down","retryable":true}"#;
+        let EventBody::ModelFailed {
+            kind, status, code, ..
+        } = EventBody::decode(old).unwrap()
+        else {
+            panic!("not a model failure");
+        };
+        assert_eq!((kind, status, code), (None, None, None));
+        let new = EventBody::ModelFailed {
+            run_id: RunId::generate(1, 1),
+            step: 1,
+            attempt: 2,
+            error: "openai: HTTP 400: too long (context_length_exceeded)".into(),
+            retryable: false,
+            kind: Some("context_overflow".into()),
+            status: Some(400),
+            code: Some("context_length_exceeded".into()),
+            retry_after_ms: None,
+        };
+        let json = new.encode();
+        assert!(json.contains(r#""status":400"#), "{json}");
+        assert!(!json.contains("retry_after_ms"), "{json}");
+        assert_eq!(EventBody::decode(&json).unwrap(), new);
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub use agent::{AgentDef, Limits, ToolDef, ToolKind};
 pub use event::{Event, EventBody, EventDecodeError, FinishReason};
 pub use id::{AgentId, IdError, RunId, SessionId, TenantId};
 pub use message::{Message, Part, Role, Usage};
-pub use run::RunOptions;
+pub use run::{RunOptions, Truncation};
 pub use session::{
     Action, PendingToolCall, RunState, RunStatus, SessionState, SessionStatus, decide,
 };

@@ -20,21 +20,16 @@ pub struct RunOptions {
     /// by the caller (the run ends with the call pending, the next input carries its result).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolDef>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "finite_f32"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "finite_f32"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f32>,
     /// Output tokens per model call, instead of the agent's limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u32>,
+    /// What to do when the transcript does not fit the model's context window.
+    #[serde(default, skip_serializing_if = "Truncation::is_disabled")]
+    pub truncation: Truncation,
     /// How the model may use tools: the serde form of `keel_models::ToolChoice` (the core
     /// does not know the models crate), which the engine hands to the provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,6 +47,31 @@ pub struct RunOptions {
     pub annotations: serde_json::Map<String, serde_json::Value>,
 }
 
+/// OpenAI's `truncation`: what happens when the transcript is longer than the model's context
+/// window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Truncation {
+    /// The call fails (`context_length_exceeded`).
+    #[default]
+    Disabled,
+    /// The oldest turns are left out until the transcript fits.
+    Auto,
+}
+
+impl Truncation {
+    pub fn is_disabled(&self) -> bool {
+        *self == Truncation::Disabled
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Truncation::Disabled => "disabled",
+            Truncation::Auto => "auto",
+        }
+    }
+}
+
 impl RunOptions {
     pub fn is_default(&self) -> bool {
         self == &RunOptions::default()
@@ -63,16 +83,5 @@ impl RunOptions {
             .iter()
             .filter(|t| t.kind == ToolKind::Client)
             .map(|t| t.name.as_str())
-    }
-}
-
-/// A sampling number an `f32` holds. JSON such as `1e39` would read as infinity, which is
-/// written back as `null`: a logged run would not replay as it was asked for.
-fn finite_f32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f32>, D::Error> {
-    match Option::<f32>::deserialize(d)? {
-        Some(value) if !value.is_finite() => Err(serde::de::Error::custom(
-            "a sampling parameter is out of range for a 32-bit float",
-        )),
-        value => Ok(value),
     }
 }

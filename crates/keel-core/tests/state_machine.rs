@@ -157,6 +157,10 @@ impl Sim {
                             attempt,
                             error: "boom".into(),
                             retryable,
+                            kind: None,
+                            status: None,
+                            code: None,
+                            retry_after_ms: None,
                         }),
                         Outcome::Reply { tools, client } => {
                             let mut parts = vec![Part::Text {

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use keel_core::{Action, Event, EventBody, FinishReason, Message, RunStatus, SessionState};
+use keel_core::{
+    Action, Event, EventBody, FinishReason, Message, RunStatus, SessionState, Truncation,
+};
 use keel_models::{ModelError, ModelRequest, Params, ReplyAccumulator, ResponseFormat, ToolChoice};
 use keel_store::{
     AppendBatch, NewEvent, RunFinish, RunOutcome, RunRecord, ScratchpadWrite, Snapshot, StoreError,
@@ -18,7 +20,7 @@ use tokio::sync::watch;
 
 use crate::fault::{self, FaultPoint};
 use crate::live::{LiveSession, LoadError};
-use crate::{Inner, RunUpdate, SessionSlot, Stop, clock, tools};
+use crate::{Inner, RunUpdate, SessionSlot, Stop, clock, context, tools};
 
 /// Why a drive stopped before the run ended.
 #[derive(Debug)]
@@ -506,6 +508,10 @@ impl Driver<'_> {
                 attempt,
                 retryable: error.is_retryable(),
                 error: error.to_string(),
+                kind: Some(error.kind.as_str().to_string()),
+                status: error.status,
+                code: error.code.clone(),
+                retry_after_ms: error.retry_after.map(|d| d.as_millis() as u64),
             };
             (body, error.retry_after)
         };
@@ -521,7 +527,8 @@ impl Driver<'_> {
                     keel_models::ModelErrorKind::BadRequest,
                     "keel",
                     e.to_string(),
-                );
+                )
+                .with_code("model_not_found");
                 return Ok(failed(error));
             }
         };
@@ -530,21 +537,20 @@ impl Driver<'_> {
         let (tool_choice, response_format) = match model_controls(options) {
             Ok(controls) => controls,
             Err(e) => {
-                let error = ModelError::new(keel_models::ModelErrorKind::BadRequest, "keel", e);
+                // Options keel stored and cannot read back: keel's fault, not the caller's.
+                let error = ModelError::new(keel_models::ModelErrorKind::Protocol, "keel", e)
+                    .with_code("invalid_run_options");
                 return Ok(failed(error));
             }
         };
-        let request = ModelRequest {
+        let mut request = ModelRequest {
             model,
             system: (!instructions.is_empty()).then(|| instructions.clone()),
             messages: live.transcript.iter().cloned().collect::<Vec<Message>>(),
             tools: tools::specs(agent, options),
             params: Params {
-                max_tokens: Some(
-                    options
-                        .max_output_tokens
-                        .unwrap_or(agent.limits.max_output_tokens),
-                ),
+                // No cap unless the run or the agent asks for one: the model's own limit.
+                max_tokens: options.max_output_tokens.or(agent.limits.max_output_tokens),
                 temperature: options.temperature,
                 top_p: options.top_p,
                 tool_choice,
@@ -555,7 +561,28 @@ impl Driver<'_> {
             },
         };
         let started = Instant::now();
-        let mut stream = match client.stream(request).await {
+        let stream = if options.truncation == Truncation::Auto {
+            self.fit_context(&mut request, client.provider());
+            loop {
+                match client.stream(request.clone()).await {
+                    Ok(s) => break Ok(s),
+                    // The provider counted too many tokens: send fewer turns.
+                    Err(e)
+                        if e.kind == keel_models::ModelErrorKind::ContextOverflow
+                            && context::drop_older_turns(&mut request.messages) =>
+                    {
+                        tracing::info!(
+                            messages = request.messages.len(),
+                            "the transcript did not fit the model's context window; trying again without the older half of it"
+                        );
+                    }
+                    Err(e) => break Err(e),
+                }
+            }
+        } else {
+            client.stream(request).await
+        };
+        let mut stream = match stream {
             Ok(s) => s,
             Err(e) => return Ok(failed(e)),
         };
@@ -595,7 +622,8 @@ impl Driver<'_> {
                                 "the model's reply passed the limit of {reply_limit} bytes \
                                  (`model_reply_bytes` in keel.toml's [limits]); lower max_output_tokens"
                             ),
-                        );
+                        )
+                        .with_code("reply_too_large");
                         return Ok(failed(error));
                     }
                     match &event {
@@ -658,6 +686,38 @@ impl Driver<'_> {
             cost_usd,
         };
         Ok((replied, None))
+    }
+
+    /// `truncation: auto` before the call: when the catalog knows the model's context window,
+    /// leaves out the oldest turns until the request (and its output cap) fits by estimate.
+    fn fit_context(&self, request: &mut ModelRequest, provider: &str) {
+        let Some(info) = self
+            .inner
+            .models
+            .catalog()
+            .get(provider, &request.model)
+            .copied()
+        else {
+            return;
+        };
+        let reserve = request
+            .params
+            .max_tokens
+            .unwrap_or(info.max_output_tokens.min(info.context_window / 4));
+        let budget = u64::from(info.context_window.saturating_sub(reserve));
+        let dropped = context::fit(
+            request.system.as_deref(),
+            &mut request.messages,
+            &request.tools,
+            budget,
+        );
+        if dropped > 0 {
+            tracing::info!(
+                dropped,
+                context_window = info.context_window,
+                "left the oldest messages out of the request to fit the model's context window"
+            );
+        }
     }
 
     /// Waits out a retry delay, waking early when the run is stopped.

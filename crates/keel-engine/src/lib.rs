@@ -8,6 +8,7 @@
 //! hooks), `clock` (time and ids).
 
 pub mod clock;
+mod context;
 mod dispatch;
 mod driver;
 pub mod fault;

@@ -22,6 +22,8 @@ pub struct ApiError {
     pub message: String,
     /// The request field at fault, when one is (OpenAI's shape reports it as `param`).
     pub param: Option<String>,
+    /// Seconds to wait before trying again (`Retry-After`), when known; 503 always has one.
+    pub retry_after: Option<u64>,
 }
 
 /// The body of every error response.
@@ -48,6 +50,7 @@ impl ApiError {
             code,
             message: message.into(),
             param: None,
+            retry_after: None,
         }
     }
 
@@ -60,6 +63,20 @@ impl ApiError {
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
         self.param = Some(param.into());
         self
+    }
+
+    /// The same error, telling the caller how many seconds to wait (`Retry-After`).
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// The `Retry-After` this error answers with: its own, or 1 s for a 503.
+    pub fn retry_after_header(&self) -> Option<HeaderValue> {
+        let seconds = self
+            .retry_after
+            .or((self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(1))?;
+        Some(HeaderValue::from(seconds))
     }
 
     pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
@@ -113,6 +130,7 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
+        let retry_after = self.retry_after_header();
         // Kept on the response so a path with another error shape (OpenAI's) can re-render it.
         let kept = self.clone();
         let body = ErrorEnvelope {
@@ -123,10 +141,8 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        if let Some(value) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response.extensions_mut().insert(kept);
         response
@@ -307,7 +323,38 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             return rejected(StatusCode::BAD_REQUEST, text);
         }
     }
-    rejected(status, rejection.body_text())
+    let text = rejection.body_text();
+    match field_at_fault(&text) {
+        Some((param, true)) => ApiError::invalid(
+            "unknown_parameter",
+            format!("unknown parameter `{param}`: it is not a field of this request ({text})"),
+        )
+        .with_param(param),
+        Some((param, false)) => rejected(status, text).with_param(param),
+        None => rejected(status, text),
+    }
+}
+
+/// The request field a body's deserialization failed at, from the extractor's text
+/// (`…: messages[0].role: unknown variant …`; an unknown field's path ends with its name), and
+/// whether the field is unknown.
+fn field_at_fault(text: &str) -> Option<(String, bool)> {
+    let detail = text
+        .strip_prefix("Failed to deserialize the JSON body into the target type: ")
+        .unwrap_or(text);
+    let (path, message) = match detail.split_once(": ") {
+        Some((path, message)) if !path.contains(' ') && !path.is_empty() => (Some(path), message),
+        _ => (None, detail),
+    };
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name);
+    match (path.filter(|p| *p != "."), unknown) {
+        (Some(path), unknown) => Some((path.to_string(), unknown.is_some())),
+        (None, Some(name)) => Some((name.to_string(), true)),
+        (None, None) => None,
+    }
 }
 
 /// A query string whose rejections answer with the envelope.
@@ -378,4 +425,72 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
 /// unknown one.
 pub fn parse_id<T: std::str::FromStr>(kind: &str, raw: &str) -> Result<T, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found(kind, raw))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        #[serde(default)]
+        inner: Option<Inner>,
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        count: u32,
+    }
+
+    async fn refusal(body: &str) -> ApiError {
+        let request = Request::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap();
+        match ApiJson::<Body>::from_request(request, &()).await {
+            Ok(_) => panic!("{body} was accepted"),
+            Err(e) => e,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_fit_names_the_field_at_fault() {
+        let unknown = refusal(r#"{"name": "x", "colour": "red"}"#).await;
+        assert_eq!(unknown.code, "unknown_parameter");
+        assert_eq!(
+            unknown.param.as_deref(),
+            Some("colour"),
+            "{}",
+            unknown.message
+        );
+        let nested = refusal(r#"{"name": "x", "inner": {"count": 1, "extra": 2}}"#).await;
+        assert_eq!(
+            nested.param.as_deref(),
+            Some("inner.extra"),
+            "{}",
+            nested.message
+        );
+        let wrong_type = refusal(r#"{"name": 42}"#).await;
+        assert_eq!(wrong_type.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            wrong_type.param.as_deref(),
+            Some("name"),
+            "{}",
+            wrong_type.message
+        );
+        let deep = refusal(r#"{"name": "x", "inner": {"count": -1}}"#).await;
+        assert_eq!(
+            deep.param.as_deref(),
+            Some("inner.count"),
+            "{}",
+            deep.message
+        );
+        let missing = refusal(r#"{}"#).await;
+        assert_eq!(missing.param, None, "{}", missing.message);
+    }
 }

@@ -208,8 +208,26 @@ pub struct RunView {
     pub error: Option<String>,
     pub cancel_requested: bool,
     pub created_at: String,
-    /// Token usage, when the run ended while this request watched it.
+    /// Token usage: the sum of the steps the run logged (null before any was read).
     pub usage: Option<UsageView>,
+    /// Each model call that replied, in order: who served it and what it used.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepView>,
+}
+
+/// One model call of a run, from its `model_replied` event.
+#[derive(Serialize, ToSchema)]
+pub struct StepView {
+    pub step: u32,
+    /// The configured `provider/model` that served it.
+    pub model: String,
+    /// The route and target index that served it, when a route did (`route#index`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    pub usage: UsageView,
+    /// Its price in US dollars from the model catalog, when the model is listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
 }
 
 impl RunView {
@@ -224,6 +242,40 @@ impl RunView {
             cancel_requested: r.cancel_requested,
             created_at: r.created_at.to_string(),
             usage,
+            steps: Vec::new(),
+        }
+    }
+
+    /// The run with the usage and the serving model of each step it logged (`events`: the
+    /// run's events, as `Engine::run_events` reads them).
+    pub fn from_log(r: RunRecord, events: &[keel_core::Event]) -> Self {
+        let mut total = Usage::default();
+        let steps: Vec<StepView> = events
+            .iter()
+            .filter_map(|e| match &e.body {
+                keel_core::EventBody::ModelReplied {
+                    step,
+                    usage,
+                    model,
+                    target,
+                    cost_usd,
+                    ..
+                } => {
+                    total.add(usage);
+                    Some(StepView {
+                        step: *step,
+                        model: model.clone(),
+                        target: target.clone(),
+                        usage: (*usage).into(),
+                        cost_usd: *cost_usd,
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        RunView {
+            steps,
+            ..RunView::new(r, Some(total.into()))
         }
     }
 }

@@ -285,14 +285,14 @@ async fn models_list_and_errors_in_openai_shape() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert_openai_error(&body, "invalid_request_error", "invalid_body");
+    assert_openai_error(&body, "invalid_request_error", "body_not_object");
 
     // an upstream failure is a 502 in the same shape
     let (status, body) =
         chat(json!({"model": "fast", "messages": [{"role": "user", "content": "/fail down"}]}))
             .await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
-    assert_openai_error(&body, "server_error", "upstream_unavailable");
+    assert_openai_error(&body, "upstream_error", "upstream_unavailable");
 
     // keys: missing or wrong is a 401 in OpenAI's shape
     for key in [None, Some("kk_0000000000000000.bad")] {
@@ -445,7 +445,7 @@ api_key = "sk-ant-test"
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert_openai_error(&body, "invalid_request_error", "upstream_rejected_request");
+    assert_openai_error(&body, "invalid_request_error", "invalid_request_error");
     assert!(
         body["error"]["message"]
             .as_str()

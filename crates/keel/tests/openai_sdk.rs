@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use keel_testkit::Fault;
 use keel_testkit::anthropic_mock::MockAnthropic;
 use keel_testkit::openai_mock::{MockOpenAi, MockReply};
 use serde_json::Value;
@@ -126,10 +127,16 @@ impl Sdk {
 
     /// Runs one scenario with the SDK pointed at keel; fails with its output unless it passes.
     fn run(&self, scenario: &str) {
+        self.run_with(scenario, &[]);
+    }
+
+    /// `run`, with these variables in the scenario's environment.
+    fn run_with(&self, scenario: &str, vars: &[(&str, String)]) {
         let python = sdk_python();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_sdk/scenarios.py");
         let key = self.server.admin_key.as_deref().expect("admin key");
         let child = Command::new(python)
+            .envs(vars.iter().map(|(k, v)| (k, v)))
             .arg(script)
             .arg(scenario)
             .current_dir(self.home.path())
@@ -292,4 +299,51 @@ fn responses_retrieve_input_items_delete_and_store_false() {
 #[test]
 fn responses_errors() {
     Sdk::start().run("responses_errors");
+}
+
+#[test]
+fn provider_errors_as_the_sdk_raises_them_and_a_failed_turn_does_not_wedge() {
+    let sdk = Sdk::start();
+    sdk.openai.set_context_window(40);
+    // In the order the scenario meets them (an overflow uses nothing from the queue).
+    sdk.openai.push_fault(Fault::rate_limited("7"));
+    sdk.openai.push_fault(Fault::status(401));
+    sdk.openai.push_fault(Fault::status(500));
+    for _ in 0..3 {
+        sdk.openai.push_fault(Fault::Status {
+            status: 429,
+            retry_after: None,
+            retry_after_ms: Some(1),
+        });
+    }
+    sdk.openai.push_reply(MockReply::text("first answer"));
+    sdk.openai.push_reply(MockReply::text("third answer"));
+    sdk.run("provider_errors");
+    assert_eq!(sdk.openai.pending(), 0, "every queued answer was used");
+    let requests = sdk.openai.requests();
+    let last = &requests.last().unwrap().body;
+    assert_eq!(
+        transcript(last),
+        turns(&[
+            ("user", "first turn"),
+            ("assistant", "first answer"),
+            ("user", "third turn"),
+        ]),
+        "the overflowing input is not sent again: {last}"
+    );
+}
+
+#[test]
+fn request_fields_the_sdk_knows_are_each_listed_and_refusals_name_them() {
+    use keel_server::openai::fields::{CHAT_COMPLETIONS, RESPONSES};
+    let names = |fields: &[keel_server::openai::fields::Field]| {
+        fields.iter().map(|f| f.name).collect::<Vec<_>>().join(",")
+    };
+    Sdk::start().run_with(
+        "request_fields",
+        &[
+            ("KEEL_CHAT_FIELDS", names(CHAT_COMPLETIONS)),
+            ("KEEL_RESPONSES_FIELDS", names(RESPONSES)),
+        ],
+    );
 }

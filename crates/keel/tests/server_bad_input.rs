@@ -99,7 +99,7 @@ async fn malformed_requests_get_a_4xx_envelope() {
                 br#"{"content": "x", "colour": 1}"#,
             ),
             400,
-            "invalid_body",
+            "unknown_parameter",
         ),
         (
             "invalid UTF-8",

@@ -117,13 +117,21 @@ pub(crate) fn http_client(
         .map_err(|e| config_error(provider, format!("cannot build the HTTP client: {e}")))
 }
 
+/// What a provider's error body says: its human message (or the body itself) and its error
+/// code or type, when it has one.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct ErrorBody {
+    pub message: String,
+    pub code: Option<String>,
+}
+
 /// One streamed HTTP call.
 pub(crate) struct SseCall<'a> {
     pub provider: &'static str,
     pub url: &'a str,
     pub timeouts: &'a HttpTimeouts,
-    /// The provider's human message inside an error body (or the body itself).
-    pub error_message: fn(&str) -> String,
+    /// Reads the provider's error body.
+    pub error_message: fn(&str) -> ErrorBody,
 }
 
 impl SseCall<'_> {
@@ -157,10 +165,12 @@ impl SseCall<'_> {
                 Ok(Ok(text)) => text,
                 _ => String::new(),
             };
+            let body = (self.error_message)(&text);
             return Err(ModelError::from_status(
                 provider,
                 status.as_u16(),
-                &(self.error_message)(&text),
+                &body.message,
+                body.code.as_deref(),
                 wait,
             ));
         }
@@ -313,32 +323,6 @@ impl<D: EventDecoder> Reply<D> {
         self.pending.push_back(Err(error));
         self.over = true;
     }
-}
-
-/// Reads a reply body that arrives in `chunks` through the SSE decoder and `decoder`, exactly
-/// as a call reads it (the same `Reply` loop) but without HTTP: every event it yields, ending
-/// with the closing events or the error. The fuzz targets' way in (`reply_bytes`).
-pub(crate) async fn read_body(
-    provider: &'static str,
-    decoder: impl EventDecoder,
-    chunks: Vec<bytes::Bytes>,
-) -> Vec<Result<StreamEvent, ModelError>> {
-    let mut reply = Reply {
-        provider,
-        body: futures::stream::iter(chunks.into_iter().map(Ok)).boxed(),
-        sse: SseDecoder::new(),
-        decoder,
-        pending: VecDeque::new(),
-        read_deadline: Instant::now() + Duration::from_secs(3600),
-        total: Duration::from_secs(3600),
-        url: "reply body".into(),
-        over: false,
-    };
-    let mut events = Vec::new();
-    while let Some(event) = reply.next_event().await {
-        events.push(event);
-    }
-    events
 }
 
 /// Parses one SSE payload as JSON, or says which provider sent what.

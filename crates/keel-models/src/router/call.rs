@@ -205,8 +205,9 @@ impl Call {
         self.last_error = Some(error);
         match kind {
             ModelErrorKind::BadRequest | ModelErrorKind::Cancelled => self.give_up(),
-            // Other credentials may work; the same ones will not.
-            ModelErrorKind::Auth => self.next_target(),
+            // Other credentials (or a model with a larger context window) may work; the same
+            // ones will not.
+            ModelErrorKind::Auth | ModelErrorKind::ContextOverflow => self.next_target(),
             _ => {
                 let dice = self.shared.dice.unit();
                 match retry_wait(&self.shared.route.retry, self.tries_here, retry_after, dice) {

@@ -16,7 +16,8 @@ use keel_models::{
 use serde_json::{Value, json};
 
 use super::chat_stream;
-use super::error::{bad_param, model_error, openai_error};
+use super::error::{model_error, openai_error};
+use super::fields::{self, FieldError};
 use super::wire::*;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson};
@@ -42,12 +43,13 @@ pub async fn completions(
     let affinity = body
         .prompt_cache_key
         .as_deref()
+        .or(body.safety_identifier.as_deref())
         .or(body.user.as_deref())
         .filter(|key| !key.is_empty())
         .map(|key| format!("{}:{key}", caller.tenant));
     let request = match model_request(&body, model, affinity) {
         Ok(request) => request,
-        Err((param, message)) => return bad_param(param, message),
+        Err(refused) => return openai_error(refused.into(), None),
     };
     let meta = Meta {
         id: format!("chatcmpl-{:032x}", rand::random::<u128>()),
@@ -62,7 +64,7 @@ pub async fn completions(
     if body.stream {
         let upstream = match client.stream(request).await {
             Ok(upstream) => upstream,
-            Err(e) => return openai_error(model_error(&e), None),
+            Err(e) => return openai_error(model_error(&e, "messages"), None),
         };
         let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
         let on_end =
@@ -72,7 +74,7 @@ pub async fn completions(
         // A provider may fetch a plain call whole rather than as a stream (cheaper).
         match client.complete(request).await {
             Ok(reply) => complete(reply, meta, bill),
-            Err(e) => openai_error(model_error(&e), None),
+            Err(e) => openai_error(model_error(&e, "messages"), None),
         }
     }
 }
@@ -176,19 +178,12 @@ fn list_or_none(names: &[&str]) -> String {
 /// Translates the body into keel's normalized request; on failure, the offending parameter and
 /// what was wrong with it.
 /// `affinity` keys the route target stickiness (the caller's `prompt_cache_key` or `user`).
-/// Public only for the fuzz targets (`fuzz/`).
-#[doc(hidden)]
-pub fn model_request(
+fn model_request(
     body: &ChatRequest,
     model: String,
     affinity: Option<String>,
-) -> Result<ModelRequest, ParamError> {
-    if let Some(n) = body.n.filter(|n| *n != 1) {
-        return Err((
-            "n",
-            format!("n = {n} is not supported: keel returns one choice; omit n or send 1"),
-        ));
-    }
+) -> Result<ModelRequest, FieldError> {
+    fields::check_chat(body)?;
     let mut system = Vec::new();
     let mut messages = Vec::new();
     for (i, message) in body.messages.iter().enumerate() {
@@ -210,7 +205,7 @@ pub fn model_request(
                         json!({})
                     } else {
                         serde_json::from_str(&call.function.arguments).map_err(|e| {
-                            ("messages", format!(
+                            FieldError::invalid(format!("messages[{i}].tool_calls"), format!(
                                 "messages[{i}].tool_calls[{:?}].function.arguments is not JSON text ({e}): send the arguments object serialized as a string",
                                 call.id
                             ))
@@ -241,27 +236,35 @@ pub fn model_request(
         }
     }
     if messages.is_empty() {
-        return Err((
+        return Err(FieldError::invalid(
             "messages",
-            "messages has no user, assistant or tool message: send at least one".into(),
+            "messages has no user, assistant or tool message: send at least one",
         ));
     }
     let mut tools = Vec::new();
-    for tool in &body.tools {
-        if tool.kind != "function" {
-            return Err((
-                "tools",
-                format!(
-                    "tool type {:?} is not supported: only \"function\" tools are",
-                    tool.kind
-                ),
-            ));
-        }
+    for (i, tool) in body.tools.iter().enumerate() {
+        let function = match &tool.function {
+            Some(function) if tool.kind == "function" => function,
+            None if tool.kind == "function" => {
+                return Err(FieldError::invalid(
+                    format!("tools[{i}].function"),
+                    "a function tool needs `function` ({\"name\", \"parameters\", …})",
+                ));
+            }
+            _ => {
+                return Err(FieldError::unsupported(
+                    format!("tools[{i}].type"),
+                    format!(
+                        "keel does not support tools of type {:?}: send \"function\" tools",
+                        tool.kind
+                    ),
+                ));
+            }
+        };
         tools.push(ToolSpec {
-            name: tool.function.name.clone(),
-            description: tool.function.description.clone(),
-            parameters: tool
-                .function
+            name: function.name.clone(),
+            description: function.description.clone(),
+            parameters: function
                 .parameters
                 .clone()
                 .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
@@ -300,11 +303,9 @@ pub fn model_request(
     })
 }
 
-type ParamError = (&'static str, String);
-
 /// `tool_choice` as OpenAI documents it, checked against the offered tools.
-fn tool_choice(value: &Value, tools: &[ToolSpec]) -> Result<ToolChoice, ParamError> {
-    let bad = |message: String| ("tool_choice", message);
+fn tool_choice(value: &Value, tools: &[ToolSpec]) -> Result<ToolChoice, FieldError> {
+    let bad = |message: String| FieldError::invalid("tool_choice", message);
     let choice = match value {
         Value::String(mode) => match mode.as_str() {
             "auto" => ToolChoice::Auto,
@@ -345,8 +346,8 @@ fn tool_choice(value: &Value, tools: &[ToolSpec]) -> Result<ToolChoice, ParamErr
 }
 
 /// `response_format` as OpenAI documents it.
-fn response_format(value: &Value) -> Result<ResponseFormat, ParamError> {
-    let bad = |message: String| ("response_format", message);
+fn response_format(value: &Value) -> Result<ResponseFormat, FieldError> {
+    let bad = |message: String| FieldError::invalid("response_format", message);
     match value["type"].as_str() {
         Some("text") => Ok(ResponseFormat::Text),
         Some("json_object") => Ok(ResponseFormat::JsonObject),

@@ -23,7 +23,7 @@ use serde::Serialize;
 use tokio::time::{Instant, Sleep};
 
 use super::chat::{Meta, finish_reason};
-use super::error::model_error;
+use super::error::{error_type, model_error};
 use super::wire::ChatUsage;
 
 /// A comment goes out after this long without a frame, so proxies keep the connection open
@@ -270,12 +270,13 @@ impl Drop for Frames {
 
 /// An upstream failure mid-stream, in OpenAI's error shape (the status went out already).
 fn error_frame(error: &ModelError, frames: &mut Vec<u8>) {
-    let error = model_error(error);
+    let error = model_error(error, "messages");
     frames.extend_from_slice(b"data: ");
     write_json(
         frames,
         &serde_json::json!({"error": {
-            "message": error.message, "type": "server_error", "param": null, "code": error.code,
+            "message": error.message, "type": error_type(error.status), "param": error.param,
+            "code": error.code,
         }}),
     );
     frames.extend_from_slice(b"\n\n");
@@ -462,7 +463,7 @@ mod tests {
         let (chunks, _) = all(body).await;
         let last = chunks.last().unwrap();
         assert_eq!(last["error"]["code"], "upstream_unavailable");
-        assert_eq!(last["error"]["type"], "server_error");
+        assert_eq!(last["error"]["type"], "upstream_error");
         assert!(
             last["error"]["message"]
                 .as_str()

@@ -7,6 +7,7 @@ pub mod chat;
 mod chat_stream;
 pub mod conversations;
 pub mod error;
+pub mod fields;
 pub mod items;
 pub mod models;
 pub mod response_events;

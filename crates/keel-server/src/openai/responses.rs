@@ -21,7 +21,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
-use super::error::{bad_param, openai_error};
+use super::error::{ModelFailure, failure_error, openai_error};
+use super::fields::{self, FieldError};
 use super::items::{self, list_page};
 use super::response_events;
 use crate::auth::Caller;
@@ -32,8 +33,10 @@ use crate::state::AppState;
 /// and tools, so the agent only supplies limits (and a model for native-API turns).
 pub const RESPONSES_AGENT: &str = "openai-responses";
 
-/// `POST /v1/responses`, as far as keel reads it (other fields are accepted and ignored).
+/// `POST /v1/responses`: every field OpenAI's request has (an unknown one is refused); what
+/// keel does with each is `super::fields::RESPONSES`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateResponse {
     /// A route name or `provider/model`.
     pub model: Option<String>,
@@ -49,10 +52,10 @@ pub struct CreateResponse {
     pub conversation: Option<Value>,
     /// Keep the response and its session (default true).
     pub store: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_false")]
     pub stream: bool,
     /// Queue the response and answer at once; poll `GET /v1/responses/{id}`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_false")]
     pub background: bool,
     /// Function tools (`{"type": "function", "name", "description", "parameters"}`), which
     /// the caller performs.
@@ -69,14 +72,46 @@ pub struct CreateResponse {
     pub text: Option<Value>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
+    /// `true` (the default) only.
     pub parallel_tool_calls: Option<bool>,
+    /// `auto` drops the oldest turns to fit the model's context window; `disabled` (default).
+    pub truncation: Option<String>,
+    /// Refused: keel has no server-side compaction (`truncation: "auto"` instead).
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub context_management: Option<Value>,
+    /// Refused when not empty (values checked).
+    #[schema(value_type = Option<Vec<String>>)]
+    pub include: Option<Value>,
+    /// Nothing to cap: keel runs no hosted tools here.
+    pub max_tool_calls: Option<u32>,
+    #[schema(value_type = Option<Object>)]
+    pub moderation: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub prompt: Option<Value>,
+    /// Accepted; a session already sticks to its route target.
+    pub prompt_cache_key: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub prompt_cache_options: Option<Value>,
+    pub prompt_cache_retention: Option<String>,
+    /// Refused when set (values checked).
+    #[schema(value_type = Option<Object>)]
+    pub reasoning: Option<Value>,
+    pub safety_identifier: Option<String>,
+    /// `auto` or `default` only.
+    pub service_tier: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub stream_options: Option<Value>,
+    pub top_logprobs: Option<u32>,
+    pub user: Option<String>,
 }
 
-/// A request field that is wrong: the field and why.
-type Refusal = (String, String);
+fn refuse(param: &str, message: impl Into<String>) -> FieldError {
+    FieldError::invalid(param, message)
+}
 
-fn refuse(param: &str, message: impl Into<String>) -> Refusal {
-    (param.to_string(), message.into())
+/// `null` read as the field's default (`false`), as OpenAI reads it.
+fn null_as_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
 }
 
 /// Creates a model response (OpenAI-compatible, stateful).
@@ -93,13 +128,13 @@ pub async fn create(
 ) -> Response {
     match start(&state, &caller.tenant, body).await {
         Ok(started) => answer(state, caller.tenant, started).await,
-        Err(Failure::Param((param, message))) => bad_param(&param, message),
+        Err(Failure::Param(refused)) => openai_error(refused.into(), None),
         Err(Failure::Api(error, param)) => openai_error(error, param.as_deref()),
     }
 }
 
 enum Failure {
-    Param(Refusal),
+    Param(FieldError),
     Api(ApiError, Option<String>),
 }
 
@@ -115,8 +150,8 @@ impl From<EngineError> for Failure {
     }
 }
 
-impl From<Refusal> for Failure {
-    fn from(r: Refusal) -> Self {
+impl From<FieldError> for Failure {
+    fn from(r: FieldError) -> Self {
         Failure::Param(r)
     }
 }
@@ -144,7 +179,27 @@ async fn start(
         )
         .into());
     };
-    super::chat::resolve(state, &model).map_err(|e| Failure::Api(e, Some("model".into())))?;
+    let (client, served_model) =
+        super::chat::resolve(state, &model).map_err(|e| Failure::Api(e, Some("model".into())))?;
+    fields::check_response(&body)?;
+    let truncation = fields::truncation(body.truncation.as_deref())?;
+    if let (Some(max), Some(info)) = (
+        body.max_output_tokens,
+        engine
+            .models()
+            .catalog()
+            .get(client.provider(), &served_model),
+    ) && max > info.max_output_tokens
+    {
+        return Err(refuse(
+            "max_output_tokens",
+            format!(
+                "max_output_tokens is {max}, but {model} writes at most {} tokens (keel's model catalog): send less, or leave it out for the model's own limit",
+                info.max_output_tokens
+            ),
+        )
+        .into());
+    }
     let store = body.store.unwrap_or(true);
     if body.background && !store {
         return Err(refuse(
@@ -182,7 +237,7 @@ async fn start(
             "input is required: a string or a list of input items",
         )
     })?;
-    let parsed = items::parse_input(input, "input").map_err(|e| (e.param, e.message))?;
+    let parsed = items::parse_input(input, "input").map_err(FieldError::from)?;
     let mut messages = parsed.messages;
     let Some(last) = messages.pop() else {
         return Err(refuse("input", "input holds no user, assistant or tool message").into());
@@ -196,6 +251,7 @@ async fn start(
         temperature: body.temperature,
         top_p: body.top_p,
         max_output_tokens: body.max_output_tokens,
+        truncation,
         tool_choice: tool_choice(body.tool_choice.as_ref())?,
         response_format: response_format(body.text.as_ref())?,
         context: messages,
@@ -283,7 +339,7 @@ async fn start(
 /// Engine refusals of an input (unanswered tool calls) are about `input`.
 fn input_failure(e: EngineError) -> Failure {
     match e {
-        EngineError::Invalid(message) => Failure::Param(("input".into(), message)),
+        EngineError::Invalid(message) => Failure::Param(FieldError::invalid("input", message)),
         other => other.into(),
     }
 }
@@ -344,6 +400,10 @@ fn is_run_end(body: &EventBody) -> bool {
     )
 }
 
+/// The output cap older keels gave the agent below (every response without
+/// `max_output_tokens` was cut there).
+const LEGACY_OUTPUT_CAP: u32 = 4096;
+
 /// The tenant's agent for sessions this API starts, created on first use.
 pub async fn responses_agent(
     state: &AppState,
@@ -352,6 +412,13 @@ pub async fn responses_agent(
 ) -> Result<AgentDef, ApiError> {
     let store = state.engine.store();
     if let Some(agent) = store.get_agent(tenant, RESPONSES_AGENT, None).await? {
+        if agent.limits.max_output_tokens == Some(LEGACY_OUTPUT_CAP) {
+            // Written by a keel that capped every response; OpenAI sends no cap. Sessions
+            // started from here on pin the new version.
+            let mut uncapped = agent;
+            uncapped.limits.max_output_tokens = None;
+            return Ok(state.engine.put_agent(tenant, uncapped).await?);
+        }
         return Ok(agent);
     }
     let agent = AgentDef {
@@ -364,22 +431,20 @@ pub async fn responses_agent(
         instructions: String::new(),
         model: model.into(),
         tools: Vec::new(),
-        limits: Limits {
-            max_output_tokens: 4096,
-            ..Limits::default()
-        },
+        // No output cap: a response asks for one with `max_output_tokens`.
+        limits: Limits::default(),
     };
     Ok(state.engine.put_agent(tenant, agent).await?)
 }
 
-fn function_tools(tools: &[Value]) -> Result<Vec<ToolDef>, Refusal> {
+fn function_tools(tools: &[Value]) -> Result<Vec<ToolDef>, FieldError> {
     tools
         .iter()
         .enumerate()
         .map(|(i, tool)| {
             let kind = tool.get("type").and_then(Value::as_str).unwrap_or("");
             if kind != "function" {
-                return Err(refuse(&format!("tools[{i}].type"), format!("tools of type {kind:?} are not supported by keel: send function tools (the caller performs them)")));
+                return Err(FieldError::unsupported(format!("tools[{i}].type"), format!("keel does not support tools of type {kind:?}: send function tools (the caller performs them)")));
             }
             let name = tool.get("name").and_then(Value::as_str).filter(|n| !n.is_empty());
             let Some(name) = name else {
@@ -401,9 +466,9 @@ fn function_tools(tools: &[Value]) -> Result<Vec<ToolDef>, Refusal> {
 
 /// `tool_choice` (`"auto"`, `"none"`, `"required"` or `{"type": "function", "name": …}`) in
 /// the stored form of keel's `ToolChoice`.
-fn tool_choice(choice: Option<&Value>) -> Result<Option<Value>, Refusal> {
+fn tool_choice(choice: Option<&Value>) -> Result<Option<Value>, FieldError> {
     let choice = match choice {
-        None => return Ok(None),
+        None | Some(Value::Null) => return Ok(None),
         Some(Value::String(s)) if s == "auto" => ToolChoice::Auto,
         Some(Value::String(s)) if s == "none" => ToolChoice::None,
         Some(Value::String(s)) if s == "required" => ToolChoice::Required,
@@ -415,11 +480,24 @@ fn tool_choice(choice: Option<&Value>) -> Result<Option<Value>, Refusal> {
                 name: o["name"].as_str().unwrap_or_default().into(),
             }
         }
+        Some(Value::Object(o))
+            if o.get("type")
+                .and_then(Value::as_str)
+                .is_some_and(fields::hosted_tool_choice) =>
+        {
+            return Err(FieldError::unsupported(
+                "tool_choice",
+                format!(
+                    "keel does not support tool_choice of type {}: it runs no hosted tools here; send \"auto\", \"none\", \"required\" or {{\"type\": \"function\", \"name\": …}}",
+                    o["type"]
+                ),
+            ));
+        }
         Some(other) => {
             return Err(refuse(
                 "tool_choice",
                 format!(
-                    "tool_choice {other} is not supported: send \"auto\", \"none\", \"required\" or {{\"type\": \"function\", \"name\": …}}"
+                    "tool_choice {other} is not valid: send \"auto\", \"none\", \"required\" or {{\"type\": \"function\", \"name\": …}}"
                 ),
             ));
         }
@@ -428,7 +506,7 @@ fn tool_choice(choice: Option<&Value>) -> Result<Option<Value>, Refusal> {
 }
 
 /// `text.format` in the stored form of keel's `ResponseFormat`.
-fn response_format(text: Option<&Value>) -> Result<Option<Value>, Refusal> {
+fn response_format(text: Option<&Value>) -> Result<Option<Value>, FieldError> {
     let Some(format) = text.and_then(|t| t.get("format")) else {
         return Ok(None);
     };
@@ -532,14 +610,29 @@ async fn answer(state: Arc<AppState>, tenant: TenantId, started: Started) -> Res
         // Still running: the client may poll for it.
         Err(_) => started.run,
     };
-    let object = match state.engine.run_events(&run).await {
-        Ok(events) => response_object(&run, &events),
+    let events = match state.engine.run_events(&run).await {
+        Ok(events) => events,
         Err(e) => return openai_error(e.into(), None),
     };
     if let Some(session) = started.discard {
         discard(&state, &tenant, &session).await;
     }
-    Json(object).into_response()
+    // As OpenAI answers a request it could not serve: the error's status, not a 200 holding a
+    // failed response (which stays retrievable by its id).
+    if run.status == RunStatus::Failed {
+        let failure = events.iter().rev().find_map(|e| match &e.body {
+            EventBody::RunFailed { code, error, .. } => Some((code.clone(), error.clone())),
+            _ => None,
+        });
+        let model_failure = events
+            .iter()
+            .rev()
+            .find(|e| matches!(e.body, EventBody::ModelFailed { .. }));
+        if let Some(error) = failed_with(&run, failure.as_ref(), model_failure) {
+            return openai_error(error, None);
+        }
+    }
+    Json(response_object(&run, &events)).into_response()
 }
 
 /// Deletes a `store: false` response's session once it is answered.
@@ -559,6 +652,7 @@ pub fn response_object(run: &RunRecord, events: &[Event]) -> Value {
     let mut usage = Usage::default();
     let mut last_finish = None;
     let mut failure = None;
+    let mut model_failure = None;
     let mut served = None;
     for event in events {
         match &event.body {
@@ -577,6 +671,7 @@ pub fn response_object(run: &RunRecord, events: &[Event]) -> Value {
                         .map(|(_, item)| item),
                 );
             }
+            EventBody::ModelFailed { .. } => model_failure = Some(event),
             EventBody::RunFailed { code, error, .. } => {
                 failure = Some((code.clone(), error.clone()))
             }
@@ -585,14 +680,9 @@ pub fn response_object(run: &RunRecord, events: &[Event]) -> Value {
     }
     let incomplete =
         run.status == RunStatus::Completed && last_finish == Some(FinishReason::Length);
-    let error = match (run.status, failure) {
-        (RunStatus::Failed, Some((code, message))) => {
-            json!({"code": "server_error", "message": format!("{message} ({code})")})
-        }
-        (RunStatus::Failed, None) => {
-            json!({"code": "server_error", "message": run.error.clone().unwrap_or_default()})
-        }
-        _ => Value::Null,
+    let error = match failed_with(run, failure.as_ref(), model_failure) {
+        Some(error) => json!({"code": error.code, "message": error.message}),
+        None => Value::Null,
     };
     json!({
         "id": items::response_id(&run.id),
@@ -618,10 +708,76 @@ pub fn response_object(run: &RunRecord, events: &[Event]) -> Value {
         "text": a.get("text").cloned().unwrap_or(json!({"format": {"type": "text"}})),
         "tool_choice": a.get("tool_choice").cloned().unwrap_or(json!("auto")),
         "tools": a.get("tools").cloned().unwrap_or(json!([])),
-        "truncation": "disabled",
+        "truncation": run.options.truncation.as_str(),
         "usage": usage_object(&usage),
         "user": null,
     })
+}
+
+/// Why a failed run failed, as the API reports it: a model failure by what the provider said
+/// (its status and code, kept in the `model_failed` event), anything else as keel's own.
+fn failed_with(
+    run: &RunRecord,
+    failure: Option<&(String, String)>,
+    model_failure: Option<&Event>,
+) -> Option<ApiError> {
+    if run.status != RunStatus::Failed {
+        return None;
+    }
+    match (failure, model_failure.map(|e| &e.body)) {
+        (
+            Some((code, _)),
+            Some(EventBody::ModelFailed {
+                error,
+                kind,
+                status,
+                code: provider_code,
+                retry_after_ms,
+                ..
+            }),
+        ) if code == "model_error" => {
+            let kind = kind.as_deref().and_then(keel_models::ModelErrorKind::parse);
+            let (provider, message) = match (kind, error.split_once(": ")) {
+                // Events written before kinds were kept hold only the text.
+                (Some(_), Some((provider, rest))) => {
+                    (provider, detail(rest, provider_code.as_deref()))
+                }
+                _ => ("keel", error.as_str()),
+            };
+            let failure = ModelFailure {
+                kind,
+                provider,
+                status: *status,
+                code: provider_code.as_deref(),
+                message,
+                retry_after: retry_after_ms.map(std::time::Duration::from_millis),
+            };
+            Some(failure_error(&failure, "input"))
+        }
+        (Some((code, message)), _) => Some(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            format!("{message} ({code})"),
+        )),
+        (None, _) => Some(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            run.error.clone().unwrap_or_default(),
+        )),
+    }
+}
+
+/// The provider's words in a stored failure text (`HTTP 400: … (code)` → `…`), as
+/// `ModelError`'s `Display` wrote it.
+fn detail<'a>(text: &'a str, code: Option<&str>) -> &'a str {
+    let text = match text.strip_prefix("HTTP ") {
+        Some(rest) => rest.split_once(": ").map_or(text, |(_, words)| words),
+        None => text,
+    };
+    match code {
+        Some(code) => text.strip_suffix(&format!(" ({code})")).unwrap_or(text),
+        None => text,
+    }
 }
 
 pub fn usage_object(usage: &Usage) -> Value {

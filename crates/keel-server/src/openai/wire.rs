@@ -1,12 +1,17 @@
 //! The bodies of OpenAI's Chat Completions and Models APIs, as far as keel serves them: what
-//! clients send (parsed leniently about fields keel does not use) and what they get back.
+//! clients send and what they get back. A request names every field OpenAI's has (an unknown
+//! one is refused); what keel does with each is `super::fields::CHAT_COMPLETIONS`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-/// `POST /v1/chat/completions`.
+use super::fields::Sent;
+
+/// `POST /v1/chat/completions`. The fields keel reads only to refuse are `Sent` (nothing of
+/// them is kept, so a valid body costs no allocation for them).
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ChatRequest {
     /// A route name from keel.toml, or `provider/model`.
     pub model: String,
@@ -40,12 +45,67 @@ pub struct ChatRequest {
     pub seed: Option<u64>,
     /// Only 1 is supported.
     pub n: Option<u32>,
+    /// Used like `prompt_cache_key` when that is absent (before `user`).
+    pub safety_identifier: Option<String>,
+    /// `true` (the default) only.
+    pub parallel_tool_calls: Option<bool>,
+    /// `false` only: keel does not store chat completions.
+    pub store: Option<bool>,
+    /// `auto` or `default` only.
+    pub service_tier: Option<String>,
+    /// `["text"]` only.
+    pub modalities: Option<Vec<String>>,
+    pub reasoning_effort: Option<String>,
+    pub verbosity: Option<String>,
+    pub prompt_cache_retention: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub audio: Sent,
+    #[serde(default)]
+    #[schema(value_type = Option<f32>)]
+    pub frequency_penalty: Sent,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub function_call: Sent,
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub functions: Sent,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub logit_bias: Sent,
+    #[serde(default)]
+    #[schema(value_type = Option<bool>)]
+    pub logprobs: Sent,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Sent,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub moderation: Sent,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub prediction: Sent,
+    #[serde(default)]
+    #[schema(value_type = Option<f32>)]
+    pub presence_penalty: Sent,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub prompt_cache_options: Sent,
+    #[serde(default)]
+    #[schema(value_type = Option<u32>)]
+    pub top_logprobs: Sent,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub web_search_options: Sent,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct StreamOptions {
     #[serde(default)]
     pub include_usage: bool,
+    /// `false` only: keel adds no obfuscation field.
+    pub include_obfuscation: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,7 +182,9 @@ pub struct FunctionCall {
 pub struct ChatTool {
     #[serde(rename = "type")]
     pub kind: String,
-    pub function: FunctionSpec,
+    /// Present for `function` tools, the only kind keel serves.
+    #[serde(default)]
+    pub function: Option<FunctionSpec>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -86,8 +86,8 @@ async fn wait(
         tokio::select! {
             next = progress.next() => match next? {
                 Progress::Started => started = true,
-                Progress::Ended { run, usage } => {
-                    return Ok(Json(RunView::new(*run, usage.map(Into::into))).into_response());
+                Progress::Ended { run, .. } => {
+                    return Ok(Json(super::runs::view(state, *run).await).into_response());
                 }
                 Progress::Halted { error } => {
                     return Err(ApiError::new(

@@ -1,4 +1,5 @@
-//! `/v1/runs/{id}`: poll a run, and cancel it (it stops at its next step boundary).
+//! `/v1/runs/{id}`: poll a run, and cancel it (it stops at its next step boundary). A run is
+//! shown with the usage of its steps and the model that served each, read from its log.
 
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ pub async fn get(
 ) -> ApiResult<Json<RunView>> {
     let id: RunId = parse_id("run", &id)?;
     let run = state.engine.get_run(&caller.tenant, &id).await?;
-    Ok(Json(RunView::new(run, None)))
+    Ok(Json(view(&state, run).await))
 }
 
 /// Ask a run to stop at its next step boundary; a finished run is left as it is.
@@ -36,5 +37,17 @@ pub async fn cancel(
 ) -> ApiResult<Json<RunView>> {
     let id: RunId = parse_id("run", &id)?;
     let run = state.engine.cancel_run(&caller.tenant, &id).await?;
-    Ok(Json(RunView::new(run, None)))
+    Ok(Json(view(&state, run).await))
+}
+
+/// The run with what its log says of its steps; a log that cannot be read leaves the record
+/// as it is (the log is isolated, and the run's own status tells what became of it).
+pub(crate) async fn view(state: &AppState, run: keel_store::RunRecord) -> RunView {
+    match state.engine.run_events(&run).await {
+        Ok(events) => RunView::from_log(run, &events),
+        Err(error) => {
+            tracing::warn!(run = %run.id, %error, "the run's log cannot be read: shown without its steps");
+            RunView::new(run, None)
+        }
+    }
 }

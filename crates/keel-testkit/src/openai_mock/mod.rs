@@ -122,6 +122,9 @@ enum Scripted {
 
 struct MockState {
     api_key: Option<String>,
+    /// Words a request's messages may hold in all; more is refused as OpenAI refuses an input
+    /// longer than the context window (400 `context_length_exceeded`), without using a reply.
+    context_window: Mutex<Option<usize>>,
     queue: Mutex<VecDeque<Scripted>>,
     requests: Mutex<Vec<RecordedRequest>>,
     next_id: AtomicU64,
@@ -147,6 +150,7 @@ impl MockOpenAi {
     async fn start_inner(api_key: Option<String>) -> std::io::Result<MockOpenAi> {
         let state = Arc::new(MockState {
             api_key,
+            context_window: Mutex::new(None),
             queue: Mutex::new(VecDeque::new()),
             requests: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
@@ -169,6 +173,13 @@ impl MockOpenAi {
     /// Queues a reply for a later request (first in, first out, shared with faults).
     pub fn push_reply(&self, reply: MockReply) -> &MockOpenAi {
         lock(&self.state.queue).push_back(Scripted::Reply(reply));
+        self
+    }
+
+    /// Refuses requests whose messages hold more than `words` words (a word counts as a token)
+    /// with OpenAI's 400 `context_length_exceeded`, as a model with that context window does.
+    pub fn set_context_window(&self, words: usize) -> &MockOpenAi {
+        *lock(&self.state.context_window) = Some(words);
         self
     }
 
@@ -239,6 +250,18 @@ async fn chat_completions(
     }
     if let Err(invalid) = validate::check_chat_request(&request.body) {
         return error_response(400, &invalid.message, invalid.param.as_deref());
+    }
+    let window = *lock(&state.context_window);
+    if let Some(window) = window {
+        let used = prompt_words(&request.body);
+        if used > window {
+            let message = format!(
+                "This model's maximum context length is {window} tokens. However, your messages resulted in {used} tokens. Please reduce the length of the messages."
+            );
+            let mut body = render::error_body(400, &message, Some("messages"));
+            body["error"]["code"] = Value::from("context_length_exceeded");
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
     }
 
     let Some(next) = lock(&state.queue).pop_front() else {
@@ -350,6 +373,28 @@ async fn chat_completions(
         body,
     )
         .into_response()
+}
+
+/// The words of a request's messages (text content and text parts), as the mock counts tokens.
+fn prompt_words(body: &Value) -> usize {
+    let words = |text: &str| text.split_whitespace().count();
+    body["messages"]
+        .as_array()
+        .map(|messages| {
+            messages
+                .iter()
+                .map(|m| match &m["content"] {
+                    Value::String(text) => words(text),
+                    Value::Array(parts) => parts
+                        .iter()
+                        .filter_map(|p| p["text"].as_str())
+                        .map(words)
+                        .sum(),
+                    _ => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Ends the connection without a response. The returned response is never sent.

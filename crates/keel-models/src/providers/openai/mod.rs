@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 
 use self::chunks::ChatChunks;
-use super::streaming::{self, HttpTimeouts, SseCall};
+use super::streaming::{self, ErrorBody, HttpTimeouts, SseCall};
 use crate::{ModelClient, ModelError, ModelErrorKind, ModelReply, ModelRequest, ModelStream};
 
 const PROVIDER: &str = "openai";
@@ -233,10 +233,17 @@ impl ModelClient for OpenAiClient {
     }
 }
 
-/// The `message` of an OpenAI error body, or the body itself.
-pub(crate) fn error_message(body: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-        .unwrap_or_else(|| body.to_string())
+/// The `message` of an OpenAI error body (or the body itself) and its `code`, else its `type`
+/// (vLLM puts the HTTP status in `code` and a class name in `type`).
+pub(crate) fn error_message(body: &str) -> ErrorBody {
+    let parsed = serde_json::from_str::<serde_json::Value>(body).ok();
+    let error = parsed.as_ref().map(|v| &v["error"]);
+    let message = error
+        .and_then(|e| e["message"].as_str())
+        .map_or_else(|| body.to_string(), str::to_string);
+    let code = error.and_then(|e| e["code"].as_str().or_else(|| e["type"].as_str()));
+    ErrorBody {
+        message,
+        code: code.map(str::to_string),
+    }
 }

@@ -14,7 +14,7 @@ use crate::{ModelError, ModelErrorKind, StreamEvent};
 
 /// Decoding state for one reply.
 #[derive(Default)]
-pub(in crate::providers) struct ResponseEvents {
+pub(super) struct ResponseEvents {
     /// `output_index` of a function_call item → tool call index.
     calls: HashMap<u64, usize>,
     usage: Usage,
@@ -131,19 +131,12 @@ fn stream_error(error: &Value) -> ModelError {
         "invalid_api_key" => ModelErrorKind::Auth,
         _ => ModelErrorKind::Unavailable,
     };
-    ModelError::new(
-        kind,
-        PROVIDER,
-        format!("error in stream ({code}): {message}"),
-    )
-}
-
-/// The `message` of an OpenAI error body, or the body itself.
-pub(super) fn error_message(body: &str) -> String {
-    serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-        .unwrap_or_else(|| body.to_string())
+    let error = ModelError::new(kind, PROVIDER, format!("error in stream: {message}"));
+    if code.is_empty() {
+        error
+    } else {
+        error.with_code(code)
+    }
 }
 
 #[cfg(test)]

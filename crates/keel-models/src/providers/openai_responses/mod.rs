@@ -2,7 +2,7 @@
 //! stateless (`store: false`, the whole transcript as `input` items), so any other provider can
 //! take over the session. `wire` builds the request, `events` reads the reply.
 
-pub(super) mod events;
+mod events;
 mod wire;
 
 use std::fmt;
@@ -94,7 +94,7 @@ impl ModelClient for ResponsesClient {
             provider: PROVIDER,
             url: &self.endpoint,
             timeouts: &self.config.timeouts,
-            error_message: events::error_message,
+            error_message: crate::providers::openai::error_message,
         };
         call.run(send, events::ResponseEvents::default()).await
     }
