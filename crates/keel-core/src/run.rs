@@ -20,9 +20,17 @@ pub struct RunOptions {
     /// by the caller (the run ends with the call pending, the next input carries its result).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolDef>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "finite_f32"
+    )]
     pub temperature: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "finite_f32"
+    )]
     pub top_p: Option<f32>,
     /// Output tokens per model call, instead of the agent's limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,5 +91,16 @@ impl RunOptions {
             .iter()
             .filter(|t| t.kind == ToolKind::Client)
             .map(|t| t.name.as_str())
+    }
+}
+
+/// A sampling number an `f32` holds. JSON such as `1e39` would read as infinity, which is
+/// written back as `null`: a logged run would not replay as it was asked for.
+fn finite_f32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f32>, D::Error> {
+    match Option::<f32>::deserialize(d)? {
+        Some(value) if !value.is_finite() => Err(serde::de::Error::custom(
+            "a sampling parameter is out of range for a 32-bit float",
+        )),
+        value => Ok(value),
     }
 }

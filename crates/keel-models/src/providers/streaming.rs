@@ -325,6 +325,32 @@ impl<D: EventDecoder> Reply<D> {
     }
 }
 
+/// Reads a reply body that arrives in `chunks` through the SSE decoder and `decoder`, exactly
+/// as a call reads it (the same `Reply` loop) but without HTTP: every event it yields, ending
+/// with the closing events or the error. The fuzz targets' way in (`reply_bytes`).
+pub(crate) async fn read_body(
+    provider: &'static str,
+    decoder: impl EventDecoder,
+    chunks: Vec<bytes::Bytes>,
+) -> Vec<Result<StreamEvent, ModelError>> {
+    let mut reply = Reply {
+        provider,
+        body: futures::stream::iter(chunks.into_iter().map(Ok)).boxed(),
+        sse: SseDecoder::new(),
+        decoder,
+        pending: VecDeque::new(),
+        read_deadline: Instant::now() + Duration::from_secs(3600),
+        total: Duration::from_secs(3600),
+        url: "reply body".into(),
+        over: false,
+    };
+    let mut events = Vec::new();
+    while let Some(event) = reply.next_event().await {
+        events.push(event);
+    }
+    events
+}
+
 /// Parses one SSE payload as JSON, or says which provider sent what.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     provider: &str,

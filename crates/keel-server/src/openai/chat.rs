@@ -178,7 +178,9 @@ fn list_or_none(names: &[&str]) -> String {
 /// Translates the body into keel's normalized request; on failure, the offending parameter and
 /// what was wrong with it.
 /// `affinity` keys the route target stickiness (the caller's `prompt_cache_key` or `user`).
-fn model_request(
+/// Public only for the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub fn model_request(
     body: &ChatRequest,
     model: String,
     affinity: Option<String>,

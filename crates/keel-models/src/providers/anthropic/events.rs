@@ -87,7 +87,7 @@ struct WireUsage {
 
 /// Decoding state for one reply.
 #[derive(Default)]
-pub(super) struct MessageEvents {
+pub(in crate::providers) struct MessageEvents {
     /// Content block index → tool call index.
     tools: HashMap<usize, usize>,
     usage: Usage,
@@ -172,8 +172,9 @@ impl MessageEvents {
     fn add_usage(&mut self, usage: WireUsage) {
         let cached = usage.cache_read_input_tokens.unwrap_or(0);
         if let Some(input) = usage.input_tokens {
-            self.usage.input_tokens =
-                input + cached + usage.cache_creation_input_tokens.unwrap_or(0);
+            self.usage.input_tokens = input
+                .saturating_add(cached)
+                .saturating_add(usage.cache_creation_input_tokens.unwrap_or(0));
             self.usage.cached_input_tokens = cached;
         }
         if let Some(output) = usage.output_tokens {
@@ -249,6 +250,23 @@ mod tests {
                 id: None,
             })
             .unwrap()
+    }
+
+    #[test]
+    fn usage_counts_at_the_edge_of_u64_saturate_instead_of_overflowing() {
+        let mut d = MessageEvents::default();
+        feed(
+            &mut d,
+            json!({"type": "message_start", "message": {"usage": {"input_tokens": u64::MAX, "cache_read_input_tokens": 1, "cache_creation_input_tokens": 1}}}),
+        );
+        assert!(matches!(
+            d.finish()[0],
+            StreamEvent::Usage(Usage {
+                input_tokens: u64::MAX,
+                cached_input_tokens: 1,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -67,7 +67,7 @@ struct UsageMetadata {
 
 /// Decoding state for one reply.
 #[derive(Default)]
-pub(super) struct GenerateEvents {
+pub(in crate::providers) struct GenerateEvents {
     calls: usize,
     usage: Usage,
     finish: Option<FinishReason>,
@@ -122,7 +122,9 @@ impl EventDecoder for GenerateEvents {
         if let Some(usage) = chunk.usage_metadata {
             self.usage = Usage {
                 input_tokens: usage.prompt_token_count,
-                output_tokens: usage.candidates_token_count + usage.thoughts_token_count,
+                output_tokens: usage
+                    .candidates_token_count
+                    .saturating_add(usage.thoughts_token_count),
                 cached_input_tokens: usage.cached_content_token_count,
             };
         }
@@ -215,6 +217,22 @@ mod tests {
             id: None,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn usage_counts_at_the_edge_of_u64_saturate_instead_of_overflowing() {
+        let mut d = GenerateEvents::default();
+        feed(
+            &mut d,
+            json!({"candidates": [], "usageMetadata": {"candidatesTokenCount": u64::MAX, "thoughtsTokenCount": 2}}),
+        );
+        assert!(matches!(
+            d.finish()[0],
+            StreamEvent::Usage(Usage {
+                output_tokens: u64::MAX,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -61,6 +61,11 @@ struct PromptDetails {
     cached_tokens: Option<u64>,
 }
 
+/// The most tool calls one reply may carry. An index past it is a broken stream: it must not
+/// size the table of calls (here and in `ReplyAccumulator`), which an index near `usize::MAX`
+/// would make a multi-gigabyte allocation or an overflow.
+const MAX_TOOL_CALLS: usize = 4096;
+
 /// What a payload meant for the stream.
 pub(crate) enum Decoded {
     Events(Vec<StreamEvent>),
@@ -100,7 +105,7 @@ impl ChunkDecoder {
                 events.push(StreamEvent::TextDelta(text));
             }
             for (position, call) in delta.tool_calls.unwrap_or_default().into_iter().enumerate() {
-                events.push(self.tool_call_delta(call, position));
+                events.push(self.tool_call_delta(call, position)?);
             }
             if let Some(reason) = choice.finish_reason {
                 self.finish = Some(finish_reason(&reason));
@@ -120,9 +125,22 @@ impl ChunkDecoder {
     }
 
     /// Some servers repeat the id and name in every piece; pass each on once.
-    fn tool_call_delta(&mut self, call: ToolCallDelta, position: usize) -> StreamEvent {
+    fn tool_call_delta(
+        &mut self,
+        call: ToolCallDelta,
+        position: usize,
+    ) -> Result<StreamEvent, ModelError> {
         self.saw_tool_call = true;
         let index = call.index.unwrap_or(position);
+        if index >= MAX_TOOL_CALLS {
+            return Err(ModelError::new(
+                ModelErrorKind::Protocol,
+                PROVIDER,
+                format!(
+                    "tool call index {index} in the stream is out of range (a reply carries at most {MAX_TOOL_CALLS} tool calls)"
+                ),
+            ));
+        }
         if self.announced.len() <= index {
             self.announced.resize(index + 1, (false, false));
         }
@@ -137,12 +155,12 @@ impl ChunkDecoder {
             None => (None, String::new()),
         };
         *name_sent |= name.is_some();
-        StreamEvent::ToolCallDelta {
+        Ok(StreamEvent::ToolCallDelta {
             index,
             id,
             name,
             arguments,
-        }
+        })
     }
 
     /// Whether a finish reason arrived (the reply is complete even without `[DONE]`).
@@ -313,6 +331,23 @@ mod tests {
             decoder.finish(),
             StreamEvent::Finish(FinishReason::ToolCalls)
         );
+    }
+
+    #[test]
+    fn a_tool_call_index_out_of_range_is_a_protocol_error_not_an_allocation() {
+        for index in [MAX_TOOL_CALLS as u64, 4_000_000_000, u64::MAX] {
+            let chunk = json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+                {"index": index, "function": {"arguments": "{}"}}]}}]});
+            let error = match ChunkDecoder::default().decode(&chunk.to_string()) {
+                Err(error) => error,
+                Ok(_) => panic!("index {index} was accepted"),
+            };
+            assert_eq!(error.kind, ModelErrorKind::Protocol, "index {index}");
+            assert!(error.message.contains("out of range"), "{}", error.message);
+        }
+        let last = json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": MAX_TOOL_CALLS - 1, "function": {"arguments": "{}"}}]}}]});
+        assert!(ChunkDecoder::default().decode(&last.to_string()).is_ok());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::{ModelError, ModelErrorKind, StreamEvent};
 
 /// Decoding state for one reply.
 #[derive(Default)]
-pub(super) struct ResponseEvents {
+pub(in crate::providers) struct ResponseEvents {
     /// `output_index` of a function_call item → tool call index.
     calls: HashMap<u64, usize>,
     usage: Usage,

@@ -2,7 +2,7 @@
 //! stateless (`store: false`, the whole transcript as `input` items), so any other provider can
 //! take over the session. `wire` builds the request, `events` reads the reply.
 
-mod events;
+pub(super) mod events;
 mod wire;
 
 use std::fmt;
