@@ -1,12 +1,10 @@
 //! The tower layers every request passes: request ids, tracing spans, panics caught into the
-//! error envelope (OpenAI's on the OpenAI paths, `openai::error::reshape`), metrics, a limit on
-//! the header fields' size (431), a global concurrency limit (503 + `Retry-After`), and a body
-//! read under a size limit and a deadline (a client trickling its body byte by byte is cut
-//! off, not waited for). What hyper refuses before the stack sees it is `listen`'s part.
+//! error envelope (OpenAI's on the OpenAI paths, `openai::error::reshape`), metrics, admission
+//! (header fields over their limit: 431; a global concurrency limit: 503 + `Retry-After`), and
+//! a body read under a size limit and a deadline (a client trickling its body byte by byte is
+//! cut off, not waited for). What hyper refuses before the stack sees it is `listen`'s part.
 
-use std::future::{Ready, ready};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
@@ -15,10 +13,9 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use futures::future::Either;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::Semaphore;
-use tower::{Layer, Service, ServiceBuilder};
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -30,13 +27,14 @@ use crate::listen::MAX_HEADER_BYTES;
 use crate::openai;
 use crate::state::AppState;
 
-/// Wraps the routes in the layers, outermost first.
+/// Wraps the routes in the layers, outermost first. Each layer costs every request something
+/// (`Router::layer` boxes the service and its future again), so a new check joins the layer
+/// whose concern it shares rather than adding one.
 pub fn wrap(routes: Router, state: Arc<AppState>) -> Router {
     let permits = Arc::new(Semaphore::new(state.config.max_concurrent_requests.max(1)));
     routes
         .layer(middleware::from_fn_with_state(state.clone(), read_body))
-        .layer(middleware::from_fn_with_state(permits, limit_concurrency))
-        .layer(HeaderLimitLayer)
+        .layer(middleware::from_fn_with_state(permits, admit))
         .layer(middleware::from_fn_with_state(state, record_metrics))
         .layer(
             ServiceBuilder::new()
@@ -58,63 +56,11 @@ pub fn wrap(routes: Router, state: Arc<AppState>) -> Router {
         )
 }
 
-/// The layers of the unauthenticated metrics listener (`keel serve --metrics-listen`): the
-/// header limit and panics into the envelope; its scrapes are not counted in the metrics.
+/// The layers of the unauthenticated metrics listener (`keel serve --metrics-listen`): panics
+/// into the envelope. Its scrapes are not counted in the metrics, and its only limits on a
+/// request's head are hyper's (`listen`).
 pub fn wrap_metrics_only(routes: Router) -> Router {
-    routes
-        .layer(HeaderLimitLayer)
-        .layer(CatchPanicLayer::custom(panic_response))
-}
-
-/// Answers 431 with the envelope to a request whose header fields (names and values) total
-/// more than `MAX_HEADER_BYTES`. A plain tower service rather than `middleware::from_fn`: no
-/// boxed service or future per request, and a good request costs one pass over its headers.
-#[derive(Clone, Copy)]
-struct HeaderLimitLayer;
-
-impl<S> Layer<S> for HeaderLimitLayer {
-    type Service = HeaderLimit<S>;
-
-    fn layer(&self, inner: S) -> HeaderLimit<S> {
-        HeaderLimit { inner }
-    }
-}
-
-#[derive(Clone)]
-struct HeaderLimit<S> {
-    inner: S,
-}
-
-impl<S> Service<Request> for HeaderLimit<S>
-where
-    S: Service<Request, Response = Response>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = Either<Ready<Result<Response, S::Error>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        let bytes: usize = req
-            .headers()
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len())
-            .sum();
-        if bytes > MAX_HEADER_BYTES {
-            return Either::Left(ready(Ok(ApiError::new(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "headers_too_large",
-                format!(
-                    "the request's header fields total {bytes} bytes, over the limit of {MAX_HEADER_BYTES}: send fewer and smaller headers"
-                ),
-            )
-            .into_response())));
-        }
-        Either::Right(self.inner.call(req))
-    }
+    routes.layer(CatchPanicLayer::custom(panic_response))
 }
 
 /// Request ids (128 random bits in hex) from the thread's generator: a v4 UUID from tower-http
@@ -150,12 +96,25 @@ async fn record_metrics(State(state): State<Arc<AppState>>, req: Request, next: 
     response
 }
 
-/// Answers 503 with `Retry-After` instead of queueing when every permit is taken.
-async fn limit_concurrency(
-    State(permits): State<Arc<Semaphore>>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// Admission: answers 431 to a request whose header fields (names and values) total more than
+/// `MAX_HEADER_BYTES`, and 503 with `Retry-After` instead of queueing when every permit is
+/// taken. One pass over the headers, nothing allocated, for a request admitted.
+async fn admit(State(permits): State<Arc<Semaphore>>, req: Request, next: Next) -> Response {
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "the request's header fields total {header_bytes} bytes, over the limit of {MAX_HEADER_BYTES}: send fewer and smaller headers"
+            ),
+        )
+        .into_response();
+    }
     match permits.try_acquire_owned() {
         Ok(_permit) => next.run(req).await,
         Err(_) => ApiError::new(

@@ -191,7 +191,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for EnvelopedSocket<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.poll_unsent(cx))?;
+        if this.unsent.is_some() {
+            ready!(this.poll_unsent(cx))?;
+        }
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 
