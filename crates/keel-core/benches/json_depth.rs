@@ -50,8 +50,10 @@ fn body(turns: usize, tools: usize) -> Vec<u8> {
                 "properties": {"from": {"type": "string", "format": "date"}, "tags": {"type": "array", "items": {"type": "string"}}}}},
                 "required": ["query"]}}}))
         .collect();
-    serde_json::to_vec(&json!({"model": "mock/gpt", "messages": messages, "tools": tools, "stream": true,
-        "stream_options": {"include_usage": true}, "temperature": 0.2}))
+    serde_json::to_vec(
+        &json!({"model": "mock/gpt", "messages": messages, "tools": tools, "stream": true,
+        "stream_options": {"include_usage": true}, "temperature": 0.2}),
+    )
     .unwrap()
 }
 

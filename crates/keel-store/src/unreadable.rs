@@ -7,7 +7,6 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-
 /// Distinct unreadable records met by this process (for the metric).
 static SEEN: AtomicU64 = AtomicU64::new(0);
 /// Records already logged; bounded, so a flood of bad rows cannot grow memory without end.
