@@ -2,59 +2,20 @@
 //! a file that is damaged, foreign, too new, unwritable or full gives a clear `StoreError`
 //! naming the path, never a panic, and never costs what was stored before.
 
+mod common;
+
+use common::{agent, note, session};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use keel_core::{
-    AgentDef, AgentId, EventBody, EventDecodeError, Limits, Message, RunId, RunStatus, SessionId,
-    TenantId, Timestamp,
-};
+use keel_core::{EventDecodeError, Message, RunId, RunStatus, SessionId, TenantId, Timestamp};
 use keel_store::{
-    AppendBatch, Durability, NewEvent, RunRecord, SessionRecord, Snapshot, SqliteOptions,
-    SqliteStore, Store, StoreError,
+    AppendBatch, Durability, RunRecord, Snapshot, SqliteOptions, SqliteStore, Store, StoreError,
 };
 
 fn open(path: &Path) -> Result<SqliteStore, StoreError> {
     SqliteStore::open(SqliteOptions::new(path))
-}
-
-fn note(text: &str) -> NewEvent {
-    NewEvent {
-        at: Timestamp::from_millis(1_000),
-        body: EventBody::RunStarted {
-            run_id: RunId::generate(1, 1),
-            input: Message::user(text),
-            options: Default::default(),
-        },
-    }
-}
-
-fn agent(name: &str) -> AgentDef {
-    AgentDef {
-        id: AgentId::generate(1, 2),
-        name: name.into(),
-        version: 0,
-        instructions: String::new(),
-        model: "scripted/echo".into(),
-        tools: Vec::new(),
-        limits: Limits::default(),
-    }
-}
-
-/// Creates a session (no events yet) with a distinct id per `n`.
-async fn session(store: &dyn Store, n: u64) -> SessionId {
-    let record = SessionRecord {
-        id: SessionId::generate(1_000 + n, u128::from(n)),
-        tenant: TenantId::default_tenant(),
-        agent_id: AgentId::generate(1, 2),
-        agent_name: "helper".into(),
-        agent_version: 1,
-        created_at: Timestamp::from_millis(1_000),
-        metadata: serde_json::Map::new(),
-        last_seq: 0,
-    };
-    store.create_session(&record, Vec::new()).await.unwrap();
-    record.id
 }
 
 /// A database holding one session with `events` events, closed again.

@@ -5,40 +5,16 @@
 //! The real thing needs a tiny tmpfs (root, as CI runs); without one the test says so loudly
 //! and runs the same scenario against the store's size cap, room made by deleting a session.
 
+mod common;
+
+use common::{note, session};
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use keel_core::{AgentId, EventBody, Message, RunId, SessionId, TenantId, Timestamp};
-use keel_store::{
-    AppendBatch, NewEvent, SessionRecord, SqliteOptions, SqliteStore, Store, StoreError,
-};
-
-fn note(text: &str) -> NewEvent {
-    NewEvent {
-        at: Timestamp::from_millis(1_000),
-        body: EventBody::RunStarted {
-            run_id: RunId::generate(1, 1),
-            input: Message::user(text),
-            options: Default::default(),
-        },
-    }
-}
-
-async fn session(store: &dyn Store, n: u64) -> SessionId {
-    let record = SessionRecord {
-        id: SessionId::generate(1_000 + n, u128::from(n)),
-        tenant: TenantId::default_tenant(),
-        agent_id: AgentId::generate(1, 2),
-        agent_name: "helper".into(),
-        agent_version: 1,
-        created_at: Timestamp::from_millis(1_000),
-        metadata: serde_json::Map::new(),
-        last_seq: 0,
-    };
-    store.create_session(&record, Vec::new()).await.unwrap();
-    record.id
-}
+use keel_core::{SessionId, TenantId};
+use keel_store::{AppendBatch, SqliteOptions, SqliteStore, Store, StoreError};
 
 /// Appends 2 kB events until one fails; returns the last acknowledged seq and the failure.
 async fn append_until_refused(

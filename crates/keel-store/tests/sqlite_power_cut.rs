@@ -5,15 +5,18 @@
 //! deletions must be in it; an acknowledged plain append need not be (and is not: the test
 //! would prove nothing if `Normal` fsynced everything).
 
+mod common;
+
+use common::{agent, session_record};
+
 use std::collections::HashMap;
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, Once};
 
-use keel_core::{AgentDef, AgentId, Limits, SessionId, TenantId, Timestamp};
+use keel_core::{TenantId, Timestamp};
 use keel_store::{
-    ApiKeyRecord, Durability, KeyScope, SessionRecord, SqliteOptions, SqliteStore, Store,
-    TenantRecord,
+    ApiKeyRecord, Durability, KeyScope, SqliteOptions, SqliteStore, Store, TenantRecord,
 };
 use rusqlite::ffi;
 
@@ -200,31 +203,6 @@ fn key(prefix: &str) -> ApiKeyRecord {
     }
 }
 
-fn agent(name: &str) -> AgentDef {
-    AgentDef {
-        id: AgentId::generate(1, 2),
-        name: name.into(),
-        version: 0,
-        instructions: String::new(),
-        model: "scripted/echo".into(),
-        tools: Vec::new(),
-        limits: Limits::default(),
-    }
-}
-
-fn session(n: u64) -> SessionRecord {
-    SessionRecord {
-        id: SessionId::generate(1_000 + n, u128::from(n)),
-        tenant: TenantId::default_tenant(),
-        agent_id: AgentId::generate(1, 2),
-        agent_name: "helper".into(),
-        agent_version: 1,
-        created_at: Timestamp::from_millis(1_000),
-        metadata: serde_json::Map::new(),
-        last_seq: 0,
-    }
-}
-
 #[tokio::test]
 async fn revocations_and_deletions_acknowledged_under_normal_durability_survive_a_power_cut() {
     install_powercut_vfs();
@@ -248,7 +226,7 @@ async fn revocations_and_deletions_acknowledged_under_normal_durability_survive_
         .unwrap();
     store.create_api_key(&key("kk_revoked")).await.unwrap();
     store.create_api_key(&key("kk_kept")).await.unwrap();
-    let doomed = session(1);
+    let doomed = session_record(1);
     store.create_session(&doomed, Vec::new()).await.unwrap();
     store.put_agent(&tenant, agent("archived")).await.unwrap();
 
