@@ -6,6 +6,7 @@
 //! (`tests/no_io_dependencies.rs`) keeps tokio, the store and HTTP crates out of this crate.
 
 pub mod agent;
+pub mod controls;
 pub mod event;
 pub mod id;
 pub mod limits;
@@ -15,6 +16,7 @@ pub mod session;
 pub mod time;
 
 pub use agent::{AgentDef, Limits, ToolDef, ToolKind};
+pub use controls::{CallerIds, ResponseFormat, ToolChoice};
 pub use event::{Event, EventBody, EventDecodeError, FinishReason};
 pub use id::{AgentId, IdError, RunId, SessionId, TenantId};
 pub use message::{Message, Part, Role, Usage};

@@ -1,6 +1,8 @@
 //! The normalized request and stream event types.
 
 use keel_core::{FinishReason, Message, Usage};
+/// The model controls live in the core (a run logs them); providers name them from here.
+pub use keel_core::{ResponseFormat, ToolChoice};
 use serde::{Deserialize, Serialize};
 
 use crate::{ModelError, ModelErrorKind};
@@ -34,42 +36,6 @@ pub struct Params {
     /// honour a format refuses the call rather than answer in another shape.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_format: Option<ResponseFormat>,
-}
-
-/// Which of the offered tools the model may call.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ToolChoice {
-    /// The model decides between text and tool calls.
-    Auto,
-    /// The model answers in text only, though tools are offered (and may appear in history).
-    None,
-    /// The model must call at least one tool.
-    Required,
-    /// The model must call this tool.
-    Tool { name: String },
-}
-
-/// The shape of the reply's text.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ResponseFormat {
-    /// Free text (the default).
-    Text,
-    /// Any valid JSON object ("JSON mode").
-    JsonObject,
-    /// JSON valid against `schema` (structured outputs).
-    JsonSchema {
-        /// A name for the schema (`[a-zA-Z0-9_-]`, as OpenAI requires).
-        name: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        description: Option<String>,
-        /// A JSON Schema.
-        schema: serde_json::Value,
-        /// Ask for strict adherence where the provider distinguishes it (OpenAI).
-        #[serde(default)]
-        strict: bool,
-    },
 }
 
 #[cfg(test)]
