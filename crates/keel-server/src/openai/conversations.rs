@@ -14,7 +14,8 @@ use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use super::items::{self, ItemPos, list_page};
-use super::responses::{ListQuery, RESPONSES_AGENT, page};
+use super::pagination::{ListQuery, page};
+use super::responses::RESPONSES_AGENT;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, OptionalApiJson};
 use crate::state::AppState;

@@ -10,6 +10,7 @@ pub mod error;
 pub mod fields;
 pub mod items;
 pub mod models;
+pub mod pagination;
 pub mod response_events;
 pub mod responses;
 pub mod wire;
