@@ -1,6 +1,7 @@
 //! Store benchmarks, printed as markdown tables: durable appends per second with 1, 16 and 256
 //! sessions appending at once (one event per append, fsync at every commit), group commit on
-//! and off; and the time to load a 10,000-event session with and without a snapshot.
+//! and off; the time to load a 10,000-event session with and without a snapshot; and what the
+//! always-synchronous security writes (API keys, revocations) cost, alone and beside appends.
 //!
 //! `cargo bench -p keel-store`. `KEEL_BENCH_SECS` sets each append case's length (default 3);
 //! `KEEL_BENCH_DURABILITY=normal` measures `Durability::Normal` (no fsync per commit) instead;
@@ -16,7 +17,8 @@ use keel_core::{
     Timestamp,
 };
 use keel_store::{
-    AppendBatch, Durability, NewEvent, SessionRecord, Snapshot, SqliteOptions, SqliteStore, Store,
+    ApiKeyRecord, AppendBatch, Durability, KeyScope, NewEvent, SessionRecord, Snapshot,
+    SqliteOptions, SqliteStore, Store, TenantRecord,
 };
 
 const SESSION_COUNTS: [usize; 3] = [1, 16, 256];
@@ -69,6 +71,7 @@ fn main() {
                 sessions,
                 group_commit,
                 case_length,
+                None,
             ));
             println!(
                 "| {sessions} | {} | {:.0} | {} | {} |",
@@ -91,7 +94,67 @@ fn main() {
             millis(pct(&times, 99))
         );
     }
+
+    println!(
+        "\n| durability | one append p50 / p99 | create a key p50 / p99 | revoke a key p50 / p99 |"
+    );
+    println!("| --- | ---: | ---: | ---: |");
+    for durability in [Durability::Full, Durability::Normal] {
+        let path = dir.path().join(format!("security-{durability:?}.db"));
+        let [append, create, revoke] = runtime.block_on(security_latencies(path, durability));
+        println!(
+            "| {durability:?} | {} | {} | {} |",
+            p50_p99(&append),
+            p50_p99(&create),
+            p50_p99(&revoke)
+        );
+    }
+    println!(
+        "\n| durability | 16 sessions' appends/s alone | with a key created and revoked every {} ms | ratio |",
+        REVOCATION_EVERY.as_millis()
+    );
+    println!("| --- | ---: | ---: | ---: |");
+    for durability in [Durability::Full, Durability::Normal] {
+        // Alternating rounds, medians: a busy machine's noise falls on both cases alike.
+        let mut rates: [Vec<f64>; 2] = Default::default();
+        for round in 0..BESIDE_ROUNDS {
+            for (rate, revocations) in rates.iter_mut().zip([None, Some(REVOCATION_EVERY)]) {
+                let path = dir.path().join(format!(
+                    "beside-{durability:?}-{round}-{}.db",
+                    revocations.is_some()
+                ));
+                rate.push(
+                    runtime
+                        .block_on(appends(
+                            path,
+                            durability,
+                            16,
+                            true,
+                            case_length,
+                            revocations,
+                        ))
+                        .events_per_second,
+                );
+            }
+        }
+        let [alone, beside] = rates.map(|mut r| {
+            r.sort_by(f64::total_cmp);
+            r[r.len() / 2]
+        });
+        println!(
+            "| {durability:?} | {alone:.0} | {beside:.0} | {:.2} |",
+            beside / alone
+        );
+    }
 }
+
+/// How often the "beside appends" case creates and revokes a key: far more often than any real
+/// deployment (keys change when people are onboarded or leave, a few times a day).
+const REVOCATION_EVERY: Duration = Duration::from_millis(10);
+/// Rounds of the "beside appends" case, alternating with and without revocations.
+const BESIDE_ROUNDS: usize = 3;
+/// Writes timed one after another in the latency case.
+const SECURITY_SAMPLES: u64 = 300;
 
 struct AppendResult {
     events_per_second: f64,
@@ -106,6 +169,7 @@ async fn appends(
     sessions: usize,
     group_commit: bool,
     length: Duration,
+    revoke_every: Option<Duration>,
 ) -> AppendResult {
     let options = SqliteOptions {
         durability,
@@ -120,6 +184,18 @@ async fn appends(
     let started = Instant::now();
     let deadline = started + length;
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(every) = revoke_every {
+        create_tenant(store.as_ref()).await;
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            while Instant::now() < deadline {
+                create_and_revoke(store.as_ref(), n).await;
+                n += 1;
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
     for id in ids {
         let store = store.clone();
         tasks.spawn(async move {
@@ -146,6 +222,74 @@ async fn appends(
         events_per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
         p50: pct(&latencies, 50),
         p99: pct(&latencies, 99),
+    }
+}
+
+/// Ordinary appends, key creations and key revocations, one at a time, each timed.
+async fn security_latencies(path: PathBuf, durability: Durability) -> [Vec<Duration>; 3] {
+    let options = SqliteOptions {
+        durability,
+        ..SqliteOptions::new(path)
+    };
+    let store = SqliteStore::open(options).expect("open the store");
+    let id = create_session(&store, 0).await;
+    create_tenant(&store).await;
+    let mut timed: [Vec<Duration>; 3] = Default::default();
+    // Interleaved, so that a busy machine slows all three alike.
+    for n in 0..SECURITY_SAMPLES {
+        let started = Instant::now();
+        store
+            .append(&id, n, AppendBatch::events(vec![event(n)]))
+            .await
+            .expect("append");
+        timed[0].push(started.elapsed());
+        let key = key(n);
+        let started = Instant::now();
+        store.create_api_key(&key).await.expect("create a key");
+        timed[1].push(started.elapsed());
+        let started = Instant::now();
+        store
+            .revoke_api_key(&key.prefix, Timestamp::from_millis(2_000))
+            .await
+            .expect("revoke a key");
+        timed[2].push(started.elapsed());
+    }
+    for times in &mut timed {
+        times.sort();
+    }
+    timed
+}
+
+async fn create_and_revoke(store: &dyn Store, n: u64) {
+    let key = key(1_000_000 + n);
+    store.create_api_key(&key).await.expect("create a key");
+    store
+        .revoke_api_key(&key.prefix, Timestamp::from_millis(2_000))
+        .await
+        .expect("revoke a key");
+}
+
+/// The tenant the benchmark's keys belong to.
+async fn create_tenant(store: &dyn Store) {
+    let tenant = TenantRecord {
+        id: TenantId::default_tenant(),
+        name: "bench".into(),
+        created_at: Timestamp::from_millis(1_000),
+    };
+    store
+        .create_tenant(&tenant)
+        .await
+        .expect("create the tenant");
+}
+
+fn key(n: u64) -> ApiKeyRecord {
+    ApiKeyRecord {
+        prefix: format!("kk_bench{n:08}"),
+        tenant: TenantId::default_tenant(),
+        scope: KeyScope::Tenant,
+        secret_hash: vec![0; 32],
+        created_at: Timestamp::from_millis(1_000),
+        revoked_at: None,
     }
 }
 
@@ -258,6 +402,10 @@ fn pct(sorted: &[Duration], p: usize) -> Duration {
 
 fn mean(times: &[Duration]) -> Duration {
     times.iter().sum::<Duration>() / u32::try_from(times.len().max(1)).unwrap_or(u32::MAX)
+}
+
+fn p50_p99(sorted: &[Duration]) -> String {
+    format!("{} / {}", millis(pct(sorted, 50)), millis(pct(sorted, 99)))
 }
 
 fn millis(d: Duration) -> String {
