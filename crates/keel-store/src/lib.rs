@@ -76,7 +76,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 
     /// Appends `batch.events` as seqs `expected_last_seq + 1 ..` and applies its scratchpad
-    /// writes, all in one transaction. Returns the new last seq. Fails with `Conflict` when
+    /// writes, all in one transaction. Returns the new last seq. A `run_started` of one of the
+    /// session's runs becomes where that run's input is kept: the queue stops holding a copy
+    /// (`get_run` and the other readers read it from the log from then on). Fails with `Conflict` when
     /// the session's last seq is not `expected_last_seq`, and with `NotFound` for an unknown
     /// session. Durable when it returns (subject to `Durability`).
     async fn append(
@@ -116,7 +118,20 @@ pub trait Store: Send + Sync + 'static {
     // --- the run queue ----------------------------------------------------------------------
 
     /// Queues a run; it is claimable at once.
-    async fn enqueue_run(&self, run: &RunRecord) -> Result<(), StoreError>;
+    async fn enqueue_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        self.enqueue_run_with(run, &Enqueue::default())
+            .await
+            .map(drop)
+    }
+    /// Queues a run as `how` says, in one transaction with the look at the session's queued
+    /// and running runs: refused when the session is busy and `how.refuse_if_busy`, leased at
+    /// once to `how.claim_if_idle` when it is idle. Exact across every handle on the storage
+    /// (processes, nodes): of racing `refuse_if_busy` enqueues on an idle session, one gets in.
+    async fn enqueue_run_with(
+        &self,
+        run: &RunRecord,
+        how: &Enqueue,
+    ) -> Result<Enqueued, StoreError>;
     async fn get_run(&self, tenant: &TenantId, id: &RunId)
     -> Result<Option<RunRecord>, StoreError>;
     /// The session's queued and running runs, oldest first (empty for another tenant's session).

@@ -180,6 +180,37 @@ pub struct RunRecord {
     pub lease_until: Option<Timestamp>,
 }
 
+/// How `Store::enqueue_run_with` queues a run, decided in the same transaction as the insert.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Enqueue {
+    /// Refuse the run when its session already has a queued or running one (the `reject` busy
+    /// policy): exact across every handle on the storage, not only within one process.
+    pub refuse_if_busy: bool,
+    /// When the session has no queued or running run, hand the new run at once to this lease
+    /// (the node that enqueues it drives it): `Running`, as `claim_runs` would leave it, with no
+    /// claim commit of its own. A busy session's run is queued as usual.
+    pub claim_if_idle: Option<Lease>,
+}
+
+/// A lease on a run: who drives it, and until when unless renewed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lease {
+    pub node: String,
+    pub until: Timestamp,
+}
+
+/// What `Store::enqueue_run_with` did with a run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Enqueued {
+    /// Queued: claimable at once.
+    Queued,
+    /// Queued and leased to `Enqueue::claim_if_idle`'s node: it is `Running` now.
+    Claimed,
+    /// Refused (`Enqueue::refuse_if_busy`): the session is busy with this run, its oldest
+    /// queued or running one. Nothing was written.
+    Busy(RunId),
+}
+
 /// Model usage totals of one tenant, API key and model over one UTC day. `Store::add_usage`
 /// takes them as increments and adds them to what is stored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

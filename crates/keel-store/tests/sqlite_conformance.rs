@@ -8,9 +8,19 @@ use keel_store::{SqliteOptions, SqliteStore};
 
 async fn sqlite_subject() -> Subject {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = SqliteStore::open(SqliteOptions::new(dir.path().join("data").join("keel.db")))
-        .expect("open the store");
-    Subject::keeping(Arc::new(store), dir)
+    on_file(
+        SqliteOptions::new(dir.path().join("data").join("keel.db")),
+        dir,
+    )
+}
+
+/// A subject on the file `options` name, whose second handle is another store on that file
+/// (as a second process would open it).
+fn on_file(options: SqliteOptions, dir: tempfile::TempDir) -> Subject {
+    let store = SqliteStore::open(options.clone()).expect("open the store");
+    Subject::keeping(Arc::new(store), dir).with_second_handle(move || {
+        Arc::new(SqliteStore::open(options.clone()).expect("open a second store on the file"))
+    })
 }
 
 keel_store::conformance_tests!(sqlite_subject());
@@ -25,10 +35,7 @@ mod without_group_commit {
             group_commit: false,
             ..SqliteOptions::new(dir.path().join("keel.db"))
         };
-        Subject::keeping(
-            Arc::new(SqliteStore::open(options).expect("open the store")),
-            dir,
-        )
+        on_file(options, dir)
     }
 
     keel_store::conformance_tests!(subject());

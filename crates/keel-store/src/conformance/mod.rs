@@ -3,8 +3,10 @@
 //! backend's test file is a line long and the test runner lists every case by name.
 //!
 //! Each case takes a fresh, empty store: the run queue is shared by all tenants, so cases
-//! sharing one database would claim each other's runs.
+//! sharing one database would claim each other's runs. A subject also says how to open a
+//! second handle on its storage (`Subject::with_second_handle`), for the cases that race two.
 
+mod enqueue;
 mod fixtures;
 mod log;
 mod runs;
@@ -15,6 +17,7 @@ mod usage;
 use std::any::Any;
 use std::sync::Arc;
 
+pub use enqueue::*;
 pub use log::*;
 pub use runs::*;
 pub use sessions::*;
@@ -23,9 +26,13 @@ pub use usage::*;
 
 use crate::Store;
 
+/// Opens one more handle on a subject's storage.
+type OpenHandle = Box<dyn Fn() -> Arc<dyn Store> + Send + Sync>;
+
 /// A store under test, and whatever must outlive it (a temporary directory, a database).
 pub struct Subject {
     pub store: Arc<dyn Store>,
+    second_handle: Option<OpenHandle>,
     _keep_alive: Box<dyn Any + Send>,
 }
 
@@ -33,6 +40,7 @@ impl Subject {
     pub fn new(store: Arc<dyn Store>) -> Self {
         Subject {
             store,
+            second_handle: None,
             _keep_alive: Box::new(()),
         }
     }
@@ -41,8 +49,28 @@ impl Subject {
     pub fn keeping(store: Arc<dyn Store>, guard: impl Any + Send) -> Self {
         Subject {
             store,
+            second_handle: None,
             _keep_alive: Box::new(guard),
         }
+    }
+
+    /// How to open another handle on the same storage, as a second process or node sharing it
+    /// would (SQLite: the same file; PostgreSQL: the same database). Every backend gives one:
+    /// the cases on what must hold between nodes race two handles.
+    pub fn with_second_handle(
+        mut self,
+        open: impl Fn() -> Arc<dyn Store> + Send + Sync + 'static,
+    ) -> Self {
+        self.second_handle = Some(Box::new(open));
+        self
+    }
+
+    /// Another handle on this subject's storage.
+    pub fn second_handle(&self) -> Arc<dyn Store> {
+        let open = self.second_handle.as_ref().expect(
+            "this backend's conformance subject gives no second handle: build it with `Subject::with_second_handle`",
+        );
+        open()
     }
 }
 
@@ -77,6 +105,13 @@ macro_rules! conformance_tests {
             run_options_round_trip_and_finished_runs_can_be_deleted,
             session_metadata_is_replaced_within_its_tenant,
             usage_totals_add_up_per_tenant_key_model_and_day,
+            a_rejecting_enqueue_on_a_busy_session_names_its_run_and_writes_nothing,
+            a_run_enqueued_claimed_is_leased_and_taken_over_when_its_node_dies,
+            a_started_runs_input_reads_back_from_the_log,
+        );
+        // Cases that open more handles on the subject's storage.
+        $crate::conformance_tests!(@subject_cases $subject;
+            racing_rejecting_enqueues_on_two_handles_let_exactly_one_through,
         );
     };
     (@cases $subject:expr; $($case:ident),+ $(,)?) => {
@@ -85,6 +120,15 @@ macro_rules! conformance_tests {
             async fn $case() {
                 let subject: $crate::conformance::Subject = $subject.await;
                 $crate::conformance::$case(::std::sync::Arc::clone(&subject.store)).await;
+            }
+        )+
+    };
+    (@subject_cases $subject:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let subject: $crate::conformance::Subject = $subject.await;
+                $crate::conformance::$case(&subject).await;
             }
         )+
     };

@@ -23,6 +23,7 @@ pub(crate) fn append(
         });
     }
     let last = insert_events(conn, session, actual, &batch.events)?;
+    super::run_input::move_to_log(conn, session, actual, &batch.events)?;
     write_scratchpad(conn, session, &batch.scratchpad)?;
     if let Some(finish) = &batch.finish_run {
         super::runs::finish(conn, &finish.run, finish.status, &finish.outcome)?;

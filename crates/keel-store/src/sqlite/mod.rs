@@ -12,6 +12,7 @@ mod connection;
 mod error;
 mod log;
 mod readers;
+mod run_input;
 mod runs;
 mod schema;
 mod sessions;
@@ -25,9 +26,9 @@ use async_trait::async_trait;
 use keel_core::{AgentDef, Event, IdError, RunId, RunStatus, SessionId, TenantId, Timestamp};
 
 use crate::{
-    ApiKeyRecord, AppendBatch, LoadedSession, NewEvent, RunOutcome, RunRecord, SessionFilter,
-    SessionRecord, Snapshot, Store, StoreError, TenantCounts, TenantRecord, UnreadableRecord,
-    UsageQuery, UsageTotals,
+    ApiKeyRecord, AppendBatch, Enqueue, Enqueued, LoadedSession, NewEvent, RunOutcome, RunRecord,
+    SessionFilter, SessionRecord, Snapshot, Store, StoreError, TenantCounts, TenantRecord,
+    UnreadableRecord, UsageQuery, UsageTotals,
 };
 use readers::ReaderPool;
 pub use schema::SCHEMA_VERSION;
@@ -106,6 +107,13 @@ impl SqliteStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Write transactions that changed rows, committed since the store opened: one fsync each
+    /// under `Durability::Full`, however many writes group commit put in them (`keel bench`
+    /// reports them per turn).
+    pub fn commits(&self) -> u64 {
+        self.writer.commits()
     }
 }
 
@@ -281,10 +289,14 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn enqueue_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        let run = run.clone();
+    async fn enqueue_run_with(
+        &self,
+        run: &RunRecord,
+        how: &Enqueue,
+    ) -> Result<Enqueued, StoreError> {
+        let (run, how) = (run.clone(), how.clone());
         self.writer
-            .write(move |conn| runs::enqueue(conn, &run))
+            .write(move |conn| runs::enqueue(conn, &run, &how))
             .await
     }
 

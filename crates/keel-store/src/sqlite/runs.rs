@@ -7,12 +7,30 @@ use std::collections::HashSet;
 use keel_core::{RunId, RunOptions, RunStatus, TenantId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{error, log, stored_id};
-use crate::{RunOutcome, RunRecord, StoreError, encode, unreadable};
+use super::{error, log, run_input, stored_id};
+use crate::{Enqueue, Enqueued, RunOutcome, RunRecord, StoreError, encode, unreadable};
 
-pub(crate) const COLUMNS: &str = "id, tenant, session, input, status, created_at, output, error, cancel_requested, lease_owner, lease_until, options";
+/// What a run's row holds, as written.
+macro_rules! stored_columns {
+    () => {
+        "id, tenant, session, input, status, created_at, output, error, cancel_requested, lease_owner, lease_until, options"
+    };
+}
+const STORED: &str = stored_columns!();
 
-pub(crate) fn enqueue(conn: &Connection, run: &RunRecord) -> Result<(), StoreError> {
+/// What readers select: the row, then the seq of its `run_started` and that event's body, for
+/// a run whose input the log holds (`run_input`).
+pub(crate) const COLUMNS: &str = concat!(
+    stored_columns!(),
+    ", input_seq, (SELECT body FROM events WHERE events.session = runs.session AND events.seq = runs.input_seq)"
+);
+
+/// Queues `run` as `how` says; the look at the session's runs and the insert are one write.
+pub(crate) fn enqueue(
+    conn: &Connection,
+    run: &RunRecord,
+    how: &Enqueue,
+) -> Result<Enqueued, StoreError> {
     let owner: Option<String> = conn
         .prepare_cached("SELECT tenant FROM sessions WHERE id = ?1")?
         .query_row([run.session.as_str()], |r| r.get(0))
@@ -20,6 +38,16 @@ pub(crate) fn enqueue(conn: &Connection, run: &RunRecord) -> Result<(), StoreErr
     if owner.as_deref() != Some(run.tenant.as_str()) {
         return Err(log::session_not_found(&run.session));
     }
+    let busy_with = match how.refuse_if_busy || how.claim_if_idle.is_some() {
+        true => oldest_pending(conn, &run.session)?,
+        false => None,
+    };
+    if how.refuse_if_busy
+        && let Some(holder) = busy_with
+    {
+        return Ok(Enqueued::Busy(holder));
+    }
+    let lease = how.claim_if_idle.as_ref().filter(|_| busy_with.is_none());
     let input = encode::json(&run.input, || format!("the input of run {}", run.id))?;
     // Runs without options (most) store NULL rather than an empty object.
     let options = match run.options.is_default() {
@@ -28,28 +56,54 @@ pub(crate) fn enqueue(conn: &Connection, run: &RunRecord) -> Result<(), StoreErr
             format!("the options of run {}", run.id)
         })?),
     };
+    let (status, lease_owner, lease_until) = match lease {
+        Some(lease) => (
+            RunStatus::Running,
+            Some(lease.node.as_str()),
+            Some(lease.until),
+        ),
+        None => (run.status, run.lease_owner.as_deref(), run.lease_until),
+    };
     conn.prepare_cached(&format!(
-        "INSERT INTO runs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        "INSERT INTO runs ({STORED}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
     ))?
     .execute(params![
         run.id.as_str(),
         run.tenant.as_str(),
         run.session.as_str(),
         input,
-        run.status.as_str(),
+        status.as_str(),
         run.created_at.millis(),
         run.output,
         run.error,
         run.cancel_requested,
-        run.lease_owner,
-        run.lease_until.map(Timestamp::millis),
+        lease_owner,
+        lease_until.map(Timestamp::millis),
         options,
     ])
     .map_err(|e| match error::is_duplicate(&e) {
         true => StoreError::AlreadyExists(format!("run {}", run.id)),
         false => e.into(),
     })?;
-    Ok(())
+    Ok(match lease {
+        Some(_) => Enqueued::Claimed,
+        None => Enqueued::Queued,
+    })
+}
+
+/// The session's oldest queued or running run: the one a busy session is busy with.
+fn oldest_pending(
+    conn: &Connection,
+    session: &keel_core::SessionId,
+) -> Result<Option<RunId>, StoreError> {
+    conn.prepare_cached(
+        "SELECT id FROM runs WHERE session = ?1 AND status IN ('queued', 'running')
+         ORDER BY created_at, id LIMIT 1",
+    )?
+    .query_row([session.as_str()], |r| r.get::<_, String>(0))
+    .optional()?
+    .map(stored_id)
+    .transpose()
 }
 
 pub(crate) fn get(
@@ -256,25 +310,24 @@ pub(crate) fn release_leases(conn: &Connection, node: &str) -> Result<u64, Store
     Ok(released as u64)
 }
 
-/// A run's input and options.
+/// A run's input (`None` when its row lost it) and options.
 pub(crate) fn payload(
     row: &Row<'_>,
     id: &str,
-) -> Result<(keel_core::Message, RunOptions), StoreError> {
-    let input: String = row.get(3)?;
-    let input = serde_json::from_str(&input).map_err(|e| error::corrupt_json("input", id, e))?;
+) -> Result<(Option<keel_core::Message>, RunOptions), StoreError> {
     let options = match row.get::<_, Option<String>>(11)? {
         None => RunOptions::default(),
         Some(json) => {
             serde_json::from_str(&json).map_err(|e| error::corrupt_json("options", id, e))?
         }
     };
-    Ok((input, options))
+    Ok((run_input::read(row, id)?, options))
 }
 
 /// Decodes a run. The input and options of a finished run are no longer needed: when they do
 /// not decode, the record is read without them (an empty input, no options), so a run failed
-/// for being unreadable can still be looked up.
+/// for being unreadable can still be looked up. A run whose row lost its input reads with an
+/// empty one, which the engine refuses to start.
 pub(crate) fn from_row(row: &Row<'_>) -> Result<RunRecord, StoreError> {
     let id: String = row.get(0)?;
     let status: String = row.get(4)?;
@@ -283,15 +336,13 @@ pub(crate) fn from_row(row: &Row<'_>) -> Result<RunRecord, StoreError> {
             "run {id} has status {status:?}, unknown to this keel: upgrade keel, or restore the database from a backup"
         ))
     })?;
+    let no_input = || keel_core::Message {
+        role: keel_core::Role::User,
+        parts: Vec::new(),
+    };
     let (input, options) = match payload(row, &id) {
-        Ok(payload) => payload,
-        Err(_) if status.is_terminal() => (
-            keel_core::Message {
-                role: keel_core::Role::User,
-                parts: Vec::new(),
-            },
-            RunOptions::default(),
-        ),
+        Ok((input, options)) => (input.unwrap_or_else(no_input), options),
+        Err(_) if status.is_terminal() => (no_input(), RunOptions::default()),
         Err(e) => return Err(e),
     };
     Ok(RunRecord {

@@ -115,7 +115,37 @@ CREATE TABLE usage_totals (
 ) WITHOUT ROWID;
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+/// A run's input is kept once: in its row while it waits, then in the log, at the seq of its
+/// `run_started` (`input_seq`), and the row's copy is dropped. SQLite cannot drop a NOT NULL
+/// in place, so the table is rebuilt; rows written before keep their input and read as they did.
+const V4: &str = "
+CREATE TABLE runs_v4 (
+    id               TEXT PRIMARY KEY,
+    tenant           TEXT NOT NULL,
+    session          TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    input            TEXT,
+    status           TEXT NOT NULL,
+    created_at       INTEGER NOT NULL,
+    output           TEXT,
+    error            TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    lease_owner      TEXT,
+    lease_until      INTEGER,
+    options          TEXT,
+    input_seq        INTEGER
+);
+INSERT INTO runs_v4 (id, tenant, session, input, status, created_at, output, error,
+                     cancel_requested, lease_owner, lease_until, options)
+    SELECT id, tenant, session, input, status, created_at, output, error,
+           cancel_requested, lease_owner, lease_until, options FROM runs;
+DROP TABLE runs;
+ALTER TABLE runs_v4 RENAME TO runs;
+CREATE INDEX runs_by_status ON runs (status, created_at);
+CREATE INDEX runs_by_session ON runs (session, status);
+CREATE INDEX runs_by_owner ON runs (lease_owner) WHERE lease_owner IS NOT NULL;
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -147,4 +177,82 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
         tracing::info!(path = %path.display(), version, "migrated the database schema");
     }
     tx.commit().map_err(|e| error::open_failed(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_core::{EventBody, Message, RunId, RunStatus, SessionId, TenantId, Timestamp};
+    use rusqlite::{Connection, params};
+
+    use super::*;
+    use crate::{SqliteOptions, SqliteStore, Store};
+
+    /// A database as keel wrote it at schema version 3: a finished run and a queued one, each
+    /// with its input in its row (the finished one's also in its `run_started`).
+    fn version_3_database(path: &Path, tenant: &TenantId, session: &SessionId, runs: [&RunId; 2]) {
+        let conn = Connection::open(path).unwrap();
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute(
+            "INSERT INTO sessions VALUES (?1, ?2, 'agt_01J00000000000000000000000', 'a', 1, 0, '{}', 1)",
+            params![session.as_str(), tenant.as_str()],
+        )
+        .unwrap();
+        let started = EventBody::RunStarted {
+            run_id: runs[0].clone(),
+            input: Message::user("finished before the upgrade"),
+            options: Box::default(),
+        };
+        conn.execute(
+            "INSERT INTO events VALUES (?1, 1, 'run_started', 0, ?2)",
+            params![session.as_str(), started.encode()],
+        )
+        .unwrap();
+        for (run, status, text) in [
+            (runs[0], "completed", "finished before the upgrade"),
+            (runs[1], "queued", "queued before the upgrade"),
+        ] {
+            conn.execute(
+                "INSERT INTO runs (id, tenant, session, input, status, created_at, cancel_requested)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, 0)",
+                params![
+                    run.as_str(),
+                    tenant.as_str(),
+                    session.as_str(),
+                    serde_json::to_string(&Message::user(text)).unwrap(),
+                    status
+                ],
+            )
+            .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn runs_written_at_version_3_read_back_after_the_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keel.db");
+        let (tenant, session) = (TenantId::generate(1, 1), SessionId::generate(1, 2));
+        let runs = [RunId::generate(1, 3), RunId::generate(2, 4)];
+        version_3_database(&path, &tenant, &session, [&runs[0], &runs[1]]);
+
+        let store = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
+        let finished = store.get_run(&tenant, &runs[0]).await.unwrap().unwrap();
+        assert_eq!(finished.status, RunStatus::Completed);
+        assert_eq!(finished.input.text_content(), "finished before the upgrade");
+        let claimed = store
+            .claim_runs("node", Timestamp::from_millis(10), 1_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].input.text_content(), "queued before the upgrade");
+        assert!(store.unreadable_records(10).await.unwrap().is_empty());
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
 }

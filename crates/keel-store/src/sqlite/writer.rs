@@ -10,6 +10,7 @@
 //! could commit, for readiness (`Writer::health`).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -117,6 +118,9 @@ pub(crate) struct Writer {
     requests: Option<mpsc::Sender<Box<dyn WriteRequest>>>,
     thread: Option<JoinHandle<()>>,
     health: SharedHealth,
+    /// Transactions committed so far that changed rows (each one fsync under
+    /// `Durability::Full`; one that changed nothing writes nothing).
+    commits: Arc<AtomicU64>,
     /// One probe write at a time; callers meanwhile wait for its outcome.
     probing: tokio::sync::Mutex<()>,
 }
@@ -129,10 +133,20 @@ impl Writer {
     ) -> Result<Writer, StoreError> {
         let (tx, rx) = mpsc::channel();
         let health = SharedHealth::default();
-        let loop_health = health.clone();
+        let (loop_health, commits) = (health.clone(), Arc::new(AtomicU64::new(0)));
+        let loop_commits = commits.clone();
         let thread = std::thread::Builder::new()
             .name("keel-store-writer".into())
-            .spawn(move || write_loop(conn, &rx, group_commit, durability, &loop_health))
+            .spawn(move || {
+                write_loop(
+                    conn,
+                    &rx,
+                    group_commit,
+                    durability,
+                    &loop_health,
+                    &loop_commits,
+                )
+            })
             .map_err(|e| {
                 StoreError::Unavailable(format!("cannot start the store's writer thread: {e}"))
             })?;
@@ -140,6 +154,7 @@ impl Writer {
             requests: Some(tx),
             thread: Some(thread),
             health,
+            commits,
             probing: tokio::sync::Mutex::new(()),
         })
     }
@@ -205,6 +220,11 @@ impl Writer {
         })
     }
 
+    /// Transactions committed since the store opened.
+    pub(crate) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
     fn fresh_health(&self) -> Option<Result<(), StoreError>> {
         self.health
             .lock()
@@ -238,6 +258,7 @@ fn write_loop(
     group_commit: bool,
     durability: Durability,
     health: &SharedHealth,
+    commits: &AtomicU64,
 ) {
     while let Ok(first) = requests.recv() {
         let mut batch = vec![first];
@@ -259,6 +280,9 @@ fn write_loop(
             let _ = conn.execute_batch("ROLLBACK");
         }
         let wrote = conn.total_changes() != changes_before;
+        if outcome.is_ok() && wrote {
+            commits.fetch_add(1, Ordering::Relaxed);
+        }
         note_outcome(health, &outcome, &batch, wrote);
         for request in batch {
             request.answer(outcome.as_ref().err());
