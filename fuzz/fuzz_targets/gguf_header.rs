@@ -1,4 +1,4 @@
-//! GGUF model files (cargo feature `local`): the header, metadata and tensor directory, then
+//! GGUF model files (the `keel-local` crate): the header, metadata and tensor directory, then
 //! the tokenizer and the model built from them, as `LocalClient::load` reads a file. The
 //! reader takes a path, so each input is written to one scratch file first. A damaged file
 //! must be an error naming it, never a panic or an allocation its header asks for.
@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use keel_models::providers::local::{LocalClient, LocalOptions};
+use keel_local::{LocalClient, LocalOptions};
 use libfuzzer_sys::fuzz_target;
 
 #[global_allocator]

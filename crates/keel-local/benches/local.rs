@@ -3,13 +3,13 @@
 //! (through the `llama-cpp-python` package, if the Python in `KEEL_BENCH_PYTHON` or `python3`
 //! has it) on the same GGUF with one thread, taking turns with keel so both see the same load.
 //!
-//! `cargo bench -p keel-models --features local --bench local`
+//! `cargo bench -p keel-local --bench local`
 
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use keel_core::Message;
-use keel_models::providers::local::{LocalClient, LocalOptions, pull};
+use keel_local::{LocalClient, LocalOptions, pull};
 use keel_models::{ModelClient, ModelRequest, Params, StreamEvent};
 
 const ROUNDS: usize = 5;

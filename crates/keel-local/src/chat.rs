@@ -8,8 +8,8 @@
 
 use keel_core::{Message, Part, Role};
 
-use super::tokenizer::{TokenizeError, Tokenizer};
-use crate::ModelRequest;
+use crate::tokenizer::{TokenizeError, Tokenizer};
+use keel_models::ModelRequest;
 
 /// SmolLM2's own default system turn (from its chat template), used when a request has none.
 pub(crate) const DEFAULT_SYSTEM: &str =

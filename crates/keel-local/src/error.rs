@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::{ModelError, ModelErrorKind};
+use keel_models::{ModelError, ModelErrorKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -83,6 +83,6 @@ impl From<LocalError> for ModelError {
             LocalError::Options(_) | LocalError::UnknownModel { .. } => ModelErrorKind::BadRequest,
             _ => ModelErrorKind::Unavailable,
         };
-        ModelError::new(kind, super::PROVIDER, e.to_string())
+        ModelError::new(kind, crate::PROVIDER, e.to_string())
     }
 }

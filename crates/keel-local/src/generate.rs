@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use keel_core::{FinishReason, Usage};
 use tokio::sync::mpsc::Sender;
 
-use super::kv_cache::PrefixCache;
-use super::model::LlamaModel;
-use super::sampler::{Sampler, SamplingParams};
-use super::stop::{Filtered, StopFilter};
-use super::tokenizer::{Tokenizer, Utf8Assembler};
-use super::tool_calls::ToolCallExtractor;
-use crate::{ModelError, StreamEvent};
+use crate::kv_cache::PrefixCache;
+use crate::model::LlamaModel;
+use crate::sampler::{Sampler, SamplingParams};
+use crate::stop::{Filtered, StopFilter};
+use crate::tokenizer::{Tokenizer, Utf8Assembler};
+use crate::tool_calls::ToolCallExtractor;
+use keel_models::{ModelError, StreamEvent};
 
 /// Prompt tokens computed per forward call: large enough to reuse each weight row across
 /// tokens, small enough that a cancelled request stops soon.
@@ -144,7 +144,7 @@ impl Engine {
         self.keep(state);
     }
 
-    fn keep(&self, state: super::kv_cache::KvState) {
+    fn keep(&self, state: crate::kv_cache::KvState) {
         self.cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())

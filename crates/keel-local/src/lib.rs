@@ -1,6 +1,8 @@
-//! The `local` provider: a llama-family GGUF model (SmolLM2-135M-Instruct by default) run
-//! in-process on the CPU, so keel answers with no provider configured and no network.
-//! `LocalClient` loads the file and implements `ModelClient`; `pull` fetches the default model.
+//! keel's embedded model, the `local` provider: a llama-family GGUF model (SmolLM2-135M-Instruct
+//! by default) run in-process on the CPU, so keel answers with no provider configured and no
+//! network. `LocalClient` loads the file and implements `keel_models::ModelClient`; `pull`
+//! fetches the default model. A crate of its own so that `keel-models` stays the provider layer
+//! and only these kernels need the optimized dev profile.
 //!
 //! Scheduling: each request decodes on one blocking thread once it holds one of
 //! `LocalOptions::slots` decode slots; the time it queued for a slot is logged (`tracing`,
@@ -38,7 +40,7 @@ use self::kv_cache::PrefixCache;
 use self::model::LlamaModel;
 use self::sampler::SamplingParams;
 use self::scheduler::DecodeSlots;
-use crate::{ModelClient, ModelError, ModelErrorKind, ModelRequest, ModelStream, ToolChoice};
+use keel_models::{ModelClient, ModelError, ModelErrorKind, ModelRequest, ModelStream, ToolChoice};
 
 /// The provider name recorded with each step.
 pub const PROVIDER: &str = "local";
@@ -338,7 +340,7 @@ impl ModelClient for LocalClient {
             }
             // The wait becomes part of the step's record (`model_replied.queue_ms`).
             if tx
-                .send(Ok(crate::StreamEvent::Queued { waited }))
+                .send(Ok(keel_models::StreamEvent::Queued { waited }))
                 .await
                 .is_err()
             {

@@ -2,10 +2,10 @@
 //! (RMSNorm, rotary attention with grouped KV heads, SwiGLU MLP). It computes only new tokens:
 //! everything before them is read from the caller's `KvState`.
 
-use super::error::LocalError;
-use super::gguf::{GgufFile, TensorKind};
-use super::kv_cache::KvState;
-use super::quant::{QMatrix, QuantizedActs};
+use crate::error::LocalError;
+use crate::gguf::{GgufFile, TensorKind};
+use crate::kv_cache::KvState;
+use crate::quant::{QMatrix, QuantizedActs};
 
 /// The shape of the network, from the GGUF metadata.
 #[derive(Clone, Debug)]
@@ -125,7 +125,7 @@ impl LlamaModel {
             layers,
             out_norm,
             output,
-            simd: super::quant::simd_available(),
+            simd: crate::quant::simd_available(),
         })
     }
 

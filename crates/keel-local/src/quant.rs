@@ -2,7 +2,7 @@
 //! are quantized to 8 bits per block of 32 (llama.cpp's Q8_1 scheme) so each weight block is
 //! an integer dot product; AVX2+FMA+F16C kernels are chosen at run time, with a portable fallback.
 
-use super::gguf::TensorKind;
+use crate::gguf::TensorKind;
 
 pub(crate) const BLOCK: usize = 32;
 

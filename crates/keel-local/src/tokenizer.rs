@@ -10,8 +10,8 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 
-use super::error::LocalError;
-use super::gguf::{GgufFile, MetaValue};
+use crate::error::LocalError;
+use crate::gguf::{GgufFile, MetaValue};
 
 /// GGUF token types that are not text.
 const TOKEN_TYPE_CONTROL: i64 = 3;

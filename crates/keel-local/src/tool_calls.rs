@@ -2,7 +2,7 @@
 //! format `chat.rs` teaches it) into tool-call events, when the request offered tools. Text
 //! outside the tags streams as it comes; a block that is not valid JSON stays text.
 
-use crate::StreamEvent;
+use keel_models::StreamEvent;
 
 const OPEN: &str = "<tool_call>";
 const CLOSE: &str = "</tool_call>";

@@ -1,13 +1,11 @@
 //! KV-cache reuse across turns: a conversation replayed with reuse gives exactly the same
 //! text as without it, while computing only the new prompt tokens.
-#![cfg(feature = "local")]
 
-#[path = "local_support/mod.rs"]
 mod support;
 
 use keel_core::Message;
+use keel_local::{LocalClient, LocalOptions};
 use keel_models::ModelClient;
-use keel_models::providers::local::{LocalClient, LocalOptions};
 use support::{greedy, load};
 
 const QUESTIONS: [&str; 3] = [

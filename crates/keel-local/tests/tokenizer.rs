@@ -1,13 +1,11 @@
 //! The GGUF-derived tokenizer against reference ids from llama.cpp's own tokenizer on the same
 //! file (recorded once with `llama-cpp-python`): digits, spaces, emoji, CJK, accents, code and
 //! control tokens inside text, and the exact ChatML prompt of a request.
-#![cfg(feature = "local")]
 
-#[path = "local_support/mod.rs"]
 mod support;
 
 use keel_core::Message;
-use keel_models::providers::local::{LocalOptions, Tokenizer};
+use keel_local::{LocalOptions, Tokenizer};
 use support::{greedy, load, model_path};
 
 /// Text, its ids with control tokens recognised, and its ids as plain text when they differ.

@@ -144,7 +144,7 @@ fn local_client(
     model: Option<&str>,
     tuning: LocalTuning,
 ) -> anyhow::Result<Arc<dyn keel_models::ModelClient>> {
-    use keel_models::providers::local::{LocalClient, LocalOptions, pull};
+    use keel_local::{LocalClient, LocalOptions, pull};
     let path = match path {
         Some(p) => p.to_path_buf(),
         None => {

@@ -6,7 +6,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use keel_models::providers::local::pull;
+use keel_local::pull;
 use support::KeelHome;
 
 fn cached_model() -> PathBuf {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use keel_core::Message;
-use keel_models::providers::local::{LocalClient, LocalOptions, pull};
+use keel_local::{LocalClient, LocalOptions, pull};
 use keel_models::{ModelRequest, Params};
 
 pub fn model_dir() -> PathBuf {

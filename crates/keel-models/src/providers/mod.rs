@@ -12,8 +12,6 @@ pub mod scripted;
 mod streaming;
 
 pub use streaming::HttpTimeouts;
-#[cfg(feature = "local")]
-pub mod local;
 
 /// A reply body given as bytes, read exactly as a call reads it but without HTTP: how the fuzz
 /// targets (`fuzz/`) reach the providers' reply decoders. Not part of keel's API.

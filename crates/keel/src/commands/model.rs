@@ -19,7 +19,7 @@ pub enum ModelCommand {
 
 #[cfg(feature = "local")]
 pub fn run(config: &Config, command: ModelCommand) -> anyhow::Result<()> {
-    use keel_models::providers::local::pull;
+    use keel_local::pull;
     let dir = config.data_dir();
     match command {
         ModelCommand::Pull { name } => {
@@ -62,8 +62,8 @@ pub fn run(_: &Config, _: ModelCommand) -> anyhow::Result<()> {
 
 /// Shows a pull's progress on stderr (the first run's download, for instance).
 #[cfg(feature = "local")]
-pub fn show_progress(progress: keel_models::providers::local::pull::Progress) {
-    use keel_models::providers::local::pull::Progress;
+pub fn show_progress(progress: keel_local::pull::Progress) {
+    use keel_local::pull::Progress;
     use std::io::Write;
     match progress {
         Progress::Present { .. } => {}
