@@ -1,7 +1,8 @@
-//! The world's inputs to the core, as values: wall-clock time and fresh ids. Kept behind one
-//! small type so tests and benchmarks can see exactly where nondeterminism enters.
+//! The world's inputs to the core, as values: wall-clock time and fresh ids. Every clock read
+//! and every random id of keel (engine, server and binary) comes from here, so tests and
+//! benchmarks can see exactly where nondeterminism enters.
 
-use keel_core::{RunId, SessionId, Timestamp};
+use keel_core::{AgentId, RunId, SessionId, TenantId, Timestamp};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub fn now() -> Timestamp {
@@ -12,8 +13,13 @@ pub fn now() -> Timestamp {
     Timestamp(ms)
 }
 
+/// Whole seconds since the Unix epoch: how OpenAI's objects give their `created` time.
+pub fn unix_seconds() -> u64 {
+    (now().millis().max(0) / 1000) as u64
+}
+
 fn fresh<T>(make: fn(u64, u128) -> T) -> T {
-    make(now().millis() as u64, rand::random::<u128>())
+    make(now().millis().max(0) as u64, rand::random::<u128>())
 }
 
 pub fn new_session_id() -> SessionId {
@@ -24,6 +30,24 @@ pub fn new_run_id() -> RunId {
     fresh(RunId::generate)
 }
 
-pub fn new_agent_id() -> keel_core::AgentId {
-    fresh(keel_core::AgentId::generate)
+pub fn new_agent_id() -> AgentId {
+    fresh(AgentId::generate)
+}
+
+pub fn new_tenant_id() -> TenantId {
+    fresh(TenantId::generate)
+}
+
+/// A fresh random 128-bit id as 32 hex digits, for ids nothing sorts by: request ids, chat
+/// completion ids.
+pub fn new_hex_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// `N` fresh unguessable bytes (rand's thread-local CSPRNG, seeded from the OS): an API key's
+/// prefix and secret.
+pub fn new_secret<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    rand::fill(&mut bytes[..]);
+    bytes
 }

@@ -2,7 +2,7 @@
 //! new conversations) pin. Each response names its own model and tools, so the agent only
 //! supplies limits (and a model for native-API turns in those sessions).
 
-use keel_core::{AgentDef, AgentId, Limits, TenantId};
+use keel_core::{AgentDef, Limits, TenantId};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -33,10 +33,7 @@ pub async fn responses_agent(
         return Ok(agent);
     }
     let agent = AgentDef {
-        id: AgentId::generate(
-            keel_engine::clock::now().millis().max(0) as u64,
-            rand::random(),
-        ),
+        id: keel_engine::clock::new_agent_id(),
         name: RESPONSES_AGENT.into(),
         version: 0,
         instructions: String::new(),
