@@ -1,19 +1,22 @@
 //! Claiming runs from the store's queue and keeping their leases alive. The store
 //! guarantees that one session's runs are never claimed twice at once, so each claimed run
-//! is driven with the session to itself. Both loops are supervised: a panic in one is logged
+//! is driven with the session to itself. A run submitted on this node may come leased already
+//! (`free_slot`, then `drive`): it is driven and renewed like a claimed one. Both loops are
+//! supervised: a panic in one is logged
 //! and the loop started again, never a node that silently stops claiming or renewing; a panic
 //! while driving a run lets go of it, so its lease lapses and it is driven again.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::FutureExt;
 
-use keel_core::RunStatus;
+use keel_core::{RunStatus, Timestamp};
 use keel_store::RunRecord;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use crate::{HeldRun, Inner, Stop, clock, driver};
 
@@ -33,8 +36,55 @@ where
     }
 }
 
-pub(crate) async fn run_loop(inner: Arc<Inner>) {
+/// Starts claiming runs and renewing leases. Call it once this node's leases from before a
+/// restart are released: from then on, a run submitted here may be leased here at once.
+pub(crate) fn start(inner: &Arc<Inner>) {
+    inner.dispatching.store(true, Ordering::Release);
+    tokio::spawn(run_loop(inner.clone()));
+    tokio::spawn(heartbeat_loop(inner.clone()));
+}
+
+async fn run_loop(inner: Arc<Inner>) {
     supervised("claiming runs", || claim_loop(inner.clone())).await;
+}
+
+/// A slot to drive a run submitted on this node right away: only while this node dispatches
+/// (started, not shutting down) and has a run slot free.
+pub(crate) fn free_slot(inner: &Arc<Inner>) -> Option<OwnedSemaphorePermit> {
+    if !inner.dispatching.load(Ordering::Acquire) || *inner.shutdown.borrow() {
+        return None;
+    }
+    inner.run_permits.clone().try_acquire_owned().ok()
+}
+
+/// When a lease taken at `now` runs out unless renewed.
+pub(crate) fn lease_until(inner: &Inner, now: Timestamp) -> Timestamp {
+    let lease_ms = inner.config.lease.as_millis() as i64;
+    Timestamp::from_millis(now.millis().saturating_add(lease_ms))
+}
+
+/// Drives `run`, whose lease this node holds, on a task of its own under `slot`; its lease is
+/// renewed until it ends.
+pub(crate) fn drive(inner: &Arc<Inner>, run: RunRecord, slot: OwnedSemaphorePermit) {
+    let initial = if run.cancel_requested {
+        Stop::Cancel
+    } else {
+        Stop::Continue
+    };
+    let (stop, stop_rx) = watch::channel(initial);
+    inner.held.lock().unwrap().insert(
+        run.id.clone(),
+        HeldRun {
+            tenant: run.tenant.clone(),
+            stop,
+        },
+    );
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        drive_claimed(&inner, run, stop_rx).await;
+        drop(slot);
+        inner.wake.notify_one();
+    });
 }
 
 async fn claim_loop(inner: Arc<Inner>) {
@@ -43,45 +93,28 @@ async fn claim_loop(inner: Arc<Inner>) {
         if *shutdown.borrow() {
             return;
         }
-        let free = inner.run_permits.available_permits();
-        if free > 0 {
+        // The slots are taken before the claim: a submit on this node may take one meanwhile,
+        // and a claimed run must never wait for a slot (its lease would run out undriven).
+        let mut slots: Vec<OwnedSemaphorePermit> =
+            std::iter::from_fn(|| inner.run_permits.clone().try_acquire_owned().ok()).collect();
+        if !slots.is_empty() {
             let lease_ms = inner.config.lease.as_millis() as i64;
             match inner
                 .store
-                .claim_runs(&inner.config.node_id, clock::now(), lease_ms, free)
+                .claim_runs(&inner.config.node_id, clock::now(), lease_ms, slots.len())
                 .await
             {
                 Ok(runs) => {
                     let idle = runs.is_empty() && inner.held.lock().unwrap().is_empty();
-                    for run in runs {
-                        let Ok(permit) = inner.run_permits.clone().try_acquire_owned() else {
-                            break;
-                        };
-                        let initial = if run.cancel_requested {
-                            Stop::Cancel
-                        } else {
-                            Stop::Continue
-                        };
-                        let (stop, stop_rx) = watch::channel(initial);
-                        inner.held.lock().unwrap().insert(
-                            run.id.clone(),
-                            HeldRun {
-                                tenant: run.tenant.clone(),
-                                stop,
-                            },
-                        );
-                        let inner = inner.clone();
-                        tokio::spawn(async move {
-                            drive_claimed(&inner, run, stop_rx).await;
-                            drop(permit);
-                            inner.wake.notify_one();
-                        });
+                    for (run, slot) in runs.into_iter().zip(slots.drain(..)) {
+                        drive(&inner, run, slot);
                     }
                     inner.idle.send_replace(idle);
                 }
                 Err(e) => tracing::error!(error = %e, "claiming runs failed; retrying"),
             }
         }
+        drop(slots);
         tokio::select! {
             _ = inner.wake.notified() => {}
             _ = tokio::time::sleep(inner.config.poll_interval) => {}
@@ -101,7 +134,7 @@ async fn drive_claimed(inner: &Arc<Inner>, run: RunRecord, stop_rx: watch::Recei
 
 /// Extends the leases of the runs this node drives and picks up cancel requests made on
 /// other nodes. A run whose lease was lost is told to stop: another node has it now.
-pub(crate) async fn heartbeat_loop(inner: Arc<Inner>) {
+async fn heartbeat_loop(inner: Arc<Inner>) {
     supervised("renewing leases", || renew_loop(inner.clone())).await;
 }
 

@@ -332,6 +332,12 @@ impl Driver<'_> {
             }
             None => {}
         }
+        if self.run.input.parts.is_empty() {
+            // Its queue entry lost the input it keeps until the run starts (a hand edit).
+            return Err(Halt::Unreadable(format!(
+                "run {run_id} has no stored input to start with"
+            )));
+        }
         // Earlier input items go first, as transcript; the options keep the rest.
         let mut options = self.run.options.clone();
         let context = std::mem::take(&mut options.context);

@@ -5,10 +5,8 @@
 //!
 //! Modules: `driver` (one run's loop), `dispatch` (claiming runs, leases, recovery),
 //! `live` (in-memory session state), `tools`, `models` (provider lookup), `fault` (crash-test
-//! hooks), `clock` (time and ids). Every write to the store is an `Engine` method (`agents`,
-//! `tenants`, `records` hold those outside runs); others get a `StoreReader`.
+//! hooks), `clock` (time and ids).
 
-mod agents;
 pub mod clock;
 mod context;
 mod dispatch;
@@ -17,9 +15,7 @@ pub mod fault;
 mod live;
 pub mod models;
 mod quotas;
-mod reader;
-mod records;
-mod tenants;
+mod submit;
 pub mod tools;
 
 use std::collections::HashMap;
@@ -27,16 +23,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keel_core::{
-    Event, EventBody, Message, RunId, RunOptions, RunStatus, SessionId, SessionState, TenantId,
-};
+use keel_core::{AgentDef, Event, EventBody, Message, RunId, SessionId, SessionState, TenantId};
 use keel_store::{NewEvent, RunRecord, SessionRecord, Store, StoreError};
 use tokio::sync::{Notify, Semaphore, broadcast, watch};
 
 pub use live::LoadError;
 pub use models::{ModelRegistry, ResolveError};
 pub use quotas::Quotas;
-pub use reader::StoreReader;
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -224,6 +217,8 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     /// Published after every claim: true when nothing was claimable and nothing is driven.
     idle: watch::Sender<bool>,
+    /// Set once this node's dispatcher runs: runs submitted here may then be driven at once.
+    dispatching: std::sync::atomic::AtomicBool,
     counters: Counters,
 }
 
@@ -245,6 +240,7 @@ impl Engine {
             wake: Notify::new(),
             shutdown: watch::channel(false).0,
             idle: watch::channel(false).0,
+            dispatching: Default::default(),
             counters: Counters::default(),
         };
         Engine {
@@ -286,8 +282,7 @@ impl Engine {
                 "resuming runs left unfinished by the last process"
             );
         }
-        tokio::spawn(dispatch::run_loop(self.inner.clone()));
-        tokio::spawn(dispatch::heartbeat_loop(self.inner.clone()));
+        dispatch::start(&self.inner);
         Ok(recovered)
     }
 
@@ -312,6 +307,33 @@ impl Engine {
                 return;
             }
         }
+    }
+
+    /// Stores a new version of an agent (version 1 for a new name).
+    pub async fn put_agent(
+        &self,
+        tenant: &TenantId,
+        mut def: AgentDef,
+    ) -> Result<AgentDef, EngineError> {
+        if def.name.trim().is_empty() {
+            return Err(EngineError::Invalid(
+                "an agent needs a non-empty name".into(),
+            ));
+        }
+        if def.model.trim().is_empty() {
+            return Err(EngineError::Invalid(format!(
+                "agent {:?} needs a model (`provider/model`)",
+                def.name
+            )));
+        }
+        tools::complete_builtins(&mut def).map_err(EngineError::Invalid)?;
+        let store = &self.inner.store;
+        if store.get_agent(tenant, &def.name, None).await?.is_none() {
+            let held = store.tenant_counts(tenant).await?.agents;
+            let limit = self.inner.config.quotas.agents_per_tenant;
+            Quotas::check("the tenant's agents", "agents_per_tenant", held, 1, limit)?;
+        }
+        Ok(store.put_agent(tenant, def).await?)
     }
 
     /// Starts a session of the latest version of `agent_name`.
@@ -367,135 +389,6 @@ impl Engine {
             1,
             limit,
         )
-    }
-
-    /// Queues `input` as a new run of the session. Runs of one session execute one after
-    /// another in the order they were submitted.
-    pub async fn submit(
-        &self,
-        tenant: &TenantId,
-        session: &SessionId,
-        input: Message,
-    ) -> Result<RunRecord, EngineError> {
-        self.submit_with(
-            tenant,
-            session,
-            input,
-            RunOptions::default(),
-            BusyPolicy::Enqueue,
-        )
-        .await
-    }
-
-    /// `submit` with per-run `options`, deciding by `policy` what happens when the session is
-    /// busy. An idle session whose last run handed tool calls to the caller takes only an
-    /// input that carries their results.
-    pub async fn submit_with(
-        &self,
-        tenant: &TenantId,
-        session: &SessionId,
-        input: Message,
-        options: RunOptions,
-        policy: BusyPolicy,
-    ) -> Result<RunRecord, EngineError> {
-        if input.parts.is_empty() {
-            return Err(EngineError::Invalid(
-                "the input message has no parts".into(),
-            ));
-        }
-        if let Some(model) = &options.model {
-            self.inner
-                .models
-                .resolve(model)
-                .map_err(|e| EngineError::Invalid(e.to_string()))?;
-        }
-        let record = self.require_session(tenant, session).await?;
-        let quotas = &self.inner.config.quotas;
-        Quotas::check(
-            "the session's log",
-            "events_per_session",
-            record.last_seq,
-            1,
-            quotas.events_per_session,
-        )?;
-        // Checking for a busy session and queueing must not interleave with another submit to
-        // the same session, or two `reject`s could both get through (within this node).
-        let slot = self.inner.slot(session);
-        let _submitting = slot.submit.lock().await;
-        let pending = self.inner.store.pending_runs(tenant, session).await?;
-        if policy == BusyPolicy::Enqueue {
-            Quotas::check(
-                "the session's queued runs",
-                "queued_runs_per_session",
-                pending.len() as u64,
-                1,
-                quotas.queued_runs_per_session as u64,
-            )?;
-        }
-        if pending.is_empty() {
-            self.check_answers(session, &input, &options).await?;
-        }
-        if policy != BusyPolicy::Enqueue {
-            if policy == BusyPolicy::Reject
-                && let Some(busy) = pending.first()
-            {
-                return Err(EngineError::Busy {
-                    session: session.clone(),
-                    run: busy.id.clone(),
-                });
-            }
-            // Newest first: the queued runs are flagged before the active one stops and frees
-            // the session for the next claim.
-            for run in pending.iter().rev() {
-                self.cancel_run(tenant, &run.id).await?;
-            }
-        }
-        let run = RunRecord {
-            id: clock::new_run_id(),
-            tenant: tenant.clone(),
-            session: session.clone(),
-            input,
-            options,
-            status: RunStatus::Queued,
-            created_at: clock::now(),
-            output: None,
-            error: None,
-            cancel_requested: false,
-            lease_owner: None,
-            lease_until: None,
-        };
-        self.inner.store.enqueue_run(&run).await?;
-        self.inner.wake.notify_one();
-        Ok(run)
-    }
-
-    /// Refuses an input that leaves tool calls handed to the caller without a result (the
-    /// model could not go on: providers reject such a transcript).
-    async fn check_answers(
-        &self,
-        session: &SessionId,
-        input: &Message,
-        options: &RunOptions,
-    ) -> Result<(), EngineError> {
-        let awaiting = self
-            .with_idle_state(session, |s| s.awaiting.clone())
-            .await?;
-        let answered: Vec<&str> = options
-            .context
-            .iter()
-            .chain([input])
-            .flat_map(Message::tool_results)
-            .collect();
-        match awaiting
-            .iter()
-            .find(|c| !answered.contains(&c.call_id.as_str()))
-        {
-            Some(call) => Err(EngineError::Invalid(format!(
-                "no tool output found for function call {}: the last run asked the caller to perform {:?}; send its result (a function_call_output item, or a tool result part) with the next input",
-                call.call_id, call.name
-            ))),
-            None => Ok(()),
-        }
     }
 
     /// Reads the session's state: the in-memory one (loaded and kept if missing) when no run

@@ -1,0 +1,108 @@
+//! A run submitted on the node that will drive it is queued already leased to that node: an
+//! idle session's turn costs three commits (enqueue-and-claim, the intent, the reply with the
+//! run's end), not four; a busy session's run still waits in the queue for its turn, and
+//! `reject` names the run that holds the session.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_core::{AgentDef, AgentId, Limits, Message, RunStatus, TenantId};
+use keel_engine::{BusyPolicy, Engine, EngineConfig, EngineError, ModelRegistry};
+use keel_models::providers::scripted::{ScriptedClient, ScriptedConfig};
+use keel_store::{SqliteOptions, SqliteStore};
+
+const NODE: &str = "node-a";
+
+async fn started_engine(
+    dir: &tempfile::TempDir,
+    first_token_latency: Duration,
+) -> (Engine, Arc<SqliteStore>, TenantId, keel_core::SessionId) {
+    let store =
+        Arc::new(SqliteStore::open(SqliteOptions::new(dir.path().join("keel.db"))).unwrap());
+    let scripted = ScriptedClient::new(ScriptedConfig {
+        first_token_latency,
+        ..ScriptedConfig::default()
+    });
+    let models = ModelRegistry::new().with("scripted", Arc::new(scripted));
+    let config = EngineConfig {
+        node_id: NODE.into(),
+        // Long enough that no heartbeat commits during a turn.
+        lease: Duration::from_secs(600),
+        poll_interval: Duration::from_millis(50),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(store.clone(), models, config);
+    let tenant = TenantId::default_tenant();
+    let agent = AgentDef {
+        id: AgentId::generate(1, 1),
+        name: "a".into(),
+        version: 0,
+        instructions: String::new(),
+        model: "scripted/echo".into(),
+        tools: vec![],
+        limits: Limits::default(),
+    };
+    engine.put_agent(&tenant, agent).await.unwrap();
+    let session = engine
+        .create_session(&tenant, "a", Default::default())
+        .await
+        .unwrap()
+        .id;
+    engine.start().await.unwrap();
+    (engine, store, tenant, session)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_sessions_turn_is_leased_at_enqueue_and_costs_three_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, store, tenant, session) = started_engine(&dir, Duration::ZERO).await;
+    engine.wait_idle().await;
+    for turn in 0..3 {
+        let before = store.commits();
+        let run = engine
+            .submit(&tenant, &session, Message::user(format!("turn {turn}")))
+            .await
+            .unwrap();
+        assert_eq!(run.status, RunStatus::Running, "leased when queued");
+        assert_eq!(run.lease_owner.as_deref(), Some(NODE));
+        let done = engine.wait_run(&tenant, &run.id).await.unwrap();
+        assert_eq!(done.status, RunStatus::Completed, "{:?}", done.error);
+        assert_eq!(done.input.text_content(), format!("turn {turn}"));
+        engine.wait_idle().await;
+        assert_eq!(store.commits() - before, 3, "commits of turn {turn}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_sessions_run_waits_its_turn_and_reject_names_the_run_holding_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // A slow model keeps the first run going while the others arrive.
+    let (engine, _store, tenant, session) = started_engine(&dir, Duration::from_millis(300)).await;
+    let first = engine
+        .submit(&tenant, &session, Message::user("first"))
+        .await
+        .unwrap();
+    let second = engine
+        .submit(&tenant, &session, Message::user("second"))
+        .await
+        .unwrap();
+    assert_eq!(first.status, RunStatus::Running);
+    assert_eq!(second.status, RunStatus::Queued, "behind the first");
+    let refused = engine
+        .submit_with(
+            &tenant,
+            &session,
+            Message::user("third"),
+            Default::default(),
+            BusyPolicy::Reject,
+        )
+        .await;
+    match refused {
+        Err(EngineError::Busy { run, .. }) => assert_eq!(run, first.id),
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    for run in [&first, &second] {
+        let done = engine.wait_run(&tenant, &run.id).await.unwrap();
+        assert_eq!(done.status, RunStatus::Completed, "{:?}", done.error);
+    }
+}
