@@ -5,8 +5,10 @@
 //!
 //! Modules: `driver` (one run's loop), `dispatch` (claiming runs, leases, recovery),
 //! `live` (in-memory session state), `tools`, `models` (provider lookup), `fault` (crash-test
-//! hooks), `clock` (time and ids).
+//! hooks), `clock` (time and ids). Every write to the store is an `Engine` method (`agents`,
+//! `tenants`, `records` hold those outside runs); others get a `StoreReader`.
 
+mod agents;
 pub mod clock;
 mod context;
 mod dispatch;
@@ -15,7 +17,10 @@ pub mod fault;
 mod live;
 pub mod models;
 mod quotas;
+mod reader;
+mod records;
 mod submit;
+mod tenants;
 pub mod tools;
 
 use std::collections::HashMap;
@@ -23,13 +28,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keel_core::{AgentDef, Event, EventBody, Message, RunId, SessionId, SessionState, TenantId};
+use keel_core::{Event, EventBody, Message, RunId, SessionId, SessionState, TenantId};
 use keel_store::{NewEvent, RunRecord, SessionRecord, Store, StoreError};
 use tokio::sync::{Notify, Semaphore, broadcast, watch};
 
 pub use live::LoadError;
 pub use models::{ModelRegistry, ResolveError};
 pub use quotas::Quotas;
+pub use reader::StoreReader;
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -307,33 +313,6 @@ impl Engine {
                 return;
             }
         }
-    }
-
-    /// Stores a new version of an agent (version 1 for a new name).
-    pub async fn put_agent(
-        &self,
-        tenant: &TenantId,
-        mut def: AgentDef,
-    ) -> Result<AgentDef, EngineError> {
-        if def.name.trim().is_empty() {
-            return Err(EngineError::Invalid(
-                "an agent needs a non-empty name".into(),
-            ));
-        }
-        if def.model.trim().is_empty() {
-            return Err(EngineError::Invalid(format!(
-                "agent {:?} needs a model (`provider/model`)",
-                def.name
-            )));
-        }
-        tools::complete_builtins(&mut def).map_err(EngineError::Invalid)?;
-        let store = &self.inner.store;
-        if store.get_agent(tenant, &def.name, None).await?.is_none() {
-            let held = store.tenant_counts(tenant).await?.agents;
-            let limit = self.inner.config.quotas.agents_per_tenant;
-            Quotas::check("the tenant's agents", "agents_per_tenant", held, 1, limit)?;
-        }
-        Ok(store.put_agent(tenant, def).await?)
     }
 
     /// Starts a session of the latest version of `agent_name`.
