@@ -14,6 +14,7 @@ mod context;
 mod dispatch;
 mod driver;
 pub mod fault;
+mod follow;
 mod live;
 pub mod models;
 mod quotas;
@@ -32,6 +33,7 @@ use keel_core::{Event, EventBody, Message, RunId, SessionId, SessionState, Tenan
 use keel_store::{NewEvent, RunRecord, SessionRecord, Store, StoreError};
 use tokio::sync::{Notify, Semaphore, broadcast, watch};
 
+pub use follow::{LogFollower, RunFollower, RunProgress};
 pub use live::LoadError;
 pub use models::{ModelRegistry, ResolveError};
 pub use quotas::Quotas;
@@ -54,6 +56,9 @@ pub struct EngineConfig {
     pub session_cache: usize,
     /// How much one tenant or session may hold or queue.
     pub quotas: Quotas,
+    /// Live updates a session's broadcast keeps for its slowest follower; one further behind
+    /// reads the store instead (`follow.rs`). Tests make it tiny to make followers lag.
+    pub updates_capacity: usize,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +72,7 @@ impl Default for EngineConfig {
             poll_interval: Duration::from_millis(500),
             session_cache: 10_000,
             quotas: Quotas::default(),
+            updates_capacity: 1024,
         }
     }
 }
@@ -599,35 +605,11 @@ impl Engine {
         Ok(())
     }
 
-    /// Live updates of a session's runs. Subscribe before `submit` to see a run from its start.
+    /// Live updates of a session's runs, as the driver publishes them: lossy (a slow receiver
+    /// lags). To follow a run or a log without missing anything, use `follow_run` /
+    /// `follow_log`.
     pub fn subscribe(&self, session: &SessionId) -> broadcast::Receiver<RunUpdate> {
         self.inner.slot(session).updates.subscribe()
-    }
-
-    /// Waits until the run has ended and returns its record.
-    pub async fn wait_run(&self, tenant: &TenantId, run: &RunId) -> Result<RunRecord, EngineError> {
-        let record = self.get_run(tenant, run).await?;
-        let mut updates = self.subscribe(&record.session);
-        loop {
-            let record = self.get_run(tenant, run).await?;
-            if record.status.is_terminal() {
-                return Ok(record);
-            }
-            // Woken by this node's updates; polling covers runs driven by another node.
-            let deadline = tokio::time::sleep(self.inner.config.poll_interval);
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    update = updates.recv() => match update {
-                        Ok(RunUpdate::Finished(r)) if &r.id == run => return Ok(*r),
-                        Ok(_) => continue,
-                        Err(broadcast::error::RecvError::Lagged(_)) => break,
-                        Err(broadcast::error::RecvError::Closed) => break,
-                    },
-                    _ = &mut deadline => break,
-                }
-            }
-        }
     }
 
     pub async fn get_run(&self, tenant: &TenantId, run: &RunId) -> Result<RunRecord, EngineError> {
@@ -688,7 +670,7 @@ impl Inner {
         let slot = Arc::new(SessionSlot {
             live: tokio::sync::Mutex::new(None),
             submit: tokio::sync::Mutex::new(()),
-            updates: broadcast::channel(1024).0,
+            updates: broadcast::channel(self.config.updates_capacity.max(1)).0,
         });
         slots.insert(session.clone(), slot.clone());
         slot

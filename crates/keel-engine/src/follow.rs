@@ -1,0 +1,457 @@
+//! Following a run or a session's log: the one way the wait and stream modes, the events SSE,
+//! Responses streaming and the CLI watch what the engine does. The live broadcast is fast but
+//! lossy (a slow follower lags, a run driven by another node is not on it) and the store is
+//! complete but slow, so a follower reads the store first, then the broadcast, de-duplicated
+//! by seq, and goes back to the store whenever the broadcast cannot be trusted (a lag, a gap,
+//! every poll period): it never misses an event and never hangs on a lost update.
+//!
+//! `Engine::follow_run` yields `RunProgress` items: `Text` as the model streams (every step's
+//! `Text` adds up to its logged reply, even when live deltas were lost: the rest of the reply
+//! comes as one more `Text` before its `model_replied` event), each of the run's logged
+//! `Event`s once in seq order, `Halted` / `NotStarted` when the run cannot go on now (it stays
+//! in the queue; a caller that promised a bounded answer stops there, others follow on), and
+//! `Ended` with the run's final record, always last. `Engine::follow_log` yields every event
+//! of a session after a seq, in order, and follows on until dropped.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use keel_core::{Event, EventBody, RunId, RunStatus, SessionId, TenantId};
+use keel_store::RunRecord;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use crate::{Engine, EngineError, Inner, RunUpdate};
+
+/// Events read from the store per query while catching up.
+const PAGE: usize = 500;
+
+/// What happened next in a followed run.
+#[derive(Clone, Debug)]
+pub enum RunProgress {
+    /// A piece of the reply of `step`, as the model streams it (not logged).
+    Text {
+        step: u32,
+        attempt: u32,
+        text: String,
+    },
+    /// The model call of `step` failed over mid-reply: discard its text so far.
+    TextReset { step: u32 },
+    /// One of the run's logged events; each once, in seq order.
+    Event(Arc<Event>),
+    /// Driving stopped on a store failure (a full disk); the run resumes when its lease
+    /// expires or at the next start.
+    Halted { error: String },
+    /// The run is still queued and cannot start: the store cannot commit (a claim is a
+    /// write). It stays queued and starts when the store recovers. Told once.
+    NotStarted { error: String },
+    /// The run ended: its final record. The last item.
+    Ended(Box<RunRecord>),
+}
+
+impl Engine {
+    /// Follows a run from its first event to its end (see the module's header). Subscribes
+    /// as it is called: call it right after `submit`.
+    pub async fn follow_run(
+        &self,
+        tenant: &TenantId,
+        run: &RunId,
+    ) -> Result<RunFollower, EngineError> {
+        let record = self.get_run(tenant, run).await?;
+        let mut tail = LogTail::new(self.inner.clone(), record.session.clone());
+        // The log's end, read before the run's status: a run still queued after it has logged
+        // nothing up to there.
+        let last = self
+            .inner
+            .store
+            .read_events_before(&record.session, u64::MAX, 1)
+            .await?
+            .last()
+            .map_or(0, |e| e.seq);
+        let record = self.get_run(tenant, run).await?;
+        tail.last = if record.status == RunStatus::Queued {
+            last
+        } else {
+            self.run_events(&record)
+                .await?
+                .first()
+                .map_or(last, |e| e.seq - 1)
+        };
+        let mut follower = RunFollower {
+            engine: self.clone(),
+            tenant: tenant.clone(),
+            run: run.clone(),
+            tail,
+            text: StreamedText::default(),
+            started: record.status != RunStatus::Queued,
+            told_not_started: false,
+            ended_in_log: false,
+            ready: VecDeque::new(),
+            done: false,
+        };
+        follower.catch_up(record).await?;
+        Ok(follower)
+    }
+
+    /// Follows a session's log: every event after seq `after`, in order, then live.
+    pub async fn follow_log(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+        after: u64,
+    ) -> Result<LogFollower, EngineError> {
+        self.require_session(tenant, session).await?;
+        let mut tail = LogTail::new(self.inner.clone(), session.clone());
+        tail.last = after;
+        Ok(LogFollower {
+            tail,
+            ready: VecDeque::new(),
+            behind: true,
+        })
+    }
+
+    /// Waits until the run has ended and returns its record.
+    pub async fn wait_run(&self, tenant: &TenantId, run: &RunId) -> Result<RunRecord, EngineError> {
+        self.follow_run(tenant, run).await?.end().await
+    }
+}
+
+/// A followed run (`Engine::follow_run`).
+pub struct RunFollower {
+    engine: Engine,
+    tenant: TenantId,
+    run: RunId,
+    tail: LogTail,
+    text: StreamedText,
+    /// Whether the run left the queue (so it cannot be "not started").
+    started: bool,
+    told_not_started: bool,
+    /// Whether the run's last event was seen (its record may lag a moment behind).
+    ended_in_log: bool,
+    ready: VecDeque<RunProgress>,
+    done: bool,
+}
+
+impl RunFollower {
+    /// The run followed.
+    pub fn run(&self) -> &RunId {
+        &self.run
+    }
+
+    /// The next item; `None` after `Ended` or an error.
+    pub async fn next(&mut self) -> Option<Result<RunProgress, EngineError>> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                self.done |= matches!(item, RunProgress::Ended(_));
+                return Some(Ok(item));
+            }
+            if self.done {
+                return None;
+            }
+            if let Err(e) = self.advance().await {
+                self.done = true;
+                return Some(Err(e));
+            }
+        }
+    }
+
+    /// Follows to the end and returns the run's final record.
+    pub async fn end(mut self) -> Result<RunRecord, EngineError> {
+        while let Some(item) = self.next().await {
+            if let RunProgress::Ended(record) = item? {
+                return Ok(*record);
+            }
+        }
+        Err(EngineError::Invalid(format!(
+            "following run {} stopped before its end",
+            self.run
+        )))
+    }
+
+    /// The items as a stream.
+    pub fn into_stream(self) -> impl futures::Stream<Item = Result<RunProgress, EngineError>> {
+        futures::stream::unfold(self, |mut f| async move { f.next().await.map(|i| (i, f)) })
+    }
+
+    async fn advance(&mut self) -> Result<(), EngineError> {
+        match self.tail.next().await {
+            Tail::Event(event) => self.take(event),
+            Tail::Live(update) => self.live(update).await?,
+            Tail::Behind => {
+                let record = self.engine.get_run(&self.tenant, &self.run).await?;
+                self.catch_up(record).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the log after the last event seen; `record`, read before, tells whether the run
+    /// has ended (then everything it logged is in what was read) or cannot start.
+    async fn catch_up(&mut self, record: RunRecord) -> Result<(), EngineError> {
+        loop {
+            let (page, more) = self.tail.read_page().await?;
+            for event in page {
+                self.take(event);
+            }
+            if !more {
+                break;
+            }
+        }
+        self.started |= record.status != RunStatus::Queued;
+        if record.status.is_terminal() {
+            self.ready.push_back(RunProgress::Ended(Box::new(record)));
+        } else if !self.started && !self.told_not_started {
+            if let Err(e) = self.engine.inner.store.health().await {
+                self.told_not_started = true;
+                self.ready.push_back(RunProgress::NotStarted {
+                    error: e.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn live(&mut self, update: RunUpdate) -> Result<(), EngineError> {
+        match update {
+            RunUpdate::TextDelta {
+                run_id,
+                step,
+                attempt,
+                text,
+            } if run_id == self.run => {
+                if self.text.streamed(step, attempt, &text) {
+                    self.ready.push_back(RunProgress::Text {
+                        step,
+                        attempt,
+                        text,
+                    });
+                }
+            }
+            RunUpdate::TextReset { run_id, step } if run_id == self.run => {
+                if self.text.reset(step) {
+                    self.ready.push_back(RunProgress::TextReset { step });
+                }
+            }
+            RunUpdate::Finished(record) if record.id == self.run => {
+                if self.ended_in_log {
+                    self.ready.push_back(RunProgress::Ended(record));
+                } else {
+                    // Its last events went by on another node's broadcast: read them.
+                    self.catch_up(*record).await?;
+                }
+            }
+            RunUpdate::Halted { run_id, error } if run_id == self.run => {
+                self.ready.push_back(RunProgress::Halted { error });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// An event of the session, the next after the last one seen.
+    fn take(&mut self, event: Arc<Event>) {
+        if event.body.run_id() != Some(&self.run) {
+            return;
+        }
+        match &event.body {
+            EventBody::RunStarted { .. } => self.started = true,
+            EventBody::ModelCalled { step, attempt, .. } => self.text.called(*step, *attempt),
+            EventBody::ModelReplied { step, message, .. } => {
+                let (reset, rest) = self.text.replied(*step, &message.text_content());
+                if reset {
+                    self.ready.push_back(RunProgress::TextReset { step: *step });
+                }
+                if !rest.is_empty() {
+                    self.ready.push_back(RunProgress::Text {
+                        step: *step,
+                        attempt: self.text.attempt,
+                        text: rest,
+                    });
+                }
+            }
+            EventBody::RunCompleted { .. }
+            | EventBody::RunFailed { .. }
+            | EventBody::RunCancelled { .. } => self.ended_in_log = true,
+            _ => {}
+        }
+        self.ready.push_back(RunProgress::Event(event));
+    }
+}
+
+/// The text streamed for the step in progress, so that what a follower is given of a step
+/// adds up to its logged reply whatever deltas it missed.
+#[derive(Default)]
+struct StreamedText {
+    step: u32,
+    attempt: u32,
+    text: String,
+    /// The last step whose reply was logged: later deltas of it are stale.
+    replied: u32,
+}
+
+impl StreamedText {
+    fn called(&mut self, step: u32, attempt: u32) {
+        if (step, attempt) != (self.step, self.attempt) {
+            (self.step, self.attempt) = (step, attempt);
+            self.text.clear();
+        }
+    }
+
+    /// Records a live delta; false when it is stale (its step replied, or a later attempt
+    /// began).
+    fn streamed(&mut self, step: u32, attempt: u32, text: &str) -> bool {
+        if step <= self.replied || (step, attempt) < (self.step, self.attempt) {
+            return false;
+        }
+        self.called(step, attempt);
+        self.text.push_str(text);
+        true
+    }
+
+    fn reset(&mut self, step: u32) -> bool {
+        if step <= self.replied || step < self.step {
+            return false;
+        }
+        self.text.clear();
+        true
+    }
+
+    /// The step's reply was logged: whether what was streamed must be discarded, and the part
+    /// of `reply` not streamed yet.
+    fn replied(&mut self, step: u32, reply: &str) -> (bool, String) {
+        let streamed = if step == self.step {
+            std::mem::take(&mut self.text)
+        } else {
+            String::new()
+        };
+        self.replied = step;
+        match reply.strip_prefix(streamed.as_str()) {
+            Some(rest) => (false, rest.to_string()),
+            None => (true, reply.to_string()),
+        }
+    }
+}
+
+/// A followed session log (`Engine::follow_log`).
+pub struct LogFollower {
+    tail: LogTail,
+    ready: VecDeque<Arc<Event>>,
+    /// Whether the store may hold events not read yet (read a page at a time).
+    behind: bool,
+}
+
+impl LogFollower {
+    /// The next event of the log; waits for it.
+    pub async fn next(&mut self) -> Result<Arc<Event>, EngineError> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Ok(event);
+            }
+            if self.behind {
+                let (page, more) = self.tail.read_page().await?;
+                self.ready.extend(page);
+                self.behind = more;
+                continue;
+            }
+            match self.tail.next().await {
+                Tail::Event(event) => return Ok(event),
+                Tail::Live(_) => {}
+                Tail::Behind => self.behind = true,
+            }
+        }
+    }
+
+    /// The events as a stream; it ends after the first error.
+    pub fn into_stream(self) -> impl futures::Stream<Item = Result<Arc<Event>, EngineError>> {
+        futures::stream::unfold(Some(self), |f| async move {
+            let mut f = f?;
+            match f.next().await {
+                Ok(event) => Some((Ok(event), Some(f))),
+                Err(e) => Some((Err(e), None)),
+            }
+        })
+    }
+}
+
+/// A session's log as both sources tell it: the live broadcast, checked against the last seq
+/// seen, and the store, read again when the broadcast cannot be trusted.
+struct LogTail {
+    inner: Arc<Inner>,
+    session: SessionId,
+    updates: broadcast::Receiver<RunUpdate>,
+    /// The last seq seen.
+    last: u64,
+    /// Covers events logged by another node, which this node's broadcast never carries.
+    poll: Interval,
+}
+
+/// What the log's tail says next.
+enum Tail {
+    /// The event after the last one seen.
+    Event(Arc<Event>),
+    /// A live update other than an event.
+    Live(RunUpdate),
+    /// Updates may have been lost: read the store (`LogTail::catch_up`).
+    Behind,
+}
+
+impl LogTail {
+    /// Subscribes at once, so that nothing logged after this call is missed.
+    fn new(inner: Arc<Inner>, session: SessionId) -> LogTail {
+        let updates = inner.slot(&session).updates.subscribe();
+        let period = inner.config.poll_interval;
+        let mut poll = tokio::time::interval_at(Instant::now() + period, period);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        LogTail {
+            inner,
+            session,
+            updates,
+            last: 0,
+            poll,
+        }
+    }
+
+    async fn next(&mut self) -> Tail {
+        loop {
+            // Updates first: what is already queued is seen before the poll re-reads.
+            let update = tokio::select! {
+                biased;
+                update = self.updates.recv() => update,
+                _ = self.poll.tick() => return Tail::Behind,
+            };
+            match update {
+                Ok(RunUpdate::Event(event)) if event.seq <= self.last => {}
+                Ok(RunUpdate::Event(event)) if event.seq == self.last + 1 => {
+                    self.last = event.seq;
+                    return Tail::Event(event);
+                }
+                // A gap: events logged elsewhere, or while this tail was read from the store.
+                Ok(RunUpdate::Event(_)) => return Tail::Behind,
+                Ok(update) => return Tail::Live(update),
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::debug!(session = %self.session, missed, "a follower lagged; reading the store");
+                    return Tail::Behind;
+                }
+                Err(RecvError::Closed) => {
+                    // The session's slot was dropped (evicted or deleted): listen to its new one.
+                    self.updates = self.inner.slot(&self.session).updates.subscribe();
+                    return Tail::Behind;
+                }
+            }
+        }
+    }
+
+    /// A page of the stored events after the last one seen, and whether more may follow.
+    async fn read_page(&mut self) -> Result<(Vec<Arc<Event>>, bool), EngineError> {
+        let page = self
+            .inner
+            .store
+            .read_events(&self.session, self.last, PAGE)
+            .await?;
+        if let Some(last) = page.last() {
+            self.last = last.seq;
+        }
+        let more = page.len() == PAGE;
+        Ok((page.into_iter().map(Arc::new).collect(), more))
+    }
+}
