@@ -1,7 +1,8 @@
 //! `keel bench`: end-to-end durable turns through the real engine and SQLite store with the
 //! scripted model, so the numbers in BENCHMARKS.md come from a command anyone can rerun.
-//! A turn is: queue the input, claim it, load/decide, log the intent, call the model, log
-//! the reply and the run's end (fsync'd), and tell the waiter.
+//! A turn is: queue the input (leased to this node at once when its session is idle), load/
+//! decide, log the intent, call the model, log the reply and the run's end (fsync'd), and tell
+//! the waiter. Besides time, each case reports the store's commits and bytes on disk per turn.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +28,7 @@ pub struct BenchArgs {
 
 struct Bench {
     engine: Engine,
+    store: Arc<SqliteStore>,
     tenant: TenantId,
     dir: tempfile::TempDir,
 }
@@ -52,7 +54,7 @@ async fn setup(durability: &str) -> anyhow::Result<Bench> {
         poll_interval: Duration::from_millis(50),
         ..EngineConfig::default()
     };
-    let engine = Engine::new(store, models, config);
+    let engine = Engine::new(store.clone(), models, config);
     let tenant = TenantId::default_tenant();
     engine
         .put_agent(
@@ -74,6 +76,7 @@ async fn setup(durability: &str) -> anyhow::Result<Bench> {
     engine.start().await?;
     Ok(Bench {
         engine,
+        store,
         tenant,
         dir,
     })
@@ -113,10 +116,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "## keel bench (durability={}, scripted model, SQLite)\n",
         args.durability
     );
-    println!("| concurrent sessions | turns | turns/s | p50 | p99 |\n|---:|---:|---:|---:|---:|");
+    println!(
+        "| concurrent sessions | turns | turns/s | p50 | p99 | commits/turn | bytes/turn |\n|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for sessions in [1usize, 64] {
         let bench = setup(&args.durability).await?;
         let bench = Arc::new(bench);
+        let (commits_before, bytes_before) = (bench.store.commits(), bench.db_bytes()?);
         let deadline = Instant::now() + Duration::from_secs(args.secs);
         let mut tasks = Vec::new();
         for _ in 0..sessions {
@@ -140,12 +146,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             all.extend(t.await??);
         }
         let elapsed = started.elapsed();
+        // Sessions are created inside the timed tasks: their commits and bytes are left in,
+        // one session's worth over thousands of turns.
+        let turns = all.len() as f64;
+        let commits = (bench.store.commits() - commits_before) as f64 / turns;
+        let bytes = bench.db_bytes()?.saturating_sub(bytes_before) as f64 / turns;
         all.sort();
         let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
         println!(
-            "| {sessions} | {} | {:.0} | {:.2} ms | {:.2} ms |",
+            "| {sessions} | {} | {:.0} | {:.2} ms | {:.2} ms | {commits:.2} | {bytes:.0} |",
             all.len(),
-            all.len() as f64 / elapsed.as_secs_f64(),
+            turns / elapsed.as_secs_f64(),
             pct(0.5).as_secs_f64() * 1e3,
             pct(0.99).as_secs_f64() * 1e3
         );
