@@ -6,14 +6,11 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
-use crate::openai_mock::MockReply;
-use crate::openai_mock::render::word_pieces;
+use crate::reply::{MockReply, argument_pieces, word_pieces};
 use crate::server::RecordedRequest;
-use axum::body::Bytes;
 
 use crate::upstream::{
-    MockUpstream, Refusal, Wire, finish_of, named_event, pieces, refuse, require_header, sse,
-    unknown_key,
+    MockUpstream, Refusal, Wire, bad_request, named_event, refuse, require_header, unknown_key,
 };
 
 /// The running mock; `base_url()` is what `AnthropicConfig::base_url` takes.
@@ -26,7 +23,7 @@ pub struct AnthropicWire {
 
 impl MockUpstream<AnthropicWire> {
     pub async fn start_anthropic(api_key: &str) -> std::io::Result<MockAnthropic> {
-        MockUpstream::start(AnthropicWire {
+        MockUpstream::serve(AnthropicWire {
             api_key: api_key.into(),
         })
         .await
@@ -54,10 +51,6 @@ const TOP_LEVEL: &[&str] = &[
     "service_tier",
 ];
 
-fn bad(message: impl Into<String>) -> Refusal {
-    refuse(400, message)
-}
-
 fn valid_tool_id(id: &str) -> bool {
     !id.is_empty()
         && id
@@ -66,6 +59,8 @@ fn valid_tool_id(id: &str) -> bool {
 }
 
 impl Wire for AnthropicWire {
+    type Event = String;
+
     fn check(&self, request: &RecordedRequest, _query: &str) -> Result<(), Refusal> {
         if request.path != "/v1/messages" {
             return Err(refuse(404, format!("Not found: {}", request.path)));
@@ -79,39 +74,47 @@ impl Wire for AnthropicWire {
         match request.header("anthropic-version") {
             Some("2023-06-01") => {}
             other => {
-                return Err(bad(format!(
+                return Err(bad_request(format!(
                     "anthropic-version: unsupported or missing ({other:?})"
                 )));
             }
         }
         let Some(body) = request.body.as_object() else {
-            return Err(bad("body: expected a JSON object"));
+            return Err(bad_request("body: expected a JSON object"));
         };
         if let Some(key) = unknown_key(body, TOP_LEVEL) {
-            return Err(bad(format!("{key}: Extra inputs are not permitted")));
+            return Err(bad_request(format!(
+                "{key}: Extra inputs are not permitted"
+            )));
         }
         if body
             .get("model")
             .and_then(Value::as_str)
             .is_none_or(str::is_empty)
         {
-            return Err(bad("model: Field required"));
+            return Err(bad_request("model: Field required"));
         }
         if body
             .get("max_tokens")
             .and_then(Value::as_u64)
             .is_none_or(|m| m == 0)
         {
-            return Err(bad("max_tokens: Field required (a positive integer)"));
+            return Err(bad_request(
+                "max_tokens: Field required (a positive integer)",
+            ));
         }
         if body.get("stream") != Some(&Value::Bool(true)) {
-            return Err(bad(
+            return Err(bad_request(
                 "this mock serves only streamed requests (stream: true)",
             ));
         }
         match body.get("system") {
             None | Some(Value::String(_)) | Some(Value::Array(_)) => {}
-            Some(_) => return Err(bad("system: must be a string or a list of text blocks")),
+            Some(_) => {
+                return Err(bad_request(
+                    "system: must be a string or a list of text blocks",
+                ));
+            }
         }
         for (i, tool) in body
             .get("tools")
@@ -121,7 +124,7 @@ impl Wire for AnthropicWire {
             .enumerate()
         {
             if !tool["name"].is_string() || !tool["input_schema"].is_object() {
-                return Err(bad(format!(
+                return Err(bad_request(format!(
                     "tools.{i}: name and input_schema (an object) are required"
                 )));
             }
@@ -131,22 +134,24 @@ impl Wire for AnthropicWire {
             .and_then(Value::as_array)
             .filter(|m| !m.is_empty())
         else {
-            return Err(bad("messages: at least one message is required"));
+            return Err(bad_request("messages: at least one message is required"));
         };
         let mut open_calls: HashSet<String> = HashSet::new();
         let mut previous_role = "";
         for (i, message) in messages.iter().enumerate() {
             let role = message["role"].as_str().unwrap_or_default();
             if !matches!(role, "user" | "assistant") {
-                return Err(bad(format!(
+                return Err(bad_request(format!(
                     "messages.{i}.role: must be user or assistant, got {role:?}"
                 )));
             }
             if i == 0 && role != "user" {
-                return Err(bad("messages.0: the first message must use the user role"));
+                return Err(bad_request(
+                    "messages.0: the first message must use the user role",
+                ));
             }
             if role == previous_role {
-                return Err(bad(format!(
+                return Err(bad_request(format!(
                     "messages.{i}: roles must alternate between user and assistant"
                 )));
             }
@@ -155,7 +160,7 @@ impl Wire for AnthropicWire {
                 Value::String(text) if !text.is_empty() => continue,
                 Value::Array(blocks) if !blocks.is_empty() => blocks,
                 _ => {
-                    return Err(bad(format!(
+                    return Err(bad_request(format!(
                         "messages.{i}.content: must be a non-empty string or list of blocks"
                     )));
                 }
@@ -166,18 +171,20 @@ impl Wire for AnthropicWire {
                 match (block["type"].as_str().unwrap_or_default(), role) {
                     ("text", _) if block["text"].as_str().is_some_and(|t| !t.is_empty()) => {}
                     ("text", _) => {
-                        return Err(bad(format!("{at}: text content blocks must be non-empty")));
+                        return Err(bad_request(format!(
+                            "{at}: text content blocks must be non-empty"
+                        )));
                     }
                     ("image", "user") if block["source"].is_object() => {}
                     ("tool_use", "assistant") => {
                         let id = block["id"].as_str().unwrap_or_default();
                         if !valid_tool_id(id) {
-                            return Err(bad(format!(
+                            return Err(bad_request(format!(
                                 "{at}.id: String should match pattern '^[a-zA-Z0-9_-]+$'"
                             )));
                         }
                         if !block["name"].is_string() || !block["input"].is_object() {
-                            return Err(bad(format!(
+                            return Err(bad_request(format!(
                                 "{at}: tool_use needs a name and an input object"
                             )));
                         }
@@ -186,14 +193,14 @@ impl Wire for AnthropicWire {
                     ("tool_result", "user") => {
                         let id = block["tool_use_id"].as_str().unwrap_or_default();
                         if !open_calls.contains(id) {
-                            return Err(bad(format!(
+                            return Err(bad_request(format!(
                                 "{at}: unexpected `tool_use_id` found in `tool_result` blocks: {id}. Each `tool_result` block must have a corresponding `tool_use` block in the previous message."
                             )));
                         }
                         answered.insert(id.to_string());
                     }
                     (kind, _) => {
-                        return Err(bad(format!(
+                        return Err(bad_request(format!(
                             "{at}: block type {kind:?} is not allowed in a {role} message"
                         )));
                     }
@@ -201,7 +208,7 @@ impl Wire for AnthropicWire {
             }
             if role == "user" {
                 if let Some(missing) = open_calls.iter().find(|id| !answered.contains(*id)) {
-                    return Err(bad(format!(
+                    return Err(bad_request(format!(
                         "messages.{i}: `tool_use` ids were found without `tool_result` blocks immediately after: {missing}"
                     )));
                 }
@@ -211,7 +218,7 @@ impl Wire for AnthropicWire {
         if !open_calls.is_empty() {
             // A transcript may end with the assistant's calls only if nothing follows; a request
             // never does (the model would answer itself), so refuse like the API.
-            return Err(bad(
+            return Err(bad_request(
                 "the final assistant message holds tool_use blocks without results",
             ));
         }
@@ -237,17 +244,7 @@ impl Wire for AnthropicWire {
         reply: &MockReply,
         request: &RecordedRequest,
         serial: u64,
-    ) -> Vec<Bytes> {
-        sse(self.stream_sse(reply, request, serial))
-    }
-
-    fn stream_error(&self, status: u16, message: &str) -> Bytes {
-        Bytes::from(self.stream_error_sse(status, message))
-    }
-}
-
-impl AnthropicWire {
-    fn stream_sse(&self, reply: &MockReply, request: &RecordedRequest, serial: u64) -> Vec<String> {
+    ) -> Vec<String> {
         let usage = reply.usage;
         let fresh = usage.prompt_tokens.saturating_sub(usage.cached_tokens);
         let mut events = vec![named_event(
@@ -274,7 +271,7 @@ impl AnthropicWire {
         for call in &reply.tool_calls {
             events.push(named_event("content_block_start", &json!({"type": "content_block_start", "index": index,
                 "content_block": {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}})));
-            for piece in pieces(&call.arguments) {
+            for piece in argument_pieces(&call.arguments) {
                 events.push(named_event(
                     "content_block_delta",
                     &json!({"type": "content_block_delta", "index": index,
@@ -287,7 +284,7 @@ impl AnthropicWire {
             ));
             index += 1;
         }
-        let stop = match finish_of(reply) {
+        let stop = match reply.finish_reason() {
             "length" => "max_tokens",
             "tool_calls" => "tool_use",
             "content_filter" => "refusal",
@@ -302,7 +299,7 @@ impl AnthropicWire {
         events
     }
 
-    fn stream_error_sse(&self, status: u16, message: &str) -> String {
+    fn stream_error(&self, status: u16, message: &str) -> String {
         let status = if status == 503 { 529 } else { status };
         named_event("error", &self.error_body(status, message))
     }

@@ -5,13 +5,12 @@
 
 use serde_json::{Value, json};
 
-use crate::openai_mock::MockReply;
 use crate::openai_mock::render::{error_body, sse_data, stream_events};
 use crate::openai_mock::validate::check_chat_request;
+use crate::reply::MockReply;
 use crate::server::RecordedRequest;
-use axum::body::Bytes;
 
-use crate::upstream::{MockUpstream, Refusal, Wire, refuse, require_header, sse};
+use crate::upstream::{MockUpstream, Refusal, Wire, refuse, require_header};
 
 /// The running mock; `endpoint()` is what `AzureConfig::endpoint` takes.
 pub type MockAzure = MockUpstream<AzureWire>;
@@ -34,7 +33,7 @@ impl MockUpstream<AzureWire> {
         api_version: &str,
         credential: AzureCredential,
     ) -> std::io::Result<MockAzure> {
-        MockUpstream::start(AzureWire {
+        MockUpstream::serve(AzureWire {
             deployment: deployment.into(),
             api_version: api_version.into(),
             credential,
@@ -48,6 +47,8 @@ impl MockUpstream<AzureWire> {
 }
 
 impl Wire for AzureWire {
+    type Event = String;
+
     fn check(&self, request: &RecordedRequest, query: &str) -> Result<(), Refusal> {
         let Some(deployment) = request
             .path
@@ -113,17 +114,7 @@ impl Wire for AzureWire {
         reply: &MockReply,
         request: &RecordedRequest,
         serial: u64,
-    ) -> Vec<Bytes> {
-        sse(self.stream_sse(reply, request, serial))
-    }
-
-    fn stream_error(&self, status: u16, message: &str) -> Bytes {
-        Bytes::from(self.stream_error_sse(status, message))
-    }
-}
-
-impl AzureWire {
-    fn stream_sse(&self, reply: &MockReply, request: &RecordedRequest, serial: u64) -> Vec<String> {
+    ) -> Vec<String> {
         let include_usage = request.body["stream_options"]["include_usage"] == Value::Bool(true);
         stream_events(
             reply,
@@ -133,7 +124,7 @@ impl AzureWire {
         )
     }
 
-    fn stream_error_sse(&self, status: u16, message: &str) -> String {
+    fn stream_error(&self, status: u16, message: &str) -> String {
         sse_data(&error_body(status, message, None))
     }
 }

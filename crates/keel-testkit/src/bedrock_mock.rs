@@ -10,10 +10,9 @@ use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use axum::body::Bytes;
 use serde_json::{Value, json};
 
-use crate::openai_mock::MockReply;
-use crate::openai_mock::render::word_pieces;
+use crate::reply::{MockReply, argument_pieces, word_pieces};
 use crate::server::RecordedRequest;
-use crate::upstream::{MockUpstream, Refusal, Wire, finish_of, pieces, refuse, unknown_key};
+use crate::upstream::{MockUpstream, Refusal, Wire, bad_request, refuse, unknown_key};
 
 /// The running mock; `endpoint_url()` is what `BedrockConfig::endpoint_url` takes.
 pub type MockBedrock = MockUpstream<BedrockWire>;
@@ -25,7 +24,7 @@ pub struct BedrockWire {
 
 impl MockUpstream<BedrockWire> {
     pub async fn start_bedrock(access_key_id: &str, region: &str) -> std::io::Result<MockBedrock> {
-        MockUpstream::start(BedrockWire {
+        MockUpstream::serve(BedrockWire {
             access_key_id: access_key_id.into(),
             region: region.into(),
         })
@@ -35,10 +34,6 @@ impl MockUpstream<BedrockWire> {
     pub fn endpoint_url(&self) -> String {
         self.origin()
     }
-}
-
-fn bad(message: impl Into<String>) -> Refusal {
-    refuse(400, message)
 }
 
 fn frame(headers: &[(&str, &str)], payload: &Value) -> Bytes {
@@ -86,6 +81,8 @@ fn valid_tool_id(id: &str) -> bool {
 }
 
 impl Wire for BedrockWire {
+    type Event = Bytes;
+
     fn check(&self, request: &RecordedRequest, _query: &str) -> Result<(), Refusal> {
         let Some(model) = request
             .path
@@ -95,7 +92,7 @@ impl Wire for BedrockWire {
             return Err(refuse(404, format!("Unknown operation {}", request.path)));
         };
         if model.is_empty() {
-            return Err(bad("modelId is required"));
+            return Err(bad_request("modelId is required"));
         }
         let auth = request.header("authorization").unwrap_or_default();
         let scope = format!("/{}/bedrock/aws4_request", self.region);
@@ -116,7 +113,7 @@ impl Wire for BedrockWire {
             return Err(refuse(403, "missing x-amz-date"));
         }
         let Some(body) = request.body.as_object() else {
-            return Err(bad("body must be a JSON object"));
+            return Err(bad_request("body must be a JSON object"));
         };
         if let Some(key) = unknown_key(
             body,
@@ -129,7 +126,7 @@ impl Wire for BedrockWire {
                 "guardrailConfig",
             ],
         ) {
-            return Err(bad(format!("Unknown field {key}")));
+            return Err(bad_request(format!("Unknown field {key}")));
         }
         if let Some(config) = body.get("inferenceConfig").and_then(Value::as_object)
             && let Some(key) = unknown_key(
@@ -137,7 +134,7 @@ impl Wire for BedrockWire {
                 &["maxTokens", "temperature", "topP", "stopSequences"],
             )
         {
-            return Err(bad(format!("Unknown field inferenceConfig.{key}")));
+            return Err(bad_request(format!("Unknown field inferenceConfig.{key}")));
         }
         for system in body
             .get("system")
@@ -146,7 +143,7 @@ impl Wire for BedrockWire {
             .flatten()
         {
             if !system["text"].is_string() {
-                return Err(bad("system blocks must be text"));
+                return Err(bad_request("system blocks must be text"));
             }
         }
         for tool in body
@@ -158,7 +155,7 @@ impl Wire for BedrockWire {
             if !tool["toolSpec"]["name"].is_string()
                 || !tool["toolSpec"]["inputSchema"]["json"].is_object()
             {
-                return Err(bad(
+                return Err(bad_request(
                     "toolConfig.tools: toolSpec needs a name and inputSchema.json",
                 ));
             }
@@ -168,7 +165,7 @@ impl Wire for BedrockWire {
             .and_then(Value::as_array)
             .filter(|m| !m.is_empty())
         else {
-            return Err(bad("messages must not be empty"));
+            return Err(bad_request("messages must not be empty"));
         };
         let mut open: HashSet<String> = HashSet::new();
         let mut previous = "";
@@ -178,13 +175,15 @@ impl Wire for BedrockWire {
                 || (i == 0 && role != "user")
                 || role == previous
             {
-                return Err(bad(format!(
+                return Err(bad_request(format!(
                     "A conversation must start with a user message and alternate user and assistant turns (message {i}: {role:?})"
                 )));
             }
             previous = role;
             let Some(blocks) = message["content"].as_array().filter(|c| !c.is_empty()) else {
-                return Err(bad(format!("messages.{i}.content must not be empty")));
+                return Err(bad_request(format!(
+                    "messages.{i}.content must not be empty"
+                )));
             };
             let mut answered = HashSet::new();
             for block in blocks {
@@ -203,7 +202,7 @@ impl Wire for BedrockWire {
                             || !tool["name"].is_string()
                             || !tool["input"].is_object()
                         {
-                            return Err(bad(format!(
+                            return Err(bad_request(format!(
                                 "messages.{i}: toolUse needs a valid toolUseId ([a-zA-Z0-9_-]{{1,64}}), a name and an input object"
                             )));
                         }
@@ -214,14 +213,14 @@ impl Wire for BedrockWire {
                             .as_str()
                             .unwrap_or_default();
                         if !open.contains(id) || !block["toolResult"]["content"].is_array() {
-                            return Err(bad(format!(
+                            return Err(bad_request(format!(
                                 "messages.{i}: toolResult {id} does not answer a toolUse of the previous turn"
                             )));
                         }
                         answered.insert(id.to_string());
                     }
                     _ => {
-                        return Err(bad(format!(
+                        return Err(bad_request(format!(
                             "messages.{i}: content block {block} is not allowed in a {role} turn"
                         )));
                     }
@@ -229,7 +228,7 @@ impl Wire for BedrockWire {
             }
             if role == "user" {
                 if open.iter().any(|id| !answered.contains(id)) {
-                    return Err(bad(format!(
+                    return Err(bad_request(format!(
                         "messages.{i}: the number of toolResult blocks does not match the previous turn's toolUse blocks"
                     )));
                 }
@@ -239,7 +238,7 @@ impl Wire for BedrockWire {
         if open.is_empty() {
             Ok(())
         } else {
-            Err(bad(
+            Err(bad_request(
                 "the last assistant turn's toolUse blocks have no results",
             ))
         }
@@ -279,7 +278,7 @@ impl Wire for BedrockWire {
         }
         for call in &reply.tool_calls {
             events.push(event("contentBlockStart", json!({"contentBlockIndex": index, "start": {"toolUse": {"toolUseId": call.id, "name": call.name}}})));
-            for piece in pieces(&call.arguments) {
+            for piece in argument_pieces(&call.arguments) {
                 events.push(event(
                     "contentBlockDelta",
                     json!({"contentBlockIndex": index, "delta": {"toolUse": {"input": piece}}}),
@@ -291,7 +290,7 @@ impl Wire for BedrockWire {
             ));
             index += 1;
         }
-        let stop = match finish_of(reply) {
+        let stop = match reply.finish_reason() {
             "length" => "max_tokens",
             "tool_calls" => "tool_use",
             "content_filter" => "content_filtered",

@@ -4,14 +4,10 @@
 
 use serde_json::{Value, json};
 
-use crate::openai_mock::MockReply;
-use crate::openai_mock::render::word_pieces;
+use crate::reply::{MockReply, word_pieces};
 use crate::server::RecordedRequest;
-use axum::body::Bytes;
 
-use crate::upstream::{
-    MockUpstream, Refusal, Wire, finish_of, refuse, require_header, sse, unknown_key,
-};
+use crate::upstream::{MockUpstream, Refusal, Wire, refuse, require_header, unknown_key};
 
 /// The running mock; `base_url()` is what `GeminiConfig::base_url` takes.
 pub type MockGemini = MockUpstream<GeminiWire>;
@@ -22,7 +18,7 @@ pub struct GeminiWire {
 
 impl MockUpstream<GeminiWire> {
     pub async fn start_gemini(api_key: &str) -> std::io::Result<MockGemini> {
-        MockUpstream::start(GeminiWire {
+        MockUpstream::serve(GeminiWire {
             api_key: api_key.into(),
         })
         .await
@@ -70,6 +66,8 @@ fn function_names(parts: &[Value], key: &str) -> Vec<String> {
 }
 
 impl Wire for GeminiWire {
+    type Event = String;
+
     fn check(&self, request: &RecordedRequest, query: &str) -> Result<(), Refusal> {
         let Some(model) = request
             .path
@@ -216,21 +214,6 @@ impl Wire for GeminiWire {
         &self,
         reply: &MockReply,
         request: &RecordedRequest,
-        serial: u64,
-    ) -> Vec<Bytes> {
-        sse(self.stream_sse(reply, request, serial))
-    }
-
-    fn stream_error(&self, status: u16, message: &str) -> Bytes {
-        Bytes::from(self.stream_error_sse(status, message))
-    }
-}
-
-impl GeminiWire {
-    fn stream_sse(
-        &self,
-        reply: &MockReply,
-        request: &RecordedRequest,
         _serial: u64,
     ) -> Vec<String> {
         let model = request
@@ -268,7 +251,7 @@ impl GeminiWire {
         if !calls.is_empty() {
             parts.push(calls);
         }
-        let finish = match finish_of(reply) {
+        let finish = match reply.finish_reason() {
             "length" => "MAX_TOKENS",
             "content_filter" => "SAFETY",
             _ => "STOP",
@@ -279,7 +262,7 @@ impl GeminiWire {
         events
     }
 
-    fn stream_error_sse(&self, status: u16, message: &str) -> String {
+    fn stream_error(&self, status: u16, message: &str) -> String {
         format!("data: {}\r\n\r\n", self.error_body(status, message))
     }
 }

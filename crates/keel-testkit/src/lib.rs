@@ -8,6 +8,7 @@ pub mod bedrock_mock;
 mod fault;
 pub mod gemini_mock;
 pub mod openai_mock;
+mod reply;
 pub mod responses_mock;
 mod server;
 pub mod upstream;

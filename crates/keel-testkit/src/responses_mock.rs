@@ -6,14 +6,13 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
-use crate::openai_mock::MockReply;
-use crate::openai_mock::render::{error_body, word_pieces};
+use crate::openai_mock::render::error_body;
+use crate::reply::MockReply;
+use crate::reply::{argument_pieces, word_pieces};
 use crate::server::RecordedRequest;
-use axum::body::Bytes;
 
 use crate::upstream::{
-    MockUpstream, Refusal, Wire, finish_of, named_event, pieces, refuse, require_header, sse,
-    unknown_key,
+    MockUpstream, Refusal, Wire, bad_request, named_event, refuse, require_header, unknown_key,
 };
 
 /// The running mock; `base_url()` is what `ResponsesConfig::base_url` takes.
@@ -25,7 +24,7 @@ pub struct ResponsesWire {
 
 impl MockUpstream<ResponsesWire> {
     pub async fn start_responses(api_key: &str) -> std::io::Result<MockResponses> {
-        MockUpstream::start(ResponsesWire {
+        MockUpstream::serve(ResponsesWire {
             api_key: api_key.into(),
         })
         .await
@@ -60,11 +59,9 @@ const TOP_LEVEL: &[&str] = &[
     "service_tier",
 ];
 
-fn bad(message: impl Into<String>) -> Refusal {
-    refuse(400, message)
-}
-
 impl Wire for ResponsesWire {
+    type Event = String;
+
     fn check(&self, request: &RecordedRequest, _query: &str) -> Result<(), Refusal> {
         if request.path != "/v1/responses" {
             return Err(refuse(404, format!("Invalid URL (POST {})", request.path)));
@@ -76,20 +73,20 @@ impl Wire for ResponsesWire {
             "send 'Authorization: Bearer KEY'",
         )?;
         let Some(body) = request.body.as_object() else {
-            return Err(bad("The body must be a JSON object."));
+            return Err(bad_request("The body must be a JSON object."));
         };
         if let Some(key) = unknown_key(body, TOP_LEVEL) {
-            return Err(bad(format!("Unknown parameter: '{key}'.")));
+            return Err(bad_request(format!("Unknown parameter: '{key}'.")));
         }
         if body
             .get("model")
             .and_then(Value::as_str)
             .is_none_or(str::is_empty)
         {
-            return Err(bad("Missing required parameter: 'model'."));
+            return Err(bad_request("Missing required parameter: 'model'."));
         }
         if body.get("stream") != Some(&Value::Bool(true)) {
-            return Err(bad(
+            return Err(bad_request(
                 "this mock serves only streamed requests (stream: true)",
             ));
         }
@@ -104,13 +101,13 @@ impl Wire for ResponsesWire {
                 || !tool["name"].is_string()
                 || !tool["parameters"].is_object()
             {
-                return Err(bad(format!(
+                return Err(bad_request(format!(
                     "Invalid 'tools[{i}]': a function tool needs type, name and parameters."
                 )));
             }
         }
         let Some(input) = body.get("input").and_then(Value::as_array) else {
-            return Err(bad("Invalid 'input': expected an array of items."));
+            return Err(bad_request("Invalid 'input': expected an array of items."));
         };
         let mut calls = HashSet::new();
         let mut answered = HashSet::new();
@@ -122,7 +119,7 @@ impl Wire for ResponsesWire {
                         "user" | "system" | "developer" => "input_text",
                         "assistant" => "output_text",
                         _ => {
-                            return Err(bad(format!(
+                            return Err(bad_request(format!(
                                 "Invalid value for 'input[{i}].role': {role:?}."
                             )));
                         }
@@ -131,7 +128,7 @@ impl Wire for ResponsesWire {
                         Value::String(_) => continue,
                         Value::Array(parts) if !parts.is_empty() => parts,
                         _ => {
-                            return Err(bad(format!(
+                            return Err(bad_request(format!(
                                 "Invalid 'input[{i}].content': a string or a non-empty array."
                             )));
                         }
@@ -141,7 +138,7 @@ impl Wire for ResponsesWire {
                         let ok = (kind == text_type && part["text"].is_string())
                             || (kind == "input_image" && role == "user");
                         if !ok {
-                            return Err(bad(format!(
+                            return Err(bad_request(format!(
                                 "Invalid value: '{kind}'. 'input[{i}].content[{j}]' of a {role} message must be {text_type}."
                             )));
                         }
@@ -153,7 +150,7 @@ impl Wire for ResponsesWire {
                         .as_str()
                         .is_some_and(|a| serde_json::from_str::<Value>(a).is_ok());
                     if id.is_empty() || !item["name"].is_string() || !args_json {
-                        return Err(bad(format!(
+                        return Err(bad_request(format!(
                             "Invalid 'input[{i}]': function_call needs call_id, name and JSON arguments text."
                         )));
                     }
@@ -162,26 +159,26 @@ impl Wire for ResponsesWire {
                 "function_call_output" => {
                     let id = item["call_id"].as_str().unwrap_or_default();
                     if !calls.contains(id) {
-                        return Err(bad(format!(
+                        return Err(bad_request(format!(
                             "No tool call found for function call output with call_id {id}."
                         )));
                     }
                     if !item["output"].is_string() {
-                        return Err(bad(format!(
+                        return Err(bad_request(format!(
                             "Invalid 'input[{i}].output': expected a string."
                         )));
                     }
                     answered.insert(id.to_string());
                 }
                 other => {
-                    return Err(bad(format!(
+                    return Err(bad_request(format!(
                         "Invalid value: '{other}' for 'input[{i}].type'."
                     )));
                 }
             }
         }
         if let Some(open) = calls.difference(&answered).next() {
-            return Err(bad(format!(
+            return Err(bad_request(format!(
                 "No tool output found for function call {open}."
             )));
         }
@@ -197,17 +194,7 @@ impl Wire for ResponsesWire {
         reply: &MockReply,
         request: &RecordedRequest,
         serial: u64,
-    ) -> Vec<Bytes> {
-        sse(self.stream_sse(reply, request, serial))
-    }
-
-    fn stream_error(&self, status: u16, message: &str) -> Bytes {
-        Bytes::from(self.stream_error_sse(status, message))
-    }
-}
-
-impl ResponsesWire {
-    fn stream_sse(&self, reply: &MockReply, request: &RecordedRequest, serial: u64) -> Vec<String> {
+    ) -> Vec<String> {
         let id = format!("resp_mock{serial}");
         let model = request.body["model"].clone();
         let mut sequence = 0u64;
@@ -262,7 +249,7 @@ impl ResponsesWire {
                 json!({"output_index": output_index, "item": {"id": item_id, "type": "function_call",
                 "status": "in_progress", "call_id": call.id, "name": call.name, "arguments": ""}}),
             );
-            for piece in pieces(&call.arguments) {
+            for piece in argument_pieces(&call.arguments) {
                 push(
                     "response.function_call_arguments.delta",
                     json!({"item_id": item_id, "output_index": output_index, "delta": piece}),
@@ -283,7 +270,7 @@ impl ResponsesWire {
         let usage = json!({"input_tokens": usage.prompt_tokens, "input_tokens_details": {"cached_tokens": usage.cached_tokens},
             "output_tokens": usage.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": usage.prompt_tokens + usage.completion_tokens});
-        let (kind, status, details) = match finish_of(reply) {
+        let (kind, status, details) = match reply.finish_reason() {
             "length" => (
                 "response.incomplete",
                 "incomplete",
@@ -303,7 +290,7 @@ impl ResponsesWire {
         events
     }
 
-    fn stream_error_sse(&self, status: u16, message: &str) -> String {
+    fn stream_error(&self, status: u16, message: &str) -> String {
         let code = if status == 429 {
             "rate_limit_exceeded"
         } else if status >= 500 {

@@ -3,32 +3,9 @@
 
 use serde_json::{Value, json};
 
-use super::MockReply;
+use crate::reply::{MockReply, argument_pieces, word_pieces};
 
 const CREATED: u64 = 1_700_000_000;
-
-/// The pieces a text is streamed in: each word with the whitespace before it, so they
-/// concatenate back to the exact text.
-pub(crate) fn word_pieces(text: &str) -> Vec<&str> {
-    let mut pieces = Vec::new();
-    let mut start = 0;
-    let mut in_word = false;
-    for (i, c) in text.char_indices() {
-        if c.is_whitespace() {
-            if in_word {
-                pieces.push(&text[start..i]);
-                start = i;
-                in_word = false;
-            }
-        } else {
-            in_word = true;
-        }
-    }
-    if start < text.len() {
-        pieces.push(&text[start..]);
-    }
-    pieces
-}
 
 fn usage_json(reply: &MockReply) -> Value {
     json!({
@@ -120,20 +97,6 @@ pub(crate) fn stream_events(
     }
     events.push("data: [DONE]\n\n".to_string());
     events
-}
-
-/// Splits tool arguments into three pieces (at char boundaries), as OpenAI streams them.
-fn argument_pieces(arguments: &str) -> Vec<&str> {
-    let chars: Vec<usize> = arguments.char_indices().map(|(i, _)| i).collect();
-    if chars.len() < 3 {
-        return if arguments.is_empty() {
-            Vec::new()
-        } else {
-            vec![arguments]
-        };
-    }
-    let (a, b) = (chars[chars.len() / 3], chars[2 * chars.len() / 3]);
-    vec![&arguments[..a], &arguments[a..b], &arguments[b..]]
 }
 
 pub(crate) fn sse_data(value: &Value) -> String {

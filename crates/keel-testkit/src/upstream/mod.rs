@@ -1,77 +1,28 @@
 //! A mock upstream generic over a provider's wire format: one HTTP server that records every
 //! request, lets the format check it (path, headers, auth, body, transcript) and refuse it in the
 //! provider's error shape, and answers from a queue of scripted replies and shared `Fault`s.
-//! A provider's mock is a `Wire` implementation; this file does everything they have in common.
+//! A provider's mock is a `Wire` implementation (`wire.rs`); this file does everything they
+//! have in common.
+
+mod wire;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+
+pub use wire::{Refusal, Wire};
+pub(crate) use wire::{bad_request, named_event, refuse, require_header, unknown_key};
 
 use crate::Fault;
-use crate::openai_mock::MockReply;
+use crate::reply::MockReply;
 use crate::server::{
     ConnectionControl, MockServer, RecordedRequest, StreamEnd, stall, streamed_body,
 };
-
-/// Why the mock refuses a request: the HTTP status and the provider's message.
-#[derive(Debug)]
-pub struct Refusal {
-    pub status: u16,
-    pub message: String,
-}
-
-pub(crate) fn refuse(status: u16, message: impl Into<String>) -> Refusal {
-    Refusal {
-        status,
-        message: message.into(),
-    }
-}
-
-/// One provider's wire format, as its mock speaks it (streaming only: keel always streams).
-pub trait Wire: Send + Sync + 'static {
-    /// Checks a request as the provider would: path and query, headers and auth, body schema,
-    /// and that the transcript is complete and well-formed.
-    fn check(&self, request: &RecordedRequest, query: &str) -> Result<(), Refusal>;
-    /// The provider's error body for a status.
-    fn error_body(&self, status: u16, message: &str) -> Value;
-    /// The events of a streamed reply, in order, each one whole event as sent on the wire
-    /// (an SSE `event:`/`data:` block, or a binary frame).
-    fn stream_events(
-        &self,
-        reply: &MockReply,
-        request: &RecordedRequest,
-        serial: u64,
-    ) -> Vec<Bytes>;
-    /// The provider's in-stream error event for a status.
-    fn stream_error(&self, status: u16, message: &str) -> Bytes;
-    /// An event whose payload is not valid JSON.
-    fn malformed_event(&self) -> Bytes {
-        Bytes::from_static(
-            b"data: {\"type\": \"broken\", \"candidates\": [{
-
-",
-        )
-    }
-    /// The content type of a streamed reply.
-    fn stream_content_type(&self) -> &'static str {
-        "text/event-stream; charset=utf-8"
-    }
-    /// Headers of an error response (besides `Retry-After`), e.g. AWS's `x-amzn-errortype`.
-    fn error_headers(&self, _status: u16) -> Vec<(&'static str, String)> {
-        Vec::new()
-    }
-}
-
-/// SSE events as body chunks.
-pub(crate) fn sse(events: Vec<String>) -> Vec<Bytes> {
-    events.into_iter().map(Bytes::from).collect()
-}
 
 enum Scripted {
     Reply(MockReply),
@@ -91,6 +42,7 @@ pub struct MockUpstream<W: Wire> {
     state: Arc<UpstreamState<W>>,
 }
 
+/// A poisoned lock only means another test thread panicked; the data is still usable.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
@@ -98,7 +50,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<W: Wire> MockUpstream<W> {
-    pub async fn start(wire: W) -> std::io::Result<MockUpstream<W>> {
+    /// Starts serving `wire` on 127.0.0.1 (each provider's mock has its own `start_…`).
+    pub async fn serve(wire: W) -> std::io::Result<MockUpstream<W>> {
         let state = Arc::new(UpstreamState {
             wire,
             queue: Mutex::new(VecDeque::new()),
@@ -117,6 +70,11 @@ impl<W: Wire> MockUpstream<W> {
     /// `http://127.0.0.1:PORT`, without a path.
     pub fn origin(&self) -> String {
         format!("http://{}", self.server.addr())
+    }
+
+    /// The wire format served, for settings a mock changes while running.
+    pub fn wire(&self) -> &W {
+        &self.state.wire
     }
 
     /// Queues a reply (first in, first out, shared with faults).
@@ -142,10 +100,10 @@ impl<W: Wire> MockUpstream<W> {
     }
 }
 
-fn error_response<W: Wire>(wire: &W, status: u16, message: &str) -> Response {
-    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (code, axum::Json(wire.error_body(status, message))).into_response();
-    for (name, value) in wire.error_headers(status) {
+fn error_response<W: Wire>(wire: &W, refusal: &Refusal) -> Response {
+    let code = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (code, axum::Json(wire.refusal_body(refusal))).into_response();
+    for (name, value) in wire.error_headers(refusal.status) {
         if let Ok(value) = value.parse() {
             response.headers_mut().insert(name, value);
         }
@@ -164,25 +122,21 @@ async fn handle<W: Wire>(
     let request = RecordedRequest::new(method.as_str(), uri.path(), &headers, &body);
     lock(&state.requests).push(request.clone());
     let wire = &state.wire;
+    let refused = |status, message: &str| error_response(wire, &refuse(status, message));
     if method != Method::POST {
-        return error_response(
-            wire,
-            405,
-            &format!("{method} is not allowed here; use POST"),
-        );
+        return refused(405, &format!("{method} is not allowed here; use POST"));
     }
     if !request
         .header("content-type")
         .is_some_and(|v| v.starts_with("application/json"))
     {
-        return error_response(wire, 400, "Content-Type must be application/json");
+        return refused(400, "Content-Type must be application/json");
     }
     if let Err(refusal) = wire.check(&request, uri.query().unwrap_or("")) {
-        return error_response(wire, refusal.status, &refusal.message);
+        return error_response(wire, &refusal);
     }
     let Some(next) = lock(&state.queue).pop_front() else {
-        return error_response(
-            wire,
+        return refused(
             500,
             "the mock has no reply queued: call push_reply or push_fault first",
         );
@@ -199,16 +153,14 @@ async fn handle<W: Wire>(
             Some(fault),
         ),
     };
-    let mut events = wire.stream_events(&reply, &request, serial);
-    let end = match fault {
-        None => StreamEnd::Complete,
+    // Faults that come before any reply, streamed or not.
+    match fault {
         Some(Fault::Status {
             status,
             retry_after,
             retry_after_ms,
         }) => {
-            let mut response =
-                error_response(wire, status, &format!("Injected fault: HTTP {status}."));
+            let mut response = refused(status, &format!("Injected fault: HTTP {status}."));
             if let Some(value) = retry_after.and_then(|v| v.parse().ok()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
@@ -221,7 +173,7 @@ async fn handle<W: Wire>(
         Some(Fault::CloseConnection) => return hang_up(&connection, false).await,
         Some(Fault::StallBeforeResponse) => {
             stall().await;
-            return error_response(wire, 504, "the mock stalled past its limit");
+            return refused(504, "the mock stalled past its limit");
         }
         Some(Fault::WrongContentType) => {
             return (
@@ -230,6 +182,13 @@ async fn handle<W: Wire>(
             )
                 .into_response();
         }
+        _ => {}
+    }
+    if let Some(body) = wire.whole_reply(&reply, &request, serial) {
+        return whole_response(wire, body, fault, &connection).await;
+    }
+    let mut events = wire.stream_events(&reply, &request, serial);
+    let end = match fault {
         Some(Fault::CutStream { after_chunks }) => {
             events.truncate(after_chunks);
             StreamEnd::Drop
@@ -256,6 +215,8 @@ async fn handle<W: Wire>(
                 .push(wire.stream_error(status, &format!("Injected in-stream error ({status}).")));
             StreamEnd::Complete
         }
+        // None, or a fault answered above.
+        _ => StreamEnd::Complete,
     };
     let body = streamed_body(events, end, connection);
     (
@@ -268,6 +229,35 @@ async fn handle<W: Wire>(
         .into_response()
 }
 
+/// A non-streamed answer; stream faults become their closest whole-body equivalent.
+async fn whole_response<W: Wire>(
+    wire: &W,
+    body: String,
+    fault: Option<Fault>,
+    connection: &ConnectionControl,
+) -> Response {
+    match fault {
+        None => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Some(Fault::CutStream { .. }) => hang_up(connection, false).await,
+        Some(Fault::StallStream { .. }) => {
+            stall().await;
+            error_response(wire, &refuse(504, "the mock stalled past its limit"))
+        }
+        Some(Fault::ErrorInStream { status, .. }) => error_response(
+            wire,
+            &refuse(status, format!("Injected fault: HTTP {status}.")),
+        ),
+        Some(_) => {
+            let half = body.len() / 2;
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                Body::from(body[..half].to_string()),
+            )
+                .into_response()
+        }
+    }
+}
+
 /// Ends the connection without a response; the returned response is never sent.
 async fn hang_up(connection: &ConnectionControl, reset: bool) -> Response {
     if reset {
@@ -277,54 +267,4 @@ async fn hang_up(connection: &ConnectionControl, reset: bool) -> Response {
     }
     futures::future::pending::<()>().await;
     StatusCode::INTERNAL_SERVER_ERROR.into_response()
-}
-
-/// `event: <name>` plus the JSON data, as one SSE event.
-pub(crate) fn named_event(name: &str, data: &Value) -> String {
-    format!("event: {name}\ndata: {data}\n\n")
-}
-
-/// The reply's finish in OpenAI's vocabulary (`stop`, `length`, `tool_calls`, `content_filter`).
-pub(crate) fn finish_of(reply: &MockReply) -> &str {
-    reply.finish_reason()
-}
-
-/// Splits JSON arguments into up to three pieces at char boundaries, as providers stream them.
-pub(crate) fn pieces(text: &str) -> Vec<String> {
-    let bounds: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
-    if bounds.len() < 3 {
-        return if text.is_empty() {
-            Vec::new()
-        } else {
-            vec![text.to_string()]
-        };
-    }
-    let (a, b) = (bounds[bounds.len() / 3], bounds[2 * bounds.len() / 3]);
-    vec![
-        text[..a].to_string(),
-        text[a..b].to_string(),
-        text[b..].to_string(),
-    ]
-}
-
-/// The header must be present and equal `expected`, else 401 with `hint`.
-pub(crate) fn require_header(
-    request: &RecordedRequest,
-    name: &str,
-    expected: &str,
-    hint: &str,
-) -> Result<(), Refusal> {
-    match request.header(name) {
-        Some(given) if given == expected => Ok(()),
-        Some(_) => Err(refuse(401, format!("invalid credentials in `{name}`"))),
-        None => Err(refuse(401, format!("missing `{name}` header; {hint}"))),
-    }
-}
-
-/// Keys of a JSON object outside `known`, for "unknown field" refusals.
-pub(crate) fn unknown_key<'a>(
-    object: &'a serde_json::Map<String, Value>,
-    known: &[&str],
-) -> Option<&'a String> {
-    object.keys().find(|k| !known.contains(&k.as_str()))
 }
