@@ -260,8 +260,9 @@ impl Engine {
         }
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
+    /// The store, read-only: every write is an `Engine` method.
+    pub fn store(&self) -> StoreReader {
+        StoreReader::new(self.inner.store.clone())
     }
 
     /// Stored records (any tenant) that cannot be decoded; a full scan, for admins.

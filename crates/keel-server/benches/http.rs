@@ -24,7 +24,8 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 struct Bench {
-    engine: Engine,
+    /// The engine's store, for storing the RSS case's sessions directly (setup, not measured).
+    store: Arc<dyn Store>,
     base: String,
     key: String,
     client: reqwest::Client,
@@ -49,7 +50,7 @@ async fn start() -> Bench {
         "scripted".to_string(),
         Arc::new(ScriptedClient::new(ScriptedConfig::default())),
     );
-    let engine = Engine::new(store, models, EngineConfig::default());
+    let engine = Engine::new(store.clone(), models, EngineConfig::default());
     let tenant = TenantId::default_tenant();
     engine
         .put_agent(
@@ -67,14 +68,10 @@ async fn start() -> Bench {
         .await
         .unwrap();
     engine.start().await.unwrap();
-    let key = keel_server::bootstrap(
-        engine.store().as_ref(),
-        dir.path(),
-        keel_engine::clock::now(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let key = keel_server::bootstrap(&engine, dir.path())
+        .await
+        .unwrap()
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(keel_server::serve(
@@ -84,7 +81,7 @@ async fn start() -> Bench {
         std::future::pending(),
     ));
     Bench {
-        engine,
+        store,
         base,
         key,
         client: reqwest::Client::builder()
@@ -177,7 +174,7 @@ fn rss_mb() -> f64 {
 }
 
 async fn memory(bench: &Arc<Bench>, stored: usize) {
-    let store = bench.engine.store().clone();
+    let store = bench.store.clone();
     let tenant = TenantId::default_tenant();
     let agent = store
         .get_agent(&tenant, "default", None)

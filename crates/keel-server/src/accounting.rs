@@ -1,7 +1,7 @@
 //! Usage and cost of gateway calls, per tenant, API key, served model and UTC day. A call adds
 //! to totals in memory under one short lock — no store write on the request path, which is
 //! benchmarked for throughput — and `flush` hands the totals gathered since the last flush to
-//! the store (`Store::add_usage`, which adds them up), every second and once more at shutdown.
+//! the store (`Engine::add_usage`, which adds them up), every second and once more at shutdown.
 //! Lifetime totals per tenant and model (not per key: label cardinality) feed `/metrics`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_core::{TenantId, Timestamp, Usage};
-use keel_store::{Store, UsageTotals};
+use keel_engine::Engine;
+use keel_store::UsageTotals;
 
 use crate::state::AppState;
 
@@ -159,12 +160,12 @@ impl UsageLedger {
 
     /// Adds the totals gathered since the last flush to the store; on failure they are kept
     /// for the next flush (nothing is counted twice: the store adds them in one transaction).
-    pub async fn flush(&self, store: &dyn Store) {
+    pub async fn flush(&self, engine: &Engine) {
         let totals = self.take();
         if totals.is_empty() {
             return;
         }
-        if let Err(e) = store.add_usage(&totals).await {
+        if let Err(e) = engine.add_usage(&totals).await {
             tracing::warn!(error = %e, rows = totals.len(), "could not store gateway usage; keeping it for the next flush");
             self.restore(totals);
         }
@@ -196,11 +197,7 @@ pub async fn flush_until_shutdown(state: Arc<AppState>) {
             _ = tick.tick() => {}
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
-        state
-            .metrics
-            .usage
-            .flush(state.engine.store().as_ref())
-            .await;
+        state.metrics.usage.flush(&state.engine).await;
     }
 }
 

@@ -14,8 +14,9 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use keel_core::{TenantId, Timestamp};
-use keel_store::{ApiKeyRecord, KeyScope, Store, StoreError, TenantRecord};
+use keel_core::TenantId;
+use keel_engine::{Engine, EngineError, StoreReader, clock};
+use keel_store::{ApiKeyRecord, KeyScope, StoreError};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -64,9 +65,11 @@ pub struct NewKey {
     pub record: ApiKeyRecord,
 }
 
-pub fn generate_key(tenant: &TenantId, scope: KeyScope, now: Timestamp) -> NewKey {
-    let prefix = format!("{PREFIX_TAG}{}", hex(&rand::random::<[u8; 8]>()));
-    let secret = hex(&rand::random::<[u8; 32]>());
+/// Mints a key of `tenant` (prefix and secret fresh from `clock`), to store with
+/// `Engine::add_api_key`.
+pub fn generate_key(tenant: &TenantId, scope: KeyScope) -> NewKey {
+    let prefix = format!("{PREFIX_TAG}{}", hex(&clock::new_secret::<8>()));
+    let secret = hex(&clock::new_secret::<32>());
     NewKey {
         key: format!("{prefix}.{secret}"),
         record: ApiKeyRecord {
@@ -74,7 +77,7 @@ pub fn generate_key(tenant: &TenantId, scope: KeyScope, now: Timestamp) -> NewKe
             tenant: tenant.clone(),
             scope,
             secret_hash: Sha256::digest(secret.as_bytes()).to_vec(),
-            created_at: now,
+            created_at: clock::now(),
             revoked_at: None,
         },
     }
@@ -97,7 +100,7 @@ impl KeyCache {
     /// The key's record: the cached one while fresh, else the store's.
     async fn get(
         &self,
-        store: &dyn Store,
+        store: &StoreReader,
         prefix: &str,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         if let Some((record, read_at)) = self.records.lock().unwrap().get(prefix)
@@ -129,7 +132,7 @@ impl KeyCache {
 
 /// Checks a presented key against the store (through `cache`): the caller, or why not.
 pub async fn verify(
-    store: &dyn Store,
+    store: &StoreReader,
     cache: &KeyCache,
     presented: &str,
 ) -> Result<Caller, ApiError> {
@@ -177,7 +180,7 @@ pub async fn authenticate(
             )
             .into_response();
         };
-        match verify(state.engine.store().as_ref(), &state.keys, key.trim()).await {
+        match verify(&state.engine.store(), &state.keys, key.trim()).await {
             Ok(caller) => caller,
             Err(e) => return e.into_response(),
         }
@@ -201,6 +204,8 @@ pub fn admin_key_path(data_dir: &Path) -> PathBuf {
 pub enum BootstrapError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     #[error(
         "cannot write the admin key to {path}: {source}; check the data directory's permissions"
     )]
@@ -217,59 +222,45 @@ pub enum BootstrapError {
 /// stored, and the tenant and key commit synchronously, so a power cut never leaves the tenant
 /// without the file. A cut between the two commits leaves the tenant and the file without the
 /// key's record: the next start stores the record from the file.
-pub async fn bootstrap(
-    store: &dyn Store,
-    data_dir: &Path,
-    now: Timestamp,
-) -> Result<Option<String>, BootstrapError> {
+pub async fn bootstrap(engine: &Engine, data_dir: &Path) -> Result<Option<String>, BootstrapError> {
     let tenant = TenantId::default_tenant();
     let path = admin_key_path(data_dir);
-    if store.get_tenant(&tenant).await?.is_some() {
-        finish_cut_bootstrap(store, &path, now).await?;
+    if engine.store().get_tenant(&tenant).await?.is_some() {
+        finish_cut_bootstrap(engine, &path).await?;
         return Ok(None);
     }
-    let new = generate_key(&tenant, KeyScope::Admin, now);
+    let new = generate_key(&tenant, KeyScope::Admin);
     keel_models::durable::write(&path, format!("{}\n", new.key).as_bytes(), true).map_err(
         |source| BootstrapError::Write {
             path: path.clone(),
             source,
         },
     )?;
-    store
-        .create_tenant(&TenantRecord {
-            id: tenant,
-            name: "default".into(),
-            created_at: now,
-        })
-        .await?;
-    store.create_api_key(&new.record).await?;
+    engine.create_default_tenant().await?;
+    engine.add_api_key(&new.record).await?;
     tracing::info!(prefix = %new.record.prefix, path = %path.display(), "created the default tenant and its admin key");
     Ok(Some(new.key))
 }
 
 /// Stores the record of the key in `admin.key` when the store has none under its prefix: the
 /// first start was cut off between storing the tenant and storing the key.
-async fn finish_cut_bootstrap(
-    store: &dyn Store,
-    path: &Path,
-    now: Timestamp,
-) -> Result<(), StoreError> {
+async fn finish_cut_bootstrap(engine: &Engine, path: &Path) -> Result<(), BootstrapError> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(());
     };
     let Some((prefix, secret)) = text.trim().split_once('.') else {
         return Ok(());
     };
-    if !prefix.starts_with(PREFIX_TAG) || store.get_api_key(prefix).await?.is_some() {
+    if !prefix.starts_with(PREFIX_TAG) || engine.store().get_api_key(prefix).await?.is_some() {
         return Ok(());
     }
-    store
-        .create_api_key(&ApiKeyRecord {
+    engine
+        .add_api_key(&ApiKeyRecord {
             prefix: prefix.to_string(),
             tenant: TenantId::default_tenant(),
             scope: KeyScope::Admin,
             secret_hash: Sha256::digest(secret.as_bytes()).to_vec(),
-            created_at: now,
+            created_at: clock::now(),
             revoked_at: None,
         })
         .await?;

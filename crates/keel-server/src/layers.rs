@@ -70,7 +70,7 @@ struct RandomRequestId;
 
 impl MakeRequestId for RandomRequestId {
     fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        let id = format!("{:032x}", rand::random::<u128>());
+        let id = keel_engine::clock::new_hex_id();
         axum::http::HeaderValue::from_str(&id)
             .ok()
             .map(RequestId::new)

@@ -108,9 +108,5 @@ pub async fn serve(
         let _ = metrics.await;
     }
     let _ = flusher.await;
-    state
-        .metrics
-        .usage
-        .flush(state.engine.store().as_ref())
-        .await;
+    state.metrics.usage.flush(&state.engine).await;
 }

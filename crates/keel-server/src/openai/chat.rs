@@ -52,7 +52,7 @@ pub async fn completions(
         Err(refused) => return openai_error(refused.into(), None),
     };
     let meta = Meta {
-        id: format!("chatcmpl-{:032x}", rand::random::<u128>()),
+        id: format!("chatcmpl-{}", keel_engine::clock::new_hex_id()),
         created: now_secs(),
         model: body.model.clone(),
     };
@@ -457,7 +457,5 @@ pub(super) struct Meta {
 }
 
 pub(super) fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    keel_engine::clock::unix_seconds()
 }

@@ -195,8 +195,7 @@ pub async fn update(
     let mut record = find(&state, &caller, &id).await?;
     state
         .engine
-        .store()
-        .update_session_metadata(&caller.tenant, &record.id, body.metadata.clone())
+        .set_session_metadata(&caller.tenant, &record.id, body.metadata.clone())
         .await?;
     record.metadata = body.metadata;
     Ok(Json(conversation_object(&record)))

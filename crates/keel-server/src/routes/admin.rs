@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use keel_core::TenantId;
-use keel_store::{KeyScope, TenantRecord};
+use keel_store::KeyScope;
 
 use crate::auth::{Caller, generate_key};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorEnvelope, parse_id};
@@ -28,13 +28,7 @@ pub async fn create_tenant(
             "a tenant needs a non-empty `name`",
         ));
     }
-    let now = keel_engine::clock::now();
-    let tenant = TenantRecord {
-        id: TenantId::generate(now.millis().max(0) as u64, rand::random()),
-        name: body.name,
-        created_at: now,
-    };
-    state.engine.store().create_tenant(&tenant).await?;
+    let tenant = state.engine.create_tenant(&body.name).await?;
     Ok((
         StatusCode::CREATED,
         Json(TenantView {
@@ -66,8 +60,8 @@ pub async fn create_key(
             )
         })?,
     };
-    let new = generate_key(&tenant, scope, keel_engine::clock::now());
-    state.engine.store().create_api_key(&new.record).await?;
+    let new = generate_key(&tenant, scope);
+    state.engine.add_api_key(&new.record).await?;
     Ok((
         StatusCode::CREATED,
         Json(KeyView {
@@ -91,10 +85,7 @@ pub async fn revoke_key(
     ApiPath(prefix): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    let now = keel_engine::clock::now();
-    if !state.engine.store().revoke_api_key(&prefix, now).await? {
-        return Err(ApiError::not_found("API key", &prefix));
-    }
+    state.engine.revoke_api_key(&prefix).await?;
     state.keys.forget(&prefix);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -123,14 +123,6 @@ pub async fn archive(
     caller: Caller,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    let now = keel_engine::clock::now();
-    if !state
-        .engine
-        .store()
-        .archive_agent(&caller.tenant, &name, now)
-        .await?
-    {
-        return Err(ApiError::not_found("agent", &name));
-    }
+    state.engine.archive_agent(&caller.tenant, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

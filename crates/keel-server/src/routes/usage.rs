@@ -78,11 +78,12 @@ pub async fn list(
             format!("since={since:?} is not a day: write it as YYYY-MM-DD, e.g. 2026-01-31"),
         ));
     }
-    let store = state.engine.store();
     // Calls counted since the last periodic flush are stored first, so the answer includes
     // every call made before it was asked for.
-    state.metrics.usage.flush(store.as_ref()).await;
-    let rows = store
+    state.metrics.usage.flush(&state.engine).await;
+    let rows = state
+        .engine
+        .store()
         .usage(
             &caller.tenant,
             &UsageQuery {

@@ -22,7 +22,7 @@ pub enum AgentsCommand {
 }
 
 pub async fn run(config: &Config, command: AgentsCommand) -> anyhow::Result<()> {
-    let store = open_store(config)?;
+    let store = keel_engine::StoreReader::new(open_store(config)?);
     let tenant = TenantId::default_tenant();
     match command {
         AgentsCommand::List { json } => {

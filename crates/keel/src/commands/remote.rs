@@ -9,7 +9,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::chat::ChatArgs;
-use super::sessions::SessionsCommand;
+use super::sessions::{SessionsAt, SessionsCommand};
 use crate::config::Config;
 
 /// A client of one server.
@@ -58,7 +58,7 @@ impl Remote {
         bail!("the server answered {status}: {message}")
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(super) async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let req = self.http.get(format!("{}{path}", self.base));
         Ok(self.send(req).await?.json().await?)
     }
@@ -69,61 +69,9 @@ impl Remote {
     }
 }
 
+/// `keel sessions … --server URL`.
 pub async fn sessions(remote: &Remote, command: SessionsCommand) -> anyhow::Result<()> {
-    match command {
-        SessionsCommand::List { agent, limit, json } => {
-            let mut path = format!("/v1/sessions?limit={}", limit.clamp(1, 200));
-            if let Some(agent) = agent {
-                path += &format!("&agent={agent}");
-            }
-            let page = remote.get(&path).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&page["data"])?);
-            } else {
-                for s in page["data"].as_array().into_iter().flatten() {
-                    println!(
-                        "{}  {}  agent={} v{}  events={}",
-                        text(&s["id"]),
-                        text(&s["created_at"]),
-                        text(&s["agent"]),
-                        s["agent_version"],
-                        s["last_seq"]
-                    );
-                }
-            }
-        }
-        SessionsCommand::Show { id, json } => {
-            let summary = remote.get(&format!("/v1/sessions/{id}")).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
-            } else {
-                for (k, v) in summary.as_object().into_iter().flatten() {
-                    println!("{k}: {v}");
-                }
-            }
-        }
-        SessionsCommand::Events {
-            id,
-            after,
-            limit,
-            json,
-        } => {
-            let page = remote
-                .get(&format!(
-                    "/v1/sessions/{id}/events?after={after}&limit={}",
-                    limit.clamp(1, 1000)
-                ))
-                .await?;
-            for e in page["data"].as_array().into_iter().flatten() {
-                if json {
-                    println!("{}", serde_json::to_string(e)?);
-                } else {
-                    println!("{:>6}  {}  {}", e["seq"], text(&e["at"]), text(&e["type"]));
-                }
-            }
-        }
-    }
-    Ok(())
+    super::sessions::print(SessionsAt::Remote(remote), command).await
 }
 
 fn text(v: &Value) -> &str {

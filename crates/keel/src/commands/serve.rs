@@ -64,8 +64,7 @@ pub async fn run(config: &Config, args: ServeArgs) -> anyhow::Result<()> {
     };
     let rt = Runtime::start(config).await?;
     let data_dir = config.data_dir();
-    let now = keel_engine::clock::now();
-    if let Some(key) = keel_server::bootstrap(rt.engine.store().as_ref(), &data_dir, now).await? {
+    if let Some(key) = keel_server::bootstrap(&rt.engine, &data_dir).await? {
         eprintln!(
             "created the admin API key (shown once; also in {}):\n  {key}",
             keel_server::admin_key_path(&data_dir).display()

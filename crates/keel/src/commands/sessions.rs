@@ -1,10 +1,16 @@
-//! `keel sessions list | show | events`: read-only views of the store (no lock needed, so
-//! they work while another keel process is running).
+//! `keel sessions list | show | events`, wherever the sessions live: the local store (read
+//! without the data directory's lock, so it works while another keel process runs) or a
+//! running `keel serve` (`--server URL`). Each place answers the same three questions
+//! (`SessionsAt`); one printer shows the answers, so both print alike.
 
 use clap::Subcommand;
-use keel_core::{SessionId, SessionState, TenantId};
-use keel_store::SessionFilter;
+use keel_core::{Event, SessionId, SessionState, TenantId};
+use keel_engine::StoreReader;
+use keel_store::{SessionFilter, SessionRecord};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
+use super::remote::Remote;
 use crate::config::Config;
 use crate::runtime::open_store;
 
@@ -39,43 +45,159 @@ pub enum SessionsCommand {
     },
 }
 
+/// Where the sessions live.
+pub enum SessionsAt<'a> {
+    /// The local store, read-only (the default tenant's sessions).
+    Local(StoreReader),
+    /// A running server, over its HTTP API (the API key's tenant).
+    Remote(&'a Remote),
+}
+
+/// What a session's line in `keel sessions list` shows.
+#[derive(Deserialize)]
+struct SessionLine {
+    id: String,
+    created_at: String,
+    agent: String,
+    agent_version: u32,
+    last_seq: u64,
+}
+
+/// A listed session: its line, and the object `--json` prints (as its place gives it).
+struct Listed {
+    line: SessionLine,
+    json: ListedJson,
+}
+
+/// The object `--json` prints of a listed session: the stored record, or the server's view.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ListedJson {
+    Stored(SessionRecord),
+    Served(Value),
+}
+
+fn not_found(id: &SessionId) -> anyhow::Error {
+    anyhow::anyhow!("session {id} not found; `keel sessions list` shows the sessions")
+}
+
+impl SessionsAt<'_> {
+    async fn list(&self, agent: Option<String>, limit: usize) -> anyhow::Result<Vec<Listed>> {
+        match self {
+            SessionsAt::Local(store) => {
+                let filter = SessionFilter {
+                    agent_name: agent,
+                    limit,
+                    ..SessionFilter::default()
+                };
+                let sessions = store
+                    .list_sessions(&TenantId::default_tenant(), &filter)
+                    .await?;
+                Ok(sessions.into_iter().map(listed).collect())
+            }
+            SessionsAt::Remote(remote) => {
+                let mut path = format!("/v1/sessions?limit={}", limit.clamp(1, 200));
+                if let Some(agent) = agent {
+                    path += &format!("&agent={agent}");
+                }
+                let page = remote.get(&path).await?;
+                let data = page["data"].as_array().cloned().unwrap_or_default();
+                data.into_iter()
+                    .map(|json| {
+                        let line = SessionLine::deserialize(&json)?;
+                        Ok(Listed {
+                            line,
+                            json: ListedJson::Served(json),
+                        })
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// A session's summary: agent, status, last seq, messages, usage.
+    async fn summary(&self, id: &SessionId) -> anyhow::Result<Value> {
+        match self {
+            SessionsAt::Local(store) => {
+                let tenant = TenantId::default_tenant();
+                let record = store
+                    .get_session(&tenant, id)
+                    .await?
+                    .ok_or_else(|| not_found(id))?;
+                let loaded = store.load(id).await?;
+                let state = loaded
+                    .snapshot
+                    .map(|s| s.state)
+                    .unwrap_or_default()
+                    .fold(&loaded.tail)?;
+                Ok(summary(&record, &state))
+            }
+            SessionsAt::Remote(remote) => remote.get(&format!("/v1/sessions/{id}")).await,
+        }
+    }
+
+    /// The session's events with `seq > after`, at most `limit`.
+    async fn events(&self, id: &SessionId, after: u64, limit: usize) -> anyhow::Result<Vec<Event>> {
+        match self {
+            SessionsAt::Local(store) => {
+                let tenant = TenantId::default_tenant();
+                if store.get_session(&tenant, id).await?.is_none() {
+                    return Err(not_found(id));
+                }
+                Ok(store.read_events(id, after, limit).await?)
+            }
+            SessionsAt::Remote(remote) => {
+                let limit = limit.clamp(1, 1000);
+                let path = format!("/v1/sessions/{id}/events?after={after}&limit={limit}");
+                let mut page = remote.get(&path).await?;
+                Ok(serde_json::from_value(page["data"].take())?)
+            }
+        }
+    }
+}
+
+fn listed(record: SessionRecord) -> Listed {
+    Listed {
+        line: SessionLine {
+            id: record.id.to_string(),
+            created_at: record.created_at.to_string(),
+            agent: record.agent_name.clone(),
+            agent_version: record.agent_version,
+            last_seq: record.last_seq,
+        },
+        json: ListedJson::Stored(record),
+    }
+}
+
+/// `keel sessions …` on the local store.
 pub async fn run(config: &Config, command: SessionsCommand) -> anyhow::Result<()> {
-    let store = open_store(config)?;
-    let tenant = TenantId::default_tenant();
+    let store = StoreReader::new(open_store(config)?);
+    print(SessionsAt::Local(store), command).await
+}
+
+/// Answers `command` from the sessions `at`, for people or (`--json`) for programs.
+pub async fn print(at: SessionsAt<'_>, command: SessionsCommand) -> anyhow::Result<()> {
     match command {
         SessionsCommand::List { agent, limit, json } => {
-            let filter = SessionFilter {
-                agent_name: agent,
-                limit,
-                ..SessionFilter::default()
-            };
-            let sessions = store.list_sessions(&tenant, &filter).await?;
+            let sessions = at.list(agent, limit).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&sessions)?);
+                let objects: Vec<&ListedJson> = sessions.iter().map(|s| &s.json).collect();
+                println!("{}", serde_json::to_string_pretty(&objects)?);
             } else {
-                for s in sessions {
+                for Listed { line: s, .. } in sessions {
                     println!(
                         "{}  {}  agent={} v{}  events={}",
-                        s.id, s.created_at, s.agent_name, s.agent_version, s.last_seq
+                        s.id, s.created_at, s.agent, s.agent_version, s.last_seq
                     );
                 }
             }
         }
         SessionsCommand::Show { id, json } => {
-            let record = store.get_session(&tenant, &id).await?.ok_or_else(|| {
-                anyhow::anyhow!("session {id} not found; `keel sessions list` shows the sessions")
-            })?;
-            let loaded = store.load(&id).await?;
-            let state = loaded
-                .snapshot
-                .map(|s| s.state)
-                .unwrap_or_default()
-                .fold(&loaded.tail)?;
-            let summary = summary(&record, &state);
+            let summary = at.summary(&id).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
-                for (k, v) in summary.as_object().expect("an object") {
+                for (k, v) in summary.as_object().into_iter().flatten() {
                     println!("{k}: {v}");
                 }
             }
@@ -86,11 +208,7 @@ pub async fn run(config: &Config, command: SessionsCommand) -> anyhow::Result<()
             limit,
             json,
         } => {
-            if store.get_session(&tenant, &id).await?.is_none() {
-                anyhow::bail!("session {id} not found; `keel sessions list` shows the sessions");
-            }
-            let events = store.read_events(&id, after, limit).await?;
-            for e in events {
+            for e in at.events(&id, after, limit).await? {
                 if json {
                     println!("{}", serde_json::to_string(&e)?);
                 } else {
@@ -115,7 +233,7 @@ pub async fn run(config: &Config, command: SessionsCommand) -> anyhow::Result<()
     Ok(())
 }
 
-fn summary(record: &keel_store::SessionRecord, state: &SessionState) -> serde_json::Value {
+fn summary(record: &SessionRecord, state: &SessionState) -> Value {
     serde_json::json!({
         "id": record.id,
         "agent": record.agent_name,
