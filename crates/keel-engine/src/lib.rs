@@ -22,6 +22,7 @@ mod reader;
 mod records;
 mod submit;
 mod tenants;
+mod threading;
 pub mod tools;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ pub use live::LoadError;
 pub use models::{ModelRegistry, ResolveError};
 pub use quotas::Quotas;
 pub use reader::StoreReader;
+pub use threading::{Thread, ThreadError, ThreadedTurn};
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
