@@ -63,9 +63,10 @@ pub(crate) fn lease_until(inner: &Inner, now: Timestamp) -> Timestamp {
     Timestamp::from_millis(now.millis().saturating_add(lease_ms))
 }
 
-/// Drives `run`, whose lease this node holds, on a task of its own under `slot`; its lease is
-/// renewed until it ends.
-pub(crate) fn drive(inner: &Arc<Inner>, run: RunRecord, slot: OwnedSemaphorePermit) {
+/// Drives `run`, whose lease this node holds, on a task of its own under `slot` (or under the
+/// next slot that frees, when a submit here took the last one since the claim); its lease is
+/// renewed from now until it ends.
+pub(crate) fn drive(inner: &Arc<Inner>, run: RunRecord, slot: Option<OwnedSemaphorePermit>) {
     let initial = if run.cancel_requested {
         Stop::Cancel
     } else {
@@ -81,8 +82,16 @@ pub(crate) fn drive(inner: &Arc<Inner>, run: RunRecord, slot: OwnedSemaphorePerm
     );
     let inner = inner.clone();
     tokio::spawn(async move {
-        drive_claimed(&inner, run, stop_rx).await;
-        drop(slot);
+        let slot = match slot {
+            Some(slot) => Ok(slot),
+            None => inner.run_permits.clone().acquire_owned().await,
+        };
+        if let Ok(slot) = slot {
+            drive_claimed(&inner, run, stop_rx).await;
+            drop(slot);
+        } else {
+            inner.held.lock().unwrap().remove(&run.id);
+        }
         inner.wake.notify_one();
     });
 }
@@ -93,20 +102,20 @@ async fn claim_loop(inner: Arc<Inner>) {
         if *shutdown.borrow() {
             return;
         }
-        // The slots are taken before the claim: a submit on this node may take one meanwhile,
-        // and a claimed run must never wait for a slot (its lease would run out undriven).
-        let mut slots: Vec<OwnedSemaphorePermit> =
-            std::iter::from_fn(|| inner.run_permits.clone().try_acquire_owned().ok()).collect();
-        if !slots.is_empty() {
+        let free = inner.run_permits.available_permits();
+        if free > 0 {
             let lease_ms = inner.config.lease.as_millis() as i64;
             match inner
                 .store
-                .claim_runs(&inner.config.node_id, clock::now(), lease_ms, slots.len())
+                .claim_runs(&inner.config.node_id, clock::now(), lease_ms, free)
                 .await
             {
                 Ok(runs) => {
                     let idle = runs.is_empty() && inner.held.lock().unwrap().is_empty();
-                    for (run, slot) in runs.into_iter().zip(slots.drain(..)) {
+                    for run in runs {
+                        // A submit here may have taken a slot since: then the run waits for
+                        // the next one, its lease renewed meanwhile.
+                        let slot = inner.run_permits.clone().try_acquire_owned().ok();
                         drive(&inner, run, slot);
                     }
                     inner.idle.send_replace(idle);
@@ -114,7 +123,6 @@ async fn claim_loop(inner: Arc<Inner>) {
                 Err(e) => tracing::error!(error = %e, "claiming runs failed; retrying"),
             }
         }
-        drop(slots);
         tokio::select! {
             _ = inner.wake.notified() => {}
             _ = tokio::time::sleep(inner.config.poll_interval) => {}

@@ -4,7 +4,7 @@
 //! drive the run now, leases it here at once instead of leaving it to a separate claim.
 
 use keel_core::{Message, RunOptions, RunStatus, SessionId, TenantId};
-use keel_store::{Enqueue, Enqueued, Lease, RunRecord};
+use keel_store::{Enqueue, Enqueued, Lease, RunRecord, StoreError};
 
 use crate::{BusyPolicy, Engine, EngineError, Quotas, clock, dispatch};
 
@@ -110,10 +110,11 @@ impl Engine {
     /// Queues `run` in one store transaction with the busy check (`refuse_if_busy`: the
     /// `reject` policy, exact across nodes sharing the store). When this node can drive the
     /// run now, an idle session's run is enqueued already leased here and driven at once: no
-    /// claim commit, no wait for the dispatcher.
+    /// claim commit, no wait for the dispatcher. The enqueue runs on a task of its own, so a
+    /// caller that stops waiting (a client gone) cannot leave a run leased here and undriven.
     async fn enqueue(
         &self,
-        mut run: RunRecord,
+        run: RunRecord,
         refuse_if_busy: bool,
     ) -> Result<RunRecord, EngineError> {
         let slot = dispatch::free_slot(&self.inner);
@@ -125,25 +126,34 @@ impl Engine {
             refuse_if_busy,
             claim_if_idle: lease.clone(),
         };
-        match self.inner.store.enqueue_run_with(&run, &how).await? {
-            Enqueued::Busy(holder) => {
-                return Err(EngineError::Busy {
-                    session: run.session,
-                    run: holder,
-                });
+        let claimed = |run: RunRecord, lease: Option<Lease>| RunRecord {
+            status: RunStatus::Running,
+            lease_owner: lease.as_ref().map(|l| l.node.clone()),
+            lease_until: lease.map(|l| l.until),
+            ..run
+        };
+        let (inner, queued, leased) = (self.inner.clone(), run.clone(), lease.clone());
+        let enqueued = tokio::spawn(async move {
+            let enqueued = inner.store.enqueue_run_with(&queued, &how).await?;
+            match (&enqueued, slot) {
+                (Enqueued::Claimed, Some(slot)) => {
+                    dispatch::drive(&inner, claimed(queued, leased), Some(slot));
+                }
+                (Enqueued::Queued, _) => inner.wake.notify_one(),
+                _ => {}
             }
-            Enqueued::Claimed => {
-                let (Some(lease), Some(slot)) = (lease, slot) else {
-                    unreachable!("the store leases a run only when asked to")
-                };
-                run.status = RunStatus::Running;
-                run.lease_owner = Some(lease.node);
-                run.lease_until = Some(lease.until);
-                dispatch::drive(&self.inner, run.clone(), slot);
-            }
-            Enqueued::Queued => self.inner.wake.notify_one(),
+            Ok::<_, EngineError>(enqueued)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("queueing the run failed: {e}")))??;
+        match enqueued {
+            Enqueued::Busy(holder) => Err(EngineError::Busy {
+                session: run.session,
+                run: holder,
+            }),
+            Enqueued::Claimed => Ok(claimed(run, lease)),
+            Enqueued::Queued => Ok(run),
         }
-        Ok(run)
     }
 
     /// Refuses an input that leaves tool calls handed to the caller without a result (the
