@@ -8,10 +8,11 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use super::endpoint::{Endpoint, EndpointConfig};
 use super::openai::chunks::ChatChunks;
 use super::openai::wire::chat_body;
 use super::openai::{MaxTokensField, error_message};
-use super::streaming::{self, HttpTimeouts, SseCall};
+use super::streaming::{HttpTimeouts, config_error};
 use crate::{ModelClient, ModelError, ModelRequest, ModelStream};
 
 const PROVIDER: &str = "azure";
@@ -64,42 +65,37 @@ impl fmt::Debug for AzureConfig {
 
 /// A `ModelClient` for the deployments of one Azure OpenAI resource.
 pub struct AzureClient {
-    config: AzureConfig,
-    base: String,
-    headers: reqwest::header::HeaderMap,
-    http: reqwest::Client,
+    api_version: String,
+    endpoint: Endpoint,
 }
 
 impl AzureClient {
     pub fn new(config: AzureConfig) -> Result<AzureClient, ModelError> {
-        let base = streaming::base_url(
-            PROVIDER,
-            &config.endpoint,
-            "https://my-resource.openai.azure.com",
-        )?
-        .to_string();
+        let bearer;
+        let credential = match &config.auth {
+            AzureAuth::ApiKey(key) => ("api-key", key.as_str(), true),
+            AzureAuth::EntraToken(token) => {
+                bearer = format!("Bearer {token}");
+                ("authorization", bearer.as_str(), true)
+            }
+        };
+        let endpoint = Endpoint::new(EndpointConfig {
+            provider: PROVIDER,
+            base_url: &config.endpoint,
+            example: "https://my-resource.openai.azure.com",
+            headers: &[credential],
+            timeouts: &config.timeouts,
+            error_message,
+        })?;
         if config.api_version.trim().is_empty() {
-            return Err(streaming::config_error(
+            return Err(config_error(
                 PROVIDER,
                 format!("api_version is empty; use e.g. {DEFAULT_API_VERSION}"),
             ));
         }
-        let bearer;
-        let mut pairs = vec![("accept", "text/event-stream", false)];
-        match &config.auth {
-            AzureAuth::ApiKey(key) => pairs.push(("api-key", key, true)),
-            AzureAuth::EntraToken(token) => {
-                bearer = format!("Bearer {token}");
-                pairs.push(("authorization", &bearer, true));
-            }
-        }
-        let headers = streaming::headers(PROVIDER, &pairs)?;
-        let http = streaming::http_client(PROVIDER, &config.timeouts)?;
         Ok(AzureClient {
-            config,
-            base,
-            headers,
-            http,
+            api_version: config.api_version,
+            endpoint,
         })
     }
 }
@@ -117,7 +113,7 @@ impl ModelClient for AzureClient {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
-            return Err(streaming::config_error(
+            return Err(config_error(
                 PROVIDER,
                 format!(
                     "`{deployment}` is not an Azure deployment name (letters, digits, - _ .); give the target as azure/<deployment>"
@@ -130,22 +126,13 @@ impl ModelClient for AzureClient {
         if let Some(body) = body.as_object_mut() {
             body.remove("model");
         }
-        let url = format!(
-            "{}/openai/deployments/{deployment}/chat/completions?api-version={}",
-            self.base, self.config.api_version
+        let path = format!(
+            "/openai/deployments/{deployment}/chat/completions?api-version={}",
+            self.api_version
         );
-        let send = self
-            .http
-            .post(&url)
-            .headers(self.headers.clone())
-            .json(&body);
-        let call = SseCall {
-            provider: PROVIDER,
-            url: &url,
-            timeouts: &self.config.timeouts,
-            error_message,
-        };
-        call.run(send, ChatChunks::new(PROVIDER)).await
+        let target = self.endpoint.target(&path)?;
+        let decoder = ChatChunks::new(PROVIDER);
+        self.endpoint.stream(&target, &body, decoder).await
     }
 }
 

@@ -5,6 +5,7 @@ pub mod anthropic;
 pub mod azure;
 #[cfg(feature = "bedrock")]
 pub mod bedrock;
+mod endpoint;
 pub mod gemini;
 pub mod openai;
 pub mod openai_responses;

@@ -1,13 +1,13 @@
-//! What the Anthropic, Gemini, OpenAI Responses and Azure providers share: validated endpoints
-//! and headers, and one HTTP call that streams Server-Sent Events through a provider's event
-//! decoder under first-byte and total deadlines. A provider supplies only its wire format.
+//! What the HTTP providers share after the request is built: one HTTP call that streams
+//! Server-Sent Events through a provider's event decoder under first-byte and total deadlines
+//! (`SseCall`), and the helpers their wire formats use. A provider supplies only its format.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::CONTENT_TYPE;
 use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, timeout_at};
 
@@ -52,69 +52,6 @@ pub(crate) trait EventDecoder: Send + 'static {
 
 pub(crate) fn config_error(provider: &str, message: String) -> ModelError {
     ModelError::new(ModelErrorKind::BadRequest, provider, message)
-}
-
-/// Checks that `base_url` is an http(s) URL and returns it without a trailing slash.
-pub(crate) fn base_url<'a>(
-    provider: &str,
-    base_url: &'a str,
-    example: &str,
-) -> Result<&'a str, ModelError> {
-    let base = base_url.trim_end_matches('/');
-    match reqwest::Url::parse(base) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(base),
-        _ => Err(config_error(
-            provider,
-            format!("base_url `{base_url}` is not an http(s) URL; use e.g. {example}"),
-        )),
-    }
-}
-
-/// Headers from (name, value, secret) triples; secrets are marked sensitive and never echoed.
-pub(crate) fn headers(
-    provider: &str,
-    pairs: &[(&str, &str, bool)],
-) -> Result<HeaderMap, ModelError> {
-    let mut map = HeaderMap::new();
-    for (name, value, secret) in pairs {
-        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-            config_error(
-                provider,
-                format!("`{name}` is not a valid HTTP header name"),
-            )
-        })?;
-        let shown = if *secret { "the credential" } else { value };
-        let mut value = HeaderValue::from_str(value).map_err(|_| {
-            config_error(
-                provider,
-                format!(
-                    "the value of header `{name}` ({shown}) holds characters HTTP does not allow"
-                ),
-            )
-        })?;
-        value.set_sensitive(*secret);
-        map.insert(header, value);
-    }
-    Ok(map)
-}
-
-/// The endpoint parsed once, so a call clones it rather than parsing the text again.
-pub(crate) fn endpoint_url(provider: &str, endpoint: &str) -> Result<reqwest::Url, ModelError> {
-    reqwest::Url::parse(endpoint)
-        .map_err(|e| config_error(provider, format!("`{endpoint}` is not a valid URL: {e}")))
-}
-
-/// A provider's HTTP client. Redirects are not followed: a provider's API answers in place,
-/// and a redirected POST would carry the credentials to another address.
-pub(crate) fn http_client(
-    provider: &str,
-    timeouts: &HttpTimeouts,
-) -> Result<reqwest::Client, ModelError> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_millis(timeouts.connect_ms))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| config_error(provider, format!("cannot build the HTTP client: {e}")))
 }
 
 /// What a provider's error body says: its human message (or the body itself) and its error

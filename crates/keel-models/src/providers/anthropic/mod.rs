@@ -9,7 +9,8 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::streaming::{self, HttpTimeouts, SseCall};
+use super::endpoint::{Endpoint, EndpointConfig, Target};
+use super::streaming::HttpTimeouts;
 use crate::{ModelClient, ModelError, ModelRequest, ModelStream};
 
 pub(crate) const PROVIDER: &str = "anthropic";
@@ -59,35 +60,32 @@ impl fmt::Debug for AnthropicConfig {
 /// A `ModelClient` for the Anthropic Messages API.
 pub struct AnthropicClient {
     config: AnthropicConfig,
-    endpoint: String,
-    url: reqwest::Url,
-    headers: reqwest::header::HeaderMap,
-    http: reqwest::Client,
+    endpoint: Endpoint,
+    messages: Target,
 }
 
 impl AnthropicClient {
     pub fn new(config: AnthropicConfig) -> Result<AnthropicClient, ModelError> {
-        let base = streaming::base_url(PROVIDER, &config.base_url, "https://api.anthropic.com")?;
-        let endpoint = format!("{base}/v1/messages");
-        let mut pairs = vec![
-            ("anthropic-version", ANTHROPIC_VERSION, false),
-            ("accept", "text/event-stream", false),
-        ];
+        let mut headers = vec![("anthropic-version", ANTHROPIC_VERSION, false)];
         if let Some(key) = &config.api_key {
-            pairs.push(("x-api-key", key, true));
+            headers.push(("x-api-key", key, true));
         }
         if let Some(beta) = &config.beta {
-            pairs.push(("anthropic-beta", beta, false));
+            headers.push(("anthropic-beta", beta, false));
         }
-        let headers = streaming::headers(PROVIDER, &pairs)?;
-        let url = streaming::endpoint_url(PROVIDER, &endpoint)?;
-        let http = streaming::http_client(PROVIDER, &config.timeouts)?;
+        let endpoint = Endpoint::new(EndpointConfig {
+            provider: PROVIDER,
+            base_url: &config.base_url,
+            example: "https://api.anthropic.com",
+            headers: &headers,
+            timeouts: &config.timeouts,
+            error_message: events::error_message,
+        })?;
+        let messages = endpoint.target("/v1/messages")?;
         Ok(AnthropicClient {
             config,
             endpoint,
-            url,
-            headers,
-            http,
+            messages,
         })
     }
 }
@@ -100,17 +98,7 @@ impl ModelClient for AnthropicClient {
 
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
         let body = wire::messages_body(&request, self.config.default_max_tokens)?;
-        let send = self
-            .http
-            .post(self.url.clone())
-            .headers(self.headers.clone())
-            .json(&body);
-        let call = SseCall {
-            provider: PROVIDER,
-            url: &self.endpoint,
-            timeouts: &self.config.timeouts,
-            error_message: events::error_message,
-        };
-        call.run(send, events::MessageEvents::default()).await
+        let decoder = events::MessageEvents::default();
+        self.endpoint.stream(&self.messages, &body, decoder).await
     }
 }

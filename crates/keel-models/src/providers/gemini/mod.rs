@@ -10,7 +10,8 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::streaming::{self, HttpTimeouts, SseCall};
+use super::endpoint::{Endpoint, EndpointConfig};
+use super::streaming::{HttpTimeouts, config_error};
 use crate::{ModelClient, ModelError, ModelRequest, ModelStream};
 
 pub(crate) const PROVIDER: &str = "gemini";
@@ -48,32 +49,25 @@ impl fmt::Debug for GeminiConfig {
 
 /// A `ModelClient` for the Gemini API.
 pub struct GeminiClient {
-    config: GeminiConfig,
-    base: String,
-    headers: reqwest::header::HeaderMap,
-    http: reqwest::Client,
+    endpoint: Endpoint,
 }
 
 impl GeminiClient {
     pub fn new(config: GeminiConfig) -> Result<GeminiClient, ModelError> {
-        let base = streaming::base_url(
-            PROVIDER,
-            &config.base_url,
-            "https://generativelanguage.googleapis.com/v1beta",
-        )?
-        .to_string();
-        let mut pairs = vec![("accept", "text/event-stream", false)];
-        if let Some(key) = &config.api_key {
-            pairs.push(("x-goog-api-key", key, true));
-        }
-        let headers = streaming::headers(PROVIDER, &pairs)?;
-        let http = streaming::http_client(PROVIDER, &config.timeouts)?;
-        Ok(GeminiClient {
-            config,
-            base,
-            headers,
-            http,
-        })
+        let headers: Vec<_> = config
+            .api_key
+            .iter()
+            .map(|key| ("x-goog-api-key", key.as_str(), true))
+            .collect();
+        let endpoint = Endpoint::new(EndpointConfig {
+            provider: PROVIDER,
+            base_url: &config.base_url,
+            example: "https://generativelanguage.googleapis.com/v1beta",
+            headers: &headers,
+            timeouts: &config.timeouts,
+            error_message: events::error_message,
+        })?;
+        Ok(GeminiClient { endpoint })
     }
 }
 
@@ -86,7 +80,7 @@ impl ModelClient for GeminiClient {
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
         let body = wire::generate_body(&request)?;
         if request.model.contains(['/', '?', '#', ':']) {
-            return Err(streaming::config_error(
+            return Err(config_error(
                 PROVIDER,
                 format!(
                     "model `{}` holds a character not allowed in a Gemini model name (/ ? # :)",
@@ -94,21 +88,9 @@ impl ModelClient for GeminiClient {
                 ),
             ));
         }
-        let url = format!(
-            "{}/models/{}:streamGenerateContent?alt=sse",
-            self.base, request.model
-        );
-        let send = self
-            .http
-            .post(&url)
-            .headers(self.headers.clone())
-            .json(&body);
-        let call = SseCall {
-            provider: PROVIDER,
-            url: &url,
-            timeouts: &self.config.timeouts,
-            error_message: events::error_message,
-        };
-        call.run(send, events::GenerateEvents::default()).await
+        let path = format!("/models/{}:streamGenerateContent?alt=sse", request.model);
+        let target = self.endpoint.target(&path)?;
+        let decoder = events::GenerateEvents::default();
+        self.endpoint.stream(&target, &body, decoder).await
     }
 }

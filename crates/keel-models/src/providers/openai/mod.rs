@@ -9,11 +9,12 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{ACCEPT, HeaderValue};
 
 use self::chunks::ChatChunks;
-use super::streaming::{self, ErrorBody, HttpTimeouts, SseCall};
-use crate::{ModelClient, ModelError, ModelErrorKind, ModelReply, ModelRequest, ModelStream};
+use super::endpoint::{Endpoint, EndpointConfig, Target};
+use super::streaming::{ErrorBody, HttpTimeouts};
+use crate::{ModelClient, ModelError, ModelReply, ModelRequest, ModelStream};
 
 const PROVIDER: &str = "openai";
 
@@ -107,82 +108,44 @@ impl fmt::Debug for OpenAiConfig {
 
 /// A `ModelClient` for one OpenAI-compatible server.
 pub struct OpenAiClient {
-    config: OpenAiConfig,
-    endpoint: String,
-    url: reqwest::Url,
-    headers: HeaderMap,
-    http: reqwest::Client,
-}
-
-fn config_error(message: String) -> ModelError {
-    ModelError::new(ModelErrorKind::BadRequest, PROVIDER, message)
+    max_tokens_field: MaxTokensField,
+    endpoint: Endpoint,
+    completions: Target,
 }
 
 impl OpenAiClient {
     /// Checks the configuration (URL, header names and values) and builds the HTTP client.
     pub fn new(config: OpenAiConfig) -> Result<OpenAiClient, ModelError> {
-        let base = config.base_url.trim_end_matches('/');
-        match reqwest::Url::parse(base) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-            Ok(_) | Err(_) => {
-                return Err(config_error(format!(
-                    "base_url `{}` is not an http(s) URL; use e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1",
-                    config.base_url
-                )));
-            }
-        }
-        let endpoint = format!("{base}/chat/completions");
-        let mut headers = HeaderMap::new();
-        headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
-        let mut add = |name: &str, value: &str, shown: &str| -> Result<(), ModelError> {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| config_error(format!("`{name}` is not a valid HTTP header name")))?;
-            let mut value = HeaderValue::from_str(value).map_err(|_| {
-                config_error(format!(
-                    "the value of header `{name}` ({shown}) holds characters HTTP does not allow"
-                ))
-            })?;
-            value.set_sensitive(name == AUTHORIZATION);
-            headers.insert(name, value);
-            Ok(())
-        };
-        if let Some(key) = &config.api_key {
-            add(
-                AUTHORIZATION.as_str(),
-                &format!("Bearer {key}"),
-                "the API key",
-            )?;
-        }
+        let bearer = config.api_key.as_ref().map(|key| format!("Bearer {key}"));
+        let mut headers: Vec<_> = bearer
+            .iter()
+            .map(|b| ("authorization", b.as_str(), true))
+            .collect();
         if let Some(organization) = &config.organization {
-            add("openai-organization", organization, organization)?;
+            headers.push(("openai-organization", organization, false));
         }
         for (name, value) in &config.extra_headers {
-            add(name, value, value)?;
+            headers.push((name, value, false));
         }
-        let url = streaming::endpoint_url(PROVIDER, &endpoint)?;
-        let http = streaming::http_client(PROVIDER, &timeouts(&config))?;
+        let endpoint = Endpoint::new(EndpointConfig {
+            provider: PROVIDER,
+            base_url: &config.base_url,
+            example: "https://api.openai.com/v1 or http://127.0.0.1:8000/v1",
+            headers: &headers,
+            timeouts: &timeouts(&config),
+            error_message,
+        })?;
+        let completions = endpoint.target("/chat/completions")?;
         Ok(OpenAiClient {
-            config,
+            max_tokens_field: config.max_tokens_field,
             endpoint,
-            url,
-            headers,
-            http,
+            completions,
         })
     }
 
     /// `{base_url}/chat/completions`.
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
-    /// One HTTP call to the endpoint, with OpenAI's error bodies.
-    fn call<'a>(&'a self, timeouts: &'a HttpTimeouts) -> SseCall<'a> {
-        SseCall {
-            provider: PROVIDER,
-            url: &self.endpoint,
-            timeouts,
-            error_message,
-        }
+        self.completions.as_str()
     }
 }
 
@@ -202,34 +165,25 @@ impl ModelClient for OpenAiClient {
     }
 
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
-        let body = wire::chat_body(&request, self.config.max_tokens_field)?;
-        let send = self
-            .http
-            .post(self.url.clone())
-            .headers(self.headers.clone())
-            .json(&body);
-        let timeouts = timeouts(&self.config);
-        self.call(&timeouts)
-            .run(send, ChatChunks::new(PROVIDER))
+        let body = wire::chat_body(&request, self.max_tokens_field)?;
+        let decoder = ChatChunks::new(PROVIDER);
+        self.endpoint
+            .stream(&self.completions, &body, decoder)
             .await
     }
 
     /// A plain call asks for the whole `chat.completion` rather than a stream.
     async fn complete(&self, request: ModelRequest) -> Result<ModelReply, ModelError> {
-        let mut body = wire::chat_body(&request, self.config.max_tokens_field)?;
+        let mut body = wire::chat_body(&request, self.max_tokens_field)?;
         body["stream"] = serde_json::Value::Bool(false);
         if let Some(fields) = body.as_object_mut() {
             fields.remove("stream_options");
         }
-        let mut headers = self.headers.clone();
+        let mut headers = self.endpoint.headers().clone();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-        let send = self
-            .http
-            .post(self.url.clone())
-            .headers(headers)
-            .json(&body);
-        let timeouts = timeouts(&self.config);
-        chunks::whole_reply(&self.call(&timeouts).whole(send).await?)
+        let send = self.endpoint.post(&self.completions, headers, &body);
+        let call = self.endpoint.call(&self.completions);
+        chunks::whole_reply(&call.whole(send).await?)
     }
 }
 

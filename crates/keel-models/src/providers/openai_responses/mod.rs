@@ -10,7 +10,8 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::streaming::{self, HttpTimeouts, SseCall};
+use super::endpoint::{Endpoint, EndpointConfig, Target};
+use super::streaming::HttpTimeouts;
 use crate::{ModelClient, ModelError, ModelRequest, ModelStream};
 
 pub(crate) const PROVIDER: &str = "openai_responses";
@@ -48,31 +49,29 @@ impl fmt::Debug for ResponsesConfig {
 
 /// A `ModelClient` for the OpenAI Responses API.
 pub struct ResponsesClient {
-    config: ResponsesConfig,
-    endpoint: String,
-    url: reqwest::Url,
-    headers: reqwest::header::HeaderMap,
-    http: reqwest::Client,
+    endpoint: Endpoint,
+    responses: Target,
 }
 
 impl ResponsesClient {
     pub fn new(config: ResponsesConfig) -> Result<ResponsesClient, ModelError> {
-        let base = streaming::base_url(PROVIDER, &config.base_url, "https://api.openai.com/v1")?;
-        let endpoint = format!("{base}/responses");
         let bearer = config.api_key.as_ref().map(|key| format!("Bearer {key}"));
-        let mut pairs = vec![("accept", "text/event-stream", false)];
-        if let Some(bearer) = &bearer {
-            pairs.push(("authorization", bearer, true));
-        }
-        let headers = streaming::headers(PROVIDER, &pairs)?;
-        let url = streaming::endpoint_url(PROVIDER, &endpoint)?;
-        let http = streaming::http_client(PROVIDER, &config.timeouts)?;
+        let headers: Vec<_> = bearer
+            .iter()
+            .map(|b| ("authorization", b.as_str(), true))
+            .collect();
+        let endpoint = Endpoint::new(EndpointConfig {
+            provider: PROVIDER,
+            base_url: &config.base_url,
+            example: "https://api.openai.com/v1",
+            headers: &headers,
+            timeouts: &config.timeouts,
+            error_message: crate::providers::openai::error_message,
+        })?;
+        let responses = endpoint.target("/responses")?;
         Ok(ResponsesClient {
-            config,
             endpoint,
-            url,
-            headers,
-            http,
+            responses,
         })
     }
 }
@@ -85,17 +84,7 @@ impl ModelClient for ResponsesClient {
 
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
         let body = wire::responses_body(&request)?;
-        let send = self
-            .http
-            .post(self.url.clone())
-            .headers(self.headers.clone())
-            .json(&body);
-        let call = SseCall {
-            provider: PROVIDER,
-            url: &self.endpoint,
-            timeouts: &self.config.timeouts,
-            error_message: crate::providers::openai::error_message,
-        };
-        call.run(send, events::ResponseEvents::default()).await
+        let decoder = events::ResponseEvents::default();
+        self.endpoint.stream(&self.responses, &body, decoder).await
     }
 }
