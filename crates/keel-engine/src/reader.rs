@@ -11,7 +11,14 @@ use keel_store::{
     TenantCounts, TenantRecord, UnreadableRecord, UsageQuery, UsageTotals,
 };
 
-/// Read-only access to a store (see the module's doc). Cheap to clone.
+/// Read-only access to a store (see the module's doc). Cheap to clone. It offers no write and
+/// no way to the store it wraps:
+///
+/// ```compile_fail
+/// # async fn write(reader: keel_engine::StoreReader, run: keel_store::RunRecord) {
+/// reader.enqueue_run(&run).await.unwrap();
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct StoreReader(Arc<dyn Store>);
 
