@@ -1,5 +1,5 @@
-//! What every handler shares: the engine (and through it the store), the server's
-//! configuration and its metrics.
+//! What every handler shares: the engine (every state change is one of its methods; the store
+//! only as its read-only `StoreReader`), the server's configuration and its metrics.
 
 use std::time::Duration;
 
