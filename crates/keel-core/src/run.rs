@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{ToolDef, ToolKind};
+use crate::controls::{CallerIds, ResponseFormat, ToolChoice};
 use crate::message::Message;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -38,13 +39,15 @@ pub struct RunOptions {
     /// What to do when the transcript does not fit the model's context window.
     #[serde(default, skip_serializing_if = "Truncation::is_disabled")]
     pub truncation: Truncation,
-    /// How the model may use tools: the serde form of `keel_models::ToolChoice` (the core
-    /// does not know the models crate), which the engine hands to the provider.
+    /// How the model may use tools; `None` leaves it to the provider (auto).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_choice: Option<serde_json::Value>,
-    /// The reply's required format: the serde form of `keel_models::ResponseFormat`.
+    pub tool_choice: Option<ToolChoice>,
+    /// The reply's required format; `None` is free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response_format: Option<serde_json::Value>,
+    pub response_format: Option<ResponseFormat>,
+    /// Passed to providers that take them at every step of the run.
+    #[serde(default, skip_serializing_if = "CallerIds::is_empty")]
+    pub caller_ids: CallerIds,
     /// Messages logged just before the run's input (a Responses request's earlier input
     /// items, such as a history the caller keeps itself).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -102,5 +105,45 @@ fn finite_f32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f32>, D::
             "a sampling parameter is out of range for a 32-bit float",
         )),
         value => Ok(value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controls::{ResponseFormat, ToolChoice};
+
+    /// Options as the keel before typed controls logged them (`tool_choice` and
+    /// `response_format` as loose JSON values) read back into the typed fields.
+    #[test]
+    fn run_options_logged_before_typed_controls_read_back() {
+        let logged = r#"{"model":"openai/gpt-4o-mini","tool_choice":{"type":"tool","name":"weather"},
+            "response_format":{"type":"json_schema","name":"forecast","schema":{"type":"object"},"strict":true},
+            "annotations":{"api":"responses"}}"#;
+        let options: RunOptions = serde_json::from_str(logged).unwrap();
+        assert_eq!(
+            options.tool_choice,
+            Some(ToolChoice::Tool {
+                name: "weather".into()
+            })
+        );
+        assert_eq!(
+            options.response_format,
+            Some(ResponseFormat::JsonSchema {
+                name: "forecast".into(),
+                description: None,
+                schema: serde_json::json!({"type": "object"}),
+                strict: true,
+            })
+        );
+        assert!(options.caller_ids.is_empty());
+        // The store's own tests wrote a bare mode.
+        let bare: RunOptions = serde_json::from_str(r#"{"tool_choice":"required"}"#).unwrap();
+        assert_eq!(bare.tool_choice, Some(ToolChoice::Required));
+        // What is written now is what the previous keel wrote, so it can read it too.
+        let written = serde_json::to_value(&options).unwrap();
+        let previous: serde_json::Value = serde_json::from_str(logged).unwrap();
+        assert_eq!(written["tool_choice"], previous["tool_choice"]);
+        assert_eq!(written["response_format"], previous["response_format"]);
     }
 }

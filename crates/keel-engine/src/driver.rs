@@ -12,7 +12,7 @@ use futures::StreamExt;
 use keel_core::{
     Action, Event, EventBody, FinishReason, Message, RunStatus, SessionState, Truncation,
 };
-use keel_models::{ModelError, ModelRequest, Params, ReplyAccumulator, ResponseFormat, ToolChoice};
+use keel_models::{ModelError, ModelRequest, Params, ReplyAccumulator};
 use keel_store::{
     AppendBatch, NewEvent, RunFinish, RunOutcome, RunRecord, ScratchpadWrite, Snapshot, StoreError,
 };
@@ -540,15 +540,6 @@ impl Driver<'_> {
         };
         let served_by = format!("{}/{model}", client.provider());
         let instructions = options.instructions.as_ref().unwrap_or(&agent.instructions);
-        let (tool_choice, response_format) = match model_controls(options) {
-            Ok(controls) => controls,
-            Err(e) => {
-                // Options keel stored and cannot read back: keel's fault, not the caller's.
-                let error = ModelError::new(keel_models::ModelErrorKind::Protocol, "keel", e)
-                    .with_code("invalid_run_options");
-                return Ok(failed(error));
-            }
-        };
         let mut request = ModelRequest {
             model,
             system: (!instructions.is_empty()).then(|| instructions.clone()),
@@ -559,8 +550,8 @@ impl Driver<'_> {
                 max_tokens: options.max_output_tokens.or(agent.limits.max_output_tokens),
                 temperature: options.temperature,
                 top_p: options.top_p,
-                tool_choice,
-                response_format,
+                tool_choice: options.tool_choice.clone(),
+                response_format: options.response_format.clone(),
                 // Keeps a session on the route target that served it (provider-side caches).
                 affinity: Some(self.run.session.to_string()),
                 ..Params::default()
@@ -733,27 +724,6 @@ impl Driver<'_> {
             _ = self.stop.changed() => {}
         }
     }
-}
-
-/// The run's tool choice and reply format, from their stored serde form.
-fn model_controls(
-    options: &keel_core::RunOptions,
-) -> Result<(Option<ToolChoice>, Option<ResponseFormat>), String> {
-    Ok((
-        decode(&options.tool_choice, "tool_choice")?,
-        decode(&options.response_format, "response_format")?,
-    ))
-}
-
-fn decode<T: serde::de::DeserializeOwned>(
-    value: &Option<serde_json::Value>,
-    what: &str,
-) -> Result<Option<T>, String> {
-    value
-        .clone()
-        .map(serde_json::from_value)
-        .transpose()
-        .map_err(|e| format!("the run's {what} cannot be read: {e}"))
 }
 
 /// After a retryable model failure that will be retried: how long to wait first. Jittered

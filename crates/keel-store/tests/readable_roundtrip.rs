@@ -7,8 +7,9 @@
 
 use keel_core::limits::{MAX_JSON_DEPTH, check_value};
 use keel_core::{
-    AgentDef, AgentId, Event, EventBody, FinishReason, Limits, Message, Part, Role, RunId,
-    RunOptions, RunStatus, SessionId, SessionState, TenantId, Timestamp, ToolDef, ToolKind, Usage,
+    AgentDef, AgentId, Event, EventBody, FinishReason, Limits, Message, Part, ResponseFormat, Role,
+    RunId, RunOptions, RunStatus, SessionId, SessionState, TenantId, Timestamp, ToolDef, ToolKind,
+    Usage,
 };
 use keel_store::{
     AppendBatch, NewEvent, RunRecord, SessionFilter, SessionRecord, Snapshot, SqliteOptions,
@@ -143,8 +144,12 @@ async fn round_trip(value: Value) {
     // A run whose options carry the value, a reply calling a tool with it as arguments.
     let run_id = RunId::generate(1, 4);
     let options = RunOptions {
-        tool_choice: Some(value.clone()),
-        response_format: Some(value.clone()),
+        response_format: Some(ResponseFormat::JsonSchema {
+            name: "deep".into(),
+            description: None,
+            schema: value.clone(),
+            strict: false,
+        }),
         annotations: metadata.clone(),
         ..RunOptions::default()
     };

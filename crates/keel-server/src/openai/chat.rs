@@ -10,12 +10,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keel_core::{FinishReason, Message, Part, Role, Usage};
-use keel_models::{
-    ModelClient, ModelReply, ModelRequest, Params, ResponseFormat, Served, ToolChoice, ToolSpec,
-};
+use keel_models::{ModelClient, ModelReply, ModelRequest, Params, Served, ToolSpec};
 use serde_json::{Value, json};
 
 use super::chat_stream;
+use super::controls::{self, Endpoint::ChatCompletions};
 use super::error::{model_error, openai_error};
 use super::fields::{self, FieldError};
 use super::wire::*;
@@ -272,16 +271,10 @@ pub fn model_request(
                 .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
         });
     }
-    let tool_choice = body
-        .tool_choice
-        .as_ref()
-        .map(|choice| tool_choice(choice, &tools))
-        .transpose()?;
-    let response_format = body
-        .response_format
-        .as_ref()
-        .map(response_format)
-        .transpose()?;
+    let offered: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+    let tool_choice = controls::tool_choice(body.tool_choice.as_ref(), &offered, ChatCompletions)?;
+    let response_format =
+        controls::response_format(body.response_format.as_ref(), ChatCompletions)?;
     let stop = match &body.stop {
         None => Vec::new(),
         Some(Stop::One(s)) => vec![s.clone()],
@@ -303,75 +296,6 @@ pub fn model_request(
             response_format,
         },
     })
-}
-
-/// `tool_choice` as OpenAI documents it, checked against the offered tools.
-fn tool_choice(value: &Value, tools: &[ToolSpec]) -> Result<ToolChoice, FieldError> {
-    let bad = |message: String| FieldError::invalid("tool_choice", message);
-    let choice = match value {
-        Value::String(mode) => match mode.as_str() {
-            "auto" => ToolChoice::Auto,
-            "none" => ToolChoice::None,
-            "required" => ToolChoice::Required,
-            other => {
-                return Err(bad(format!(
-                    "tool_choice {other:?} is not one of \"auto\", \"none\", \"required\" (or an object naming a function)"
-                )));
-            }
-        },
-        Value::Object(_) if value["type"] == "function" => match value["function"]["name"].as_str()
-        {
-            Some(name) => ToolChoice::Tool {
-                name: name.to_string(),
-            },
-            None => {
-                return Err(bad(
-                    "tool_choice {\"type\": \"function\"} needs function.name".into(),
-                ));
-            }
-        },
-        other => {
-            return Err(bad(format!(
-                "tool_choice {other} is not supported: send \"auto\", \"none\", \"required\" or {{\"type\": \"function\", \"function\": {{\"name\": …}}}}"
-            )));
-        }
-    };
-    match &choice {
-        ToolChoice::Required | ToolChoice::Tool { .. } if tools.is_empty() => Err(bad(
-            "tool_choice forces a tool call, but the request has no tools: send tools too".into(),
-        )),
-        ToolChoice::Tool { name } if !tools.iter().any(|t| &t.name == name) => Err(bad(format!(
-            "tool_choice names the function {name:?}, which is not among the request's tools"
-        ))),
-        _ => Ok(choice),
-    }
-}
-
-/// `response_format` as OpenAI documents it.
-fn response_format(value: &Value) -> Result<ResponseFormat, FieldError> {
-    let bad = |message: String| FieldError::invalid("response_format", message);
-    match value["type"].as_str() {
-        Some("text") => Ok(ResponseFormat::Text),
-        Some("json_object") => Ok(ResponseFormat::JsonObject),
-        Some("json_schema") => {
-            let spec = &value["json_schema"];
-            let Some(name) = spec["name"].as_str() else {
-                return Err(bad(
-                    "response_format json_schema needs json_schema.name (and json_schema.schema)"
-                        .into(),
-                ));
-            };
-            Ok(ResponseFormat::JsonSchema {
-                name: name.to_string(),
-                description: spec["description"].as_str().map(str::to_string),
-                schema: spec.get("schema").cloned().unwrap_or_else(|| json!({})),
-                strict: spec["strict"].as_bool().unwrap_or(false),
-            })
-        }
-        _ => Err(bad(format!(
-            "response_format {value} is not supported: send {{\"type\": \"text\"}}, {{\"type\": \"json_object\"}} or {{\"type\": \"json_schema\", \"json_schema\": {{…}}}}"
-        ))),
-    }
 }
 
 fn text_of(content: &Content) -> String {

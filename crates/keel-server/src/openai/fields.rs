@@ -2,9 +2,10 @@
 //! honoured with a difference, or refused. Nothing is accepted and ignored: a refused field
 //! sent with anything but its default answers `400` naming it (`param`), an enumerated value
 //! outside OpenAI's list answers `400 invalid_value`, and a field OpenAI does not have answers
-//! `400 unknown_parameter` (the body types deny unknown fields). The lists below are the one
-//! source of the compatibility table in `docs/openai-compatibility.md` (a test renders them and
-//! compares) and of the table-driven test that sends each refused value.
+//! `400 unknown_parameter` (the body types deny unknown fields). `tool_choice` and the reply
+//! format are read by `super::controls`, one parser for both endpoints. The lists below are the
+//! one source of the compatibility table in `docs/openai-compatibility.md` (a test renders them
+//! and compares) and of the table-driven test that sends each refused value.
 
 use std::fmt;
 
@@ -63,8 +64,6 @@ pub const PROMPT_CACHE_RETENTIONS: &[&str] = &["in_memory", "24h"];
 pub const MODALITIES: &[&str] = &["text", "audio"];
 pub const TRUNCATIONS: &[&str] = &["auto", "disabled"];
 pub const CONTEXT_MANAGEMENT_TYPES: &[&str] = &["compaction"];
-pub const TOOL_CHOICE_MODES: &[&str] = &["auto", "none", "required"];
-pub const TEXT_FORMAT_TYPES: &[&str] = &["text", "json_object", "json_schema"];
 pub const INCLUDABLE: &[&str] = &[
     "file_search_call.results",
     "web_search_call.results",
@@ -75,22 +74,6 @@ pub const INCLUDABLE: &[&str] = &[
     "reasoning.encrypted_content",
     "message.output_text.logprobs",
 ];
-/// `tool_choice` object types that name hosted tools keel does not run.
-const HOSTED_TOOL_CHOICES: &[&str] = &[
-    "allowed_tools",
-    "file_search",
-    "web_search_preview",
-    "web_search_preview_2025_03_11",
-    "computer_use_preview",
-    "code_interpreter",
-    "image_generation",
-    "mcp",
-    "custom",
-    "apply_patch",
-    "shell",
-    "programmatic_tool_calling",
-];
-
 /// `POST /v1/chat/completions`.
 #[rustfmt::skip]
 pub const CHAT_COMPLETIONS: &[Field] = &[
@@ -115,7 +98,7 @@ pub const CHAT_COMPLETIONS: &[Field] = &[
     field("prompt_cache_options", Refused, "not passed to providers", &[("{\"mode\": \"explicit\"}", "prompt_cache_options")]),
     field("prompt_cache_retention", Refused, "not passed to providers; values checked", &[("\"24h\"", "prompt_cache_retention"), ("\"forever\"", "prompt_cache_retention")]),
     field("reasoning_effort", Refused, "not passed to providers; values checked", &[("\"low\"", "reasoning_effort"), ("\"extreme\"", "reasoning_effort")]),
-    field("response_format", Supported, "`text`, `json_object`, `json_schema`, in each target's own format; a target that cannot honour one refuses (400)", &[("{\"type\": \"xml\"}", "response_format")]),
+    field("response_format", Supported, "`text`, `json_object`, `json_schema` (`json_schema.name` required), in each target's own format; a target that cannot honour one refuses (400)", &[("{\"type\": \"xml\"}", "response_format"), ("{\"type\": \"json_schema\", \"json_schema\": {\"schema\": {}}}", "response_format")]),
     field("safety_identifier", Differs, "like `prompt_cache_key` when that is absent; not forwarded", &[("42", "safety_identifier")]),
     field("seed", Differs, "forwarded to OpenAI-compatible, Gemini and local targets; others have no seed", &[("\"x\"", "seed")]),
     field("service_tier", Differs, "keel has one tier: `auto` and `default` are accepted, the others refused", &[("\"flex\"", "service_tier"), ("\"turbo\"", "service_tier")]),
@@ -124,7 +107,7 @@ pub const CHAT_COMPLETIONS: &[Field] = &[
     field("stream", Supported, "`chat.completion.chunk` events, then `data: [DONE]`", &[("\"yes\"", "stream")]),
     field("stream_options", Differs, "`include_usage`; no obfuscation field is added, so `include_obfuscation: true` is refused", &[("{\"include_obfuscation\": true}", "stream_options.include_obfuscation"), ("{\"bogus\": 1}", "stream_options.bogus")]),
     field("temperature", Supported, "0 to 2", &[("3", "temperature")]),
-    field("tool_choice", Supported, "`auto`, `none`, `required` or a named function, checked against `tools`", &[("\"sometimes\"", "tool_choice")]),
+    field("tool_choice", Differs, "`auto`, `none`, `required` or a named function; one that forces a call needs `tools`, and a named function must be one of them; `allowed_tools` and `custom` are refused", &[("\"sometimes\"", "tool_choice"), ("\"required\"", "tool_choice"), ("{\"type\": \"allowed_tools\", \"allowed_tools\": {\"mode\": \"auto\", \"tools\": []}}", "tool_choice")]),
     field("tools", Differs, "`function` tools (with `strict`, not forwarded); other tool types are refused", &[("[{\"type\": \"custom\", \"custom\": {\"name\": \"x\"}}]", "tools[0].type"), ("[{\"type\": \"function\"}]", "tools[0].function")]),
     field("top_logprobs", Refused, "keel returns no log probabilities; 0 is accepted", &[("3", "top_logprobs")]),
     field("top_p", Supported, "0 to 1", &[("1.5", "top_p")]),
@@ -160,8 +143,8 @@ pub const RESPONSES: &[Field] = &[
     field("stream", Supported, "the Responses event types, ending with `response.completed`, `.incomplete` or `.failed`", &[("\"yes\"", "stream")]),
     field("stream_options", Differs, "no obfuscation field is added, so `include_obfuscation: true` is refused", &[("{\"include_obfuscation\": true}", "stream_options.include_obfuscation"), ("{\"bogus\": 1}", "stream_options.bogus")]),
     field("temperature", Supported, "0 to 2", &[("3", "temperature")]),
-    field("text", Differs, "`format`: `text`, `json_object`, `json_schema`; `verbosity` is refused (values checked)", &[("{\"format\": {\"type\": \"xml\"}}", "text.format.type"), ("{\"verbosity\": \"low\"}", "text.verbosity"), ("{\"verbosity\": \"loud\"}", "text.verbosity"), ("{\"bogus\": 1}", "text.bogus")]),
-    field("tool_choice", Differs, "`auto`, `none`, `required` or `{\"type\": \"function\", \"name\"}`; hosted tool types and `allowed_tools` are refused", &[("\"sometimes\"", "tool_choice"), ("{\"type\": \"file_search\"}", "tool_choice")]),
+    field("text", Differs, "`format`: `text`, `json_object`, `json_schema` (`schema` required; `name` defaults to `response`); `verbosity` is refused (values checked)", &[("{\"format\": {\"type\": \"xml\"}}", "text.format.type"), ("{\"format\": {\"type\": \"json_schema\", \"name\": \"out\"}}", "text.format.schema"), ("{\"verbosity\": \"low\"}", "text.verbosity"), ("{\"verbosity\": \"loud\"}", "text.verbosity"), ("{\"bogus\": 1}", "text.bogus")]),
+    field("tool_choice", Differs, "`auto`, `none`, `required` or `{\"type\": \"function\", \"name\"}`; one that forces a call needs `tools`, and a named function must be one of them; hosted tool types and `allowed_tools` are refused", &[("\"sometimes\"", "tool_choice"), ("{\"type\": \"file_search\"}", "tool_choice"), ("{\"type\": \"function\", \"name\": \"f\"}", "tool_choice")]),
     field("tools", Differs, "`function` tools, which the caller performs (`strict` not forwarded); hosted tools are refused", &[("[{\"type\": \"web_search\"}]", "tools[0].type")]),
     field("top_logprobs", Refused, "keel returns no log probabilities; 0 is accepted", &[("5", "top_logprobs")]),
     field("top_p", Supported, "0 to 1", &[("2", "top_p")]),
@@ -246,7 +229,7 @@ fn one_of(param: &str, value: &str, allowed: &[&str]) -> Result<(), FieldError> 
     Err(not_one_of(param, value, allowed))
 }
 
-fn not_one_of(param: &str, value: &str, allowed: &[&str]) -> FieldError {
+pub(super) fn not_one_of(param: &str, value: &str, allowed: &[&str]) -> FieldError {
     FieldError::invalid(
         param,
         format!(
@@ -500,7 +483,7 @@ pub fn check_response(body: &CreateResponse) -> Result<(), FieldError> {
 }
 
 /// A field OpenAI's request does not have.
-fn unknown(param: &str) -> FieldError {
+pub(super) fn unknown(param: &str) -> FieldError {
     FieldError {
         param: param.to_string(),
         code: "unknown_parameter",
@@ -611,24 +594,8 @@ fn check_text(value: Option<&Value>) -> Result<(), FieldError> {
     };
     for (key, value) in settings {
         match key.as_str() {
-            "format" => match value {
-                Value::Null => {}
-                Value::Object(format) => match format.get("type").and_then(Value::as_str) {
-                    Some(kind) => one_of("text.format.type", kind, TEXT_FORMAT_TYPES)?,
-                    None => {
-                        return Err(FieldError::invalid(
-                            "text.format.type",
-                            "text.format needs a type: text, json_object or json_schema",
-                        ));
-                    }
-                },
-                _ => {
-                    return Err(FieldError::invalid(
-                        "text.format",
-                        "text.format must be an object",
-                    ));
-                }
-            },
+            // Read (and checked) by `controls::response_format`.
+            "format" => {}
             "verbosity" => match value {
                 Value::Null => {}
                 Value::String(v) => {
@@ -670,12 +637,6 @@ pub fn truncation(value: Option<&str>) -> Result<keel_core::Truncation, FieldErr
         Some("auto") => Ok(keel_core::Truncation::Auto),
         Some(other) => Err(not_one_of("truncation", other, TRUNCATIONS)),
     }
-}
-
-/// A `tool_choice` object whose type names a hosted tool or `allowed_tools`: refused, not
-/// invalid.
-pub fn hosted_tool_choice(kind: &str) -> bool {
-    HOSTED_TOOL_CHOICES.contains(&kind)
 }
 
 #[cfg(test)]

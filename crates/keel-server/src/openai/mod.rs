@@ -5,6 +5,7 @@
 
 pub mod chat;
 mod chat_stream;
+pub mod controls;
 pub mod conversations;
 pub mod error;
 pub mod fields;

@@ -371,7 +371,7 @@ pub async fn run_options_round_trip_and_finished_runs_can_be_deleted(store: Arc<
         model: Some("openai/gpt-4o-mini".into()),
         instructions: Some("Answer in French.".into()),
         max_output_tokens: Some(64),
-        tool_choice: Some(serde_json::json!("required")),
+        tool_choice: Some(keel_core::ToolChoice::Required),
         context: vec![keel_core::Message::user("earlier")],
         ..Default::default()
     };

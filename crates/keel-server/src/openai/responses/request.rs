@@ -2,13 +2,13 @@
 //! model, the `RunOptions`, the input message, and where the response goes (conversation,
 //! previous response, storage). Every field is checked here; nothing reaches the engine unread.
 
-use keel_core::{Message, RunOptions, ToolDef, ToolKind};
-use keel_models::{ResponseFormat, ToolChoice};
+use keel_core::{CallerIds, Message, RunOptions, ToolDef, ToolKind};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use super::Failure;
+use crate::openai::controls::{self, Endpoint::Responses};
 use crate::openai::fields::{self, FieldError};
 use crate::openai::items;
 use crate::state::AppState;
@@ -182,16 +182,26 @@ pub(super) fn parse(state: &AppState, body: CreateResponse) -> Result<Request, F
     };
     let mut instructions: Vec<String> = body.instructions.iter().cloned().collect();
     instructions.extend(parsed.instructions);
+    let tools = function_tools(&body.tools)?;
+    let offered: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+    let tool_choice = controls::tool_choice(body.tool_choice.as_ref(), &offered, Responses)?;
+    let format = body.text.as_ref().and_then(|text| text.get("format"));
+    let response_format = controls::response_format(format, Responses)?;
     let options = RunOptions {
         model: Some(model.clone()),
         instructions: (!instructions.is_empty()).then(|| instructions.join("\n\n")),
-        tools: function_tools(&body.tools)?,
+        tools,
         temperature: body.temperature,
         top_p: body.top_p,
         max_output_tokens: body.max_output_tokens,
         truncation,
-        tool_choice: tool_choice(body.tool_choice.as_ref())?,
-        response_format: response_format(body.text.as_ref())?,
+        tool_choice,
+        response_format,
+        caller_ids: CallerIds {
+            user: body.user.clone(),
+            safety_identifier: body.safety_identifier.clone(),
+            prompt_cache_key: body.prompt_cache_key.clone(),
+        },
         context: messages,
         annotations: annotations(&body, store, conversation.as_deref()),
     };
@@ -231,89 +241,6 @@ fn function_tools(tools: &[Value]) -> Result<Vec<ToolDef>, FieldError> {
             })
         })
         .collect()
-}
-
-/// `tool_choice` (`"auto"`, `"none"`, `"required"` or `{"type": "function", "name": …}`) in
-/// the stored form of keel's `ToolChoice`.
-fn tool_choice(choice: Option<&Value>) -> Result<Option<Value>, FieldError> {
-    let choice = match choice {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::String(s)) if s == "auto" => ToolChoice::Auto,
-        Some(Value::String(s)) if s == "none" => ToolChoice::None,
-        Some(Value::String(s)) if s == "required" => ToolChoice::Required,
-        Some(Value::Object(o))
-            if o.get("type").and_then(Value::as_str) == Some("function")
-                && o.get("name").and_then(Value::as_str).is_some() =>
-        {
-            ToolChoice::Tool {
-                name: o["name"].as_str().unwrap_or_default().into(),
-            }
-        }
-        Some(Value::Object(o))
-            if o.get("type")
-                .and_then(Value::as_str)
-                .is_some_and(fields::hosted_tool_choice) =>
-        {
-            return Err(FieldError::unsupported(
-                "tool_choice",
-                format!(
-                    "keel does not support tool_choice of type {}: it runs no hosted tools here; send \"auto\", \"none\", \"required\" or {{\"type\": \"function\", \"name\": …}}",
-                    o["type"]
-                ),
-            ));
-        }
-        Some(other) => {
-            return Err(refuse(
-                "tool_choice",
-                format!(
-                    "tool_choice {other} is not valid: send \"auto\", \"none\", \"required\" or {{\"type\": \"function\", \"name\": …}}"
-                ),
-            ));
-        }
-    };
-    Ok(Some(serde_json::to_value(choice).expect("serializes")))
-}
-
-/// `text.format` in the stored form of keel's `ResponseFormat`.
-fn response_format(text: Option<&Value>) -> Result<Option<Value>, FieldError> {
-    let Some(format) = text.and_then(|t| t.get("format")) else {
-        return Ok(None);
-    };
-    let format = match format.get("type").and_then(Value::as_str) {
-        Some("text") => return Ok(None),
-        Some("json_object") => ResponseFormat::JsonObject,
-        Some("json_schema") => {
-            let Some(schema) = format.get("schema").filter(|s| s.is_object()) else {
-                return Err(refuse(
-                    "text.format.schema",
-                    "a json_schema format needs a schema object",
-                ));
-            };
-            ResponseFormat::JsonSchema {
-                name: format
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("response")
-                    .into(),
-                description: format
-                    .get("description")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-                schema: schema.clone(),
-                strict: format
-                    .get("strict")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
-            }
-        }
-        _ => {
-            return Err(refuse(
-                "text.format.type",
-                "text.format.type must be text, json_object or json_schema",
-            ));
-        }
-    };
-    Ok(Some(serde_json::to_value(format).expect("serializes")))
 }
 
 /// What the response object echoes back later, kept with the run.
