@@ -11,6 +11,7 @@ pub mod openai;
 pub mod openai_responses;
 pub mod scripted;
 mod streaming;
+mod transcript;
 
 pub use streaming::HttpTimeouts;
 

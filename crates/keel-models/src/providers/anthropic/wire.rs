@@ -6,26 +6,13 @@ use serde_json::{Value, json};
 
 use super::PROVIDER;
 use crate::providers::streaming::{arguments_object, config_error};
+use crate::providers::transcript::{fold_system, restricted_tool_id};
 use crate::{ModelError, ModelRequest, ResponseFormat, ToolChoice};
 
 /// Anthropic accepts tool ids matching `^[a-zA-Z0-9_-]+$`; keel's neutral ids from another
 /// provider may hold other characters, so both the call and its result are mapped alike.
 pub(super) fn tool_id(id: &str) -> String {
-    let mapped: String = id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if mapped.is_empty() {
-        "call".into()
-    } else {
-        mapped
-    }
+    restricted_tool_id(id, usize::MAX)
 }
 
 pub(super) fn messages_body(
@@ -41,14 +28,7 @@ pub(super) fn messages_body(
         let (role, blocks) = match message.role {
             // Anthropic has no system turns: fold them into the system prompt.
             Role::System => {
-                for part in &message.parts {
-                    if let Part::Text { text } = part {
-                        if !system.is_empty() {
-                            system.push_str("\n\n");
-                        }
-                        system.push_str(text);
-                    }
-                }
+                fold_system(&mut system, message);
                 continue;
             }
             Role::User | Role::Tool => ("user", blocks(index, message)?),

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use super::PROVIDER;
 use crate::providers::streaming::{arguments_object, config_error};
+use crate::providers::transcript::restricted_tool_id;
 use crate::{ModelError, ModelRequest, ResponseFormat, ToolChoice};
 
 pub(super) struct Converse {
@@ -34,22 +35,7 @@ fn refuse(message: String) -> ModelError {
 /// Bedrock tool ids match `[a-zA-Z0-9_-]+` (up to 64): ids from other providers are mapped alike
 /// in calls and results.
 pub(super) fn tool_id(id: &str) -> String {
-    let mapped: String = id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(64)
-        .collect();
-    if mapped.is_empty() {
-        "call".into()
-    } else {
-        mapped
-    }
+    restricted_tool_id(id, 64)
 }
 
 pub(super) fn document(value: &Value) -> Document {
@@ -281,6 +267,7 @@ mod tests {
                 name: "f".into(),
                 description: "does f".into(),
                 parameters: json!({"type": "object"}),
+                strict: None,
             }],
             params: crate::Params {
                 tool_choice: choice,

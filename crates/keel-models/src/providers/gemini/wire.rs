@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::PROVIDER;
 use crate::providers::streaming::{arguments_object, config_error};
+use crate::providers::transcript::fold_system;
 use crate::{ModelError, ModelRequest, ResponseFormat, ToolChoice};
 
 pub(super) fn generate_body(request: &ModelRequest) -> Result<Value, ModelError> {
@@ -30,14 +31,7 @@ pub(super) fn generate_body(request: &ModelRequest) -> Result<Value, ModelError>
     for (index, message) in request.messages.iter().enumerate() {
         let role = match message.role {
             Role::System => {
-                for part in &message.parts {
-                    if let Part::Text { text } = part {
-                        if !system.is_empty() {
-                            system.push_str("\n\n");
-                        }
-                        system.push_str(text);
-                    }
-                }
+                fold_system(&mut system, message);
                 continue;
             }
             Role::User | Role::Tool => "user",
