@@ -1,16 +1,16 @@
 //! The OpenAI provider against a wire-faithful mock of Chat Completions on 127.0.0.1: streaming,
 //! tool round trips, request shape, usage, and every injected fault mapped to the right error.
 
+mod providers_support;
+
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
 use keel_core::{FinishReason, Message, Part, Role, Usage};
 use keel_models::providers::openai::{OpenAiClient, OpenAiConfig};
-use keel_models::{
-    ModelClient, ModelError, ModelErrorKind, ModelRequest, Params, StreamEvent, ToolSpec,
-};
+use keel_models::{ModelClient, ModelErrorKind, ModelRequest, Params, StreamEvent, ToolSpec};
 use keel_testkit::Fault;
 use keel_testkit::openai_mock::{MockOpenAi, MockReply};
+use providers_support::{Outcome, run};
 use serde_json::json;
 
 const KEY: &str = "sk-test-key";
@@ -37,66 +37,6 @@ fn request(messages: Vec<Message>) -> ModelRequest {
             parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
         }],
         params: Params::default(),
-    }
-}
-
-/// What a call produced: the events before it ended, and the error it ended with, if any
-/// (`at_start` when `stream()` itself refused).
-struct Outcome {
-    events: Vec<StreamEvent>,
-    error: Option<ModelError>,
-    at_start: bool,
-}
-
-impl Outcome {
-    fn text(&self) -> String {
-        self.events
-            .iter()
-            .filter_map(|e| {
-                if let StreamEvent::TextDelta(t) = e {
-                    Some(t.as_str())
-                } else {
-                    None
-                }
-            })
-            .collect()
-    }
-
-    fn error(&self) -> &ModelError {
-        self.error
-            .as_ref()
-            .unwrap_or_else(|| panic!("expected an error, got events {:?}", self.events))
-    }
-}
-
-async fn run(client: &OpenAiClient, request: ModelRequest) -> Outcome {
-    let mut stream = match client.stream(request).await {
-        Ok(stream) => stream,
-        Err(error) => {
-            return Outcome {
-                events: Vec::new(),
-                error: Some(error),
-                at_start: true,
-            };
-        }
-    };
-    let mut events = Vec::new();
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(event) => events.push(event),
-            Err(error) => {
-                return Outcome {
-                    events,
-                    error: Some(error),
-                    at_start: false,
-                };
-            }
-        }
-    }
-    Outcome {
-        events,
-        error: None,
-        at_start: false,
     }
 }
 
