@@ -59,17 +59,20 @@ impl Engine {
     ) -> Result<RunFollower, EngineError> {
         let record = self.get_run(tenant, run).await?;
         let mut tail = LogTail::new(self.inner.clone(), record.session.clone());
-        // The log's end, read before the run's status: a run still queued after it has logged
-        // nothing up to there.
-        let last = self
+        // The log's end, read before the run's status. While a run is queued or in progress
+        // nothing else is logged to its session, so unless the end is one of its own events,
+        // it has logged nothing yet; else its events are found by reading back from the end.
+        let end = self
             .inner
             .store
             .read_events_before(&record.session, u64::MAX, 1)
             .await?
-            .last()
-            .map_or(0, |e| e.seq);
+            .pop();
+        let last = end.as_ref().map_or(0, |e| e.seq);
         let record = self.get_run(tenant, run).await?;
-        tail.last = if record.status == RunStatus::Queued {
+        let logged_nothing = record.status == RunStatus::Queued
+            || (!record.status.is_terminal() && end.is_none_or(|e| e.body.run_id() != Some(run)));
+        tail.last = if logged_nothing {
             last
         } else {
             self.run_events(&record)
@@ -177,9 +180,12 @@ impl RunFollower {
         match self.tail.next().await {
             Tail::Event(event) => self.take(event),
             Tail::Live(update) => self.live(update).await?,
-            Tail::Behind => {
+            Tail::Behind { lost } => {
                 let record = self.engine.get_run(&self.tenant, &self.run).await?;
                 self.catch_up(record).await?;
+                if lost {
+                    self.text.lost();
+                }
             }
         }
         Ok(())
@@ -279,12 +285,15 @@ impl RunFollower {
 }
 
 /// The text streamed for the step in progress, so that what a follower is given of a step
-/// adds up to its logged reply whatever deltas it missed.
+/// adds up to its logged reply whatever deltas it missed: after live updates were lost, the
+/// step's later deltas are held back and the rest of its reply comes when it is logged.
 #[derive(Default)]
 struct StreamedText {
     step: u32,
     attempt: u32,
     text: String,
+    /// Deltas of the attempt in progress were lost: what follows is not a continuation.
+    broken: bool,
     /// The last step whose reply was logged: later deltas of it are stale.
     replied: u32,
 }
@@ -294,25 +303,36 @@ impl StreamedText {
         if (step, attempt) != (self.step, self.attempt) {
             (self.step, self.attempt) = (step, attempt);
             self.text.clear();
+            self.broken = false;
         }
     }
 
-    /// Records a live delta; false when it is stale (its step replied, or a later attempt
-    /// began).
+    /// Live updates were lost: maybe deltas of the attempt in progress.
+    fn lost(&mut self) {
+        self.broken = true;
+    }
+
+    /// Records a live delta; false when it is not to be passed on (its step replied, a later
+    /// attempt began, or deltas before it were lost).
     fn streamed(&mut self, step: u32, attempt: u32, text: &str) -> bool {
         if step <= self.replied || (step, attempt) < (self.step, self.attempt) {
             return false;
         }
         self.called(step, attempt);
+        if self.broken {
+            return false;
+        }
         self.text.push_str(text);
         true
     }
 
+    /// The step's text starts again (a failover mid-reply): what follows is whole again.
     fn reset(&mut self, step: u32) -> bool {
         if step <= self.replied || step < self.step {
             return false;
         }
         self.text.clear();
+        self.broken = false;
         true
     }
 
@@ -325,6 +345,7 @@ impl StreamedText {
             String::new()
         };
         self.replied = step;
+        self.broken = false;
         match reply.strip_prefix(streamed.as_str()) {
             Some(rest) => (false, rest.to_string()),
             None => (true, reply.to_string()),
@@ -356,7 +377,7 @@ impl LogFollower {
             match self.tail.next().await {
                 Tail::Event(event) => return Ok(event),
                 Tail::Live(_) => {}
-                Tail::Behind => self.behind = true,
+                Tail::Behind { .. } => self.behind = true,
             }
         }
     }
@@ -391,8 +412,9 @@ enum Tail {
     Event(Arc<Event>),
     /// A live update other than an event.
     Live(RunUpdate),
-    /// Updates may have been lost: read the store (`LogTail::catch_up`).
-    Behind,
+    /// The store may hold events not seen: read it (`LogTail::read_page`). `lost`: live
+    /// updates were dropped (a lag), not only events.
+    Behind { lost: bool },
 }
 
 impl LogTail {
@@ -417,7 +439,7 @@ impl LogTail {
             let update = tokio::select! {
                 biased;
                 update = self.updates.recv() => update,
-                _ = self.poll.tick() => return Tail::Behind,
+                _ = self.poll.tick() => return Tail::Behind { lost: false },
             };
             match update {
                 Ok(RunUpdate::Event(event)) if event.seq <= self.last => {}
@@ -426,16 +448,16 @@ impl LogTail {
                     return Tail::Event(event);
                 }
                 // A gap: events logged elsewhere, or while this tail was read from the store.
-                Ok(RunUpdate::Event(_)) => return Tail::Behind,
+                Ok(RunUpdate::Event(_)) => return Tail::Behind { lost: false },
                 Ok(update) => return Tail::Live(update),
                 Err(RecvError::Lagged(missed)) => {
                     tracing::debug!(session = %self.session, missed, "a follower lagged; reading the store");
-                    return Tail::Behind;
+                    return Tail::Behind { lost: true };
                 }
                 Err(RecvError::Closed) => {
                     // The session's slot was dropped (evicted or deleted): listen to its new one.
                     self.updates = self.inner.slot(&self.session).updates.subscribe();
-                    return Tail::Behind;
+                    return Tail::Behind { lost: true };
                 }
             }
         }

@@ -3,6 +3,7 @@
 //! behind, and still gets every event of the run once and in order, text that adds up to each
 //! logged reply, and the end.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +41,7 @@ async fn engine(dir: &tempfile::TempDir) -> (Engine, TenantId, keel_core::Sessio
             name: "clock_now".into(),
             description: String::new(),
             parameters: serde_json::Value::Null,
+            strict: None,
             kind: ToolKind::Builtin,
         }],
         limits: Limits::default(),
@@ -61,42 +63,57 @@ fn busy_turn() -> Message {
     Message::user(format!("{}{calls}", words.join(" ")))
 }
 
+/// Everything a follower gives, to the end: the events, the text per step, the end.
+async fn drain(
+    mut follower: keel_engine::RunFollower,
+) -> (
+    Vec<Arc<Event>>,
+    BTreeMap<u32, String>,
+    Option<Box<keel_store::RunRecord>>,
+) {
+    let mut events = Vec::new();
+    let mut text: BTreeMap<u32, String> = BTreeMap::new();
+    let mut ended = None;
+    while let Some(item) = follower.next().await {
+        assert!(ended.is_none(), "an item after the end");
+        match item.unwrap() {
+            RunProgress::Text { step, text: t, .. } => text.entry(step).or_default().push_str(&t),
+            // Nothing fails over here: what was passed on stays true.
+            RunProgress::TextReset { step } => panic!("text of step {step} taken back"),
+            RunProgress::Event(e) => events.push(e),
+            RunProgress::Ended(record) => ended = Some(record),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    (events, text, ended)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_run_follower_sees_every_event_the_whole_text_and_the_end() {
     let dir = tempfile::tempdir().unwrap();
     let (engine, tenant, session) = engine(&dir).await;
-    // Plain text first (hundreds of deltas), then a turn of tool steps.
-    for (input, calls) in [
-        (
-            Message::user((0..400).map(|i| format!("w{i} ")).collect::<String>()),
-            0,
-        ),
-        (busy_turn(), CALLS),
+    // Plain text first (hundreds of deltas), then a turn of tool steps; each followed by a
+    // reader that waits for the run's end before reading, and by one that reads as it goes.
+    let plain = || Message::user((0..400).map(|i| format!("w{i} ")).collect::<String>());
+    for (input, calls, read_as_it_goes) in [
+        (plain(), 0, false),
+        (busy_turn(), CALLS, false),
+        (plain(), 0, true),
+        (busy_turn(), CALLS, true),
     ] {
         let run = engine.submit(&tenant, &session, input).await.unwrap();
-        let mut follower = engine.follow_run(&tenant, &run.id).await.unwrap();
-        // Not read while the run goes on: two updates fit in the broadcast, far fewer than
-        // the run sends.
+        let mut follower = Some(engine.follow_run(&tenant, &run.id).await.unwrap());
+        // Two updates fit in the broadcast, far fewer than the run sends at once.
+        let reading = match read_as_it_goes {
+            true => Some(tokio::spawn(drain(follower.take().unwrap()))),
+            false => None,
+        };
         let finished = engine.wait_run(&tenant, &run.id).await.unwrap();
         assert_eq!(finished.status, RunStatus::Completed);
-
-        let mut events: Vec<Arc<Event>> = Vec::new();
-        let mut text: std::collections::BTreeMap<u32, String> = Default::default();
-        let mut ended = None;
-        while let Some(item) = follower.next().await {
-            assert!(ended.is_none(), "an item after the end");
-            match item.unwrap() {
-                RunProgress::Text { step, text: t, .. } => {
-                    text.entry(step).or_default().push_str(&t)
-                }
-                RunProgress::TextReset { step } => {
-                    text.remove(&step);
-                }
-                RunProgress::Event(e) => events.push(e),
-                RunProgress::Ended(record) => ended = Some(record),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
+        let (events, text, ended) = match reading {
+            Some(reading) => reading.await.unwrap(),
+            None => drain(follower.unwrap()).await,
+        };
         let ended = ended.expect("the follower reports the end");
         assert_eq!(ended.id, run.id);
         assert_eq!(ended.status, RunStatus::Completed);

@@ -5,8 +5,8 @@
 //! Modules: `routes` (one per resource), `auth` (keys and the auth layer), `accounting`
 //! (gateway usage per tenant and key, flushed to the store), `error` (the one
 //! envelope), `layers` (tower stack), `listen` (accept loop, graceful shutdown), `progress`
-//! (following a run), `wire` (bodies), `metrics`, `openapi`, `state`, and `openai` (the
-//! OpenAI-compatible paths).
+//! (waiting on a run), `sse` (the one SSE bridge), `wire` (bodies), `metrics`, `openapi`,
+//! `state`, and `openai` (the OpenAI-compatible paths).
 
 pub mod accounting;
 pub mod auth;
@@ -18,6 +18,7 @@ pub mod openai;
 pub mod openapi;
 mod progress;
 pub mod routes;
+mod sse;
 mod state;
 pub mod wire;
 

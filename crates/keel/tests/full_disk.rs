@@ -1,7 +1,7 @@
 //! Degrade, never die quietly. A full disk holding both the data directory and the log (a
 //! tiny tmpfs; root, as CI runs): writes answer 503, reads work, `/readyz` is not ready and
 //! says why, a `wait` whose run cannot start answers 503 in bounded time while the run stays
-//! queued, and once there is room again everything resumes without a restart — nothing
+//! queued (a `stream` ends with that error event), and once there is room again everything resumes without a restart — nothing
 //! acknowledged lost, no thread died, the log lines that did not fit dropped and counted.
 //! And a log that cannot be written at all (its pipe closed) costs nothing but the lines.
 //!
@@ -203,8 +203,8 @@ async fn a_full_disk_degrades_to_503_and_recovers_without_a_restart() {
         key: Some(key.trim().to_string()),
     };
 
-    // Before: one finished turn, a run (A) held in a tool call, a waiting request (B) queued
-    // behind it.
+    // Before: one finished turn, a run (A) held in a tool call, a waiting request (B) and a
+    // streaming one (C) queued behind it.
     let first = new_session(&api).await;
     let send = |mode: &str, content: &str| json!({"content": content, "mode": mode});
     let done = api
@@ -248,6 +248,15 @@ async fn a_full_disk_degrades_to_503_and_recovers_without_a_restart() {
         (metric(text.as_str()?, "keel_runs{status=\"queued\"}") == Some(1.0)).then_some(())
     })
     .await;
+    let mut streaming = api
+        .stream(
+            api.request(Method::POST, &format!("/v1/sessions/{busy}/messages"))
+                .json(&json!({"content": "after B", "mode": "stream"})),
+        )
+        .await;
+    let created = streaming.next().await.expect("run C is announced");
+    assert_eq!(created.event, "run.created", "{created:?}");
+    let c = created.json()["id"].as_str().unwrap().to_string();
 
     // The disk fills up.
     let filler = disk.join("filler");
@@ -309,6 +318,17 @@ async fn a_full_disk_degrades_to_503_and_recovers_without_a_restart() {
         .find(|w| w.starts_with("run_"))
         .expect("the message names the run")
         .to_string();
+    let mut c_events = Vec::new();
+    while let Some(event) = streaming.next().await {
+        c_events.push(event);
+    }
+    let c_refused = c_events.last().expect("run C's stream says why it ended");
+    assert_eq!(c_refused.event, "error", "{c_events:?}");
+    assert_eq!(
+        c_refused.json()["error"]["code"],
+        "run_not_started",
+        "{c_refused:?}"
+    );
     assert!(
         keel.0.try_wait().unwrap().is_none(),
         "keel died on a full disk"
@@ -327,11 +347,15 @@ async fn a_full_disk_degrades_to_503_and_recovers_without_a_restart() {
         (status == StatusCode::OK).then_some(())
     })
     .await;
-    for run in [&a, &b] {
-        let ended = poll("runs A and B finish", Duration::from_secs(60), async || {
-            let run = api.ok(Method::GET, &format!("/v1/runs/{run}"), None).await;
-            (run["status"] != "queued" && run["status"] != "running").then_some(run)
-        })
+    for run in [&a, &b, &c] {
+        let ended = poll(
+            "runs A, B and C finish",
+            Duration::from_secs(60),
+            async || {
+                let run = api.ok(Method::GET, &format!("/v1/runs/{run}"), None).await;
+                (run["status"] != "queued" && run["status"] != "running").then_some(run)
+            },
+        )
         .await;
         assert_eq!(ended["status"], "completed", "{ended}");
     }

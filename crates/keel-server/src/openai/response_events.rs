@@ -7,59 +7,83 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::sse::{Event as SseEvent, Sse};
 use futures::Stream;
-use keel_core::{RunStatus, SessionId, TenantId};
-use keel_engine::RunUpdate;
+use keel_core::{Event, EventBody, RunStatus, SessionId, TenantId};
+use keel_engine::{RunFollower, RunProgress};
 use keel_store::RunRecord;
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc};
 
 use super::items;
 use super::responses::{discard, response_object};
-use crate::progress::{Progress, RunProgress};
-use crate::routes::messages::receiver_stream;
+use crate::progress::stalled;
+use crate::sse::{self, Batches};
 use crate::state::AppState;
 
+/// The response's events as an SSE stream; a `store: false` response's session
+/// (`discard_after`) is deleted once the stream ends or its client goes.
 pub fn response_events(
     state: Arc<AppState>,
     tenant: TenantId,
     run: RunRecord,
-    updates: broadcast::Receiver<RunUpdate>,
     discard_after: Option<SessionId>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let (tx, rx) = mpsc::channel::<SseEvent>(64);
-    tokio::spawn(async move {
-        let progress = RunProgress::new(
-            state.engine.clone(),
-            tenant.clone(),
-            run.id.clone(),
-            updates,
-        );
-        let mut out = Emitter { tx, seq: 0 };
-        let _ = follow(&state, run, progress, &mut out).await;
-        if let Some(session) = discard_after {
-            discard(&state, &tenant, &session).await;
-        }
+    let discard = discard_after.map(|session| Discard {
+        state: state.clone(),
+        tenant: tenant.clone(),
+        session,
     });
-    Sse::new(receiver_stream(rx)).keep_alive(KeepAlive::default())
+    let stream = ResponseStream {
+        client: run.options.client_tools().map(str::to_string).collect(),
+        state: state.clone(),
+        tenant,
+        run,
+        follower: None,
+        over: false,
+        out: Emitter::default(),
+        events: Vec::new(),
+        output_index: 0,
+        reply_seq: 0,
+        open: None,
+        _discard: discard,
+    };
+    sse::respond(&state, sse::batches(stream))
 }
 
-/// Numbers the events (`sequence_number`) and stops when the client has gone.
+/// Deletes a `store: false` response's session when the stream is dropped.
+struct Discard {
+    state: Arc<AppState>,
+    tenant: TenantId,
+    session: SessionId,
+}
+
+impl Drop for Discard {
+    fn drop(&mut self) {
+        let (state, tenant, session) = (
+            self.state.clone(),
+            self.tenant.clone(),
+            self.session.clone(),
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { discard(&state, &tenant, &session).await });
+        }
+    }
+}
+
+/// Numbers the events (`sequence_number`) of a batch.
+#[derive(Default)]
 struct Emitter {
-    tx: mpsc::Sender<SseEvent>,
+    batch: Vec<SseEvent>,
     seq: u64,
 }
 
-struct Gone;
-
 impl Emitter {
-    async fn send(&mut self, kind: &str, mut data: Value) -> Result<(), Gone> {
+    fn send(&mut self, kind: &str, mut data: Value) {
         data["type"] = json!(kind);
         data["sequence_number"] = json!(self.seq);
         self.seq += 1;
-        let event = SseEvent::default().event(kind).data(data.to_string());
-        self.tx.send(event).await.map_err(|_| Gone)
+        self.batch
+            .push(SseEvent::default().event(kind).data(data.to_string()));
     }
 }
 
@@ -70,122 +94,151 @@ struct OpenText {
     text: String,
 }
 
-async fn follow(
-    state: &AppState,
+/// A run followed as the Responses API's events.
+struct ResponseStream {
+    state: Arc<AppState>,
+    tenant: TenantId,
     run: RunRecord,
-    mut progress: RunProgress,
-    out: &mut Emitter,
-) -> Result<(), Gone> {
-    let session = run.session.clone();
-    let client: Vec<String> = run.options.client_tools().map(str::to_string).collect();
-    let mut shown = run.clone();
-    shown.status = RunStatus::Running;
-    let mut shutdown = state.shutdown.clone();
-    out.send(
-        "response.created",
-        json!({"response": response_object(&shown, &[])}),
-    )
-    .await?;
-    out.send(
-        "response.in_progress",
-        json!({"response": response_object(&shown, &[])}),
-    )
-    .await?;
-    let mut output_index = 0usize;
-    let mut reply_seq = 0u64;
-    let mut open: Option<OpenText> = None;
-    let mut last_reply = 0u64;
-    loop {
-        let next = tokio::select! {
-            next = progress.next() => next,
-            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
-        };
-        match next {
-            Err(e) => {
-                return out
-                    .send(
-                        "error",
-                        json!({"code": e.code, "message": e.message, "param": null}),
-                    )
-                    .await;
-            }
-            Ok(Progress::ModelCalled { seq }) => reply_seq = seq + 1,
-            Ok(Progress::Text { text, .. }) => {
-                let text_item = match &mut open {
+    /// Function tools performed by the caller (their calls are output items).
+    client: Vec<String>,
+    /// Started with the first batch.
+    follower: Option<RunFollower>,
+    over: bool,
+    out: Emitter,
+    /// The run's events so far, for the final response object.
+    events: Vec<Event>,
+    output_index: usize,
+    /// The seq the reply of the model call in progress will have.
+    reply_seq: u64,
+    open: Option<OpenText>,
+    _discard: Option<Discard>,
+}
+
+impl Batches for ResponseStream {
+    async fn next_batch(&mut self) -> Option<Vec<SseEvent>> {
+        if self.over {
+            return None;
+        }
+        match self.follower.as_mut() {
+            None => self.start().await,
+            Some(follower) => match follower.next().await {
+                Some(Ok(progress)) => self.progress(progress),
+                Some(Err(e)) => self.error(&e.into()),
+                None => self.over = true,
+            },
+        }
+        Some(std::mem::take(&mut self.out.batch))
+    }
+}
+
+impl ResponseStream {
+    async fn start(&mut self) {
+        let mut shown = self.run.clone();
+        shown.status = RunStatus::Running;
+        let shown = json!({"response": response_object(&shown, &[])});
+        self.out.send("response.created", shown.clone());
+        self.out.send("response.in_progress", shown);
+        match self
+            .state
+            .engine
+            .follow_run(&self.tenant, &self.run.id)
+            .await
+        {
+            Ok(follower) => self.follower = Some(follower),
+            Err(e) => self.error(&e.into()),
+        }
+    }
+
+    fn error(&mut self, error: &crate::error::ApiError) {
+        self.over = true;
+        self.out.send(
+            "error",
+            json!({"code": error.code, "message": error.message, "param": null}),
+        );
+    }
+
+    fn progress(&mut self, progress: RunProgress) {
+        if let Some(error) = stalled(&self.run.id, &progress) {
+            return self.error(&error);
+        }
+        let session = self.run.session.clone();
+        match progress {
+            RunProgress::Text { text, .. } => {
+                let out = &mut self.out;
+                let text_item = match &mut self.open {
                     Some(item) => item,
                     None => {
-                        let id = items::reply_text_item_id(&session, reply_seq);
-                        out.send("response.output_item.added", json!({"output_index": output_index,
-                            "item": {"id": id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}})).await?;
+                        let id = items::reply_text_item_id(&session, self.reply_seq);
+                        let index = self.output_index;
+                        out.send("response.output_item.added", json!({"output_index": index,
+                            "item": {"id": id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}}));
                         out.send(
                             "response.content_part.added",
-                            json!({"item_id": id, "output_index": output_index, "content_index": 0,
+                            json!({"item_id": id, "output_index": index, "content_index": 0,
                             "part": {"type": "output_text", "text": "", "annotations": []}}),
-                        )
-                        .await?;
-                        output_index += 1;
-                        open.insert(OpenText {
+                        );
+                        self.output_index += 1;
+                        self.open.insert(OpenText {
                             id,
-                            output_index: output_index - 1,
+                            output_index: index,
                             text: String::new(),
                         })
                     }
                 };
                 text_item.text.push_str(&text);
                 let (id, index) = (text_item.id.clone(), text_item.output_index);
-                out.send("response.output_text.delta", json!({"item_id": id, "output_index": index, "content_index": 0, "delta": text, "logprobs": []})).await?;
+                out.send("response.output_text.delta", json!({"item_id": id, "output_index": index, "content_index": 0, "delta": text, "logprobs": []}));
             }
-            Ok(Progress::Replied(event)) => {
-                last_reply = event.seq;
-                reply_items(out, &session, &event, &client, &mut open, &mut output_index).await?;
-            }
-            Ok(Progress::Ended { run, .. }) => {
-                let events = state.engine.run_events(&run).await.unwrap_or_default();
-                // Replies logged after the last one seen live (the end can be read from the
-                // store before the last updates arrive) still get their item events.
-                for event in events.iter().filter(|e| e.seq > last_reply) {
-                    if matches!(event.body, keel_core::EventBody::ModelReplied { .. }) {
-                        reply_items(out, &session, event, &client, &mut open, &mut output_index)
-                            .await?;
+            RunProgress::Event(event) => {
+                match &event.body {
+                    EventBody::ModelCalled { .. } => self.reply_seq = event.seq + 1,
+                    EventBody::ModelReplied { .. } => {
+                        reply_items(
+                            &mut self.out,
+                            &session,
+                            &event,
+                            &self.client,
+                            &mut self.open,
+                            &mut self.output_index,
+                        );
                     }
+                    _ => {}
                 }
-                let object = response_object(&run, &events);
+                self.events.push((*event).clone());
+            }
+            RunProgress::Ended(run) => {
+                self.over = true;
+                let object = response_object(&run, &self.events);
                 let kind = match object["status"].as_str() {
                     Some("completed") => "response.completed",
                     Some("incomplete") => "response.incomplete",
                     _ => "response.failed",
                 };
-                return out.send(kind, json!({"response": object})).await;
+                self.out.send(kind, json!({"response": object}));
             }
-            Ok(Progress::Halted { error }) => {
-                return out
-                    .send(
-                        "error",
-                        json!({"code": "run_halted", "message": error, "param": null}),
-                    )
-                    .await;
-            }
-            Ok(Progress::Started | Progress::ToolCall { .. } | Progress::ToolResult { .. }) => {}
+            RunProgress::TextReset { .. }
+            | RunProgress::Halted { .. }
+            | RunProgress::NotStarted { .. } => {}
         }
     }
 }
 
 /// The item events of one logged model reply: its text item closed (or opened and closed at
 /// once), then its function calls for the caller.
-async fn reply_items(
+fn reply_items(
     out: &mut Emitter,
     session: &SessionId,
     event: &keel_core::Event,
     client: &[String],
     open: &mut Option<OpenText>,
     output_index: &mut usize,
-) -> Result<(), Gone> {
+) {
     let keep = |name: &str| client.iter().any(|c| c == name);
     for (_, item) in items::event_items(session, event, &keep) {
         if item["type"] == "message" {
-            close_text(out, open.take(), &item, output_index).await?;
+            close_text(out, open.take(), &item, output_index);
         } else {
-            function_call(out, &item, *output_index).await?;
+            function_call(out, &item, *output_index);
             *output_index += 1;
         }
     }
@@ -193,19 +246,13 @@ async fn reply_items(
     if let Some(text) = open.take() {
         let item = json!({"type": "message", "status": "completed", "role": "assistant",
             "content": [{"type": "output_text", "text": text.text, "annotations": [], "logprobs": []}]});
-        close_text(out, Some(text), &item, output_index).await?;
+        close_text(out, Some(text), &item, output_index);
     }
-    Ok(())
 }
 
 /// Ends the streamed text item with the logged reply's text (or starts and ends it at once
 /// when nothing was streamed).
-async fn close_text(
-    out: &mut Emitter,
-    open: Option<OpenText>,
-    item: &Value,
-    output_index: &mut usize,
-) -> Result<(), Gone> {
+fn close_text(out: &mut Emitter, open: Option<OpenText>, item: &Value, output_index: &mut usize) {
     let text = item["content"][0]["text"]
         .as_str()
         .unwrap_or("")
@@ -215,13 +262,12 @@ async fn close_text(
         None => {
             let id = item["id"].as_str().unwrap_or("").to_string();
             out.send("response.output_item.added", json!({"output_index": *output_index,
-                "item": {"id": id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}})).await?;
+                "item": {"id": id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}}));
             out.send(
                 "response.content_part.added",
                 json!({"item_id": id, "output_index": *output_index, "content_index": 0,
                 "part": {"type": "output_text", "text": "", "annotations": []}}),
-            )
-            .await?;
+            );
             // Not seen streaming here: the whole text is its one delta, so deltas always
             // add up to the text.
             if !text.is_empty() {
@@ -229,30 +275,27 @@ async fn close_text(
                     "response.output_text.delta",
                     json!({"item_id": id, "output_index": *output_index,
                     "content_index": 0, "delta": text, "logprobs": []}),
-                )
-                .await?;
+                );
             }
             *output_index += 1;
             (id, *output_index - 1)
         }
     };
-    out.send("response.output_text.done", json!({"item_id": id, "output_index": index, "content_index": 0, "text": text, "logprobs": []})).await?;
+    out.send("response.output_text.done", json!({"item_id": id, "output_index": index, "content_index": 0, "text": text, "logprobs": []}));
     out.send(
         "response.content_part.done",
         json!({"item_id": id, "output_index": index, "content_index": 0,
         "part": {"type": "output_text", "text": text, "annotations": []}}),
-    )
-    .await?;
+    );
     let mut done = item.clone();
     done["id"] = json!(id);
     out.send(
         "response.output_item.done",
         json!({"output_index": index, "item": done}),
     )
-    .await
 }
 
-async fn function_call(out: &mut Emitter, item: &Value, output_index: usize) -> Result<(), Gone> {
+fn function_call(out: &mut Emitter, item: &Value, output_index: usize) {
     let id = item["id"].clone();
     let mut added = item.clone();
     added["status"] = json!("in_progress");
@@ -260,17 +303,14 @@ async fn function_call(out: &mut Emitter, item: &Value, output_index: usize) -> 
     out.send(
         "response.output_item.added",
         json!({"output_index": output_index, "item": added}),
-    )
-    .await?;
+    );
     out.send(
         "response.function_call_arguments.delta",
         json!({"item_id": id, "output_index": output_index, "delta": item["arguments"]}),
-    )
-    .await?;
-    out.send("response.function_call_arguments.done", json!({"item_id": id, "output_index": output_index, "arguments": item["arguments"], "name": item["name"]})).await?;
+    );
+    out.send("response.function_call_arguments.done", json!({"item_id": id, "output_index": output_index, "arguments": item["arguments"], "name": item["name"]}));
     out.send(
         "response.output_item.done",
         json!({"output_index": output_index, "item": item}),
     )
-    .await
 }

@@ -1,32 +1,25 @@
 //! `GET /v1/sessions/{id}/events`: a page of the session's log, or — with `follow=true` or
 //! `Accept: text/event-stream` — the log as server-sent events (`id` = seq) that go on live.
-//! A follower resumes from `Last-Event-ID`; it reads the store first, then the live
-//! broadcast, de-duplicating by seq and re-reading the store on any gap or lag, so no event
-//! is missed or repeated.
+//! A follower resumes from `Last-Event-ID`; it follows through `Engine::follow_log`, so no
+//! event is missed or repeated.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use keel_core::{Event, SessionId};
-use keel_engine::{Engine, RunUpdate};
+use futures::StreamExt;
+use keel_core::{SessionId, TenantId};
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
 use utoipa::IntoParams;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult, ErrorEnvelope, parse_id};
-use crate::routes::messages::{receiver_stream, sse};
+use crate::routes::messages::error_event;
+use crate::sse;
 use crate::state::AppState;
 use crate::wire::EventPage;
-
-/// Events read from the store per query while catching up.
-const PAGE: usize = 500;
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -78,7 +71,7 @@ pub async fn list(
                     )
                 })?;
         }
-        return Ok(follow(state, session, after).into_response());
+        return follow(state, &caller.tenant, session, after).await;
     }
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -96,105 +89,26 @@ pub async fn list(
     Ok(Json(EventPage { data, next_after }).into_response())
 }
 
-fn follow(
+/// The log from `after` on, as events named by type with `id` = seq.
+async fn follow(
     state: Arc<AppState>,
+    tenant: &TenantId,
     session: SessionId,
     after: u64,
-) -> Sse<impl futures::Stream<Item = Result<SseEvent, std::convert::Infallible>>> {
-    let (tx, rx) = mpsc::channel(64);
-    let mut shutdown = state.shutdown.clone();
-    let follower = Follower {
-        engine: state.engine.clone(),
-        session,
-        last: after,
-        tx,
-    };
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = follower.run() => {}
-            _ = shutdown.wait_for(|stop| *stop) => {}
+) -> ApiResult<Response> {
+    let follower = state.engine.follow_log(tenant, &session, after).await?;
+    let events = follower.into_stream().scan(false, |failed, next| {
+        if *failed {
+            return futures::future::ready(None);
         }
+        let event = match next {
+            Ok(logged) => sse::event(logged.body.type_name(), &*logged).id(logged.seq.to_string()),
+            Err(e) => {
+                *failed = true;
+                error_event(&e.into())
+            }
+        };
+        futures::future::ready(Some(event))
     });
-    Sse::new(receiver_stream(rx)).keep_alive(KeepAlive::default())
-}
-
-struct Follower {
-    engine: Engine,
-    session: SessionId,
-    /// The last seq sent.
-    last: u64,
-    tx: mpsc::Sender<SseEvent>,
-}
-
-/// Why following stopped.
-enum Stop {
-    ClientGone,
-    Failed(ApiError),
-}
-
-impl Follower {
-    async fn run(mut self) {
-        if let Err(Stop::Failed(e)) = self.follow().await {
-            let error = serde_json::json!({"error": {"code": e.code, "message": e.message}});
-            let _ = self.tx.send(sse("error", &error)).await;
-        }
-    }
-
-    async fn follow(&mut self) -> Result<(), Stop> {
-        // Subscribed before reading the store: nothing logged in between is missed.
-        let mut updates = self.engine.subscribe(&self.session);
-        self.catch_up().await?;
-        let mut poll = tokio::time::interval(Duration::from_secs(1));
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                update = updates.recv() => match update {
-                    Ok(RunUpdate::Event(event)) => {
-                        if event.seq == self.last + 1 {
-                            self.send(&event).await?;
-                        } else if event.seq > self.last {
-                            self.catch_up().await?;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => self.catch_up().await?,
-                    Err(RecvError::Closed) => {
-                        updates = self.engine.subscribe(&self.session);
-                        self.catch_up().await?;
-                    }
-                },
-                // Covers events logged by another node, which this broadcast never sees.
-                _ = poll.tick() => self.catch_up().await?,
-                _ = self.tx.closed() => return Err(Stop::ClientGone),
-            }
-        }
-    }
-
-    /// Sends every stored event after the last one sent.
-    async fn catch_up(&mut self) -> Result<(), Stop> {
-        loop {
-            let events = self
-                .engine
-                .store()
-                .read_events(&self.session, self.last, PAGE)
-                .await
-                .map_err(|e| Stop::Failed(e.into()))?;
-            for event in &events {
-                self.send(event).await?;
-            }
-            if events.len() < PAGE {
-                return Ok(());
-            }
-        }
-    }
-
-    async fn send(&mut self, event: &Event) -> Result<(), Stop> {
-        let sse_event = sse(event.body.type_name(), event).id(event.seq.to_string());
-        self.tx
-            .send(sse_event)
-            .await
-            .map_err(|_| Stop::ClientGone)?;
-        self.last = event.seq;
-        Ok(())
-    }
+    Ok(sse::respond(&state, events).into_response())
 }

@@ -1,29 +1,30 @@
 //! `POST /v1/sessions/{id}/messages`: queue the user's input as a run and answer by `mode` —
-//! `wait` for the finished run, `stream` it as server-sent events, or `background` (202). A
-//! `wait` whose run cannot start because the store cannot commit answers 503 within about a
-//! second, the run left queued.
+//! `wait` for the finished run, `stream` it as server-sent events, or `background` (202). Both
+//! follow the run through `Engine::follow_run`; a run that cannot start because the store
+//! cannot commit is answered 503 `run_not_started` (an `error` event when streaming) within a
+//! poll period, the run left queued (`progress.rs`).
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
-use keel_core::{Message, RunStatus, SessionId};
+use keel_core::{EventBody, Message, SessionId, Usage};
+use keel_engine::{RunFollower, RunProgress};
+use keel_store::RunRecord;
 use serde_json::json;
-use tokio::time::Instant;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorEnvelope, parse_id};
-use crate::progress::{Progress, RunProgress};
+use crate::progress::{self, stalled};
+use crate::sse::{self, Batches, event};
 use crate::state::AppState;
 use crate::wire::{RunView, SendMessage, SendMode};
 
 /// Send a message. `mode`: `wait` (200 with the finished run), `stream` (SSE: `run.created`,
-/// `run.started`, `text.delta`, `tool.call`, `tool.result`, then `run.completed`, `run.failed`
+/// `run.started`, `text.delta` (`text.reset`: discard the step's text so far), `tool.call`, `tool.result`, then `run.completed`, `run.failed`
 /// or `run.cancelled` with usage) or `background` (202). `on_busy`: `enqueue`, `reject` (409)
 /// or `interrupt`.
 #[utoipa::path(post, path = "/v1/sessions/{id}/messages", tag = "runs", request_body = SendMessage,
@@ -33,7 +34,7 @@ use crate::wire::{RunView, SendMessage, SendMode};
         (status = 202, body = RunView, description = "mode `background`: the queued run"),
         (status = 201, content_type = "text/event-stream", body = String, description = "mode `stream`: the run's events"),
         (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
-        (status = 503, body = ErrorEnvelope, description = "the store cannot commit: the input was not stored, or (mode `wait`) its run cannot start yet and stays queued")))]
+        (status = 503, body = ErrorEnvelope, description = "the store cannot commit: the input was not stored, or (mode `wait`) its run cannot start yet and stays queued; mode `stream` ends with an `error` event instead")))]
 pub async fn send(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -48,8 +49,6 @@ pub async fn send(
         ));
     }
     let engine = &state.engine;
-    // Subscribe first, so no update of the new run is missed.
-    let updates = RunProgress::subscribe(engine, &session);
     let run = engine
         .submit_with(
             &caller.tenant,
@@ -59,160 +58,123 @@ pub async fn send(
             body.on_busy.into(),
         )
         .await?;
-    let progress = RunProgress::new(engine.clone(), caller.tenant, run.id.clone(), updates);
     match body.mode {
         SendMode::Background => {
             Ok((StatusCode::ACCEPTED, Json(RunView::new(run, None))).into_response())
         }
-        SendMode::Wait => wait(&state, progress, run).await,
-        SendMode::Stream => Ok(stream(state, progress, run).into_response()),
-    }
-}
-
-/// How often a `wait` whose run has not started asks whether the store can commit: a run
-/// cannot start while it cannot, and the caller is told so (503) instead of waiting on.
-const START_CHECK: Duration = Duration::from_secs(1);
-
-async fn wait(
-    state: &AppState,
-    mut progress: RunProgress,
-    run: keel_store::RunRecord,
-) -> ApiResult<Response> {
-    let deadline = tokio::time::sleep(state.config.wait_timeout);
-    tokio::pin!(deadline);
-    let mut start_check = tokio::time::interval_at(Instant::now() + START_CHECK, START_CHECK);
-    let mut started = false;
-    loop {
-        tokio::select! {
-            next = progress.next() => match next? {
-                Progress::Started => started = true,
-                Progress::Ended { run, .. } => {
-                    return Ok(Json(super::runs::view(state, *run).await).into_response());
-                }
-                Progress::Halted { error } => {
-                    return Err(ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "run_halted",
-                        format!("run {} stopped on a store failure and will resume later: {error}", run.id),
-                    ));
-                }
-                _ => {}
-            },
-            _ = start_check.tick(), if !started => {
-                if let Err(error) = state.engine.store().health().await {
-                    let current = state.engine.get_run(&run.tenant, &run.id).await?;
-                    if current.status == RunStatus::Queued {
-                        return Err(ApiError::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "run_not_started",
-                            format!(
-                                "run {id} cannot start while the store cannot commit ({error}); \
-                                 it stays queued and starts when the store recovers: follow it \
-                                 with GET /v1/runs/{id}",
-                                id = run.id
-                            ),
-                        ));
-                    }
-                    started = current.status != RunStatus::Queued;
-                }
-            },
-            _ = &mut deadline => {
-                let current = state.engine.get_run(&run.tenant, &run.id).await?;
-                return Ok(Json(RunView::new(current, None)).into_response());
+        SendMode::Wait => {
+            let run = progress::wait(&state, &caller.tenant, &run.id).await?;
+            if run.status.is_terminal() {
+                Ok(Json(super::runs::view(&state, run).await).into_response())
+            } else {
+                Ok(Json(RunView::new(run, None)).into_response())
             }
         }
+        SendMode::Stream => {
+            let follower = engine.follow_run(&caller.tenant, &run.id).await?;
+            let stream = RunStream {
+                created: Some(run),
+                follower,
+                usage: None,
+                over: false,
+            };
+            Ok(sse::respond(&state, sse::batches(stream)).into_response())
+        }
     }
 }
 
-fn stream(
-    state: Arc<AppState>,
-    mut progress: RunProgress,
-    run: keel_store::RunRecord,
-) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(64);
-    let mut shutdown = state.shutdown.clone();
-    tokio::spawn(async move {
-        let created = sse("run.created", &RunView::new(run.clone(), None));
-        if tx.send(created).await.is_err() {
-            return;
+/// A run as the native stream mode's events.
+struct RunStream {
+    /// The queued run, announced first.
+    created: Option<RunRecord>,
+    follower: RunFollower,
+    /// The run's usage, from its `run_completed` event.
+    usage: Option<Usage>,
+    over: bool,
+}
+
+impl Batches for RunStream {
+    async fn next_batch(&mut self) -> Option<Vec<SseEvent>> {
+        if let Some(run) = self.created.take() {
+            return Some(vec![event("run.created", &RunView::new(run, None))]);
         }
-        loop {
-            let next = tokio::select! {
-                next = progress.next() => next,
-                _ = shutdown.wait_for(|stop| *stop) => return,
-            };
-            let (event, last) = match next {
-                Err(e) => (
-                    sse(
-                        "error",
-                        &json!({"error": {"code": e.code, "message": e.message}}),
-                    ),
-                    true,
-                ),
-                Ok(Progress::Started) => (sse("run.started", &json!({"run_id": run.id})), false),
-                Ok(Progress::ModelCalled { .. } | Progress::Replied(_)) => continue,
-                Ok(Progress::Text {
-                    step,
-                    attempt,
-                    text,
-                }) => (
-                    sse(
-                        "text.delta",
-                        &json!({"run_id": run.id, "step": step, "attempt": attempt, "text": text}),
-                    ),
-                    false,
-                ),
-                Ok(Progress::ToolCall {
+        if self.over {
+            return None;
+        }
+        let run = self.follower.run().clone();
+        let progress = match self.follower.next().await? {
+            Ok(progress) => progress,
+            Err(e) => {
+                self.over = true;
+                return Some(vec![error_event(&e.into())]);
+            }
+        };
+        if let Some(error) = stalled(&run, &progress) {
+            self.over = true;
+            return Some(vec![match progress {
+                RunProgress::Halted { error } => {
+                    event("run.halted", &json!({"run_id": run, "error": error}))
+                }
+                _ => error_event(&error),
+            }]);
+        }
+        Some(match progress {
+            RunProgress::Text {
+                step,
+                attempt,
+                text,
+            } => vec![event(
+                "text.delta",
+                &json!({"run_id": run, "step": step, "attempt": attempt, "text": text}),
+            )],
+            RunProgress::TextReset { step } => {
+                vec![event("text.reset", &json!({"run_id": run, "step": step}))]
+            }
+            RunProgress::Event(logged) => match &logged.body {
+                EventBody::RunStarted { .. } => {
+                    vec![event("run.started", &json!({"run_id": run}))]
+                }
+                EventBody::ToolCalled {
                     call_id,
                     name,
                     arguments,
-                }) => (
-                    sse(
-                        "tool.call",
-                        &json!({"run_id": run.id, "call_id": call_id, "name": name, "arguments": arguments}),
-                    ),
-                    false,
-                ),
-                Ok(Progress::ToolResult {
+                    ..
+                } => vec![event(
+                    "tool.call",
+                    &json!({"run_id": run, "call_id": call_id, "name": name, "arguments": arguments}),
+                )],
+                EventBody::ToolReturned {
                     call_id,
                     content,
                     is_error,
-                }) => (
-                    sse(
-                        "tool.result",
-                        &json!({"run_id": run.id, "call_id": call_id, "content": content, "is_error": is_error}),
-                    ),
-                    false,
-                ),
-                Ok(Progress::Ended { run, usage }) => {
-                    let name = format!("run.{}", run.status.as_str());
-                    (sse(&name, &RunView::new(*run, usage.map(Into::into))), true)
+                    ..
+                } => vec![event(
+                    "tool.result",
+                    &json!({"run_id": run, "call_id": call_id, "content": content, "is_error": is_error}),
+                )],
+                EventBody::RunCompleted { usage, .. } => {
+                    self.usage = Some(*usage);
+                    vec![]
                 }
-                Ok(Progress::Halted { error }) => (
-                    sse("run.halted", &json!({"run_id": run.id, "error": error})),
-                    true,
-                ),
-            };
-            if tx.send(event).await.is_err() || last {
-                return;
+                _ => vec![],
+            },
+            RunProgress::Ended(record) => {
+                self.over = true;
+                let name = format!("run.{}", record.status.as_str());
+                vec![event(
+                    &name,
+                    &RunView::new(*record, self.usage.map(Into::into)),
+                )]
             }
-        }
-    });
-    Sse::new(receiver_stream(rx)).keep_alive(KeepAlive::default())
+            RunProgress::Halted { .. } | RunProgress::NotStarted { .. } => vec![],
+        })
+    }
 }
 
-/// An SSE event named `name` carrying `data` as JSON.
-pub(crate) fn sse(name: &str, data: &impl serde::Serialize) -> SseEvent {
-    SseEvent::default()
-        .event(name)
-        .json_data(data)
-        .unwrap_or_else(|e| SseEvent::default().event("error").data(e.to_string()))
-}
-
-pub(crate) fn receiver_stream(
-    rx: tokio::sync::mpsc::Receiver<SseEvent>,
-) -> impl futures::Stream<Item = Result<SseEvent, Infallible>> {
-    futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|event| (Ok(event), rx))
-    })
+/// The `error` event a native stream ends with.
+pub(crate) fn error_event(error: &ApiError) -> SseEvent {
+    event(
+        "error",
+        &json!({"error": {"code": error.code, "message": error.message}}),
+    )
 }

@@ -4,8 +4,8 @@ use std::io::{Read, Write};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use keel_core::{EventBody, Message, RunStatus, SessionId};
-use keel_engine::{Engine, RunUpdate};
+use keel_core::{EventBody, Message, RunStatus, SessionId, TenantId};
+use keel_engine::{Engine, RunProgress};
 use keel_store::RunRecord;
 
 use crate::config::Config;
@@ -102,53 +102,168 @@ pub async fn stream_turn(
     text: &str,
     print: bool,
 ) -> anyhow::Result<RunRecord> {
-    let mut updates = engine.subscribe(session);
-    let run = engine
-        .submit(&rt.tenant, session, Message::user(text))
-        .await?;
-    let mut out = std::io::stdout();
+    let mut stdout = std::io::stdout();
+    let out: Option<&mut (dyn Write + Send)> = if print { Some(&mut stdout) } else { None };
+    follow_turn(engine, &rt.tenant, session, text, out).await
+}
+
+/// Submits one message and follows its run to the end (`Engine::follow_run`: nothing is missed
+/// however slow `out` is), writing the reply to `out` as it streams and tool calls and failed
+/// model calls to stderr.
+async fn follow_turn(
+    engine: &Engine,
+    tenant: &TenantId,
+    session: &SessionId,
+    text: &str,
+    mut out: Option<&mut (dyn Write + Send)>,
+) -> anyhow::Result<RunRecord> {
+    let run = engine.submit(tenant, session, Message::user(text)).await?;
+    let mut follower = engine.follow_run(tenant, &run.id).await?;
     let mut printed_any = false;
-    loop {
-        match updates.recv().await {
-            Ok(RunUpdate::TextDelta { run_id, text, .. }) if run_id == run.id && print => {
-                print!("{text}");
-                out.flush().ok();
-                printed_any = true;
+    let print = out.is_some();
+    while let Some(progress) = follower.next().await {
+        match progress? {
+            RunProgress::Text { text, .. } => {
+                if let Some(out) = out.as_deref_mut() {
+                    out.write_all(text.as_bytes())?;
+                    out.flush()?;
+                    printed_any |= !text.is_empty();
+                }
             }
-            Ok(RunUpdate::TextReset { run_id, .. }) if run_id == run.id && print => {
+            RunProgress::TextReset { .. } if print => {
                 eprintln!("\n  [the model's target failed mid-reply; retrying on another]");
             }
-            Ok(RunUpdate::Event(event)) if print => match &event.body {
+            RunProgress::Event(event) if print => match &event.body {
                 EventBody::ToolCalled {
-                    run_id,
-                    name,
-                    arguments,
-                    ..
-                } if *run_id == run.id => {
-                    eprintln!("\n  [tool {name}({arguments})]");
-                }
-                EventBody::ModelFailed { run_id, error, .. } if *run_id == run.id => {
-                    eprintln!("\n  [model call failed: {error}]");
+                    name, arguments, ..
+                } => eprintln!("\n  [tool {name}({arguments})]"),
+                EventBody::ModelFailed { error, .. } => {
+                    eprintln!("\n  [model call failed: {error}]")
                 }
                 _ => {}
             },
-            Ok(RunUpdate::Finished(record)) if record.id == run.id => {
-                if print && printed_any {
-                    println!();
+            RunProgress::TextReset { .. } | RunProgress::Event(_) => {}
+            RunProgress::Ended(record) => {
+                if let Some(out) = out.as_deref_mut()
+                    && printed_any
+                {
+                    writeln!(out)?;
                 }
                 return Ok(*record);
             }
-            Ok(RunUpdate::Halted { run_id, error }) if run_id == run.id => {
-                bail!(
-                    "run {} stopped: {error}\nnothing stored was lost; `keel resume` finishes it once the cause is fixed",
-                    run.id
-                );
-            }
-            Ok(_) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                return Ok(engine.wait_run(&rt.tenant, &run.id).await?);
-            }
+            RunProgress::Halted { error } => bail!(
+                "run {} stopped: {error}\nnothing stored was lost; `keel resume` finishes it once the cause is fixed",
+                run.id
+            ),
+            RunProgress::NotStarted { error } => bail!(
+                "run {} cannot start: the store cannot commit ({error})\nit stays queued; `keel resume` finishes it once the cause is fixed",
+                run.id
+            ),
         }
+    }
+    bail!("following run {} stopped before its end", run.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex, mpsc};
+    use std::time::{Duration, Instant};
+
+    use keel_core::{AgentDef, AgentId, Limits, Role};
+    use keel_engine::{EngineConfig, ModelRegistry};
+    use keel_models::providers::scripted::{ScriptedClient, ScriptedConfig};
+    use keel_store::{SqliteOptions, SqliteStore};
+
+    use super::*;
+
+    /// Standard output that blocks at its first write until the test opens the gate.
+    struct GatedOutput {
+        gate: Option<mpsc::Receiver<()>>,
+        written: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for GatedOutput {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Some(gate) = self.gate.take() {
+                let _ = gate.recv();
+            }
+            self.written.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The CLI's turn with a broadcast of two updates and an output stuck until the run has
+    /// logged its reply: the follower lags by hundreds of deltas, and the whole reply is
+    /// printed anyway, and the turn ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_turn_printed_through_a_stuck_output_prints_the_whole_reply_and_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(SqliteStore::open(SqliteOptions::new(dir.path().join("keel.db"))).unwrap());
+        let models = ModelRegistry::new().with(
+            "scripted",
+            Arc::new(ScriptedClient::new(ScriptedConfig::default())),
+        );
+        let config = EngineConfig {
+            updates_capacity: 2,
+            poll_interval: Duration::from_millis(50),
+            ..EngineConfig::default()
+        };
+        let engine = Engine::new(store, models, config);
+        let tenant = TenantId::default_tenant();
+        let agent = AgentDef {
+            id: AgentId::generate(1, 1),
+            name: "a".into(),
+            version: 0,
+            instructions: String::new(),
+            model: "scripted/echo".into(),
+            tools: vec![],
+            limits: Limits::default(),
+        };
+        engine.put_agent(&tenant, agent).await.unwrap();
+        let session = engine
+            .create_session(&tenant, "a", Default::default())
+            .await
+            .unwrap()
+            .id;
+        engine.start().await.unwrap();
+
+        let (open, gate) = mpsc::channel();
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let turn = {
+            let (engine, tenant, session) = (engine.clone(), tenant.clone(), session.clone());
+            let mut out = GatedOutput {
+                gate: Some(gate),
+                written: written.clone(),
+            };
+            let text: String = (0..500).map(|i| format!("w{i} ")).collect();
+            tokio::spawn(async move {
+                follow_turn(&engine, &tenant, &session, &text, Some(&mut out)).await
+            })
+        };
+        // The reply is logged (every delta sent) before the output takes its first write.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let reply = loop {
+            let history = engine.history(&session, 0, 100).await.unwrap();
+            if let Some((_, m)) = history.iter().find(|(_, m)| m.role == Role::Assistant) {
+                break m.text_content();
+            }
+            assert!(Instant::now() < deadline, "the run never replied");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        open.send(()).unwrap();
+        let run = tokio::time::timeout(Duration::from_secs(30), turn)
+            .await
+            .expect("the turn never ended")
+            .unwrap()
+            .unwrap();
+        assert_eq!(run.status, RunStatus::Completed);
+        assert!(reply.split_whitespace().count() >= 500, "{reply}");
+        let printed = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        assert_eq!(printed, format!("{reply}\n"));
     }
 }

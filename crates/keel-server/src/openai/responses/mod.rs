@@ -86,25 +86,14 @@ async fn answer(state: Arc<AppState>, tenant: TenantId, started: Started) -> Res
         return Json(response_object(&started.run, &[])).into_response();
     }
     if started.stream {
-        return response_events::response_events(
-            state,
-            tenant,
-            started.run,
-            started.updates,
-            started.discard,
-        )
-        .into_response();
+        return response_events::response_events(state, tenant, started.run, started.discard)
+            .into_response();
     }
-    let finished = tokio::time::timeout(
-        state.config.wait_timeout,
-        state.engine.wait_run(&tenant, &started.run.id),
-    )
-    .await;
-    let run = match finished {
-        Ok(Ok(run)) => run,
-        Ok(Err(e)) => return openai_error(e.into(), None),
-        // Still running: the client may poll for it.
-        Err(_) => started.run,
+    // Finished, or still running past the wait limit (the client may poll for it); 503 when
+    // it cannot start.
+    let run = match crate::progress::wait(&state, &tenant, &started.run.id).await {
+        Ok(run) => run,
+        Err(e) => return openai_error(e, None),
     };
     let events = match state.engine.run_events(&run).await {
         Ok(events) => events,

@@ -21,7 +21,6 @@ use crate::state::AppState;
 /// A queued response and how to answer for it.
 pub(super) struct Started {
     pub run: RunRecord,
-    pub updates: tokio::sync::broadcast::Receiver<keel_engine::RunUpdate>,
     pub stream: bool,
     pub background: bool,
     /// The session to delete once answered (`store: false`).
@@ -94,7 +93,6 @@ pub(super) async fn start(
             .await?
             .id;
     }
-    let mut updates = engine.subscribe(&session);
     let submitted = engine
         .submit_with(tenant, &session, last.clone(), options.clone(), policy)
         .await;
@@ -106,7 +104,6 @@ pub(super) async fn start(
                 .fork_session(tenant, &session, upto.seq, Map::new())
                 .await?
                 .id;
-            updates = engine.subscribe(&branch);
             engine
                 .submit_with(tenant, &branch, last, options, BusyPolicy::Enqueue)
                 .await
@@ -116,7 +113,6 @@ pub(super) async fn start(
     };
     Ok(Started {
         run,
-        updates,
         stream,
         background,
         discard,
