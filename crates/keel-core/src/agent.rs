@@ -31,6 +31,10 @@ pub struct ToolDef {
     pub description: String,
     /// JSON Schema of the arguments.
     pub parameters: serde_json::Value,
+    /// Whether the model's arguments must follow the schema exactly, sent to providers that
+    /// take it (OpenAI's `strict`); `None` leaves it to the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
     #[serde(flatten)]
     pub kind: ToolKind,
 }
@@ -44,6 +48,8 @@ struct ToolDefFields {
     description: String,
     #[serde(default = "empty_object_schema")]
     parameters: serde_json::Value,
+    #[serde(default)]
+    strict: Option<bool>,
     kind: ToolKindName,
     #[serde(default)]
     url: Option<String>,
@@ -72,6 +78,7 @@ impl TryFrom<ToolDefFields> for ToolDef {
             name: f.name,
             description: f.description,
             parameters: f.parameters,
+            strict: f.strict,
             kind,
         })
     }
@@ -137,6 +144,7 @@ mod tests {
                 name: "t".into(),
                 description: "d".into(),
                 parameters: empty_object_schema(),
+                strict: Some(true),
                 kind,
             };
             let json = serde_json::to_value(&tool).unwrap();

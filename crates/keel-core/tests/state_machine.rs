@@ -248,6 +248,7 @@ fn client_tool_options() -> RunOptions {
             name: "fn".into(),
             description: String::new(),
             parameters: serde_json::json!({"type": "object"}),
+            strict: None,
             kind: ToolKind::Client,
         }],
         ..RunOptions::default()

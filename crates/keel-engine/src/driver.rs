@@ -552,6 +552,7 @@ impl Driver<'_> {
                 top_p: options.top_p,
                 tool_choice: options.tool_choice.clone(),
                 response_format: options.response_format.clone(),
+                caller_ids: options.caller_ids.clone(),
                 // Keeps a session on the route target that served it (provider-side caches).
                 affinity: Some(self.run.session.to_string()),
                 ..Params::default()

@@ -42,6 +42,7 @@ pub fn builtin_tools() -> Vec<ToolDef> {
         name: name.into(),
         description: description.into(),
         parameters,
+        strict: None,
         kind: ToolKind::Builtin,
     };
     vec![
@@ -96,6 +97,7 @@ pub fn specs(agent: &AgentDef, options: &RunOptions) -> Vec<ToolSpec> {
             name: t.name.clone(),
             description: t.description.clone(),
             parameters: t.parameters.clone(),
+            strict: t.strict,
         })
         .collect()
 }

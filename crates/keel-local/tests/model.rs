@@ -311,6 +311,7 @@ async fn tools_and_tool_turns_are_rendered_as_text_the_model_can_follow() {
         name: "weather".into(),
         description: "Current weather for a city".into(),
         parameters: serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+        strict: None,
     }];
     let prompt = client
         .tokenizer()

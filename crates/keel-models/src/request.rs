@@ -1,8 +1,8 @@
 //! The normalized request and stream event types.
 
-use keel_core::{FinishReason, Message, Usage};
 /// The model controls live in the core (a run logs them); providers name them from here.
-pub use keel_core::{ResponseFormat, ToolChoice};
+pub use keel_core::{CallerIds, ResponseFormat, ToolChoice};
+use keel_core::{FinishReason, Message, Usage};
 use serde::{Deserialize, Serialize};
 
 use crate::{ModelError, ModelErrorKind};
@@ -13,6 +13,10 @@ pub struct ToolSpec {
     pub description: String,
     /// JSON Schema of the arguments object.
     pub parameters: serde_json::Value,
+    /// Whether the arguments must follow the schema exactly, for providers that take it
+    /// (OpenAI's `strict`); `None` leaves it to the provider's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -36,6 +40,10 @@ pub struct Params {
     /// honour a format refuses the call rather than answer in another shape.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_format: Option<ResponseFormat>,
+    /// The end user and prompt-cache ids the caller gave, sent by providers whose wire has
+    /// such fields (OpenAI's); the others leave them out.
+    #[serde(default, skip_serializing_if = "CallerIds::is_empty")]
+    pub caller_ids: CallerIds,
 }
 
 #[cfg(test)]
@@ -51,6 +59,7 @@ impl ModelRequest {
                 name: tool.into(),
                 description: String::new(),
                 parameters: serde_json::json!({"type": "object"}),
+                strict: None,
             }],
             params: Params::default(),
         }

@@ -35,6 +35,7 @@ fn request(messages: Vec<Message>) -> ModelRequest {
             name: "get_weather".into(),
             description: "Current weather for a city".into(),
             parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+            strict: None,
         }],
         params: Params::default(),
     }

@@ -240,6 +240,7 @@ async fn honours_tool_choice() {
             name: name.into(),
             description: String::new(),
             parameters: json!({"type": "object"}),
+            strict: None,
         })
         .to_vec();
     let with = |choice: Option<ToolChoice>| {

@@ -89,6 +89,7 @@ async fn round_trip(value: Value) {
                     name: "f".into(),
                     description: String::new(),
                     parameters: value.clone(),
+                    strict: None,
                     kind: ToolKind::Client,
                 }],
                 limits: Limits::default(),

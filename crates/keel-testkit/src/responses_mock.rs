@@ -56,6 +56,7 @@ const TOP_LEVEL: &[&str] = &[
     "include",
     "truncation",
     "prompt_cache_key",
+    "safety_identifier",
     "service_tier",
 ];
 

@@ -122,9 +122,12 @@ impl ModelClient for AzureClient {
         }
         let mut body =
             chat_body(&request, MaxTokensField::MaxCompletionTokens).map_err(as_azure)?;
-        // The deployment picks the model; Azure ignores `model` in the body.
+        // The deployment picks the model; Azure ignores `model` in the body. The GA version
+        // keel follows has `user` but neither of OpenAI's newer caller ids.
         if let Some(body) = body.as_object_mut() {
-            body.remove("model");
+            for field in ["model", "safety_identifier", "prompt_cache_key"] {
+                body.remove(field);
+            }
         }
         let path = format!(
             "/openai/deployments/{deployment}/chat/completions?api-version={}",

@@ -238,11 +238,13 @@ pub fn tools() -> Vec<ToolSpec> {
             name: "get_weather".into(),
             description: "Current weather for a city".into(),
             parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+            strict: None,
         },
         ToolSpec {
             name: "get_time".into(),
             description: "Local time in a city".into(),
             parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+            strict: None,
         },
     ]
 }

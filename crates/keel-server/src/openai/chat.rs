@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use keel_core::{FinishReason, Message, Part, Role, Usage};
+use keel_core::{CallerIds, FinishReason, Message, Part, Role, Usage};
 use keel_models::{ModelClient, ModelReply, ModelRequest, Params, Served, ToolSpec};
 use serde_json::{Value, json};
 
@@ -269,6 +269,7 @@ pub fn model_request(
                 .parameters
                 .clone()
                 .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+            strict: function.strict,
         });
     }
     let offered: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
@@ -294,6 +295,11 @@ pub fn model_request(
             affinity,
             tool_choice,
             response_format,
+            caller_ids: CallerIds {
+                user: body.user.clone(),
+                safety_identifier: body.safety_identifier.clone(),
+                prompt_cache_key: body.prompt_cache_key.clone(),
+            },
         },
     })
 }

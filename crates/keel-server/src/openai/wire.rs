@@ -29,9 +29,10 @@ pub struct ChatRequest {
     /// passed to the target, which refuses (400) a format it cannot honour.
     #[schema(value_type = Option<Object>)]
     pub response_format: Option<Value>,
-    /// Keeps calls with the same key on the same route target (for provider prompt caches).
+    /// Keeps calls with the same key on the same route target (for provider prompt caches);
+    /// forwarded to OpenAI-wire targets.
     pub prompt_cache_key: Option<String>,
-    /// An end-user id; used like `prompt_cache_key` when that is absent.
+    /// An end-user id; used like `prompt_cache_key` when that is absent; forwarded.
     pub user: Option<String>,
     #[serde(default)]
     pub stream: bool,
@@ -45,7 +46,7 @@ pub struct ChatRequest {
     pub seed: Option<u64>,
     /// Only 1 is supported.
     pub n: Option<u32>,
-    /// Used like `prompt_cache_key` when that is absent (before `user`).
+    /// Used like `prompt_cache_key` when that is absent (before `user`); forwarded.
     pub safety_identifier: Option<String>,
     /// `true` (the default) only.
     pub parallel_tool_calls: Option<bool>,
@@ -193,6 +194,8 @@ pub struct FunctionSpec {
     #[serde(default)]
     pub description: String,
     pub parameters: Option<Value>,
+    /// Forwarded to targets that take it (OpenAI-wire ones).
+    pub strict: Option<bool>,
 }
 
 /// A whole (non-streamed) completion.

@@ -1,7 +1,7 @@
 //! The request half of the Chat Completions format: one normalized `ModelRequest` becomes the
 //! JSON body OpenAI documents (system first, tool results as `role: tool`, arguments as strings).
 
-use keel_core::{Message, Part, Role};
+use keel_core::{CallerIds, Message, Part, Role};
 use serde_json::{Value, json};
 
 use super::MaxTokensField;
@@ -39,9 +39,13 @@ pub(crate) fn chat_body(
             .tools
             .iter()
             .map(|t| {
-                json!({"type": "function", "function": {
+                let mut function = json!({
                     "name": t.name, "description": t.description, "parameters": t.parameters,
-                }})
+                });
+                if let Some(strict) = t.strict {
+                    function["strict"] = json!(strict);
+                }
+                json!({"type": "function", "function": function})
             })
             .collect();
         body["tools"] = json!(tools);
@@ -79,7 +83,22 @@ pub(crate) fn chat_body(
     if let Some(seed) = params.seed {
         body["seed"] = json!(seed);
     }
+    caller_ids(&mut body, &params.caller_ids);
     Ok(body)
+}
+
+/// The caller's end-user and prompt-cache ids, as OpenAI's Chat Completions and Responses
+/// bodies both name them.
+pub(crate) fn caller_ids(body: &mut Value, ids: &CallerIds) {
+    for (field, id) in [
+        ("user", &ids.user),
+        ("safety_identifier", &ids.safety_identifier),
+        ("prompt_cache_key", &ids.prompt_cache_key),
+    ] {
+        if let Some(id) = id {
+            body[field] = json!(id);
+        }
+    }
 }
 
 /// `tool_choice` as Chat Completions documents it.
@@ -218,6 +237,7 @@ mod tests {
                 name: "get_weather".into(),
                 description: "weather for a city".into(),
                 parameters: json!({"type": "object"}),
+                strict: None,
             }],
             params: Params {
                 max_tokens: Some(64),
@@ -319,6 +339,32 @@ mod tests {
             encoded(&req)["response_format"],
             json!({"type": "json_schema", "json_schema": {"name": "city", "description": "a city",
                 "schema": {"type": "object", "properties": {"name": {"type": "string"}}}, "strict": true}})
+        );
+    }
+
+    #[test]
+    fn strict_tools_and_the_callers_ids_are_forwarded_only_when_given() {
+        let mut req = request(vec![Message::user("hi")]);
+        let body = chat_body(&req, MaxTokensField::MaxTokens).unwrap();
+        assert!(body["tools"][0]["function"].get("strict").is_none());
+        for field in ["user", "safety_identifier", "prompt_cache_key"] {
+            assert!(body.get(field).is_none(), "{field}");
+        }
+        req.tools[0].strict = Some(true);
+        req.params.caller_ids = CallerIds {
+            user: Some("u-1".into()),
+            safety_identifier: Some("s-1".into()),
+            prompt_cache_key: Some("k-1".into()),
+        };
+        let body = chat_body(&req, MaxTokensField::MaxTokens).unwrap();
+        assert_eq!(body["tools"][0]["function"]["strict"], json!(true));
+        assert_eq!(
+            (
+                &body["user"],
+                &body["safety_identifier"],
+                &body["prompt_cache_key"]
+            ),
+            (&json!("u-1"), &json!("s-1"), &json!("k-1"))
         );
     }
 

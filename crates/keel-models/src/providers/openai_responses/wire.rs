@@ -74,7 +74,13 @@ pub(super) fn responses_body(request: &ModelRequest) -> Result<Value, ModelError
         body["tools"] = request
             .tools
             .iter()
-            .map(|t| json!({"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters}))
+            .map(|t| {
+                let mut tool = json!({"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters});
+                if let Some(strict) = t.strict {
+                    tool["strict"] = json!(strict);
+                }
+                tool
+            })
             .collect();
     }
     if let Some(choice) = request.tool_choice(PROVIDER)? {
@@ -97,6 +103,7 @@ pub(super) fn responses_body(request: &ModelRequest) -> Result<Value, ModelError
     if let Some(p) = params.top_p {
         body["top_p"] = json!(p);
     }
+    crate::providers::openai::wire::caller_ids(&mut body, &params.caller_ids);
     Ok(body)
 }
 
@@ -189,5 +196,21 @@ mod tests {
         assert_eq!(body["text"], json!({"format": {"type": "json_object"}}));
         request.params.tool_choice = Some(ToolChoice::Tool { name: "g".into() });
         assert!(responses_body(&request).is_err());
+    }
+
+    #[test]
+    fn strict_tools_and_the_callers_ids_are_forwarded_only_when_given() {
+        let mut request = ModelRequest::hi_offering("gpt-4.1", "f");
+        let body = responses_body(&request).unwrap();
+        assert!(body["tools"][0].get("strict").is_none());
+        assert!(body.get("user").is_none() && body.get("prompt_cache_key").is_none());
+        request.tools[0].strict = Some(false);
+        request.params.caller_ids.safety_identifier = Some("s-1".into());
+        request.params.caller_ids.prompt_cache_key = Some("k-1".into());
+        let body = responses_body(&request).unwrap();
+        assert_eq!(body["tools"][0]["strict"], json!(false));
+        assert_eq!(body["safety_identifier"], "s-1");
+        assert_eq!(body["prompt_cache_key"], "k-1");
+        assert!(body.get("user").is_none());
     }
 }

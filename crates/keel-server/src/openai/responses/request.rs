@@ -37,8 +37,8 @@ pub struct CreateResponse {
     /// Queue the response and answer at once; poll `GET /v1/responses/{id}`.
     #[serde(default, deserialize_with = "null_as_false")]
     pub background: bool,
-    /// Function tools (`{"type": "function", "name", "description", "parameters"}`), which
-    /// the caller performs.
+    /// Function tools (`{"type": "function", "name", "description", "parameters", "strict"}`),
+    /// which the caller performs.
     #[serde(default)]
     #[schema(value_type = Vec<Object>)]
     pub tools: Vec<Value>,
@@ -68,7 +68,7 @@ pub struct CreateResponse {
     pub moderation: Option<Value>,
     #[schema(value_type = Option<Object>)]
     pub prompt: Option<Value>,
-    /// Accepted; a session already sticks to its route target.
+    /// Forwarded to OpenAI-wire targets (a session already sticks to its route target).
     pub prompt_cache_key: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub prompt_cache_options: Option<Value>,
@@ -76,6 +76,7 @@ pub struct CreateResponse {
     /// Refused when set (values checked).
     #[schema(value_type = Option<Object>)]
     pub reasoning: Option<Value>,
+    /// Forwarded to OpenAI-wire targets, as `user` and each function tool's `strict`.
     pub safety_identifier: Option<String>,
     /// `auto` or `default` only.
     pub service_tier: Option<String>,
@@ -229,6 +230,11 @@ fn function_tools(tools: &[Value]) -> Result<Vec<ToolDef>, FieldError> {
             let Some(name) = name else {
                 return Err(refuse(&format!("tools[{i}].name"), "a function tool needs a name"));
             };
+            let strict = match tool.get("strict") {
+                None | Some(Value::Null) => None,
+                Some(Value::Bool(strict)) => Some(*strict),
+                Some(_) => return Err(refuse(&format!("tools[{i}].strict"), "strict must be a boolean")),
+            };
             Ok(ToolDef {
                 name: name.into(),
                 description: tool.get("description").and_then(Value::as_str).unwrap_or("").into(),
@@ -237,6 +243,7 @@ fn function_tools(tools: &[Value]) -> Result<Vec<ToolDef>, FieldError> {
                     .filter(|p| p.is_object())
                     .cloned()
                     .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                strict,
                 kind: ToolKind::Client,
             })
         })
