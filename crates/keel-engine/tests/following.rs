@@ -42,7 +42,6 @@ async fn engine(dir: &tempfile::TempDir) -> (Engine, TenantId, keel_core::Sessio
             description: String::new(),
             parameters: serde_json::Value::Null,
             strict: None,
-            strict: None,
             kind: ToolKind::Builtin,
         }],
         limits: Limits::default(),

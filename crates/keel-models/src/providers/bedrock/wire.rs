@@ -268,7 +268,6 @@ mod tests {
                 description: "does f".into(),
                 parameters: json!({"type": "object"}),
                 strict: None,
-                strict: None,
             }],
             params: crate::Params {
                 tool_choice: choice,
