@@ -4,8 +4,8 @@
 //! start, or by another node when the lease expires), and never two at once per session.
 //!
 //! Modules: `driver` (one run's loop), `dispatch` (claiming runs, leases, recovery),
-//! `live` (in-memory session state), `tools`, `models` (provider lookup), `fault` (crash-test
-//! hooks), `clock` (time and ids). Every write to the store is an `Engine` method (`agents`,
+//! `live` (in-memory session state), `follow` (following a run or a log), `tools`, `models`
+//! (provider lookup), `fault` (crash-test hooks), `clock` (time and ids). Every write to the store is an `Engine` method (`agents`,
 //! `tenants`, `records` hold those outside runs); others get a `StoreReader`.
 
 mod agents;
@@ -59,7 +59,7 @@ pub struct EngineConfig {
     /// How much one tenant or session may hold or queue.
     pub quotas: Quotas,
     /// Live updates a session's broadcast keeps for its slowest follower; one further behind
-    /// reads the store instead (`follow.rs`). Tests make it tiny to make followers lag.
+    /// reads the store instead (`follow/`). Tests make it tiny to make followers lag.
     pub updates_capacity: usize,
 }
 

@@ -13,18 +13,19 @@
 //! `Ended` with the run's final record, always last. `Engine::follow_log` yields every event
 //! of a session after a seq, in order, and follows on until dropped.
 
+mod tail;
+mod text;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use keel_core::{Event, EventBody, RunId, RunStatus, SessionId, TenantId};
 use keel_store::RunRecord;
-use tokio::sync::broadcast::{self, error::RecvError};
-use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use crate::{Engine, EngineError, Inner, RunUpdate};
-
-/// Events read from the store per query while catching up.
-const PAGE: usize = 500;
+use crate::{Engine, EngineError, RunUpdate};
+pub use tail::LogFollower;
+use tail::{LogTail, Tail};
+use text::StreamedText;
 
 /// What happened next in a followed run.
 #[derive(Clone, Debug)]
@@ -106,11 +107,7 @@ impl Engine {
         self.require_session(tenant, session).await?;
         let mut tail = LogTail::new(self.inner.clone(), session.clone());
         tail.last = after;
-        Ok(LogFollower {
-            tail,
-            ready: VecDeque::new(),
-            behind: true,
-        })
+        Ok(LogFollower::new(tail))
     }
 
     /// Waits until the run has ended and returns its record.
@@ -281,199 +278,5 @@ impl RunFollower {
             _ => {}
         }
         self.ready.push_back(RunProgress::Event(event));
-    }
-}
-
-/// The text streamed for the step in progress, so that what a follower is given of a step
-/// adds up to its logged reply whatever deltas it missed: after live updates were lost, the
-/// step's later deltas are held back and the rest of its reply comes when it is logged.
-#[derive(Default)]
-struct StreamedText {
-    step: u32,
-    attempt: u32,
-    text: String,
-    /// Deltas of the attempt in progress were lost: what follows is not a continuation.
-    broken: bool,
-    /// The last step whose reply was logged: later deltas of it are stale.
-    replied: u32,
-}
-
-impl StreamedText {
-    fn called(&mut self, step: u32, attempt: u32) {
-        if (step, attempt) != (self.step, self.attempt) {
-            (self.step, self.attempt) = (step, attempt);
-            self.text.clear();
-            self.broken = false;
-        }
-    }
-
-    /// Live updates were lost: maybe deltas of the attempt in progress.
-    fn lost(&mut self) {
-        self.broken = true;
-    }
-
-    /// Records a live delta; false when it is not to be passed on (its step replied, a later
-    /// attempt began, or deltas before it were lost).
-    fn streamed(&mut self, step: u32, attempt: u32, text: &str) -> bool {
-        if step <= self.replied || (step, attempt) < (self.step, self.attempt) {
-            return false;
-        }
-        self.called(step, attempt);
-        if self.broken {
-            return false;
-        }
-        self.text.push_str(text);
-        true
-    }
-
-    /// The step's text starts again (a failover mid-reply): what follows is whole again.
-    fn reset(&mut self, step: u32) -> bool {
-        if step <= self.replied || step < self.step {
-            return false;
-        }
-        self.text.clear();
-        self.broken = false;
-        true
-    }
-
-    /// The step's reply was logged: whether what was streamed must be discarded, and the part
-    /// of `reply` not streamed yet.
-    fn replied(&mut self, step: u32, reply: &str) -> (bool, String) {
-        let streamed = if step == self.step {
-            std::mem::take(&mut self.text)
-        } else {
-            String::new()
-        };
-        self.replied = step;
-        self.broken = false;
-        match reply.strip_prefix(streamed.as_str()) {
-            Some(rest) => (false, rest.to_string()),
-            None => (true, reply.to_string()),
-        }
-    }
-}
-
-/// A followed session log (`Engine::follow_log`).
-pub struct LogFollower {
-    tail: LogTail,
-    ready: VecDeque<Arc<Event>>,
-    /// Whether the store may hold events not read yet (read a page at a time).
-    behind: bool,
-}
-
-impl LogFollower {
-    /// The next event of the log; waits for it.
-    pub async fn next(&mut self) -> Result<Arc<Event>, EngineError> {
-        loop {
-            if let Some(event) = self.ready.pop_front() {
-                return Ok(event);
-            }
-            if self.behind {
-                let (page, more) = self.tail.read_page().await?;
-                self.ready.extend(page);
-                self.behind = more;
-                continue;
-            }
-            match self.tail.next().await {
-                Tail::Event(event) => return Ok(event),
-                Tail::Live(_) => {}
-                Tail::Behind { .. } => self.behind = true,
-            }
-        }
-    }
-
-    /// The events as a stream; it ends after the first error.
-    pub fn into_stream(self) -> impl futures::Stream<Item = Result<Arc<Event>, EngineError>> {
-        futures::stream::unfold(Some(self), |f| async move {
-            let mut f = f?;
-            match f.next().await {
-                Ok(event) => Some((Ok(event), Some(f))),
-                Err(e) => Some((Err(e), None)),
-            }
-        })
-    }
-}
-
-/// A session's log as both sources tell it: the live broadcast, checked against the last seq
-/// seen, and the store, read again when the broadcast cannot be trusted.
-struct LogTail {
-    inner: Arc<Inner>,
-    session: SessionId,
-    updates: broadcast::Receiver<RunUpdate>,
-    /// The last seq seen.
-    last: u64,
-    /// Covers events logged by another node, which this node's broadcast never carries.
-    poll: Interval,
-}
-
-/// What the log's tail says next.
-enum Tail {
-    /// The event after the last one seen.
-    Event(Arc<Event>),
-    /// A live update other than an event.
-    Live(RunUpdate),
-    /// The store may hold events not seen: read it (`LogTail::read_page`). `lost`: live
-    /// updates were dropped (a lag), not only events.
-    Behind { lost: bool },
-}
-
-impl LogTail {
-    /// Subscribes at once, so that nothing logged after this call is missed.
-    fn new(inner: Arc<Inner>, session: SessionId) -> LogTail {
-        let updates = inner.slot(&session).updates.subscribe();
-        let period = inner.config.poll_interval;
-        let mut poll = tokio::time::interval_at(Instant::now() + period, period);
-        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        LogTail {
-            inner,
-            session,
-            updates,
-            last: 0,
-            poll,
-        }
-    }
-
-    async fn next(&mut self) -> Tail {
-        loop {
-            // Updates first: what is already queued is seen before the poll re-reads.
-            let update = tokio::select! {
-                biased;
-                update = self.updates.recv() => update,
-                _ = self.poll.tick() => return Tail::Behind { lost: false },
-            };
-            match update {
-                Ok(RunUpdate::Event(event)) if event.seq <= self.last => {}
-                Ok(RunUpdate::Event(event)) if event.seq == self.last + 1 => {
-                    self.last = event.seq;
-                    return Tail::Event(event);
-                }
-                // A gap: events logged elsewhere, or while this tail was read from the store.
-                Ok(RunUpdate::Event(_)) => return Tail::Behind { lost: false },
-                Ok(update) => return Tail::Live(update),
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::debug!(session = %self.session, missed, "a follower lagged; reading the store");
-                    return Tail::Behind { lost: true };
-                }
-                Err(RecvError::Closed) => {
-                    // The session's slot was dropped (evicted or deleted): listen to its new one.
-                    self.updates = self.inner.slot(&self.session).updates.subscribe();
-                    return Tail::Behind { lost: true };
-                }
-            }
-        }
-    }
-
-    /// A page of the stored events after the last one seen, and whether more may follow.
-    async fn read_page(&mut self) -> Result<(Vec<Arc<Event>>, bool), EngineError> {
-        let page = self
-            .inner
-            .store
-            .read_events(&self.session, self.last, PAGE)
-            .await?;
-        if let Some(last) = page.last() {
-            self.last = last.seq;
-        }
-        let more = page.len() == PAGE;
-        Ok((page.into_iter().map(Arc::new).collect(), more))
     }
 }
