@@ -5,29 +5,20 @@
 //!
 //! `cargo bench -p keel-local --bench local`
 
+// The model file and request builders the tests use.
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use keel_core::Message;
-use keel_local::{LocalClient, LocalOptions, pull};
-use keel_models::{ModelClient, ModelRequest, Params, StreamEvent};
+use keel_local::{LocalClient, LocalOptions};
+use keel_models::{ModelClient, ModelRequest, StreamEvent};
+use support::greedy;
 
 const ROUNDS: usize = 5;
 const GENERATE: u32 = 128;
-
-fn request(messages: Vec<Message>, max_tokens: u32) -> ModelRequest {
-    ModelRequest {
-        model: "smollm2-135m-instruct".into(),
-        system: None,
-        messages,
-        tools: vec![],
-        params: Params {
-            max_tokens: Some(max_tokens),
-            temperature: Some(0.0),
-            ..Params::default()
-        },
-    }
-}
 
 fn long_prompt() -> Vec<Message> {
     let text = "The history of bread spans thousands of years, from flat cakes baked on hot stones to the \
@@ -73,12 +64,7 @@ fn median(v: &[f64]) -> f64 {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let dir = std::env::var_os("KEEL_TEST_MODEL_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-models")
-        });
-    let path = pull::ensure_default_model(&dir, |_| {}).expect("model");
+    let path = support::model_path();
     println!("model: {}", path.display());
 
     let start = Instant::now();
@@ -86,7 +72,7 @@ async fn main() {
         prefix_cache_bytes: 0,
         ..LocalOptions::default()
     };
-    let client = LocalClient::load(&path, options).unwrap();
+    let client = LocalClient::load(path, options).unwrap();
     let load = start.elapsed();
     println!(
         "keel  load: {:.0} ms (simd kernels: {})",
@@ -95,10 +81,10 @@ async fn main() {
     );
 
     // keel and llama.cpp take turns, so both see the same background load.
-    let prompt_req = request(long_prompt(), 1);
+    let prompt_req = greedy(long_prompt(), 1);
     let prompt_len = client.prompt_tokens(&prompt_req).unwrap().len();
     let story = || {
-        request(
+        greedy(
             vec![Message::user(
                 "Write a long story about a lighthouse keeper and a storm.",
             )],
@@ -115,7 +101,7 @@ async fn main() {
         keel_prompt.push(prompt_len as f64 / t.elapsed().as_secs_f64());
         let (tokens, after_first, _) = timed_generation(&client, story()).await;
         keel_gen.push(tokens.saturating_sub(1) as f64 / after_first.as_secs_f64());
-        match llama_cpp(&path, prompt_len) {
+        match llama_cpp(path, prompt_len) {
             Ok(r) => {
                 cpp_prompt.push(r.prompt_tps);
                 cpp_gen.push(r.generate_tps);
@@ -162,7 +148,7 @@ async fn main() {
     }
 
     // Turn 10 of a conversation: with reuse, only the new turn is computed.
-    let reuse = LocalClient::load(&path, LocalOptions::default()).unwrap();
+    let reuse = LocalClient::load(path, LocalOptions::default()).unwrap();
     let questions = [
         "Hi! Who are you?",
         "What is the capital of France?",
@@ -180,7 +166,7 @@ async fn main() {
     for (i, q) in questions.iter().enumerate() {
         history.push(Message::user(*q));
         let t = Instant::now();
-        let reply = reuse.complete(request(history.clone(), 32)).await.unwrap();
+        let reply = reuse.complete(greedy(history.clone(), 32)).await.unwrap();
         if i == questions.len() - 1 {
             turn10 = (
                 t.elapsed(),
@@ -192,7 +178,7 @@ async fn main() {
     }
     history.pop();
     let t = Instant::now();
-    client.complete(request(history, 32)).await.unwrap();
+    client.complete(greedy(history, 32)).await.unwrap();
     let cold = t.elapsed();
     println!(
         "keel  turn 10 latency: {:.0} ms with KV reuse ({} of {} prompt tokens reused), {:.0} ms without ({:.2}x)",
