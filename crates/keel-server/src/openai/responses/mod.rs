@@ -122,9 +122,7 @@ async fn answer(state: Arc<AppState>, tenant: TenantId, started: Started) -> Res
 
 /// Deletes a `store: false` response's session once it is answered.
 pub(super) async fn discard(state: &AppState, tenant: &TenantId, session: &SessionId) {
-    if let Err(e) = state.engine.delete_session(tenant, session).await {
-        tracing::warn!(%session, error = %e, "an unstored response's session could not be deleted");
-    }
+    state.engine.discard(tenant, session).await;
 }
 
 /// The run a response id names, or OpenAI's 404.

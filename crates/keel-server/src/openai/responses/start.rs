@@ -1,18 +1,16 @@
-//! Where a response goes: a conversation, the session of the previous response (or a branch
-//! of it when it is not the session's latest, or when another response is chained onto it
-//! meanwhile), or a new session; `store: false` answers in a throwaway session.
+//! Queues a read request as the next turn of its thread (`Engine::continue_thread` owns the
+//! rules: conversation, previous response or new session, branches, throwaway sessions) and
+//! words the engine's refusals as OpenAI does, each about the parameter it concerns.
 
 use axum::http::StatusCode;
-use keel_core::{EventBody, SessionId, TenantId};
-use keel_engine::{BusyPolicy, EngineError};
+use keel_core::{SessionId, TenantId};
+use keel_engine::{EngineError, Thread, ThreadError};
 use keel_store::RunRecord;
-use serde_json::Map;
 
 use super::Failure;
 use super::agent::responses_agent;
 use super::object::status_name;
-use super::request::Request;
-use super::request::refuse;
+use super::request::{Request, refuse};
 use crate::error::ApiError;
 use crate::openai::fields::FieldError;
 use crate::openai::items;
@@ -27,158 +25,79 @@ pub(super) struct Started {
     pub discard: Option<SessionId>,
 }
 
-/// Queues the response where it goes.
+/// Queues the response where its thread goes on.
 pub(super) async fn start(
     state: &AppState,
     tenant: &TenantId,
     request: Request,
 ) -> Result<Started, Failure> {
-    let engine = &state.engine;
-    let Request {
-        options,
-        input: last,
-        store,
-        conversation,
-        previous_response_id,
-        stream,
-        background,
-    } = request;
-    let model = options.model.clone().unwrap_or_default();
-    // Where the response goes: a conversation, the session of the previous response (or a
-    // branch of it), or a new session.
-    let (session, policy, fork_from) = if let Some(conv) = &conversation {
-        let not_found = || {
-            let message = format!("Conversation with id '{conv}' not found.");
-            let error = ApiError::new(StatusCode::NOT_FOUND, "conversation_not_found", message);
-            Failure::Api(error, Some("conversation".into()))
-        };
-        let session = items::parse_conversation_id(conv).ok_or_else(not_found)?;
-        let store = engine.store();
-        if store
-            .get_session(tenant, &session)
-            .await
-            .map_err(ApiError::from)?
-            .is_none()
-        {
-            return Err(not_found());
-        }
-        (session, BusyPolicy::Enqueue, None)
-    } else if let Some(previous) = &previous_response_id {
-        let (session, upto) = previous_point(state, tenant, previous).await?;
-        (session, BusyPolicy::Reject, Some(upto))
+    let thread = if let Some(conversation) = &request.conversation {
+        let session = items::parse_conversation_id(conversation)
+            .ok_or_else(|| conversation_not_found(conversation))?;
+        Thread::Conversation(session)
+    } else if let Some(previous) = &request.previous_response_id {
+        let run = items::parse_response_id(previous).ok_or_else(|| previous_not_found(previous))?;
+        Thread::After(run)
     } else {
-        let agent = responses_agent(state, tenant, &model).await?;
-        let record = engine
-            .create_session(tenant, &agent.name, Map::new())
-            .await?;
-        (record.id, BusyPolicy::Enqueue, None)
+        let model = request.options.model.as_deref().unwrap_or_default();
+        let agent = responses_agent(state, tenant, model).await?;
+        Thread::New { agent: agent.name }
     };
-    let mut session = session;
-    let mut discard = None;
-    if !store {
-        if let Some(upto) = fork_from {
-            // The stored conversation stays as it was: answer in a throwaway branch.
-            session = engine
-                .fork_session(tenant, &session, upto.seq, Map::new())
-                .await?
-                .id;
-        }
-        discard = Some(session.clone());
-    } else if let Some(upto) = fork_from
-        && !upto.is_last
-    {
-        // The previous response is not its session's last: branch at it.
-        session = engine
-            .fork_session(tenant, &session, upto.seq, Map::new())
-            .await?
-            .id;
-    }
-    let submitted = engine
-        .submit_with(tenant, &session, last.clone(), options.clone(), policy)
-        .await;
-    let run = match (submitted, fork_from) {
-        (Ok(run), _) => run,
-        // Another response was chained onto the same one meanwhile: branch instead.
-        (Err(EngineError::Busy { .. }), Some(upto)) => {
-            let branch = engine
-                .fork_session(tenant, &session, upto.seq, Map::new())
-                .await?
-                .id;
-            engine
-                .submit_with(tenant, &branch, last, options, BusyPolicy::Enqueue)
-                .await
-                .map_err(input_failure)?
-        }
-        (Err(e), _) => return Err(input_failure(e)),
-    };
+    let turn = state
+        .engine
+        .continue_thread(
+            tenant,
+            thread,
+            request.input,
+            request.options,
+            request.store,
+        )
+        .await
+        .map_err(|e| refusal(e, &request.conversation, &request.previous_response_id))?;
     Ok(Started {
-        run,
-        stream,
-        background,
-        discard,
+        run: turn.run,
+        stream: request.stream,
+        background: request.background,
+        discard: turn.discard,
     })
 }
 
-/// Engine refusals of an input (unanswered tool calls) are about `input`.
-fn input_failure(e: EngineError) -> Failure {
+/// An engine refusal as OpenAI words it.
+fn refusal(e: ThreadError, conversation: &Option<String>, previous: &Option<String>) -> Failure {
+    let previous = previous.as_deref().unwrap_or_default();
     match e {
-        EngineError::Invalid(message) => Failure::Param(FieldError::invalid("input", message)),
-        other => other.into(),
-    }
-}
-
-/// Where a previous response left its session.
-#[derive(Clone, Copy)]
-struct Point {
-    /// The seq of the event that ended the response's run.
-    seq: u64,
-    /// Whether nothing was logged after it.
-    is_last: bool,
-}
-
-async fn previous_point(
-    state: &AppState,
-    tenant: &TenantId,
-    previous: &str,
-) -> Result<(SessionId, Point), Failure> {
-    let not_found = || {
-        Failure::Api(
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "previous_response_not_found",
-                format!("Previous response with id '{previous}' not found."),
-            ),
-            Some("previous_response_id".into()),
-        )
-    };
-    let run_id = items::parse_response_id(previous).ok_or_else(not_found)?;
-    let run = match state.engine.get_run(tenant, &run_id).await {
-        Ok(run) => run,
-        Err(EngineError::NotFound { .. }) => return Err(not_found()),
-        Err(e) => return Err(e.into()),
-    };
-    if !run.status.is_terminal() {
-        return Err(refuse("previous_response_id", format!("response {previous} is still {}: wait for it to finish (or cancel it) before continuing from it", status_name(run.status, false))).into());
-    }
-    let events = state.engine.run_events(&run).await?;
-    let Some(end) = events.last().filter(|e| is_run_end(&e.body)) else {
-        return Err(not_found());
-    };
-    let (record, _) = state.engine.session_state(tenant, &run.session).await?;
-    Ok((
-        run.session,
-        Point {
-            seq: end.seq,
-            is_last: record.last_seq == end.seq,
+        ThreadError::NotFound { .. } => match conversation {
+            Some(conversation) => conversation_not_found(conversation),
+            None => previous_not_found(previous),
         },
-    ))
+        ThreadError::Unfinished { status, .. } => refuse(
+            "previous_response_id",
+            format!(
+                "response {previous} is still {}: wait for it to finish (or cancel it) before continuing from it",
+                status_name(status, false)
+            ),
+        )
+        .into(),
+        // Engine refusals of an input (unanswered tool calls) are about `input`.
+        ThreadError::Input(EngineError::Invalid(message)) => {
+            Failure::Param(FieldError::invalid("input", message))
+        }
+        ThreadError::Input(e) | ThreadError::Engine(e) => e.into(),
+    }
 }
 
-fn is_run_end(body: &EventBody) -> bool {
-    matches!(
-        body,
-        EventBody::RunCompleted { .. }
-            | EventBody::RunFailed { .. }
-            | EventBody::RunCancelled { .. }
-    )
+fn conversation_not_found(id: &str) -> Failure {
+    let message = format!("Conversation with id '{id}' not found.");
+    let error = ApiError::new(StatusCode::NOT_FOUND, "conversation_not_found", message);
+    Failure::Api(error, Some("conversation".into()))
+}
+
+fn previous_not_found(id: &str) -> Failure {
+    let message = format!("Previous response with id '{id}' not found.");
+    let error = ApiError::new(
+        StatusCode::NOT_FOUND,
+        "previous_response_not_found",
+        message,
+    );
+    Failure::Api(error, Some("previous_response_id".into()))
 }
