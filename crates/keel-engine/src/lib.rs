@@ -79,9 +79,10 @@ impl Default for EngineConfig {
     }
 }
 
-/// What a session's subscribers see as a run progresses.
+/// What a session's broadcast carries as a run progresses: lossy (a slow receiver lags), so
+/// only `follow/` reads it, and gives everyone else `follow_run` / `follow_log`.
 #[derive(Clone, Debug)]
-pub enum RunUpdate {
+pub(crate) enum RunUpdate {
     /// A piece of the model's reply as it streams. Not logged: the whole reply is logged as
     /// an event when it ends. `attempt` tells a retried step's text from the abandoned one.
     TextDelta {
@@ -606,13 +607,6 @@ impl Engine {
         }
         self.inner.slots.lock().unwrap().remove(session);
         Ok(())
-    }
-
-    /// Live updates of a session's runs, as the driver publishes them: lossy (a slow receiver
-    /// lags). To follow a run or a log without missing anything, use `follow_run` /
-    /// `follow_log`.
-    pub fn subscribe(&self, session: &SessionId) -> broadcast::Receiver<RunUpdate> {
-        self.inner.slot(session).updates.subscribe()
     }
 
     pub async fn get_run(&self, tenant: &TenantId, run: &RunId) -> Result<RunRecord, EngineError> {
