@@ -128,7 +128,8 @@ pub async fn model_registry(config: &Config) -> anyhow::Result<ModelRegistry> {
     Ok(registry.with_catalog(catalog))
 }
 
-/// The optional knobs of `[providers.NAME] kind = "local"`.
+/// The optional knobs of `[providers.NAME] kind = "local"` (read only with the `local` feature).
+#[cfg_attr(not(feature = "local"), allow(dead_code))]
 struct LocalTuning {
     slots: Option<usize>,
     context_len: Option<usize>,
