@@ -17,6 +17,25 @@ async fn started_engine(
     dir: &tempfile::TempDir,
     first_token_latency: Duration,
 ) -> (Engine, Arc<SqliteStore>, TenantId, keel_core::SessionId) {
+    let (engine, store, tenant) = node(dir, NODE, first_token_latency, LEASE).await;
+    let session = engine
+        .create_session(&tenant, "a", Default::default())
+        .await
+        .unwrap()
+        .id;
+    (engine, store, tenant, session)
+}
+
+/// Long enough that no heartbeat commits during a turn.
+const LEASE: Duration = Duration::from_secs(600);
+
+/// A started engine named `node_id` on the database in `dir`, with agent `a`.
+async fn node(
+    dir: &tempfile::TempDir,
+    node_id: &str,
+    first_token_latency: Duration,
+    lease: Duration,
+) -> (Engine, Arc<SqliteStore>, TenantId) {
     let store =
         Arc::new(SqliteStore::open(SqliteOptions::new(dir.path().join("keel.db"))).unwrap());
     let scripted = ScriptedClient::new(ScriptedConfig {
@@ -25,9 +44,8 @@ async fn started_engine(
     });
     let models = ModelRegistry::new().with("scripted", Arc::new(scripted));
     let config = EngineConfig {
-        node_id: NODE.into(),
-        // Long enough that no heartbeat commits during a turn.
-        lease: Duration::from_secs(600),
+        node_id: node_id.into(),
+        lease,
         poll_interval: Duration::from_millis(50),
         ..EngineConfig::default()
     };
@@ -43,13 +61,8 @@ async fn started_engine(
         limits: Limits::default(),
     };
     engine.put_agent(&tenant, agent).await.unwrap();
-    let session = engine
-        .create_session(&tenant, "a", Default::default())
-        .await
-        .unwrap()
-        .id;
     engine.start().await.unwrap();
-    (engine, store, tenant, session)
+    (engine, store, tenant)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,4 +118,42 @@ async fn a_busy_sessions_run_waits_its_turn_and_reject_names_the_run_holding_it(
         let done = engine.wait_run(&tenant, &run.id).await.unwrap();
         assert_eq!(done.status, RunStatus::Completed, "{:?}", done.error);
     }
+}
+
+#[test]
+fn a_run_leased_at_enqueue_by_a_node_that_dies_is_taken_over_when_its_lease_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    // Node A leases the run at enqueue and is stuck in the model call when it dies: its
+    // runtime, with every task of it (driver, heartbeats), is dropped.
+    let node_a = tokio::runtime::Runtime::new().unwrap();
+    let (tenant, session, run) = node_a.block_on(async {
+        let (engine, _store, tenant) = node(
+            &dir,
+            "node-a",
+            Duration::from_secs(3_600),
+            Duration::from_secs(1),
+        )
+        .await;
+        let session = engine
+            .create_session(&tenant, "a", Default::default())
+            .await
+            .unwrap()
+            .id;
+        let run = engine
+            .submit(&tenant, &session, Message::user("survive me"))
+            .await
+            .unwrap();
+        assert_eq!(run.lease_owner.as_deref(), Some("node-a"));
+        (tenant, session, run)
+    });
+    drop(node_a);
+    // Node B on the same file takes it over once the lease has run out, and finishes it.
+    let node_b = tokio::runtime::Runtime::new().unwrap();
+    node_b.block_on(async {
+        let (engine, _store, _) = node(&dir, "node-b", Duration::ZERO, LEASE).await;
+        let done = engine.wait_run(&tenant, &run.id).await.unwrap();
+        assert_eq!(done.status, RunStatus::Completed, "{:?}", done.error);
+        assert_eq!(done.session, session);
+        assert_eq!(done.input.text_content(), "survive me");
+    });
 }
