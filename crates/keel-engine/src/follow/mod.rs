@@ -203,13 +203,14 @@ impl RunFollower {
         self.started |= record.status != RunStatus::Queued;
         if record.status.is_terminal() {
             self.ready.push_back(RunProgress::Ended(Box::new(record)));
-        } else if !self.started && !self.told_not_started {
-            if let Err(e) = self.engine.inner.store.health().await {
-                self.told_not_started = true;
-                self.ready.push_back(RunProgress::NotStarted {
-                    error: e.to_string(),
-                });
-            }
+        } else if !self.started
+            && !self.told_not_started
+            && let Err(e) = self.engine.inner.store.health().await
+        {
+            self.told_not_started = true;
+            self.ready.push_back(RunProgress::NotStarted {
+                error: e.to_string(),
+            });
         }
         Ok(())
     }
@@ -221,19 +222,17 @@ impl RunFollower {
                 step,
                 attempt,
                 text,
-            } if run_id == self.run => {
-                if self.text.streamed(step, attempt, &text) {
-                    self.ready.push_back(RunProgress::Text {
-                        step,
-                        attempt,
-                        text,
-                    });
-                }
+            } if run_id == self.run && self.text.streamed(step, attempt, &text) => {
+                self.ready.push_back(RunProgress::Text {
+                    step,
+                    attempt,
+                    text,
+                });
             }
-            RunUpdate::TextReset { run_id, step } if run_id == self.run => {
-                if self.text.reset(step) {
-                    self.ready.push_back(RunProgress::TextReset { step });
-                }
+            RunUpdate::TextReset { run_id, step }
+                if run_id == self.run && self.text.reset(step) =>
+            {
+                self.ready.push_back(RunProgress::TextReset { step });
             }
             RunUpdate::Finished(record) if record.id == self.run => {
                 if self.ended_in_log {
