@@ -516,22 +516,24 @@ impl Engine {
     }
 
     /// The events a run logged (from its `run_started` to its end, or the latest so far),
-    /// found by reading the session's log backwards from its end.
+    /// found by reading the session's log backwards from its end in growing pages: the latest
+    /// run of a long session costs a read of its own few events, not of the history before it.
     pub async fn run_events(&self, run: &RunRecord) -> Result<Vec<Event>, EngineError> {
-        const PAGE: usize = 256;
+        let mut page_size: usize = 8;
         let mut before = u64::MAX;
         let mut found: Vec<Event> = Vec::new();
         loop {
             let page = self
                 .inner
                 .store
-                .read_events_before(&run.session, before, PAGE)
+                .read_events_before(&run.session, before, page_size)
                 .await?;
             let Some(first) = page.first() else {
                 return Ok(Vec::new());
             };
             before = first.seq;
-            let full = page.len() == PAGE;
+            let full = page.len() == page_size;
+            page_size = (page_size * 4).min(256);
             for event in page.into_iter().rev() {
                 if event.body.run_id() != Some(&run.id) {
                     if found.is_empty() {
