@@ -32,11 +32,11 @@ pub fn stalled(run: &RunId, progress: &RunProgress) -> Option<ApiError> {
     }
 }
 
-/// Waits for the run's end, at most the server's `wait_timeout`: its final record, or its
+/// Waits for the run's end (`Engine::follow_run_end`), at most the server's `wait_timeout`: its final record, or its
 /// record as it is when the time is up; 503 (`stalled`) when it cannot go on now.
 pub async fn wait(state: &AppState, tenant: &TenantId, run: &RunId) -> Result<RunRecord, ApiError> {
     let follow = async {
-        let mut follower = state.engine.follow_run(tenant, run).await?;
+        let mut follower = state.engine.follow_run_end(tenant, run).await?;
         while let Some(progress) = follower.next().await {
             let progress = progress?;
             if let RunProgress::Ended(record) = progress {

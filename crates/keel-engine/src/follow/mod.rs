@@ -10,7 +10,10 @@
 //! comes as one more `Text` before its `model_replied` event), each of the run's logged
 //! `Event`s once in seq order, `Halted` / `NotStarted` when the run cannot go on now (it stays
 //! in the queue; a caller that promised a bounded answer stops there, others follow on), and
-//! `Ended` with the run's final record, always last. `Engine::follow_log` yields every event
+//! `Ended` with the run's final record, always last. `Engine::follow_run_end` is the same
+//! follower for a caller that wants the end alone (wait mode, `wait_run`): it yields only
+//! `Halted`, `NotStarted` and `Ended` and never reads the log, so a wait costs two record
+//! reads, not the decoding of every event of the run. `Engine::follow_log` yields every event
 //! of a session after a seq, in order, and follows on until dropped.
 
 mod tail;
@@ -87,6 +90,7 @@ impl Engine {
             run: run.clone(),
             tail,
             text: StreamedText::default(),
+            events: true,
             started: record.status != RunStatus::Queued,
             told_not_started: false,
             ended_in_log: false,
@@ -94,6 +98,39 @@ impl Engine {
             done: false,
         };
         follower.catch_up(record).await?;
+        Ok(follower)
+    }
+
+    /// Follows a run for its end alone: `Halted` / `NotStarted` while it cannot go on now, then
+    /// `Ended` (see the module's header). Subscribes as it is called: call it right after
+    /// `submit`.
+    pub async fn follow_run_end(
+        &self,
+        tenant: &TenantId,
+        run: &RunId,
+    ) -> Result<RunFollower, EngineError> {
+        let record = self.get_run(tenant, run).await?;
+        let tail = LogTail::new(self.inner.clone(), record.session.clone());
+        // Read again once subscribed: an end between the two reads is in the second.
+        let record = if record.status.is_terminal() {
+            record
+        } else {
+            self.get_run(tenant, run).await?
+        };
+        let mut follower = RunFollower {
+            engine: self.clone(),
+            tenant: tenant.clone(),
+            run: run.clone(),
+            tail,
+            text: StreamedText::default(),
+            events: false,
+            started: record.status != RunStatus::Queued,
+            told_not_started: false,
+            ended_in_log: false,
+            ready: VecDeque::new(),
+            done: false,
+        };
+        follower.check(record).await;
         Ok(follower)
     }
 
@@ -112,7 +149,7 @@ impl Engine {
 
     /// Waits until the run has ended and returns its record.
     pub async fn wait_run(&self, tenant: &TenantId, run: &RunId) -> Result<RunRecord, EngineError> {
-        self.follow_run(tenant, run).await?.end().await
+        self.follow_run_end(tenant, run).await?.end().await
     }
 }
 
@@ -123,6 +160,8 @@ pub struct RunFollower {
     run: RunId,
     tail: LogTail,
     text: StreamedText,
+    /// Whether the run's events (and text) are followed, or its end alone (`follow_run_end`).
+    events: bool,
     /// Whether the run left the queue (so it cannot be "not started").
     started: bool,
     told_not_started: bool,
@@ -174,7 +213,12 @@ impl RunFollower {
     }
 
     async fn advance(&mut self) -> Result<(), EngineError> {
-        match self.tail.next().await {
+        let next = if self.events {
+            self.tail.next().await
+        } else {
+            self.tail.next_update().await
+        };
+        match next {
             Tail::Event(event) => self.take(event),
             Tail::Live(update) => self.live(update).await?,
             Tail::Behind { lost } => {
@@ -188,10 +232,11 @@ impl RunFollower {
         Ok(())
     }
 
-    /// Reads the log after the last event seen; `record`, read before, tells whether the run
-    /// has ended (then everything it logged is in what was read) or cannot start.
+    /// Reads the log after the last event seen (when events are followed); `record`, read
+    /// before, tells whether the run has ended (then everything it logged is in what was read)
+    /// or cannot start.
     async fn catch_up(&mut self, record: RunRecord) -> Result<(), EngineError> {
-        loop {
+        while self.events {
             let (page, more) = self.tail.read_page().await?;
             for event in page {
                 self.take(event);
@@ -200,6 +245,12 @@ impl RunFollower {
                 break;
             }
         }
+        self.check(record).await;
+        Ok(())
+    }
+
+    /// What the run's record says: ended, or still queued while the store cannot commit.
+    async fn check(&mut self, record: RunRecord) {
         self.started |= record.status != RunStatus::Queued;
         if record.status.is_terminal() {
             self.ready.push_back(RunProgress::Ended(Box::new(record)));
@@ -212,7 +263,6 @@ impl RunFollower {
                 error: e.to_string(),
             });
         }
-        Ok(())
     }
 
     async fn live(&mut self, update: RunUpdate) -> Result<(), EngineError> {
@@ -222,7 +272,7 @@ impl RunFollower {
                 step,
                 attempt,
                 text,
-            } if run_id == self.run && self.text.streamed(step, attempt, &text) => {
+            } if self.events && run_id == self.run && self.text.streamed(step, attempt, &text) => {
                 self.ready.push_back(RunProgress::Text {
                     step,
                     attempt,
@@ -230,12 +280,12 @@ impl RunFollower {
                 });
             }
             RunUpdate::TextReset { run_id, step }
-                if run_id == self.run && self.text.reset(step) =>
+                if self.events && run_id == self.run && self.text.reset(step) =>
             {
                 self.ready.push_back(RunProgress::TextReset { step });
             }
             RunUpdate::Finished(record) if record.id == self.run => {
-                if self.ended_in_log {
+                if self.ended_in_log || !self.events {
                     self.ready.push_back(RunProgress::Ended(record));
                 } else {
                     // Its last events went by on another node's broadcast: read them.

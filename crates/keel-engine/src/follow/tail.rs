@@ -104,13 +104,8 @@ impl LogTail {
 
     pub(super) async fn next(&mut self) -> Tail {
         loop {
-            // Updates first: what is already queued is seen before the poll re-reads.
-            let update = tokio::select! {
-                biased;
-                update = self.updates.recv() => update,
-                _ = self.poll.tick() => return Tail::Behind { lost: false },
-            };
-            match update {
+            match self.recv().await {
+                Err(behind) => return behind,
                 Ok(RunUpdate::Event(event)) if event.seq <= self.last => {}
                 Ok(RunUpdate::Event(event)) if event.seq == self.last + 1 => {
                     self.last = event.seq;
@@ -119,15 +114,40 @@ impl LogTail {
                 // A gap: events logged elsewhere, or while this tail was read from the store.
                 Ok(RunUpdate::Event(_)) => return Tail::Behind { lost: false },
                 Ok(update) => return Tail::Live(update),
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::debug!(session = %self.session, missed, "a follower lagged; reading the store");
-                    return Tail::Behind { lost: true };
-                }
-                Err(RecvError::Closed) => {
-                    // The session's slot was dropped (evicted or deleted): listen to its new one.
-                    self.updates = self.inner.slot(&self.session).updates.subscribe();
-                    return Tail::Behind { lost: true };
-                }
+            }
+        }
+    }
+
+    /// The next live update that is not an event, for a follower that does not read the log;
+    /// `Behind` says that updates may have been missed (a lag, a dropped slot, each poll).
+    pub(super) async fn next_update(&mut self) -> Tail {
+        loop {
+            match self.recv().await {
+                Err(behind) => return behind,
+                Ok(RunUpdate::Event(_)) => {}
+                Ok(update) => return Tail::Live(update),
+            }
+        }
+    }
+
+    /// The broadcast's next update, or `Behind` when it cannot be trusted.
+    async fn recv(&mut self) -> Result<RunUpdate, Tail> {
+        // Updates first: what is already queued is seen before the poll re-reads.
+        let update = tokio::select! {
+            biased;
+            update = self.updates.recv() => update,
+            _ = self.poll.tick() => return Err(Tail::Behind { lost: false }),
+        };
+        match update {
+            Ok(update) => Ok(update),
+            Err(RecvError::Lagged(missed)) => {
+                tracing::debug!(session = %self.session, missed, "a follower lagged; reading the store");
+                Err(Tail::Behind { lost: true })
+            }
+            Err(RecvError::Closed) => {
+                // The session's slot was dropped (evicted or deleted): listen to its new one.
+                self.updates = self.inner.slot(&self.session).updates.subscribe();
+                Err(Tail::Behind { lost: true })
             }
         }
     }
