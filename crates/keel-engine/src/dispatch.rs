@@ -2,15 +2,13 @@
 //! guarantees that one session's runs are never claimed twice at once, so each claimed run
 //! is driven with the session to itself. A run submitted on this node may come leased already
 //! (`free_slot`, then `drive`): it is driven and renewed like a claimed one. Both loops are
-//! supervised: a panic in one is logged
-//! and the loop started again, never a node that silently stops claiming or renewing; a panic
-//! while driving a run lets go of it, so its lease lapses and it is driven again.
+//! `supervised`: a panic in one is logged and the loop started again, never a node that
+//! silently stops claiming or renewing; a panic while driving a run lets go of it, so its
+//! lease lapses and it is driven again.
 
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use futures::FutureExt;
 
@@ -18,23 +16,7 @@ use keel_core::{RunStatus, Timestamp};
 use keel_store::RunRecord;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
-use crate::{HeldRun, Inner, Stop, clock, driver};
-
-/// How long a background loop that panicked waits before it starts again (a loop that always
-/// panics must not spin).
-const RESTART_PAUSE: Duration = Duration::from_secs(1);
-
-/// Runs the loop `start` makes until it returns; a panic in it is logged and a new one started.
-async fn supervised<F, Fut>(name: &'static str, mut start: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = ()>,
-{
-    while AssertUnwindSafe(start()).catch_unwind().await.is_err() {
-        tracing::error!(task = name, "a background task panicked; starting it again");
-        tokio::time::sleep(RESTART_PAUSE).await;
-    }
-}
+use crate::{HeldRun, Inner, Stop, clock, driver, supervised};
 
 /// Starts claiming runs and renewing leases. Call it once this node's leases from before a
 /// restart are released: from then on, a run submitted here may be leased here at once.
@@ -185,27 +167,5 @@ async fn renew_loop(inner: Arc<Inner>) {
                 held.stop.send_replace(stop);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    use super::*;
-
-    #[tokio::test]
-    async fn a_background_loop_that_panics_is_started_again() {
-        let starts = AtomicU32::new(0);
-        supervised("test", || {
-            let n = starts.fetch_add(1, Ordering::SeqCst);
-            async move {
-                if n == 0 {
-                    panic!("a bug in a background loop");
-                }
-            }
-        })
-        .await;
-        assert_eq!(starts.load(Ordering::SeqCst), 2);
     }
 }

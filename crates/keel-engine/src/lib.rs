@@ -21,6 +21,7 @@ mod quotas;
 mod reader;
 mod records;
 mod submit;
+mod supervise;
 mod tenants;
 mod threading;
 pub mod tools;
@@ -39,6 +40,7 @@ pub use live::LoadError;
 pub use models::{ModelRegistry, ResolveError};
 pub use quotas::Quotas;
 pub use reader::StoreReader;
+pub use supervise::supervised;
 pub use threading::{Thread, ThreadError, ThreadedTurn};
 
 #[derive(Clone, Debug)]

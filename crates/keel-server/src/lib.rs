@@ -87,24 +87,29 @@ pub async fn serve(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let header_timeout = config.header_timeout;
     let (app, state) = build(engine, config, stopped.clone());
-    let flusher = tokio::spawn(accounting::flush_until_shutdown(state.clone()));
+    // Background tasks restart after a panic (`supervised`); the API's accept loop runs here,
+    // so a panic in it ends `serve` and the process with it, never a half-alive server.
+    let flusher = tokio::spawn({
+        let state = state.clone();
+        keel_engine::supervised("storing gateway usage", move || {
+            accounting::flush_until_shutdown(state.clone())
+        })
+    });
     let metrics = listeners.metrics.map(|listener| {
         let app = layers::wrap_metrics_only(routes::ops::metrics_only(state.clone()));
-        let mut stopped = stopped;
-        tokio::spawn(listen::accept_loop(
-            listener,
-            app,
-            header_timeout,
-            async move {
+        let listener = Arc::new(listener);
+        tokio::spawn(keel_engine::supervised("serving /metrics", move || {
+            let mut stopped = stopped.clone();
+            listen::accept_loop(listener.clone(), app.clone(), header_timeout, async move {
                 let _ = stopped.wait_for(|stopped| *stopped).await;
-            },
-        ))
+            })
+        }))
     });
     let shutdown = async move {
         shutdown.await;
         stop.send_replace(true);
     };
-    listen::accept_loop(listeners.api, app, header_timeout, shutdown).await;
+    listen::accept_loop(Arc::new(listeners.api), app, header_timeout, shutdown).await;
     if let Some(metrics) = metrics {
         let _ = metrics.await;
     }

@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -40,7 +41,7 @@ pub const MAX_HEADERS: usize = 100;
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 pub async fn accept_loop(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     app: Router,
     header_timeout: Duration,
     shutdown: impl Future<Output = ()>,
@@ -76,7 +77,7 @@ pub async fn accept_loop(
             }
         });
     }
-    drop(listener);
+    drop(listener); // stop accepting (a supervised loop's owner drops the other handle as it ends)
     tracing::info!("stopped accepting connections; draining requests in flight");
     if tokio::time::timeout(DRAIN, graceful.shutdown())
         .await
