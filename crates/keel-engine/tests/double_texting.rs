@@ -1,34 +1,23 @@
 //! Several inputs to one session at once: with `reject`, exactly one is accepted however the
 //! submits interleave; with `enqueue`, all are, in order.
 
-use std::sync::Arc;
-
-use keel_core::{AgentDef, AgentId, Limits, Message, TenantId};
+use keel_core::{Message, TenantId};
 use keel_engine::{BusyPolicy, Engine, EngineConfig, EngineError, ModelRegistry};
-use keel_store::{SqliteOptions, SqliteStore};
+
+mod common;
 
 async fn engine(dir: &tempfile::TempDir) -> (Engine, TenantId, keel_core::SessionId) {
-    let store =
-        Arc::new(SqliteStore::open(SqliteOptions::new(dir.path().join("keel.db"))).unwrap());
     // Not started: queued runs stay queued, so "busy" does not depend on timing.
-    let engine = Engine::new(store, ModelRegistry::new(), EngineConfig::default());
-    let tenant = TenantId::default_tenant();
-    let agent = AgentDef {
-        id: AgentId::generate(1, 1),
-        name: "a".into(),
-        version: 0,
-        instructions: String::new(),
-        model: "scripted/echo".into(),
-        tools: vec![],
-        limits: Limits::default(),
-    };
-    engine.put_agent(&tenant, agent).await.unwrap();
-    let session = engine
-        .create_session(&tenant, "a", Default::default())
-        .await
-        .unwrap()
-        .id;
-    (engine, tenant, session)
+    let test = common::engine(
+        dir,
+        ModelRegistry::new(),
+        EngineConfig::default(),
+        vec![],
+        false,
+    )
+    .await;
+    let session = common::session(&test.engine, &test.tenant).await;
+    (test.engine, test.tenant, session)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

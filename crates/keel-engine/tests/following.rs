@@ -7,53 +7,32 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_core::{
-    AgentDef, AgentId, Event, EventBody, Limits, Message, RunStatus, TenantId, ToolDef, ToolKind,
-};
-use keel_engine::{Engine, EngineConfig, ModelRegistry, RunProgress};
-use keel_models::providers::scripted::{ScriptedClient, ScriptedConfig};
-use keel_store::{SqliteOptions, SqliteStore};
+use keel_core::{Event, EventBody, Message, RunStatus, TenantId, ToolDef, ToolKind};
+use keel_engine::{Engine, EngineConfig, RunProgress};
+use keel_models::providers::scripted::ScriptedConfig;
 
 /// Tool calls the turn asks for, each logged as an intent and a result.
 const CALLS: usize = 12;
 
+mod common;
+
 async fn engine(dir: &tempfile::TempDir) -> (Engine, TenantId, keel_core::SessionId) {
-    let store =
-        Arc::new(SqliteStore::open(SqliteOptions::new(dir.path().join("keel.db"))).unwrap());
-    let models = ModelRegistry::new().with(
-        "scripted",
-        Arc::new(ScriptedClient::new(ScriptedConfig::default())),
-    );
     let config = EngineConfig {
         updates_capacity: 2,
         poll_interval: Duration::from_millis(50),
         ..EngineConfig::default()
     };
-    let engine = Engine::new(store, models, config);
-    let tenant = TenantId::default_tenant();
-    let agent = AgentDef {
-        id: AgentId::generate(1, 1),
-        name: "a".into(),
-        version: 0,
-        instructions: String::new(),
-        model: "scripted/echo".into(),
-        tools: vec![ToolDef {
-            name: "clock_now".into(),
-            description: String::new(),
-            parameters: serde_json::Value::Null,
-            strict: None,
-            kind: ToolKind::Builtin,
-        }],
-        limits: Limits::default(),
+    let clock = ToolDef {
+        name: "clock_now".into(),
+        description: String::new(),
+        parameters: serde_json::Value::Null,
+        strict: None,
+        kind: ToolKind::Builtin,
     };
-    engine.put_agent(&tenant, agent).await.unwrap();
-    let session = engine
-        .create_session(&tenant, "a", Default::default())
-        .await
-        .unwrap()
-        .id;
-    engine.start().await.unwrap();
-    (engine, tenant, session)
+    let models = common::scripted(ScriptedConfig::default());
+    let test = common::engine(dir, models, config, vec![clock], true).await;
+    let session = common::session(&test.engine, &test.tenant).await;
+    (test.engine, test.tenant, session)
 }
 
 /// A long message with many tool calls: a step of calls, then a reply summing them up.

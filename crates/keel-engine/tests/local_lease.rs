@@ -6,23 +6,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_core::{AgentDef, AgentId, Limits, Message, RunStatus, TenantId};
-use keel_engine::{BusyPolicy, Engine, EngineConfig, EngineError, ModelRegistry};
-use keel_models::providers::scripted::{ScriptedClient, ScriptedConfig};
-use keel_store::{SqliteOptions, SqliteStore};
+use keel_core::{Message, RunStatus, TenantId};
+use keel_engine::{BusyPolicy, Engine, EngineConfig, EngineError};
+use keel_models::providers::scripted::ScriptedConfig;
+use keel_store::SqliteStore;
 
 const NODE: &str = "node-a";
+
+mod common;
 
 async fn started_engine(
     dir: &tempfile::TempDir,
     first_token_latency: Duration,
 ) -> (Engine, Arc<SqliteStore>, TenantId, keel_core::SessionId) {
     let (engine, store, tenant) = node(dir, NODE, first_token_latency, LEASE).await;
-    let session = engine
-        .create_session(&tenant, "a", Default::default())
-        .await
-        .unwrap()
-        .id;
+    let session = common::session(&engine, &tenant).await;
     (engine, store, tenant, session)
 }
 
@@ -36,33 +34,18 @@ async fn node(
     first_token_latency: Duration,
     lease: Duration,
 ) -> (Engine, Arc<SqliteStore>, TenantId) {
-    let store =
-        Arc::new(SqliteStore::open(SqliteOptions::new(dir.path().join("keel.db"))).unwrap());
-    let scripted = ScriptedClient::new(ScriptedConfig {
+    let models = common::scripted(ScriptedConfig {
         first_token_latency,
         ..ScriptedConfig::default()
     });
-    let models = ModelRegistry::new().with("scripted", Arc::new(scripted));
     let config = EngineConfig {
         node_id: node_id.into(),
         lease,
         poll_interval: Duration::from_millis(50),
         ..EngineConfig::default()
     };
-    let engine = Engine::new(store.clone(), models, config);
-    let tenant = TenantId::default_tenant();
-    let agent = AgentDef {
-        id: AgentId::generate(1, 1),
-        name: "a".into(),
-        version: 0,
-        instructions: String::new(),
-        model: "scripted/echo".into(),
-        tools: vec![],
-        limits: Limits::default(),
-    };
-    engine.put_agent(&tenant, agent).await.unwrap();
-    engine.start().await.unwrap();
-    (engine, store, tenant)
+    let test = common::engine(dir, models, config, vec![], true).await;
+    (test.engine, test.store, test.tenant)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

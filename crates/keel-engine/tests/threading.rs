@@ -5,43 +5,27 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_core::{AgentDef, AgentId, Limits, Message, RunOptions, RunStatus, SessionId, TenantId};
-use keel_engine::{Engine, EngineConfig, EngineError, ModelRegistry, Thread, ThreadError};
+use keel_core::{Message, RunOptions, RunStatus, SessionId, TenantId};
+use keel_engine::{Engine, EngineConfig, EngineError, Thread, ThreadError};
 use keel_models::providers::scripted::{ScriptedClient, ScriptedConfig};
-use keel_store::{RunRecord, SqliteOptions, SqliteStore};
+use keel_store::RunRecord;
+
+mod common;
 
 async fn engine(dir: &tempfile::TempDir) -> (Engine, TenantId) {
-    let store =
-        Arc::new(SqliteStore::open(SqliteOptions::new(dir.path().join("keel.db"))).unwrap());
     // `slow` holds a turn running long enough to find its session busy.
     let slow = ScriptedConfig {
         first_token_latency: Duration::from_secs(30),
         ..ScriptedConfig::default()
     };
-    let models = ModelRegistry::new()
-        .with(
-            "scripted",
-            Arc::new(ScriptedClient::new(ScriptedConfig::default())),
-        )
+    let models = common::scripted(ScriptedConfig::default())
         .with("slow", Arc::new(ScriptedClient::new(slow)));
     let config = EngineConfig {
         poll_interval: Duration::from_millis(50),
         ..EngineConfig::default()
     };
-    let engine = Engine::new(store, models, config);
-    let tenant = TenantId::default_tenant();
-    let agent = AgentDef {
-        id: AgentId::generate(1, 1),
-        name: "a".into(),
-        version: 0,
-        instructions: String::new(),
-        model: "scripted/echo".into(),
-        tools: vec![],
-        limits: Limits::default(),
-    };
-    engine.put_agent(&tenant, agent).await.unwrap();
-    engine.start().await.unwrap();
-    (engine, tenant)
+    let test = common::engine(dir, models, config, vec![], true).await;
+    (test.engine, test.tenant)
 }
 
 fn new_thread() -> Thread {
