@@ -8,7 +8,7 @@
 use keel_core::{Event, EventBody, Message, RunId, RunOptions, RunStatus, SessionId, TenantId};
 use keel_store::RunRecord;
 
-use crate::{BusyPolicy, Engine, EngineError};
+use crate::{BusyPolicy, Engine, EngineError, RunFollower};
 
 /// What a turn continues.
 #[derive(Clone, Debug)]
@@ -24,6 +24,9 @@ pub enum Thread {
 /// A queued turn.
 pub struct ThreadedTurn {
     pub run: RunRecord,
+    /// The run's follower, subscribed before it was queued (`Engine::submit_followed`): a
+    /// stream's first text is live even when the run is driven at once. Drop it if unused.
+    pub follower: RunFollower,
     /// The throwaway session of an unstored turn: `Engine::discard` it once answered.
     pub discard: Option<SessionId>,
 }
@@ -98,8 +101,10 @@ impl Engine {
         {
             self.discard(tenant, session).await;
         }
+        let (run, follower) = queued?;
         Ok(ThreadedTurn {
-            run: queued?,
+            run,
+            follower,
             discard,
         })
     }
@@ -114,15 +119,15 @@ impl Engine {
         options: RunOptions,
         policy: BusyPolicy,
         after: Option<RunEnd>,
-    ) -> Result<RunRecord, ThreadError> {
+    ) -> Result<(RunRecord, RunFollower), ThreadError> {
         let submitted = self
-            .submit_with(tenant, session, input.clone(), options.clone(), policy)
+            .submit_followed(tenant, session, input.clone(), options.clone(), policy)
             .await;
         match (submitted, after) {
             (Ok(run), _) => Ok(run),
             (Err(EngineError::Busy { .. }), Some(end)) => {
                 let branch = self.branch(tenant, session, end).await?;
-                self.submit_with(tenant, &branch, input, options, BusyPolicy::Enqueue)
+                self.submit_followed(tenant, &branch, input, options, BusyPolicy::Enqueue)
                     .await
                     .map_err(ThreadError::Input)
             }

@@ -10,7 +10,9 @@
 //! comes as one more `Text` before its `model_replied` event), each of the run's logged
 //! `Event`s once in seq order, `Halted` / `NotStarted` when the run cannot go on now (it stays
 //! in the queue; a caller that promised a bounded answer stops there, others follow on), and
-//! `Ended` with the run's final record, always last. `Engine::follow_run_end` is the same
+//! `Ended` with the run's final record, always last. `Engine::submit_followed` queues a run
+//! and returns its follower subscribed before the run was queued (a stream's first text is
+//! live even when the run is driven at once). `Engine::follow_run_end` is the same
 //! follower for a caller that wants the end alone (wait mode, `wait_run`): it yields only
 //! `Halted`, `NotStarted` and `Ended` and never reads the log, so a wait costs two record
 //! reads, not the decoding of every event of the run. `Engine::follow_log` yields every event
@@ -22,10 +24,10 @@ mod text;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use keel_core::{Event, EventBody, RunId, RunStatus, SessionId, TenantId};
+use keel_core::{Event, EventBody, Message, RunId, RunOptions, RunStatus, SessionId, TenantId};
 use keel_store::RunRecord;
 
-use crate::{Engine, EngineError, RunUpdate};
+use crate::{BusyPolicy, Engine, EngineError, RunUpdate};
 pub use tail::LogFollower;
 use tail::{LogTail, Tail};
 use text::StreamedText;
@@ -99,6 +101,45 @@ impl Engine {
         };
         follower.catch_up(record).await?;
         Ok(follower)
+    }
+
+    /// Queues `input` like `submit_with` and follows the run from before it was queued: the
+    /// session's broadcast is subscribed first, so even a run driven the instant it is queued
+    /// (leased at enqueue) streams its first text live instead of reading it back from the log.
+    pub async fn submit_followed(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+        input: Message,
+        options: RunOptions,
+        policy: BusyPolicy,
+    ) -> Result<(RunRecord, RunFollower), EngineError> {
+        let mut tail = LogTail::new(self.inner.clone(), session.clone());
+        // Subscribed, then the log's end read: what is logged after it is on the broadcast.
+        tail.last = self
+            .inner
+            .store
+            .read_events_before(session, u64::MAX, 1)
+            .await?
+            .pop()
+            .map_or(0, |e| e.seq);
+        let run = self
+            .submit_with(tenant, session, input, options, policy)
+            .await?;
+        let follower = RunFollower {
+            engine: self.clone(),
+            tenant: tenant.clone(),
+            run: run.id.clone(),
+            tail,
+            text: StreamedText::default(),
+            events: true,
+            started: false,
+            told_not_started: false,
+            ended_in_log: false,
+            ready: VecDeque::new(),
+            done: false,
+        };
+        Ok((run, follower))
     }
 
     /// Follows a run for its end alone: `Halted` / `NotStarted` while it cannot go on now, then

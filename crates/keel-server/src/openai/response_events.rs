@@ -26,19 +26,19 @@ pub fn response_events(
     state: Arc<AppState>,
     tenant: TenantId,
     run: RunRecord,
+    follower: RunFollower,
     discard_after: Option<SessionId>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let discard = discard_after.map(|session| Discard {
         state: state.clone(),
-        tenant: tenant.clone(),
+        tenant,
         session,
     });
     let stream = ResponseStream {
         client: run.options.client_tools().map(str::to_string).collect(),
-        state: state.clone(),
-        tenant,
         run,
-        follower: None,
+        follower,
+        announced: false,
         over: false,
         out: Emitter::default(),
         events: Vec::new(),
@@ -96,13 +96,13 @@ struct OpenText {
 
 /// A run followed as the Responses API's events.
 struct ResponseStream {
-    state: Arc<AppState>,
-    tenant: TenantId,
     run: RunRecord,
     /// Function tools performed by the caller (their calls are output items).
     client: Vec<String>,
-    /// Started with the first batch.
-    follower: Option<RunFollower>,
+    /// Subscribed before the run was queued (`Engine::submit_followed`).
+    follower: RunFollower,
+    /// Whether `response.created` went out (the first batch).
+    announced: bool,
     over: bool,
     out: Emitter,
     /// The run's events so far, for the final response object.
@@ -119,34 +119,27 @@ impl Batches for ResponseStream {
         if self.over {
             return None;
         }
-        match self.follower.as_mut() {
-            None => self.start().await,
-            Some(follower) => match follower.next().await {
+        if !self.announced {
+            self.announce();
+        } else {
+            match self.follower.next().await {
                 Some(Ok(progress)) => self.progress(progress),
                 Some(Err(e)) => self.error(&e.into()),
                 None => self.over = true,
-            },
+            }
         }
         Some(std::mem::take(&mut self.out.batch))
     }
 }
 
 impl ResponseStream {
-    async fn start(&mut self) {
+    fn announce(&mut self) {
+        self.announced = true;
         let mut shown = self.run.clone();
         shown.status = RunStatus::Running;
         let shown = json!({"response": response_object(&shown, &[])});
         self.out.send("response.created", shown.clone());
         self.out.send("response.in_progress", shown);
-        match self
-            .state
-            .engine
-            .follow_run(&self.tenant, &self.run.id)
-            .await
-        {
-            Ok(follower) => self.follower = Some(follower),
-            Err(e) => self.error(&e.into()),
-        }
     }
 
     fn error(&mut self, error: &crate::error::ApiError) {

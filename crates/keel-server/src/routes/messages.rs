@@ -49,37 +49,32 @@ pub async fn send(
         ));
     }
     let engine = &state.engine;
+    let input = Message::user(body.content);
+    let policy = body.on_busy.into();
+    if body.mode == SendMode::Stream {
+        // Subscribed before queueing: a run driven at once still streams its text live.
+        let (run, follower) = engine
+            .submit_followed(&caller.tenant, &session, input, Default::default(), policy)
+            .await?;
+        let stream = RunStream {
+            created: Some(run),
+            follower,
+            usage: None,
+            over: false,
+        };
+        return Ok(sse::respond(&state, sse::batches(stream)).into_response());
+    }
     let run = engine
-        .submit_with(
-            &caller.tenant,
-            &session,
-            Message::user(body.content),
-            Default::default(),
-            body.on_busy.into(),
-        )
+        .submit_with(&caller.tenant, &session, input, Default::default(), policy)
         .await?;
-    match body.mode {
-        SendMode::Background => {
-            Ok((StatusCode::ACCEPTED, Json(RunView::new(run, None))).into_response())
-        }
-        SendMode::Wait => {
-            let run = progress::wait(&state, &caller.tenant, &run.id).await?;
-            if run.status.is_terminal() {
-                Ok(Json(super::runs::view(&state, run).await).into_response())
-            } else {
-                Ok(Json(RunView::new(run, None)).into_response())
-            }
-        }
-        SendMode::Stream => {
-            let follower = engine.follow_run(&caller.tenant, &run.id).await?;
-            let stream = RunStream {
-                created: Some(run),
-                follower,
-                usage: None,
-                over: false,
-            };
-            Ok(sse::respond(&state, sse::batches(stream)).into_response())
-        }
+    if body.mode == SendMode::Background {
+        return Ok((StatusCode::ACCEPTED, Json(RunView::new(run, None))).into_response());
+    }
+    let run = progress::wait(&state, &caller.tenant, &run.id).await?;
+    if run.status.is_terminal() {
+        Ok(Json(super::runs::view(&state, run).await).into_response())
+    } else {
+        Ok(Json(RunView::new(run, None)).into_response())
     }
 }
 

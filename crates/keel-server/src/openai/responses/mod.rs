@@ -86,8 +86,14 @@ async fn answer(state: Arc<AppState>, tenant: TenantId, started: Started) -> Res
         return Json(response_object(&started.run, &[])).into_response();
     }
     if started.stream {
-        return response_events::response_events(state, tenant, started.run, started.discard)
-            .into_response();
+        return response_events::response_events(
+            state,
+            tenant,
+            started.run,
+            started.follower,
+            started.discard,
+        )
+        .into_response();
     }
     // Finished, or still running past the wait limit (the client may poll for it); 503 when
     // it cannot start.

@@ -4,7 +4,7 @@
 
 use axum::http::StatusCode;
 use keel_core::{SessionId, TenantId};
-use keel_engine::{EngineError, Thread, ThreadError};
+use keel_engine::{EngineError, RunFollower, Thread, ThreadError};
 use keel_store::RunRecord;
 
 use super::Failure;
@@ -19,6 +19,8 @@ use crate::state::AppState;
 /// A queued response and how to answer for it.
 pub(super) struct Started {
     pub run: RunRecord,
+    /// The run's follower, subscribed before it was queued.
+    pub follower: RunFollower,
     pub stream: bool,
     pub background: bool,
     /// The session to delete once answered (`store: false`).
@@ -56,6 +58,7 @@ pub(super) async fn start(
         .map_err(|e| refusal(e, &request.conversation, &request.previous_response_id))?;
     Ok(Started {
         run: turn.run,
+        follower: turn.follower,
         stream: request.stream,
         background: request.background,
         discard: turn.discard,
