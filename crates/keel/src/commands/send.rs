@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use anyhow::{Context, bail};
 use clap::Args;
 use keel_core::{EventBody, Message, RunStatus, SessionId, TenantId};
-use keel_engine::{Engine, RunProgress};
+use keel_engine::{BusyPolicy, Engine, RunProgress};
 use keel_store::RunRecord;
 
 use crate::config::Config;
@@ -107,7 +107,7 @@ pub async fn stream_turn(
     follow_turn(engine, &rt.tenant, session, text, out).await
 }
 
-/// Submits one message and follows its run to the end (`Engine::follow_run`: nothing is missed
+/// Submits one message and follows its run to the end (`Engine::submit_followed`: nothing is missed
 /// however slow `out` is), writing the reply to `out` as it streams and tool calls and failed
 /// model calls to stderr.
 async fn follow_turn(
@@ -117,8 +117,16 @@ async fn follow_turn(
     text: &str,
     mut out: Option<&mut (dyn Write + Send)>,
 ) -> anyhow::Result<RunRecord> {
-    let run = engine.submit(tenant, session, Message::user(text)).await?;
-    let mut follower = engine.follow_run(tenant, &run.id).await?;
+    // Subscribed before queueing (`submit_followed`): the first text streams live.
+    let (run, mut follower) = engine
+        .submit_followed(
+            tenant,
+            session,
+            Message::user(text),
+            Default::default(),
+            BusyPolicy::Enqueue,
+        )
+        .await?;
     let mut printed_any = false;
     let print = out.is_some();
     while let Some(progress) = follower.next().await {
