@@ -257,6 +257,25 @@ async fn a_full_disk_degrades_to_503_and_recovers_without_a_restart() {
     let created = streaming.next().await.expect("run C is announced");
     assert_eq!(created.event, "run.created", "{created:?}");
     let c = created.json()["id"].as_str().unwrap().to_string();
+    // And a Responses request (D) that waits, in the same session as a conversation.
+    let responding = {
+        let api = Api {
+            http: api.http.clone(),
+            base: api.base.clone(),
+            key: api.key.clone(),
+        };
+        let body = json!({"model": "scripted/echo", "input": "after C", "conversation": busy});
+        tokio::spawn(async move { api.call(Method::POST, "/v1/responses", Some(body)).await })
+    };
+    poll(
+        "runs B, C and D queued",
+        Duration::from_secs(30),
+        async || {
+            let (_, text) = api.call(Method::GET, "/metrics", None).await;
+            (metric(text.as_str()?, "keel_runs{status=\"queued\"}") == Some(3.0)).then_some(())
+        },
+    )
+    .await;
 
     // The disk fills up.
     let filler = disk.join("filler");
@@ -322,6 +341,19 @@ async fn a_full_disk_degrades_to_503_and_recovers_without_a_restart() {
     while let Some(event) = streaming.next().await {
         c_events.push(event);
     }
+    let (status, d_refused) = tokio::time::timeout(Duration::from_secs(30), responding)
+        .await
+        .expect("a waiting Responses request whose run cannot start answers in bounded time")
+        .unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{d_refused}");
+    assert_eq!(d_refused["error"]["code"], "run_not_started", "{d_refused}");
+    let d = d_refused["error"]["message"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .find(|w| w.starts_with("run_"))
+        .expect("the message names the run")
+        .to_string();
     let c_refused = c_events.last().expect("run C's stream says why it ended");
     assert_eq!(c_refused.event, "error", "{c_events:?}");
     assert_eq!(
@@ -347,9 +379,9 @@ async fn a_full_disk_degrades_to_503_and_recovers_without_a_restart() {
         (status == StatusCode::OK).then_some(())
     })
     .await;
-    for run in [&a, &b, &c] {
+    for run in [&a, &b, &c, &d] {
         let ended = poll(
-            "runs A, B and C finish",
+            "runs A, B, C and D finish",
             Duration::from_secs(60),
             async || {
                 let run = api.ok(Method::GET, &format!("/v1/runs/{run}"), None).await;
