@@ -38,6 +38,20 @@ impl Engine {
         options: RunOptions,
         policy: BusyPolicy,
     ) -> Result<RunRecord, EngineError> {
+        let (run, _) = self.queue(tenant, session, input, options, policy).await?;
+        Ok(run)
+    }
+
+    /// `submit_with`, also giving the session's last seq as read before the run was queued
+    /// (`submit_followed` starts following there).
+    pub(crate) async fn queue(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+        input: Message,
+        options: RunOptions,
+        policy: BusyPolicy,
+    ) -> Result<(RunRecord, u64), EngineError> {
         if input.parts.is_empty() {
             return Err(EngineError::Invalid(
                 "the input message has no parts".into(),
@@ -104,7 +118,8 @@ impl Engine {
             lease_owner: None,
             lease_until: None,
         };
-        self.enqueue(run, policy == BusyPolicy::Reject).await
+        let run = self.enqueue(run, policy == BusyPolicy::Reject).await?;
+        Ok((run, record.last_seq))
     }
 
     /// Queues `run` in one store transaction with the busy check (`refuse_if_busy`: the

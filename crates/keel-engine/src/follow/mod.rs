@@ -86,19 +86,14 @@ impl Engine {
                 .first()
                 .map_or(last, |e| e.seq - 1)
         };
-        let mut follower = RunFollower {
-            engine: self.clone(),
-            tenant: tenant.clone(),
-            run: run.clone(),
+        let mut follower = RunFollower::new(
+            self,
+            tenant,
+            run.clone(),
             tail,
-            text: StreamedText::default(),
-            events: true,
-            started: record.status != RunStatus::Queued,
-            told_not_started: false,
-            ended_in_log: false,
-            ready: VecDeque::new(),
-            done: false,
-        };
+            true,
+            record.status != RunStatus::Queued,
+        );
         follower.catch_up(record).await?;
         Ok(follower)
     }
@@ -115,30 +110,11 @@ impl Engine {
         policy: BusyPolicy,
     ) -> Result<(RunRecord, RunFollower), EngineError> {
         let mut tail = LogTail::new(self.inner.clone(), session.clone());
-        // Subscribed, then the log's end read: what is logged after it is on the broadcast.
-        tail.last = self
-            .inner
-            .store
-            .read_events_before(session, u64::MAX, 1)
-            .await?
-            .pop()
-            .map_or(0, |e| e.seq);
-        let run = self
-            .submit_with(tenant, session, input, options, policy)
-            .await?;
-        let follower = RunFollower {
-            engine: self.clone(),
-            tenant: tenant.clone(),
-            run: run.id.clone(),
-            tail,
-            text: StreamedText::default(),
-            events: true,
-            started: false,
-            told_not_started: false,
-            ended_in_log: false,
-            ready: VecDeque::new(),
-            done: false,
-        };
+        // Subscribed before the session's record is read: what is logged after that read is
+        // on the broadcast, so the follower starts at the seq the read gave (no read of its own).
+        let (run, log_end) = self.queue(tenant, session, input, options, policy).await?;
+        tail.last = log_end;
+        let follower = RunFollower::new(self, tenant, run.id.clone(), tail, true, false);
         Ok((run, follower))
     }
 
@@ -158,19 +134,14 @@ impl Engine {
         } else {
             self.get_run(tenant, run).await?
         };
-        let mut follower = RunFollower {
-            engine: self.clone(),
-            tenant: tenant.clone(),
-            run: run.clone(),
+        let mut follower = RunFollower::new(
+            self,
+            tenant,
+            run.clone(),
             tail,
-            text: StreamedText::default(),
-            events: false,
-            started: record.status != RunStatus::Queued,
-            told_not_started: false,
-            ended_in_log: false,
-            ready: VecDeque::new(),
-            done: false,
-        };
+            false,
+            record.status != RunStatus::Queued,
+        );
         follower.check(record).await;
         Ok(follower)
     }
@@ -213,6 +184,29 @@ pub struct RunFollower {
 }
 
 impl RunFollower {
+    fn new(
+        engine: &Engine,
+        tenant: &TenantId,
+        run: RunId,
+        tail: LogTail,
+        events: bool,
+        started: bool,
+    ) -> RunFollower {
+        RunFollower {
+            engine: engine.clone(),
+            tenant: tenant.clone(),
+            run,
+            tail,
+            text: StreamedText::default(),
+            events,
+            started,
+            told_not_started: false,
+            ended_in_log: false,
+            ready: VecDeque::new(),
+            done: false,
+        }
+    }
+
     /// The run followed.
     pub fn run(&self) -> &RunId {
         &self.run

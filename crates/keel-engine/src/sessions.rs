@@ -1,0 +1,273 @@
+//! Sessions as the engine changes them outside runs: started, given messages between runs,
+//! forked at a point between runs, deleted with their runs; and read back (state, history).
+
+use std::sync::Arc;
+
+use keel_core::{Event, EventBody, Message, SessionId, SessionState, TenantId};
+use keel_store::{NewEvent, SessionRecord};
+
+use crate::{Engine, EngineError, Quotas, RunUpdate, clock, live};
+
+impl Engine {
+    /// Starts a session of the latest version of `agent_name`.
+    pub async fn create_session(
+        &self,
+        tenant: &TenantId,
+        agent_name: &str,
+        metadata: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<SessionRecord, EngineError> {
+        let agent = self
+            .inner
+            .store
+            .get_agent(tenant, agent_name, None)
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "agent",
+                id: agent_name.into(),
+            })?;
+        self.check_room_for_a_session(tenant).await?;
+        let now = clock::now();
+        let record = SessionRecord {
+            id: clock::new_session_id(),
+            tenant: tenant.clone(),
+            agent_id: agent.id.clone(),
+            agent_name: agent.name.clone(),
+            agent_version: agent.version,
+            created_at: now,
+            metadata: metadata.clone(),
+            last_seq: 1,
+        };
+        let first = NewEvent {
+            at: now,
+            body: EventBody::SessionStarted {
+                tenant: tenant.clone(),
+                agent,
+                metadata,
+            },
+        };
+        self.inner
+            .store
+            .create_session(&record, vec![first])
+            .await?;
+        Ok(record)
+    }
+
+    pub(crate) async fn check_room_for_a_session(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<(), EngineError> {
+        let held = self.inner.store.tenant_counts(tenant).await?.sessions;
+        let limit = self.inner.config.quotas.sessions_per_tenant;
+        Quotas::check(
+            "the tenant's sessions",
+            "sessions_per_tenant",
+            held,
+            1,
+            limit,
+        )
+    }
+
+    /// Reads the session's state: the in-memory one (loaded and kept if missing) when no run
+    /// holds it, else the store's.
+    pub(crate) async fn with_idle_state<T>(
+        &self,
+        session: &SessionId,
+        f: impl FnOnce(&SessionState) -> T,
+    ) -> Result<T, EngineError> {
+        let slot = self.inner.slot(session);
+        if let Ok(mut live) = slot.live.try_lock() {
+            if live.is_none() {
+                *live = Some(live::LiveSession::load(self.inner.store.as_ref(), session).await?);
+            }
+            return Ok(f(&live.as_ref().expect("loaded above").state));
+        }
+        let live = live::LiveSession::load(self.inner.store.as_ref(), session).await?;
+        Ok(f(&live.state))
+    }
+
+    /// Adds messages to an idle session's transcript without running the model (conversation
+    /// items). `Busy` while a run is queued or in progress.
+    pub async fn add_messages(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+        messages: Vec<Message>,
+    ) -> Result<u64, EngineError> {
+        if messages.iter().any(|m| m.parts.is_empty()) {
+            return Err(EngineError::Invalid("a message has no parts".into()));
+        }
+        self.require_session(tenant, session).await?;
+        let slot = self.inner.slot(session);
+        let _submitting = slot.submit.lock().await;
+        if let Some(busy) = self
+            .inner
+            .store
+            .pending_runs(tenant, session)
+            .await?
+            .first()
+        {
+            return Err(EngineError::Busy {
+                session: session.clone(),
+                run: busy.id.clone(),
+            });
+        }
+        let mut live = slot.live.lock().await;
+        if live.is_none() {
+            *live = Some(live::LiveSession::load(self.inner.store.as_ref(), session).await?);
+        }
+        let live = live.as_mut().expect("loaded above");
+        let quotas = &self.inner.config.quotas;
+        Quotas::check(
+            "the session's log",
+            "events_per_session",
+            live.state.last_seq,
+            1,
+            quotas.events_per_session,
+        )?;
+        Quotas::check(
+            "the conversation's items",
+            "items_per_conversation",
+            live.state.message_count,
+            messages.len() as u64,
+            quotas.items_per_conversation,
+        )?;
+        let event = Event {
+            seq: live.state.last_seq + 1,
+            at: clock::now(),
+            body: EventBody::MessagesAdded { messages },
+        };
+        let mut state = live.state.clone();
+        state
+            .apply(&event)
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let batch = keel_store::AppendBatch::events(vec![NewEvent {
+            at: event.at,
+            body: event.body.clone(),
+        }]);
+        self.inner
+            .store
+            .append(session, live.state.last_seq, batch)
+            .await?;
+        live.state = state;
+        live.extend_transcript(std::slice::from_ref(&event));
+        let seq = event.seq;
+        let _ = slot.updates.send(RunUpdate::Event(Arc::new(event)));
+        Ok(seq)
+    }
+
+    /// A new session whose log is a copy of `source`'s first `upto_seq` events (which must
+    /// end between runs), with its own metadata: a branch of the conversation at that point.
+    pub async fn fork_session(
+        &self,
+        tenant: &TenantId,
+        source: &SessionId,
+        upto_seq: u64,
+        metadata: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<SessionRecord, EngineError> {
+        let original = self.require_session(tenant, source).await?;
+        self.check_room_for_a_session(tenant).await?;
+        let events = self
+            .inner
+            .store
+            .read_events(source, 0, usize::try_from(upto_seq).unwrap_or(usize::MAX))
+            .await?;
+        let state = SessionState::default()
+            .fold(&events)
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        if state.last_seq != upto_seq || state.active.is_some() {
+            return Err(EngineError::Invalid(format!(
+                "session {source} cannot be forked at seq {upto_seq}: a fork starts between runs of the log"
+            )));
+        }
+        let mut events: Vec<NewEvent> = events
+            .into_iter()
+            .map(|e| NewEvent {
+                at: e.at,
+                body: e.body,
+            })
+            .collect();
+        if let Some(EventBody::SessionStarted { metadata: m, .. }) =
+            events.first_mut().map(|e| &mut e.body)
+        {
+            *m = metadata.clone();
+        }
+        let record = SessionRecord {
+            id: clock::new_session_id(),
+            created_at: clock::now(),
+            metadata,
+            last_seq: upto_seq,
+            ..original
+        };
+        self.inner.store.create_session(&record, events).await?;
+        Ok(record)
+    }
+
+    /// The tenant's session record, or `NotFound`.
+    pub(crate) async fn require_session(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+    ) -> Result<SessionRecord, EngineError> {
+        self.inner
+            .store
+            .get_session(tenant, session)
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "session",
+                id: session.to_string(),
+            })
+    }
+
+    /// The session's record and its state folded from the log (status, last seq, message
+    /// count, usage).
+    pub async fn session_state(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+    ) -> Result<(SessionRecord, SessionState), EngineError> {
+        let record = self.require_session(tenant, session).await?;
+        let live = live::LiveSession::load(self.inner.store.as_ref(), session).await?;
+        Ok((record, live.state))
+    }
+
+    /// Cancels the session's pending runs and deletes it with its log and runs. `NotFound`
+    /// for an unknown session (or another tenant's).
+    pub async fn delete_session(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+    ) -> Result<(), EngineError> {
+        for run in self
+            .inner
+            .store
+            .pending_runs(tenant, session)
+            .await?
+            .iter()
+            .rev()
+        {
+            self.cancel_run(tenant, &run.id).await?;
+        }
+        if !self.inner.store.delete_session(tenant, session).await? {
+            return Err(EngineError::NotFound {
+                kind: "session",
+                id: session.to_string(),
+            });
+        }
+        self.inner.slots.lock().unwrap().remove(session);
+        Ok(())
+    }
+
+    /// The session's messages, oldest first, from the log (`after`: a seq cursor).
+    pub async fn history(
+        &self,
+        session: &SessionId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Message)>, EngineError> {
+        let events = self.inner.store.read_events(session, after, limit).await?;
+        Ok(events
+            .iter()
+            .flat_map(|e| e.body.messages().into_iter().map(move |m| (e.seq, m)))
+            .collect())
+    }
+}
