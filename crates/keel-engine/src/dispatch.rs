@@ -123,7 +123,8 @@ async fn drive_claimed(inner: &Arc<Inner>, run: RunRecord, stop_rx: watch::Recei
 }
 
 /// Extends the leases of the runs this node drives and picks up cancel requests made on
-/// other nodes. A run whose lease was lost is told to stop: another node has it now.
+/// other nodes. A run whose lease was lost is told to stop: another node has it now. Each
+/// beat also lets idle sessions past their grace leave the warm cache.
 async fn heartbeat_loop(inner: Arc<Inner>) {
     supervised("renewing leases", || renew_loop(inner.clone())).await;
 }
@@ -136,6 +137,7 @@ async fn renew_loop(inner: Arc<Inner>) {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,
         }
+        inner.slots.warm().tidy();
         let held: Vec<_> = inner
             .held
             .lock()

@@ -20,7 +20,8 @@ use tokio::sync::watch;
 
 use crate::fault::{self, FaultPoint};
 use crate::live::{LiveSession, LoadError};
-use crate::{Inner, RunUpdate, SessionSlot, Stop, clock, context, tools};
+use crate::slots::SessionSlot;
+use crate::{Inner, RunUpdate, Stop, clock, context, tools};
 
 /// Why a drive stopped before the run ended.
 #[derive(Debug)]
@@ -131,17 +132,15 @@ struct Driver<'a> {
 
 impl Driver<'_> {
     async fn drive(&mut self, slot_live: &mut Option<LiveSession>) -> Result<(), Halt> {
-        if slot_live.is_none() {
-            let loaded = LiveSession::load(self.inner.store.as_ref(), &self.run.session)
-                .await
-                .map_err(|e| match e {
-                    LoadError::Store(e) if !e.is_unreadable() => e.into(),
-                    e if e.is_unreadable() => Halt::Unreadable(e.to_string()),
-                    e => Halt::Failed(e.to_string()),
-                })?;
-            *slot_live = Some(loaded);
-        }
-        let live = slot_live.as_mut().expect("loaded above");
+        let live = self
+            .inner
+            .live(&self.run.session, slot_live)
+            .await
+            .map_err(|e| match e {
+                LoadError::Store(e) if !e.is_unreadable() => e.into(),
+                e if e.is_unreadable() => Halt::Unreadable(e.to_string()),
+                e => Halt::Failed(e.to_string()),
+            })?;
         // The state including pending (decided, not yet logged) events.
         let mut state = live.state.clone();
         self.begin(live, &mut state).await?;
@@ -543,7 +542,7 @@ impl Driver<'_> {
         let mut request = ModelRequest {
             model,
             system: (!instructions.is_empty()).then(|| instructions.clone()),
-            messages: live.transcript.iter().cloned().collect::<Vec<Message>>(),
+            messages: live.messages().iter().cloned().collect::<Vec<Message>>(),
             tools: tools::specs(agent, options),
             params: Params {
                 // No cap unless the run or the agent asks for one: the model's own limit.

@@ -4,7 +4,8 @@
 //! start, or by another node when the lease expires), and never two at once per session.
 //!
 //! Modules: `driver` (one run's loop), `dispatch` (claiming runs, leases, recovery),
-//! `live` (in-memory session state), `follow` (following a run or a log), `tools`, `models`
+//! `live` (in-memory session state), `slots` (the sessions in use), `warm` (idle ones kept,
+//! bounded in bytes), `follow` (following a run or a log), `tools`, `models`
 //! (provider lookup), `fault` (crash-test hooks), `clock` (time and ids). Every write to the
 //! store is an `Engine` method (`sessions`, `agents`, `tenants`, `records` hold those outside
 //! runs; `submit` queues runs, `runs` reads and cancels them); others get a `StoreReader`.
@@ -24,11 +25,13 @@ mod reader;
 mod records;
 mod runs;
 mod sessions;
+mod slots;
 mod submit;
 mod supervise;
 mod tenants;
 mod threading;
 pub mod tools;
+mod warm;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,7 +40,7 @@ use std::time::Duration;
 
 use keel_core::{Event, EventBody, RunId, SessionId, TenantId};
 use keel_store::{RunRecord, Store, StoreError};
-use tokio::sync::{Notify, Semaphore, broadcast, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 pub use follow::{LogFollower, RunFollower, RunProgress};
 pub use live::LoadError;
@@ -46,6 +49,7 @@ pub use quotas::Quotas;
 pub use reader::StoreReader;
 pub use supervise::supervised;
 pub use threading::{Thread, ThreadError, ThreadedTurn};
+pub use warm::SessionCacheStats;
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -60,12 +64,15 @@ pub struct EngineConfig {
     pub tool_timeout: Duration,
     /// How often to look for runs queued by others or whose leases expired.
     pub poll_interval: Duration,
-    /// Sessions kept in memory.
-    pub session_cache: usize,
+    /// The estimated bytes of idle sessions' live state kept warm (`warm`); 0 keeps none.
+    pub session_cache_bytes: u64,
+    /// How long an idle session stays warm unless the byte bound evicts it sooner.
+    pub session_idle: Duration,
     /// How much one tenant or session may hold or queue.
     pub quotas: Quotas,
-    /// Live updates a session's broadcast keeps for its slowest follower; one further behind
-    /// reads the store instead (`follow/`). Tests make it tiny to make followers lag.
+    /// Live updates a session's channel keeps for its slowest follower; one further behind
+    /// reads the store instead (`follow/`). Allocated while the session is driven or
+    /// followed, so small. Tests make it tiny to make followers lag.
     pub updates_capacity: usize,
 }
 
@@ -78,9 +85,10 @@ impl Default for EngineConfig {
             max_concurrent_runs: 256,
             tool_timeout: Duration::from_secs(60),
             poll_interval: Duration::from_millis(500),
-            session_cache: 10_000,
+            session_cache_bytes: 64 << 20,
+            session_idle: Duration::from_secs(60),
             quotas: Quotas::default(),
-            updates_capacity: 1024,
+            updates_capacity: 128,
         }
     }
 }
@@ -152,6 +160,8 @@ pub struct EngineStats {
     pub runs_completed: u64,
     pub runs_failed: u64,
     pub runs_cancelled: u64,
+    /// Sessions in memory now, and what the warm cache did.
+    pub sessions: SessionCacheStats,
 }
 
 /// The counters behind `EngineStats`, bumped by the driver as it logs events.
@@ -197,6 +207,7 @@ impl Counters {
             runs_completed: get(&self.runs_completed),
             runs_failed: get(&self.runs_failed),
             runs_cancelled: get(&self.runs_cancelled),
+            sessions: SessionCacheStats::default(),
         }
     }
 }
@@ -216,21 +227,13 @@ struct HeldRun {
     stop: watch::Sender<Stop>,
 }
 
-/// The slot of one session: its in-memory state (locked while a run drives it) and its
-/// update channel.
-struct SessionSlot {
-    live: tokio::sync::Mutex<Option<live::LiveSession>>,
-    /// Serialises submits to the session (the busy check and the enqueue are one step).
-    submit: tokio::sync::Mutex<()>,
-    updates: broadcast::Sender<RunUpdate>,
-}
-
 struct Inner {
     store: Arc<dyn Store>,
     models: ModelRegistry,
     tools: tools::ToolRunner,
     config: EngineConfig,
-    slots: Mutex<HashMap<SessionId, Arc<SessionSlot>>>,
+    /// The sessions worked on now, and the idle ones kept warm.
+    slots: Arc<slots::SlotTable>,
     /// The runs this node drives, with the signal that stops them.
     held: Mutex<HashMap<RunId, HeldRun>>,
     run_permits: Arc<Semaphore>,
@@ -255,8 +258,11 @@ impl Engine {
             models,
             tools: tools::ToolRunner::new(config.tool_timeout, config.quotas.tool_result_bytes),
             run_permits: Arc::new(Semaphore::new(config.max_concurrent_runs)),
+            slots: slots::SlotTable::new(
+                warm::WarmCache::new(config.session_cache_bytes, config.session_idle),
+                config.updates_capacity,
+            ),
             config,
-            slots: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             shutdown: watch::channel(false).0,
@@ -282,9 +288,13 @@ impl Engine {
         Ok(self.inner.store.unreadable_records(limit).await?)
     }
 
-    /// Steps, tokens and finished runs of this node since it started.
+    /// Steps, tokens and finished runs of this node since it started, and the sessions it
+    /// holds in memory.
     pub fn stats(&self) -> EngineStats {
-        self.inner.counters.snapshot()
+        EngineStats {
+            sessions: self.inner.slots.stats(),
+            ..self.inner.counters.snapshot()
+        }
     }
 
     pub fn models(&self) -> &ModelRegistry {
@@ -329,25 +339,5 @@ impl Engine {
                 return;
             }
         }
-    }
-}
-
-impl Inner {
-    fn slot(&self, session: &SessionId) -> Arc<SessionSlot> {
-        let mut slots = self.slots.lock().unwrap();
-        if let Some(slot) = slots.get(session) {
-            return slot.clone();
-        }
-        if slots.len() >= self.config.session_cache {
-            // Forget sessions nobody drives or watches; they reload from the store on next use.
-            slots.retain(|_, s| Arc::strong_count(s) > 1 || s.updates.receiver_count() > 0);
-        }
-        let slot = Arc::new(SessionSlot {
-            live: tokio::sync::Mutex::new(None),
-            submit: tokio::sync::Mutex::new(()),
-            updates: broadcast::channel(self.config.updates_capacity.max(1)).0,
-        });
-        slots.insert(session.clone(), slot.clone());
-        slot
     }
 }

@@ -9,16 +9,14 @@
 
 use std::collections::VecDeque;
 
-use keel_core::{Event, EventBody, Message, Role, SessionId, SessionState};
+use keel_core::{Event, EventBody, Message, Part, Role, SessionId, SessionState};
 use keel_store::{Store, StoreError};
 
 pub struct LiveSession {
     pub state: SessionState,
-    pub transcript: VecDeque<Message>,
+    transcript: Transcript,
     /// Seq of the latest stored snapshot (0: none).
     pub snapshot_seq: u64,
-    /// How many messages at the transcript's end the run in progress added (dropped if it fails).
-    run_tail: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,29 +52,73 @@ impl LiveSession {
                 source,
             })?;
         let window = context_window(&state);
-        // Each message-bearing event sits among intent events: read a few per message.
-        let recent = store
-            .read_events_before(session, state.last_seq + 1, window * 3)
-            .await?;
+        // Read back from the end until the events hold a whole window of messages (those of
+        // failed runs left out) or the log begins, so that the window is the same as the one
+        // a session kept in memory all along would hold: the same context, the same prefix
+        // bytes for the provider's cache. Each message sits among intent events: read a few
+        // events per message.
+        let page = window * 3;
+        let mut recent: Vec<Event> = Vec::new();
+        let mut before = state.last_seq + 1;
+        let transcript = loop {
+            let mut older = store.read_events_before(session, before, page).await?;
+            let log_begins = older.len() < page || older.first().is_none_or(|e| e.seq <= 1);
+            before = older.first().map_or(before, |e| e.seq);
+            older.append(&mut recent);
+            recent = older;
+            let mut probe = Transcript::default();
+            probe.push(&recent);
+            if log_begins || probe.messages.len() >= window {
+                break probe;
+            }
+        };
         let mut live = LiveSession {
             state,
-            transcript: VecDeque::new(),
+            transcript,
             snapshot_seq,
-            run_tail: 0,
         };
-        live.extend_transcript(&recent);
+        live.transcript.trim(window);
         Ok(live)
     }
 
     /// Adds the messages of newly logged events to the window and trims it; a failed run's
     /// messages leave it.
     pub fn extend_transcript(&mut self, events: &[Event]) {
+        self.transcript.push(events);
+        self.transcript.trim(context_window(&self.state));
+    }
+
+    /// The messages sent to the model, oldest first.
+    pub fn messages(&self) -> &VecDeque<Message> {
+        &self.transcript.messages
+    }
+
+    /// An estimate of the bytes this state holds, for the warm cache's bound: the structures
+    /// and the text they own (JSON length stands in for a tool call's arguments and the state).
+    pub fn approx_bytes(&self) -> usize {
+        size_of::<Self>()
+            + json_len(&self.state)
+            + self.messages().iter().map(message_bytes).sum::<usize>()
+    }
+}
+
+/// The window of the transcript kept for the model.
+#[derive(Default)]
+pub struct Transcript {
+    messages: VecDeque<Message>,
+    /// How many messages at the end the run in progress added (dropped if it fails).
+    run_tail: usize,
+}
+
+impl Transcript {
+    /// Adds the messages of logged events; a failed run's messages leave.
+    fn push(&mut self, events: &[Event]) {
         for event in events {
             match &event.body {
                 EventBody::RunStarted { .. } => self.run_tail = 0,
                 EventBody::RunFailed { .. } => {
-                    let keep = self.transcript.len().saturating_sub(self.run_tail);
-                    self.transcript.truncate(keep);
+                    let keep = self.messages.len().saturating_sub(self.run_tail);
+                    self.messages.truncate(keep);
                     self.run_tail = 0;
                     continue;
                 }
@@ -92,27 +134,63 @@ impl LiveSession {
             } else {
                 self.run_tail = 0;
             }
-            self.transcript.extend(messages);
+            self.messages.extend(messages);
         }
-        let window = context_window(&self.state);
-        while self.transcript.len() > window {
-            self.transcript.pop_front();
+    }
+
+    /// Keeps the last `window` messages, opening at a user message where there is one.
+    fn trim(&mut self, window: usize) {
+        while self.messages.len() > window {
+            self.messages.pop_front();
         }
         // A window must not open with a tool result (or the reply that asked for it) cut from
         // its context: start at a user message when the window has one.
-        if let Some(first_user) = self.transcript.iter().position(|m| m.role == Role::User) {
-            self.transcript.drain(..first_user);
+        if let Some(first_user) = self.messages.iter().position(|m| m.role == Role::User) {
+            self.messages.drain(..first_user);
         } else {
-            while self
-                .transcript
-                .front()
-                .is_some_and(|m| m.role == Role::Tool)
-            {
-                self.transcript.pop_front();
+            while self.messages.front().is_some_and(|m| m.role == Role::Tool) {
+                self.messages.pop_front();
             }
         }
-        self.run_tail = self.run_tail.min(self.transcript.len());
+        self.run_tail = self.run_tail.min(self.messages.len());
     }
+}
+
+fn message_bytes(message: &Message) -> usize {
+    let owned: usize = message
+        .parts
+        .iter()
+        .map(|part| match part {
+            Part::Text { text } => text.len(),
+            Part::Image { url } => url.len(),
+            Part::ToolCall {
+                id,
+                name,
+                arguments,
+            } => id.len() + name.len() + json_len(arguments),
+            Part::ToolResult {
+                call_id, content, ..
+            } => call_id.len() + content.len(),
+        })
+        .sum();
+    size_of::<Message>() + message.parts.capacity() * size_of::<Part>() + owned
+}
+
+/// The length of `value` as JSON, counted without building it.
+fn json_len(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 fn context_window(state: &SessionState) -> usize {
@@ -145,16 +223,15 @@ mod tests {
     }
 
     fn texts(live: &LiveSession) -> Vec<String> {
-        live.transcript.iter().map(Message::text_content).collect()
+        live.messages().iter().map(Message::text_content).collect()
     }
 
     #[test]
     fn a_failed_runs_messages_leave_the_transcript_and_others_stay() {
         let mut live = LiveSession {
             state: SessionState::default(),
-            transcript: VecDeque::new(),
+            transcript: Transcript::default(),
             snapshot_seq: 0,
-            run_tail: 0,
         };
         let (first, second, third) = (
             RunId::generate(1, 1),

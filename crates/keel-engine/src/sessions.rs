@@ -76,10 +76,7 @@ impl Engine {
     ) -> Result<T, EngineError> {
         let slot = self.inner.slot(session);
         if let Ok(mut live) = slot.live.try_lock() {
-            if live.is_none() {
-                *live = Some(live::LiveSession::load(self.inner.store.as_ref(), session).await?);
-            }
-            return Ok(f(&live.as_ref().expect("loaded above").state));
+            return Ok(f(&self.inner.live(session, &mut live).await?.state));
         }
         let live = live::LiveSession::load(self.inner.store.as_ref(), session).await?;
         Ok(f(&live.state))
@@ -112,10 +109,7 @@ impl Engine {
             });
         }
         let mut live = slot.live.lock().await;
-        if live.is_none() {
-            *live = Some(live::LiveSession::load(self.inner.store.as_ref(), session).await?);
-        }
-        let live = live.as_mut().expect("loaded above");
+        let live = self.inner.live(session, &mut live).await?;
         let quotas = &self.inner.config.quotas;
         Quotas::check(
             "the session's log",
@@ -253,7 +247,7 @@ impl Engine {
                 id: session.to_string(),
             });
         }
-        self.inner.slots.lock().unwrap().remove(session);
+        self.inner.slots.forget(session);
         Ok(())
     }
 

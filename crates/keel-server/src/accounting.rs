@@ -53,7 +53,14 @@ struct Ledger {
     pending: HashMap<TenantId, ByKey>,
     /// Since start, by tenant, then model (nested, so a known pair is found without allocating).
     lifetime: BTreeMap<String, BTreeMap<String, Totals>>,
+    /// The (tenant, model) pairs in `lifetime`.
+    series: usize,
 }
+
+/// The most (tenant, model) pairs `/metrics` labels: a pass-through provider serves any model
+/// name a caller sends, so the set is bounded here.
+const LIFETIME_SERIES_MAX: usize = 10_000;
+const OTHER: &str = "other";
 
 /// The gateway's usage accounting.
 #[derive(Default)]
@@ -87,14 +94,23 @@ impl UsageLedger {
         };
         let models = slot(keys, key_prefix.unwrap_or(""));
         slot(models, model).entry(day).or_default().add(&call);
-        let models = match ledger.lifetime.get_mut(tenant.as_str()) {
+        // Past the bound a new pair counts under `other`: /metrics stays bounded, while the
+        // store's accounting (flushed from `pending`) keeps every name.
+        let full = ledger.series >= LIFETIME_SERIES_MAX;
+        let tenant = match ledger.lifetime.contains_key(tenant.as_str()) {
+            false if full => OTHER,
+            _ => tenant.as_str(),
+        };
+        let models = match ledger.lifetime.get_mut(tenant) {
             Some(models) => models,
             None => ledger.lifetime.entry(tenant.to_string()).or_default(),
         };
         match models.get_mut(model) {
             Some(totals) => totals.add(&call),
+            None if full => models.entry(OTHER.into()).or_default().add(&call),
             None => {
                 models.insert(model.to_string(), call);
+                ledger.series += 1;
             }
         }
     }
@@ -211,6 +227,21 @@ mod tests {
             output_tokens: output,
             cached_input_tokens: 0,
         }
+    }
+
+    #[test]
+    fn the_metrics_series_are_bounded_and_the_flushed_rows_keep_every_name() {
+        let ledger = UsageLedger::default();
+        let tenant = TenantId::default_tenant();
+        let at = Timestamp::from_millis(0);
+        for i in 0..LIFETIME_SERIES_MAX + 5 {
+            ledger.record(&tenant, None, &format!("p/m{i}"), &usage(1, 1), 0.0, at);
+        }
+        let series = ledger.by_tenant_and_model();
+        assert_eq!(series.len(), LIFETIME_SERIES_MAX + 1);
+        let other = series.iter().find(|((_, m), _)| m == OTHER).unwrap();
+        assert_eq!(other.1.requests, 5);
+        assert_eq!(ledger.take().len(), LIFETIME_SERIES_MAX + 5);
     }
 
     #[test]

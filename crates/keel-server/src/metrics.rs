@@ -152,6 +152,7 @@ impl Metrics {
         out += "# TYPE keel_steps_total counter\n";
         let steps = engine.steps;
         let _ = writeln!(out, "keel_steps_total {steps}");
+        render_sessions(&mut out, &engine.sessions);
         out += "# HELP keel_store_unreadable_records Stored records this process met that cannot be decoded, and isolated (`keel store check` lists them).\n";
         out += "# TYPE keel_store_unreadable_records counter\n";
         let unreadable = keel_store::unreadable_records_seen();
@@ -246,6 +247,36 @@ impl Metrics {
 
 fn escape(label: &str) -> String {
     label.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// The sessions this node holds in memory: in use, kept warm (and their estimated bytes), and
+/// what the warm cache did.
+fn render_sessions(out: &mut String, s: &keel_engine::SessionCacheStats) {
+    *out += "# HELP keel_sessions_in_memory Sessions in memory: driven, submitted to or followed (in_use), or idle and kept warm (warm).\n";
+    *out += "# TYPE keel_sessions_in_memory gauge\n";
+    let _ = writeln!(
+        out,
+        "keel_sessions_in_memory{{state=\"in_use\"}} {}",
+        s.in_use
+    );
+    let _ = writeln!(
+        out,
+        "keel_sessions_in_memory{{state=\"warm\"}} {}",
+        s.entries
+    );
+    *out += "# HELP keel_session_cache_bytes The estimated bytes of the idle sessions kept warm (bounded by [engine] session_cache_mb).\n";
+    *out += "# TYPE keel_session_cache_bytes gauge\n";
+    let _ = writeln!(out, "keel_session_cache_bytes {}", s.bytes);
+    *out += "# HELP keel_session_cache_total What became of sessions taken up: warm (hit), loaded from the store (load), dropped for room (eviction) or after their idle grace (expiration).\n";
+    *out += "# TYPE keel_session_cache_total counter\n";
+    for (event, count) in [
+        ("hit", s.hits),
+        ("load", s.loads),
+        ("eviction", s.evictions),
+        ("expiration", s.expirations),
+    ] {
+        let _ = writeln!(out, "keel_session_cache_total{{event=\"{event}\"}} {count}");
+    }
 }
 
 #[cfg(test)]

@@ -68,6 +68,9 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
     pub store: StoreConfig,
+    /// What a node keeps in memory.
+    #[serde(default)]
+    pub engine: EngineSection,
     /// `keel serve`'s settings (its flags override them).
     #[serde(default)]
     pub server: ServeConfig,
@@ -109,6 +112,27 @@ impl Default for StoreConfig {
             durability: "full".into(),
             group_commit: true,
             snapshot_every: 100,
+        }
+    }
+}
+
+/// The `[engine]` section: memory. An idle session's live state is kept warm (an LRU bounded
+/// in bytes) for a grace period, then reloaded from the store when used again.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    /// The estimated MiB of idle sessions kept warm (default 64; 0 keeps none).
+    pub session_cache_mb: u64,
+    /// Seconds an idle session stays warm, unless the bound evicts it sooner (default 60).
+    pub session_idle_secs: u64,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        let engine = keel_engine::EngineConfig::default();
+        EngineSection {
+            session_cache_mb: engine.session_cache_bytes >> 20,
+            session_idle_secs: engine.session_idle.as_secs(),
         }
     }
 }

@@ -230,6 +230,8 @@ impl Runtime {
         let models = model_registry(config).await?;
         let engine_config = EngineConfig {
             snapshot_every: config.store.snapshot_every.max(1),
+            session_cache_bytes: config.engine.session_cache_mb.saturating_mul(1 << 20),
+            session_idle: Duration::from_secs(config.engine.session_idle_secs),
             quotas: config.limits.clone(),
             ..EngineConfig::default()
         };

@@ -9,6 +9,7 @@ use keel_core::{Event, SessionId};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
+use crate::slots::SessionSlot;
 use crate::{EngineError, Inner, RunUpdate};
 
 /// Events read from the store per query while catching up.
@@ -68,6 +69,8 @@ impl LogFollower {
 pub(super) struct LogTail {
     inner: Arc<Inner>,
     session: SessionId,
+    /// Held while following: the session's channel (and live state) live as long as it does.
+    slot: Arc<SessionSlot>,
     updates: broadcast::Receiver<RunUpdate>,
     /// The last seq seen.
     pub(super) last: u64,
@@ -89,13 +92,15 @@ pub(super) enum Tail {
 impl LogTail {
     /// Subscribes at once, so that nothing logged after this call is missed.
     pub(super) fn new(inner: Arc<Inner>, session: SessionId) -> LogTail {
-        let updates = inner.slot(&session).updates.subscribe();
+        let slot = inner.slot(&session);
+        let updates = slot.updates.subscribe();
         let period = inner.config.poll_interval;
         let mut poll = tokio::time::interval_at(Instant::now() + period, period);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         LogTail {
             inner,
             session,
+            slot,
             updates,
             last: 0,
             poll,
@@ -145,8 +150,9 @@ impl LogTail {
                 Err(Tail::Behind { lost: true })
             }
             Err(RecvError::Closed) => {
-                // The session's slot was dropped (evicted or deleted): listen to its new one.
-                self.updates = self.inner.slot(&self.session).updates.subscribe();
+                // Cannot happen while this tail holds the slot; listen afresh all the same.
+                self.slot = self.inner.slot(&self.session);
+                self.updates = self.slot.updates.subscribe();
                 Err(Tail::Behind { lost: true })
             }
         }

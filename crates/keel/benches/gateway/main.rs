@@ -15,6 +15,7 @@
 
 mod load;
 mod mock;
+#[allow(dead_code)] // `cpu_clock` and `start_keel_binary` serve the other benches
 mod procs;
 mod ttft;
 

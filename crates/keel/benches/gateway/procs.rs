@@ -113,6 +113,24 @@ impl Drop for Process {
     }
 }
 
+/// keel's CPU time so far by the process's CPU clock (every thread, exited ones included):
+/// finer than `/proc/<pid>/stat`, which counts in 10 ms ticks, coarser than one turn.
+pub fn cpu_clock(process: &Process) -> Duration {
+    let pid = process.pid() as libc::pid_t;
+    // SAFETY: both calls only fill the values they are given.
+    unsafe {
+        let mut clock: libc::clockid_t = 0;
+        if libc::clock_getcpuclockid(pid, &mut clock) != 0 {
+            return process.cpu();
+        }
+        let mut now: libc::timespec = std::mem::zeroed();
+        if libc::clock_gettime(clock, &mut now) != 0 {
+            return process.cpu();
+        }
+        Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+    }
+}
+
 /// The bench binary itself, re-executed as the mock upstream; returns it and its address.
 pub fn start_mock(cpu: Option<usize>, threads: usize) -> (Process, String) {
     let exe = std::env::current_exe().expect("cannot find the bench binary");
@@ -147,6 +165,16 @@ pub fn start_keel(config: &Path, auth: bool, cpu: Option<usize>) -> (Process, St
     // `KEEL_BENCH_KEEL` runs another build (say, of an earlier commit) for an A/B comparison.
     let binary =
         std::env::var("KEEL_BENCH_KEEL").unwrap_or_else(|_| env!("CARGO_BIN_EXE_keel").into());
+    start_keel_binary(Path::new(&binary), config, auth, cpu)
+}
+
+/// `start_keel` with the keel binary at `binary`.
+pub fn start_keel_binary(
+    binary: &Path,
+    config: &Path,
+    auth: bool,
+    cpu: Option<usize>,
+) -> (Process, String) {
     let mut command = Command::new(binary);
     command
         .arg("--config")

@@ -30,23 +30,6 @@ enum Api {
     Native,
 }
 
-/// keel's CPU time so far, by the process's CPU clock (every thread, exited ones included).
-fn cpu_now(keel: &Process) -> Duration {
-    let pid = keel.pid() as libc::pid_t;
-    // SAFETY: both calls only fill the values they are given.
-    unsafe {
-        let mut clock: libc::clockid_t = 0;
-        if libc::clock_getcpuclockid(pid, &mut clock) != 0 {
-            return keel.cpu();
-        }
-        let mut now: libc::timespec = std::mem::zeroed();
-        if libc::clock_gettime(clock, &mut now) != 0 {
-            return keel.cpu();
-        }
-        Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
-    }
-}
-
 /// The running setup: the mock, keel, and an HTTP client with the admin key.
 struct Bench {
     _mock: Process,
@@ -222,10 +205,12 @@ async fn run(bench: &Bench, turns: usize) -> (Conversation, Conversation) {
     let settle = Duration::from_millis(2);
     for n in 1..=turns {
         for conversation in [&mut responses, &mut native] {
-            let before = cpu_now(&bench.keel);
+            let before = procs::cpu_clock(&bench.keel);
             conversation.turn(bench, n).await;
             tokio::time::sleep(settle).await;
-            conversation.cpu.push(cpu_now(&bench.keel) - before);
+            conversation
+                .cpu
+                .push(procs::cpu_clock(&bench.keel) - before);
         }
     }
     (responses, native)

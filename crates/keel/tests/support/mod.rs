@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod load;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,112 @@
+//! The sessions this node works on now. A session that a run drives, a submit queues to or a
+//! client follows has one `SessionSlot`: its live state (locked while a run drives it), its
+//! submit lock and its update channel. The table holds slots weakly: when the last user lets
+//! go, the slot is dropped with its channel, and its live state is parked in the `WarmCache`
+//! (bounded in bytes, dropped after an idle grace). So an idle session holds no memory but
+//! what the cache chooses to keep, whatever the number of sessions touched.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use keel_core::SessionId;
+use tokio::sync::broadcast;
+
+use crate::live::{LiveSession, LoadError};
+use crate::warm::{SessionCacheStats, WarmCache};
+use crate::{Inner, RunUpdate};
+
+pub(crate) struct SessionSlot {
+    session: SessionId,
+    pub(crate) live: tokio::sync::Mutex<Option<LiveSession>>,
+    /// Serialises submits to the session (the busy check and the enqueue are one step).
+    pub(crate) submit: tokio::sync::Mutex<()>,
+    pub(crate) updates: broadcast::Sender<RunUpdate>,
+    table: Arc<SlotTable>,
+}
+
+pub(crate) struct SlotTable {
+    in_use: Mutex<HashMap<SessionId, Weak<SessionSlot>>>,
+    warm: WarmCache,
+    /// Live updates a slot's channel keeps for its slowest follower.
+    updates_capacity: usize,
+}
+
+impl SlotTable {
+    pub(crate) fn new(warm: WarmCache, updates_capacity: usize) -> Arc<SlotTable> {
+        Arc::new(SlotTable {
+            in_use: Mutex::new(HashMap::new()),
+            warm,
+            updates_capacity: updates_capacity.max(1),
+        })
+    }
+
+    /// The session's slot: the one in use, else a new one holding its warm state if any.
+    pub(crate) fn get(self: &Arc<Self>, session: &SessionId) -> Arc<SessionSlot> {
+        let mut in_use = self.in_use.lock().unwrap();
+        if let Some(slot) = in_use.get(session).and_then(Weak::upgrade) {
+            return slot;
+        }
+        let slot = Arc::new(SessionSlot {
+            session: session.clone(),
+            live: tokio::sync::Mutex::new(self.warm.take(session)),
+            submit: tokio::sync::Mutex::new(()),
+            updates: broadcast::channel(self.updates_capacity).0,
+            table: self.clone(),
+        });
+        in_use.insert(session.clone(), Arc::downgrade(&slot));
+        slot
+    }
+
+    /// Forgets a deleted session: its slot (if in use) no longer parks its state.
+    pub(crate) fn forget(&self, session: &SessionId) {
+        self.in_use.lock().unwrap().remove(session);
+        self.warm.forget(session);
+    }
+
+    pub(crate) fn warm(&self) -> &WarmCache {
+        &self.warm
+    }
+
+    pub(crate) fn stats(&self) -> SessionCacheStats {
+        let in_use = self.in_use.lock().unwrap().len() as u64;
+        self.warm.stats(in_use)
+    }
+}
+
+impl Drop for SessionSlot {
+    /// The last user let go: the slot leaves the table and its live state goes to the cache,
+    /// unless a newer slot took over meanwhile (it loaded its own) or the session was deleted.
+    fn drop(&mut self) {
+        let mut in_use = self.table.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        match in_use.get(&self.session) {
+            Some(newer) if newer.strong_count() > 0 => return,
+            Some(_) => {
+                in_use.remove(&self.session);
+            }
+            None => return,
+        }
+        if let Some(live) = self.live.get_mut().take() {
+            self.table.warm.park(self.session.clone(), live);
+        }
+    }
+}
+
+impl Inner {
+    pub(crate) fn slot(&self, session: &SessionId) -> Arc<SessionSlot> {
+        self.slots.get(session)
+    }
+
+    /// The session's live state in `live` (a slot's), loaded from the store when the session
+    /// was not warm.
+    pub(crate) async fn live<'a>(
+        &self,
+        session: &SessionId,
+        live: &'a mut Option<LiveSession>,
+    ) -> Result<&'a mut LiveSession, LoadError> {
+        if live.is_none() {
+            self.slots.warm().count_load();
+            *live = Some(LiveSession::load(self.store.as_ref(), session).await?);
+        }
+        Ok(live.as_mut().expect("loaded above"))
+    }
+}
