@@ -118,6 +118,8 @@ impl WarmCache {
 
     pub(crate) fn stats(&self, in_use: u64) -> SessionCacheStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        // Pending evictions applied first: the figures are exact, not lagging behind.
+        self.tidy();
         let (entries, bytes) = self
             .cache
             .as_ref()
