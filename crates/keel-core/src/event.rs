@@ -71,9 +71,14 @@ pub enum EventBody {
         message: Message,
         usage: Usage,
         finish: FinishReason,
-        /// `provider/model` that served it.
+        /// `provider/model` that served it, the provider as configured (`[providers.NAME]`), so
+        /// two providers of one kind are told apart (logs written before `provider_kind` existed
+        /// name the kind here).
         #[serde(default)]
         model: String,
+        /// The serving provider's kind (`openai`, `anthropic`, `local`, …); absent in older logs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        provider_kind: Option<String>,
         #[serde(default)]
         latency_ms: u64,
         /// Time spent waiting for model capacity (a local decode slot) within `latency_ms`.
@@ -309,6 +314,36 @@ mod tests {
         let json = new.encode();
         assert!(json.contains(r#""status":400"#), "{json}");
         assert!(!json.contains("retry_after_ms"), "{json}");
+        assert_eq!(EventBody::decode(&json).unwrap(), new);
+    }
+
+    #[test]
+    fn a_reply_names_its_provider_and_kind_and_older_ones_still_read() {
+        let old = r#"{"type":"model_replied","run_id":"run_01JZZZZZZZZZZZZZZZZZZZZZZZ","step":1,"message":{"role":"assistant","parts":[]},"usage":{"input_tokens":1,"output_tokens":1},"finish":"stop","model":"openai/gpt-4o-mini","latency_ms":3}"#;
+        let EventBody::ModelReplied {
+            model,
+            provider_kind,
+            ..
+        } = EventBody::decode(old).unwrap()
+        else {
+            panic!("not a model reply");
+        };
+        assert_eq!(
+            (model.as_str(), provider_kind),
+            ("openai/gpt-4o-mini", None)
+        );
+        let mut new = EventBody::decode(old).unwrap();
+        if let EventBody::ModelReplied {
+            model,
+            provider_kind,
+            ..
+        } = &mut new
+        {
+            *model = "upa/mock-model".into();
+            *provider_kind = Some("openai".into());
+        }
+        let json = new.encode();
+        assert!(json.contains(r#""provider_kind":"openai""#), "{json}");
         assert_eq!(EventBody::decode(&json).unwrap(), new);
     }
 

@@ -192,6 +192,7 @@ impl Sim {
                                 },
                                 finish,
                                 model: "scripted/echo".into(),
+                                provider_kind: Some("scripted".into()),
                                 latency_ms: 0,
                                 queue_ms: 0,
                                 target: None,

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use crate::fault::{self, FaultPoint};
 use crate::live::{LiveSession, LoadError};
 use crate::slots::SessionSlot;
-use crate::{Inner, RunUpdate, Stop, clock, context, tools};
+use crate::{Inner, Resolved, RunUpdate, Stop, clock, context, tools};
 
 /// Why a drive stopped before the run ended.
 #[derive(Debug)]
@@ -521,7 +521,11 @@ impl Driver<'_> {
             (body, error.retry_after)
         };
         let options = &self.run.options;
-        let (client, model) = match self
+        let Resolved {
+            client,
+            provider,
+            model,
+        } = match self
             .inner
             .models
             .resolve(options.model.as_deref().unwrap_or(&agent.model))
@@ -537,7 +541,7 @@ impl Driver<'_> {
                 return Ok(failed(error));
             }
         };
-        let served_by = format!("{}/{model}", client.provider());
+        let served_by = format!("{provider}/{model}");
         let instructions = options.instructions.as_ref().unwrap_or(&agent.instructions);
         let mut request = ModelRequest {
             model,
@@ -559,7 +563,7 @@ impl Driver<'_> {
         };
         let started = Instant::now();
         let stream = if options.truncation == Truncation::Auto {
-            self.fit_context(&mut request, client.provider());
+            self.fit_context(&mut request, &provider);
             loop {
                 match client.stream(request.clone()).await {
                     Ok(s) => break Ok(s),
@@ -650,13 +654,14 @@ impl Driver<'_> {
             }
         }
         // A route says which target served the call; a provider called directly is the target.
-        let (served_by, target, attempts) = match reply.served() {
+        let (served_by, provider_kind, target, attempts) = match reply.served() {
             Some(s) => (
                 format!("{}/{}", s.provider, s.model),
+                s.provider_kind.clone(),
                 Some(format!("{}#{}", s.route, s.target)),
                 s.attempts,
             ),
-            None => (served_by, None, 1),
+            None => (served_by, client.provider().to_string(), None, 1),
         };
         let reply = reply.finish();
         let (provider, served_model) = served_by.split_once('/').unwrap_or((&served_by, ""));
@@ -676,6 +681,7 @@ impl Driver<'_> {
                 reply.finish
             },
             model: served_by,
+            provider_kind: Some(provider_kind),
             latency_ms: started.elapsed().as_millis() as u64,
             queue_ms: queued.as_millis() as u64,
             target,

@@ -33,7 +33,7 @@ mod threading;
 pub mod tools;
 mod warm;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,7 +44,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 
 pub use follow::{LogFollower, RunFollower, RunProgress};
 pub use live::LoadError;
-pub use models::{ModelRegistry, ResolveError};
+pub use models::{ModelRegistry, ResolveError, Resolved};
 pub use quotas::Quotas;
 pub use reader::StoreReader;
 pub use supervise::supervised;
@@ -151,17 +151,32 @@ pub enum EngineError {
 }
 
 /// What this node's engine has done since it started, for metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EngineStats {
     /// Model calls that got a reply (`model_replied` events logged).
     pub steps: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// The same, by the configured provider that served them and its kind (bounded by the
+    /// configuration: a reply names one of its providers).
+    pub by_provider: BTreeMap<ServedBy, StepTotals>,
     pub runs_completed: u64,
     pub runs_failed: u64,
     pub runs_cancelled: u64,
     /// Sessions in memory now, and what the warm cache did.
     pub sessions: SessionCacheStats,
+}
+
+/// A configured provider's name (`[providers.NAME]`) and its kind (`openai`, …; empty when
+/// an older log did not say).
+pub type ServedBy = (String, String);
+
+/// Model steps and their tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepTotals {
+    pub steps: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
 }
 
 /// The counters behind `EngineStats`, bumped by the driver as it logs events.
@@ -170,6 +185,7 @@ struct Counters {
     steps: AtomicU64,
     input_tokens: AtomicU64,
     output_tokens: AtomicU64,
+    by_provider: Mutex<BTreeMap<ServedBy, StepTotals>>,
     runs_completed: AtomicU64,
     runs_failed: AtomicU64,
     runs_cancelled: AtomicU64,
@@ -180,10 +196,25 @@ impl Counters {
     fn count(&self, body: &EventBody) {
         let bump = |c: &AtomicU64, n: u64| c.fetch_add(n, Ordering::Relaxed);
         match body {
-            EventBody::ModelReplied { usage, .. } => {
+            EventBody::ModelReplied {
+                usage,
+                model,
+                provider_kind,
+                ..
+            } => {
                 bump(&self.steps, 1);
                 bump(&self.input_tokens, usage.input_tokens);
                 bump(&self.output_tokens, usage.output_tokens);
+                let provider = model.split_once('/').map_or(model.as_str(), |(p, _)| p);
+                let key = (
+                    provider.to_string(),
+                    provider_kind.clone().unwrap_or_default(),
+                );
+                let mut by_provider = self.by_provider.lock().unwrap();
+                let totals = by_provider.entry(key).or_default();
+                totals.steps += 1;
+                totals.input_tokens += usage.input_tokens;
+                totals.output_tokens += usage.output_tokens;
             }
             EventBody::RunCompleted { .. } => {
                 bump(&self.runs_completed, 1);
@@ -204,6 +235,7 @@ impl Counters {
             steps: get(&self.steps),
             input_tokens: get(&self.input_tokens),
             output_tokens: get(&self.output_tokens),
+            by_provider: self.by_provider.lock().unwrap().clone(),
             runs_completed: get(&self.runs_completed),
             runs_failed: get(&self.runs_failed),
             runs_cancelled: get(&self.runs_cancelled),

@@ -17,6 +17,16 @@ pub struct ModelRegistry {
     default_provider: Option<String>,
 }
 
+/// What a `model` name resolves to.
+pub struct Resolved {
+    pub client: Arc<dyn ModelClient>,
+    /// The provider's name as configured (`[providers.NAME]`), or the route's name: what the
+    /// log and usage record, where `client.provider()` is only its kind.
+    pub provider: String,
+    /// The model's name at that provider (or the route's name).
+    pub model: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error(
@@ -80,10 +90,14 @@ impl ModelRegistry {
         self.providers.is_empty()
     }
 
-    /// The client and the provider-side model name for `model`.
-    pub fn resolve(&self, model: &str) -> Result<(Arc<dyn ModelClient>, String), ResolveError> {
+    /// The client, the configured provider's name and the provider-side model name for `model`.
+    pub fn resolve(&self, model: &str) -> Result<Resolved, ResolveError> {
         if let Some(router) = self.routes.get(model) {
-            return Ok((router.clone(), model.to_string()));
+            return Ok(Resolved {
+                client: router.clone(),
+                provider: model.to_string(),
+                model: model.to_string(),
+            });
         }
         let (provider, name) = match model.split_once('/') {
             Some((p, n)) if self.providers.contains_key(p) => (p.to_string(), n.to_string()),
@@ -106,7 +120,11 @@ impl ModelRegistry {
                 configured: self.configured(),
             }
         })?;
-        Ok((client, name))
+        Ok(Resolved {
+            client,
+            provider,
+            model: name,
+        })
     }
 
     fn configured(&self) -> String {

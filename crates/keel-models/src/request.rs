@@ -153,7 +153,10 @@ pub struct Served {
     pub route: String,
     /// Position of the target in the route's list.
     pub target: usize,
+    /// The provider as configured (`[providers.NAME]`).
     pub provider: String,
+    /// That provider's kind (`ModelClient::provider`: `openai`, `anthropic`, …).
+    pub provider_kind: String,
     pub model: String,
     /// Attempts made in all (1 when the first one succeeded).
     pub attempts: u32,

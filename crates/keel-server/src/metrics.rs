@@ -152,6 +152,7 @@ impl Metrics {
         out += "# TYPE keel_steps_total counter\n";
         let steps = engine.steps;
         let _ = writeln!(out, "keel_steps_total {steps}");
+        render_providers(&mut out, &engine.by_provider);
         render_sessions(&mut out, &engine.sessions);
         out += "# HELP keel_store_unreadable_records Stored records this process met that cannot be decoded, and isolated (`keel store check` lists them).\n";
         out += "# TYPE keel_store_unreadable_records counter\n";
@@ -240,6 +241,37 @@ impl Metrics {
                 out,
                 "keel_gateway_cost_usd_total{{{labels}}} {}",
                 t.cost_usd
+            );
+        }
+    }
+}
+
+/// Steps and tokens by the configured provider that served them (`[providers.NAME]`) and its
+/// kind, so two providers of one kind are told apart.
+fn render_providers(
+    out: &mut String,
+    by_provider: &BTreeMap<keel_engine::ServedBy, keel_engine::StepTotals>,
+) {
+    *out += "# HELP keel_provider_steps_total Model steps this node ran, by the configured provider that served them and its kind.\n";
+    *out += "# TYPE keel_provider_steps_total counter\n";
+    for ((provider, kind), t) in by_provider {
+        let _ = writeln!(
+            out,
+            "keel_provider_steps_total{{provider=\"{}\",provider_kind=\"{}\"}} {}",
+            escape(provider),
+            escape(kind),
+            t.steps
+        );
+    }
+    *out += "# HELP keel_provider_tokens_total Model tokens of the steps this node ran, by the configured provider that served them.\n";
+    *out += "# TYPE keel_provider_tokens_total counter\n";
+    for ((provider, kind), t) in by_provider {
+        for (direction, n) in [("input", t.input_tokens), ("output", t.output_tokens)] {
+            let _ = writeln!(
+                out,
+                "keel_provider_tokens_total{{provider=\"{}\",provider_kind=\"{}\",kind=\"{direction}\"}} {n}",
+                escape(provider),
+                escape(kind),
             );
         }
     }

@@ -221,6 +221,9 @@ pub struct StepView {
     pub step: u32,
     /// The configured `provider/model` that served it.
     pub model: String,
+    /// That provider's kind (`openai`, `anthropic`, `local`, …); absent for older steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_kind: Option<String>,
     /// The route and target index that served it, when a route did (`route#index`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
@@ -257,6 +260,7 @@ impl RunView {
                     step,
                     usage,
                     model,
+                    provider_kind,
                     target,
                     cost_usd,
                     ..
@@ -265,6 +269,7 @@ impl RunView {
                     Some(StepView {
                         step: *step,
                         model: model.clone(),
+                        provider_kind: provider_kind.clone(),
                         target: target.clone(),
                         usage: (*usage).into(),
                         cost_usd: *cost_usd,

@@ -180,6 +180,7 @@ async fn round_trip(value: Value) {
             usage: Usage::default(),
             finish: FinishReason::ToolCalls,
             model: "scripted/echo".into(),
+            provider_kind: None,
             latency_ms: 0,
             queue_ms: 0,
             target: None,

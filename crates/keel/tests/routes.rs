@@ -1,13 +1,17 @@
 //! Routes through the real binary: a primary provider that fails is replaced by the fallback
 //! within the step (logged with the target, attempts and cost), and a route retargeted between
-//! turns carries the whole session to another provider, whose mock checks the transcript.
+//! turns carries the whole session to another provider, whose mock checks the transcript; two
+//! providers of one kind are told apart in the log, `keel sessions events`, `/v1/usage` and
+//! `/metrics`.
 
 mod support;
 
 use keel_testkit::Fault;
 use keel_testkit::anthropic_mock::MockAnthropic;
 use keel_testkit::openai_mock::{MockOpenAi, MockReply};
-use support::KeelHome;
+use reqwest::Method;
+use serde_json::json;
+use support::{KeelHome, KeelServer};
 
 fn config(openai: &str, anthropic: &str, targets: &str) -> String {
     format!(
@@ -124,4 +128,115 @@ fn a_route_retargeted_between_turns_carries_the_session_to_another_provider() {
             .contains("First answer from OpenAI.")
     );
     assert!(messages[2].to_string().contains("second question"));
+}
+
+/// `[providers.upa]` and `[providers.upb]`, both OpenAI-compatible, each with its own mock.
+fn two_of_a_kind(upa: &str, upb: &str) -> String {
+    format!(
+        r#"
+[providers.upa]
+kind = "openai"
+base_url = "{upa}"
+
+[providers.upb]
+kind = "openai"
+base_url = "{upb}"
+
+[[agents]]
+name = "default"
+model = "upa/mock-model"
+
+[[agents]]
+name = "b"
+model = "upb/mock-model"
+"#
+    )
+}
+
+#[test]
+fn two_providers_of_one_kind_are_named_apart_in_the_log_usage_and_metrics() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let upa = rt.block_on(MockOpenAi::start()).unwrap();
+    let upb = rt.block_on(MockOpenAi::start()).unwrap();
+    upa.push_reply(MockReply::text("from a"));
+    upb.push_reply(MockReply::text("from b"));
+    let home = KeelHome::new(&two_of_a_kind(&upa.base_url(), &upb.base_url()));
+    for agent in ["default", "b"] {
+        let out = home.run(&["send", "--agent", agent, "hello"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let sessions = home.json(&["sessions", "list", "--json"]);
+    let mut served = Vec::new();
+    for session in sessions.as_array().unwrap() {
+        let id = session["id"].as_str().unwrap();
+        let events = home.events(id);
+        let replied = events
+            .iter()
+            .find(|e| e["type"] == "model_replied")
+            .unwrap();
+        assert_eq!(replied["provider_kind"], "openai", "{replied}");
+        served.push(replied["model"].as_str().unwrap().to_string());
+        let out = home.run(&["sessions", "events", id]);
+        let printed = String::from_utf8_lossy(&out.stdout);
+        let line = printed
+            .lines()
+            .find(|l| l.contains("model_replied"))
+            .unwrap();
+        assert!(
+            line.ends_with(&format!("[{}, openai]", replied["model"].as_str().unwrap())),
+            "{line}"
+        );
+    }
+    served.sort();
+    assert_eq!(served, ["upa/mock-model", "upb/mock-model"]);
+
+    // Through `keel serve`: gateway calls and a session's step, each named by its provider.
+    let server = KeelServer::start(&home, &[]);
+    let api = support::http::admin(&server);
+    rt.block_on(async {
+        for (mock, model) in [(&upa, "upa/mock-model"), (&upb, "upb/mock-model")] {
+            mock.push_reply(MockReply::text("gateway"));
+            let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+            api.ok(Method::POST, "/v1/chat/completions", Some(body))
+                .await;
+        }
+        upb.push_reply(MockReply::text("native"));
+        let session = api
+            .ok(Method::POST, "/v1/sessions", Some(json!({"agent": "b"})))
+            .await;
+        let path = format!("/v1/sessions/{}/messages", session["id"].as_str().unwrap());
+        let run = api
+            .ok(
+                Method::POST,
+                &path,
+                Some(json!({"content": "hi", "mode": "wait"})),
+            )
+            .await;
+        assert_eq!(run["steps"][0]["model"], "upb/mock-model", "{run}");
+        assert_eq!(run["steps"][0]["provider_kind"], "openai", "{run}");
+
+        let usage = api.ok(Method::GET, "/v1/usage", None).await;
+        let mut models: Vec<&str> = usage["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["model"].as_str().unwrap())
+            .collect();
+        models.sort();
+        assert_eq!(models, ["upa/mock-model", "upb/mock-model"], "{usage}");
+
+        let (_, metrics) = api.call(Method::GET, "/metrics", None).await;
+        let metrics = metrics.as_str().unwrap();
+        for line in [
+            "keel_gateway_requests_total{model=\"upa/mock-model\"} 1",
+            "keel_gateway_requests_total{model=\"upb/mock-model\"} 1",
+            "keel_provider_steps_total{provider=\"upb\",provider_kind=\"openai\"} 1",
+        ] {
+            assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+        }
+    });
 }

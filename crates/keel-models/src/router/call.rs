@@ -236,6 +236,7 @@ impl Call {
             route: self.shared.route.name.clone(),
             target,
             provider: spec.provider.clone(),
+            provider_kind: self.shared.clients[target].provider().to_string(),
             model: spec.model.clone(),
             attempts: self.attempts,
             first_event: self.first_event.unwrap_or(latency),

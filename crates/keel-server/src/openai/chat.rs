@@ -10,7 +10,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keel_core::{CallerIds, FinishReason, Message, Part, Role, Usage};
-use keel_models::{ModelClient, ModelReply, ModelRequest, Params, Served, ToolSpec};
+use keel_engine::Resolved;
+use keel_models::{ModelReply, ModelRequest, Params, Served, ToolSpec};
 use serde_json::{Value, json};
 
 use super::chat_stream;
@@ -34,7 +35,7 @@ pub async fn completions(
     caller: Caller,
     ApiJson(body): ApiJson<ChatRequest>,
 ) -> Response {
-    let (client, model) = match resolve(&state, &body.model) {
+    let Resolved { client, model, .. } = match resolve(&state, &body.model) {
         Ok(found) => found,
         Err(e) => return openai_error(e, Some("model")),
     };
@@ -137,10 +138,7 @@ impl Bill {
 
 /// The client for `model`: a route's name or `provider/model` with a configured provider.
 /// Unlike agents, the gateway does not guess a provider for a bare name.
-pub(super) fn resolve(
-    state: &AppState,
-    model: &str,
-) -> Result<(Arc<dyn ModelClient>, String), ApiError> {
+pub(super) fn resolve(state: &AppState, model: &str) -> Result<Resolved, ApiError> {
     let models = state.engine.models();
     let known = models.routes().contains_key(model)
         || model

@@ -520,6 +520,7 @@ mod tests {
             route: "fast".into(),
             target: 0,
             provider: "openai".into(),
+            provider_kind: "openai".into(),
             model: "gpt-x".into(),
             attempts: 1,
             first_event: Duration::ZERO,

@@ -4,7 +4,7 @@
 //! (`SessionsAt`); one printer shows the answers, so both print alike.
 
 use clap::Subcommand;
-use keel_core::{Event, SessionId, SessionState, TenantId};
+use keel_core::{Event, EventBody, SessionId, SessionState, TenantId};
 use keel_engine::StoreReader;
 use keel_store::{SessionFilter, SessionRecord};
 use serde::{Deserialize, Serialize};
@@ -212,13 +212,16 @@ pub async fn print(at: SessionsAt<'_>, command: SessionsCommand) -> anyhow::Resu
                 if json {
                     println!("{}", serde_json::to_string(&e)?);
                 } else {
-                    let text = e
+                    let mut text = e
                         .body
                         .messages()
                         .iter()
                         .map(super::render_message)
                         .collect::<Vec<_>>()
                         .join(" | ");
+                    if let Some(served) = served_by(&e.body) {
+                        text += &served;
+                    }
                     println!(
                         "{:>6}  {}  {:<14} {}",
                         e.seq,
@@ -231,6 +234,23 @@ pub async fn print(at: SessionsAt<'_>, command: SessionsCommand) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+/// Who served a model step, as configured (`[providers.NAME]`) and of which kind:
+/// `  [upa/mock-model, openai]`.
+fn served_by(body: &EventBody) -> Option<String> {
+    let EventBody::ModelReplied {
+        model,
+        provider_kind,
+        ..
+    } = body
+    else {
+        return None;
+    };
+    Some(match provider_kind {
+        Some(kind) => format!("  [{model}, {kind}]"),
+        None => format!("  [{model}]"),
+    })
 }
 
 fn summary(record: &SessionRecord, state: &SessionState) -> Value {

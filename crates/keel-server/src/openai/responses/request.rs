@@ -118,7 +118,7 @@ pub(super) fn parse(state: &AppState, body: CreateResponse) -> Result<Request, F
         )
         .into());
     };
-    let (client, served_model) = crate::openai::chat::resolve(state, &model)
+    let resolved = crate::openai::chat::resolve(state, &model)
         .map_err(|e| Failure::Api(e, Some("model".into())))?;
     fields::check_response(&body)?;
     let truncation = fields::truncation(body.truncation.as_deref())?;
@@ -127,7 +127,7 @@ pub(super) fn parse(state: &AppState, body: CreateResponse) -> Result<Request, F
         engine
             .models()
             .catalog()
-            .get(client.provider(), &served_model),
+            .get(&resolved.provider, &resolved.model),
     ) && max > info.max_output_tokens
     {
         return Err(refuse(
