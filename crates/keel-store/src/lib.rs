@@ -1,5 +1,5 @@
-//! keel's durable store. `Store` is the one contract every backend keeps (SQLite here,
-//! PostgreSQL later); `conformance` is the one test suite every backend must pass.
+//! keel's durable store. `Store` is the one contract every backend keeps (SQLite, embedded;
+//! PostgreSQL, for several nodes); `conformance` is the one test suite every backend must pass.
 //!
 //! The log is append-only with optimistic concurrency: `append` names the seq it expects
 //! to follow and fails with `StoreError::Conflict` if someone else appended first, so a
@@ -8,10 +8,13 @@
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod encode;
+pub mod postgres;
 pub mod sqlite;
+mod stored;
 mod types;
 mod unreadable;
 
+pub use postgres::{PgOptions, PgStore};
 pub use sqlite::{Durability, SqliteOptions, SqliteStore};
 pub use types::*;
 pub use unreadable::{isolated as note_unreadable, unreadable_records_seen};

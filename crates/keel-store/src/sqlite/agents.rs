@@ -4,7 +4,7 @@
 use keel_core::{AgentDef, AgentId, TenantId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{error, stored_id};
+use super::stored_id;
 use crate::StoreError;
 use crate::unreadable;
 
@@ -104,5 +104,5 @@ pub(crate) fn from_row(row: &Row<'_>) -> Result<AgentDef, StoreError> {
     let name: String = row.get(0)?;
     let def: String = row.get(1)?;
     serde_json::from_str(&def)
-        .map_err(|e| error::corrupt_json("definition", &format!("agent {name:?}"), e))
+        .map_err(|e| crate::stored::corrupt_json("definition", &format!("agent {name:?}"), e))
 }

@@ -55,16 +55,7 @@ pub(crate) fn unreadable(
         "run",
         &format!("SELECT {}, tenant FROM runs ORDER BY id", runs::COLUMNS),
         &|row| text(row, 0),
-        &|row| {
-            runs::from_row(row)?;
-            match runs::payload(row, &text(row, 0))? {
-                (Some(_), _) => Ok(()),
-                (None, _) => Err(StoreError::Corrupt(format!(
-                    "run {} has no stored input",
-                    text(row, 0)
-                ))),
-            }
-        },
+        &|row| runs::stored(row)?.check_whole(),
     )?;
     scan(
         "event",

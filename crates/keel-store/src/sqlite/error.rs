@@ -71,13 +71,6 @@ pub(crate) fn retell(e: &StoreError) -> StoreError {
     }
 }
 
-/// A stored JSON column that no longer decodes: the file was edited or damaged.
-pub(crate) fn corrupt_json(what: &str, id: &str, e: serde_json::Error) -> StoreError {
-    StoreError::Corrupt(format!(
-        "the stored {what} of {id} is not valid ({e}): restore the database from a backup"
-    ))
-}
-
 /// Whether `e` is a UNIQUE / PRIMARY KEY violation: the row is already there.
 pub(crate) fn is_duplicate(e: &rusqlite::Error) -> bool {
     e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation)

@@ -1,7 +1,7 @@
 //! A session's log: appending events under optimistic concurrency, reading them back in
 //! pages, snapshots (only the latest is kept), and the scratchpad that commits with its events.
 
-use keel_core::{Event, EventBody, SessionId, SessionState, Timestamp};
+use keel_core::{Event, EventBody, SessionId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Statement, params};
 
 use super::{sql_bound, sql_limit};
@@ -182,8 +182,7 @@ pub(crate) fn load(conn: &Connection, session: &SessionId) -> Result<LoadedSessi
     Ok(LoadedSession { snapshot, tail })
 }
 
-/// A snapshot is derived data: one that no longer decodes (written by another keel version)
-/// is skipped, and the session loads from its full log instead.
+/// The session's snapshot, unless it no longer decodes (`stored::snapshot`).
 fn latest_snapshot(conn: &Connection, session: &SessionId) -> Result<Option<Snapshot>, StoreError> {
     let stored: Option<(u64, String)> = conn
         .prepare_cached("SELECT seq, state FROM snapshots WHERE session = ?1")?
@@ -192,13 +191,7 @@ fn latest_snapshot(conn: &Connection, session: &SessionId) -> Result<Option<Snap
     let Some((seq, state)) = stored else {
         return Ok(None);
     };
-    match serde_json::from_str::<SessionState>(&state) {
-        Ok(state) => Ok(Some(Snapshot { seq, state })),
-        Err(error) => {
-            tracing::warn!(%session, seq, %error, "ignoring a snapshot that does not decode; loading the full log");
-            Ok(None)
-        }
-    }
+    Ok(crate::stored::snapshot(session, seq, &state))
 }
 
 pub(crate) fn put_snapshot(
@@ -208,11 +201,11 @@ pub(crate) fn put_snapshot(
 ) -> Result<(), StoreError> {
     let last = last_seq(conn, session)?;
     if snapshot.seq > last {
-        return Err(StoreError::Invalid(format!(
-            "a snapshot of session {session} at seq {} is past the end of its log (last seq {last}): \
-             snapshot only state whose events are logged",
-            snapshot.seq
-        )));
+        return Err(crate::stored::snapshot_past_end(
+            session,
+            snapshot.seq,
+            last,
+        ));
     }
     let state = crate::encode::json(&snapshot.state, || {
         format!("the snapshot of session {session}")
@@ -225,9 +218,4 @@ pub(crate) fn put_snapshot(
     Ok(())
 }
 
-pub(crate) fn session_not_found(session: &SessionId) -> StoreError {
-    StoreError::NotFound {
-        kind: "session",
-        id: session.to_string(),
-    }
-}
+pub(crate) use crate::stored::session_not_found;

@@ -23,8 +23,9 @@ mod writer;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use keel_core::{AgentDef, Event, IdError, RunId, RunStatus, SessionId, TenantId, Timestamp};
+use keel_core::{AgentDef, Event, RunId, RunStatus, SessionId, TenantId, Timestamp};
 
+use crate::stored::{id as stored_id, sql_bound, sql_limit};
 use crate::{
     ApiKeyRecord, AppendBatch, Enqueue, Enqueued, LoadedSession, NewEvent, RunOutcome, RunRecord,
     SessionFilter, SessionRecord, Snapshot, Store, StoreError, TenantCounts, TenantRecord,
@@ -452,23 +453,4 @@ impl Store for SqliteStore {
         self.ping().await?;
         self.writer.health().await
     }
-}
-
-/// A seq or cursor as SQLite's signed integer; past `i64::MAX` means "beyond every seq".
-fn sql_bound(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// A row limit as SQLite's signed integer.
-fn sql_limit(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// Parses an id read back from the database.
-fn stored_id<T: std::str::FromStr<Err = IdError>>(value: String) -> Result<T, StoreError> {
-    value.parse().map_err(|e: IdError| {
-        StoreError::Corrupt(format!(
-            "a stored id is invalid ({e}): restore the database from a backup"
-        ))
-    })
 }

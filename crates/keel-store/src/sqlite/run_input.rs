@@ -1,19 +1,13 @@
 //! Where a run's input is kept: once. In the run's row while it waits; from its `run_started`
 //! on, in the session's log, the row keeping only that event's seq (`input_seq`). A turn thus
 //! stores its input once, however long it is. Rows written before keep their copy and read as
-//! they always did.
+//! they always did. Reading the input back, from either place, is `stored::StoredRun`'s.
 
-use keel_core::{EventBody, Message, SessionId};
-use rusqlite::{Connection, Row, params};
+use keel_core::{EventBody, SessionId};
+use rusqlite::{Connection, params};
 
-use super::{error, sql_bound};
+use super::sql_bound;
 use crate::{NewEvent, StoreError};
-
-/// Where `runs::COLUMNS` puts the row's own input, the seq of its `run_started`, and the body
-/// of that event.
-const INPUT: usize = 3;
-const INPUT_SEQ: usize = 12;
-const LOGGED: usize = 13;
 
 /// Points each run whose `run_started` is among `events` (appended as seqs `after + 1 ..` of
 /// `session`) at that event, and drops the row's copy of its input. A run started before
@@ -34,34 +28,6 @@ pub(crate) fn move_to_log(
         }
     }
     Ok(())
-}
-
-/// The input of the run `id` in `row` (read with `runs::COLUMNS`), from the row or from the
-/// log; `None` when neither holds it (a row edited by hand).
-pub(crate) fn read(row: &Row<'_>, id: &str) -> Result<Option<Message>, StoreError> {
-    let Some(seq) = row.get::<_, Option<i64>>(INPUT_SEQ)? else {
-        return row
-            .get::<_, Option<String>>(INPUT)?
-            .map(|json| {
-                serde_json::from_str(&json).map_err(|e| error::corrupt_json("input", id, e))
-            })
-            .transpose();
-    };
-    let lost = |why: String| {
-        StoreError::Corrupt(format!(
-            "the input of run {id} is kept in event {seq} of its session, which {why}: restore the database from a backup"
-        ))
-    };
-    let body: Option<String> = row.get(LOGGED)?;
-    let body = body.ok_or_else(|| lost("is missing".into()))?;
-    match EventBody::decode(&body) {
-        Ok(EventBody::RunStarted { run_id, input, .. }) if run_id.as_str() == id => Ok(Some(input)),
-        Ok(other) => Err(lost(format!(
-            "is a {} event, not its run_started",
-            other.type_name()
-        ))),
-        Err(e) => Err(lost(format!("cannot be read ({e})"))),
-    }
 }
 
 #[cfg(test)]

@@ -4,10 +4,11 @@
 
 use std::collections::HashSet;
 
-use keel_core::{RunId, RunOptions, RunStatus, TenantId, Timestamp};
+use keel_core::{RunId, RunStatus, TenantId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{error, log, run_input, stored_id};
+use super::{error, log, stored_id};
+use crate::stored::{self, StoredRun};
 use crate::{Enqueue, Enqueued, RunOutcome, RunRecord, StoreError, encode, unreadable};
 
 /// What a run's row holds, as written.
@@ -209,9 +210,7 @@ pub(crate) fn claim(
 /// it out: it would fail every claim after this one, and every other run would wait for ever.
 fn fail_unreadable(conn: &Connection, id: &str, e: &StoreError) -> Result<(), StoreError> {
     unreadable::isolated("run", id, e);
-    let error = format!(
-        "run {id} cannot be read, so it cannot run: {e}; it was failed so the queue goes on"
-    );
+    let error = stored::unreadable_run_error(id, e);
     conn.prepare_cached(
         "UPDATE runs SET status = 'failed', error = ?2, lease_owner = NULL, lease_until = NULL WHERE id = ?1",
     )?
@@ -238,22 +237,14 @@ pub(crate) fn finish(
     status: RunStatus,
     outcome: &RunOutcome,
 ) -> Result<(), StoreError> {
-    if !status.is_terminal() {
-        return Err(StoreError::Invalid(format!(
-            "run {run} cannot finish as {:?}: use completed, failed or cancelled",
-            status.as_str()
-        )));
-    }
+    stored::check_terminal(run, status)?;
     let finished = conn
         .prepare_cached(
             "UPDATE runs SET status = ?2, output = ?3, error = ?4, lease_owner = NULL, lease_until = NULL WHERE id = ?1",
         )?
         .execute(params![run.as_str(), status.as_str(), outcome.output, outcome.error])?;
     if finished == 0 {
-        return Err(StoreError::NotFound {
-            kind: "run",
-            id: run.to_string(),
-        });
+        return Err(stored::run_not_found(run));
     }
     Ok(())
 }
@@ -288,10 +279,7 @@ pub(crate) fn delete(
         .optional()?;
     match status.as_deref() {
         None => Ok(false),
-        Some("queued" | "running") => Err(StoreError::Invalid(format!(
-            "run {run} is still {}: cancel it or wait for it to finish before deleting it",
-            status.unwrap_or_default()
-        ))),
+        Some(pending @ ("queued" | "running")) => Err(stored::still_pending(run, pending)),
         Some(_) => {
             conn.prepare_cached("DELETE FROM runs WHERE id = ?1")?
                 .execute([run.as_str()])?;
@@ -310,53 +298,27 @@ pub(crate) fn release_leases(conn: &Connection, node: &str) -> Result<u64, Store
     Ok(released as u64)
 }
 
-/// A run's input (`None` when its row lost it) and options.
-pub(crate) fn payload(
-    row: &Row<'_>,
-    id: &str,
-) -> Result<(Option<keel_core::Message>, RunOptions), StoreError> {
-    let options = match row.get::<_, Option<String>>(11)? {
-        None => RunOptions::default(),
-        Some(json) => {
-            serde_json::from_str(&json).map_err(|e| error::corrupt_json("options", id, e))?
-        }
-    };
-    Ok((run_input::read(row, id)?, options))
-}
-
-/// Decodes a run. The input and options of a finished run are no longer needed: when they do
-/// not decode, the record is read without them (an empty input, no options), so a run failed
-/// for being unreadable can still be looked up. A run whose row lost its input reads with an
-/// empty one, which the engine refuses to start.
-pub(crate) fn from_row(row: &Row<'_>) -> Result<RunRecord, StoreError> {
-    let id: String = row.get(0)?;
-    let status: String = row.get(4)?;
-    let status = RunStatus::parse(&status).ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "run {id} has status {status:?}, unknown to this keel: upgrade keel, or restore the database from a backup"
-        ))
-    })?;
-    let no_input = || keel_core::Message {
-        role: keel_core::Role::User,
-        parts: Vec::new(),
-    };
-    let (input, options) = match payload(row, &id) {
-        Ok((input, options)) => (input.unwrap_or_else(no_input), options),
-        Err(_) if status.is_terminal() => (no_input(), RunOptions::default()),
-        Err(e) => return Err(e),
-    };
-    Ok(RunRecord {
-        options,
-        input,
-        status,
-        tenant: stored_id(row.get(1)?)?,
-        session: stored_id(row.get(2)?)?,
-        created_at: Timestamp::from_millis(row.get(5)?),
+/// A run's row read with `COLUMNS`, as stored.
+pub(crate) fn stored(row: &Row<'_>) -> Result<StoredRun, StoreError> {
+    Ok(StoredRun {
+        id: row.get(0)?,
+        tenant: row.get(1)?,
+        session: row.get(2)?,
+        input: row.get(3)?,
+        status: row.get(4)?,
+        created_at: row.get(5)?,
         output: row.get(6)?,
         error: row.get(7)?,
         cancel_requested: row.get(8)?,
         lease_owner: row.get(9)?,
-        lease_until: row.get::<_, Option<i64>>(10)?.map(Timestamp::from_millis),
-        id: stored_id(id)?,
+        lease_until: row.get(10)?,
+        options: row.get(11)?,
+        input_seq: row.get(12)?,
+        logged: row.get(13)?,
     })
+}
+
+/// Decodes a run (`StoredRun::into_record`).
+pub(crate) fn from_row(row: &Row<'_>) -> Result<RunRecord, StoreError> {
+    stored(row)?.into_record()
 }

@@ -138,8 +138,8 @@ pub(crate) fn update_metadata(
 pub(crate) fn from_row(row: &Row<'_>) -> Result<SessionRecord, StoreError> {
     let id: String = row.get(0)?;
     let metadata: String = row.get(6)?;
-    let metadata =
-        serde_json::from_str(&metadata).map_err(|e| error::corrupt_json("metadata", &id, e))?;
+    let metadata = serde_json::from_str(&metadata)
+        .map_err(|e| crate::stored::corrupt_json("metadata", &id, e))?;
     Ok(SessionRecord {
         tenant: stored_id(row.get(1)?)?,
         agent_id: stored_id(row.get(2)?)?,

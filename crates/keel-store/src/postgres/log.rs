@@ -1,0 +1,297 @@
+//! A session's log: appending under optimistic concurrency, reading back in pages, snapshots
+//! (only the latest is kept), and the scratchpad that commits with its events.
+//!
+//! An append moves the session's `last_seq` with `UPDATE … WHERE last_seq = expected`: of two
+//! nodes racing, the second waits on the row, re-reads it and matches nothing, so it fails
+//! with `Conflict` and writes nothing; the `(session, seq)` key stands behind that.
+
+use deadpool_postgres::{Client, GenericClient};
+use keel_core::{Event, EventBody, SessionId, Timestamp};
+use tokio_postgres::Row;
+
+use super::{run_input, runs, statements};
+use crate::stored::{self, count, session_not_found, sql_bound, sql_limit};
+use crate::{AppendBatch, LoadedSession, NewEvent, ScratchpadWrite, Snapshot, StoreError, encode};
+
+/// Appends `batch` after `expected` in one transaction, or fails with `Conflict`; returns the
+/// new last seq.
+pub(crate) async fn append(
+    client: &mut Client,
+    session: &SessionId,
+    expected: u64,
+    batch: &AppendBatch,
+) -> Result<u64, StoreError> {
+    let bodies = encode_events(session, expected, &batch.events)?;
+    let tx = client.transaction().await?;
+    let last = expected.saturating_add(batch.events.len() as u64);
+    let moved = statements::execute(
+        &tx,
+        "UPDATE sessions SET last_seq = $3 WHERE id = $1 AND last_seq = $2",
+        &[&session.as_str(), &sql_bound(expected), &sql_bound(last)],
+    )
+    .await?;
+    if moved == 0 {
+        let actual = last_seq(&tx, session).await?;
+        return Err(StoreError::Conflict {
+            session: session.clone(),
+            expected,
+            actual,
+        });
+    }
+    insert_events(&tx, session, expected, &batch.events, bodies).await?;
+    run_input::move_to_log(&tx, session, expected, &batch.events).await?;
+    write_scratchpad(&tx, session, &batch.scratchpad).await?;
+    if let Some(finish) = &batch.finish_run {
+        runs::finish(&tx, &finish.run, finish.status, &finish.outcome).await?;
+    }
+    tx.commit().await?;
+    Ok(last)
+}
+
+/// The session's last seq, or `NotFound`.
+pub(crate) async fn last_seq(
+    client: &impl GenericClient,
+    session: &SessionId,
+) -> Result<u64, StoreError> {
+    let row = statements::query_opt(
+        client,
+        "SELECT last_seq FROM sessions WHERE id = $1",
+        &[&session.as_str()],
+    )
+    .await?;
+    match row {
+        Some(row) => Ok(count(row.try_get(0)?)),
+        None => Err(session_not_found(session)),
+    }
+}
+
+/// The events' bodies as stored, refused before anything is written when one is too deep.
+pub(crate) fn encode_events(
+    session: &SessionId,
+    after: u64,
+    events: &[NewEvent],
+) -> Result<Vec<String>, StoreError> {
+    (after + 1..)
+        .zip(events)
+        .map(|(seq, event)| {
+            encode::readable(event.body.encode(), || {
+                format!("event {seq} of session {session}")
+            })
+        })
+        .collect()
+}
+
+/// Inserts `events` (their `bodies` from `encode_events`) as seqs `after + 1 ..`, in one
+/// statement; the caller moves the session's last seq.
+pub(crate) async fn insert_events(
+    client: &impl GenericClient,
+    session: &SessionId,
+    after: u64,
+    events: &[NewEvent],
+    bodies: Vec<String>,
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let seqs: Vec<i64> = (after + 1..).take(events.len()).map(sql_bound).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.body.type_name()).collect();
+    let ats: Vec<i64> = events.iter().map(|e| e.at.millis()).collect();
+    statements::execute(
+        client,
+        "INSERT INTO events (session, seq, type, at, body)
+         SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::text[])",
+        &[&session.as_str(), &seqs, &types, &ats, &bodies],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn write_scratchpad(
+    client: &impl GenericClient,
+    session: &SessionId,
+    writes: &[ScratchpadWrite],
+) -> Result<(), StoreError> {
+    for write in writes {
+        match &write.value {
+            Some(value) => {
+                statements::execute(
+                    client,
+                    "INSERT INTO scratchpad (session, key, value) VALUES ($1, $2, $3)
+                     ON CONFLICT (session, key) DO UPDATE SET value = excluded.value",
+                    &[&session.as_str(), &write.key, &value.as_bytes()],
+                )
+                .await?
+            }
+            None => {
+                statements::execute(
+                    client,
+                    "DELETE FROM scratchpad WHERE session = $1 AND key = $2",
+                    &[&session.as_str(), &write.key],
+                )
+                .await?
+            }
+        };
+    }
+    Ok(())
+}
+
+pub(crate) async fn scratchpad_get(
+    client: &Client,
+    session: &SessionId,
+    key: &str,
+) -> Result<Option<String>, StoreError> {
+    let row = statements::query_opt(
+        client,
+        "SELECT value FROM scratchpad WHERE session = $1 AND key = $2",
+        &[&session.as_str(), &key],
+    )
+    .await?;
+    let Some(row) = row else {
+        last_seq(client, session).await?;
+        return Ok(None);
+    };
+    text(row.try_get(0)?, || {
+        format!("scratchpad key {key:?} of session {session}")
+    })
+    .map(Some)
+}
+
+/// Bytes this backend stored from a `String`, as that string again.
+pub(crate) fn text(bytes: Vec<u8>, owner: impl FnOnce() -> String) -> Result<String, StoreError> {
+    String::from_utf8(bytes).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "the stored {} is not UTF-8 ({e}): restore the database from a backup",
+            owner()
+        ))
+    })
+}
+
+/// Events with `seq > after`, ascending, at most `limit`.
+pub(crate) async fn read_after(
+    client: &Client,
+    session: &SessionId,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
+    let events = read_range(client, session, after, u64::MAX, limit).await?;
+    if events.is_empty() {
+        last_seq(client, session).await?;
+    }
+    Ok(events)
+}
+
+/// Events with `after < seq <= upto`, ascending, at most `limit`.
+async fn read_range(
+    client: &Client,
+    session: &SessionId,
+    after: u64,
+    upto: u64,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
+    let rows = statements::query(
+        client,
+        "SELECT seq, at, body FROM events WHERE session = $1 AND seq > $2 AND seq <= $3
+         ORDER BY seq LIMIT $4",
+        &[
+            &session.as_str(),
+            &sql_bound(after),
+            &sql_bound(upto),
+            &sql_limit(limit),
+        ],
+    )
+    .await?;
+    rows.iter().map(|row| decode_event(row, session)).collect()
+}
+
+/// The last `limit` events with `seq < before`, ascending.
+pub(crate) async fn read_before(
+    client: &Client,
+    session: &SessionId,
+    before: u64,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
+    let rows = statements::query(
+        client,
+        "SELECT seq, at, body FROM events WHERE session = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+        &[&session.as_str(), &sql_bound(before), &sql_limit(limit)],
+    )
+    .await?;
+    let mut events = rows
+        .iter()
+        .map(|row| decode_event(row, session))
+        .collect::<Result<Vec<_>, _>>()?;
+    if events.is_empty() {
+        last_seq(client, session).await?;
+    }
+    events.reverse();
+    Ok(events)
+}
+
+fn decode_event(row: &Row, session: &SessionId) -> Result<Event, StoreError> {
+    let seq = count(row.try_get(0)?);
+    let body = EventBody::decode(row.try_get(2)?).map_err(|source| StoreError::Event {
+        session: session.clone(),
+        seq,
+        source,
+    })?;
+    Ok(Event {
+        seq,
+        at: Timestamp::from_millis(row.try_get(1)?),
+        body,
+    })
+}
+
+/// The latest snapshot and the events after it up to the last seq read with it: events up
+/// to that seq never change, so the two agree without a transaction.
+pub(crate) async fn load(
+    client: &Client,
+    session: &SessionId,
+) -> Result<LoadedSession, StoreError> {
+    let row = statements::query_opt(
+        client,
+        "SELECT s.last_seq, n.seq, n.state FROM sessions AS s
+         LEFT JOIN snapshots AS n ON n.session = s.id WHERE s.id = $1",
+        &[&session.as_str()],
+    )
+    .await?
+    .ok_or_else(|| session_not_found(session))?;
+    let last = count(row.try_get(0)?);
+    let snapshot = match (
+        row.try_get::<_, Option<i64>>(1)?,
+        row.try_get::<_, Option<&str>>(2)?,
+    ) {
+        (Some(seq), Some(state)) => stored::snapshot(session, count(seq), state),
+        _ => None,
+    };
+    let after = snapshot.as_ref().map_or(0, |s| s.seq);
+    let tail = read_range(client, session, after, last, usize::MAX).await?;
+    Ok(LoadedSession { snapshot, tail })
+}
+
+/// Stores the snapshot unless a newer one is there; `Invalid` past the log's end.
+pub(crate) async fn put_snapshot(
+    client: &Client,
+    session: &SessionId,
+    snapshot: &Snapshot,
+) -> Result<(), StoreError> {
+    let state = encode::json(&snapshot.state, || {
+        format!("the snapshot of session {session}")
+    })?;
+    let written = statements::execute(
+        client,
+        "INSERT INTO snapshots (session, seq, state)
+         SELECT id, $2, $3 FROM sessions WHERE id = $1 AND last_seq >= $2
+         ON CONFLICT (session) DO UPDATE SET seq = excluded.seq, state = excluded.state
+         WHERE excluded.seq >= snapshots.seq",
+        &[&session.as_str(), &sql_bound(snapshot.seq), &state],
+    )
+    .await?;
+    if written == 0 {
+        // Not stored: an unknown session, past the log's end, or older than the one kept.
+        let last = last_seq(client, session).await?;
+        if snapshot.seq > last {
+            return Err(stored::snapshot_past_end(session, snapshot.seq, last));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,336 @@
+//! The PostgreSQL backend: for more than one keel node on one database. PostgreSQL itself
+//! keeps the invariants between nodes — row locks and `SKIP LOCKED` for the run queue, a
+//! conditional `UPDATE` of the session's last seq for appends — so nothing is cached across
+//! calls, and any number of `PgStore`s (processes, nodes) can share one schema.
+//!
+//! Connections come from a `deadpool-postgres` pool: a small, maintained pool made for
+//! `tokio-postgres` that drops a connection the server closed instead of handing it out again,
+//! and keeps each connection's prepared statements (`statements`), so a hot statement costs
+//! one round trip. A pool of our own would have to re-do both. Each write that touches more
+//! than one row is one transaction; the queries live by concern, as in the SQLite backend
+//! (`agents`, `sessions`, `log`, `runs`, `claims`, `tenants`, `usage`, `check`).
+
+mod agents;
+mod check;
+mod claims;
+mod error;
+mod log;
+mod options;
+mod run_input;
+mod runs;
+mod schema;
+mod sessions;
+mod statements;
+mod tenants;
+mod usage;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Client, Pool};
+use keel_core::{AgentDef, Event, RunId, RunStatus, SessionId, TenantId, Timestamp};
+
+pub use options::PgOptions;
+pub use schema::SCHEMA_VERSION as PG_SCHEMA_VERSION;
+
+use crate::{
+    ApiKeyRecord, AppendBatch, Enqueue, Enqueued, LoadedSession, NewEvent, RunOutcome, RunRecord,
+    SessionFilter, SessionRecord, Snapshot, Store, StoreError, TenantCounts, TenantRecord,
+    UnreadableRecord, UsageQuery, UsageTotals,
+};
+
+pub struct PgStore {
+    pool: Pool,
+    /// The server and database, without credentials, for messages.
+    server: String,
+}
+
+impl PgStore {
+    /// Connects, creates the schema when `options.schema` names one that is missing, and
+    /// migrates it to `PG_SCHEMA_VERSION` (or refuses a newer one).
+    pub async fn open(options: PgOptions) -> Result<PgStore, StoreError> {
+        let (pool, server) = options.pool()?;
+        let store = PgStore { pool, server };
+        let mut client = store.client().await?;
+        schema::migrate(&mut client, options.schema.as_deref(), &store.server).await?;
+        tracing::debug!(server = %store.server, schema = ?options.schema, "opened the PostgreSQL store");
+        Ok(store)
+    }
+
+    /// The server and database this store uses, without credentials (for logs and `/readyz`).
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    async fn client(&self) -> Result<Client, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| error::no_connection(&self.server, e))
+    }
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn put_agent(&self, tenant: &TenantId, def: AgentDef) -> Result<AgentDef, StoreError> {
+        agents::put(&mut self.client().await?, tenant, def).await
+    }
+
+    async fn get_agent(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<AgentDef>, StoreError> {
+        agents::get(&self.client().await?, tenant, name, version).await
+    }
+
+    async fn archive_agent(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        agents::archive(&self.client().await?, tenant, name, at).await
+    }
+
+    async fn list_agents(&self, tenant: &TenantId) -> Result<Vec<AgentDef>, StoreError> {
+        agents::list(&self.client().await?, tenant).await
+    }
+
+    async fn create_session(
+        &self,
+        session: &SessionRecord,
+        first_events: Vec<NewEvent>,
+    ) -> Result<(), StoreError> {
+        sessions::create(&mut self.client().await?, session, &first_events).await
+    }
+
+    async fn get_session(
+        &self,
+        tenant: &TenantId,
+        id: &SessionId,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        sessions::get(&self.client().await?, tenant, id).await
+    }
+
+    async fn list_sessions(
+        &self,
+        tenant: &TenantId,
+        filter: &SessionFilter,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        sessions::list(&self.client().await?, tenant, filter).await
+    }
+
+    async fn tenant_counts(&self, tenant: &TenantId) -> Result<TenantCounts, StoreError> {
+        tenants::counts(&self.client().await?, tenant).await
+    }
+
+    async fn delete_session(&self, tenant: &TenantId, id: &SessionId) -> Result<bool, StoreError> {
+        sessions::delete(&self.client().await?, tenant, id).await
+    }
+
+    async fn update_session_metadata(
+        &self,
+        tenant: &TenantId,
+        id: &SessionId,
+        metadata: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<bool, StoreError> {
+        sessions::update_metadata(&self.client().await?, tenant, id, &metadata).await
+    }
+
+    async fn append(
+        &self,
+        session: &SessionId,
+        expected_last_seq: u64,
+        batch: AppendBatch,
+    ) -> Result<u64, StoreError> {
+        log::append(
+            &mut self.client().await?,
+            session,
+            expected_last_seq,
+            &batch,
+        )
+        .await
+    }
+
+    async fn read_events(
+        &self,
+        session: &SessionId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        log::read_after(&self.client().await?, session, after, limit).await
+    }
+
+    async fn read_events_before(
+        &self,
+        session: &SessionId,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        log::read_before(&self.client().await?, session, before, limit).await
+    }
+
+    async fn load(&self, session: &SessionId) -> Result<LoadedSession, StoreError> {
+        log::load(&self.client().await?, session).await
+    }
+
+    async fn put_snapshot(
+        &self,
+        session: &SessionId,
+        snapshot: Snapshot,
+    ) -> Result<(), StoreError> {
+        log::put_snapshot(&self.client().await?, session, &snapshot).await
+    }
+
+    async fn scratchpad_get(
+        &self,
+        session: &SessionId,
+        key: &str,
+    ) -> Result<Option<String>, StoreError> {
+        log::scratchpad_get(&self.client().await?, session, key).await
+    }
+
+    async fn enqueue_run_with(
+        &self,
+        run: &RunRecord,
+        how: &Enqueue,
+    ) -> Result<Enqueued, StoreError> {
+        runs::enqueue(&mut self.client().await?, run, how).await
+    }
+
+    async fn get_run(
+        &self,
+        tenant: &TenantId,
+        id: &RunId,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        runs::get(&self.client().await?, tenant, id).await
+    }
+
+    async fn pending_runs(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        runs::pending(&self.client().await?, tenant, session).await
+    }
+
+    async fn claim_runs(
+        &self,
+        node: &str,
+        now: Timestamp,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        claims::claim(&mut self.client().await?, node, now, lease_ms, limit).await
+    }
+
+    async fn heartbeat(
+        &self,
+        run: &RunId,
+        node: &str,
+        now: Timestamp,
+        lease_ms: i64,
+    ) -> Result<bool, StoreError> {
+        claims::heartbeat(&self.client().await?, run, node, now, lease_ms).await
+    }
+
+    async fn finish_run(
+        &self,
+        run: &RunId,
+        status: RunStatus,
+        outcome: RunOutcome,
+    ) -> Result<(), StoreError> {
+        runs::finish(&self.client().await?, run, status, &outcome).await
+    }
+
+    async fn request_cancel(&self, tenant: &TenantId, run: &RunId) -> Result<bool, StoreError> {
+        runs::request_cancel(&self.client().await?, tenant, run).await
+    }
+
+    async fn delete_run(&self, tenant: &TenantId, run: &RunId) -> Result<bool, StoreError> {
+        runs::delete(&self.client().await?, tenant, run).await
+    }
+
+    async fn count_runs(&self) -> Result<Vec<(RunStatus, u64)>, StoreError> {
+        runs::count_by_status(&self.client().await?).await
+    }
+
+    async fn release_leases(&self, node: &str) -> Result<u64, StoreError> {
+        claims::release(&self.client().await?, node).await
+    }
+
+    async fn create_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError> {
+        tenants::create(&self.client().await?, tenant).await
+    }
+
+    async fn get_tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
+        tenants::get(&self.client().await?, id).await
+    }
+
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        tenants::create_key(&self.client().await?, key).await
+    }
+
+    async fn get_api_key(&self, prefix: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        tenants::get_key(&self.client().await?, prefix).await
+    }
+
+    async fn revoke_api_key(&self, prefix: &str, at: Timestamp) -> Result<bool, StoreError> {
+        tenants::revoke_key(&self.client().await?, prefix, at).await
+    }
+
+    async fn add_usage(&self, increments: &[UsageTotals]) -> Result<(), StoreError> {
+        usage::add(&mut self.client().await?, increments).await
+    }
+
+    async fn usage(
+        &self,
+        tenant: &TenantId,
+        query: &UsageQuery,
+    ) -> Result<Vec<UsageTotals>, StoreError> {
+        usage::list(&self.client().await?, tenant, query).await
+    }
+
+    async fn unreadable_records(&self, limit: usize) -> Result<Vec<UnreadableRecord>, StoreError> {
+        check::unreadable(&self.client().await?, limit).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        statements::query_one(&self.client().await?, "SELECT 1", &[]).await?;
+        Ok(())
+    }
+
+    /// Reads answer, and the server takes writes (not a standby, not read-only).
+    async fn health(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let row = statements::query_one(
+            &client,
+            "SELECT current_setting('transaction_read_only')",
+            &[],
+        )
+        .await?;
+        match row.try_get::<_, String>(0)?.as_str() {
+            "off" => Ok(()),
+            _ => Err(StoreError::Unavailable(format!(
+                "the PostgreSQL database {} takes no writes (a standby, or read-only): \
+                 point keel at the primary",
+                self.server
+            ))),
+        }
+    }
+}
+
+/// The text of column `index` as an id for messages, whatever the row holds there.
+fn row_id(row: &tokio_postgres::Row, index: usize) -> String {
+    row.try_get::<_, String>(index)
+        .or_else(|_| row.try_get::<_, i64>(index).map(|n| n.to_string()))
+        .unwrap_or_else(|_| "?".into())
+}

@@ -1,0 +1,122 @@
+//! What a `PgStore` connects to and how: the server's URL, the schema that holds keel's
+//! tables, the pool's size and the timeouts. Settings reach the server at connection start
+//! (`options=-c …`), so no connection is ever used before they apply.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::{Config, NoTls};
+
+use crate::StoreError;
+
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    /// `postgres://user[:password]@host[:port]/database[?…]`, or the key=value form.
+    pub url: String,
+    /// The schema that holds keel's tables (created when missing); `None`: the server's
+    /// `search_path` decides (usually `public`). Letters, digits and `_` only.
+    pub schema: Option<String>,
+    /// The most connections this store opens.
+    pub pool_size: usize,
+    /// How long connecting, or waiting for a free connection, may take.
+    pub connect_timeout: Duration,
+    /// The server cancels a statement that runs longer (`statement_timeout`); `None`: no limit.
+    pub statement_timeout: Option<Duration>,
+}
+
+impl PgOptions {
+    /// The defaults (the server's default schema, 16 connections, 10 s to connect, statements
+    /// cancelled after 30 s) for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        PgOptions {
+            url: url.into(),
+            schema: None,
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(10),
+            statement_timeout: Some(Duration::from_secs(30)),
+        }
+    }
+
+    /// The pool these options describe, and the server it reaches (without credentials).
+    pub(crate) fn pool(&self) -> Result<(Pool, String), StoreError> {
+        let mut config = Config::from_str(&self.url).map_err(|e| {
+            StoreError::Invalid(format!(
+                "the PostgreSQL URL is not valid ({e}): write it as postgres://user@host:port/database"
+            ))
+        })?;
+        let server = describe(&config);
+        if let Some(schema) = &self.schema {
+            check_schema_name(schema)?;
+        }
+        config.options(self.server_options(config.get_options()));
+        if config.get_application_name().is_none() {
+            config.application_name("keel");
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(self.connect_timeout);
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                // A closed connection is dropped at checkout; one that broke silently fails
+                // its statement as `Unavailable`, and the caller retries.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(self.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(self.connect_timeout))
+            .create_timeout(Some(self.connect_timeout))
+            .build()
+            .map_err(|e| StoreError::Invalid(format!("cannot build the connection pool: {e}")))?;
+        Ok((pool, server))
+    }
+
+    /// The URL's own `options`, then keel's settings.
+    fn server_options(&self, given: Option<&str>) -> String {
+        let mut options: Vec<String> = given.map(str::to_string).into_iter().collect();
+        if let Some(schema) = &self.schema {
+            options.push(format!("-c search_path={schema}"));
+        }
+        if let Some(timeout) = self.statement_timeout {
+            options.push(format!("-c statement_timeout={}", timeout.as_millis()));
+        }
+        options.join(" ")
+    }
+}
+
+/// `Invalid` unless `name` is a plain identifier, which needs no quoting anywhere.
+pub(crate) fn check_schema_name(name: &str) -> Result<(), StoreError> {
+    let plain = !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    match plain {
+        true => Ok(()),
+        false => Err(StoreError::Invalid(format!(
+            "the PostgreSQL schema name {name:?} is not usable: use lowercase letters, digits and \
+             `_` (at most 63, not starting with a digit)"
+        ))),
+    }
+}
+
+/// `user@host:port/database`, never the password.
+fn describe(config: &Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{}@{host}:{port}/{}",
+        config.get_user().unwrap_or("?"),
+        config.get_dbname().unwrap_or("?")
+    )
+}

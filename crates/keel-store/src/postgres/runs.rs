@@ -1,0 +1,274 @@
+//! The run queue's rows: the conditional enqueue, reading runs, finishing them, cancel
+//! requests and deleting finished ones. Claims and leases are `claims`.
+//!
+//! A conditional enqueue locks its session's row (`FOR NO KEY UPDATE`) before it looks at the
+//! session's runs, as a claim does: enqueues and claims of one session take turns across every
+//! node, so `reject` lets exactly one run through and a session is never driven twice.
+
+use deadpool_postgres::{Client, GenericClient};
+use keel_core::{RunId, RunStatus, SessionId, TenantId, Timestamp};
+use tokio_postgres::Row;
+
+use super::{error, log, statements};
+use crate::stored::{self, StoredRun, count};
+use crate::{Enqueue, Enqueued, RunOutcome, RunRecord, StoreError, encode, unreadable};
+
+/// What readers select: the row, then the seq of its `run_started` and that event's body, for
+/// a run whose input the log holds (`run_input`).
+pub(crate) const COLUMNS: &str = "id, tenant, session, input, status, created_at, output, error, \
+    cancel_requested, lease_owner, lease_until, options, input_seq, \
+    (SELECT body FROM events WHERE events.session = runs.session AND events.seq = runs.input_seq)";
+
+/// Queues `run` as `how` says; the look at the session's runs and the insert are one transaction.
+pub(crate) async fn enqueue(
+    client: &mut Client,
+    run: &RunRecord,
+    how: &Enqueue,
+) -> Result<Enqueued, StoreError> {
+    let input = encode::json(&run.input, || format!("the input of run {}", run.id))?;
+    // Runs without options (most) store NULL rather than an empty object.
+    let options = match run.options.is_default() {
+        true => None,
+        false => Some(encode::json(&run.options, || {
+            format!("the options of run {}", run.id)
+        })?),
+    };
+    let conditional = how.refuse_if_busy || how.claim_if_idle.is_some();
+    let tx = client.transaction().await?;
+    let owner = statements::query_opt(
+        &tx,
+        match conditional {
+            true => "SELECT tenant FROM sessions WHERE id = $1 FOR NO KEY UPDATE",
+            false => "SELECT tenant FROM sessions WHERE id = $1",
+        },
+        &[&run.session.as_str()],
+    )
+    .await?;
+    let owner: Option<String> = owner.map(|row| row.try_get(0)).transpose()?;
+    if owner.as_deref() != Some(run.tenant.as_str()) {
+        return Err(stored::session_not_found(&run.session));
+    }
+    let busy_with = match conditional {
+        true => oldest_pending(&tx, &run.session).await?,
+        false => None,
+    };
+    if how.refuse_if_busy
+        && let Some(holder) = busy_with
+    {
+        return Ok(Enqueued::Busy(holder));
+    }
+    let lease = how.claim_if_idle.as_ref().filter(|_| busy_with.is_none());
+    let (status, lease_owner, lease_until) = match lease {
+        Some(lease) => (
+            RunStatus::Running,
+            Some(lease.node.as_str()),
+            Some(lease.until),
+        ),
+        None => (run.status, run.lease_owner.as_deref(), run.lease_until),
+    };
+    statements::execute(
+        &tx,
+        "INSERT INTO runs (id, tenant, session, input, status, created_at, output, error,
+             cancel_requested, lease_owner, lease_until, options)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        &[
+            &run.id.as_str(),
+            &run.tenant.as_str(),
+            &run.session.as_str(),
+            &input,
+            &status.as_str(),
+            &run.created_at.millis(),
+            &run.output.as_deref().map(str::as_bytes),
+            &run.error.as_deref().map(str::as_bytes),
+            &run.cancel_requested,
+            &lease_owner,
+            &lease_until.map(Timestamp::millis),
+            &options,
+        ],
+    )
+    .await
+    .map_err(|e| match error::is_duplicate(&e) {
+        true => StoreError::AlreadyExists(format!("run {}", run.id)),
+        false => e.into(),
+    })?;
+    tx.commit().await?;
+    Ok(match lease {
+        Some(_) => Enqueued::Claimed,
+        None => Enqueued::Queued,
+    })
+}
+
+/// The session's oldest queued or running run: the one a busy session is busy with.
+async fn oldest_pending(
+    client: &impl GenericClient,
+    session: &SessionId,
+) -> Result<Option<RunId>, StoreError> {
+    statements::query_opt(
+        client,
+        "SELECT id FROM runs WHERE session = $1 AND status IN ('queued', 'running')
+         ORDER BY created_at, id LIMIT 1",
+        &[&session.as_str()],
+    )
+    .await?
+    .map(|row| stored::id(row.try_get(0)?))
+    .transpose()
+}
+
+pub(crate) async fn get(
+    client: &Client,
+    tenant: &TenantId,
+    id: &RunId,
+) -> Result<Option<RunRecord>, StoreError> {
+    statements::query_opt(
+        client,
+        &format!("SELECT {COLUMNS} FROM runs WHERE id = $1 AND tenant = $2"),
+        &[&id.as_str(), &tenant.as_str()],
+    )
+    .await?
+    .map(|row| stored_run(&row)?.into_record())
+    .transpose()
+}
+
+/// The session's queued and running runs, oldest first; one that cannot be read is skipped.
+pub(crate) async fn pending(
+    client: &Client,
+    tenant: &TenantId,
+    session: &SessionId,
+) -> Result<Vec<RunRecord>, StoreError> {
+    let rows = statements::query(
+        client,
+        &format!(
+            "SELECT {COLUMNS} FROM runs WHERE session = $1 AND tenant = $2
+             AND status IN ('queued', 'running') ORDER BY created_at, id"
+        ),
+        &[&session.as_str(), &tenant.as_str()],
+    )
+    .await?;
+    let mut runs = Vec::new();
+    for row in &rows {
+        match stored_run(row).and_then(StoredRun::into_record) {
+            Ok(run) => runs.push(run),
+            Err(e) => unreadable::isolated("run", &super::row_id(row, 0), &e),
+        }
+    }
+    Ok(runs)
+}
+
+pub(crate) async fn count_by_status(client: &Client) -> Result<Vec<(RunStatus, u64)>, StoreError> {
+    let rows = statements::query(
+        client,
+        "SELECT status, COUNT(*) FROM runs GROUP BY status ORDER BY status",
+        &[],
+    )
+    .await?;
+    let mut counts = Vec::new();
+    for row in rows {
+        if let Some(status) = RunStatus::parse(row.try_get(0)?) {
+            counts.push((status, count(row.try_get(1)?)));
+        }
+    }
+    Ok(counts)
+}
+
+/// Marks the run finished and releases its lease.
+pub(crate) async fn finish(
+    client: &impl GenericClient,
+    run: &RunId,
+    status: RunStatus,
+    outcome: &RunOutcome,
+) -> Result<(), StoreError> {
+    stored::check_terminal(run, status)?;
+    let finished = statements::execute(
+        client,
+        "UPDATE runs SET status = $2, output = $3, error = $4, lease_owner = NULL, lease_until = NULL
+         WHERE id = $1",
+        &[
+            &run.as_str(),
+            &status.as_str(),
+            &outcome.output.as_deref().map(str::as_bytes),
+            &outcome.error.as_deref().map(str::as_bytes),
+        ],
+    )
+    .await?;
+    match finished {
+        0 => Err(stored::run_not_found(run)),
+        _ => Ok(()),
+    }
+}
+
+pub(crate) async fn request_cancel(
+    client: &Client,
+    tenant: &TenantId,
+    run: &RunId,
+) -> Result<bool, StoreError> {
+    let flagged = statements::execute(
+        client,
+        "UPDATE runs SET cancel_requested = TRUE
+         WHERE id = $1 AND tenant = $2 AND status IN ('queued', 'running')",
+        &[&run.as_str(), &tenant.as_str()],
+    )
+    .await?;
+    if flagged > 0 {
+        return Ok(true);
+    }
+    let exists = statements::query_opt(
+        client,
+        "SELECT 1 FROM runs WHERE id = $1 AND tenant = $2",
+        &[&run.as_str(), &tenant.as_str()],
+    )
+    .await?;
+    Ok(exists.is_some())
+}
+
+/// Deletes a finished run; `Invalid` while it is queued or running.
+pub(crate) async fn delete(
+    client: &Client,
+    tenant: &TenantId,
+    run: &RunId,
+) -> Result<bool, StoreError> {
+    let deleted = statements::execute(
+        client,
+        "DELETE FROM runs WHERE id = $1 AND tenant = $2 AND status NOT IN ('queued', 'running')",
+        &[&run.as_str(), &tenant.as_str()],
+    )
+    .await?;
+    if deleted > 0 {
+        return Ok(true);
+    }
+    let status = statements::query_opt(
+        client,
+        "SELECT status FROM runs WHERE id = $1 AND tenant = $2",
+        &[&run.as_str(), &tenant.as_str()],
+    )
+    .await?;
+    match status {
+        None => Ok(false),
+        Some(row) => Err(stored::still_pending(run, row.try_get(0)?)),
+    }
+}
+
+/// A run's row read with `COLUMNS`, as stored.
+pub(crate) fn stored_run(row: &Row) -> Result<StoredRun, StoreError> {
+    let id: String = row.try_get(0)?;
+    let bytes = |index: usize, what: &str| -> Result<Option<String>, StoreError> {
+        row.try_get::<_, Option<Vec<u8>>>(index)?
+            .map(|bytes| log::text(bytes, || format!("{what} of run {id}")))
+            .transpose()
+    };
+    Ok(StoredRun {
+        output: bytes(6, "output")?,
+        error: bytes(7, "error")?,
+        tenant: row.try_get(1)?,
+        session: row.try_get(2)?,
+        input: row.try_get(3)?,
+        status: row.try_get(4)?,
+        created_at: row.try_get(5)?,
+        cancel_requested: row.try_get(8)?,
+        lease_owner: row.try_get(9)?,
+        lease_until: row.try_get(10)?,
+        options: row.try_get(11)?,
+        input_seq: row.try_get(12)?,
+        logged: row.try_get(13)?,
+        id,
+    })
+}

@@ -1,0 +1,176 @@
+//! The schema and its migrations, versioned in the `schema_version` table: migration N takes
+//! the schema from version N-1 to N, all pending ones in one transaction. Nodes starting at
+//! once take turns (a transaction-scoped advisory lock per schema, the one advisory lock keel
+//! uses); a schema written by a newer keel is refused rather than guessed at.
+//!
+//! Every hot table leads with the session or the tenant, the key a sharded PostgreSQL would
+//! distribute by. Keys compare bytewise (`COLLATE "C"`), so ids and names sort as they do in
+//! SQLite whatever the database's locale. Times are milliseconds since the Unix epoch (as in
+//! SQLite), seqs `BIGINT`;
+//! JSON columns hold the same text the SQLite backend stores (`encode.rs`), as `TEXT` (JSONB
+//! would refuse `\u0000`, which JSON text can carry). Strings keel does not encode itself —
+//! scratchpad values, a run's output and error — are `BYTEA`: PostgreSQL's text cannot hold
+//! NUL, and a model's answer or a tool's value may.
+
+use deadpool_postgres::Client;
+
+use super::statements;
+use crate::StoreError;
+
+const V1: &str = r#"
+CREATE TABLE tenants (
+    id         TEXT COLLATE "C" PRIMARY KEY,
+    name       TEXT COLLATE "C" NOT NULL,
+    created_at BIGINT NOT NULL
+);
+
+CREATE TABLE api_keys (
+    prefix      TEXT COLLATE "C" PRIMARY KEY,
+    tenant      TEXT COLLATE "C" NOT NULL REFERENCES tenants (id),
+    scope       TEXT NOT NULL,
+    secret_hash BYTEA NOT NULL,
+    created_at  BIGINT NOT NULL,
+    revoked_at  BIGINT
+);
+
+CREATE TABLE agents (
+    tenant  TEXT COLLATE "C" NOT NULL,
+    name    TEXT COLLATE "C" NOT NULL,
+    version BIGINT NOT NULL,
+    id      TEXT COLLATE "C" NOT NULL,
+    def     TEXT NOT NULL,
+    PRIMARY KEY (tenant, name, version)
+);
+
+CREATE TABLE archived_agents (
+    tenant      TEXT COLLATE "C" NOT NULL,
+    name        TEXT COLLATE "C" NOT NULL,
+    archived_at BIGINT NOT NULL,
+    PRIMARY KEY (tenant, name)
+);
+
+CREATE TABLE sessions (
+    id            TEXT COLLATE "C" PRIMARY KEY,
+    tenant        TEXT COLLATE "C" NOT NULL,
+    agent_id      TEXT NOT NULL,
+    agent_name    TEXT NOT NULL,
+    agent_version BIGINT NOT NULL,
+    created_at    BIGINT NOT NULL,
+    metadata      TEXT NOT NULL,
+    last_seq      BIGINT NOT NULL
+);
+CREATE INDEX sessions_by_tenant ON sessions (tenant, id);
+
+CREATE TABLE events (
+    session TEXT COLLATE "C" NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    seq     BIGINT NOT NULL,
+    type    TEXT NOT NULL,
+    at      BIGINT NOT NULL,
+    body    TEXT NOT NULL,
+    PRIMARY KEY (session, seq)
+);
+
+CREATE TABLE snapshots (
+    session TEXT COLLATE "C" PRIMARY KEY REFERENCES sessions (id) ON DELETE CASCADE,
+    seq     BIGINT NOT NULL,
+    state   TEXT NOT NULL
+);
+
+CREATE TABLE scratchpad (
+    session TEXT COLLATE "C" NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    key     TEXT COLLATE "C" NOT NULL,
+    value   BYTEA NOT NULL,
+    PRIMARY KEY (session, key)
+);
+
+CREATE TABLE runs (
+    id               TEXT COLLATE "C" PRIMARY KEY,
+    tenant           TEXT COLLATE "C" NOT NULL,
+    session          TEXT COLLATE "C" NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    input            TEXT,
+    status           TEXT NOT NULL,
+    created_at       BIGINT NOT NULL,
+    output           BYTEA,
+    error            BYTEA,
+    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+    lease_owner      TEXT,
+    lease_until      BIGINT,
+    options          TEXT,
+    input_seq        BIGINT
+);
+CREATE INDEX runs_pending ON runs (created_at, id) WHERE status IN ('queued', 'running');
+CREATE INDEX runs_by_session ON runs (session, status);
+CREATE INDEX runs_by_owner ON runs (lease_owner) WHERE lease_owner IS NOT NULL;
+
+CREATE TABLE usage_totals (
+    tenant              TEXT COLLATE "C" NOT NULL,
+    key_prefix          TEXT COLLATE "C" NOT NULL,
+    model               TEXT COLLATE "C" NOT NULL,
+    day                 TEXT COLLATE "C" NOT NULL,
+    requests            BIGINT NOT NULL,
+    input_tokens        BIGINT NOT NULL,
+    output_tokens       BIGINT NOT NULL,
+    cached_input_tokens BIGINT NOT NULL,
+    cost_usd            DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (tenant, day, key_prefix, model)
+);
+"#;
+
+const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// Creates `schema` when named and missing, and brings it up to `SCHEMA_VERSION`, or refuses
+/// a newer one. `server` names the database in messages.
+pub(crate) async fn migrate(
+    client: &mut Client,
+    schema: Option<&str>,
+    server: &str,
+) -> Result<(), StoreError> {
+    let tx = client.transaction().await?;
+    statements::query(
+        &tx,
+        "SELECT pg_advisory_xact_lock(hashtext('keel schema ' || COALESCE($1::text, current_schema(), '')))",
+        &[&schema],
+    )
+    .await?;
+    if let Some(schema) = schema {
+        // A plain identifier (`options::check_schema_name`): nothing to quote.
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .await?;
+    }
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .await?;
+    let found: i32 = statements::query_one(
+        &tx,
+        "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+        &[],
+    )
+    .await?
+    .try_get(0)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::Unavailable(format!(
+            "the PostgreSQL schema {} on {server} has version {found}, but this keel understands only up to \
+             {SCHEMA_VERSION}: it was written by a newer keel; upgrade keel to use it",
+            schema.unwrap_or("(default)")
+        )));
+    }
+    for (applied, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(found).unwrap_or(0))
+    {
+        let version = applied as i32 + 1;
+        tx.batch_execute(sql).await?;
+        statements::execute(
+            &tx,
+            "INSERT INTO schema_version (version) VALUES ($1)",
+            &[&version],
+        )
+        .await?;
+        tracing::info!(server, schema, version, "migrated the PostgreSQL schema");
+    }
+    tx.commit().await?;
+    Ok(())
+}

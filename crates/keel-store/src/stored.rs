@@ -1,0 +1,218 @@
+//! How the values of a stored row become records, whichever backend read them: both backends
+//! store the same encodings (`encode.rs`), so they decode them here, and say the same things
+//! about a row that does not decode and about a request they refuse.
+
+use std::str::FromStr;
+
+use keel_core::{
+    EventBody, IdError, Message, RunId, RunOptions, RunStatus, SessionId, SessionState, Timestamp,
+};
+use serde::de::DeserializeOwned;
+
+use crate::{RunRecord, Snapshot, StoreError};
+
+/// Parses an id read back from the database.
+pub(crate) fn id<T: FromStr<Err = IdError>>(value: String) -> Result<T, StoreError> {
+    value.parse().map_err(|e: IdError| {
+        StoreError::Corrupt(format!(
+            "a stored id is invalid ({e}): restore the database from a backup"
+        ))
+    })
+}
+
+/// Decodes the stored JSON `text`: the `what` (e.g. "metadata") of `owner` (e.g. a session id).
+pub(crate) fn json<T: DeserializeOwned>(
+    text: &str,
+    what: &str,
+    owner: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| corrupt_json(what, owner, e))
+}
+
+/// A stored JSON column that no longer decodes: the database was edited or damaged.
+pub(crate) fn corrupt_json(what: &str, owner: &str, e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(format!(
+        "the stored {what} of {owner} is not valid ({e}): restore the database from a backup"
+    ))
+}
+
+/// A seq or cursor as SQL's signed integer; past `i64::MAX` means "beyond every seq".
+pub(crate) fn sql_bound(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A row limit as SQL's signed integer.
+pub(crate) fn sql_limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A stored count or seq, which is never negative.
+pub(crate) fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+pub(crate) fn session_not_found(session: &SessionId) -> StoreError {
+    StoreError::NotFound {
+        kind: "session",
+        id: session.to_string(),
+    }
+}
+
+pub(crate) fn snapshot_past_end(session: &SessionId, seq: u64, last: u64) -> StoreError {
+    StoreError::Invalid(format!(
+        "a snapshot of session {session} at seq {seq} is past the end of its log (last seq {last}): \
+         snapshot only state whose events are logged"
+    ))
+}
+
+/// `Invalid` unless `status` ends a run.
+pub(crate) fn check_terminal(run: &RunId, status: RunStatus) -> Result<(), StoreError> {
+    match status.is_terminal() {
+        true => Ok(()),
+        false => Err(StoreError::Invalid(format!(
+            "run {run} cannot finish as {:?}: use completed, failed or cancelled",
+            status.as_str()
+        ))),
+    }
+}
+
+pub(crate) fn run_not_found(run: &RunId) -> StoreError {
+    StoreError::NotFound {
+        kind: "run",
+        id: run.to_string(),
+    }
+}
+
+/// Why a queued or running run cannot be deleted.
+pub(crate) fn still_pending(run: &RunId, status: &str) -> StoreError {
+    StoreError::Invalid(format!(
+        "run {run} is still {status}: cancel it or wait for it to finish before deleting it"
+    ))
+}
+
+/// What an unreadable run is failed with when a claim meets it.
+pub(crate) fn unreadable_run_error(id: &str, e: &StoreError) -> String {
+    format!("run {id} cannot be read, so it cannot run: {e}; it was failed so the queue goes on")
+}
+
+/// A snapshot is derived data: one that no longer decodes (written by another keel version)
+/// is skipped, and the session loads from its full log instead.
+pub(crate) fn snapshot(session: &SessionId, seq: u64, state: &str) -> Option<Snapshot> {
+    match serde_json::from_str::<SessionState>(state) {
+        Ok(state) => Some(Snapshot { seq, state }),
+        Err(error) => {
+            tracing::warn!(%session, seq, %error, "ignoring a snapshot that does not decode; loading the full log");
+            None
+        }
+    }
+}
+
+/// A run's row as stored, with the body of the `run_started` that holds its input once it
+/// started (`input_seq`; see `sqlite/run_input.rs`).
+pub(crate) struct StoredRun {
+    pub id: String,
+    pub tenant: String,
+    pub session: String,
+    pub input: Option<String>,
+    pub status: String,
+    pub created_at: i64,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub cancel_requested: bool,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+    pub options: Option<String>,
+    pub input_seq: Option<i64>,
+    /// The body of the event at `input_seq`, when there is one.
+    pub logged: Option<String>,
+}
+
+impl StoredRun {
+    /// The run's input (`None` when its row lost it) and options.
+    pub(crate) fn payload(&self) -> Result<(Option<Message>, RunOptions), StoreError> {
+        let options = match &self.options {
+            None => RunOptions::default(),
+            Some(text) => json(text, "options", &self.id)?,
+        };
+        Ok((self.input()?, options))
+    }
+
+    /// The input from the row or from the log; `None` when neither holds it (a hand edit).
+    fn input(&self) -> Result<Option<Message>, StoreError> {
+        let Some(seq) = self.input_seq else {
+            return self
+                .input
+                .as_deref()
+                .map(|text| json(text, "input", &self.id))
+                .transpose();
+        };
+        let lost = |why: String| {
+            StoreError::Corrupt(format!(
+                "the input of run {} is kept in event {seq} of its session, which {why}: restore the database from a backup",
+                self.id
+            ))
+        };
+        let body = self
+            .logged
+            .as_deref()
+            .ok_or_else(|| lost("is missing".into()))?;
+        match EventBody::decode(body) {
+            Ok(EventBody::RunStarted { run_id, input, .. }) if run_id.as_str() == self.id => {
+                Ok(Some(input))
+            }
+            Ok(other) => Err(lost(format!(
+                "is a {} event, not its run_started",
+                other.type_name()
+            ))),
+            Err(e) => Err(lost(format!("cannot be read ({e})"))),
+        }
+    }
+
+    /// Decodes the run. The input and options of a finished run are no longer needed: when
+    /// they do not decode, the record is read without them (an empty input, no options), so a
+    /// run failed for being unreadable can still be looked up. A run whose row lost its input
+    /// reads with an empty one, which the engine refuses to start.
+    pub(crate) fn into_record(self) -> Result<RunRecord, StoreError> {
+        let status = RunStatus::parse(&self.status).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "run {} has status {:?}, unknown to this keel: upgrade keel, or restore the database from a backup",
+                self.id, self.status
+            ))
+        })?;
+        let no_input = || Message {
+            role: keel_core::Role::User,
+            parts: Vec::new(),
+        };
+        let (input, options) = match self.payload() {
+            Ok((input, options)) => (input.unwrap_or_else(no_input), options),
+            Err(_) if status.is_terminal() => (no_input(), RunOptions::default()),
+            Err(e) => return Err(e),
+        };
+        Ok(RunRecord {
+            options,
+            input,
+            status,
+            tenant: id(self.tenant)?,
+            session: id(self.session)?,
+            created_at: Timestamp::from_millis(self.created_at),
+            output: self.output,
+            error: self.error,
+            cancel_requested: self.cancel_requested,
+            lease_owner: self.lease_owner,
+            lease_until: self.lease_until.map(Timestamp::from_millis),
+            id: id(self.id)?,
+        })
+    }
+
+    /// Whether the run reads back whole, input and all, as `Store::unreadable_records` asks.
+    pub(crate) fn check_whole(self) -> Result<(), StoreError> {
+        let (input, _) = self.payload()?;
+        if input.is_none() {
+            return Err(StoreError::Corrupt(format!(
+                "run {} has no stored input",
+                self.id
+            )));
+        }
+        self.into_record().map(drop)
+    }
+}

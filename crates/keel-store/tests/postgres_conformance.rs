@@ -1,0 +1,28 @@
+//! The conformance suite on the PostgreSQL backend, against the real server (`pg_server`):
+//! every case on a fresh schema of its own, whose second handle is another `PgStore` on that
+//! schema, as a second keel node would open it.
+
+mod pg_server;
+
+use std::sync::Arc;
+
+use keel_store::PgStore;
+use keel_store::conformance::Subject;
+
+async fn pg_subject() -> Option<Subject> {
+    let schema = pg_server::Schema::fresh().await?;
+    let store = schema.open().await;
+    let options = schema.options();
+    Some(
+        Subject::keeping(Arc::new(store), schema).with_second_handle(move || {
+            let options = options.clone();
+            // The conformance cases run on a multi-threaded runtime.
+            let store = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(PgStore::open(options))
+            });
+            Arc::new(store.expect("open a second PgStore on the schema"))
+        }),
+    )
+}
+
+keel_store::conformance_tests!(pg_subject());
