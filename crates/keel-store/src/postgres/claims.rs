@@ -17,9 +17,10 @@ use crate::stored::{self, sql_limit};
 use crate::{RunRecord, StoreError, unreadable};
 
 /// A run is claimable when queued, or running under a lease that has run out (`$1`: now).
-const CLAIMABLE: &str = "(r.status = 'queued' OR (r.status = 'running' AND (r.lease_until IS NULL OR r.lease_until <= $1)))
+const CLAIMABLE: &str = "(runs.status = 'queued'
+     OR (runs.status = 'running' AND (runs.lease_until IS NULL OR runs.lease_until <= $1)))
     AND NOT EXISTS (SELECT 1 FROM runs AS live
-                    WHERE live.session = r.session AND live.status = 'running' AND live.lease_until > $1)";
+                    WHERE live.session = runs.session AND live.status = 'running' AND live.lease_until > $1)";
 
 /// Oldest claimable runs first, at most one per session, none of a session with a live lease.
 pub(crate) async fn claim(
@@ -37,9 +38,9 @@ pub(crate) async fn claim(
         &tx,
         &format!(
             "WITH candidates AS (
-                 SELECT DISTINCT ON (r.session) r.id, r.session, r.created_at FROM runs AS r
+                 SELECT DISTINCT ON (session) id, session, created_at FROM runs
                  WHERE {CLAIMABLE}
-                 ORDER BY r.session, r.created_at, r.id)
+                 ORDER BY session, created_at, id)
              SELECT c.id FROM candidates AS c JOIN sessions AS s ON s.id = c.session
              ORDER BY c.created_at, c.id LIMIT $2
              FOR NO KEY UPDATE OF s SKIP LOCKED"
@@ -56,8 +57,8 @@ pub(crate) async fn claim(
     let taken = statements::query(
         &tx,
         &format!(
-            "UPDATE runs AS r SET status = 'running', lease_owner = $3, lease_until = $4
-             WHERE r.id = ANY($2) AND {CLAIMABLE}
+            "UPDATE runs SET status = 'running', lease_owner = $3, lease_until = $4
+             WHERE runs.id = ANY($2) AND {CLAIMABLE}
              RETURNING {COLUMNS}"
         ),
         &[

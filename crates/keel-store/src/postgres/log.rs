@@ -21,7 +21,6 @@ pub(crate) async fn append(
     expected: u64,
     batch: &AppendBatch,
 ) -> Result<u64, StoreError> {
-    let bodies = encode_events(session, expected, &batch.events)?;
     let tx = client.transaction().await?;
     let last = expected.saturating_add(batch.events.len() as u64);
     let moved = statements::execute(
@@ -38,6 +37,8 @@ pub(crate) async fn append(
             actual,
         });
     }
+    // Encoded once the seqs are known to be free (a stale `expected` may be anything).
+    let bodies = encode_events(session, expected, &batch.events)?;
     insert_events(&tx, session, expected, &batch.events, bodies).await?;
     run_input::move_to_log(&tx, session, expected, &batch.events).await?;
     write_scratchpad(&tx, session, &batch.scratchpad).await?;
