@@ -131,6 +131,7 @@ macro_rules! conformance_tests {
         // Cases that open more handles on the subject's storage.
         $crate::conformance_tests!(@subject_cases $subject;
             racing_rejecting_enqueues_on_two_handles_let_exactly_one_through,
+            racing_claims_on_two_handles_hand_out_each_session_once,
         );
     };
     (@cases $subject:expr; $($case:ident),+ $(,)?) => {

@@ -1,10 +1,12 @@
 //! Cases on the run queue: claims (oldest first, one run per session), leases that expire and
 //! are taken over, heartbeats, finishing, cancel requests and releasing a node's leases.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use keel_core::RunStatus;
 
+use super::Subject;
 use super::fixtures::*;
 use crate::{AppendBatch, RunFinish, RunOutcome, Store, StoreError};
 
@@ -413,4 +415,59 @@ pub async fn run_options_round_trip_and_finished_runs_can_be_deleted(store: Arc<
             .is_some(),
         "the session stays"
     );
+}
+
+/// Nodes claiming at once from two handles on one storage: each session's oldest run is handed
+/// out exactly once, and never with another run of its session.
+pub async fn racing_claims_on_two_handles_hand_out_each_session_once(subject: &Subject) {
+    const SESSIONS: usize = 12;
+    const RUNS_PER_SESSION: i64 = 3;
+    const CLAIMERS: usize = 8;
+    let handles = [subject.store.clone(), subject.second_handle()];
+    let tenant = tenant();
+    let mut oldest = HashMap::new();
+    for s in 0..SESSIONS {
+        let session = new_session(&handles[0], &tenant).await;
+        for r in 0..RUNS_PER_SESSION {
+            let run = queued_run(&tenant, &session, 100 * r + s as i64);
+            handles[0].enqueue_run(&run).await.unwrap();
+            oldest.entry(session.clone()).or_insert(run.id);
+        }
+    }
+    let mut claimers = tokio::task::JoinSet::new();
+    for c in 0..CLAIMERS {
+        let store = handles[c % 2].clone();
+        claimers.spawn(async move {
+            store
+                .claim_runs(&format!("node-{c}"), at(10_000), 60_000, 4)
+                .await
+                .expect("a claim")
+        });
+    }
+    let mut claimed = Vec::new();
+    while let Some(done) = claimers.join_next().await {
+        claimed.extend(done.expect("a claimer finishes"));
+    }
+    // What the racers left (a session locked by another claimer is skipped, not waited for).
+    claimed.extend(
+        handles[0]
+            .claim_runs("node-last", at(10_000), 60_000, SESSIONS)
+            .await
+            .unwrap(),
+    );
+    let mut sessions = HashSet::new();
+    for run in &claimed {
+        assert!(
+            sessions.insert(run.session.clone()),
+            "session {} was handed out twice: {:?}",
+            run.session,
+            ids(&claimed)
+        );
+        assert_eq!(
+            Some(&run.id),
+            oldest.get(&run.session),
+            "the session's oldest run first"
+        );
+    }
+    assert_eq!(sessions.len(), SESSIONS, "every session's oldest run, once");
 }

@@ -29,8 +29,13 @@ impl Schema {
     pub async fn fresh() -> Option<Schema> {
         let url = url();
         if let Err(e) = connect(&url).await {
+            // The variable's URL may hold a password: name the variable instead.
+            let server = match std::env::var_os("KEEL_TEST_PG_URL") {
+                Some(_) => "the server KEEL_TEST_PG_URL names".to_string(),
+                None => url.clone(),
+            };
             let message = format!(
-                "\n!!! PostgreSQL is not reachable at {url} ({e}).\n\
+                "\n!!! PostgreSQL is not reachable at {server} ({e}).\n\
                  !!! The PostgreSQL tests need a server: start one, or set KEEL_TEST_PG_URL.\n"
             );
             if std::env::var_os("CI").is_some() {

@@ -1,0 +1,291 @@
+//! What the PostgreSQL backend keeps beyond the conformance suite, against the real server
+//! (`pg_server`): versioned migrations that nodes starting at once apply once, a schema from a
+//! newer keel refused, rows that cannot be decoded isolated (never stopping anyone else's
+//! work), and strings PostgreSQL's text type cannot hold stored anyway.
+
+mod pg_server;
+
+use keel_core::{
+    AgentDef, AgentId, EventBody, Limits, Message, RunId, RunStatus, SessionId, SessionState,
+    TenantId, Timestamp,
+};
+use keel_store::{
+    AppendBatch, PgOptions, PgStore, RunOutcome, RunRecord, ScratchpadWrite, SessionFilter,
+    SessionRecord, Snapshot, Store, StoreError,
+};
+use pg_server::Schema;
+
+fn session_record(tenant: &TenantId, n: u64) -> SessionRecord {
+    SessionRecord {
+        id: SessionId::generate(1_000 + n, u128::from(n)),
+        tenant: tenant.clone(),
+        agent_id: AgentId::generate(1, 2),
+        agent_name: "helper".into(),
+        agent_version: 1,
+        created_at: Timestamp::from_millis(1_000),
+        metadata: serde_json::Map::new(),
+        last_seq: 0,
+    }
+}
+
+fn queued_run(tenant: &TenantId, session: &SessionId, n: u64) -> RunRecord {
+    RunRecord {
+        id: RunId::generate(2_000 + n, u128::from(n)),
+        tenant: tenant.clone(),
+        session: session.clone(),
+        input: Message::user(format!("run {n}")),
+        options: Default::default(),
+        status: RunStatus::Queued,
+        created_at: Timestamp::from_millis(n as i64),
+        output: None,
+        error: None,
+        cancel_requested: false,
+        lease_owner: None,
+        lease_until: None,
+    }
+}
+
+fn agent(name: &str) -> AgentDef {
+    AgentDef {
+        id: AgentId::generate(3, 3),
+        name: name.into(),
+        version: 0,
+        instructions: String::new(),
+        model: "scripted/echo".into(),
+        tools: Vec::new(),
+        limits: Limits::default(),
+    }
+}
+
+/// A note event carrying `text`.
+fn note(text: &str) -> keel_store::NewEvent {
+    keel_store::NewEvent {
+        at: Timestamp::from_millis(1_000),
+        body: EventBody::RunStarted {
+            run_id: RunId::generate(1, 1),
+            input: Message::user(text),
+            options: Default::default(),
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_opening_a_fresh_schema_at_once_migrate_it_once() {
+    let Some(schema) = Schema::fresh().await else {
+        return;
+    };
+    let mut opening = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let options = schema.options();
+        opening.spawn(async move { PgStore::open(options).await });
+    }
+    while let Some(opened) = opening.join_next().await {
+        opened.unwrap().expect("every node opens the schema");
+    }
+    let store = schema.open().await;
+    store.ping().await.unwrap();
+    let versions = versions(&schema).await;
+    assert_eq!(versions, vec![1], "each migration applied once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_from_a_newer_keel_is_refused_with_its_version() {
+    let Some(schema) = Schema::fresh().await else {
+        return;
+    };
+    drop(schema.open().await);
+    schema
+        .execute("INSERT INTO schema_version (version) VALUES (99)")
+        .await;
+    match PgStore::open(schema.options()).await {
+        Err(StoreError::Unavailable(message)) => {
+            assert!(message.contains("version 99"), "{message}");
+            assert!(message.contains(&schema.name), "{message}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_options_and_an_unreachable_server_are_told_apart() {
+    let bad_schema = PgOptions {
+        schema: Some("Robert'); DROP TABLE students;--".into()),
+        ..PgOptions::new("postgres://postgres@127.0.0.1:5432/test")
+    };
+    assert!(matches!(
+        PgStore::open(bad_schema).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        PgStore::open(PgOptions::new("postgres://keel@host:notaport/db")).await,
+        Err(StoreError::Invalid(_))
+    ));
+    // Nothing listens on port 1: unavailable, naming the server but never a password.
+    let nowhere = PgOptions {
+        connect_timeout: std::time::Duration::from_secs(2),
+        ..PgOptions::new("postgres://keel:secret@127.0.0.1:1/nowhere")
+    };
+    match PgStore::open(nowhere).await {
+        Err(StoreError::Unavailable(message)) => {
+            assert!(message.contains("127.0.0.1:1/nowhere"), "{message}");
+            assert!(!message.contains("secret"), "{message}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_characters_in_scratchpad_values_and_run_outputs_round_trip() {
+    let Some(schema) = Schema::fresh().await else {
+        return;
+    };
+    let store = schema.open().await;
+    let tenant = TenantId::generate(1, 1);
+    let session = session_record(&tenant, 1);
+    store.create_session(&session, Vec::new()).await.unwrap();
+    let run = queued_run(&tenant, &session.id, 1);
+    store.enqueue_run(&run).await.unwrap();
+    let batch = AppendBatch {
+        events: vec![note("a\0b")],
+        scratchpad: vec![ScratchpadWrite {
+            key: "plan".into(),
+            value: Some("x\0y".into()),
+        }],
+        finish_run: Some(keel_store::RunFinish {
+            run: run.id.clone(),
+            status: RunStatus::Completed,
+            outcome: RunOutcome {
+                output: Some("out\0put".into()),
+                error: None,
+            },
+        }),
+    };
+    store.append(&session.id, 0, batch).await.unwrap();
+    assert_eq!(
+        store
+            .scratchpad_get(&session.id, "plan")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("x\0y")
+    );
+    let done = store.get_run(&tenant, &run.id).await.unwrap().unwrap();
+    assert_eq!(done.output.as_deref(), Some("out\0put"));
+    let events = store.read_events(&session.id, 0, 10).await.unwrap();
+    assert_eq!(events[0].body, note("a\0b").body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_that_cannot_be_decoded_are_isolated_and_listed() {
+    let Some(schema) = Schema::fresh().await else {
+        return;
+    };
+    let store = schema.open().await;
+    let tenant = TenantId::generate(1, 1);
+    let (good, bad) = (session_record(&tenant, 1), session_record(&tenant, 2));
+    for session in [&good, &bad] {
+        store
+            .create_session(session, vec![note("first")])
+            .await
+            .unwrap();
+    }
+    let (damaged_run, fine_run) = (
+        queued_run(&tenant, &good.id, 1),
+        queued_run(&tenant, &bad.id, 2),
+    );
+    for run in [&damaged_run, &fine_run] {
+        store.enqueue_run(run).await.unwrap();
+    }
+    store.put_agent(&tenant, agent("fine")).await.unwrap();
+    store.put_agent(&tenant, agent("broken")).await.unwrap();
+    store
+        .put_snapshot(
+            &good.id,
+            Snapshot {
+                seq: 1,
+                state: SessionState::default(),
+            },
+        )
+        .await
+        .unwrap();
+    schema
+        .execute(&format!(
+            "UPDATE runs SET input = 'not json' WHERE id = '{}';
+             UPDATE sessions SET metadata = '{{' WHERE id = '{}';
+             UPDATE agents SET def = 'x' WHERE name = 'broken';
+             UPDATE snapshots SET state = '[]' WHERE session = '{}';",
+            damaged_run.id, bad.id, good.id
+        ))
+        .await;
+
+    // The claim fails the damaged run, naming it, and hands out the other.
+    let claimed = store
+        .claim_runs("node-a", Timestamp::from_millis(10), 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed.iter().map(|r| &r.id).collect::<Vec<_>>(),
+        [&fine_run.id]
+    );
+    let failed = store
+        .get_run(&tenant, &damaged_run.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.status, RunStatus::Failed);
+    let error = failed.error.unwrap_or_default();
+    assert!(error.contains(damaged_run.id.as_str()), "{error}");
+
+    // Lists skip what they cannot read; a bad snapshot loads from the full log.
+    let listed = store
+        .list_sessions(&tenant, &SessionFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.iter().map(|s| &s.id).collect::<Vec<_>>(), [&good.id]);
+    let agents = store.list_agents(&tenant).await.unwrap();
+    assert_eq!(
+        agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+        ["fine"]
+    );
+    let loaded = store.load(&good.id).await.unwrap();
+    assert_eq!((loaded.snapshot, loaded.tail.len()), (None, 1));
+
+    let mut found: Vec<(String, String)> = store
+        .unreadable_records(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.kind, r.id))
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("agent".to_string(), "broken v1".to_string()),
+            ("run".into(), damaged_run.id.to_string()),
+            ("session".into(), bad.id.to_string()),
+            ("snapshot".into(), format!("{}@1", good.id)),
+        ]
+    );
+}
+
+/// The versions recorded in the schema's `schema_version` table.
+async fn versions(schema: &Schema) -> Vec<i32> {
+    let (client, connection) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .query(
+            &format!(
+                "SELECT version FROM {}.schema_version ORDER BY version",
+                schema.name
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
