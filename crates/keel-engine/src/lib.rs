@@ -6,9 +6,10 @@
 //! Modules: `driver` (one run's loop), `dispatch` (claiming runs, leases, recovery),
 //! `live` (in-memory session state), `slots` (the sessions in use), `warm` (idle ones kept,
 //! bounded in bytes), `follow` (following a run or a log), `tools`, `models`
-//! (provider lookup), `fault` (crash-test hooks), `clock` (time and ids). Every write to the
-//! store is an `Engine` method (`sessions`, `agents`, `tenants`, `records` hold those outside
-//! runs; `submit` queues runs, `runs` reads and cancels them); others get a `StoreReader`.
+//! (provider lookup), `listing` (the models one may name), `fault` (crash-test hooks), `clock`
+//! (time and ids). Every write to the store is an `Engine` method (`sessions`, `agents`,
+//! `tenants`, `records` hold those outside runs; `submit` queues runs, `runs` reads and cancels
+//! them); others get a `StoreReader`.
 //! This file holds the engine itself: its configuration, errors, shared state and lifecycle.
 
 mod agents;
@@ -18,6 +19,7 @@ mod dispatch;
 mod driver;
 pub mod fault;
 mod follow;
+mod listing;
 mod live;
 pub mod models;
 mod quotas;
@@ -43,6 +45,7 @@ use keel_store::{RunRecord, Store, StoreError};
 use tokio::sync::{Notify, Semaphore, watch};
 
 pub use follow::{LogFollower, RunFollower, RunProgress};
+pub use listing::ListedModel;
 pub use live::LoadError;
 pub use models::{ModelRegistry, ResolveError, Resolved};
 pub use quotas::Quotas;

@@ -1,9 +1,10 @@
 //! Resolves an agent's `model` to a client: a route's name (a `Router` over several targets,
 //! with fallback, retries and breakers) or `provider/model` for one provider directly. Also
-//! holds the model catalog that prices each step.
+//! holds the model catalog that prices each step, and what each provider is known to serve
+//! (`listing.rs` lists it).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 
 use keel_models::ModelClient;
 use keel_models::catalog::Catalog;
@@ -15,6 +16,11 @@ pub struct ModelRegistry {
     catalog: Catalog,
     /// Used when the agent's model names no provider (`gpt-4o-mini` rather than `openai/gpt-4o-mini`).
     default_provider: Option<String>,
+    /// Models the configuration says a provider serves (the local model's name), by provider.
+    declared: BTreeMap<String, Vec<String>>,
+    /// Models the providers reported (`ModelClient::list_models`), by provider; shared by
+    /// clones, filled once at start by `fetch_reported`.
+    pub(crate) reported: Arc<RwLock<BTreeMap<String, Vec<String>>>>,
 }
 
 /// What a `model` name resolves to.
@@ -61,6 +67,25 @@ impl ModelRegistry {
     pub fn with_route(mut self, name: impl Into<String>, router: Arc<dyn ModelClient>) -> Self {
         self.routes.insert(name.into(), router);
         self
+    }
+
+    /// Declares that provider `name` serves `model` (for listings: a model it serves though
+    /// neither the catalog nor the provider lists it, such as the local model).
+    pub fn with_declared_model(
+        mut self,
+        name: impl Into<String>,
+        model: impl Into<String>,
+    ) -> Self {
+        self.declared
+            .entry(name.into())
+            .or_default()
+            .push(model.into());
+        self
+    }
+
+    /// The models the configuration says each provider serves.
+    pub fn declared(&self) -> &BTreeMap<String, Vec<String>> {
+        &self.declared
     }
 
     pub fn with_catalog(mut self, catalog: Catalog) -> Self {

@@ -34,6 +34,12 @@ pub trait ModelClient: Send + Sync {
     /// errors after it arrive in the stream.
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError>;
 
+    /// The models the provider says it serves, for listings (`GET /v1/models`): `None` when it
+    /// has no list endpoint. Callers bound the wait; a failure leaves the listing as it was.
+    async fn list_models(&self) -> Result<Option<Vec<String>>, ModelError> {
+        Ok(None)
+    }
+
     /// Runs a call to completion.
     async fn complete(&self, request: ModelRequest) -> Result<ModelReply, ModelError> {
         use futures::StreamExt;

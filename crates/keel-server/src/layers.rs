@@ -93,7 +93,11 @@ fn method_label(method: &axum::http::Method) -> &'static str {
     }
 }
 
-/// Counts the request and its latency by method, route template and status.
+/// Where each answered request is logged: one line at info with its method, path, status and
+/// duration. `keel serve` shows this target by default and `--quiet` hides it.
+pub const REQUEST_LOG_TARGET: &str = "keel::requests";
+
+/// Counts the request and its latency by method, route template and status, and logs it.
 async fn record_metrics(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = method_label(req.method());
@@ -102,13 +106,20 @@ async fn record_metrics(State(state): State<Arc<AppState>>, req: Request, next: 
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_string();
+    // The path is copied only when the line will be written (`--quiet` serves without).
+    let logged = tracing::enabled!(target: REQUEST_LOG_TARGET, tracing::Level::INFO)
+        .then(|| (req.method().clone(), req.uri().path().to_string()));
     let response = next.run(req).await;
-    state.metrics.observe_request(
-        method,
-        &route,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
+    let status = response.status().as_u16();
+    let took = started.elapsed();
+    state.metrics.observe_request(method, &route, status, took);
+    if let Some((method, path)) = logged {
+        tracing::info!(
+            target: REQUEST_LOG_TARGET,
+            "{method} {path} {status} {:.1}ms",
+            took.as_secs_f64() * 1000.0
+        );
+    }
     response
 }
 

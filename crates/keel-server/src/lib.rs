@@ -30,6 +30,7 @@ use keel_engine::Engine;
 use tokio::net::TcpListener;
 
 pub use auth::{BootstrapError, admin_key_path, bootstrap};
+pub use layers::REQUEST_LOG_TARGET;
 pub use state::{AppState, ServerConfig};
 
 /// The whole application: routes wrapped in the layers. `shutdown` turning true ends open
@@ -74,6 +75,9 @@ impl From<TcpListener> for Listeners {
     }
 }
 
+/// How long a provider may take to list its models at start.
+const MODEL_LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves the API on `listeners` until `shutdown` completes, then stops accepting, ends open
 /// streams, lets requests in flight finish and stores the gateway usage not yet stored (it is
 /// stored every second meanwhile). Stopping the engine is the caller's part.
@@ -94,6 +98,12 @@ pub async fn serve(
         keel_engine::supervised("storing gateway usage", move || {
             accounting::flush_until_shutdown(state.clone())
         })
+    });
+    // What OpenAI-compatible providers list goes into `/v1/models` once they answer; the API
+    // serves meanwhile, and a provider that fails is logged and listed from the configuration.
+    tokio::spawn({
+        let engine = state.engine.clone();
+        async move { engine.models().fetch_reported(MODEL_LIST_TIMEOUT).await }
     });
     let metrics = listeners.metrics.map(|listener| {
         let app = layers::wrap_metrics_only(routes::ops::metrics_only(state.clone()));

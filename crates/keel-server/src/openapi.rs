@@ -19,7 +19,7 @@ use crate::wire::*;
         sessions::create, sessions::get, sessions::list, sessions::delete,
         messages::send, events::list, runs::get, runs::cancel,
         admin::create_tenant, admin::create_key, admin::revoke_key, admin::unreadable, usage::list,
-        chat::completions, models::list,
+        chat::completions, models::list, models::retrieve,
         responses::create, responses::get, responses::delete, responses::cancel,
         responses::input_items,
         conversations::create, conversations::get, conversations::update, conversations::delete,

@@ -64,12 +64,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let quiet = matches!(&cli.command, Command::Serve(args) if args.quiet);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| default_log_filter(quiet).into()),
         )
         .with_writer(|| StderrLog)
+        // Colours for a person at a terminal, plain text for a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .log_internal_errors(false)
         .init();
     config::warn_unknown_variables();
@@ -90,6 +93,16 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The log filter without `KEEL_LOG`: warnings, and `keel serve`'s line per request unless
+/// `--quiet`.
+fn default_log_filter(quiet: bool) -> String {
+    if quiet {
+        "warn".into()
+    } else {
+        format!("warn,{}=info", keel_server::REQUEST_LOG_TARGET)
     }
 }
 

@@ -118,6 +118,10 @@ pub async fn model_registry(config: &Config) -> anyhow::Result<ModelRegistry> {
             })),
         };
         registry = registry.with(name.clone(), client);
+        if let ProviderConfig::Local { model, .. } = provider {
+            let listed = local_model_name(model.as_deref());
+            registry = registry.with_declared_model(name.clone(), listed);
+        }
     }
     for route in &config.routes {
         let router = keel_models::router::Router::new(route.clone(), registry.providers())
@@ -127,6 +131,16 @@ pub async fn model_registry(config: &Config) -> anyhow::Result<ModelRegistry> {
     let catalog = keel_models::catalog::Catalog::builtin().with_overrides(config.catalog.clone());
     Ok(registry.with_catalog(catalog))
 }
+
+/// The local model's name in listings: the configured `model`, else the one keel fetches by
+/// default — the name the default agent uses, whatever file `path` names (the local model
+/// answers to any name). Known from the configuration alone: listing never loads or fetches.
+fn local_model_name(model: Option<&str>) -> &str {
+    model.unwrap_or(DEFAULT_LOCAL_MODEL)
+}
+
+/// The model the local provider fetches when none is configured.
+const DEFAULT_LOCAL_MODEL: &str = "smollm2-135m-instruct";
 
 /// The optional knobs of `[providers.NAME] kind = "local"` (read only with the `local` feature).
 #[cfg_attr(not(feature = "local"), allow(dead_code))]
@@ -305,7 +319,7 @@ fn default_model(config: &Config) -> Option<String> {
         return Some("openai/gpt-4o-mini".into());
     }
     if config.providers.contains_key("local") {
-        return Some("local/smollm2-135m-instruct".into());
+        return Some(format!("local/{DEFAULT_LOCAL_MODEL}"));
     }
     config
         .providers

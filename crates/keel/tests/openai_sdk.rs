@@ -109,8 +109,14 @@ struct Sdk {
 
 impl Sdk {
     fn start() -> Sdk {
+        Sdk::start_with(|_| {})
+    }
+
+    /// `start`, with the mock OpenAI upstream set up by `prepare` before keel starts.
+    fn start_with(prepare: impl FnOnce(&MockOpenAi)) -> Sdk {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let openai = rt.block_on(MockOpenAi::start()).unwrap();
+        prepare(&openai);
         let anthropic = rt
             .block_on(MockAnthropic::start_anthropic("sk-ant-test"))
             .unwrap();
@@ -190,6 +196,20 @@ fn turns(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .iter()
         .map(|(role, text)| (role.to_string(), text.to_string()))
         .collect()
+}
+
+#[test]
+fn models_lists_what_keel_serves_and_retrieves_ids_with_a_slash() {
+    let sdk = Sdk::start_with(|openai| {
+        openai.set_models(&["mock-listed"]);
+    });
+    sdk.openai.push_reply(MockReply::text("fine-tuned"));
+    sdk.run("models");
+    assert_eq!(
+        sdk.openai.listings(),
+        1,
+        "the upstream's list is asked once, at start"
+    );
 }
 
 #[test]

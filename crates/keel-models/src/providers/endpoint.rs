@@ -114,6 +114,11 @@ impl Endpoint {
             .json(body)
     }
 
+    /// A GET of `target` with `headers` (a listing, not a model call).
+    pub(crate) fn get(&self, target: &Target, headers: HeaderMap) -> reqwest::RequestBuilder {
+        self.http.get(target.url.clone()).headers(headers)
+    }
+
     /// The HTTP call to `target` under the provider's deadlines and error bodies.
     pub(crate) fn call<'a>(&'a self, target: &'a Target) -> SseCall<'a> {
         SseCall {

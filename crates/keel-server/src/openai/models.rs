@@ -1,49 +1,71 @@
-//! `GET /v1/models`: what `model` may name on the OpenAI-compatible API — keel's routes, and
-//! the catalog's models of each configured provider as `provider/model`.
+//! `GET /v1/models` and `GET /v1/models/{id}`: what `model` may name on the OpenAI-compatible
+//! API — every model this node will serve (`Engine::list_models`: routes, configured, catalog,
+//! reported by the provider, already in use). Ids hold a `/` (`provider/model`), so the
+//! retrieve route takes the rest of the path.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
+use keel_engine::ListedModel;
 
 use super::chat::now_secs;
 use super::wire::{ModelEntry, ModelList, OpenAiErrorEnvelope};
 use crate::auth::Caller;
+use crate::error::{ApiError, ApiPath, ApiResult};
 use crate::state::AppState;
 
-/// Lists the routes and configured providers' catalog models (OpenAI-compatible).
-#[utoipa::path(get, path = "/v1/models", tag = "openai",
-    responses((status = 200, body = ModelList), (status = 401, body = OpenAiErrorEnvelope)))]
-pub async fn list(State(state): State<Arc<AppState>>, _caller: Caller) -> Json<ModelList> {
-    let models = state.engine.models();
-    let created = now_secs();
-    let entry = |id: String, owned_by: &str| ModelEntry {
-        id,
+/// The models `caller` may name, with the gateway calls counted since the last flush stored
+/// first (as `/v1/usage` does), so a model just used is listed at once.
+async fn served(state: &AppState, caller: &Caller) -> ApiResult<Vec<ListedModel>> {
+    state.metrics.usage.flush(&state.engine).await;
+    Ok(state.engine.list_models(&caller.tenant).await?)
+}
+
+fn entry(model: ListedModel, created: u64) -> ModelEntry {
+    ModelEntry {
+        id: model.id,
         object: "model",
         created,
-        owned_by: owned_by.to_string(),
-    };
-    let mut routes: Vec<ModelEntry> = models
-        .routes()
-        .keys()
-        .map(|name| entry(name.clone(), "keel"))
-        .collect();
-    let mut provided: Vec<ModelEntry> = models
-        .catalog()
-        .names()
-        .filter_map(|key| {
-            let (provider, _) = key.split_once('/')?;
-            models
-                .providers()
-                .contains_key(provider)
-                .then(|| entry(key.to_string(), provider))
-        })
-        .collect();
-    routes.sort_by(|a, b| a.id.cmp(&b.id));
-    provided.sort_by(|a, b| a.id.cmp(&b.id));
-    routes.extend(provided);
-    Json(ModelList {
+        owned_by: model.owned_by,
+    }
+}
+
+/// Lists the models this node serves (OpenAI-compatible): routes first, then `provider/model`.
+#[utoipa::path(get, path = "/v1/models", tag = "openai",
+    responses((status = 200, body = ModelList), (status = 401, body = OpenAiErrorEnvelope)))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<ModelList>> {
+    let created = now_secs();
+    let models = served(&state, &caller).await?;
+    Ok(Json(ModelList {
         object: "list",
-        data: routes,
-    })
+        data: models.into_iter().map(|m| entry(m, created)).collect(),
+    }))
+}
+
+/// One model this node serves (OpenAI-compatible `models.retrieve`); `id` may hold a `/`.
+#[utoipa::path(get, path = "/v1/models/{id}", tag = "openai",
+    params(("id" = String, Path, description = "a route's name or `provider/model`")),
+    responses((status = 200, body = ModelEntry), (status = 401, body = OpenAiErrorEnvelope),
+        (status = 404, body = OpenAiErrorEnvelope, description = "no such model here")))]
+pub async fn retrieve(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<ModelEntry>> {
+    let models = served(&state, &caller).await?;
+    match models.into_iter().find(|m| m.id == id) {
+        Some(model) => Ok(Json(entry(model, now_secs()))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+            format!(
+                "The model `{id}` does not exist or you do not have access to it: GET /v1/models lists the models keel serves here"
+            ),
+        )),
+    }
 }

@@ -46,6 +46,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/usage"),
     ("post", "/v1/chat/completions"),
     ("get", "/v1/models"),
+    ("get", "/v1/models/{id}"),
     ("post", "/v1/responses"),
     ("get", "/v1/responses/{id}"),
     ("delete", "/v1/responses/{id}"),
@@ -87,6 +88,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     let openai = Router::new()
         .route("/v1/chat/completions", post(openai::chat::completions))
         .route("/v1/models", get(openai::models::list))
+        // Ids are `provider/model`: the rest of the path is the id.
+        .route("/v1/models/{*id}", get(openai::models::retrieve))
         .route("/v1/responses", post(openai::responses::create))
         .route(
             "/v1/responses/{id}",

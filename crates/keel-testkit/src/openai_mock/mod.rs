@@ -23,6 +23,8 @@ pub struct OpenAiWire {
     /// Words a request's messages may hold in all; more is refused as OpenAI refuses an input
     /// longer than the context window (400 `context_length_exceeded`), without using a reply.
     context_window: Mutex<Option<usize>>,
+    /// What `GET /v1/models` lists; `None`: no such endpoint (404), as some servers have.
+    models: Mutex<Option<Vec<String>>>,
 }
 
 impl MockUpstream<OpenAiWire> {
@@ -52,6 +54,17 @@ impl MockUpstream<OpenAiWire> {
         *window = Some(words);
         self
     }
+
+    /// Answers `GET /v1/models` with these ids, in OpenAI's list shape.
+    pub fn set_models(&self, ids: &[&str]) -> &MockOpenAi {
+        let mut models = self
+            .wire()
+            .models
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *models = Some(ids.iter().map(|id| id.to_string()).collect());
+        self
+    }
 }
 
 impl OpenAiWire {
@@ -59,6 +72,7 @@ impl OpenAiWire {
         OpenAiWire {
             api_key,
             context_window: Mutex::new(None),
+            models: Mutex::new(None),
         }
     }
 
@@ -121,6 +135,22 @@ impl Wire for OpenAiWire {
 
     fn error_body(&self, status: u16, message: &str) -> Value {
         render::error_body(status, message, None)
+    }
+
+    fn listing(&self, path: &str) -> Option<Value> {
+        if path != "/v1/models" {
+            return None;
+        }
+        let models = self
+            .models
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let data: Vec<Value> = models
+            .as_ref()?
+            .iter()
+            .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "mock"}))
+            .collect();
+        Some(serde_json::json!({"object": "list", "data": data}))
     }
 
     fn refusal_body(&self, refusal: &Refusal) -> Value {

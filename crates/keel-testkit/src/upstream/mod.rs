@@ -34,6 +34,8 @@ struct UpstreamState<W> {
     queue: Mutex<VecDeque<Scripted>>,
     requests: Mutex<Vec<RecordedRequest>>,
     served: Mutex<u64>,
+    /// `GET`s answered (model lists), which `requests` leaves out.
+    listed: Mutex<u64>,
 }
 
 /// A running mock of one provider; dropping it shuts the server down.
@@ -57,6 +59,7 @@ impl<W: Wire> MockUpstream<W> {
             queue: Mutex::new(VecDeque::new()),
             requests: Mutex::new(Vec::new()),
             served: Mutex::new(0),
+            listed: Mutex::new(0),
         });
         let router = Router::new()
             .fallback(handle::<W>)
@@ -94,9 +97,14 @@ impl<W: Wire> MockUpstream<W> {
         lock(&self.state.queue).len()
     }
 
-    /// Every request received so far, valid or not, in order.
+    /// Every request received so far, valid or not, in order (`GET`s of a listing aside).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.state.requests).clone()
+    }
+
+    /// How many `GET`s (model lists) were asked, answered or not.
+    pub fn listings(&self) -> u64 {
+        *lock(&self.state.listed)
     }
 }
 
@@ -119,10 +127,17 @@ async fn handle<W: Wire>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let request = RecordedRequest::new(method.as_str(), uri.path(), &headers, &body);
-    lock(&state.requests).push(request.clone());
     let wire = &state.wire;
     let refused = |status, message: &str| error_response(wire, &refuse(status, message));
+    if method == Method::GET {
+        *lock(&state.listed) += 1;
+        return match wire.listing(uri.path()) {
+            Some(list) => axum::Json(list).into_response(),
+            None => refused(404, &format!("Invalid URL (GET {})", uri.path())),
+        };
+    }
+    let request = RecordedRequest::new(method.as_str(), uri.path(), &headers, &body);
+    lock(&state.requests).push(request.clone());
     if method != Method::POST {
         return refused(405, &format!("{method} is not allowed here; use POST"));
     }

@@ -72,6 +72,12 @@ pub trait Wire: Send + Sync + 'static {
     fn stream_content_type(&self) -> &'static str {
         "text/event-stream; charset=utf-8"
     }
+    /// The body answering a `GET` of `path` (a provider's model list), or `None` where the
+    /// format has no such endpoint (the mock answers 404). Listings are not model calls: they
+    /// are not queued replies and `requests()` does not record them.
+    fn listing(&self, _path: &str) -> Option<Value> {
+        None
+    }
     /// Headers of an error response (besides `Retry-After`), e.g. AWS's `x-amzn-errortype`.
     fn error_headers(&self, _status: u16) -> Vec<(&'static str, String)> {
         Vec::new()

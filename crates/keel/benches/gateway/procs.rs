@@ -181,7 +181,8 @@ pub fn start_keel_binary(
         .arg(config)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("OPENAI_API_KEY", "sk-bench")
-        .env_remove("KEEL_LOG")
+        // Warnings only: no line per request (as `--quiet`, which older builds lack).
+        .env("KEEL_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     if !auth {

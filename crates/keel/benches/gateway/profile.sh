@@ -35,6 +35,7 @@ printf 'data_dir = "%s/data"\n[store]\ndurability = "normal"\n[providers.mock]\n
   "$work" "$mock" >"$work/keel.toml"
 
 export OPENAI_API_KEY=sk-bench # the mock takes any key
+export KEEL_LOG=warn            # no line per request (as --quiet, which older builds lack)
 run_keel=("$keel" --config "$work/keel.toml" serve --listen "127.0.0.1:$port")
 case $mode in
   instructions) run_keel=(valgrind --tool=callgrind --instr-atstart=no

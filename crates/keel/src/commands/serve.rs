@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// scrape names no tenant). Also `server.metrics_tenant_labels = true` in keel.toml.
     #[arg(long)]
     pub metrics_tenant_labels: bool,
+    /// Log no line per request (by default each is logged at info: method, path, status,
+    /// duration). `KEEL_LOG`, when set, decides instead.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 pub async fn run(config: &Config, args: ServeArgs) -> anyhow::Result<()> {

@@ -17,6 +17,8 @@ SCRIPTED = "scripted/echo"
 SLOW = "slow/echo"  # the scripted model, streaming one word per 100 ms
 OPENAI = "openai/gpt-4o-mini"  # the mock OpenAI upstream (replies queued by the Rust test)
 ANTHROPIC = "anthropic/claude-3-5-haiku-latest"  # the mock Anthropic upstream (likewise)
+REPORTED = "openai/mock-listed"  # in the mock OpenAI upstream's own GET /v1/models only
+USED = "openai/ft-in-use"  # in no list until a call uses it
 
 LOOKUP = {
     "type": "object",
@@ -83,6 +85,39 @@ def message_texts(items):
         text = "".join(getattr(part, "text", "") or "" for part in item.content)
         out.append((item.role, text))
     return out
+
+
+# -- models ----------------------------------------------------------------------------------
+
+
+def models(c):
+    step("models.list: routes first, the configured and catalog models, the upstream's own list")
+    ids = poll(
+        lambda: [m.id for m in c.models.list()],
+        lambda ids: REPORTED in ids,
+        "the upstream's models (fetched in the background at start)",
+    )
+    for model in [ROUTE, SCRIPTED, OPENAI, ANTHROPIC, REPORTED]:
+        expect(model in ids, f"{model} not in {ids}")
+    expect_eq(ids[0], ROUTE, "the first model listed")
+    expect(USED not in ids, f"{USED} listed before any use: {ids}")
+
+    step("a model used through the gateway is listed from then on")
+    c.chat.completions.create(model=USED, messages=[{"role": "user", "content": "hi"}])
+    ids = [m.id for m in c.models.list()]
+    expect(USED in ids, f"{USED} not in {ids} after a call used it")
+
+    step("models.retrieve takes an id with a slash, and a route's name")
+    model = c.models.retrieve(REPORTED)
+    expect_eq((model.id, model.object, model.owned_by), (REPORTED, "model", "openai"), "retrieved")
+    route = c.models.retrieve(ROUTE)
+    expect_eq((route.id, route.owned_by), (ROUTE, "keel"), "retrieved route")
+
+    step("an unknown id is a 404 in OpenAI's shape")
+    error = expect_api_error(
+        lambda: c.models.retrieve("openai/no-such-model"), openai.NotFoundError, 404, "unknown"
+    )
+    expect_eq(error.response.json()["error"]["code"], "model_not_found", "error.code")
 
 
 # -- chat completions ------------------------------------------------------------------------
@@ -769,6 +804,7 @@ def request_fields(c):
 SCENARIOS = {
     f.__name__: f
     for f in [
+        models,
         chat_plain,
         chat_stream,
         chat_tools,

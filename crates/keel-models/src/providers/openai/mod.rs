@@ -111,6 +111,8 @@ pub struct OpenAiClient {
     max_tokens_field: MaxTokensField,
     endpoint: Endpoint,
     completions: Target,
+    /// `{base_url}/models`, the server's list of what it serves.
+    models: Target,
 }
 
 impl OpenAiClient {
@@ -136,10 +138,12 @@ impl OpenAiClient {
             error_message,
         })?;
         let completions = endpoint.target("/chat/completions")?;
+        let models = endpoint.target("/models")?;
         Ok(OpenAiClient {
             max_tokens_field: config.max_tokens_field,
             endpoint,
             completions,
+            models,
         })
     }
 
@@ -184,6 +188,15 @@ impl ModelClient for OpenAiClient {
         let send = self.endpoint.post(&self.completions, headers, &body);
         let call = self.endpoint.call(&self.completions);
         chunks::whole_reply(&call.whole(send).await?)
+    }
+
+    /// `GET {base_url}/models`: OpenAI, vLLM, Ollama and llama.cpp server all answer it.
+    async fn list_models(&self) -> Result<Option<Vec<String>>, ModelError> {
+        let mut headers = self.endpoint.headers().clone();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let send = self.endpoint.get(&self.models, headers);
+        let body = self.endpoint.call(&self.models).whole(send).await?;
+        wire::model_ids(&body).map(Some)
     }
 }
 

@@ -223,6 +223,29 @@ fn push_message(out: &mut Vec<Value>, index: usize, message: &Message) -> Result
     }
 }
 
+/// The ids of a model list (`{"object": "list", "data": [{"id": …}, …]}`).
+pub(crate) fn model_ids(body: &str) -> Result<Vec<String>, ModelError> {
+    let invalid = |why: &str| {
+        ModelError::new(
+            ModelErrorKind::Protocol,
+            super::PROVIDER,
+            format!(
+                "the model list is not OpenAI's shape ({why}): {}",
+                body.chars().take(200).collect::<String>()
+            ),
+        )
+    };
+    let list: Value = serde_json::from_str(body).map_err(|e| invalid(&e.to_string()))?;
+    let data = list["data"]
+        .as_array()
+        .ok_or_else(|| invalid("no `data` array"))?;
+    Ok(data
+        .iter()
+        .filter_map(|model| model["id"].as_str())
+        .map(str::to_string)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
