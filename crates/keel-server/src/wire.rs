@@ -210,6 +210,8 @@ pub struct RunView {
     pub created_at: String,
     /// Token usage: the sum of the steps the run logged (null before any was read).
     pub usage: Option<UsageView>,
+    /// The configured `provider/model` that served the run's last step (null before one did).
+    pub model: Option<String>,
     /// Each model call that replied, in order: who served it and what it used.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepView>,
@@ -245,6 +247,7 @@ impl RunView {
             cancel_requested: r.cancel_requested,
             created_at: r.created_at.to_string(),
             usage,
+            model: None,
             steps: Vec::new(),
         }
     }
@@ -279,6 +282,7 @@ impl RunView {
             })
             .collect();
         RunView {
+            model: steps.last().map(|s| s.model.clone()),
             steps,
             ..RunView::new(r, Some(total.into()))
         }

@@ -159,3 +159,98 @@ fn an_unknown_session_is_a_clear_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn send_on_a_terminal_prints_the_session_on_its_own_line_after_the_reply() {
+    let home = KeelHome::new(SCRIPTED);
+    let shown = home.run_on_a_terminal(&["send", "hello there"]);
+    let lines: Vec<&str> = shown.lines().collect();
+    let session = home.only_session();
+    assert_eq!(
+        lines,
+        ["echo: hello there", &format!("session: {session}")],
+        "{shown:?}"
+    );
+    // Continuing the session says so the same way.
+    let shown = home.run_on_a_terminal(&["send", "--session", &session, "again"]);
+    assert_eq!(
+        shown.lines().collect::<Vec<_>>(),
+        ["echo: again", &format!("session: {session}")],
+        "{shown:?}"
+    );
+}
+
+#[test]
+fn send_json_shows_usage_and_the_serving_model_and_no_internal_fields() {
+    let home = KeelHome::new(SCRIPTED);
+    let run = home.json(&["send", "--json", "hello"]);
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["output"], "echo: hello", "{run}");
+    assert_eq!(run["model"], "scripted/echo", "{run}");
+    assert!(run["usage"]["output_tokens"].as_u64().unwrap() > 0, "{run}");
+    assert_eq!(run["steps"][0]["model"], "scripted/echo", "{run}");
+    assert_eq!(run["steps"][0]["provider_kind"], "scripted", "{run}");
+    assert_eq!(run["session_id"], home.only_session().as_str(), "{run}");
+    for internal in ["lease_owner", "lease_until", "tenant"] {
+        assert!(run.get(internal).is_none(), "{internal} shown: {run}");
+    }
+}
+
+#[test]
+fn sessions_events_help_documents_every_argument() {
+    let home = KeelHome::new("");
+    let out = home.run(&["sessions", "events", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for argument in ["<ID>", "--after <AFTER>", "--limit <LIMIT>", "--json"] {
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(argument))
+            .unwrap_or_else(|| panic!("{argument} not in:\n{help}"));
+        let said = line.trim_start()[argument.len()..].trim();
+        assert!(said.len() > 10, "{argument} is not explained: {line:?}");
+    }
+}
+
+#[test]
+fn serve_logs_a_line_per_request_unless_quiet() {
+    let home = KeelHome::new(SCRIPTED);
+    let mut server = support::KeelServer::start(&home, &[]);
+    assert!(healthz(&server).starts_with("HTTP/1.1 200"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = server
+            .stderr
+            .recv_timeout(left)
+            .expect("no request line logged");
+        if line.contains("/healthz") {
+            break line;
+        }
+    };
+    assert!(line.contains("INFO"), "{line}");
+    assert!(line.contains("GET /healthz 200 "), "{line}");
+    assert!(line.trim_end().ends_with("ms"), "{line}");
+    assert!(!line.contains('\u{1b}'), "no colours in a pipe: {line:?}");
+    server.terminate();
+
+    let mut quiet = support::KeelServer::start(&home, &["--quiet"]);
+    assert!(healthz(&quiet).starts_with("HTTP/1.1 200"));
+    quiet.terminate();
+    // Everything it said: the channel ends with its stderr, closed at exit.
+    let said: Vec<String> = quiet.stderr.iter().collect();
+    assert!(
+        !said.iter().any(|l| l.contains("/healthz")),
+        "--quiet logged: {said:?}"
+    );
+}
+
+/// `GET /healthz` on one connection; the whole answer.
+fn healthz(server: &support::KeelServer) -> String {
+    use std::io::Read;
+    let mut conn = std::net::TcpStream::connect(server.addr()).unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: keel\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    answer
+}

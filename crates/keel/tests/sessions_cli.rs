@@ -44,6 +44,14 @@ async fn sessions_print_alike_from_the_store_and_from_a_server() {
     let (local, remote) = both(&["sessions", "events", &session]);
     assert_eq!(local, remote, "the events print alike");
     assert!(local.contains("you: hello from both sides"), "{local}");
+    assert!(
+        local.contains("agent: echo: hello from both sides"),
+        "{local}"
+    );
+    assert!(
+        local.contains("[scripted/echo, scripted]"),
+        "who served: {local}"
+    );
     assert!(local.contains("run_completed"), "{local}");
 
     let (local, remote) = both(&["sessions", "list"]);

@@ -21,7 +21,8 @@ pub struct SendArgs {
     /// The agent of a new session.
     #[arg(long, default_value = DEFAULT_AGENT)]
     pub agent: String,
-    /// Print the finished run as JSON instead of streaming the reply.
+    /// Print the finished run as JSON (its output, usage and the model that served each step,
+    /// as `GET /v1/runs/{id}` answers) instead of streaming the reply.
     #[arg(long)]
     pub json: bool,
 }
@@ -42,15 +43,16 @@ pub async fn send(config: &Config, args: SendArgs) -> anyhow::Result<()> {
     let rt = Runtime::start(config).await?;
     let session = match args.session {
         Some(id) => id,
-        None => {
-            let s = new_session(&rt, &args.agent).await?;
-            eprintln!("session: {}", s);
-            s
-        }
+        None => new_session(&rt, &args.agent).await?,
     };
     let run = stream_turn(&rt.engine, &rt, &session, &text, !args.json).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&run)?);
+        let events = rt.engine.run_events(&run).await?;
+        let view = keel_server::wire::RunView::from_log(run.clone(), &events);
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        // After the reply (which ends its line), so the id to continue with comes last.
+        eprintln!("session: {session}");
     }
     rt.engine.shutdown().await;
     if run.status != RunStatus::Completed {

@@ -21,25 +21,33 @@ pub enum SessionsCommand {
         /// Only sessions of this agent.
         #[arg(long)]
         agent: Option<String>,
+        /// At most this many sessions (a server answers 200 at most).
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Print the sessions as one JSON array instead of one line each.
         #[arg(long)]
         json: bool,
     },
     /// A session's summary: agent, status, last seq, messages, usage.
     Show {
+        /// The session's id (`ses_…`, as `keel sessions list` shows it).
         id: SessionId,
+        /// Print the summary as a JSON object instead of `key: value` lines.
         #[arg(long)]
         json: bool,
     },
-    /// A session's event log.
+    /// A session's event log: one line per event with its seq, time and type, what was said
+    /// (`you:` / `agent:`) and who served each model step.
     Events {
+        /// The session's id (`ses_…`, as `keel sessions list` shows it).
         id: SessionId,
         /// Only events after this seq.
         #[arg(long, default_value_t = 0)]
         after: u64,
+        /// At most this many events (a server answers 1000 at most).
         #[arg(long, default_value_t = 1000)]
         limit: usize,
+        /// Print each event as it is stored, one JSON object per line.
         #[arg(long)]
         json: bool,
     },

@@ -48,6 +48,7 @@ impl KeelHome {
             .env_remove("OPENAI_API_KEY")
             .env_remove("OPENAI_BASE_URL")
             .env_remove("KEEL_MODEL")
+            .env_remove("KEEL_LOG")
             .stdin(Stdio::null());
         cmd
     }
@@ -61,6 +62,54 @@ impl KeelHome {
             .spawn()
             .expect("spawn keel");
         wait_with_timeout(child, Duration::from_secs(60))
+    }
+
+    /// Runs keel with its stdout and stderr on one pseudo-terminal, as a person at a terminal
+    /// sees it; returns what the terminal showed, line ends as `\n`.
+    pub fn run_on_a_terminal(&self, args: &[&str]) -> String {
+        use std::io::Read;
+        use std::os::fd::FromRawFd;
+        let (mut master, mut slave) = (0, 0);
+        // SAFETY: openpty writes two descriptors it opened into the given ints.
+        let opened = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors are open and owned here alone.
+        let (mut master, slave) = unsafe {
+            (
+                std::fs::File::from_raw_fd(master),
+                std::fs::File::from_raw_fd(slave),
+            )
+        };
+        let child = self
+            .command(args)
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave)
+            .spawn()
+            .expect("spawn keel");
+        // Reads until the terminal's other side is closed for good: keel has exited.
+        let reader = std::thread::spawn(move || {
+            let mut shown = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                shown.extend_from_slice(&buf[..n]);
+            }
+            shown
+        });
+        let out = wait_with_timeout(child, Duration::from_secs(60));
+        let shown = String::from_utf8_lossy(&reader.join().unwrap()).replace("\r\n", "\n");
+        assert!(out.status.success(), "keel {args:?} failed: {shown}");
+        shown
     }
 
     /// Runs keel and parses its stdout as JSON, failing with its stderr when it fails.
