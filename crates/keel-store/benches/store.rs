@@ -3,6 +3,10 @@
 //! and off; the time to load a 10,000-event session with and without a snapshot; and what the
 //! always-synchronous security writes (API keys, revocations) cost, alone and beside appends.
 //!
+//! Then the same append case on PostgreSQL (`KEEL_BENCH_PG_URL`, default the local server's
+//! `test` database; each case in a schema of its own, dropped after; skipped, and said so,
+//! where no server answers), with `PgOptions`' defaults (16 connections).
+//!
 //! `cargo bench -p keel-store`. `KEEL_BENCH_SECS` sets each append case's length (default 3);
 //! `KEEL_BENCH_DURABILITY=normal` measures `Durability::Normal` (no fsync per commit) instead;
 //! `KEEL_BENCH_DIR` the directory for the database files (default: the target directory, on
@@ -17,8 +21,8 @@ use keel_core::{
     Timestamp,
 };
 use keel_store::{
-    ApiKeyRecord, AppendBatch, Durability, KeyScope, NewEvent, SessionRecord, Snapshot,
-    SqliteOptions, SqliteStore, Store, TenantRecord,
+    ApiKeyRecord, AppendBatch, Durability, KeyScope, NewEvent, PgOptions, PgStore, SessionRecord,
+    Snapshot, SqliteOptions, SqliteStore, Store, TenantRecord,
 };
 
 const SESSION_COUNTS: [usize; 3] = [1, 16, 256];
@@ -65,7 +69,7 @@ fn main() {
             let path = dir
                 .path()
                 .join(format!("append-{sessions}-{group_commit}.db"));
-            let result = runtime.block_on(appends(
+            let result = runtime.block_on(sqlite_appends(
                 path,
                 durability,
                 sessions,
@@ -125,7 +129,7 @@ fn main() {
                 ));
                 rate.push(
                     runtime
-                        .block_on(appends(
+                        .block_on(sqlite_appends(
                             path,
                             durability,
                             16,
@@ -146,6 +150,45 @@ fn main() {
             beside / alone
         );
     }
+    runtime.block_on(postgres_appends(case_length));
+}
+
+/// The append case on PostgreSQL: one transaction per append, no group commit.
+async fn postgres_appends(length: Duration) {
+    let url = std::env::var("KEEL_BENCH_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    println!("\nPostgreSQL store, `PgOptions` defaults\n");
+    let admin = match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+        Ok((client, connection)) => {
+            tokio::spawn(connection);
+            client
+        }
+        Err(e) => {
+            println!("(skipped: no PostgreSQL server answers: {e}; set KEEL_BENCH_PG_URL)");
+            return;
+        }
+    };
+    println!("| sessions appending at once | appended events/s | p50 append | p99 append |");
+    println!("| ---: | ---: | ---: | ---: |");
+    for sessions in SESSION_COUNTS {
+        let schema = format!("keel_bench_{}_{sessions}", std::process::id());
+        let options = PgOptions {
+            schema: Some(schema.clone()),
+            ..PgOptions::new(&url)
+        };
+        let store = PgStore::open(options).await.expect("open the store");
+        let result = appends(Arc::new(store), sessions, length, None).await;
+        println!(
+            "| {sessions} | {:.0} | {} | {} |",
+            result.events_per_second,
+            millis(result.p50),
+            millis(result.p99)
+        );
+        admin
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .expect("drop the benchmark's schema");
+    }
 }
 
 /// How often the "beside appends" case creates and revokes a key: far more often than any real
@@ -162,8 +205,8 @@ struct AppendResult {
     p99: Duration,
 }
 
-/// `sessions` tasks, each appending one event at a time to its own session until the deadline.
-async fn appends(
+/// The append case on a SQLite file at `path`.
+async fn sqlite_appends(
     path: PathBuf,
     durability: Durability,
     sessions: usize,
@@ -176,7 +219,17 @@ async fn appends(
         group_commit,
         ..SqliteOptions::new(path)
     };
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(options).expect("open the store"));
+    let store = Arc::new(SqliteStore::open(options).expect("open the store"));
+    appends(store, sessions, length, revoke_every).await
+}
+
+/// `sessions` tasks, each appending one event at a time to its own session until the deadline.
+async fn appends(
+    store: Arc<dyn Store>,
+    sessions: usize,
+    length: Duration,
+    revoke_every: Option<Duration>,
+) -> AppendResult {
     let mut ids = Vec::new();
     for n in 0..sessions {
         ids.push(create_session(store.as_ref(), n as u64).await);

@@ -13,33 +13,30 @@ use super::{run_input, runs, statements};
 use crate::stored::{self, count, session_not_found, sql_bound, sql_limit};
 use crate::{AppendBatch, LoadedSession, NewEvent, ScratchpadWrite, Snapshot, StoreError, encode};
 
-/// Appends `batch` after `expected` in one transaction, or fails with `Conflict`; returns the
-/// new last seq.
+/// Appends `batch` after `expected`, or fails with `Conflict`; returns the new last seq.
+/// Events alone (most appends) take one statement, committed on its own: one round trip.
+/// Anything else in the batch joins them in one transaction.
 pub(crate) async fn append(
     client: &mut Client,
     session: &SessionId,
     expected: u64,
     batch: &AppendBatch,
 ) -> Result<u64, StoreError> {
-    let tx = client.transaction().await?;
+    let rows = EventRows::new(session, expected, &batch.events)?;
     let last = expected.saturating_add(batch.events.len() as u64);
-    let moved = statements::execute(
-        &tx,
-        "UPDATE sessions SET last_seq = $3 WHERE id = $1 AND last_seq = $2",
-        &[&session.as_str(), &sql_bound(expected), &sql_bound(last)],
-    )
-    .await?;
-    if moved == 0 {
-        let actual = last_seq(&tx, session).await?;
-        return Err(StoreError::Conflict {
-            session: session.clone(),
-            expected,
-            actual,
-        });
+    let alone = batch.scratchpad.is_empty()
+        && batch.finish_run.is_none()
+        && !run_input::starts_a_run(&batch.events);
+    if alone {
+        return match advance(&*client, session, expected, last, &rows).await? {
+            true => Ok(last),
+            false => Err(conflict(&*client, session, expected).await),
+        };
     }
-    // Encoded once the seqs are known to be free (a stale `expected` may be anything).
-    let bodies = encode_events(session, expected, &batch.events)?;
-    insert_events(&tx, session, expected, &batch.events, bodies).await?;
+    let tx = client.transaction().await?;
+    if !advance(&tx, session, expected, last, &rows).await? {
+        return Err(conflict(&tx, session, expected).await);
+    }
     run_input::move_to_log(&tx, session, expected, &batch.events).await?;
     write_scratchpad(&tx, session, &batch.scratchpad).await?;
     if let Some(finish) = &batch.finish_run {
@@ -47,6 +44,48 @@ pub(crate) async fn append(
     }
     tx.commit().await?;
     Ok(last)
+}
+
+/// Moves the session's last seq from `expected` to `last` and inserts `rows`, in one
+/// statement; `false` (nothing written) when the last seq is not `expected`.
+async fn advance(
+    client: &impl GenericClient,
+    session: &SessionId,
+    expected: u64,
+    last: u64,
+    rows: &EventRows,
+) -> Result<bool, StoreError> {
+    let row = statements::query_one(
+        client,
+        "WITH moved AS (UPDATE sessions SET last_seq = $3 WHERE id = $1 AND last_seq = $2 RETURNING id),
+              inserted AS (INSERT INTO events (session, seq, type, at, body)
+                           SELECT moved.id, e.* FROM moved,
+                               unnest($4::bigint[], $5::text[], $6::bigint[], $7::text[]) AS e)
+         SELECT COUNT(*) FROM moved",
+        &[
+            &session.as_str(),
+            &sql_bound(expected),
+            &sql_bound(last),
+            &rows.seqs,
+            &rows.types,
+            &rows.ats,
+            &rows.bodies,
+        ],
+    )
+    .await?;
+    Ok(row.try_get::<_, i64>(0)? == 1)
+}
+
+/// The `Conflict` (or `NotFound`) for an append after `expected` that moved nothing.
+async fn conflict(client: &impl GenericClient, session: &SessionId, expected: u64) -> StoreError {
+    match last_seq(client, session).await {
+        Ok(actual) => StoreError::Conflict {
+            session: session.clone(),
+            expected,
+            actual,
+        },
+        Err(e) => e,
+    }
 }
 
 /// The session's last seq, or `NotFound`.
@@ -66,42 +105,62 @@ pub(crate) async fn last_seq(
     }
 }
 
-/// The events' bodies as stored, refused before anything is written when one is too deep.
-pub(crate) fn encode_events(
-    session: &SessionId,
-    after: u64,
-    events: &[NewEvent],
-) -> Result<Vec<String>, StoreError> {
-    (after + 1..)
-        .zip(events)
-        .map(|(seq, event)| {
-            encode::readable(event.body.encode(), || {
-                format!("event {seq} of session {session}")
-            })
-        })
-        .collect()
+/// Events as the columns of their rows, for one `unnest` insert.
+pub(crate) struct EventRows {
+    seqs: Vec<i64>,
+    types: Vec<&'static str>,
+    ats: Vec<i64>,
+    bodies: Vec<String>,
 }
 
-/// Inserts `events` (their `bodies` from `encode_events`) as seqs `after + 1 ..`, in one
-/// statement; the caller moves the session's last seq.
+impl EventRows {
+    /// `events` as seqs `after + 1 ..`; `Invalid` before anything is written when one is
+    /// nested too deep to read back.
+    pub(crate) fn new(
+        session: &SessionId,
+        after: u64,
+        events: &[NewEvent],
+    ) -> Result<EventRows, StoreError> {
+        let mut rows = EventRows {
+            seqs: Vec::with_capacity(events.len()),
+            types: Vec::with_capacity(events.len()),
+            ats: Vec::with_capacity(events.len()),
+            bodies: Vec::with_capacity(events.len()),
+        };
+        for (n, event) in (1..).zip(events) {
+            // A stale `after` may be anything: saturate, the append will not match anyway.
+            let seq = after.saturating_add(n);
+            rows.bodies.push(encode::readable(event.body.encode(), || {
+                format!("event {seq} of session {session}")
+            })?);
+            rows.seqs.push(sql_bound(seq));
+            rows.types.push(event.body.type_name());
+            rows.ats.push(event.at.millis());
+        }
+        Ok(rows)
+    }
+}
+
+/// Inserts a new session's first events; `append` inserts the others as it moves the last seq.
 pub(crate) async fn insert_events(
     client: &impl GenericClient,
     session: &SessionId,
-    after: u64,
-    events: &[NewEvent],
-    bodies: Vec<String>,
+    rows: &EventRows,
 ) -> Result<(), StoreError> {
-    if events.is_empty() {
+    if rows.seqs.is_empty() {
         return Ok(());
     }
-    let seqs: Vec<i64> = (after + 1..).take(events.len()).map(sql_bound).collect();
-    let types: Vec<&str> = events.iter().map(|e| e.body.type_name()).collect();
-    let ats: Vec<i64> = events.iter().map(|e| e.at.millis()).collect();
     statements::execute(
         client,
         "INSERT INTO events (session, seq, type, at, body)
          SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::text[])",
-        &[&session.as_str(), &seqs, &types, &ats, &bodies],
+        &[
+            &session.as_str(),
+            &rows.seqs,
+            &rows.types,
+            &rows.ats,
+            &rows.bodies,
+        ],
     )
     .await?;
     Ok(())

@@ -9,6 +9,13 @@ use super::statements;
 use crate::stored::sql_bound;
 use crate::{NewEvent, StoreError};
 
+/// Whether `events` start a run, whose input `move_to_log` then moves.
+pub(crate) fn starts_a_run(events: &[NewEvent]) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e.body, EventBody::RunStarted { .. }))
+}
+
 /// Points each run whose `run_started` is among `events` (appended as seqs `after + 1 ..` of
 /// `session`) at that event, and drops the row's copy of its input. A run started before
 /// keeps the first: a log never starts one run twice.

@@ -24,7 +24,7 @@ pub(crate) async fn create(
     let metadata = encode::json(&session.metadata, || {
         format!("the metadata of session {}", session.id)
     })?;
-    let bodies = log::encode_events(&session.id, 0, first_events)?;
+    let rows = log::EventRows::new(&session.id, 0, first_events)?;
     let tx = client.transaction().await?;
     statements::execute(
         &tx,
@@ -46,7 +46,7 @@ pub(crate) async fn create(
         true => StoreError::AlreadyExists(format!("session {}", session.id)),
         false => e.into(),
     })?;
-    log::insert_events(&tx, &session.id, 0, first_events, bodies).await?;
+    log::insert_events(&tx, &session.id, &rows).await?;
     tx.commit().await?;
     Ok(())
 }
