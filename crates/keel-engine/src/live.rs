@@ -52,25 +52,27 @@ impl LiveSession {
                 source,
             })?;
         let window = context_window(&state);
-        // Read back from the end until the events hold a whole window of messages (those of
-        // failed runs left out) or the log begins, so that the window is the same as the one
-        // a session kept in memory all along would hold: the same context, the same prefix
-        // bytes for the provider's cache. Each message sits among intent events: read a few
-        // events per message.
+        // From the tail already read, back through the log until the events hold a whole
+        // window of messages (those of failed runs left out) or the log begins, so that the
+        // window is the one a session kept in memory all along holds: the same context, the
+        // same prefix bytes for the provider's cache. Each message sits among intent events:
+        // read a few events per message.
         let page = window * 3;
-        let mut recent: Vec<Event> = Vec::new();
-        let mut before = state.last_seq + 1;
+        let mut recent = loaded.tail;
+        let mut before = recent.first().map_or(state.last_seq + 1, |e| e.seq);
         let transcript = loop {
-            let mut older = store.read_events_before(session, before, page).await?;
-            let log_begins = older.len() < page || older.first().is_none_or(|e| e.seq <= 1);
-            before = older.first().map_or(before, |e| e.seq);
-            older.append(&mut recent);
-            recent = older;
             let mut probe = Transcript::default();
             probe.push(&recent);
-            if log_begins || probe.messages.len() >= window {
+            if before <= 1 || probe.messages.len() >= window {
                 break probe;
             }
+            let mut older = store.read_events_before(session, before, page).await?;
+            before = match older.first() {
+                Some(first) if older.len() == page => first.seq,
+                _ => 1,
+            };
+            older.append(&mut recent);
+            recent = older;
         };
         let mut live = LiveSession {
             state,

@@ -135,8 +135,9 @@ async fn a_session_reloaded_every_turn_sends_the_model_the_same_bytes_as_a_warm_
     // start, and again only where a turn began in the instant the last one let the session go.
     assert!(warm_stats.hits >= 40, "{warm_stats:?}");
     assert!(warm_stats.loads <= 4, "{warm_stats:?}");
-    // Cold: nothing is kept, so every turn reloads.
-    assert!(cold_stats.loads >= 40, "{cold_stats:?}");
+    // Cold: nothing is kept, so a turn reloads (unless it began while the last one still
+    // held the session).
+    assert!(cold_stats.loads >= 30, "{cold_stats:?}");
     assert_eq!(
         (cold_stats.hits, cold_stats.entries),
         (0, 0),

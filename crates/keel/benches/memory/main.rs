@@ -7,8 +7,9 @@
 //! `cargo bench -p keel --bench memory`. Settings: `KEEL_BENCH_BASELINE` (a keel binary built
 //! from an earlier commit: its columns sit beside this build's), `KEEL_BENCH_SESSIONS` (the
 //! checkpoints of sessions touched, default `0,2000,10000,20000,100000`), `KEEL_BENCH_LENGTHS`
-//! (turns per session, default `10,200,1000`, over `KEEL_BENCH_LONG` sessions, default 20).
-//! Prints markdown.
+//! (turns per session, default `10,200,1000`, over `KEEL_BENCH_LONG` sessions, default 20),
+//! `KEEL_BENCH_ENGINE` (lines of an `[engine]` table for this build's servers, e.g.
+//! `session_cache_mb = 0`; default none: the defaults). Prints markdown.
 
 #[allow(dead_code)]
 #[path = "../../tests/support/load.rs"]
@@ -74,8 +75,8 @@ impl Server {
 }
 
 /// RSS (MiB) after each checkpoint of sessions touched, and the touches per second overall.
-async fn rss_by_sessions(binary: &Path, checkpoints: &[usize]) -> (Vec<f64>, f64) {
-    let server = Server::start(binary, "");
+async fn rss_by_sessions(binary: &Path, engine: &str, checkpoints: &[usize]) -> (Vec<f64>, f64) {
+    let server = Server::start(binary, engine);
     let (mut touched, mut rss) = (0, Vec::new());
     let started = Instant::now();
     for &at in checkpoints {
@@ -88,8 +89,13 @@ async fn rss_by_sessions(binary: &Path, checkpoints: &[usize]) -> (Vec<f64>, f64
 }
 
 /// RSS (MiB) after each length of `sessions` conversations.
-async fn rss_by_length(binary: &Path, lengths: &[usize], sessions: usize) -> Vec<f64> {
-    let server = Server::start(binary, "");
+async fn rss_by_length(
+    binary: &Path,
+    engine: &str,
+    lengths: &[usize],
+    sessions: usize,
+) -> Vec<f64> {
+    let server = Server::start(binary, engine);
     let mut threads = vec![None; sessions];
     let (mut turns, mut rss) = (0, Vec::new());
     for &length in lengths {
@@ -165,11 +171,12 @@ async fn cold_and_warm(binary: &Path) {
 
 fn main() {
     let current = PathBuf::from(env!("CARGO_BIN_EXE_keel"));
-    let builds: Vec<(&str, PathBuf)> = std::env::var("KEEL_BENCH_BASELINE")
+    let engine = std::env::var("KEEL_BENCH_ENGINE").unwrap_or_default();
+    let builds: Vec<(&str, PathBuf, &str)> = std::env::var("KEEL_BENCH_BASELINE")
         .ok()
-        .map(|b| ("before", PathBuf::from(b)))
+        .map(|b| ("before", PathBuf::from(b), ""))
         .into_iter()
-        .chain([("this build", current.clone())])
+        .chain([("this build", current.clone(), engine.as_str())])
         .collect();
     let checkpoints = list("KEEL_BENCH_SESSIONS", "0,2000,10000,20000,100000");
     let lengths = list("KEEL_BENCH_LENGTHS", "10,200,1000");
@@ -186,8 +193,8 @@ fn main() {
              {CLIENTS} clients; RSS (MiB) of `keel serve` after each count.\n"
         );
         let mut by_sessions = Vec::new();
-        for (name, binary) in &builds {
-            by_sessions.push((name, rss_by_sessions(binary, &checkpoints).await));
+        for (name, binary, engine) in &builds {
+            by_sessions.push((name, rss_by_sessions(binary, engine, &checkpoints).await));
         }
         print!("| sessions touched |");
         for (name, _) in &by_sessions {
@@ -210,8 +217,8 @@ fn main() {
              (MiB) after each length.\n"
         );
         let mut by_length = Vec::new();
-        for (name, binary) in &builds {
-            by_length.push((name, rss_by_length(binary, &lengths, long).await));
+        for (name, binary, engine) in &builds {
+            by_length.push((name, rss_by_length(binary, engine, &lengths, long).await));
         }
         print!("| turns per session |");
         for (name, _) in &by_length {
