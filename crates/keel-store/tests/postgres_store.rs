@@ -120,6 +120,12 @@ async fn bad_options_and_an_unreachable_server_are_told_apart() {
         PgStore::open(PgOptions::new("postgres://keel@host:notaport/db")).await,
         Err(StoreError::Invalid(_))
     ));
+    let described = format!(
+        "{:?}",
+        PgOptions::new("postgres://keel:secret@db.local/keel")
+    );
+    assert!(described.contains("keel@db.local:5432/keel"), "{described}");
+    assert!(!described.contains("secret"), "{described}");
     // Nothing listens on port 1: unavailable, naming the server but never a password.
     let nowhere = PgOptions {
         connect_timeout: std::time::Duration::from_secs(2),

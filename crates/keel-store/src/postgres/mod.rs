@@ -29,7 +29,7 @@ use deadpool_postgres::{Client, Pool};
 use keel_core::{AgentDef, Event, RunId, RunStatus, SessionId, TenantId, Timestamp};
 
 pub use options::PgOptions;
-pub use schema::SCHEMA_VERSION as PG_SCHEMA_VERSION;
+pub use schema::SCHEMA_VERSION;
 
 use crate::{
     ApiKeyRecord, AppendBatch, Enqueue, Enqueued, LoadedSession, NewEvent, RunOutcome, RunRecord,
@@ -37,6 +37,7 @@ use crate::{
     UnreadableRecord, UsageQuery, UsageTotals,
 };
 
+/// A store on a PostgreSQL database, shared with any number of other keel nodes.
 pub struct PgStore {
     pool: Pool,
     /// The server and database, without credentials, for messages.
@@ -45,7 +46,7 @@ pub struct PgStore {
 
 impl PgStore {
     /// Connects, creates the schema when `options.schema` names one that is missing, and
-    /// migrates it to `PG_SCHEMA_VERSION` (or refuses a newer one).
+    /// migrates it to `SCHEMA_VERSION` (or refuses a newer one).
     pub async fn open(options: PgOptions) -> Result<PgStore, StoreError> {
         let (pool, server) = options.pool()?;
         let store = PgStore { pool, server };

@@ -10,7 +10,8 @@ use tokio_postgres::{Config, NoTls};
 
 use crate::StoreError;
 
-#[derive(Clone, Debug)]
+/// How `PgStore::open` connects. `Debug` names the server but never the password.
+#[derive(Clone)]
 pub struct PgOptions {
     /// `postgres://user[:password]@host[:port]/database[?…]`, or the key=value form.
     pub url: String,
@@ -88,8 +89,22 @@ impl PgOptions {
     }
 }
 
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let server = Config::from_str(&self.url)
+            .map_or_else(|_| "(not a valid URL)".into(), |c| describe(&c));
+        f.debug_struct("PgOptions")
+            .field("server", &server)
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
+}
+
 /// `Invalid` unless `name` is a plain identifier, which needs no quoting anywhere.
-pub(crate) fn check_schema_name(name: &str) -> Result<(), StoreError> {
+fn check_schema_name(name: &str) -> Result<(), StoreError> {
     let plain = !name.is_empty()
         && name.len() <= 63
         && !name.starts_with(|c: char| c.is_ascii_digit())
