@@ -84,6 +84,26 @@ fn a_greedy_local_model_answers_and_the_session_continues() {
 }
 
 #[test]
+fn models_lists_the_local_model_by_the_name_the_default_agent_uses() {
+    let model = cached_model();
+    let config = format!(
+        "[providers.local]\nkind = \"local\"\npath = {:?}\n",
+        model.to_str().unwrap()
+    );
+    let home = KeelHome::new(&config);
+    let server = support::KeelServer::start(&home, &[]);
+    let api = support::http::admin(&server);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listed = rt.block_on(api.ok(reqwest::Method::GET, "/v1/models", None));
+    let local = &listed["data"][0];
+    assert_eq!(local["id"], "local/smollm2-135m-instruct", "{listed}");
+    assert_eq!(local["owned_by"], "local", "{listed}");
+    let path = "/v1/models/local/smollm2-135m-instruct";
+    let retrieved = rt.block_on(api.ok(reqwest::Method::GET, path, None));
+    assert_eq!(retrieved["id"], "local/smollm2-135m-instruct");
+}
+
+#[test]
 fn model_pull_list_and_rm_manage_the_model_file() {
     cached_model(); // warms pip's cache, so this pull does not download twice
     let home = KeelHome::new("");
