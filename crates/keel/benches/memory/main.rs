@@ -44,9 +44,13 @@ struct Server {
 
 impl Server {
     fn start(binary: &Path, engine: &str) -> Server {
+        let base = option_env!("CARGO_TARGET_TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&base).expect("cannot create the bench's directory");
         let dir = tempfile::Builder::new()
             .prefix("keel-memory-bench-")
-            .tempdir_in(std::env::current_dir().expect("a working directory"))
+            .tempdir_in(&base)
             .expect("cannot create the bench's directory");
         // No `[engine]` table unless set: an earlier build may not know it.
         let engine = if engine.is_empty() {
