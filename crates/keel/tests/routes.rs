@@ -2,7 +2,7 @@
 //! within the step (logged with the target, attempts and cost), and a route retargeted between
 //! turns carries the whole session to another provider, whose mock checks the transcript; two
 //! providers of one kind are told apart in the log, `keel sessions events`, `/v1/usage` and
-//! `/metrics`.
+//! `/metrics`; a provider that cannot list its models leaves `/v1/models` whole and says so.
 
 mod support;
 
@@ -239,4 +239,58 @@ fn two_providers_of_one_kind_are_named_apart_in_the_log_usage_and_metrics() {
             assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
         }
     });
+}
+
+#[test]
+fn a_provider_that_cannot_list_its_models_is_logged_and_the_rest_still_listed() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let upa = rt.block_on(MockOpenAi::start()).unwrap();
+    let upb = rt.block_on(MockOpenAi::start()).unwrap();
+    upa.set_models(&["listed-by-a"]);
+    let home = KeelHome::new(&two_of_a_kind(&upa.base_url(), &upb.base_url()));
+    let server = KeelServer::start(&home, &[]);
+    let api = support::http::admin(&server);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let warning = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = server
+            .stderr
+            .recv_timeout(left)
+            .expect("no warning about upb");
+        if line.contains("cannot list the provider's models") {
+            break line;
+        }
+    };
+    assert!(
+        warning.contains("upb") && warning.contains("404"),
+        "{warning}"
+    );
+    // What upa listed is kept once every provider has answered: poll for it.
+    let ids: Vec<String> = rt.block_on(async {
+        loop {
+            let listed = api.ok(Method::GET, "/v1/models", None).await;
+            let ids: Vec<String> = listed["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_string())
+                .collect();
+            if ids.iter().any(|id| id == "upa/listed-by-a") {
+                break ids;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "upa's list never shown: {ids:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    });
+    for id in ["upa/listed-by-a", "upa/mock-model", "upb/mock-model"] {
+        assert!(ids.iter().any(|i| i == id), "{id} not in {ids:?}");
+    }
+    assert_eq!((upa.listings(), upb.listings()), (1, 1));
+    assert!(
+        upa.requests().is_empty() && upb.requests().is_empty(),
+        "no model call"
+    );
 }
