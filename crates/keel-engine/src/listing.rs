@@ -21,6 +21,9 @@ pub struct ListedModel {
     pub owned_by: String,
 }
 
+/// The most models kept of one provider's list: what a server reports bounds no memory.
+const MAX_REPORTED: usize = 10_000;
+
 /// How far back stored usage counts as a model in use.
 const USED_WITHIN_DAYS: i64 = 30;
 
@@ -31,7 +34,10 @@ impl ModelRegistry {
     pub async fn fetch_reported(&self, timeout: Duration) {
         let asks = self.providers().iter().map(|(name, client)| async move {
             match tokio::time::timeout(timeout, client.list_models()).await {
-                Ok(Ok(Some(models))) => Some((name.clone(), models)),
+                Ok(Ok(Some(mut models))) => {
+                    models.truncate(MAX_REPORTED);
+                    Some((name.clone(), models))
+                }
                 Ok(Ok(None)) => None,
                 Ok(Err(e)) => {
                     tracing::warn!(provider = %name, error = %e, "cannot list the provider's models; /v1/models shows the configured and catalog ones");
