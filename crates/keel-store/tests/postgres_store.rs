@@ -182,6 +182,30 @@ async fn nul_characters_in_scratchpad_values_and_run_outputs_round_trip() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seq_key_stands_behind_the_last_seq() {
+    let Some(schema) = Schema::fresh().await else {
+        return;
+    };
+    let store = schema.open().await;
+    let session = session_record(&TenantId::generate(1, 1), 1);
+    store
+        .create_session(&session, vec![note("first")])
+        .await
+        .unwrap();
+    // A hand edit makes the session's last seq disagree with its log.
+    schema.execute("UPDATE sessions SET last_seq = 0").await;
+    match store
+        .append(&session.id, 0, AppendBatch::events(vec![note("again")]))
+        .await
+    {
+        Err(StoreError::Conflict { .. }) => {}
+        other => panic!("appending onto a taken seq: expected Conflict, got {other:?}"),
+    }
+    let events = store.read_events(&session.id, 0, 10).await.unwrap();
+    assert_eq!(events.len(), 1, "nothing was written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_that_cannot_be_decoded_are_isolated_and_listed() {
     let Some(schema) = Schema::fresh().await else {
         return;

@@ -9,7 +9,7 @@ use deadpool_postgres::{Client, GenericClient};
 use keel_core::{Event, EventBody, SessionId, Timestamp};
 use tokio_postgres::Row;
 
-use super::{run_input, runs, statements};
+use super::{error, run_input, runs, statements};
 use crate::stored::{self, count, session_not_found, sql_bound, sql_limit};
 use crate::{AppendBatch, LoadedSession, NewEvent, ScratchpadWrite, Snapshot, StoreError, encode};
 
@@ -35,7 +35,9 @@ pub(crate) async fn append(
     }
     let tx = client.transaction().await?;
     if !advance(&tx, session, expected, last, &rows).await? {
-        return Err(conflict(&tx, session, expected).await);
+        // Outside the transaction, which a taken seq has aborted.
+        tx.rollback().await?;
+        return Err(conflict(&*client, session, expected).await);
     }
     run_input::move_to_log(&tx, session, expected, &batch.events).await?;
     write_scratchpad(&tx, session, &batch.scratchpad).await?;
@@ -47,7 +49,7 @@ pub(crate) async fn append(
 }
 
 /// Moves the session's last seq from `expected` to `last` and inserts `rows`, in one
-/// statement; `false` (nothing written) when the last seq is not `expected`.
+/// statement; `false` (nothing written) when the last seq is not `expected` or a seq is taken.
 async fn advance(
     client: &impl GenericClient,
     session: &SessionId,
@@ -72,8 +74,14 @@ async fn advance(
             &rows.bodies,
         ],
     )
-    .await?;
-    Ok(row.try_get::<_, i64>(0)? == 1)
+    .await;
+    match row {
+        Ok(row) => Ok(row.try_get::<_, i64>(0)? == 1),
+        // A seq already taken: only a log whose last seq disagrees with its events (a hand
+        // edit) gets here, as the key stands behind the last seq.
+        Err(e) if error::is_duplicate(&e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The `Conflict` (or `NotFound`) for an append after `expected` that moved nothing.
