@@ -181,6 +181,29 @@ async fn nul_characters_in_scratchpad_values_and_run_outputs_round_trip() {
     assert_eq!(events[0].body, note("a\0b").body);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_storing_versions_of_one_agent_at_once_get_distinct_versions() {
+    let Some(schema) = Schema::fresh().await else {
+        return;
+    };
+    let stores = [
+        std::sync::Arc::new(schema.open().await),
+        std::sync::Arc::new(schema.open().await),
+    ];
+    let tenant = TenantId::generate(1, 1);
+    let mut putting = tokio::task::JoinSet::new();
+    for n in 0..8 {
+        let (store, tenant) = (stores[n % 2].clone(), tenant.clone());
+        putting.spawn(async move { store.put_agent(&tenant, agent("helper")).await });
+    }
+    let mut versions = Vec::new();
+    while let Some(put) = putting.join_next().await {
+        versions.push(put.unwrap().expect("every version is stored").version);
+    }
+    versions.sort();
+    assert_eq!(versions, (1..=8).collect::<Vec<u32>>());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seq_key_stands_behind_the_last_seq() {
     let Some(schema) = Schema::fresh().await else {
