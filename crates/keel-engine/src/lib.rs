@@ -32,6 +32,7 @@ mod submit;
 mod supervise;
 mod tenants;
 mod threading;
+mod titles;
 pub mod tools;
 mod warm;
 

@@ -81,6 +81,8 @@ pub struct SessionView {
     #[schema(value_type = Object)]
     pub metadata: JsonObject,
     pub last_seq: u64,
+    /// The first user message, shortened; `null` before the first.
+    pub title: Option<String>,
 }
 
 impl From<SessionRecord> for SessionView {
@@ -92,6 +94,7 @@ impl From<SessionRecord> for SessionView {
             created_at: s.created_at.to_string(),
             metadata: s.metadata,
             last_seq: s.last_seq,
+            title: None,
         }
     }
 }

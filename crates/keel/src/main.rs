@@ -23,12 +23,6 @@ struct Cli {
     /// Data directory (default: ./keel-data); overrides KEEL_DATA_DIR and keel.toml.
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
-    /// Talk to a running `keel serve` at this URL (chat and sessions) instead of the local store.
-    #[arg(long, global = true, env = "KEEL_SERVER")]
-    server: Option<String>,
-    /// The API key for --server (default: <data_dir>/admin.key).
-    #[arg(long, global = true, env = "KEEL_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,8 +36,7 @@ enum Command {
     /// Resume every unfinished run (after a crash) and wait for them to end.
     Resume(commands::send::ResumeArgs),
     /// List and inspect sessions.
-    #[command(subcommand)]
-    Sessions(commands::sessions::SessionsCommand),
+    Sessions(commands::sessions::SessionsArgs),
     /// List and inspect agents.
     #[command(subcommand)]
     Agents(commands::agents::AgentsCommand),
@@ -135,25 +128,11 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     if let Some(dir) = cli.data_dir {
         config.data_dir = Some(dir);
     }
-    if let Some(server) = &cli.server {
-        let remote = commands::remote::Remote::new(&config, server, cli.api_key.clone())?;
-        match cli.command {
-            Command::Chat(args) => {
-                return commands::remote::chat(&remote, args).await.map(|()| true);
-            }
-            Command::Sessions(cmd) => {
-                return commands::remote::sessions(&remote, cmd)
-                    .await
-                    .map(|()| true);
-            }
-            _ => anyhow::bail!("--server works with `keel chat` and `keel sessions` only"),
-        }
-    }
     match cli.command {
         Command::Chat(args) => commands::chat::run(&config, args).await,
         Command::Send(args) => commands::send::send(&config, args).await,
         Command::Resume(args) => commands::send::resume(&config, args).await,
-        Command::Sessions(cmd) => commands::sessions::run(&config, cmd).await,
+        Command::Sessions(args) => commands::sessions::run(&config, args).await,
         Command::Agents(cmd) => commands::agents::run(&config, cmd).await,
         Command::Model(cmd) => commands::model::run(&config, cmd),
         Command::Serve(args) => commands::serve::run(&config, args).await,

@@ -83,7 +83,7 @@ pub async fn model_registry(config: &Config) -> anyhow::Result<ModelRegistry> {
                     prefix_cache_mb: *prefix_cache_mb,
                     temperature: *temperature,
                 };
-                local_client(config, path.as_deref(), model.as_deref(), tuning)?
+                local_client(path.as_deref(), model.as_deref(), tuning)?
             }
             ProviderConfig::Anthropic(c) => Arc::new(
                 keel_models::providers::anthropic::AnthropicClient::new(c.clone())
@@ -151,10 +151,10 @@ struct LocalTuning {
     temperature: Option<f32>,
 }
 
-/// Loads the local model, fetching the known model first when no path is given.
+/// Loads the local model, fetching the known model into the shared model cache first when no
+/// path is given.
 #[cfg(feature = "local")]
 fn local_client(
-    config: &Config,
     path: Option<&Path>,
     model: Option<&str>,
     tuning: LocalTuning,
@@ -164,11 +164,8 @@ fn local_client(
         Some(p) => p.to_path_buf(),
         None => {
             let name = model.unwrap_or(pull::DEFAULT_MODEL);
-            pull::ensure_model(
-                &config.data_dir(),
-                name,
-                crate::commands::model::show_progress,
-            )?
+            let shown = crate::commands::model::PullProgress::on_stderr();
+            pull::ensure_model(&pull::cache_dir()?, name, shown.printer())?
         }
     };
     let defaults = LocalOptions::default();
@@ -187,7 +184,6 @@ fn local_client(
 
 #[cfg(not(feature = "local"))]
 fn local_client(
-    _: &Config,
     _: Option<&Path>,
     _: Option<&str>,
     _: LocalTuning,
@@ -197,9 +193,40 @@ fn local_client(
     )
 }
 
-/// Holds the data directory's lock for as long as it lives.
+/// Holds the data directory's lock for as long as it lives. A `keel serve` writes its URL in
+/// the lock file (`announce`), so the commands that would need the lock talk to it instead
+/// (`served_at`).
 pub struct DataDirLock {
-    _file: File,
+    file: File,
+}
+
+impl DataDirLock {
+    /// Writes `url` as where this process serves the data directory's sessions.
+    pub fn announce(&self, url: &str) -> std::io::Result<()> {
+        use std::io::{Seek, Write};
+        let mut file = &self.file;
+        file.set_len(0)?;
+        file.rewind()?;
+        file.write_all(format!("{SERVING}{url}\n").as_bytes())
+    }
+}
+
+/// How the lock file names the URL of the server holding it.
+const SERVING: &str = "serving ";
+
+/// The URL of the `keel serve` that holds `dir`'s lock, if one does (`None` when the lock is
+/// free, or held by a process that serves nothing, e.g. `keel chat`).
+pub fn served_at(dir: &Path) -> Option<String> {
+    let file = File::open(dir.join("keel.lock")).ok()?;
+    match file.try_lock_shared() {
+        Err(std::fs::TryLockError::WouldBlock) => {}
+        _ => return None,
+    }
+    let content = std::fs::read_to_string(dir.join("keel.lock")).ok()?;
+    content
+        .lines()
+        .find_map(|line| line.strip_prefix(SERVING))
+        .map(|url| url.trim().to_string())
 }
 
 pub fn lock_data_dir(dir: &Path) -> anyhow::Result<DataDirLock> {
@@ -216,7 +243,7 @@ pub fn lock_data_dir(dir: &Path) -> anyhow::Result<DataDirLock> {
             )
         })?;
     match file.try_lock() {
-        Ok(()) => Ok(DataDirLock { _file: file }),
+        Ok(()) => Ok(DataDirLock { file }),
         Err(std::fs::TryLockError::WouldBlock) => bail!(
             "another keel process is using the data directory {}; stop it, or use another directory with --data-dir",
             dir.display()
@@ -232,7 +259,7 @@ pub fn lock_data_dir(dir: &Path) -> anyhow::Result<DataDirLock> {
 pub struct Runtime {
     pub engine: Engine,
     pub tenant: TenantId,
-    _lock: DataDirLock,
+    pub lock: DataDirLock,
 }
 
 impl Runtime {
@@ -259,7 +286,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             tenant,
-            _lock: lock,
+            lock,
         })
     }
 }

@@ -31,7 +31,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(record.into())))
 }
 
-/// A session's state: status, last seq, message count, usage.
+/// A session's state: status, last seq, message count, usage, title.
 #[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions",
     params(("id" = String, Path, description = "the session id (`ses_…`)")),
     responses((status = 200, body = SessionSummary), (status = 404, body = ErrorEnvelope)))]
@@ -42,7 +42,9 @@ pub async fn get(
 ) -> ApiResult<Json<SessionSummary>> {
     let id: SessionId = parse_id("session", &id)?;
     let (record, folded) = state.engine.session_state(&caller.tenant, &id).await?;
-    Ok(Json(SessionSummary::new(record, folded)))
+    let mut summary = SessionSummary::new(record, folded);
+    summary.session.title = state.engine.store().session_title(&id).await;
+    Ok(Json(summary))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -103,21 +105,23 @@ pub async fn list(
         limit: limit + 1,
         busy,
     };
-    let mut sessions = state
-        .engine
-        .store()
-        .list_sessions(&caller.tenant, &filter)
-        .await?;
+    let reader = state.engine.store();
+    let mut sessions = reader.list_sessions(&caller.tenant, &filter).await?;
     let next_cursor = if sessions.len() > limit {
         sessions.truncate(limit);
         sessions.last().map(|s| s.id.to_string())
     } else {
         None
     };
-    Ok(Json(SessionList {
-        data: sessions.into_iter().map(SessionView::from).collect(),
-        next_cursor,
-    }))
+    let mut data = Vec::with_capacity(sessions.len());
+    for record in sessions {
+        let title = reader.session_title(&record.id).await;
+        data.push(SessionView {
+            title,
+            ..record.into()
+        });
+    }
+    Ok(Json(SessionList { data, next_cursor }))
 }
 
 fn metadata_filter(raw: Option<&str>) -> Result<Vec<(String, serde_json::Value)>, ApiError> {

@@ -3,7 +3,9 @@
 pub mod agents;
 pub mod bench;
 pub mod chat;
+pub mod client;
 pub mod config;
+pub mod local;
 pub mod model;
 pub mod remote;
 pub mod send;

@@ -1,51 +1,75 @@
-//! `keel chat --server URL` and `keel sessions … --server URL`: the same commands against a
-//! running `keel serve` over its HTTP API instead of the local store. The key comes from
-//! `--api-key` / `KEEL_API_KEY`, else from `<data_dir>/admin.key` (a local server's admin key).
+//! A running `keel serve` as a chat client, over its HTTP API: what `--server URL` (or a
+//! local server holding the data directory) gives `chat`, `send` and `sessions`. The key comes
+//! from `--api-key` / `KEEL_API_KEY`, else from `<data_dir>/admin.key` (a local server's admin
+//! key); without either, requests go without one (a `--no-auth` server).
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
+use keel_core::SessionId;
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::chat::ChatArgs;
-use super::sessions::{SessionsAt, SessionsCommand};
+use super::client::{Client, Turn};
+use super::sessions::SessionsAt;
 use crate::config::Config;
 
 /// A client of one server.
 pub struct Remote {
     base: String,
-    key: String,
+    key: Option<String>,
+    /// Where the key was looked for when none was given, for a 401's hint.
+    key_path: std::path::PathBuf,
     http: reqwest::Client,
 }
 
+/// The server's answer to a request that failed: its status and error message.
+#[derive(Debug)]
+pub struct ServerAnswered {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl std::fmt::Display for ServerAnswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the server answered {}: {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for ServerAnswered {}
+
 impl Remote {
     pub fn new(config: &Config, server: &str, api_key: Option<String>) -> anyhow::Result<Remote> {
+        let key_path = keel_server::admin_key_path(&config.data_dir());
         let key = match api_key {
-            Some(key) => key,
-            None => {
-                let path = keel_server::admin_key_path(&config.data_dir());
-                std::fs::read_to_string(&path)
-                    .with_context(|| {
+            Some(key) => Some(key),
+            None => match std::fs::read_to_string(&key_path) {
+                Ok(key) => Some(key.trim().to_string()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => {
+                    return Err(e).with_context(|| {
                         format!(
-                            "no API key: pass --api-key (or set KEEL_API_KEY), or run where {} is readable",
-                            path.display()
+                            "cannot read the API key in {}: pass --api-key (or set KEEL_API_KEY)",
+                            key_path.display()
                         )
-                    })?
-                    .trim()
-                    .to_string()
-            }
+                    });
+                }
+            },
         };
         Ok(Remote {
             base: server.trim_end_matches('/').to_string(),
             key,
+            key_path,
             http: reqwest::Client::new(),
         })
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+    async fn send(&self, mut req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        if let Some(key) = &self.key {
+            req = req.bearer_auth(key);
+        }
         let resp = req
-            .bearer_auth(&self.key)
             .send()
             .await
             .with_context(|| format!("cannot reach the keel server at {}", self.base))?;
@@ -54,8 +78,17 @@ impl Remote {
         }
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
-        let message = body["error"]["message"].as_str().unwrap_or("no details");
-        bail!("the server answered {status}: {message}")
+        let mut message = body["error"]["message"]
+            .as_str()
+            .unwrap_or("no details")
+            .to_string();
+        if status == StatusCode::UNAUTHORIZED {
+            message += &format!(
+                " (pass --api-key or set KEEL_API_KEY; without them the key is read from {})",
+                self.key_path.display()
+            );
+        }
+        Err(ServerAnswered { status, message }.into())
     }
 
     pub(super) async fn get(&self, path: &str) -> anyhow::Result<Value> {
@@ -69,58 +102,72 @@ impl Remote {
     }
 }
 
-/// `keel sessions … --server URL`.
-pub async fn sessions(remote: &Remote, command: SessionsCommand) -> anyhow::Result<()> {
-    super::sessions::print(SessionsAt::Remote(remote), command).await
+/// Whether `error` is the server's 404.
+pub fn is_not_found(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<ServerAnswered>()
+        .is_some_and(|a| a.status == StatusCode::NOT_FOUND)
 }
 
-fn text(v: &Value) -> &str {
-    v.as_str().unwrap_or("")
-}
+#[async_trait::async_trait(?Send)]
+impl Client for Remote {
+    fn sessions(&self) -> SessionsAt<'_> {
+        SessionsAt::Remote(self)
+    }
 
-/// A line-by-line chat: each line is sent in `stream` mode and the reply printed as it comes.
-pub async fn chat(remote: &Remote, args: ChatArgs) -> anyhow::Result<()> {
-    let session = match args.session {
-        Some(id) => {
-            remote.get(&format!("/v1/sessions/{id}")).await?;
-            id.to_string()
-        }
-        None => {
-            let resp = remote
-                .post("/v1/sessions", json!({"agent": args.agent}))
-                .await?;
-            let created: Value = resp.json().await?;
-            text(&created["id"]).to_string()
-        }
-    };
-    eprintln!("session: {session} (on {})", remote.base);
-    let stdin = std::io::stdin();
-    for line in stdin.lock().lines() {
-        let line = line.context("cannot read standard input")?;
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        if line == "/exit" {
-            break;
-        }
-        let resp = remote
+    fn place(&self) -> String {
+        format!("the server at {}", self.base)
+    }
+
+    async fn new_session(&self, agent: &str) -> anyhow::Result<SessionId> {
+        let created: Value = self
+            .post("/v1/sessions", json!({"agent": agent}))
+            .await
+            .map_err(|e| {
+                if is_not_found(&e) {
+                    anyhow::anyhow!("agent {agent:?} not found on {}: {e}", self.base)
+                } else {
+                    e
+                }
+            })?
+            .json()
+            .await?;
+        let id = created["id"].as_str().unwrap_or_default();
+        SessionId::parse(id).with_context(|| format!("the server created a session {created}"))
+    }
+
+    async fn turn(
+        &self,
+        session: &SessionId,
+        text: &str,
+        out: Option<&mut (dyn Write + Send)>,
+    ) -> anyhow::Result<Turn> {
+        let resp = self
             .post(
                 &format!("/v1/sessions/{session}/messages"),
-                json!({"content": line, "mode": "stream"}),
+                json!({"content": text, "mode": "stream"}),
             )
             .await?;
-        print_stream(resp).await?;
+        follow_stream(resp, out).await
     }
-    Ok(())
+
+    async fn run_view(&self, run: &str) -> anyhow::Result<Value> {
+        self.get(&format!("/v1/runs/{run}")).await
+    }
+
+    async fn close(&self) {}
 }
 
-/// Prints text deltas as they arrive; fails when the run does not complete.
-async fn print_stream(resp: reqwest::Response) -> anyhow::Result<()> {
+/// Follows a run's SSE stream to its end, writing text deltas to `out` as they arrive and tool
+/// calls to stderr (when `out` is given), as the local client does.
+async fn follow_stream(
+    resp: reqwest::Response,
+    mut out: Option<&mut (dyn Write + Send)>,
+) -> anyhow::Result<Turn> {
     let mut body = resp.bytes_stream();
     let mut buffer = String::new();
     let mut event = String::new();
-    let mut out = std::io::stdout();
+    let mut printed_any = false;
     while let Some(chunk) = body.next().await {
         buffer.push_str(&String::from_utf8_lossy(&chunk?));
         while let Some(end) = buffer.find('\n') {
@@ -128,23 +175,49 @@ async fn print_stream(resp: reqwest::Response) -> anyhow::Result<()> {
             let line = line.trim_end();
             if let Some(name) = line.strip_prefix("event:") {
                 event = name.trim().to_string();
-            } else if let Some(data) = line.strip_prefix("data:") {
-                let data: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
-                match event.as_str() {
-                    "text.delta" => {
-                        print!("{}", text(&data["text"]));
+                continue;
+            }
+            let Some(data) = line.strip_prefix("data:") else {
+                continue;
+            };
+            let data: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
+            let text = |key: &str| data[key].as_str().unwrap_or_default().to_string();
+            match event.as_str() {
+                "text.delta" => {
+                    if let Some(out) = out.as_deref_mut() {
+                        out.write_all(text("text").as_bytes())?;
                         out.flush()?;
+                        printed_any |= !text("text").is_empty();
                     }
-                    "run.completed" => {
-                        println!();
-                        return Ok(());
-                    }
-                    "run.failed" | "run.cancelled" | "run.halted" | "error" => {
-                        println!();
-                        bail!("the run ended as {event}: {data}");
-                    }
-                    _ => {}
                 }
+                "text.reset" if out.is_some() => {
+                    eprintln!("\n  [the model's target failed mid-reply; retrying on another]");
+                }
+                "tool.call" if out.is_some() => {
+                    eprintln!("\n  [tool {}({})]", text("name"), data["arguments"]);
+                }
+                "run.completed" | "run.failed" | "run.cancelled" => {
+                    if let Some(out) = out.as_deref_mut()
+                        && printed_any
+                    {
+                        writeln!(out)?;
+                    }
+                    return Ok(Turn {
+                        run: text("id"),
+                        status: text("status"),
+                        error: data["error"].as_str().map(str::to_string),
+                    });
+                }
+                "run.halted" => bail!(
+                    "run {} stopped: {}\nnothing stored was lost; the server finishes it once the cause is fixed",
+                    text("run_id"),
+                    text("error")
+                ),
+                "error" => bail!(
+                    "the server stopped the run: {}",
+                    data["error"]["message"].as_str().unwrap_or("no details")
+                ),
+                _ => {}
             }
         }
     }

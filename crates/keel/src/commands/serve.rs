@@ -92,6 +92,7 @@ pub async fn run(config: &Config, args: ServeArgs) -> anyhow::Result<()> {
     };
     let addr = listener.local_addr()?;
     eprintln!("keel listening on http://{addr}");
+    announce(&rt, addr);
     if let Some(metrics) = &metrics_listener {
         let addr = metrics.local_addr()?;
         eprintln!("keel metrics without a key on http://{addr}/metrics");
@@ -114,6 +115,17 @@ pub async fn run(config: &Config, args: ServeArgs) -> anyhow::Result<()> {
     rt.engine.shutdown().await;
     eprintln!("keel stopped");
     Ok(())
+}
+
+/// Says in the data directory's lock where this server listens, so `keel send` and `keel chat`
+/// on the same directory talk to it rather than fail on the lock (any address: loopback).
+fn announce(rt: &Runtime, mut addr: SocketAddr) {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    if let Err(e) = rt.lock.announce(&format!("http://{addr}")) {
+        tracing::warn!(error = %e, "cannot write the server's address into keel.lock; `keel send` on this data directory will not find it");
+    }
 }
 
 /// SIGINT or SIGTERM.

@@ -3,20 +3,29 @@
 //! running `keel serve` (`--server URL`). Each place answers the same three questions
 //! (`SessionsAt`); one printer shows the answers, so both print alike.
 
-use clap::Subcommand;
-use keel_core::{Event, EventBody, SessionId, SessionState, TenantId};
+use clap::{Args, Subcommand};
+use keel_core::{Event, EventBody, Message, SessionId, SessionState, TenantId};
 use keel_engine::StoreReader;
 use keel_store::{SessionFilter, SessionRecord};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
-use super::remote::Remote;
+use super::client::ServerArgs;
+use super::remote::{self, Remote};
 use crate::config::Config;
 use crate::runtime::open_store;
 
+#[derive(Args)]
+pub struct SessionsArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(subcommand)]
+    pub command: SessionsCommand,
+}
+
 #[derive(Subcommand)]
 pub enum SessionsCommand {
-    /// Sessions, newest first.
+    /// Sessions, newest first, each with its title (its first message, shortened).
     List {
         /// Only sessions of this agent.
         #[arg(long)]
@@ -61,36 +70,56 @@ pub enum SessionsAt<'a> {
     Remote(&'a Remote),
 }
 
-/// What a session's line in `keel sessions list` shows.
+/// What a session's line in `keel sessions list` (and chat's `/sessions`) shows.
 #[derive(Deserialize)]
-struct SessionLine {
-    id: String,
+pub struct SessionLine {
+    pub id: String,
     created_at: String,
     agent: String,
     agent_version: u32,
     last_seq: u64,
+    title: Option<String>,
 }
 
-/// A listed session: its line, and the object `--json` prints (as its place gives it).
-struct Listed {
-    line: SessionLine,
-    json: ListedJson,
+impl std::fmt::Display for SessionLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}  {}  agent={} v{}  events={}",
+            self.id, self.created_at, self.agent, self.agent_version, self.last_seq
+        )?;
+        match &self.title {
+            Some(title) => write!(f, "  {title}"),
+            None => Ok(()),
+        }
+    }
 }
 
-/// The object `--json` prints of a listed session: the stored record, or the server's view.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum ListedJson {
-    Stored(SessionRecord),
-    Served(Value),
+/// A listed session: its line, and the object `--json` prints (the stored record and its
+/// title, or the server's view).
+pub struct Listed {
+    pub line: SessionLine,
+    json: Value,
 }
 
 fn not_found(id: &SessionId) -> anyhow::Error {
     anyhow::anyhow!("session {id} not found; `keel sessions list` shows the sessions")
 }
 
+/// The server's 404 for a session said as the local store says it.
+fn not_found_on_server(id: &SessionId, error: anyhow::Error) -> anyhow::Error {
+    if remote::is_not_found(&error) {
+        not_found(id)
+    } else {
+        error
+    }
+}
+
+/// How many events one read of a log asks for (the most a server answers at once).
+const EVENTS_PAGE: usize = 1000;
+
 impl SessionsAt<'_> {
-    async fn list(&self, agent: Option<String>, limit: usize) -> anyhow::Result<Vec<Listed>> {
+    pub async fn list(&self, agent: Option<String>, limit: usize) -> anyhow::Result<Vec<Listed>> {
         match self {
             SessionsAt::Local(store) => {
                 let filter = SessionFilter {
@@ -101,7 +130,12 @@ impl SessionsAt<'_> {
                 let sessions = store
                     .list_sessions(&TenantId::default_tenant(), &filter)
                     .await?;
-                Ok(sessions.into_iter().map(listed).collect())
+                let mut listed = Vec::with_capacity(sessions.len());
+                for record in sessions {
+                    let title = store.session_title(&record.id).await;
+                    listed.push(stored(record, title)?);
+                }
+                Ok(listed)
             }
             SessionsAt::Remote(remote) => {
                 let mut path = format!("/v1/sessions?limit={}", limit.clamp(1, 200));
@@ -113,10 +147,7 @@ impl SessionsAt<'_> {
                 data.into_iter()
                     .map(|json| {
                         let line = SessionLine::deserialize(&json)?;
-                        Ok(Listed {
-                            line,
-                            json: ListedJson::Served(json),
-                        })
+                        Ok(Listed { line, json })
                     })
                     .collect()
             }
@@ -124,7 +155,7 @@ impl SessionsAt<'_> {
     }
 
     /// A session's summary: agent, status, last seq, messages, usage.
-    async fn summary(&self, id: &SessionId) -> anyhow::Result<Value> {
+    pub async fn summary(&self, id: &SessionId) -> anyhow::Result<Value> {
         match self {
             SessionsAt::Local(store) => {
                 let tenant = TenantId::default_tenant();
@@ -140,7 +171,10 @@ impl SessionsAt<'_> {
                     .fold(&loaded.tail)?;
                 Ok(summary(&record, &state))
             }
-            SessionsAt::Remote(remote) => remote.get(&format!("/v1/sessions/{id}")).await,
+            SessionsAt::Remote(remote) => remote
+                .get(&format!("/v1/sessions/{id}"))
+                .await
+                .map_err(|e| not_found_on_server(id, e)),
         }
     }
 
@@ -155,32 +189,54 @@ impl SessionsAt<'_> {
                 Ok(store.read_events(id, after, limit).await?)
             }
             SessionsAt::Remote(remote) => {
-                let limit = limit.clamp(1, 1000);
+                let limit = limit.clamp(1, EVENTS_PAGE);
                 let path = format!("/v1/sessions/{id}/events?after={after}&limit={limit}");
-                let mut page = remote.get(&path).await?;
+                let mut page = remote
+                    .get(&path)
+                    .await
+                    .map_err(|e| not_found_on_server(id, e))?;
                 Ok(serde_json::from_value(page["data"].take())?)
             }
         }
     }
-}
 
-fn listed(record: SessionRecord) -> Listed {
-    Listed {
-        line: SessionLine {
-            id: record.id.to_string(),
-            created_at: record.created_at.to_string(),
-            agent: record.agent_name.clone(),
-            agent_version: record.agent_version,
-            last_seq: record.last_seq,
-        },
-        json: ListedJson::Stored(record),
+    /// The session's messages in the events with `seq > after`, oldest first.
+    pub async fn messages(&self, id: &SessionId, mut after: u64) -> anyhow::Result<Vec<Message>> {
+        let mut messages = Vec::new();
+        loop {
+            let events = self.events(id, after, EVENTS_PAGE).await?;
+            let Some(last) = events.last() else {
+                return Ok(messages);
+            };
+            after = last.seq;
+            messages.extend(events.iter().flat_map(|e| e.body.messages()));
+        }
     }
 }
 
-/// `keel sessions …` on the local store.
-pub async fn run(config: &Config, command: SessionsCommand) -> anyhow::Result<()> {
+/// A session of the local store as listed: its line, and its record with the title as JSON.
+fn stored(record: SessionRecord, title: Option<String>) -> anyhow::Result<Listed> {
+    let mut json = serde_json::to_value(&record)?;
+    json["title"] = title.clone().into();
+    let line = SessionLine {
+        id: record.id.to_string(),
+        created_at: record.created_at.to_string(),
+        agent: record.agent_name,
+        agent_version: record.agent_version,
+        last_seq: record.last_seq,
+        title,
+    };
+    Ok(Listed { line, json })
+}
+
+/// `keel sessions …`: on the server of `--server`, else on the local store.
+pub async fn run(config: &Config, args: SessionsArgs) -> anyhow::Result<()> {
+    if let Some(url) = &args.server.server {
+        let remote = Remote::new(config, url, args.server.api_key.clone())?;
+        return print(SessionsAt::Remote(&remote), args.command).await;
+    }
     let store = StoreReader::new(open_store(config)?);
-    print(SessionsAt::Local(store), command).await
+    print(SessionsAt::Local(store), args.command).await
 }
 
 /// Answers `command` from the sessions `at`, for people or (`--json`) for programs.
@@ -189,14 +245,11 @@ pub async fn print(at: SessionsAt<'_>, command: SessionsCommand) -> anyhow::Resu
         SessionsCommand::List { agent, limit, json } => {
             let sessions = at.list(agent, limit).await?;
             if json {
-                let objects: Vec<&ListedJson> = sessions.iter().map(|s| &s.json).collect();
+                let objects: Vec<&Value> = sessions.iter().map(|s| &s.json).collect();
                 println!("{}", serde_json::to_string_pretty(&objects)?);
             } else {
-                for Listed { line: s, .. } in sessions {
-                    println!(
-                        "{}  {}  agent={} v{}  events={}",
-                        s.id, s.created_at, s.agent, s.agent_version, s.last_seq
-                    );
+                for s in sessions {
+                    println!("{}", s.line);
                 }
             }
         }

@@ -1,0 +1,90 @@
+//! What `keel chat` and `keel send` need of keel, wherever it runs: the embedded engine over
+//! the data directory (`local::Local`) or a running `keel serve` over its HTTP API
+//! (`remote::Remote`). One trait, so one REPL and one `send` serve both alike.
+
+use std::io::Write;
+
+use clap::Args;
+use keel_core::SessionId;
+use serde_json::Value;
+
+use super::local::Local;
+use super::remote::Remote;
+use super::sessions::SessionsAt;
+use crate::config::Config;
+use crate::runtime::{self, Runtime};
+
+/// `--server` and `--api-key`, for the commands that can talk to a running server.
+#[derive(Args, Clone, Default)]
+pub struct ServerArgs {
+    /// Talk to a running `keel serve` at this URL instead of the local data directory.
+    #[arg(long, global = true, env = "KEEL_SERVER")]
+    pub server: Option<String>,
+    /// The API key for --server (default: <data_dir>/admin.key).
+    #[arg(long, global = true, env = "KEEL_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+/// How a turn's run ended.
+pub struct Turn {
+    pub run: String,
+    /// `completed`, `failed` or `cancelled`.
+    pub status: String,
+    pub error: Option<String>,
+}
+
+impl Turn {
+    pub fn completed(&self) -> bool {
+        self.status == "completed"
+    }
+
+    /// `run run_… failed: why`, for a turn that did not complete.
+    pub fn failure(&self) -> String {
+        format!(
+            "run {} {}: {}",
+            self.run,
+            self.status,
+            self.error.as_deref().unwrap_or_default()
+        )
+    }
+}
+
+/// A place to chat: sessions to read, start and send messages to.
+#[async_trait::async_trait(?Send)]
+pub trait Client {
+    /// Where the sessions are read from (lists, history, recaps).
+    fn sessions(&self) -> SessionsAt<'_>;
+    /// Where this client talks to, for people (`the data directory keel-data`).
+    fn place(&self) -> String;
+    /// Starts a session of `agent`.
+    async fn new_session(&self, agent: &str) -> anyhow::Result<SessionId>;
+    /// Sends one message and follows its run to the end, writing the reply to `out` as it
+    /// streams (and tool calls to stderr) when given.
+    async fn turn(
+        &self,
+        session: &SessionId,
+        text: &str,
+        out: Option<&mut (dyn Write + Send)>,
+    ) -> anyhow::Result<Turn>;
+    /// The run as `GET /v1/runs/{id}` shows it: output, usage, the models that served.
+    async fn run_view(&self, run: &str) -> anyhow::Result<Value>;
+    /// Lets runs in flight log their results (local) before the process exits.
+    async fn close(&self);
+}
+
+/// The client `server` asks for: the server at `--server`, else the server that holds the data
+/// directory (a local `keel serve`, said on stderr), else the embedded engine.
+pub async fn connect(config: &Config, server: ServerArgs) -> anyhow::Result<Box<dyn Client>> {
+    if let Some(url) = server.server {
+        return Ok(Box::new(Remote::new(config, &url, server.api_key)?));
+    }
+    let dir = config.data_dir();
+    if let Some(url) = runtime::served_at(&dir) {
+        eprintln!(
+            "keel serve is running on {}: talking to it at {url}",
+            dir.display()
+        );
+        return Ok(Box::new(Remote::new(config, &url, server.api_key)?));
+    }
+    Ok(Box::new(Local::new(Runtime::start(config).await?, dir)))
+}
