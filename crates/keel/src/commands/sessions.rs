@@ -37,7 +37,7 @@ pub enum SessionsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// A session's summary: agent, status, last seq, messages, usage.
+    /// A session's summary: agent, status, last seq, messages, usage, title.
     Show {
         /// The session's id (`ses_…`, as `keel sessions list` shows it).
         id: SessionId,
@@ -154,7 +154,7 @@ impl SessionsAt<'_> {
         }
     }
 
-    /// A session's summary: agent, status, last seq, messages, usage.
+    /// A session's summary: agent, status, last seq, messages, usage, title.
     pub async fn summary(&self, id: &SessionId) -> anyhow::Result<Value> {
         match self {
             SessionsAt::Local(store) => {
@@ -169,7 +169,8 @@ impl SessionsAt<'_> {
                     .map(|s| s.state)
                     .unwrap_or_default()
                     .fold(&loaded.tail)?;
-                Ok(summary(&record, &state))
+                let title = store.session_title(id).await;
+                Ok(summary(&record, &state, title))
             }
             SessionsAt::Remote(remote) => remote
                 .get(&format!("/v1/sessions/{id}"))
@@ -314,7 +315,7 @@ fn served_by(body: &EventBody) -> Option<String> {
     })
 }
 
-fn summary(record: &SessionRecord, state: &SessionState) -> Value {
+fn summary(record: &SessionRecord, state: &SessionState, title: Option<String>) -> Value {
     serde_json::json!({
         "id": record.id,
         "agent": record.agent_name,
@@ -327,5 +328,6 @@ fn summary(record: &SessionRecord, state: &SessionState) -> Value {
         "runs_finished": state.runs_finished,
         "usage": state.usage,
         "metadata": record.metadata,
+        "title": title,
     })
 }
