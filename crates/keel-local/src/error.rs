@@ -61,6 +61,12 @@ pub enum LocalError {
         actual: String,
     },
 
+    #[error(
+        "no model cache folder: set KEEL_MODEL_CACHE (or XDG_CACHE_HOME, or HOME) to an absolute \
+         path, or configure a GGUF file path instead"
+    )]
+    NoCache,
+
     #[error("cannot write {path}: {source}")]
     Store {
         path: PathBuf,

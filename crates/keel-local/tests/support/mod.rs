@@ -1,5 +1,6 @@
-//! Shared by the local-model tests: the real SmolLM2 GGUF, fetched once into a cache folder
-//! (`KEEL_TEST_MODEL_DIR`, else `<workspace>/target/test-models`), and request builders.
+//! Shared by the local-model tests: the real SmolLM2 GGUF, fetched once into a model cache
+//! for tests (`KEEL_TEST_MODEL_DIR`, else `<workspace>/target/test-models`, never the user's
+//! own cache), and request builders.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

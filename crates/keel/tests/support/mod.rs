@@ -49,6 +49,8 @@ impl KeelHome {
             .env_remove("OPENAI_BASE_URL")
             .env_remove("KEEL_MODEL")
             .env_remove("KEEL_LOG")
+            // Never the user's own model cache: a model this keel fetches stays in its home.
+            .env("KEEL_MODEL_CACHE", self.path().join("model-cache"))
             .stdin(Stdio::null());
         cmd
     }
@@ -149,6 +151,14 @@ impl KeelHome {
         assert_eq!(list.len(), 1, "expected one session: {sessions}");
         list[0]["id"].as_str().unwrap().to_string()
     }
+}
+
+/// The model cache the tests share (`KEEL_TEST_MODEL_DIR`, else `<workspace>/target/test-models`):
+/// the real model is fetched into it once, never into the user's own cache.
+pub fn test_model_cache() -> PathBuf {
+    std::env::var_os("KEEL_TEST_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-models"))
 }
 
 /// Starts keel with `KEEL_FAULT_PAUSE=point`, waits until it reports reaching that point,
