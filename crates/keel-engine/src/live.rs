@@ -56,8 +56,7 @@ impl LiveSession {
         // window of messages (those of failed runs left out) or the log begins, so that the
         // window is the one a session kept in memory all along holds: the same context, the
         // same prefix bytes for the provider's cache. Each message sits among intent events:
-        // read a few events per message.
-        let page = window * 3;
+        // read two events per message missing (a chat turn's share), more if that falls short.
         let mut recent = loaded.tail;
         let mut before = recent.first().map_or(state.last_seq + 1, |e| e.seq);
         let transcript = loop {
@@ -66,6 +65,7 @@ impl LiveSession {
             if before <= 1 || probe.messages.len() >= window {
                 break probe;
             }
+            let page = (window - probe.messages.len()) * 2 + 8;
             let mut older = store.read_events_before(session, before, page).await?;
             before = match older.first() {
                 Some(first) if older.len() == page => first.seq,
