@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -17,54 +17,8 @@ use keel_testkit::openai_mock::{MockOpenAi, MockReply};
 use serde_json::Value;
 use support::{KeelHome, KeelServer, wait_with_timeout};
 
-/// The SDK release the scenarios are written against (it has `responses` and `conversations`).
-const OPENAI_SDK: &str = "2.54.0";
-
 /// How long one scenario may run, SDK start-up included.
 const SCENARIO_LIMIT: Duration = Duration::from_secs(180);
-
-/// The virtualenv's python with the SDK installed, installing it on first use. Tests run in
-/// parallel (and nextest runs each in its own process), so the venv is built under a private
-/// name and renamed into place: whoever renames first wins, and nobody sees a half-built one.
-fn sdk_python() -> PathBuf {
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let venv = tmp.join(format!("openai-sdk-{OPENAI_SDK}"));
-    let python = venv.join("bin").join("python");
-    if python.exists() {
-        return python;
-    }
-    let building = tmp.join(format!(
-        "openai-sdk-{OPENAI_SDK}.building-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&building);
-    let created = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&building)
-        .status()
-        .expect("python3 is needed to run the openai SDK tests: install python3 (with venv)");
-    assert!(
-        created.success(),
-        "python3 -m venv {} failed",
-        building.display()
-    );
-    let installed = Command::new(building.join("bin").join("python"))
-        .args(["-m", "pip", "install", "--quiet"])
-        .arg(format!("openai=={OPENAI_SDK}"))
-        .status()
-        .expect("run pip");
-    assert!(
-        installed.success(),
-        "pip install openai=={OPENAI_SDK} failed: check network access to PyPI"
-    );
-    // A venv finds its packages relative to its own directory, so it survives the rename.
-    if std::fs::rename(&building, &venv).is_err() {
-        // Another test installed it first.
-        let _ = std::fs::remove_dir_all(&building);
-    }
-    assert!(python.exists(), "no python in {}", venv.display());
-    python
-}
 
 fn config(openai: &str, anthropic: &str) -> String {
     format!(
@@ -138,7 +92,7 @@ impl Sdk {
 
     /// `run`, with these variables in the scenario's environment.
     fn run_with(&self, scenario: &str, vars: &[(&str, String)]) {
-        let python = sdk_python();
+        let python = support::python::openai_sdk();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_sdk/scenarios.py");
         let key = self.server.admin_key.as_deref().expect("admin key");
         let child = Command::new(python)

@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod load;
+pub mod python;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -22,13 +23,17 @@ use serde_json::Value;
 
 pub struct KeelHome {
     pub dir: tempfile::TempDir,
+    /// The model cache keel is given (`KEEL_MODEL_CACHE`): by default one of this home's own,
+    /// never the user's; `test_model_cache()` to find the model the tests already fetched.
+    pub model_cache: PathBuf,
 }
 
 impl KeelHome {
     pub fn new(config: &str) -> KeelHome {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("keel.toml"), config).expect("write keel.toml");
-        KeelHome { dir }
+        let model_cache = dir.path().join("model-cache");
+        KeelHome { dir, model_cache }
     }
 
     pub fn path(&self) -> &Path {
@@ -41,18 +46,23 @@ impl KeelHome {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_keel"));
-        cmd.args(args)
-            .current_dir(self.path())
+        cmd.args(args);
+        self.isolate(&mut cmd);
+        cmd
+    }
+
+    /// Runs `cmd` in this home, with none of the caller's settings that would change what
+    /// keel does, and this home's model cache.
+    pub fn isolate(&self, cmd: &mut Command) {
+        cmd.current_dir(self.path())
             .env_remove("KEEL_DATA_DIR")
             .env_remove("KEEL_FAULT_PAUSE")
             .env_remove("OPENAI_API_KEY")
             .env_remove("OPENAI_BASE_URL")
             .env_remove("KEEL_MODEL")
             .env_remove("KEEL_LOG")
-            // Never the user's own model cache: a model this keel fetches stays in its home.
-            .env("KEEL_MODEL_CACHE", self.path().join("model-cache"))
+            .env("KEEL_MODEL_CACHE", &self.model_cache)
             .stdin(Stdio::null());
-        cmd
     }
 
     /// Runs keel to completion (bounded by `timeout`) and returns its output.
