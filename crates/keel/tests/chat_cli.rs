@@ -284,3 +284,16 @@ impl Place {
         (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
     }
 }
+
+#[test]
+fn chat_on_a_terminal_prompts_locally_and_on_a_server() {
+    for place in [Place::local(), Place::served()] {
+        let args = place.args(&["chat"]);
+        let shown = place
+            .home
+            .run_on_a_terminal_typing(&args, "> ", &["hello there", "/exit"]);
+        assert!(shown.contains("keel chat: session ses_"), "{shown:?}");
+        assert!(shown.contains("> "), "a prompt: {shown:?}");
+        assert!(shown.contains("echo: hello there"), "{shown:?}");
+    }
+}

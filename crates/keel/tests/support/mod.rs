@@ -79,7 +79,13 @@ impl KeelHome {
     /// Runs keel with its stdout and stderr on one pseudo-terminal, as a person at a terminal
     /// sees it; returns what the terminal showed, line ends as `\n`.
     pub fn run_on_a_terminal(&self, args: &[&str]) -> String {
-        use std::io::Read;
+        self.run_on_a_terminal_typing(args, "", &[])
+    }
+
+    /// `run_on_a_terminal` with standard input on the terminal too (when `lines` is not empty):
+    /// each line is typed, then Enter, once the terminal has shown `prompt` once more.
+    pub fn run_on_a_terminal_typing(&self, args: &[&str], prompt: &str, lines: &[&str]) -> String {
+        use std::io::{Read, Write};
         use std::os::fd::FromRawFd;
         let (mut master, mut slave) = (0, 0);
         // SAFETY: openpty writes two descriptors it opened into the given ints.
@@ -100,26 +106,50 @@ impl KeelHome {
                 std::fs::File::from_raw_fd(slave),
             )
         };
-        let child = self
-            .command(args)
+        let mut command = self.command(args);
+        if !lines.is_empty() {
+            command.stdin(slave.try_clone().unwrap());
+        }
+        let child = command
             .stdout(slave.try_clone().unwrap())
             .stderr(slave)
             .spawn()
             .expect("spawn keel");
+        drop(command);
+        let mut keys = master.try_clone().unwrap();
         // Reads until the terminal's other side is closed for good: keel has exited.
-        let reader = std::thread::spawn(move || {
-            let mut shown = Vec::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = master.read(&mut buf) {
-                if n == 0 {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
                     break;
                 }
-                shown.extend_from_slice(&buf[..n]);
             }
-            shown
         });
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut shown = Vec::new();
+        let mut typed = 0;
+        loop {
+            let prompts = String::from_utf8_lossy(&shown).matches(prompt).count();
+            if typed < lines.len() && prompts > typed {
+                keys.write_all(format!("{}\r", lines[typed]).as_bytes())
+                    .unwrap();
+                typed += 1;
+                continue;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(chunk) => shown.extend_from_slice(&chunk),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "keel {args:?} on a terminal: nothing more within 60s; shown: {:?}",
+                    String::from_utf8_lossy(&shown)
+                ),
+            }
+        }
         let out = wait_with_timeout(child, Duration::from_secs(60));
-        let shown = String::from_utf8_lossy(&reader.join().unwrap()).replace("\r\n", "\n");
+        let shown = String::from_utf8_lossy(&shown).replace("\r\n", "\n");
         assert!(out.status.success(), "keel {args:?} failed: {shown}");
         shown
     }
