@@ -72,6 +72,47 @@ fn a_request_renders_to_the_chatml_prompt_llama_cpp_sees() {
     assert_eq!(client.prompt_tokens(&request).unwrap(), CAPITAL_PROMPT);
 }
 
+/// SmolLM2's chat template (`tokenizer.chat_template` in its GGUF) rendered by hand: its
+/// default system turn when the conversation has none, each turn as
+/// `<|im_start|>` role `\n` content `<|im_end|>\n`, then the generation prompt.
+fn smollm2_template(system: Option<&str>, turns: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    let system =
+        system.unwrap_or("You are a helpful AI assistant named SmolLM, trained by Hugging Face");
+    for (role, content) in std::iter::once(("system", system)).chain(turns.iter().copied()) {
+        out += &format!("<|im_start|>{role}\n{content}<|im_end|>\n");
+    }
+    out + "<|im_start|>assistant\n"
+}
+
+#[test]
+fn a_conversation_renders_as_smollm2s_own_template_does() {
+    // The whole rendered text tokenized at once, control tokens recognised, is what llama.cpp
+    // feeds the model; keel encodes turn by turn and must come to the same ids.
+    let client = load(LocalOptions::default());
+    let tok = client.tokenizer();
+    let turns = [
+        ("user", "My name is Ada.\n\nNice to meet you."),
+        ("assistant", "Nice to meet you, Ada!\n"),
+        ("user", " What is 2 + 2?"),
+    ];
+    let messages = vec![
+        Message::user(turns[0].1),
+        Message::text(keel_core::Role::Assistant, turns[1].1),
+        Message::user(turns[2].1),
+    ];
+    for system in [None, Some("Answer in one word.")] {
+        let mut request = greedy(messages.clone(), 8);
+        request.system = system.map(String::from);
+        let expected = tok.encode(&smollm2_template(system, &turns), true).unwrap();
+        assert_eq!(
+            client.prompt_tokens(&request).unwrap(),
+            expected,
+            "system {system:?}"
+        );
+    }
+}
+
 #[test]
 fn message_text_cannot_forge_a_turn() {
     let client = load(LocalOptions::default());

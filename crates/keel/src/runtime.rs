@@ -314,7 +314,7 @@ async fn sync_agents(engine: &Engine, tenant: &TenantId, config: &Config) -> any
             id: keel_engine::clock::new_agent_id(),
             name: DEFAULT_AGENT.into(),
             version: 0,
-            instructions: "You are a helpful assistant.".into(),
+            instructions: default_instructions(config, &model),
             model,
             tools: Vec::new(),
             limits: Limits::default(),
@@ -336,6 +336,18 @@ async fn sync_agents(engine: &Engine, tenant: &TenantId, config: &Config) -> any
         }
     }
     Ok(())
+}
+
+/// The `default` agent's instructions. On a local model none, so that the model sees the system
+/// turn its own chat template puts first when there is none (SmolLM2's "You are a helpful AI
+/// assistant named SmolLM, trained by Hugging Face"), the prompt it was tuned on and the one
+/// llama.cpp would give it; on a hosted model a generic one.
+fn default_instructions(config: &Config, model: &str) -> String {
+    let provider = model.split('/').next().unwrap_or_default();
+    match config.providers.get(provider) {
+        Some(ProviderConfig::Local { .. }) => String::new(),
+        _ => "You are a helpful assistant.".into(),
+    }
 }
 
 fn default_model(config: &Config) -> Option<String> {

@@ -38,6 +38,21 @@ fn with_no_configuration_keel_chats_with_the_local_model() {
         .unwrap();
     assert_eq!(replied["model"], "local/smollm2-135m-instruct");
     assert!(replied["usage"]["output_tokens"].as_u64().unwrap() > 0);
+
+    // The default agent gives the local model no instructions, so it sees the system turn of
+    // its own chat template, as llama.cpp would render it.
+    let agent = home.json(&["agents", "show", "default"]);
+    assert_eq!(agent["instructions"], "", "{agent}");
+    let own_template = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nSay hello.<|im_end|>\n<|im_start|>assistant\n";
+    let tokens = keel_local::Tokenizer::load(&model)
+        .unwrap()
+        .encode(own_template, true)
+        .unwrap();
+    assert_eq!(
+        replied["usage"]["input_tokens"],
+        tokens.len(),
+        "the prompt is the model's own template with its default system turn"
+    );
 }
 
 #[test]

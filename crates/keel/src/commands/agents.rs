@@ -14,6 +14,8 @@ pub enum AgentsCommand {
         json: bool,
     },
     /// One agent's definition (the latest version unless --version).
+    // Its `--version N` takes the place of the version flag `propagate_version` would add.
+    #[command(disable_version_flag = true)]
     Show {
         name: String,
         #[arg(long)]
