@@ -243,7 +243,12 @@ pub fn lock_data_dir(dir: &Path) -> anyhow::Result<DataDirLock> {
             )
         })?;
     match file.try_lock() {
-        Ok(()) => Ok(DataDirLock { file }),
+        Ok(()) => {
+            // Forget the URL an earlier `keel serve` announced: only a live holder's is true.
+            file.set_len(0)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(DataDirLock { file })
+        }
         Err(std::fs::TryLockError::WouldBlock) => bail!(
             "another keel process is using the data directory {}; stop it, or use another directory with --data-dir",
             dir.display()

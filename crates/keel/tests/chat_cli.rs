@@ -297,3 +297,51 @@ fn chat_on_a_terminal_prompts_locally_and_on_a_server() {
         assert!(shown.contains("echo: hello there"), "{shown:?}");
     }
 }
+
+#[test]
+fn send_beside_a_chat_holding_the_data_directory_is_refused_whatever_a_stopped_server_announced() {
+    use std::io::{BufRead, BufReader};
+    let home = KeelHome::new(SCRIPTED);
+    // A server announced its URL in the data directory's lock, then stopped.
+    let mut server = KeelServer::start(&home, &["--quiet"]);
+    let lock = home.data_dir().join("keel.lock");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&lock).is_ok_and(|l| l.contains(&server.base)) {
+        assert!(std::time::Instant::now() < deadline, "no URL in keel.lock");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.terminate();
+    let mut chat = home
+        .command(&["chat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = chat.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let banner = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("chat started");
+    assert!(banner.starts_with("keel chat: session"), "{banner}");
+
+    let out = home.run(&["send", "hello"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("another keel process is using the data directory"),
+        "{said}"
+    );
+    assert!(!said.contains("keel serve is running"), "{said}");
+    drop(chat.stdin.take());
+    assert!(
+        wait_with_timeout(chat, Duration::from_secs(60))
+            .status
+            .success()
+    );
+}

@@ -1,4 +1,5 @@
-//! One module per `keel` subcommand.
+//! One module per `keel` subcommand, and the clients `chat` and `send` run over (`client`:
+//! `local`, the embedded engine; `remote`, a running server).
 
 pub mod agents;
 pub mod bench;
