@@ -91,10 +91,12 @@ async fn repl(client: &dyn Client, args: &ChatArgs) -> anyhow::Result<()> {
             "/help" => eprintln!("{HELP}"),
             cmd if cmd.starts_with('/') => eprintln!("unknown command {cmd}; {HELP}"),
             text => {
+                // A turn that fails is said and the chat goes on: the session is still there.
                 let mut stdout = std::io::stdout();
-                let turn = client.turn(&session, text, Some(&mut stdout)).await?;
-                if !turn.completed() {
-                    eprintln!("[{}]", turn.failure());
+                match client.turn(&session, text, Some(&mut stdout)).await {
+                    Ok(turn) if !turn.completed() => eprintln!("[{}]", turn.failure()),
+                    Ok(_) => {}
+                    Err(e) => eprintln!("error: {e:#}"),
                 }
             }
         }
