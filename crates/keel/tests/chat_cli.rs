@@ -8,6 +8,8 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
+use keel_testkit::Fault;
+use keel_testkit::openai_mock::{MockOpenAi, MockReply};
 use support::{KeelHome, KeelServer, wait_with_timeout};
 
 const SCRIPTED: &str = "[providers.scripted]\nkind = \"scripted\"\n\n[[agents]]\nname = \"default\"\nmodel = \"scripted/echo\"\n";
@@ -344,4 +346,27 @@ fn send_beside_a_chat_holding_the_data_directory_is_refused_whatever_a_stopped_s
             .status
             .success()
     );
+}
+
+#[test]
+fn a_failed_model_call_shows_in_chat_alike_locally_and_on_a_server() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut seen = Vec::new();
+    for served in [false, true] {
+        let mock = rt.block_on(MockOpenAi::start()).unwrap();
+        mock.push_fault(Fault::status(503));
+        mock.push_reply(MockReply::text("back on my feet"));
+        let config = format!(
+            "[providers.upa]\nkind = \"openai\"\nbase_url = \"{}\"\n\n[[agents]]\nname = \"default\"\nmodel = \"upa/mock-model\"\n",
+            mock.base_url()
+        );
+        let home = KeelHome::new(&config);
+        let server = served.then(|| KeelServer::start(&home, &["--quiet"]));
+        let place = Place { home, server };
+        let (stdout, stderr) = place.run(&["chat"], "are you there?\n/exit\n");
+        assert_eq!(stdout, "back on my feet\n", "{stderr}");
+        assert!(stderr.contains("\n  [model call failed: "), "{stderr}");
+        seen.push(place.normalized(&stderr));
+    }
+    assert_eq!(seen[0], seen[1], "a failed call is said alike");
 }

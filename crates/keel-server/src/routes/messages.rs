@@ -24,7 +24,7 @@ use crate::state::AppState;
 use crate::wire::{RunView, SendMessage, SendMode};
 
 /// Send a message. `mode`: `wait` (200 with the finished run), `stream` (SSE: `run.created`,
-/// `run.started`, `text.delta` (`text.reset`: discard the step's text so far), `tool.call`, `tool.result`, then `run.completed`, `run.failed`
+/// `run.started`, `text.delta` (`text.reset`: discard the step's text so far), `tool.call`, `tool.result`, `model.failed` (a model call failed; retried when it can be), then `run.completed`, `run.failed`
 /// or `run.cancelled` with usage) or `background` (202). `on_busy`: `enqueue`, `reject` (409)
 /// or `interrupt`.
 #[utoipa::path(post, path = "/v1/sessions/{id}/messages", tag = "runs", request_body = SendMessage,
@@ -146,6 +146,16 @@ impl Batches for RunStream {
                 } => vec![event(
                     "tool.result",
                     &json!({"run_id": run, "call_id": call_id, "content": content, "is_error": is_error}),
+                )],
+                EventBody::ModelFailed {
+                    step,
+                    attempt,
+                    error,
+                    retryable,
+                    ..
+                } => vec![event(
+                    "model.failed",
+                    &json!({"run_id": run, "step": step, "attempt": attempt, "error": error, "retryable": retryable}),
                 )],
                 EventBody::RunCompleted { usage, .. } => {
                     self.usage = Some(*usage);

@@ -193,6 +193,9 @@ async fn follow_stream(
                 "text.reset" if out.is_some() => {
                     eprintln!("\n  [the model's target failed mid-reply; retrying on another]");
                 }
+                "model.failed" if out.is_some() => {
+                    eprintln!("\n  [model call failed: {}]", text("error"));
+                }
                 "tool.call" if out.is_some() => {
                     eprintln!("\n  [tool {}({})]", text("name"), data["arguments"]);
                 }
