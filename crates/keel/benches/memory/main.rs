@@ -118,23 +118,23 @@ async fn rss_by_length(
 async fn cold_and_warm(binary: &Path) {
     let warm = Server::start(binary, "");
     let cold = Server::start(binary, "session_cache_mb = 0");
-    let (conversations, history, measured) = (10, 40, 20);
+    let (conversations, history, measured) = (10, 40, 50);
     let mut threads = [vec![None; conversations], vec![None; conversations]];
     for (server, threads) in [&warm, &cold].into_iter().zip(threads.iter_mut()) {
         server.load.grow(threads, history).await;
     }
     let mut samples: [Vec<(Duration, Duration)>; 2] = [Vec::new(), Vec::new()];
+    let [warm_threads, cold_threads] = &mut threads;
     for turn in 0..measured {
-        for c in 0..conversations {
-            for (i, server) in [&warm, &cold].into_iter().enumerate() {
-                let previous = threads[i][c].clone();
+        for (w, c) in warm_threads.iter_mut().zip(cold_threads.iter_mut()) {
+            for (i, (server, thread)) in [(&warm, w), (&cold, c)].into_iter().enumerate() {
                 let (cpu, at) = (procs::cpu_clock(&server.keel), Instant::now());
                 let id = server
                     .load
-                    .turn(&format!("measured turn {turn}"), previous.as_deref())
+                    .turn(&format!("measured turn {turn}"), thread.as_deref())
                     .await;
                 samples[i].push((at.elapsed(), procs::cpu_clock(&server.keel) - cpu));
-                threads[i][c] = Some(id);
+                *thread = Some(id);
             }
         }
     }
