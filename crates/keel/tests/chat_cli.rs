@@ -370,3 +370,21 @@ fn a_failed_model_call_shows_in_chat_alike_locally_and_on_a_server() {
     }
     assert_eq!(seen[0], seen[1], "a failed call is said alike");
 }
+
+#[test]
+fn send_json_prints_the_same_run_locally_and_through_a_server() {
+    let mut runs = Vec::new();
+    for place in [Place::local(), Place::served()] {
+        let run = place
+            .home
+            .json(&place.args(&["send", "--json", "hello json"]));
+        assert_eq!(run["status"], "completed", "{run}");
+        assert_eq!(run["output"], "echo: hello json", "{run}");
+        assert_eq!(run["steps"][0]["model"], "scripted/echo", "{run}");
+        assert!(run.get("lease_owner").is_none(), "{run}");
+        let mut keys: Vec<String> = run.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        runs.push(keys);
+    }
+    assert_eq!(runs[0], runs[1], "the same fields");
+}
