@@ -1,7 +1,8 @@
 //! `keel sessions list | show | events`, wherever the sessions live: the local store (read
 //! without the data directory's lock, so it works while another keel process runs) or a
-//! running `keel serve` (`--server URL`). Each place answers the same three questions
-//! (`SessionsAt`); one printer shows the answers, so both print alike.
+//! running `keel serve` (`--server URL`). Each place answers the same questions
+//! (`SessionsAt`: lists, summaries, events, messages); one printer shows the answers, so both
+//! print alike, and chat's `/sessions`, `/history` and recap ask them too.
 
 use clap::{Args, Subcommand};
 use keel_core::{Event, EventBody, Message, SessionId, SessionState, TenantId};
