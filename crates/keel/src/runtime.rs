@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use keel_core::{AgentDef, Limits, TenantId};
 use keel_engine::{Engine, EngineConfig, ModelRegistry};
 use keel_models::providers::openai::{OpenAiClient, OpenAiConfig};
@@ -188,7 +188,7 @@ fn local_client(
     _: Option<&str>,
     _: LocalTuning,
 ) -> anyhow::Result<Arc<dyn keel_models::ModelClient>> {
-    bail!(
+    anyhow::bail!(
         "this keel was built without the `local` feature; rebuild with it or configure another provider"
     )
 }
@@ -214,20 +214,32 @@ impl DataDirLock {
 /// How the lock file names the URL of the server holding it.
 const SERVING: &str = "serving ";
 
-/// The URL of the `keel serve` that holds `dir`'s lock, if one does (`None` when the lock is
-/// free, or held by a process that serves nothing, e.g. `keel chat`).
+/// The URL a `keel serve` holding `dir`'s lock wrote in it; `None` when the holder serves
+/// nothing (e.g. `keel chat`). Asked after `DataDirInUse`: a holder's lock empties what an
+/// earlier holder wrote, so the URL is the live holder's.
 pub fn served_at(dir: &Path) -> Option<String> {
-    let file = File::open(dir.join("keel.lock")).ok()?;
-    match file.try_lock_shared() {
-        Err(std::fs::TryLockError::WouldBlock) => {}
-        _ => return None,
-    }
     let content = std::fs::read_to_string(dir.join("keel.lock")).ok()?;
     content
         .lines()
         .find_map(|line| line.strip_prefix(SERVING))
         .map(|url| url.trim().to_string())
 }
+
+/// The data directory's lock is held by another keel process.
+#[derive(Debug)]
+pub struct DataDirInUse(std::path::PathBuf);
+
+impl std::fmt::Display for DataDirInUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "another keel process is using the data directory {}; stop it, or use another directory with --data-dir",
+            self.0.display()
+        )
+    }
+}
+
+impl std::error::Error for DataDirInUse {}
 
 pub fn lock_data_dir(dir: &Path) -> anyhow::Result<DataDirLock> {
     let path = dir.join("keel.lock");
@@ -249,10 +261,7 @@ pub fn lock_data_dir(dir: &Path) -> anyhow::Result<DataDirLock> {
                 .with_context(|| format!("cannot write {}", path.display()))?;
             Ok(DataDirLock { file })
         }
-        Err(std::fs::TryLockError::WouldBlock) => bail!(
-            "another keel process is using the data directory {}; stop it, or use another directory with --data-dir",
-            dir.display()
-        ),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DataDirInUse(dir.to_path_buf()).into()),
         Err(std::fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("cannot lock {}", path.display()))
         }

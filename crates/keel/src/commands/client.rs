@@ -12,7 +12,7 @@ use super::local::Local;
 use super::remote::Remote;
 use super::sessions::SessionsAt;
 use crate::config::Config;
-use crate::runtime::{self, Runtime};
+use crate::runtime::{self, DataDirInUse, Runtime};
 
 /// `--server` and `--api-key`, for the commands that can talk to a running server.
 #[derive(Args, Clone, Default)]
@@ -72,19 +72,24 @@ pub trait Client {
     async fn close(&self);
 }
 
-/// The client `server` asks for: the server at `--server`, else the server that holds the data
-/// directory (a local `keel serve`, said on stderr), else the embedded engine.
+/// The client `server` asks for: the server at `--server`, else the embedded engine over the
+/// data directory, else (the directory in use) the `keel serve` that holds it, said on stderr.
 pub async fn connect(config: &Config, server: ServerArgs) -> anyhow::Result<Box<dyn Client>> {
     if let Some(url) = server.server {
         return Ok(Box::new(Remote::new(config, &url, server.api_key)?));
     }
     let dir = config.data_dir();
-    if let Some(url) = runtime::served_at(&dir) {
-        eprintln!(
-            "keel serve is running on {}: talking to it at {url}",
-            dir.display()
-        );
-        return Ok(Box::new(Remote::new(config, &url, server.api_key)?));
-    }
-    Ok(Box::new(Local::new(Runtime::start(config).await?, dir)))
+    let in_use = match Runtime::start(config).await {
+        Ok(rt) => return Ok(Box::new(Local::new(rt, dir))),
+        Err(e) if e.is::<DataDirInUse>() => e,
+        Err(e) => return Err(e),
+    };
+    let Some(url) = runtime::served_at(&dir) else {
+        return Err(in_use);
+    };
+    eprintln!(
+        "keel serve is running on {}: talking to it at {url}",
+        dir.display()
+    );
+    Ok(Box::new(Remote::new(config, &url, server.api_key)?))
 }
