@@ -42,10 +42,19 @@ impl SlotTable {
 
     /// The session's slot: the one in use, else a new one holding its warm state if any.
     pub(crate) fn get(self: &Arc<Self>, session: &SessionId) -> Arc<SessionSlot> {
-        let mut in_use = self.in_use.lock().unwrap();
-        if let Some(slot) = in_use.get(session).and_then(Weak::upgrade) {
-            return slot;
-        }
+        let mut in_use = loop {
+            let in_use = self.in_use.lock().unwrap();
+            match in_use.get(session).map(Weak::upgrade) {
+                Some(Some(slot)) => return slot,
+                // Its last user let go and its `drop` is parking its live state (it needs
+                // this lock): let it finish, then take the state warm.
+                Some(None) => {
+                    drop(in_use);
+                    std::thread::yield_now();
+                }
+                None => break in_use,
+            }
+        };
         let slot = Arc::new(SessionSlot {
             session: session.clone(),
             live: tokio::sync::Mutex::new(self.warm.take(session)),
@@ -75,15 +84,15 @@ impl SlotTable {
 
 impl Drop for SessionSlot {
     /// The last user let go: the slot leaves the table and its live state goes to the cache,
-    /// unless a newer slot took over meanwhile (it loaded its own) or the session was deleted.
+    /// both under the table's lock, so the session's next slot finds it there. Unless the
+    /// session was deleted (forgotten; a slot made since is another's).
     fn drop(&mut self) {
         let mut in_use = self.table.in_use.lock().unwrap_or_else(|p| p.into_inner());
         match in_use.get(&self.session) {
-            Some(newer) if newer.strong_count() > 0 => return,
-            Some(_) => {
+            Some(entry) if entry.strong_count() == 0 => {
                 in_use.remove(&self.session);
             }
-            None => return,
+            _ => return,
         }
         if let Some(live) = self.live.get_mut().take() {
             self.table.warm.park(self.session.clone(), live);

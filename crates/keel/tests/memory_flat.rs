@@ -84,8 +84,9 @@ async fn twenty_thousand_sessions_stay_under_the_bound_and_one_dropped_from_memo
         touched >> 20,
         RSS_BOUND >> 20
     );
+    // Within its bound (whether the bound or the grace let sessions go first depends on the
+    // machine's speed; keel-engine's warm_cache test reaches the bound for certain).
     assert!(metric(&load, "keel_session_cache_bytes").await <= 2 << 20);
-    assert!(metric(&load, "keel_session_cache_total{event=\"eviction\"}").await > 0);
     // Nobody drives or follows a session now: none is held but the warm ones.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
