@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -48,28 +47,7 @@ impl Place {
 
     /// Runs keel with `input` on its stdin; its stdout and stderr, after checking it succeeded.
     fn run(&self, args: &[&str], input: &str) -> (String, String) {
-        let args = self.args(args);
-        let mut child = self
-            .home
-            .command(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = wait_with_timeout(child, Duration::from_secs(60));
-        let (stdout, stderr) = (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        );
-        assert!(out.status.success(), "keel {args:?} failed: {stderr}");
-        (stdout, stderr)
+        self.home.run_with_input(&self.args(args), input)
     }
 
     /// What the chat's banner says it talks to.

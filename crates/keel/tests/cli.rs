@@ -5,41 +5,17 @@
 mod support;
 
 use std::io::Write;
-use std::process::Stdio;
 use std::time::Duration;
 
 use keel_testkit::openai_mock::{MockOpenAi, MockReply};
-use support::{KeelHome, wait_with_timeout};
+use support::KeelHome;
 
 const SCRIPTED: &str = "[providers.scripted]\nkind = \"scripted\"\n\n[[agents]]\nname = \"default\"\nmodel = \"scripted/echo\"\n";
-
-fn chat(home: &KeelHome, args: &[&str], input: &str) -> (String, String) {
-    let mut child = home
-        .command(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = wait_with_timeout(child, Duration::from_secs(60));
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(out.status.success(), "keel {args:?} failed: {stderr}");
-    (stdout, stderr)
-}
 
 #[test]
 fn chat_streams_replies_and_the_session_continues_after_a_restart() {
     let home = KeelHome::new(SCRIPTED);
-    let (stdout, stderr) = chat(&home, &["chat"], "hello keel\n/history\n/exit\n");
+    let (stdout, stderr) = home.run_with_input(&["chat"], "hello keel\n/history\n/exit\n");
     assert!(stdout.contains("echo: hello keel"), "{stdout}");
     assert!(
         stderr.contains("you: hello keel") && stderr.contains("agent: echo: hello keel"),
@@ -47,8 +23,7 @@ fn chat_streams_replies_and_the_session_continues_after_a_restart() {
     );
     let session = home.only_session();
 
-    let (stdout, stderr) = chat(
-        &home,
+    let (stdout, stderr) = home.run_with_input(
         &["chat", "--session", &session],
         "second turn\n/history\n/sessions\n/exit\n",
     );
@@ -66,7 +41,7 @@ fn chat_streams_replies_and_the_session_continues_after_a_restart() {
         "/sessions marks the current one: {stderr}"
     );
 
-    let (_, stderr) = chat(&home, &["chat"], "/new\n/bogus\n/exit\n");
+    let (_, stderr) = home.run_with_input(&["chat"], "/new\n/bogus\n/exit\n");
     assert!(stderr.contains("new session ses_"), "{stderr}");
     assert!(stderr.contains("unknown command /bogus"), "{stderr}");
     let sessions = home.json(&["sessions", "list", "--json"]);

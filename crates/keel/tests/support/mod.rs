@@ -9,7 +9,7 @@ pub mod load;
 pub mod python;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -76,6 +76,30 @@ impl KeelHome {
         wait_with_timeout(child, Duration::from_secs(60))
     }
 
+    /// Runs keel with `input` on its stdin; its stdout and stderr, after checking it succeeded.
+    pub fn run_with_input(&self, args: &[&str], input: &str) -> (String, String) {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn keel");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = wait_with_timeout(child, Duration::from_secs(60));
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert!(out.status.success(), "keel {args:?} failed: {stderr}");
+        (stdout, stderr)
+    }
+
     /// Runs keel with its stdout and stderr on one pseudo-terminal, as a person at a terminal
     /// sees it; returns what the terminal showed, line ends as `\n`.
     pub fn run_on_a_terminal(&self, args: &[&str]) -> String {
@@ -85,7 +109,7 @@ impl KeelHome {
     /// `run_on_a_terminal` with standard input on the terminal too (when `lines` is not empty):
     /// each line is typed, then Enter, once the terminal has shown `prompt` once more.
     pub fn run_on_a_terminal_typing(&self, args: &[&str], prompt: &str, lines: &[&str]) -> String {
-        use std::io::{Read, Write};
+        use std::io::Read;
         use std::os::fd::FromRawFd;
         let (mut master, mut slave) = (0, 0);
         // SAFETY: openpty writes two descriptors it opened into the given ints.
