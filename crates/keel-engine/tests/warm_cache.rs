@@ -109,7 +109,10 @@ async fn play(engine: &Engine, tenant: &TenantId) -> String {
 async fn let_go(engine: &Engine) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while engine.stats().sessions.in_use > 0 {
-        assert!(std::time::Instant::now() < deadline, "a session stays in use");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a session stays in use"
+        );
         tokio::task::yield_now().await;
     }
 }
@@ -150,7 +153,11 @@ async fn a_session_reloaded_every_turn_sends_the_model_the_same_bytes_as_a_warm_
     assert_eq!(warm_stats.loads, 1, "{warm_stats:?}");
     assert!(warm_stats.hits >= uses - 1, "{warm_stats:?}");
     assert!(cold_stats.loads >= uses, "{cold_stats:?}");
-    assert_eq!((cold_stats.hits, cold_stats.entries), (0, 0), "{cold_stats:?}");
+    assert_eq!(
+        (cold_stats.hits, cold_stats.entries),
+        (0, 0),
+        "{cold_stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
