@@ -105,6 +105,12 @@ pub struct StoreConfig {
     pub group_commit: bool,
     /// Snapshot a session's state every N events (default 100).
     pub snapshot_every: u64,
+    /// `postgres://user[:password]@host[:port]/database`: keel's tables in PostgreSQL, shared by
+    /// every node pointed at it (`--store`). Default: SQLite in the data directory.
+    pub url: Option<String>,
+    /// The PostgreSQL schema that holds keel's tables (created when missing; default: the
+    /// server's `search_path`, usually `public`).
+    pub schema: Option<String>,
 }
 
 impl Default for StoreConfig {
@@ -113,6 +119,8 @@ impl Default for StoreConfig {
             durability: "full".into(),
             group_commit: true,
             snapshot_every: 100,
+            url: None,
+            schema: None,
         }
     }
 }

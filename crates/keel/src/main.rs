@@ -23,6 +23,10 @@ struct Cli {
     /// Data directory (default: ./keel-data); overrides KEEL_DATA_DIR and keel.toml.
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// The store: `postgres://…` to share one PostgreSQL database between nodes (default:
+    /// SQLite in the data directory); overrides keel.toml's `[store] url`.
+    #[arg(long, global = true, value_name = "URL")]
+    store: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -127,6 +131,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     let mut config = config::Config::load(cli.config.as_deref())?;
     if let Some(dir) = cli.data_dir {
         config.data_dir = Some(dir);
+    }
+    if let Some(url) = cli.store {
+        config.store.url = Some(url);
     }
     match cli.command {
         Command::Chat(args) => commands::chat::run(&config, args).await,

@@ -12,14 +12,17 @@ use keel_core::{AgentDef, Limits, TenantId};
 use keel_engine::{Engine, EngineConfig, ModelRegistry};
 use keel_models::providers::openai::{OpenAiClient, OpenAiConfig};
 use keel_models::providers::scripted::{ScriptedClient, ScriptedConfig};
-use keel_store::{Durability, SqliteOptions, SqliteStore, Store};
+use keel_store::{Durability, PgOptions, PgStore, SqliteOptions, SqliteStore, Store};
 
 use crate::config::{Config, ProviderConfig};
 
 pub const DEFAULT_AGENT: &str = "default";
 
 /// Opens (or creates) the store under the data directory.
-pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(url) = &config.store.url {
+        return open_postgres(url, config.store.schema.clone()).await;
+    }
     let dir = config.data_dir();
     create_data_dir(&dir)?;
     let mut options = SqliteOptions::new(dir.join("keel.db"));
@@ -32,6 +35,44 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let store = SqliteStore::open(options)
         .with_context(|| format!("cannot open keel's store in {}", dir.display()))?;
     Ok(Arc::new(store))
+}
+
+/// The PostgreSQL store at `url` (connected and migrated), which several nodes may share.
+async fn open_postgres(url: &str, schema: Option<String>) -> anyhow::Result<Arc<dyn Store>> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        anyhow::bail!(
+            "the store URL must start with postgres:// or postgresql:// (without one, keel keeps its store in the data directory)"
+        );
+    }
+    let options = PgOptions {
+        schema,
+        ..PgOptions::new(url)
+    };
+    let store = PgStore::open(options)
+        .await
+        .context("cannot open keel's store in PostgreSQL")?;
+    tracing::info!(server = %store.server(), "the store is PostgreSQL");
+    Ok(Arc::new(store))
+}
+
+/// This node's name in run leases. On SQLite one process holds the store (the data
+/// directory's lock), so `local`; on a shared store each node needs its own, kept in its data
+/// directory so that a restarted node takes back its own runs at once.
+fn node_id(config: &Config, dir: &Path) -> anyhow::Result<String> {
+    if config.store.url.is_none() {
+        return Ok("local".into());
+    }
+    let path = dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let id = format!("node-{}", &keel_engine::clock::new_hex_id()[..16]);
+    keel_models::durable::write(&path, id.as_bytes(), false)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
 }
 
 /// Creates the data directory if it is missing, its entry fsynced into its parent (and so on
@@ -281,9 +322,10 @@ impl Runtime {
         let dir = config.data_dir();
         create_data_dir(&dir)?;
         let lock = lock_data_dir(&dir)?;
-        let store = open_store(config)?;
+        let store = open_store(config).await?;
         let models = model_registry(config).await?;
         let engine_config = EngineConfig {
+            node_id: node_id(config, &dir)?,
             snapshot_every: config.store.snapshot_every.max(1),
             session_cache_bytes: config.engine.session_cache_mb.saturating_mul(1 << 20),
             session_idle: Duration::from_secs(config.engine.session_idle_secs),

@@ -24,7 +24,7 @@ pub enum AgentsCommand {
 }
 
 pub async fn run(config: &Config, command: AgentsCommand) -> anyhow::Result<()> {
-    let store = keel_engine::StoreReader::new(open_store(config)?);
+    let store = keel_engine::StoreReader::new(open_store(config).await?);
     let tenant = TenantId::default_tenant();
     match command {
         AgentsCommand::List { json } => {

@@ -75,6 +75,10 @@ fn redact_secrets(value: &mut Value) {
             for (key, v) in map.iter_mut() {
                 if is_secret(key) {
                     redact_all(v);
+                } else if let Value::String(url) = v
+                    && let Some(redacted) = redact_url_password(url)
+                {
+                    *url = redacted;
                 } else {
                     redact_secrets(v);
                 }
@@ -83,6 +87,17 @@ fn redact_secrets(value: &mut Value) {
         Value::Array(items) => items.iter_mut().for_each(redact_secrets),
         _ => {}
     }
+}
+
+/// A URL with its password (`scheme://user:password@host/…`, e.g. `[store] url`) redacted;
+/// `None` for any other string.
+fn redact_url_password(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (userinfo, host) = rest[..authority_end].rsplit_once('@')?;
+    let (user, _) = userinfo.split_once(':')?;
+    let path = &rest[authority_end..];
+    Some(format!("{scheme}://{user}:<redacted>@{host}{path}"))
 }
 
 fn redact_all(value: &mut Value) {
@@ -108,6 +123,17 @@ fn drop_nulls(value: &mut Value) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_urls_password_is_redacted_and_the_rest_kept() {
+        assert_eq!(
+            super::redact_url_password("postgres://keel:s3cr@t@db.internal:5432/keel?x=1")
+                .as_deref(),
+            Some("postgres://keel:<redacted>@db.internal:5432/keel?x=1")
+        );
+        assert_eq!(super::redact_url_password("postgres://keel@db/keel"), None);
+        assert_eq!(super::redact_url_password("http://127.0.0.1:8000/v1"), None);
+    }
+
     use super::*;
 
     #[test]

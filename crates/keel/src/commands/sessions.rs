@@ -237,7 +237,7 @@ pub async fn run(config: &Config, args: SessionsArgs) -> anyhow::Result<()> {
         let remote = Remote::new(config, url, args.server.api_key.clone())?;
         return print(SessionsAt::Remote(&remote), args.command).await;
     }
-    let store = StoreReader::new(open_store(config)?);
+    let store = StoreReader::new(open_store(config).await?);
     print(SessionsAt::Local(store), args.command).await
 }
 

@@ -21,7 +21,7 @@ pub enum StoreCommand {
 
 /// Whether the store holds no unreadable record.
 pub async fn run(config: &Config, command: StoreCommand) -> anyhow::Result<bool> {
-    let store = keel_engine::StoreReader::new(open_store(config)?);
+    let store = keel_engine::StoreReader::new(open_store(config).await?);
     match command {
         StoreCommand::Check { limit, json } => {
             let found = store.unreadable_records(limit).await?;
