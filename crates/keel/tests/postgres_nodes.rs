@@ -126,6 +126,19 @@ async fn two_nodes_on_one_postgres_store_serve_the_same_keys_sessions_and_turns(
         )
         .await;
     assert_eq!(second["status"], "completed", "{second}");
+    // Back on A, which still holds the session warm from its first turn: B's turn is seen.
+    let third = api_a
+        .ok(
+            Method::POST,
+            &path,
+            Some(json!({"content": "from a again", "mode": "wait"})),
+        )
+        .await;
+    assert_eq!(third["status"], "completed", "{third}");
+    // The scripted model counts the context's words: two messages more (3 + 3 words) than
+    // B's turn saw, so A's context held B's turn.
+    let words = |run: &serde_json::Value| run["usage"]["input_tokens"].as_u64().unwrap();
+    assert_eq!(words(&third), words(&second) + 6, "{second} {third}");
     for api in [&api_a, &api_b] {
         let events = api
             .ok(Method::GET, &format!("/v1/sessions/{id}/events"), None)
@@ -142,7 +155,11 @@ async fn two_nodes_on_one_postgres_store_serve_the_same_keys_sessions_and_turns(
                     .to_string()
             })
             .collect();
-        assert_eq!(replies, ["echo: from a", "echo: from b"], "{events}");
+        assert_eq!(
+            replies,
+            ["echo: from a", "echo: from b", "echo: from a again"],
+            "{events}"
+        );
     }
 
     // A Responses conversation started on B goes on on A.
