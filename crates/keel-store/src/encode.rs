@@ -5,7 +5,7 @@
 use keel_core::limits::{MAX_STORED_JSON_DEPTH, first_too_deep};
 use serde::Serialize;
 
-use crate::StoreError;
+use crate::{RunRecord, StoreError};
 
 /// `value` as JSON text, or `Invalid` naming `what` (e.g. "the options of run run_…"; only
 /// formatted on an error).
@@ -20,6 +20,19 @@ pub(crate) fn json<T: Serialize + ?Sized>(
             what()
         ))),
     }
+}
+
+/// A queued run's input and options as stored: options `None` (NULL) when they are the
+/// defaults, as for most runs.
+pub(crate) fn run_input(run: &RunRecord) -> Result<(String, Option<String>), StoreError> {
+    let input = json(&run.input, || format!("the input of run {}", run.id))?;
+    let options = match run.options.is_default() {
+        true => None,
+        false => Some(json(&run.options, || {
+            format!("the options of run {}", run.id)
+        })?),
+    };
+    Ok((input, options))
 }
 
 /// `text` itself when it nests no deeper than a reader can go, else `Invalid`.

@@ -25,14 +25,7 @@ pub(crate) async fn enqueue(
     run: &RunRecord,
     how: &Enqueue,
 ) -> Result<Enqueued, StoreError> {
-    let input = encode::json(&run.input, || format!("the input of run {}", run.id))?;
-    // Runs without options (most) store NULL rather than an empty object.
-    let options = match run.options.is_default() {
-        true => None,
-        false => Some(encode::json(&run.options, || {
-            format!("the options of run {}", run.id)
-        })?),
-    };
+    let (input, options) = encode::run_input(run)?;
     let conditional = how.refuse_if_busy || how.claim_if_idle.is_some();
     let tx = client.transaction().await?;
     let owner = statements::query_opt(

@@ -49,14 +49,7 @@ pub(crate) fn enqueue(
         return Ok(Enqueued::Busy(holder));
     }
     let lease = how.claim_if_idle.as_ref().filter(|_| busy_with.is_none());
-    let input = encode::json(&run.input, || format!("the input of run {}", run.id))?;
-    // Runs without options (most) store NULL rather than an empty object.
-    let options = match run.options.is_default() {
-        true => None,
-        false => Some(encode::json(&run.options, || {
-            format!("the options of run {}", run.id)
-        })?),
-    };
+    let (input, options) = encode::run_input(run)?;
     let (status, lease_owner, lease_until) = match lease {
         Some(lease) => (
             RunStatus::Running,
