@@ -97,13 +97,12 @@ impl UsageLedger {
         // Past the bound a new pair counts under `other`: /metrics stays bounded, while the
         // store's accounting (flushed from `pending`) keeps every name.
         let full = ledger.series >= LIFETIME_SERIES_MAX;
-        let tenant = match ledger.lifetime.contains_key(tenant.as_str()) {
-            false if full => OTHER,
-            _ => tenant.as_str(),
-        };
-        let models = match ledger.lifetime.get_mut(tenant) {
+        let models = match ledger.lifetime.get_mut(tenant.as_str()) {
             Some(models) => models,
-            None => ledger.lifetime.entry(tenant.to_string()).or_default(),
+            None => {
+                let tenant = if full { OTHER } else { tenant.as_str() };
+                ledger.lifetime.entry(tenant.to_string()).or_default()
+            }
         };
         match models.get_mut(model) {
             Some(totals) => totals.add(&call),

@@ -87,12 +87,13 @@ async fn twenty_thousand_sessions_stay_under_the_bound_and_one_dropped_from_memo
     // Within its bound (whether the bound or the grace let sessions go first depends on the
     // machine's speed; keel-engine's warm_cache test reaches the bound for certain).
     assert!(metric(&load, "keel_session_cache_bytes").await <= 2 << 20);
-    // Nobody drives or follows a session now: none is held but the warm ones.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        metric(&load, "keel_sessions_in_memory{state=\"in_use\"}").await,
-        0
-    );
+    // Nobody drives or follows a session now: none is held but the warm ones (the last
+    // driver lets go just after answering).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(&load, "keel_sessions_in_memory{state=\"in_use\"}").await > 0 {
+        assert!(std::time::Instant::now() < deadline, "sessions stay in use");
+        tokio::task::yield_now().await;
+    }
 
     // The cache keeps often-used sessions over one-turn ones, so the twin leaves by its grace.
     tokio::time::sleep((GRACE + Duration::from_secs(1)).saturating_sub(idle_since.elapsed())).await;

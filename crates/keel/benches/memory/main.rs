@@ -19,7 +19,7 @@ mod load;
 mod procs;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use load::{Load, rss_bytes};
 use procs::Process;
@@ -123,26 +123,24 @@ async fn cold_and_warm(binary: &Path) {
     for (server, threads) in [&warm, &cold].into_iter().zip(threads.iter_mut()) {
         server.load.grow(threads, history).await;
     }
-    let mut samples: [Vec<(Duration, Duration)>; 2] = [Vec::new(), Vec::new()];
+    // Milliseconds per turn, [warm, cold]: the client's latency and keel's CPU.
+    let (mut latency, mut cpu): ([Vec<f64>; 2], [Vec<f64>; 2]) = Default::default();
     let [warm_threads, cold_threads] = &mut threads;
     for turn in 0..measured {
         for (w, c) in warm_threads.iter_mut().zip(cold_threads.iter_mut()) {
             for (i, (server, thread)) in [(&warm, w), (&cold, c)].into_iter().enumerate() {
-                let (cpu, at) = (procs::cpu_clock(&server.keel), Instant::now());
+                let (cpu_before, at) = (procs::cpu_clock(&server.keel), Instant::now());
                 let id = server
                     .load
                     .turn(&format!("measured turn {turn}"), thread.as_deref())
                     .await;
-                samples[i].push((at.elapsed(), procs::cpu_clock(&server.keel) - cpu));
+                let used = procs::cpu_clock(&server.keel) - cpu_before;
+                latency[i].push(at.elapsed().as_secs_f64() * 1e3);
+                cpu[i].push(used.as_secs_f64() * 1e3);
                 *thread = Some(id);
             }
         }
     }
-    let stat = |s: &[(Duration, Duration)], pick: fn(&(Duration, Duration)) -> Duration| {
-        let mut v: Vec<f64> = s.iter().map(|x| pick(x).as_secs_f64() * 1e3).collect();
-        v.sort_by(f64::total_cmp);
-        (v[v.len() / 2], v.iter().sum::<f64>() / v.len() as f64)
-    };
     println!(
         "\n## A turn on a cold (evicted) session vs a warm one\n\n{conversations} conversations \
          of {history} turns (past the 64-message window), then {measured} more turns each on \
@@ -151,26 +149,22 @@ async fn cold_and_warm(binary: &Path) {
          window from the store).\n"
     );
     println!("| | warm | cold | cold − warm |\n|---|---:|---:|---:|");
-    for (name, pick) in [
-        (
-            "latency, median ms",
-            (|x| x.0) as fn(&(Duration, Duration)) -> Duration,
-        ),
-        ("keel CPU, median ms", |x| x.1),
-    ] {
-        let (w, c) = (stat(&samples[0], pick).0, stat(&samples[1], pick).0);
-        println!("| {name} | {w:.3} | {c:.3} | {:+.3} |", c - w);
+    for (stat, of) in [("median", median as fn(&[f64]) -> f64), ("mean", mean)] {
+        for (what, samples) in [("latency", &latency), ("keel CPU", &cpu)] {
+            let (w, c) = (of(&samples[0]), of(&samples[1]));
+            println!("| {what}, {stat} ms | {w:.3} | {c:.3} | {:+.3} |", c - w);
+        }
     }
-    for (name, pick) in [
-        (
-            "latency, mean ms",
-            (|x| x.0) as fn(&(Duration, Duration)) -> Duration,
-        ),
-        ("keel CPU, mean ms", |x| x.1),
-    ] {
-        let (w, c) = (stat(&samples[0], pick).1, stat(&samples[1], pick).1);
-        println!("| {name} | {w:.3} | {c:.3} | {:+.3} |", c - w);
-    }
+}
+
+fn median(ms: &[f64]) -> f64 {
+    let mut sorted = ms.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+fn mean(ms: &[f64]) -> f64 {
+    ms.iter().sum::<f64>() / ms.len() as f64
 }
 
 fn main() {
