@@ -9,12 +9,14 @@
 pub mod conformance;
 mod encode;
 pub mod postgres;
+mod signals;
 pub mod sqlite;
 mod stored;
 mod types;
 mod unreadable;
 
 pub use postgres::{PgOptions, PgStore};
+pub use signals::StoreSignal;
 pub use sqlite::{Durability, SqliteOptions, SqliteStore};
 pub use types::*;
 pub use unreadable::{isolated as note_unreadable, unreadable_records_seen};
@@ -219,5 +221,12 @@ pub trait Store: Send + Sync + 'static {
     /// the reason when not. For readiness, and for requests that wait on the store.
     async fn health(&self) -> Result<(), StoreError> {
         self.ping().await
+    }
+
+    /// Hints of what other handles on the storage (other nodes) change, for a node to look
+    /// again at once instead of at its next poll; `None` when the backend has none to give
+    /// (SQLite: one process drives a data directory, and it knows its own changes).
+    fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<StoreSignal>> {
+        None
     }
 }

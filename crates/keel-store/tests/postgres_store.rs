@@ -342,3 +342,87 @@ async fn versions(schema: &Schema) -> Vec<i32> {
         .map(|row| row.get(0))
         .collect()
 }
+
+/// Waits (bounded) for a signal that `wanted` accepts, skipping others.
+async fn hear(
+    signals: &mut tokio::sync::broadcast::Receiver<keel_store::StoreSignal>,
+    wanted: impl Fn(&keel_store::StoreSignal) -> bool,
+) -> keel_store::StoreSignal {
+    let deadline = std::time::Duration::from_secs(10);
+    tokio::time::timeout(deadline, async {
+        loop {
+            let signal = signals.recv().await.expect("the listener goes on");
+            if wanted(&signal) {
+                return signal;
+            }
+        }
+    })
+    .await
+    .expect("the signal was heard")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_node_hears_appends_cancels_and_claimable_runs_once_committed() {
+    use keel_store::StoreSignal;
+    let Some(schema) = Schema::fresh().await else {
+        return;
+    };
+    let (a, b) = (schema.open().await, schema.open().await);
+    let mut heard = b.signals().expect("PostgreSQL gives signals");
+    let tenant = TenantId::default_tenant();
+    let session = session_record(&tenant, 1);
+    a.create_session(&session, Vec::new()).await.unwrap();
+
+    // An append is heard with the seq it ends at; one refused as a conflict is not.
+    a.append(&session.id, 0, AppendBatch::events(vec![note("one")]))
+        .await
+        .unwrap();
+    let stale = a
+        .append(&session.id, 0, AppendBatch::events(vec![note("lost")]))
+        .await;
+    assert!(matches!(stale, Err(StoreError::Conflict { .. })));
+    a.append(
+        &session.id,
+        1,
+        AppendBatch::events(vec![note("two"), note("three")]),
+    )
+    .await
+    .unwrap();
+    let appended = |last_seq| StoreSignal::Appended {
+        session: session.id.clone(),
+        last_seq,
+    };
+    assert_eq!(
+        hear(&mut heard, |s| matches!(s, StoreSignal::Appended { .. })).await,
+        appended(1)
+    );
+    assert_eq!(
+        hear(&mut heard, |s| matches!(s, StoreSignal::Appended { .. })).await,
+        appended(3)
+    );
+
+    // A queued run is claimable; a cancel request names its run.
+    let run = queued_run(&tenant, &session.id, 1);
+    a.enqueue_run(&run).await.unwrap();
+    hear(&mut heard, |s| *s == StoreSignal::RunClaimable).await;
+    assert!(a.request_cancel(&tenant, &run.id).await.unwrap());
+    let cancel = StoreSignal::CancelRequested {
+        run: run.id.clone(),
+    };
+    hear(&mut heard, |s| *s == cancel).await;
+
+    // The listening connection cut: B says hints were missed, then hears again.
+    let cut = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{}_listener'",
+        b.channel()
+    );
+    schema.execute(&cut).await;
+    hear(&mut heard, |s| *s == StoreSignal::Missed).await;
+    a.append(&session.id, 3, AppendBatch::events(vec![note("four")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        hear(&mut heard, |s| matches!(s, StoreSignal::Appended { .. })).await,
+        appended(4)
+    );
+}

@@ -12,7 +12,7 @@ use deadpool_postgres::{Client, GenericClient};
 use keel_core::{RunId, Timestamp};
 
 use super::runs::{COLUMNS, stored_run};
-use super::statements;
+use super::{signals, statements};
 use crate::stored::{self, sql_limit};
 use crate::{RunRecord, StoreError, unreadable};
 
@@ -124,11 +124,15 @@ pub(crate) async fn heartbeat(
 
 /// Clears `node`'s leases: its runs stay `running` and become claimable at once.
 pub(crate) async fn release(client: &Client, node: &str) -> Result<u64, StoreError> {
-    Ok(statements::execute(
+    let released = statements::execute(
         client,
         "UPDATE runs SET lease_owner = NULL, lease_until = NULL
          WHERE lease_owner = $1 AND status = 'running'",
         &[&node],
     )
-    .await?)
+    .await?;
+    if released > 0 {
+        signals::notify_claimable(client).await?;
+    }
+    Ok(released)
 }

@@ -49,7 +49,8 @@ pub(crate) async fn append(
 }
 
 /// Moves the session's last seq from `expected` to `last` and inserts `rows`, in one
-/// statement; `false` (nothing written) when the last seq is not `expected` or a seq is taken.
+/// statement that also tells other nodes (`signals`: they hear it when it commits); `false`
+/// (nothing written) when the last seq is not `expected` or a seq is taken.
 async fn advance(
     client: &impl GenericClient,
     session: &SessionId,
@@ -63,7 +64,8 @@ async fn advance(
               inserted AS (INSERT INTO events (session, seq, type, at, body)
                            SELECT moved.id, e.* FROM moved,
                                unnest($4::bigint[], $5::text[], $6::bigint[], $7::text[]) AS e)
-         SELECT COUNT(*) FROM moved",
+         SELECT COUNT(*) FROM (SELECT pg_notify(current_setting('keel.channel'), 'a ' || $1 || ' ' || $3::text)
+                               FROM moved) AS notified",
         &[
             &session.as_str(),
             &sql_bound(expected),

@@ -20,6 +20,7 @@ mod run_input;
 mod runs;
 mod schema;
 mod sessions;
+mod signals;
 mod statements;
 mod tenants;
 mod usage;
@@ -42,18 +43,31 @@ pub struct PgStore {
     pool: Pool,
     /// The server and database, without credentials, for messages.
     server: String,
+    /// Hears what other nodes change (`signals`).
+    listener: signals::Listener,
 }
 
 impl PgStore {
     /// Connects, creates the schema when `options.schema` names one that is missing, and
     /// migrates it to `SCHEMA_VERSION` (or refuses a newer one).
     pub async fn open(options: PgOptions) -> Result<PgStore, StoreError> {
-        let (pool, server) = options.pool()?;
-        let store = PgStore { pool, server };
-        let mut client = store.client().await?;
-        schema::migrate(&mut client, options.schema.as_deref(), &store.server).await?;
-        tracing::debug!(server = %store.server, schema = ?options.schema, "opened the PostgreSQL store");
-        Ok(store)
+        let (pool, config, server) = options.pool()?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| error::no_connection(&server, e))?;
+        schema::migrate(&mut client, options.schema.as_deref(), &server).await?;
+        drop(client);
+        let channel = signals::channel(options.schema.as_deref());
+        let listener =
+            signals::Listener::start(config, channel, server.clone(), options.connect_timeout)
+                .await;
+        tracing::debug!(%server, schema = ?options.schema, "opened the PostgreSQL store");
+        Ok(PgStore {
+            pool,
+            server,
+            listener,
+        })
     }
 
     /// The server and database this store uses, without credentials (for logs and `/readyz`).
@@ -66,6 +80,11 @@ impl PgStore {
             .get()
             .await
             .map_err(|e| error::no_connection(&self.server, e))
+    }
+
+    /// The name of the channel other nodes' changes are heard on (`signals`).
+    pub fn channel(&self) -> &str {
+        self.listener.channel()
     }
 }
 
@@ -326,6 +345,10 @@ impl Store for PgStore {
                 self.server
             ))),
         }
+    }
+
+    fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<crate::StoreSignal>> {
+        Some(self.listener.subscribe())
     }
 }
 

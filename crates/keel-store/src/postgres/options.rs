@@ -8,6 +8,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::{Config, NoTls};
 
+use super::signals;
 use crate::StoreError;
 
 /// How `PgStore::open` connects. `Debug` names the server but never the password.
@@ -39,26 +40,13 @@ impl PgOptions {
         }
     }
 
-    /// The pool these options describe, and the server it reaches (without credentials).
-    pub(crate) fn pool(&self) -> Result<(Pool, String), StoreError> {
-        let mut config = Config::from_str(&self.url).map_err(|e| {
-            StoreError::Invalid(format!(
-                "the PostgreSQL URL is not valid ({e}): write it as postgres://user@host:port/database"
-            ))
-        })?;
+    /// The pool these options describe, the connection settings it uses (which the
+    /// listener of `signals` connects with too), and the server (without credentials).
+    pub(crate) fn pool(&self) -> Result<(Pool, Config, String), StoreError> {
+        let config = self.config()?;
         let server = describe(&config);
-        if let Some(schema) = &self.schema {
-            check_schema_name(schema)?;
-        }
-        config.options(self.server_options(config.get_options()));
-        if config.get_application_name().is_none() {
-            config.application_name("keel");
-        }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(self.connect_timeout);
-        }
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 // A closed connection is dropped at checkout; one that broke silently fails
@@ -73,7 +61,29 @@ impl PgOptions {
             .create_timeout(Some(self.connect_timeout))
             .build()
             .map_err(|e| StoreError::Invalid(format!("cannot build the connection pool: {e}")))?;
-        Ok((pool, server))
+        Ok((pool, config, server))
+    }
+
+    /// How each connection is made: the URL, then keel's settings.
+    fn config(&self) -> Result<Config, StoreError> {
+        let mut config = Config::from_str(&self.url).map_err(|e| {
+            StoreError::Invalid(format!(
+                "the PostgreSQL URL is not valid ({e}): write it as postgres://user@host:port/database"
+            ))
+        })?;
+        if let Some(schema) = &self.schema {
+            check_schema_name(schema)?;
+        }
+        config.options(self.server_options(config.get_options()));
+        if config.get_application_name().is_none() {
+            config.application_name("keel");
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(self.connect_timeout);
+        }
+        // A connection whose peer vanished without a word is found dead within a minute.
+        config.keepalives_idle(Duration::from_secs(30));
+        Ok(config)
     }
 
     /// The URL's own `options`, then keel's settings.
@@ -82,6 +92,10 @@ impl PgOptions {
         if let Some(schema) = &self.schema {
             options.push(format!("-c search_path={schema}"));
         }
+        options.push(format!(
+            "-c keel.channel={}",
+            signals::channel(self.schema.as_deref())
+        ));
         if let Some(timeout) = self.statement_timeout {
             options.push(format!("-c statement_timeout={}", timeout.as_millis()));
         }

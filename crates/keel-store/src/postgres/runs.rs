@@ -9,7 +9,7 @@ use deadpool_postgres::{Client, GenericClient};
 use keel_core::{RunId, RunStatus, SessionId, TenantId, Timestamp};
 use tokio_postgres::Row;
 
-use super::{error, log, statements};
+use super::{error, log, signals, statements};
 use crate::stored::{self, StoredRun, count};
 use crate::{Enqueue, Enqueued, RunOutcome, RunRecord, StoreError, encode, unreadable};
 
@@ -84,6 +84,10 @@ pub(crate) async fn enqueue(
         true => StoreError::AlreadyExists(format!("run {}", run.id)),
         false => e.into(),
     })?;
+    if lease.is_none() && busy_with.is_none() {
+        // Claimable now, by any node: they hear so when this commits (`signals`).
+        signals::notify_claimable(&tx).await?;
+    }
     tx.commit().await?;
     Ok(match lease {
         Some(_) => Enqueued::Claimed,
@@ -171,10 +175,17 @@ pub(crate) async fn finish(
     outcome: &RunOutcome,
 ) -> Result<(), StoreError> {
     stored::check_terminal(run, status)?;
-    let finished = statements::execute(
+    // A run queued behind this one may be claimed now: other nodes hear so (`signals`).
+    let finished = statements::query_one(
         client,
-        "UPDATE runs SET status = $2, output = $3, error = $4, lease_owner = NULL, lease_until = NULL
-         WHERE id = $1",
+        "WITH done AS (UPDATE runs SET status = $2, output = $3, error = $4, lease_owner = NULL,
+                           lease_until = NULL
+                       WHERE id = $1 RETURNING session),
+              next AS (SELECT 1 FROM runs, done
+                       WHERE runs.session = done.session AND runs.status = 'queued' LIMIT 1)
+         SELECT (SELECT COUNT(*) FROM done),
+                (SELECT COUNT(*) FROM (SELECT pg_notify(current_setting('keel.channel'), 'q')
+                                       FROM next) AS notified)",
         &[
             &run.as_str(),
             &status.as_str(),
@@ -182,7 +193,8 @@ pub(crate) async fn finish(
             &outcome.error.as_deref().map(str::as_bytes),
         ],
     )
-    .await?;
+    .await?
+    .try_get::<_, i64>(0)?;
     match finished {
         0 => Err(stored::run_not_found(run)),
         _ => Ok(()),
@@ -194,13 +206,18 @@ pub(crate) async fn request_cancel(
     tenant: &TenantId,
     run: &RunId,
 ) -> Result<bool, StoreError> {
-    let flagged = statements::execute(
+    // The node that drives the run hears of it at once (`signals`), not at its next heartbeat.
+    let flagged = statements::query_one(
         client,
-        "UPDATE runs SET cancel_requested = TRUE
-         WHERE id = $1 AND tenant = $2 AND status IN ('queued', 'running')",
+        "WITH flagged AS (UPDATE runs SET cancel_requested = TRUE
+                          WHERE id = $1 AND tenant = $2 AND status IN ('queued', 'running')
+                          RETURNING id)
+         SELECT COUNT(*) FROM (SELECT pg_notify(current_setting('keel.channel'), 'c ' || id)
+                               FROM flagged) AS notified",
         &[&run.as_str(), &tenant.as_str()],
     )
-    .await?;
+    .await?
+    .try_get::<_, i64>(0)?;
     if flagged > 0 {
         return Ok(true);
     }
