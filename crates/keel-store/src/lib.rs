@@ -8,6 +8,7 @@
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod encode;
+pub mod export;
 pub mod postgres;
 mod signals;
 pub mod sqlite;
@@ -205,6 +206,20 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         query: &UsageQuery,
     ) -> Result<Vec<UsageTotals>, StoreError>;
+
+    // --- moving a whole store (`export`, for `keel migrate`) -----------------------------------
+
+    /// Up to `limit` rows of the table `after` is at (`export::TABLES`), in key order after
+    /// its key, as stored: nothing decoded, so an unreadable record moves as it is; a row whose
+    /// columns cannot be read is listed in the page instead. A full walk: not for request paths.
+    async fn export_page(
+        &self,
+        after: &export::ExportCursor,
+        limit: usize,
+    ) -> Result<export::ExportPage, StoreError>;
+    /// Writes rows as `export_page` gave them, as they are, in one transaction: for filling an
+    /// empty store (`export::copy_store`), whose invariants are then the source's.
+    async fn import(&self, records: Vec<export::StoredRecord>) -> Result<(), StoreError>;
 
     // --- records that cannot be read ----------------------------------------------------------
 

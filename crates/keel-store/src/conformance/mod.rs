@@ -4,9 +4,11 @@
 //!
 //! Each case takes a fresh, empty store: the run queue is shared by all tenants, so cases
 //! sharing one database would claim each other's runs. A subject also says how to open a
-//! second handle on its storage (`Subject::with_second_handle`), for the cases that race two.
+//! second handle on its storage (`Subject::with_second_handle`), for the cases that race two;
+//! a case on two stores (a copy between them) awaits the subject future twice.
 
 mod enqueue;
+mod export;
 mod fixtures;
 mod log;
 mod runs;
@@ -18,6 +20,7 @@ use std::any::Any;
 use std::sync::Arc;
 
 pub use enqueue::*;
+pub use export::*;
 pub use log::*;
 pub use runs::*;
 pub use sessions::*;
@@ -133,6 +136,10 @@ macro_rules! conformance_tests {
             racing_rejecting_enqueues_on_two_handles_let_exactly_one_through,
             racing_claims_on_two_handles_hand_out_each_session_once,
         );
+        // Cases on two stores of the backend: `$subject` awaited twice.
+        $crate::conformance_tests!(@pair_cases $subject;
+            a_copied_store_answers_every_reader_as_the_original,
+        );
     };
     (@cases $subject:expr; $($case:ident),+ $(,)?) => {
         $(
@@ -142,6 +149,20 @@ macro_rules! conformance_tests {
                     return;
                 };
                 $crate::conformance::$case(::std::sync::Arc::clone(&subject.store)).await;
+            }
+        )+
+    };
+    (@pair_cases $subject:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let Some(source) = $crate::conformance::IntoSubject::into_subject($subject.await) else {
+                    return;
+                };
+                let Some(target) = $crate::conformance::IntoSubject::into_subject($subject.await) else {
+                    return;
+                };
+                $crate::conformance::$case(&source, &target).await;
             }
         )+
     };

@@ -14,6 +14,7 @@ mod agents;
 mod check;
 mod claims;
 mod error;
+mod export;
 mod log;
 mod options;
 mod run_input;
@@ -32,6 +33,7 @@ use keel_core::{AgentDef, Event, RunId, RunStatus, SessionId, TenantId, Timestam
 pub use options::PgOptions;
 pub use schema::SCHEMA_VERSION;
 
+use crate::export::{ExportCursor, ExportPage, StoredRecord};
 use crate::{
     ApiKeyRecord, AppendBatch, Enqueue, Enqueued, LoadedSession, NewEvent, RunOutcome, RunRecord,
     SessionFilter, SessionRecord, Snapshot, Store, StoreError, TenantCounts, TenantRecord,
@@ -317,6 +319,18 @@ impl Store for PgStore {
         query: &UsageQuery,
     ) -> Result<Vec<UsageTotals>, StoreError> {
         usage::list(&self.client().await?, tenant, query).await
+    }
+
+    async fn export_page(
+        &self,
+        after: &ExportCursor,
+        limit: usize,
+    ) -> Result<ExportPage, StoreError> {
+        export::export_page(&self.client().await?, after, limit).await
+    }
+
+    async fn import(&self, records: Vec<StoredRecord>) -> Result<(), StoreError> {
+        export::import(&mut self.client().await?, &records).await
     }
 
     async fn unreadable_records(&self, limit: usize) -> Result<Vec<UnreadableRecord>, StoreError> {

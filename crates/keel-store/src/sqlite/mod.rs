@@ -10,6 +10,7 @@ mod agents;
 mod check;
 mod connection;
 mod error;
+mod export;
 mod log;
 mod readers;
 mod run_input;
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use keel_core::{AgentDef, Event, RunId, RunStatus, SessionId, TenantId, Timestamp};
 
+use crate::export::{ExportCursor, ExportPage, StoredRecord};
 use crate::stored::{id as stored_id, sql_bound, sql_limit};
 use crate::{
     ApiKeyRecord, AppendBatch, Enqueue, Enqueued, LoadedSession, NewEvent, RunOutcome, RunRecord,
@@ -434,6 +436,23 @@ impl Store for SqliteStore {
         let (tenant, query) = (tenant.clone(), query.clone());
         self.readers
             .read(move |conn| usage::list(conn, &tenant, &query))
+            .await
+    }
+
+    async fn export_page(
+        &self,
+        after: &ExportCursor,
+        limit: usize,
+    ) -> Result<ExportPage, StoreError> {
+        let after = after.clone();
+        self.readers
+            .read(move |conn| export::export_page(conn, &after, limit))
+            .await
+    }
+
+    async fn import(&self, records: Vec<StoredRecord>) -> Result<(), StoreError> {
+        self.writer
+            .write_synchronously(move |conn| export::import(conn, &records))
             .await
     }
 

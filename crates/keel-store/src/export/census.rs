@@ -1,0 +1,189 @@
+//! What a store holds, in a form two stores can be compared by after a copy: how many rows of
+//! each table, a SHA-256 digest of each table's rows in key order, and one of each session's
+//! events (seq, type, time and body as stored), so a mismatch names the session it is in.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use super::{StoredRecord, TABLES, Value};
+
+/// Counts and digests of the rows seen so far (`add` them in export order).
+#[derive(Clone)]
+pub struct Census {
+    counts: Vec<u64>,
+    tables: Vec<Sha256>,
+    sessions: BTreeMap<String, Sha256>,
+}
+
+impl Default for Census {
+    fn default() -> Self {
+        Census {
+            counts: vec![0; TABLES.len()],
+            tables: vec![Sha256::new(); TABLES.len()],
+            sessions: BTreeMap::new(),
+        }
+    }
+}
+
+/// The first difference between two censuses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mismatch {
+    /// A table holds another number of rows on each side.
+    Count {
+        label: &'static str,
+        source: u64,
+        target: u64,
+    },
+    /// A session's events differ (or the session is on one side only).
+    Events { session: String },
+    /// A table's rows differ, with the same count on both sides.
+    Rows { label: &'static str },
+    /// The target cannot read back a row it was given.
+    Unreadable { kind: String, id: String },
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mismatch::Count {
+                label,
+                source,
+                target,
+            } => write!(f, "the source holds {source} {label}, the target {target}"),
+            Mismatch::Events { session } => write!(
+                f,
+                "the events of session {session} differ between the source and the target"
+            ),
+            Mismatch::Rows { label } => write!(
+                f,
+                "the {label} differ between the source and the target (same count)"
+            ),
+            Mismatch::Unreadable { kind, id } => {
+                write!(f, "the target cannot read back its {kind} {id}")
+            }
+        }
+    }
+}
+
+impl Census {
+    pub fn add(&mut self, record: &StoredRecord) {
+        self.counts[record.table] += 1;
+        let table = &mut self.tables[record.table];
+        for value in &record.values {
+            hash_value(table, value);
+        }
+        if record.def().name == "events"
+            && let Value::Text(session) = record.get("session")
+        {
+            let digest = self.sessions.entry(session.clone()).or_default();
+            for value in &record.values[1..] {
+                hash_value(digest, value);
+            }
+        }
+    }
+
+    /// Rows per table, with the tables' labels, in `TABLES` order.
+    pub fn counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        TABLES
+            .iter()
+            .map(|t| t.label)
+            .zip(self.counts.iter().copied())
+    }
+
+    /// How many rows in all.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The first way `target` differs from `self`: counts, then each session's events, then
+    /// each table's rows.
+    pub fn compare(&self, target: &Census) -> Option<Mismatch> {
+        for (i, table) in TABLES.iter().enumerate() {
+            if self.counts[i] != target.counts[i] {
+                return Some(Mismatch::Count {
+                    label: table.label,
+                    source: self.counts[i],
+                    target: target.counts[i],
+                });
+            }
+        }
+        let finish = |h: Option<&Sha256>| h.map(|h| h.clone().finalize());
+        let sessions = self.sessions.keys().chain(target.sessions.keys());
+        for session in sessions {
+            if finish(self.sessions.get(session)) != finish(target.sessions.get(session)) {
+                return Some(Mismatch::Events {
+                    session: session.clone(),
+                });
+            }
+        }
+        TABLES
+            .iter()
+            .zip(self.tables.iter().zip(&target.tables))
+            .find(|(_, (a, b))| finish(Some(a)) != finish(Some(b)))
+            .map(|(table, _)| Mismatch::Rows { label: table.label })
+    }
+}
+
+/// Feeds one value, tagged with its type and its length, so no two rows hash alike by
+/// running into each other.
+fn hash_value(digest: &mut Sha256, value: &Value) {
+    let framed = |digest: &mut Sha256, tag: u8, bytes: &[u8]| {
+        digest.update([tag]);
+        digest.update((bytes.len() as u64).to_be_bytes());
+        digest.update(bytes);
+    };
+    match value {
+        Value::Null => framed(digest, 0, &[]),
+        Value::Int(n) => framed(digest, 1, &n.to_be_bytes()),
+        Value::Real(x) => framed(digest, 2, &x.to_bits().to_be_bytes()),
+        Value::Bool(b) => framed(digest, 3, &[u8::from(*b)]),
+        Value::Text(t) => framed(digest, 4, t.as_bytes()),
+        Value::Bytes(b) => framed(digest, 5, b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(session: &str, seq: i64, body: &str) -> StoredRecord {
+        let table = TABLES.iter().position(|t| t.name == "events").unwrap();
+        StoredRecord {
+            table,
+            values: vec![
+                Value::Text(session.into()),
+                Value::Int(seq),
+                Value::Text("note".into()),
+                Value::Int(1),
+                Value::Text(body.into()),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_changed_event_is_named_by_its_session() {
+        let (mut a, mut b) = (Census::default(), Census::default());
+        for census in [&mut a, &mut b] {
+            census.add(&event("ses_1", 1, "{}"));
+        }
+        a.add(&event("ses_2", 1, r#"{"a":1}"#));
+        b.add(&event("ses_2", 1, r#"{"a":2}"#));
+        assert_eq!(a.compare(&a.clone()), None);
+        assert_eq!(
+            a.compare(&b),
+            Some(Mismatch::Events {
+                session: "ses_2".into()
+            })
+        );
+        b.add(&event("ses_3", 1, "{}"));
+        assert!(matches!(
+            a.compare(&b),
+            Some(Mismatch::Count {
+                source: 2,
+                target: 3,
+                ..
+            })
+        ));
+    }
+}
