@@ -12,7 +12,7 @@ use futures::StreamExt;
 use keel_core::{
     Action, Event, EventBody, FinishReason, Message, RunStatus, SessionState, Truncation,
 };
-use keel_models::{ModelError, ModelRequest, Params, ReplyAccumulator};
+use keel_models::{ModelError, ReplyAccumulator};
 use keel_store::{
     AppendBatch, NewEvent, RunFinish, RunOutcome, RunRecord, ScratchpadWrite, Snapshot, StoreError,
 };
@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use crate::fault::{self, FaultPoint};
 use crate::live::{LiveSession, LoadError};
 use crate::slots::SessionSlot;
-use crate::{Inner, Resolved, RunUpdate, Stop, clock, context, tools};
+use crate::{Inner, Resolved, RunUpdate, Stop, clock, context, request};
 
 /// Why a drive stopped before the run ended.
 #[derive(Debug)]
@@ -32,6 +32,10 @@ enum Halt {
     Yield,
     /// The store failed: the lease will expire and the run is retried.
     Failed(String),
+    /// The store cannot be reached now (a lost connection, a restarting server): reload and
+    /// go on after a pause. A write whose acknowledgement was lost may have committed; the
+    /// reload finds out, and replay never does a logged step twice.
+    Unavailable(String),
     /// The session was deleted (its runs with it): there is nothing left to drive.
     Gone,
     /// The session's log or snapshot cannot be decoded: no retry can help, so the run fails.
@@ -44,6 +48,7 @@ impl From<StoreError> for Halt {
             StoreError::Conflict { .. } => Halt::Conflict,
             // The session (and its runs with it) was deleted while the run went on.
             StoreError::NotFound { .. } => Halt::Gone,
+            StoreError::Unavailable(reason) => Halt::Unavailable(reason),
             other => Halt::Failed(other.to_string()),
         }
     }
@@ -52,7 +57,9 @@ impl From<StoreError> for Halt {
 pub(crate) async fn drive(inner: &Arc<Inner>, run: &RunRecord, stop: watch::Receiver<Stop>) {
     let slot = inner.slot(&run.session);
     let mut live = slot.live.lock().await;
-    for _ in 0..5 {
+    let mut conflicts = 0;
+    let mut outage = OutageBackoff::default();
+    loop {
         let mut driver = Driver {
             inner,
             slot: &slot,
@@ -64,9 +71,24 @@ pub(crate) async fn drive(inner: &Arc<Inner>, run: &RunRecord, stop: watch::Rece
         };
         match driver.drive(&mut live).await {
             Ok(()) => return,
-            Err(Halt::Conflict) => {
+            Err(Halt::Conflict) if conflicts < 5 => {
                 tracing::info!("session log moved under this run; reloading");
+                conflicts += 1;
                 *live = None;
+            }
+            Err(Halt::Conflict) => {
+                tracing::error!(
+                    "run gave up after repeated append conflicts; it resumes when its lease expires"
+                );
+                *live = None;
+                return;
+            }
+            Err(Halt::Unavailable(error)) if !outage.spent() => {
+                tracing::warn!(%error, "the store is out of reach; retrying the run's step");
+                *live = None;
+                if !outage.wait(&mut stop.clone()).await {
+                    return;
+                }
             }
             Err(Halt::Yield) => return,
             Err(Halt::Gone) => {
@@ -77,7 +99,7 @@ pub(crate) async fn drive(inner: &Arc<Inner>, run: &RunRecord, stop: watch::Rece
                 fail_unreadable(inner, &slot, run, error).await;
                 return;
             }
-            Err(Halt::Failed(error)) => {
+            Err(Halt::Failed(error) | Halt::Unavailable(error)) => {
                 tracing::error!(%error, "run halted; it resumes when its lease expires");
                 *live = None;
                 let _ = slot.updates.send(RunUpdate::Halted {
@@ -88,9 +110,33 @@ pub(crate) async fn drive(inner: &Arc<Inner>, run: &RunRecord, stop: watch::Rece
             }
         }
     }
-    tracing::error!(
-        "run gave up after repeated append conflicts; it resumes when its lease expires"
-    );
+}
+
+/// Pauses between attempts while the store is out of reach: 100 ms, doubling up to 2 s, for
+/// about ten seconds in all (a third of the default lease) before the run halts and waits for
+/// its lease to lapse.
+#[derive(Default)]
+struct OutageBackoff {
+    tries: u32,
+}
+
+impl OutageBackoff {
+    const TRIES: u32 = 9;
+
+    fn spent(&self) -> bool {
+        self.tries >= Self::TRIES
+    }
+
+    /// Waits out the next pause; `false` when the run's lease was lost meanwhile (a cancel
+    /// ends the wait early, for the next attempt to log it).
+    async fn wait(&mut self, stop: &mut watch::Receiver<Stop>) -> bool {
+        let delay = Duration::from_millis(100 << self.tries.min(4)).min(Duration::from_secs(2));
+        self.tries += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => true,
+            _ = stop.changed() => *stop.borrow() != Stop::LeaseLost,
+        }
+    }
 }
 
 /// Fails a run whose session cannot be read, in the queue only (its log cannot take more),
@@ -521,49 +567,27 @@ impl Driver<'_> {
             (body, error.retry_after)
         };
         let options = &self.run.options;
-        let Resolved {
-            client,
-            provider,
-            model,
-        } = match self
-            .inner
-            .models
-            .resolve(options.model.as_deref().unwrap_or(&agent.model))
-        {
-            Ok(found) => found,
-            Err(e) => {
-                let error = ModelError::new(
-                    keel_models::ModelErrorKind::BadRequest,
-                    "keel",
-                    e.to_string(),
-                )
-                .with_code("model_not_found");
-                return Ok(failed(error));
-            }
+        let messages = live.messages().iter().cloned().collect::<Vec<Message>>();
+        let (
+            Resolved {
+                client,
+                provider,
+                model,
+            },
+            mut request,
+        ) = match request::model_request(
+            &self.inner.models,
+            &self.run.session,
+            agent,
+            options,
+            messages,
+        ) {
+            Ok(built) => built,
+            Err(error) => return Ok(failed(error)),
         };
         let served_by = format!("{provider}/{model}");
-        let instructions = options.instructions.as_ref().unwrap_or(&agent.instructions);
-        let mut request = ModelRequest {
-            model,
-            system: (!instructions.is_empty()).then(|| instructions.clone()),
-            messages: live.messages().iter().cloned().collect::<Vec<Message>>(),
-            tools: tools::specs(agent, options),
-            params: Params {
-                // No cap unless the run or the agent asks for one: the model's own limit.
-                max_tokens: options.max_output_tokens.or(agent.limits.max_output_tokens),
-                temperature: options.temperature,
-                top_p: options.top_p,
-                tool_choice: options.tool_choice.clone(),
-                response_format: options.response_format.clone(),
-                caller_ids: options.caller_ids.clone(),
-                // Keeps a session on the route target that served it (provider-side caches).
-                affinity: Some(self.run.session.to_string()),
-                ..Params::default()
-            },
-        };
         let started = Instant::now();
         let stream = if options.truncation == Truncation::Auto {
-            self.fit_context(&mut request, &provider);
             loop {
                 match client.stream(request.clone()).await {
                     Ok(s) => break Ok(s),
@@ -689,38 +713,6 @@ impl Driver<'_> {
             cost_usd,
         };
         Ok((replied, None))
-    }
-
-    /// `truncation: auto` before the call: when the catalog knows the model's context window,
-    /// leaves out the oldest turns until the request (and its output cap) fits by estimate.
-    fn fit_context(&self, request: &mut ModelRequest, provider: &str) {
-        let Some(info) = self
-            .inner
-            .models
-            .catalog()
-            .get(provider, &request.model)
-            .copied()
-        else {
-            return;
-        };
-        let reserve = request
-            .params
-            .max_tokens
-            .unwrap_or(info.max_output_tokens.min(info.context_window / 4));
-        let budget = u64::from(info.context_window.saturating_sub(reserve));
-        let dropped = context::fit(
-            request.system.as_deref(),
-            &mut request.messages,
-            &request.tools,
-            budget,
-        );
-        if dropped > 0 {
-            tracing::info!(
-                dropped,
-                context_window = info.context_window,
-                "left the oldest messages out of the request to fit the model's context window"
-            );
-        }
     }
 
     /// Waits out a retry delay, waking early when the run is stopped.

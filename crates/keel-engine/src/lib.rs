@@ -4,7 +4,8 @@
 //! start, or by another node when the lease expires), and never two at once per session.
 //!
 //! Modules: `driver` (one run's loop), `dispatch` (claiming runs, leases, recovery),
-//! `live` (in-memory session state), `slots` (the sessions in use), `warm` (idle ones kept,
+//! `live` (in-memory session state), `request` (a step's model request), `travel` (forks and
+//! the context at a seq), `slots` (the sessions in use), `warm` (idle ones kept,
 //! bounded in bytes), `follow` (following a run or a log), `tools`, `models`
 //! (provider lookup), `listing` (the models one may name), `fault` (crash-test hooks), `clock`
 //! (time and ids). Every write to the store is an `Engine` method (`sessions`, `agents`,
@@ -25,8 +26,10 @@ pub mod models;
 mod quotas;
 mod reader;
 mod records;
+mod request;
 mod runs;
 mod sessions;
+mod signals;
 mod slots;
 mod submit;
 mod supervise;
@@ -34,6 +37,7 @@ mod tenants;
 mod threading;
 mod titles;
 pub mod tools;
+mod travel;
 mod warm;
 
 use std::collections::{BTreeMap, HashMap};
@@ -53,6 +57,7 @@ pub use quotas::Quotas;
 pub use reader::StoreReader;
 pub use supervise::supervised;
 pub use threading::{Thread, ThreadError, ThreadedTurn};
+pub use travel::SessionContext;
 pub use warm::SessionCacheStats;
 
 #[derive(Clone, Debug)]
@@ -350,6 +355,7 @@ impl Engine {
                 "resuming runs left unfinished by the last process"
             );
         }
+        signals::start(&self.inner);
         dispatch::start(&self.inner);
         Ok(recovered)
     }

@@ -83,6 +83,26 @@ impl LiveSession {
         Ok(live)
     }
 
+    /// The session as it stood after `events`, a prefix of its log from seq 1: its state and
+    /// the window a session loaded at that point holds (time travel; O(prefix)).
+    pub fn from_log(session: &SessionId, events: &[Event]) -> Result<LiveSession, LoadError> {
+        let state =
+            SessionState::default()
+                .fold(events)
+                .map_err(|source| LoadError::Inconsistent {
+                    session: session.clone(),
+                    source,
+                })?;
+        let mut transcript = Transcript::default();
+        transcript.push(events);
+        transcript.trim(context_window(&state));
+        Ok(LiveSession {
+            state,
+            transcript,
+            snapshot_seq: 0,
+        })
+    }
+
     /// Adds the messages of newly logged events to the window and trims it; a failed run's
     /// messages leave it.
     pub fn extend_transcript(&mut self, events: &[Event]) {

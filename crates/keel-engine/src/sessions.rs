@@ -1,5 +1,5 @@
 //! Sessions as the engine changes them outside runs: started, given messages between runs,
-//! forked at a point between runs, deleted with their runs; and read back (state, history).
+//! deleted with their runs; and read back (state, history). Forks are in `travel.rs`.
 
 use std::sync::Arc;
 
@@ -147,53 +147,6 @@ impl Engine {
         let seq = event.seq;
         let _ = slot.updates.send(RunUpdate::Event(Arc::new(event)));
         Ok(seq)
-    }
-
-    /// A new session whose log is a copy of `source`'s first `upto_seq` events (which must
-    /// end between runs), with its own metadata: a branch of the conversation at that point.
-    pub async fn fork_session(
-        &self,
-        tenant: &TenantId,
-        source: &SessionId,
-        upto_seq: u64,
-        metadata: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<SessionRecord, EngineError> {
-        let original = self.require_session(tenant, source).await?;
-        self.check_room_for_a_session(tenant).await?;
-        let events = self
-            .inner
-            .store
-            .read_events(source, 0, usize::try_from(upto_seq).unwrap_or(usize::MAX))
-            .await?;
-        let state = SessionState::default()
-            .fold(&events)
-            .map_err(|e| EngineError::Invalid(e.to_string()))?;
-        if state.last_seq != upto_seq || state.active.is_some() {
-            return Err(EngineError::Invalid(format!(
-                "session {source} cannot be forked at seq {upto_seq}: a fork starts between runs of the log"
-            )));
-        }
-        let mut events: Vec<NewEvent> = events
-            .into_iter()
-            .map(|e| NewEvent {
-                at: e.at,
-                body: e.body,
-            })
-            .collect();
-        if let Some(EventBody::SessionStarted { metadata: m, .. }) =
-            events.first_mut().map(|e| &mut e.body)
-        {
-            *m = metadata.clone();
-        }
-        let record = SessionRecord {
-            id: clock::new_session_id(),
-            created_at: clock::now(),
-            metadata,
-            last_seq: upto_seq,
-            ..original
-        };
-        self.inner.store.create_session(&record, events).await?;
-        Ok(record)
     }
 
     /// The tenant's session record, or `NotFound`.

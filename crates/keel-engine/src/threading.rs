@@ -142,7 +142,7 @@ impl Engine {
         end: RunEnd,
     ) -> Result<SessionId, EngineError> {
         let record = self
-            .fork_session(tenant, session, end.seq, serde_json::Map::new())
+            .fork_session(tenant, session, Some(end.seq), serde_json::Map::new())
             .await?;
         Ok(record.id)
     }

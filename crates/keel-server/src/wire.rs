@@ -71,6 +71,44 @@ pub struct CreateSession {
     pub metadata: JsonObject,
 }
 
+/// The body of `POST /v1/sessions/{id}/fork`.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ForkSession {
+    /// Copy the log up to and including this seq (it must end between runs); default: all.
+    pub at_seq: Option<u64>,
+    /// The new session's metadata (the source's is not copied).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub metadata: JsonObject,
+}
+
+/// What the model received at a seq (`GET /v1/sessions/{id}/context`).
+#[derive(Serialize, ToSchema)]
+pub struct ContextView {
+    pub session: String,
+    pub at_seq: u64,
+    /// The run in progress at that seq; `null` between runs.
+    pub run_id: Option<String>,
+    /// The configured provider (or route) and model that would serve it.
+    pub served_by: String,
+    /// The normalized model request: `model`, `system`, `messages`, `tools`, `params`.
+    #[schema(value_type = Object)]
+    pub request: serde_json::Value,
+}
+
+impl From<keel_engine::SessionContext> for ContextView {
+    fn from(c: keel_engine::SessionContext) -> Self {
+        ContextView {
+            session: c.session.to_string(),
+            at_seq: c.at_seq,
+            run_id: c.run_id.map(|r| r.to_string()),
+            served_by: c.served_by,
+            request: serde_json::to_value(&c.request).unwrap_or_default(),
+        }
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct SessionView {
     pub id: String,

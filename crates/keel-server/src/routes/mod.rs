@@ -9,6 +9,7 @@ pub mod messages;
 pub mod ops;
 pub mod runs;
 pub mod sessions;
+pub mod travel;
 pub mod usage;
 
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/sessions/{id}"),
     ("delete", "/v1/sessions/{id}"),
     ("post", "/v1/sessions/{id}/messages"),
+    ("post", "/v1/sessions/{id}/fork"),
+    ("get", "/v1/sessions/{id}/context"),
     ("get", "/v1/sessions/{id}/events"),
     ("get", "/v1/runs/{id}"),
     ("post", "/v1/runs/{id}/cancel"),
@@ -72,6 +75,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(sessions::get).delete(sessions::delete),
         )
         .route("/v1/sessions/{id}/messages", post(messages::send))
+        .route("/v1/sessions/{id}/fork", post(travel::fork))
+        .route("/v1/sessions/{id}/context", get(travel::context))
         .route("/v1/sessions/{id}/events", get(events::list))
         .route("/v1/runs/{id}", get(runs::get))
         .route("/v1/runs/{id}/cancel", post(runs::cancel))

@@ -1,0 +1,81 @@
+//! The model request of a step, built in one place: the driver sends it, and
+//! `Engine::session_context` shows what it was (or would be) at any seq of a session's log —
+//! time travel, read-only — so what is shown is what the model received.
+
+use keel_core::{AgentDef, Message, RunOptions, SessionId, Truncation};
+use keel_models::{ModelError, ModelRequest, Params};
+
+use crate::models::{ModelRegistry, Resolved};
+use crate::{context, tools};
+
+/// The request for the next model call of a run with `options` on a session of `agent`
+/// whose transcript window is `messages`, and the client that serves it. A `truncation: auto`
+/// run's request is already fitted to the model's context window by estimate. `Err` when the
+/// model (the run's or the agent's) names no configured provider or route.
+pub(crate) fn model_request(
+    models: &ModelRegistry,
+    session: &SessionId,
+    agent: &AgentDef,
+    options: &RunOptions,
+    messages: Vec<Message>,
+) -> Result<(Resolved, ModelRequest), ModelError> {
+    let resolved = models
+        .resolve(options.model.as_deref().unwrap_or(&agent.model))
+        .map_err(|e| {
+            ModelError::new(
+                keel_models::ModelErrorKind::BadRequest,
+                "keel",
+                e.to_string(),
+            )
+            .with_code("model_not_found")
+        })?;
+    let instructions = options.instructions.as_ref().unwrap_or(&agent.instructions);
+    let mut request = ModelRequest {
+        model: resolved.model.clone(),
+        system: (!instructions.is_empty()).then(|| instructions.clone()),
+        messages,
+        tools: tools::specs(agent, options),
+        params: Params {
+            // No cap unless the run or the agent asks for one: the model's own limit.
+            max_tokens: options.max_output_tokens.or(agent.limits.max_output_tokens),
+            temperature: options.temperature,
+            top_p: options.top_p,
+            tool_choice: options.tool_choice.clone(),
+            response_format: options.response_format.clone(),
+            caller_ids: options.caller_ids.clone(),
+            // Keeps a session on the route target that served it (provider-side caches).
+            affinity: Some(session.to_string()),
+            ..Params::default()
+        },
+    };
+    if options.truncation == Truncation::Auto {
+        fit_context(models, &mut request, &resolved.provider);
+    }
+    Ok((resolved, request))
+}
+
+/// `truncation: auto` before the call: when the catalog knows the model's context window,
+/// leaves out the oldest turns until the request (and its output cap) fits by estimate.
+fn fit_context(models: &ModelRegistry, request: &mut ModelRequest, provider: &str) {
+    let Some(info) = models.catalog().get(provider, &request.model).copied() else {
+        return;
+    };
+    let reserve = request
+        .params
+        .max_tokens
+        .unwrap_or(info.max_output_tokens.min(info.context_window / 4));
+    let budget = u64::from(info.context_window.saturating_sub(reserve));
+    let dropped = context::fit(
+        request.system.as_deref(),
+        &mut request.messages,
+        &request.tools,
+        budget,
+    );
+    if dropped > 0 {
+        tracing::info!(
+            dropped,
+            context_window = info.context_window,
+            "left the oldest messages out of the request to fit the model's context window"
+        );
+    }
+}
