@@ -29,7 +29,6 @@ mod records;
 mod request;
 mod runs;
 mod sessions;
-mod signals;
 mod slots;
 mod submit;
 mod supervise;
@@ -355,7 +354,6 @@ impl Engine {
                 "resuming runs left unfinished by the last process"
             );
         }
-        signals::start(&self.inner);
         dispatch::start(&self.inner);
         Ok(recovered)
     }
