@@ -29,6 +29,7 @@ mod records;
 mod request;
 mod runs;
 mod sessions;
+mod signals;
 mod slots;
 mod submit;
 mod supervise;
@@ -354,6 +355,7 @@ impl Engine {
                 "resuming runs left unfinished by the last process"
             );
         }
+        signals::start(&self.inner);
         dispatch::start(&self.inner);
         Ok(recovered)
     }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use keel_core::SessionId;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::live::{LiveSession, LoadError};
 use crate::warm::{SessionCacheStats, WarmCache};
@@ -21,6 +21,9 @@ pub(crate) struct SessionSlot {
     /// Serialises submits to the session (the busy check and the enqueue are one step).
     pub(crate) submit: tokio::sync::Mutex<()>,
     pub(crate) updates: broadcast::Sender<RunUpdate>,
+    /// The last seq other nodes are heard to have logged (`signals.rs`), for followers here,
+    /// whose updates carry only this node's events.
+    pub(crate) heard: watch::Sender<u64>,
     table: Arc<SlotTable>,
 }
 
@@ -60,10 +63,38 @@ impl SlotTable {
             live: tokio::sync::Mutex::new(self.warm.take(session)),
             submit: tokio::sync::Mutex::new(()),
             updates: broadcast::channel(self.updates_capacity).0,
+            heard: watch::channel(0).0,
             table: self.clone(),
         });
         in_use.insert(session.clone(), Arc::downgrade(&slot));
         slot
+    }
+
+    /// Another node logged the session up to `last_seq`: its followers here look at the
+    /// store, and its warm state, if older, is dropped (the next use loads it afresh).
+    pub(crate) fn heard_append(&self, session: &SessionId, last_seq: u64) {
+        let slot = self
+            .in_use
+            .lock()
+            .unwrap()
+            .get(session)
+            .and_then(Weak::upgrade);
+        match slot {
+            Some(slot) => {
+                slot.heard.send_if_modified(|heard| {
+                    let newer = last_seq > *heard;
+                    *heard = (*heard).max(last_seq);
+                    newer
+                });
+            }
+            None => self.warm.forget_if_before(session, last_seq),
+        }
+    }
+
+    /// Hints from other nodes may have been lost: no warm state is trusted (followers find
+    /// what they missed at their next poll).
+    pub(crate) fn heard_nothing_for_a_while(&self) {
+        self.warm.forget_all();
     }
 
     /// Forgets a deleted session: its slot (if in use) no longer parks its state.

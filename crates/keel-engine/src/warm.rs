@@ -21,6 +21,8 @@ use crate::live::LiveSession;
 /// makes the taker its only owner even while the cache still holds the entry's handle.
 struct Parked {
     bytes: u32,
+    /// The seq its state ends at: older than another node's append means stale.
+    last_seq: u64,
     live: Mutex<Option<LiveSession>>,
 }
 
@@ -92,6 +94,7 @@ impl WarmCache {
         let bytes = u32::try_from(live.approx_bytes()).unwrap_or(u32::MAX);
         let parked = Parked {
             bytes,
+            last_seq: live.state.last_seq,
             live: Mutex::new(Some(live)),
         };
         cache.insert(session, Arc::new(parked));
@@ -100,6 +103,23 @@ impl WarmCache {
     pub(crate) fn forget(&self, session: &SessionId) {
         if let Some(cache) = &self.cache {
             cache.invalidate(session);
+        }
+    }
+
+    /// Forgets the session's state if it ends before `last_seq`: another node logged more.
+    pub(crate) fn forget_if_before(&self, session: &SessionId, last_seq: u64) {
+        let Some(cache) = &self.cache else { return };
+        if cache
+            .get(session)
+            .is_some_and(|parked| parked.last_seq < last_seq)
+        {
+            cache.invalidate(session);
+        }
+    }
+
+    pub(crate) fn forget_all(&self) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate_all();
         }
     }
 

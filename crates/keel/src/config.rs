@@ -111,22 +111,32 @@ pub struct StoreConfig {
     /// The PostgreSQL schema that holds keel's tables (created when missing; default: the
     /// server's `search_path`, usually `public`).
     pub schema: Option<String>,
+    /// PostgreSQL: the most connections this node opens (default 16).
+    pub pool_size: usize,
+    /// PostgreSQL: how long connecting, or waiting for a free connection, may take (default 10).
+    pub connect_timeout_secs: u64,
+    /// PostgreSQL: the server cancels a statement running longer (default 30000; 0: no limit).
+    pub statement_timeout_ms: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
+        let pg = keel_store::PgOptions::new("");
         StoreConfig {
             durability: "full".into(),
             group_commit: true,
             snapshot_every: 100,
             url: None,
             schema: None,
+            pool_size: pg.pool_size,
+            connect_timeout_secs: pg.connect_timeout.as_secs(),
+            statement_timeout_ms: pg.statement_timeout.map_or(0, |t| t.as_millis() as u64),
         }
     }
 }
 
-/// The `[engine]` section: memory. An idle session's live state is kept warm (an LRU bounded
-/// in bytes) for a grace period, then reloaded from the store when used again.
+/// The `[engine]` section: memory and leases. An idle session's live state is kept warm (an
+/// LRU bounded in bytes) for a grace period, then reloaded from the store when used again.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineSection {
@@ -134,6 +144,12 @@ pub struct EngineSection {
     pub session_cache_mb: u64,
     /// Seconds an idle session stays warm, unless the bound evicts it sooner (default 60).
     pub session_idle_secs: u64,
+    /// Seconds a node's lease on a run lasts unless renewed (every third of it): how soon the
+    /// runs of a node that died are taken over by another (default 30).
+    pub lease_secs: u64,
+    /// Milliseconds between looks at the store for runs to claim and for other nodes' events,
+    /// when no hint of them came sooner (default 500).
+    pub poll_ms: u64,
 }
 
 impl Default for EngineSection {
@@ -142,6 +158,8 @@ impl Default for EngineSection {
         EngineSection {
             session_cache_mb: engine.session_cache_bytes >> 20,
             session_idle_secs: engine.session_idle.as_secs(),
+            lease_secs: engine.lease.as_secs(),
+            poll_ms: engine.poll_interval.as_millis() as u64,
         }
     }
 }
@@ -288,6 +306,24 @@ impl Config {
         match config.store.durability.as_str() {
             "full" | "normal" => {}
             other => bail!("store.durability must be \"full\" or \"normal\", not {other:?}"),
+        }
+        if config.engine.lease_secs == 0 || config.engine.lease_secs > 86_400 {
+            bail!(
+                "engine.lease_secs must be between 1 and 86400 seconds, not {}",
+                config.engine.lease_secs
+            );
+        }
+        if !(10..=60_000).contains(&config.engine.poll_ms) {
+            bail!(
+                "engine.poll_ms must be between 10 and 60000 milliseconds, not {}",
+                config.engine.poll_ms
+            );
+        }
+        if config.store.pool_size == 0 || config.store.pool_size > 1000 {
+            bail!(
+                "store.pool_size must be between 1 and 1000 connections, not {}",
+                config.store.pool_size
+            );
         }
         Ok(config)
     }

@@ -14,14 +14,14 @@ use keel_models::providers::openai::{OpenAiClient, OpenAiConfig};
 use keel_models::providers::scripted::{ScriptedClient, ScriptedConfig};
 use keel_store::{Durability, PgOptions, PgStore, SqliteOptions, SqliteStore, Store};
 
-use crate::config::{Config, ProviderConfig};
+use crate::config::{Config, ProviderConfig, StoreConfig};
 
 pub const DEFAULT_AGENT: &str = "default";
 
 /// Opens (or creates) the store under the data directory.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(url) = &config.store.url {
-        return open_postgres(url, config.store.schema.clone()).await;
+        return open_postgres(url, &config.store).await;
     }
     let dir = config.data_dir();
     create_data_dir(&dir)?;
@@ -38,14 +38,18 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 /// The PostgreSQL store at `url` (connected and migrated), which several nodes may share.
-async fn open_postgres(url: &str, schema: Option<String>) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_postgres(url: &str, store: &StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         anyhow::bail!(
             "the store URL must start with postgres:// or postgresql:// (without one, keel keeps its store in the data directory)"
         );
     }
     let options = PgOptions {
-        schema,
+        schema: store.schema.clone(),
+        pool_size: store.pool_size,
+        connect_timeout: Duration::from_secs(store.connect_timeout_secs),
+        statement_timeout: (store.statement_timeout_ms > 0)
+            .then(|| Duration::from_millis(store.statement_timeout_ms)),
         ..PgOptions::new(url)
     };
     let store = PgStore::open(options)
@@ -329,6 +333,8 @@ impl Runtime {
             snapshot_every: config.store.snapshot_every.max(1),
             session_cache_bytes: config.engine.session_cache_mb.saturating_mul(1 << 20),
             session_idle: Duration::from_secs(config.engine.session_idle_secs),
+            lease: Duration::from_secs(config.engine.lease_secs),
+            poll_interval: Duration::from_millis(config.engine.poll_ms),
             quotas: config.limits.clone(),
             ..EngineConfig::default()
         };

@@ -9,72 +9,11 @@ mod support;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use support::http::Api;
+use support::postgres::Schema;
 use support::{KeelHome, KeelServer};
 
-fn pg_url() -> String {
-    std::env::var("KEEL_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// A schema for this test, dropped when it ends.
-struct Schema {
-    name: String,
-}
-
-impl Schema {
-    async fn create() -> Option<Schema> {
-        let connected = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await;
-        let (client, connection) = match connected {
-            Ok(c) => c,
-            Err(e) if std::env::var_os("CI").is_some() => panic!("no PostgreSQL server: {e}"),
-            Err(e) => {
-                eprintln!(
-                    "SKIPPED: no PostgreSQL server at KEEL_TEST_PG_URL or 127.0.0.1:5432 ({e})"
-                );
-                return None;
-            }
-        };
-        tokio::spawn(connection);
-        let name = format!("keel_nodes_{}", &keel_engine::clock::new_hex_id()[..12]);
-        client
-            .batch_execute(&format!("CREATE SCHEMA {name}"))
-            .await
-            .unwrap();
-        Some(Schema { name })
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // A runtime of its own: the test's may be shutting down.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok((client, connection)) =
-                    tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(connection);
-                    let _ = client
-                        .batch_execute(&format!("DROP SCHEMA {name} CASCADE"))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
 fn node(schema: &Schema) -> KeelHome {
-    KeelHome::new(&format!(
-        "{}\n[store]\nurl = {:?}\nschema = {:?}\n",
-        support::http::config(0),
-        pg_url(),
-        schema.name
-    ))
+    schema.node(&support::http::config(0))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use keel_core::{Event, SessionId};
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::slots::SessionSlot;
@@ -74,7 +75,10 @@ pub(super) struct LogTail {
     updates: broadcast::Receiver<RunUpdate>,
     /// The last seq seen.
     pub(super) last: u64,
-    /// Covers events logged by another node, which this node's broadcast never carries.
+    /// The last seq other nodes are heard to have logged (`signals.rs`).
+    heard: watch::Receiver<u64>,
+    /// Covers events logged by another node, which this node's broadcast never carries, when
+    /// no hint of them is heard.
     poll: Interval,
 }
 
@@ -94,6 +98,7 @@ impl LogTail {
     pub(super) fn new(inner: Arc<Inner>, session: SessionId) -> LogTail {
         let slot = inner.slot(&session);
         let updates = slot.updates.subscribe();
+        let heard = slot.heard.subscribe();
         let period = inner.config.poll_interval;
         let mut poll = tokio::time::interval_at(Instant::now() + period, period);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -103,6 +108,7 @@ impl LogTail {
             slot,
             updates,
             last: 0,
+            heard,
             poll,
         }
     }
@@ -138,10 +144,18 @@ impl LogTail {
     /// The broadcast's next update, or `Behind` when it cannot be trusted.
     async fn recv(&mut self) -> Result<RunUpdate, Tail> {
         // Updates first: what is already queued is seen before the poll re-reads.
-        let update = tokio::select! {
-            biased;
-            update = self.updates.recv() => update,
-            _ = self.poll.tick() => return Err(Tail::Behind { lost: false }),
+        let update = loop {
+            tokio::select! {
+                biased;
+                update = self.updates.recv() => break update,
+                _ = self.poll.tick() => return Err(Tail::Behind { lost: false }),
+                Ok(()) = self.heard.changed() => {
+                    // Another node logged past what this tail has seen.
+                    if *self.heard.borrow_and_update() > self.last {
+                        return Err(Tail::Behind { lost: false });
+                    }
+                }
+            }
         };
         match update {
             Ok(update) => Ok(update),
@@ -153,6 +167,7 @@ impl LogTail {
                 // Cannot happen while this tail holds the slot; listen afresh all the same.
                 self.slot = self.inner.slot(&self.session);
                 self.updates = self.slot.updates.subscribe();
+                self.heard = self.slot.heard.subscribe();
                 Err(Tail::Behind { lost: true })
             }
         }

@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod load;
+pub mod postgres;
 pub mod python;
 
 use std::collections::HashMap;
