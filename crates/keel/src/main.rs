@@ -52,6 +52,9 @@ enum Command {
     /// Check the store: list records that cannot be read.
     #[command(subcommand)]
     Store(commands::store::StoreCommand),
+    /// Copy every record of one store into another, empty one (SQLite to PostgreSQL and back),
+    /// and verify the copy.
+    Migrate(commands::migrate::MigrateArgs),
     /// Check the configuration without starting keel and print it as keel would use it.
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
@@ -145,6 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Serve(args) => commands::serve::run(&config, args).await,
         Command::Bench(args) => commands::bench::run(args).await,
         Command::Store(cmd) => return commands::store::run(&config, cmd).await,
+        Command::Migrate(args) => return commands::migrate::run(config, args).await,
         Command::Config(_) => unreachable!("handled before the configuration is loaded"),
     }
     .map(|()| true)

@@ -91,7 +91,7 @@ fn redact_secrets(value: &mut Value) {
 
 /// A URL with its password (`scheme://user:password@host/…`, e.g. `[store] url`) redacted;
 /// `None` for any other string.
-fn redact_url_password(url: &str) -> Option<String> {
+pub(crate) fn redact_url_password(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
     let authority_end = rest.find('/').unwrap_or(rest.len());
     let (userinfo, host) = rest[..authority_end].rsplit_once('@')?;
