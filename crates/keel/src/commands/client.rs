@@ -1,6 +1,7 @@
 //! What `keel chat` and `keel send` need of keel, wherever it runs: the embedded engine over
 //! the data directory (`local::Local`) or a running `keel serve` over its HTTP API
-//! (`remote::Remote`). One trait, so one REPL and one `send` serve both alike.
+//! (`remote::Remote`). One trait, so one REPL and one `send` serve both alike, and the
+//! `keel sessions` commands that need the engine (fork, context) too.
 
 use std::io::Write;
 
@@ -68,6 +69,12 @@ pub trait Client {
     ) -> anyhow::Result<Turn>;
     /// The run as `GET /v1/runs/{id}` shows it: output, usage, the models that served.
     async fn run_view(&self, run: &str) -> anyhow::Result<Value>;
+    /// A new session whose log is `session`'s up to seq `at` (all of it when `None`), as
+    /// `POST /v1/sessions/{id}/fork` answers it.
+    async fn fork(&self, session: &SessionId, at: Option<u64>) -> anyhow::Result<Value>;
+    /// What the model received at seq `at` of `session`'s log (now when `None`), as
+    /// `GET /v1/sessions/{id}/context` shows it.
+    async fn context(&self, session: &SessionId, at: Option<u64>) -> anyhow::Result<Value>;
     /// Lets runs in flight log their results (local) before the process exits.
     async fn close(&self);
 }

@@ -82,6 +82,24 @@ impl Client for Local {
         Ok(serde_json::to_value(view)?)
     }
 
+    async fn fork(&self, session: &SessionId, at: Option<u64>) -> anyhow::Result<Value> {
+        let engine = &self.rt.engine;
+        let record = engine
+            .fork_session(&self.rt.tenant, session, at, Default::default())
+            .await?;
+        Ok(serde_json::to_value(keel_server::wire::SessionView::from(
+            record,
+        ))?)
+    }
+
+    async fn context(&self, session: &SessionId, at: Option<u64>) -> anyhow::Result<Value> {
+        let engine = &self.rt.engine;
+        let context = engine.session_context(&self.rt.tenant, session, at).await?;
+        Ok(serde_json::to_value(keel_server::wire::ContextView::from(
+            context,
+        ))?)
+    }
+
     async fn close(&self) {
         self.rt.engine.shutdown().await;
     }

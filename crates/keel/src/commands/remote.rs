@@ -155,6 +155,20 @@ impl Client for Remote {
         self.get(&format!("/v1/runs/{run}")).await
     }
 
+    async fn fork(&self, session: &SessionId, at: Option<u64>) -> anyhow::Result<Value> {
+        let path = format!("/v1/sessions/{session}/fork");
+        let resp = self.post(&path, json!({"at_seq": at})).await?;
+        Ok(resp.json().await?)
+    }
+
+    async fn context(&self, session: &SessionId, at: Option<u64>) -> anyhow::Result<Value> {
+        let mut path = format!("/v1/sessions/{session}/context");
+        if let Some(at) = at {
+            path += &format!("?at_seq={at}");
+        }
+        self.get(&path).await
+    }
+
     async fn close(&self) {}
 }
 

@@ -1,17 +1,20 @@
-//! `keel sessions list | show | events`, wherever the sessions live: the local store (read
-//! without the data directory's lock, so it works while another keel process runs) or a
-//! running `keel serve` (`--server URL`). Each place answers the same questions
-//! (`SessionsAt`: lists, summaries, events, messages); one printer shows the answers, so both
-//! print alike, and chat's `/sessions`, `/history` and recap ask them too.
+//! `keel sessions list | show | events | fork | context`, wherever the sessions live: the
+//! local store (read without the data directory's lock, so it works while another keel
+//! process runs) or a running `keel serve` (`--server URL`). Each place answers the same
+//! questions (`SessionsAt`: lists, summaries, events, messages); one printer shows the
+//! answers, so both print alike, and chat's `/sessions`, `/history` and recap ask them too.
+//! `fork` and `context` need the engine (a write; the model routes), so they go through the
+//! chat's `Client`: the embedded engine over the data directory, or the server holding it.
 
 use clap::{Args, Subcommand};
 use keel_core::{Event, EventBody, Message, SessionId, SessionState, TenantId};
 use keel_engine::StoreReader;
+use keel_models::ModelRequest;
 use keel_store::{SessionFilter, SessionRecord};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::client::ServerArgs;
+use super::client::{self, Client, ServerArgs};
 use super::remote::{self, Remote};
 use crate::config::Config;
 use crate::runtime::open_store;
@@ -58,6 +61,30 @@ pub enum SessionsCommand {
         #[arg(long, default_value_t = 1000)]
         limit: usize,
         /// Print each event as it is stored, one JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a new session whose log is a copy of this one's up to a seq between runs: a
+    /// branch of the conversation at that point. Prints the new session's id.
+    Fork {
+        /// The session's id (`ses_…`, as `keel sessions list` shows it).
+        id: SessionId,
+        /// Copy the log up to and including this seq (default: all of it).
+        #[arg(long)]
+        at: Option<u64>,
+        /// Print the new session as a JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the model received at a seq of the session's log (default: what it would receive
+    /// now): the system instructions, the transcript window, the tools.
+    Context {
+        /// The session's id (`ses_…`, as `keel sessions list` shows it).
+        id: SessionId,
+        /// The seq to look at (as `keel sessions events` numbers them).
+        #[arg(long)]
+        at: Option<u64>,
+        /// Print the context as a JSON object (the normalized model request under `request`).
         #[arg(long)]
         json: bool,
     },
@@ -231,8 +258,15 @@ fn stored(record: SessionRecord, title: Option<String>) -> anyhow::Result<Listed
     Ok(Listed { line, json })
 }
 
-/// `keel sessions …`: on the server of `--server`, else on the local store.
+/// `keel sessions …`: on the server of `--server`, else on the local store (fork and
+/// context: the local engine, else the `keel serve` holding the data directory).
 pub async fn run(config: &Config, args: SessionsArgs) -> anyhow::Result<()> {
+    if let SessionsCommand::Fork { .. } | SessionsCommand::Context { .. } = &args.command {
+        let client = client::connect(config, args.server).await?;
+        let printed = print_travel(client.as_ref(), args.command).await;
+        client.close().await;
+        return printed;
+    }
     if let Some(url) = &args.server.server {
         let remote = Remote::new(config, url, args.server.api_key.clone())?;
         return print(SessionsAt::Remote(&remote), args.command).await;
@@ -295,7 +329,67 @@ pub async fn print(at: SessionsAt<'_>, command: SessionsCommand) -> anyhow::Resu
                 }
             }
         }
+        SessionsCommand::Fork { .. } | SessionsCommand::Context { .. } => {
+            unreachable!("`run` answers fork and context through a client")
+        }
     }
+    Ok(())
+}
+
+/// Answers `fork` and `context` through the engine of `client`.
+async fn print_travel(client: &dyn Client, command: SessionsCommand) -> anyhow::Result<()> {
+    match command {
+        SessionsCommand::Fork { id, at, json } => {
+            let fork = client
+                .fork(&id, at)
+                .await
+                .map_err(|e| not_found_on_server(&id, e))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&fork)?);
+            } else {
+                println!("{}", fork["id"].as_str().unwrap_or_default());
+            }
+        }
+        SessionsCommand::Context { id, at, json } => {
+            let context = client
+                .context(&id, at)
+                .await
+                .map_err(|e| not_found_on_server(&id, e))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&context)?);
+            } else {
+                print_context(&context)?;
+            }
+        }
+        _ => unreachable!("only fork and context go through a client"),
+    }
+    Ok(())
+}
+
+/// A context for people: where and who, the instructions, each message, the tools.
+fn print_context(context: &Value) -> anyhow::Result<()> {
+    let request: ModelRequest = serde_json::from_value(context["request"].clone())?;
+    let run = context["run_id"].as_str().unwrap_or("none (between runs)");
+    println!(
+        "at seq {}  run {run}  served by {}",
+        context["at_seq"],
+        context["served_by"].as_str().unwrap_or_default()
+    );
+    if let Some(system) = &request.system {
+        println!("system: {system}");
+    }
+    for message in &request.messages {
+        println!("{}", super::render_message(message));
+    }
+    let tools: Vec<&str> = request.tools.iter().map(|t| t.name.as_str()).collect();
+    println!(
+        "tools: {}",
+        if tools.is_empty() {
+            "none".into()
+        } else {
+            tools.join(", ")
+        }
+    );
     Ok(())
 }
 
