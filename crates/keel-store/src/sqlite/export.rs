@@ -74,10 +74,106 @@ fn from_sql(value: ValueRef<'_>, ty: ColumnType) -> Result<Value, String> {
 
 #[cfg(test)]
 mod tests {
+    use keel_core::{Message, RunId, RunStatus, SessionId, TenantId, Timestamp};
     use rusqlite::Connection;
 
-    use crate::export::TABLES;
+    use crate::export::{TABLES, copy_store};
     use crate::sqlite::schema;
+    use crate::{
+        AppendBatch, NewEvent, RunOutcome, RunRecord, SessionRecord, SqliteOptions, SqliteStore,
+        Store,
+    };
+
+    /// A row that does not decode moves as it is; one whose columns cannot even be read as
+    /// their types is listed by its key, not copied, and everything else moves.
+    #[tokio::test]
+    async fn damaged_rows_move_as_they_are_or_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("a.db"), dir.path().join("b.db"));
+        let (tenant, session) = (TenantId::generate(1, 1), SessionId::generate(1, 2));
+        let run_id = RunId::generate(1, 3);
+        {
+            let store = SqliteStore::open(SqliteOptions::new(&from)).unwrap();
+            let record = SessionRecord {
+                id: session.clone(),
+                tenant: tenant.clone(),
+                agent_id: keel_core::AgentId::generate(1, 4),
+                agent_name: "a".into(),
+                agent_version: 1,
+                created_at: Timestamp::from_millis(1),
+                metadata: Default::default(),
+                last_seq: 0,
+            };
+            store.create_session(&record, Vec::new()).await.unwrap();
+            let note = |text: &str| NewEvent {
+                at: Timestamp::from_millis(2),
+                body: keel_core::EventBody::RunStarted {
+                    run_id: RunId::generate(1, 1),
+                    input: Message::user(text),
+                    options: Box::default(),
+                },
+            };
+            let batch = AppendBatch::events(vec![note("one"), note("two")]);
+            store.append(&session, 0, batch).await.unwrap();
+            let run = RunRecord {
+                id: run_id.clone(),
+                tenant: tenant.clone(),
+                session: session.clone(),
+                input: Message::user("go"),
+                options: Default::default(),
+                status: RunStatus::Queued,
+                created_at: Timestamp::from_millis(3),
+                output: None,
+                error: None,
+                cancel_requested: false,
+                lease_owner: None,
+                lease_until: None,
+            };
+            store.enqueue_run(&run).await.unwrap();
+            let outcome = RunOutcome {
+                output: Some("done".into()),
+                error: None,
+            };
+            store
+                .finish_run(&run_id, RunStatus::Completed, outcome)
+                .await
+                .unwrap();
+        }
+        let conn = Connection::open(&from).unwrap();
+        conn.execute_batch(
+            "UPDATE events SET body = '{not json' WHERE seq = 1;
+             UPDATE runs SET output = x'fffe';",
+        )
+        .unwrap();
+        drop(conn);
+
+        let source = SqliteStore::open(SqliteOptions::new(&from)).unwrap();
+        let target = SqliteStore::open(SqliteOptions::new(&to)).unwrap();
+        let report = copy_store(&source, &target).await.unwrap();
+        assert_eq!(report.mismatch, None);
+        assert_eq!(report.unreadable.len(), 1, "{:?}", report.unreadable);
+        let named = &report.unreadable[0];
+        assert_eq!(
+            (named.kind.as_str(), named.id.as_str()),
+            ("runs", run_id.as_str())
+        );
+        assert!(named.reason.contains("output"), "{}", named.reason);
+        assert_eq!(target.get_run(&tenant, &run_id).await.unwrap(), None);
+        let (kept, copied) = (
+            source.unreadable_records(10).await.unwrap(),
+            target.unreadable_records(10).await.unwrap(),
+        );
+        assert!(
+            kept.iter().any(|r| r.id == format!("{session}#1")),
+            "{kept:?}"
+        );
+        assert!(
+            copied.iter().any(|r| r.id == format!("{session}#1")),
+            "{copied:?}"
+        );
+        let events = target.read_events(&session, 1, 10).await.unwrap();
+        assert_eq!(events.len(), 1, "the readable event moved too");
+    }
 
     /// Every column of every table the schema makes is one `TABLES` lists, so a copy moves it.
     #[test]
