@@ -21,9 +21,8 @@ struct Filled {
     tenants: Vec<TenantId>,
     keys: Vec<String>,
     agents: Vec<(TenantId, String, u32)>,
+    /// In every status; the last one left running under a lease.
     runs: Vec<RunRecord>,
-    /// The run left running under a lease.
-    running: RunRecord,
 }
 
 pub async fn a_copied_store_answers_every_reader_as_the_original(
@@ -127,7 +126,7 @@ pub async fn a_copied_store_answers_every_reader_as_the_original(
     .await;
 
     // The run that was running arrives without its lease: the target's nodes take it over.
-    let running = &filled.running;
+    let running = filled.runs.last().unwrap();
     let copied = target
         .get_run(&running.tenant, &running.id)
         .await
@@ -181,7 +180,6 @@ async fn fill(store: &Arc<dyn Store>) -> Filled {
         keys: Vec::new(),
         agents: Vec::new(),
         runs: Vec::new(),
-        running: queued_run(&tenant(), &keel_core::SessionId::generate(1, 1), 0),
     };
     for (name, scope) in [("acme", KeyScope::Admin), ("other", KeyScope::Tenant)] {
         let record = TenantRecord {
@@ -298,8 +296,7 @@ async fn fill(store: &Arc<dyn Store>) -> Filled {
         }),
     };
     store.enqueue_run_with(&running, &lease).await.unwrap();
-    filled.runs.extend([queued, running.clone()]);
-    filled.running = running;
+    filled.runs.extend([queued, running]);
 
     let usage = |model: &str| UsageTotals {
         tenant: acme.clone(),

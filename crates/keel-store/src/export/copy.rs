@@ -105,13 +105,13 @@ pub async fn copy_store(source: &dyn Store, target: &dyn Store) -> Result<CopyRe
 }
 
 /// Everything a store holds, counted and digested, and the rows it could not read.
-pub struct Found {
-    pub census: Census,
-    pub unreadable: Vec<UnreadableRecord>,
+struct Found {
+    census: Census,
+    unreadable: Vec<UnreadableRecord>,
 }
 
 /// Reads every row of `store` into a census.
-pub async fn census(store: &dyn Store) -> Result<Found, StoreError> {
+async fn census(store: &dyn Store) -> Result<Found, StoreError> {
     let mut found = Found {
         census: Census::default(),
         unreadable: Vec::new(),

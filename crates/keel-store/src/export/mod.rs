@@ -11,7 +11,7 @@ mod page;
 mod tables;
 
 pub use census::{Census, Mismatch};
-pub use copy::{CopyReport, Found, census, copy_store, ensure_empty};
+pub use copy::{CopyReport, copy_store, ensure_empty};
 pub(crate) use page::PageBuilder;
 pub(crate) use tables::table_of;
 pub use tables::{ColumnType, TABLES, TableDef};
@@ -71,7 +71,7 @@ impl ExportCursor {
     /// Where the walk goes on after a page of `read` rows (of a requested `limit`), the
     /// last with key `last_key`: this table after that key while pages come full, else the
     /// next table; `None` after the last table.
-    pub fn advance(
+    pub(crate) fn advance(
         &self,
         read: usize,
         limit: usize,

@@ -96,6 +96,7 @@ pub static TABLES: &[TableDef] = &[
             ("type", Text),
             ("at", Int),
             ("body", Text),
+            ("hash", Text),
         ],
         key: 2,
     },
@@ -167,7 +168,7 @@ impl TableDef {
     /// The statement reading a page in key order: after the key bound at parameters
     /// `1..=key` when `after`, at most as many rows as the next parameter says. `mark` is the
     /// backend's parameter sign (`?` for SQLite, `$` for PostgreSQL).
-    pub fn select_sql(&self, after: bool, mark: char) -> String {
+    pub(crate) fn select_sql(&self, after: bool, mark: char) -> String {
         let (columns, key) = (self.column_list(), self.key_list());
         let limit = format!("{mark}{}", if after { self.key + 1 } else { 1 });
         let filter = match after {
@@ -181,7 +182,7 @@ impl TableDef {
     }
 
     /// The statement writing one row, every column bound in order.
-    pub fn insert_sql(&self, mark: char) -> String {
+    pub(crate) fn insert_sql(&self, mark: char) -> String {
         format!(
             "INSERT INTO {} ({}) VALUES ({})",
             self.name,
@@ -271,16 +272,16 @@ mod tests {
         let events = TABLES.iter().find(|t| t.name == "events").unwrap();
         assert_eq!(
             events.select_sql(true, '$'),
-            "SELECT session, seq, type, at, body FROM events WHERE (session, seq) > ($1, $2) \
+            "SELECT session, seq, type, at, body, hash FROM events WHERE (session, seq) > ($1, $2) \
              ORDER BY session, seq LIMIT $3"
         );
         assert_eq!(
             events.select_sql(false, '?'),
-            "SELECT session, seq, type, at, body FROM events  ORDER BY session, seq LIMIT ?1"
+            "SELECT session, seq, type, at, body, hash FROM events  ORDER BY session, seq LIMIT ?1"
         );
         assert_eq!(
             events.insert_sql('?'),
-            "INSERT INTO events (session, seq, type, at, body) VALUES (?1, ?2, ?3, ?4, ?5)"
+            "INSERT INTO events (session, seq, type, at, body, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
         );
     }
 
