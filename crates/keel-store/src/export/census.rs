@@ -8,12 +8,16 @@ use sha2::{Digest, Sha256};
 
 use super::{StoredRecord, TABLES, Value};
 
-/// Counts and digests of the rows seen so far (`add` them in export order).
+type Sum = [u8; 32];
+
+/// Counts and digests of the rows seen so far (`add` them in export order: a session's events
+/// one after the other, so only the digest of the session being read is open).
 #[derive(Clone)]
 pub struct Census {
     counts: Vec<u64>,
     tables: Vec<Sha256>,
-    sessions: BTreeMap<String, Sha256>,
+    sessions: BTreeMap<String, Sum>,
+    open: Option<(String, Sha256)>,
 }
 
 impl Default for Census {
@@ -22,6 +26,7 @@ impl Default for Census {
             counts: vec![0; TABLES.len()],
             tables: vec![Sha256::new(); TABLES.len()],
             sessions: BTreeMap::new(),
+            open: None,
         }
     }
 }
@@ -76,9 +81,16 @@ impl Census {
         if record.def().name == "events"
             && let Value::Text(session) = record.get("session")
         {
-            let digest = self.sessions.entry(session.clone()).or_default();
-            for value in &record.values[1..] {
-                hash_value(digest, value);
+            if self.open.as_ref().is_none_or(|(open, _)| open != session) {
+                if let Some((done, digest)) = self.open.take() {
+                    self.sessions.insert(done, digest.finalize().into());
+                }
+                self.open = Some((session.clone(), Sha256::new()));
+            }
+            if let Some((_, digest)) = &mut self.open {
+                for value in &record.values[1..] {
+                    hash_value(digest, value);
+                }
             }
         }
     }
@@ -108,20 +120,34 @@ impl Census {
                 });
             }
         }
-        let finish = |h: Option<&Sha256>| h.map(|h| h.clone().finalize());
-        let sessions = self.sessions.keys().chain(target.sessions.keys());
-        for session in sessions {
-            if finish(self.sessions.get(session)) != finish(target.sessions.get(session)) {
-                return Some(Mismatch::Events {
-                    session: session.clone(),
-                });
-            }
+        let (ours, theirs) = (self.session_sums(), target.session_sums());
+        if let Some(session) = ours
+            .keys()
+            .chain(theirs.keys())
+            .find(|s| ours.get(*s) != theirs.get(*s))
+        {
+            return Some(Mismatch::Events {
+                session: session.to_string(),
+            });
         }
         TABLES
             .iter()
             .zip(self.tables.iter().zip(&target.tables))
-            .find(|(_, (a, b))| finish(Some(a)) != finish(Some(b)))
+            .find(|(_, (a, b))| Sha256::clone(a).finalize() != Sha256::clone(b).finalize())
             .map(|(table, _)| Mismatch::Rows { label: table.label })
+    }
+
+    /// Each session's events digest, the open one finished too.
+    fn session_sums(&self) -> BTreeMap<&str, Sum> {
+        let mut sums: BTreeMap<&str, Sum> = self
+            .sessions
+            .iter()
+            .map(|(s, sum)| (s.as_str(), *sum))
+            .collect();
+        if let Some((session, digest)) = &self.open {
+            sums.insert(session, digest.clone().finalize().into());
+        }
+        sums
     }
 }
 
