@@ -50,17 +50,12 @@ pub async fn ensure_empty(store: &dyn Store) -> Result<(), StoreError> {
     let mut pages = Pages::of(store, 1);
     while let Some(page) = pages.next().await? {
         let held = match (page.records.first(), page.unreadable.first()) {
-            (Some(record), _) => format!(
-                "{} (one is {} {})",
-                record.def().label,
-                record.def().name,
-                record.id()
-            ),
-            (None, Some(record)) => format!("{} {}", record.kind, record.id),
+            (Some(record), _) => format!("its {} table holds {}", record.def().name, record.id()),
+            (None, Some(record)) => format!("its {} table holds {}", record.kind, record.id),
             (None, None) => continue,
         };
         return Err(StoreError::Invalid(format!(
-            "the target store is not empty: it holds {held}; copy only into an empty store"
+            "the target store is not empty: {held} (and maybe more); copy only into an empty store"
         )));
     }
     Ok(())
