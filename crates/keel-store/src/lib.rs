@@ -245,3 +245,7 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 }
+    /// Which backend and storage this is, without credentials, for an operator: `SQLite
+    /// <file>`, `PostgreSQL <user@host:port/database>, schema <name>`.
+    fn describe(&self) -> String;
+

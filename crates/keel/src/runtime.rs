@@ -319,6 +319,10 @@ pub struct Runtime {
     pub engine: Engine,
     pub tenant: TenantId,
     pub lock: DataDirLock,
+    /// The store, as `Store::describe` says (backend and storage, no credentials).
+    pub store: String,
+    /// This node's name in run leases.
+    pub node_id: String,
 }
 
 impl Runtime {
@@ -327,9 +331,11 @@ impl Runtime {
         create_data_dir(&dir)?;
         let lock = lock_data_dir(&dir)?;
         let store = open_store(config).await?;
+        let described = store.describe();
         let models = model_registry(config).await?;
+        let node_id = node_id(config, &dir)?;
         let engine_config = EngineConfig {
-            node_id: node_id(config, &dir)?,
+            node_id: node_id.clone(),
             snapshot_every: config.store.snapshot_every.max(1),
             session_cache_bytes: config.engine.session_cache_mb.saturating_mul(1 << 20),
             session_idle: Duration::from_secs(config.engine.session_idle_secs),
@@ -349,6 +355,8 @@ impl Runtime {
             engine,
             tenant,
             lock,
+            store: described,
+            node_id,
         })
     }
 }

@@ -38,6 +38,17 @@ async fn two_nodes_on_one_postgres_store_serve_the_same_keys_sessions_and_turns(
     let node_id =
         |home: &KeelHome| std::fs::read_to_string(home.data_dir().join("node-id")).unwrap();
     assert_ne!(node_id(&home_a), node_id(&home_b));
+    // Each says which store and name it runs with.
+    let said = a
+        .stderr
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    assert!(said.contains("keel store: PostgreSQL"), "{said}");
+    assert!(said.contains(&format!("schema {}", schema.name)), "{said}");
+    assert!(
+        said.contains(&format!("(node {})", node_id(&home_a))),
+        "{said}"
+    );
 
     // A session made and answered on A is read and continued on B, and the other way round.
     let session = api_a

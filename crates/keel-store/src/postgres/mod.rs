@@ -45,6 +45,8 @@ pub struct PgStore {
     pool: Pool,
     /// The server and database, without credentials, for messages.
     server: String,
+    /// The schema that holds keel's tables (`default` for the server's `search_path`).
+    schema: String,
     /// Hears what other nodes change (`signals`).
     listener: signals::Listener,
 }
@@ -68,6 +70,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             server,
+            schema: options.schema.unwrap_or_else(|| "default".into()),
             listener,
         })
     }
@@ -370,5 +373,9 @@ impl Store for PgStore {
 fn row_id(row: &tokio_postgres::Row, index: usize) -> String {
     row.try_get::<_, String>(index)
         .or_else(|_| row.try_get::<_, i64>(index).map(|n| n.to_string()))
+    fn describe(&self) -> String {
+        format!("PostgreSQL {}, schema {}", self.server, self.schema)
+    }
+
         .unwrap_or_else(|_| "?".into())
 }

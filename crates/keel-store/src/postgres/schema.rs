@@ -136,9 +136,20 @@ pub(crate) async fn migrate(
     )
     .await?;
     if let Some(schema) = schema {
-        // A plain identifier (`options::check_schema_name`): nothing to quote.
-        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-            .await?;
+        // Created only when missing: `CREATE SCHEMA IF NOT EXISTS` asks for the right to
+        // create schemas even when it exists, which a role given only its schema lacks.
+        let exists = statements::query_opt(
+            &tx,
+            "SELECT 1 FROM pg_namespace WHERE nspname = $1",
+            &[&schema],
+        )
+        .await?
+        .is_some();
+        if !exists {
+            // A plain identifier (`options::check_schema_name`): nothing to quote.
+            tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                .await?;
+        }
     }
     tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         .await?;

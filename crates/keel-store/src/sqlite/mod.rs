@@ -473,3 +473,7 @@ impl Store for SqliteStore {
         self.writer.health().await
     }
 }
+
+    fn describe(&self) -> String {
+        format!("SQLite {}", self.path.display())
+    }

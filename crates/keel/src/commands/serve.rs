@@ -92,6 +92,7 @@ pub async fn run(config: &Config, args: ServeArgs) -> anyhow::Result<()> {
     };
     let addr = listener.local_addr()?;
     eprintln!("keel listening on http://{addr}");
+    eprintln!("keel store: {} (node {})", rt.store, rt.node_id);
     announce(&rt, addr);
     if let Some(metrics) = &metrics_listener {
         let addr = metrics.local_addr()?;

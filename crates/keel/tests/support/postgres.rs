@@ -43,9 +43,13 @@ impl Schema {
 
     /// A node's data directory: `config` (providers, agents, `[engine]`) on this schema.
     pub fn node(&self, config: &str) -> KeelHome {
+        self.node_at(&pg_url(), config, "")
+    }
+
+    /// A node's data directory on this schema through `url`, with more `[store]` settings.
+    pub fn node_at(&self, url: &str, config: &str, store: &str) -> KeelHome {
         KeelHome::new(&format!(
-            "{config}\n[store]\nurl = {:?}\nschema = {:?}\n",
-            pg_url(),
+            "{config}\n[store]\nurl = {url:?}\nschema = {:?}\n{store}\n",
             self.name
         ))
     }
