@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod durable;
+mod embedding;
 mod error;
 mod http;
 pub mod providers;
@@ -12,6 +13,7 @@ mod request;
 pub mod router;
 pub mod sse;
 
+pub use embedding::{EmbeddingRequest, EmbeddingResponse};
 pub use error::{ModelError, ModelErrorKind};
 pub use reply::{ModelReply, ReplyAccumulator};
 pub use request::{
@@ -38,6 +40,13 @@ pub trait ModelClient: Send + Sync {
     /// has no list endpoint. Callers bound the wait; a failure leaves the listing as it was.
     async fn list_models(&self) -> Result<Option<Vec<String>>, ModelError> {
         Ok(None)
+    }
+
+    /// One vector per text of `request` (`POST /v1/embeddings` and memory search). Providers
+    /// without an embeddings endpoint refuse it as a bad request.
+    async fn embed(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse, ModelError> {
+        let _ = request;
+        Err(embedding::unsupported(self.provider()))
     }
 
     /// Runs a call to completion.

@@ -5,6 +5,7 @@
 
 use serde_json::{Value, json};
 
+use crate::openai_mock::embeddings;
 use crate::openai_mock::render::{error_body, sse_data, stream_events};
 use crate::openai_mock::validate::check_chat_request;
 use crate::reply::MockReply;
@@ -46,14 +47,20 @@ impl MockUpstream<AzureWire> {
     }
 }
 
-impl Wire for AzureWire {
-    type Event = String;
-
-    fn check(&self, request: &RecordedRequest, query: &str) -> Result<(), Refusal> {
+impl AzureWire {
+    /// Checks the path (`/openai/deployments/{deployment}/{operation}`), `api-version` and the
+    /// credential; returns the deployment.
+    fn check_target<'a>(
+        &self,
+        request: &'a RecordedRequest,
+        query: &str,
+        operation: &str,
+    ) -> Result<&'a str, Refusal> {
         let Some(deployment) = request
             .path
             .strip_prefix("/openai/deployments/")
-            .and_then(|r| r.strip_suffix("/chat/completions"))
+            .and_then(|r| r.strip_suffix(operation))
+            .and_then(|r| r.strip_suffix('/'))
         else {
             return Err(refuse(404, "Resource not found"));
         };
@@ -90,6 +97,15 @@ impl Wire for AzureWire {
                 "send an Entra ID token as a bearer",
             )?,
         }
+        Ok(deployment)
+    }
+}
+
+impl Wire for AzureWire {
+    type Event = String;
+
+    fn check(&self, request: &RecordedRequest, query: &str) -> Result<(), Refusal> {
+        let deployment = self.check_target(request, query, "chat/completions")?;
         // Azure takes the model from the deployment; validate the rest as OpenAI does.
         let mut body = request.body.clone();
         if let Some(object) = body.as_object_mut() {
@@ -107,6 +123,16 @@ impl Wire for AzureWire {
 
     fn error_body(&self, status: u16, message: &str) -> Value {
         error_body(status, message, None)
+    }
+
+    fn embeddings(&self, request: &RecordedRequest, query: &str) -> Option<Result<Value, Refusal>> {
+        if !request.path.ends_with("/embeddings") {
+            return None;
+        }
+        Some(
+            self.check_target(request, query, "embeddings")
+                .and_then(|deployment| embeddings::answer(&request.body, Some(deployment))),
+        )
     }
 
     fn stream_events(

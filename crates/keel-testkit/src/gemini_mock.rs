@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use crate::embedding::{MOCK_DIMENSIONS, mock_vector};
 use crate::reply::{MockReply, word_pieces};
 use crate::server::RecordedRequest;
 
@@ -27,6 +28,85 @@ impl MockUpstream<GeminiWire> {
     /// `http://127.0.0.1:PORT/v1beta`.
     pub fn base_url(&self) -> String {
         format!("{}/v1beta", self.origin())
+    }
+}
+
+impl GeminiWire {
+    /// `embedContent` (one `content`) or `batchEmbedContents` (`requests`, each naming
+    /// `models/{model}` as the API requires), answered with `crate::embedding` vectors.
+    fn embed(&self, request: &RecordedRequest, model: &str, batch: bool) -> Result<Value, Refusal> {
+        require_header(
+            request,
+            "x-goog-api-key",
+            &self.api_key,
+            "send your key as x-goog-api-key",
+        )?;
+        let items: Vec<&Value> = if batch {
+            let Some(object) = request.body.as_object() else {
+                return Err(bad("expected a JSON object"));
+            };
+            if let Some(key) = unknown_key(object, &["requests"]) {
+                return Err(bad(format!("Unknown name \"{key}\": Cannot find field.")));
+            }
+            match object.get("requests").and_then(Value::as_array) {
+                Some(list) if !list.is_empty() => list.iter().collect(),
+                _ => return Err(bad("requests is not specified")),
+            }
+        } else {
+            vec![&request.body]
+        };
+        let mut embeddings = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let Some(object) = item.as_object() else {
+                return Err(bad(format!("requests[{i}]: expected a JSON object")));
+            };
+            let known = [
+                "model",
+                "content",
+                "taskType",
+                "title",
+                "outputDimensionality",
+            ];
+            if let Some(key) = unknown_key(object, &known) {
+                return Err(bad(format!("Unknown name \"{key}\": Cannot find field.")));
+            }
+            let named = object.get("model").and_then(Value::as_str);
+            if batch && named != Some(&format!("models/{model}")) {
+                return Err(bad(format!(
+                    "requests[{i}].model is {named:?}; it must be models/{model}, the batch's model"
+                )));
+            }
+            let text: Option<String> = item["content"]["parts"]
+                .as_array()
+                .and_then(|parts| {
+                    parts
+                        .iter()
+                        .map(|p| p["text"].as_str())
+                        .collect::<Option<Vec<_>>>()
+                })
+                .map(|texts| texts.join(" "));
+            let text = match text {
+                Some(text) if !text.is_empty() => text,
+                _ => {
+                    return Err(bad(format!(
+                        "requests[{i}].content: a text part is required"
+                    )));
+                }
+            };
+            let dimensions = match object.get("outputDimensionality") {
+                None => MOCK_DIMENSIONS,
+                Some(v) => match v.as_u64() {
+                    Some(d) if (1..=MOCK_DIMENSIONS as u64).contains(&d) => d as usize,
+                    _ => return Err(bad(format!("outputDimensionality {v} is out of range"))),
+                },
+            };
+            embeddings.push(json!({"values": mock_vector(&text, dimensions)}));
+        }
+        Ok(if batch {
+            json!({"embeddings": embeddings})
+        } else {
+            json!({"embedding": embeddings.pop()})
+        })
     }
 }
 
@@ -194,6 +274,20 @@ impl Wire for GeminiWire {
             ));
         }
         Ok(())
+    }
+
+    fn embeddings(
+        &self,
+        request: &RecordedRequest,
+        _query: &str,
+    ) -> Option<Result<Value, Refusal>> {
+        let rest = request.path.strip_prefix("/v1beta/models/")?;
+        let (model, batch) = match rest.rsplit_once(':')? {
+            (model, "embedContent") => (model, false),
+            (model, "batchEmbedContents") => (model, true),
+            _ => return None,
+        };
+        Some(self.embed(request, model, batch))
     }
 
     fn error_body(&self, status: u16, message: &str) -> Value {

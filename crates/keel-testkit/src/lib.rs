@@ -5,6 +5,7 @@
 pub mod anthropic_mock;
 pub mod azure_mock;
 pub mod bedrock_mock;
+pub mod embedding;
 mod fault;
 pub mod gemini_mock;
 pub mod openai_mock;

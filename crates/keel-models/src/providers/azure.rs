@@ -8,12 +8,14 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::endpoint::{Endpoint, EndpointConfig};
+use super::endpoint::{Endpoint, EndpointConfig, Target};
 use super::openai::chunks::ChatChunks;
 use super::openai::wire::chat_body;
-use super::openai::{MaxTokensField, error_message};
+use super::openai::{MaxTokensField, embeddings, error_message};
 use super::streaming::{HttpTimeouts, config_error};
-use crate::{ModelClient, ModelError, ModelRequest, ModelStream};
+use crate::{
+    EmbeddingRequest, EmbeddingResponse, ModelClient, ModelError, ModelRequest, ModelStream,
+};
 
 const PROVIDER: &str = "azure";
 
@@ -107,19 +109,7 @@ impl ModelClient for AzureClient {
     }
 
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
-        let deployment = request.model.trim();
-        if deployment.is_empty()
-            || !deployment
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return Err(config_error(
-                PROVIDER,
-                format!(
-                    "`{deployment}` is not an Azure deployment name (letters, digits, - _ .); give the target as azure/<deployment>"
-                ),
-            ));
-        }
+        let deployment = deployment(&request.model)?;
         let mut body =
             chat_body(&request, MaxTokensField::MaxCompletionTokens).map_err(as_azure)?;
         // The deployment picks the model; Azure ignores `model` in the body. The GA version
@@ -129,14 +119,49 @@ impl ModelClient for AzureClient {
                 body.remove(field);
             }
         }
-        let path = format!(
-            "/openai/deployments/{deployment}/chat/completions?api-version={}",
-            self.api_version
-        );
-        let target = self.endpoint.target(&path)?;
+        let target = self.deployment_target(deployment, "chat/completions")?;
         let decoder = ChatChunks::new(PROVIDER);
         self.endpoint.stream(&target, &body, decoder).await
     }
+
+    /// The deployment's `embeddings`, in OpenAI's format without `model`.
+    async fn embed(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse, ModelError> {
+        request.check(PROVIDER)?;
+        let target = self.deployment_target(deployment(&request.model)?, "embeddings")?;
+        let reply = self
+            .endpoint
+            .post_json(&target, &embeddings::body(&request, false))
+            .await?;
+        embeddings::parse(PROVIDER, &request, &reply)
+    }
+}
+
+impl AzureClient {
+    /// `{endpoint}/openai/deployments/{deployment}/{operation}?api-version=…`.
+    fn deployment_target(&self, deployment: &str, operation: &str) -> Result<Target, ModelError> {
+        self.endpoint.target(&format!(
+            "/openai/deployments/{deployment}/{operation}?api-version={}",
+            self.api_version
+        ))
+    }
+}
+
+/// The route target's model, checked as a deployment name.
+fn deployment(model: &str) -> Result<&str, ModelError> {
+    let deployment = model.trim();
+    if deployment.is_empty()
+        || !deployment
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(config_error(
+            PROVIDER,
+            format!(
+                "`{deployment}` is not an Azure deployment name (letters, digits, - _ .); give the target as azure/<deployment>"
+            ),
+        ));
+    }
+    Ok(deployment)
 }
 
 fn as_azure(error: ModelError) -> ModelError {

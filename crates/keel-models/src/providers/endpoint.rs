@@ -129,6 +129,19 @@ impl Endpoint {
         }
     }
 
+    /// POSTs `body` to `target` and returns the whole JSON reply (a call that does not stream,
+    /// such as embeddings), under the provider's deadlines and error bodies.
+    pub(crate) async fn post_json(
+        &self,
+        target: &Target,
+        body: &serde_json::Value,
+    ) -> Result<String, ModelError> {
+        let mut headers = self.headers.clone();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let send = self.post(target, headers, body);
+        self.call(target).whole(send).await
+    }
+
     /// POSTs `body` to `target` and reads the streamed reply with `decoder`.
     pub(crate) async fn stream(
         &self,

@@ -302,7 +302,7 @@ impl Drop for Call {
 }
 
 /// Failures that say something about the target's health (not about the request or the caller).
-fn counts_against_target(kind: ModelErrorKind) -> bool {
+pub(super) fn counts_against_target(kind: ModelErrorKind) -> bool {
     matches!(
         kind,
         ModelErrorKind::RateLimited

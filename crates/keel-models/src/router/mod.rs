@@ -7,6 +7,7 @@ mod backoff;
 mod breaker;
 mod call;
 mod config;
+mod embed;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,7 +20,9 @@ use self::backoff::Dice;
 use self::breaker::Breaker;
 pub use self::breaker::BreakerState;
 pub use self::config::{BreakerPolicy, Policy, RetryPolicy, Route, Target, Timeouts};
-use crate::{ModelClient, ModelError, ModelRequest, ModelStream};
+use crate::{
+    EmbeddingRequest, EmbeddingResponse, ModelClient, ModelError, ModelRequest, ModelStream,
+};
 
 /// The most sessions whose sticky target is remembered; past it the oldest half is forgotten.
 const STICKY_CAPACITY: usize = 100_000;
@@ -233,6 +236,10 @@ impl ModelClient for Router {
         Ok(futures::stream::once(async move { Ok(first) })
             .chain(rest)
             .boxed())
+    }
+
+    async fn embed(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse, ModelError> {
+        embed::embed(&self.shared, request).await
     }
 }
 

@@ -3,6 +3,7 @@
 //! tool message pairing, optionally the context window) and refuses in OpenAI's error shape.
 //! vLLM, Ollama and llama.cpp speak the same format; Azure's mock reuses its checks and shapes.
 
+pub(crate) mod embeddings;
 pub(crate) mod render;
 pub(crate) mod validate;
 
@@ -135,6 +136,20 @@ impl Wire for OpenAiWire {
 
     fn error_body(&self, status: u16, message: &str) -> Value {
         render::error_body(status, message, None)
+    }
+
+    fn embeddings(
+        &self,
+        request: &RecordedRequest,
+        _query: &str,
+    ) -> Option<Result<Value, Refusal>> {
+        if request.path != "/v1/embeddings" {
+            return None;
+        }
+        Some(
+            self.check_key(request)
+                .and_then(|()| embeddings::answer(&request.body, None)),
+        )
     }
 
     fn listing(&self, path: &str) -> Option<Value> {

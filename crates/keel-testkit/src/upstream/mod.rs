@@ -147,6 +147,15 @@ async fn handle<W: Wire>(
     {
         return refused(400, "Content-Type must be application/json");
     }
+    if let Some(answer) = wire.embeddings(&request, uri.query().unwrap_or("")) {
+        return match answer {
+            Err(refusal) => error_response(wire, &refusal),
+            Ok(body) => match take_status_fault(&state) {
+                Some(fault) => fault_response(wire, fault),
+                None => axum::Json(body).into_response(),
+            },
+        };
+    }
     if let Err(refusal) = wire.check(&request, uri.query().unwrap_or("")) {
         return error_response(wire, &refusal);
     }
@@ -170,20 +179,7 @@ async fn handle<W: Wire>(
     };
     // Faults that come before any reply, streamed or not.
     match fault {
-        Some(Fault::Status {
-            status,
-            retry_after,
-            retry_after_ms,
-        }) => {
-            let mut response = refused(status, &format!("Injected fault: HTTP {status}."));
-            if let Some(value) = retry_after.and_then(|v| v.parse().ok()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            if let Some(ms) = retry_after_ms {
-                response.headers_mut().insert("retry-after-ms", ms.into());
-            }
-            return response;
-        }
+        Some(fault @ Fault::Status { .. }) => return fault_response(wire, fault),
         Some(Fault::ResetConnection) => return hang_up(&connection, true).await,
         Some(Fault::CloseConnection) => return hang_up(&connection, false).await,
         Some(Fault::StallBeforeResponse) => {
@@ -242,6 +238,41 @@ async fn handle<W: Wire>(
         body,
     )
         .into_response()
+}
+
+/// The queued fault, when the next one is an HTTP status (the only kind embeddings take).
+fn take_status_fault<W: Wire>(state: &UpstreamState<W>) -> Option<Fault> {
+    let mut queue = lock(&state.queue);
+    match queue.front() {
+        Some(Scripted::Fault(Fault::Status { .. })) => match queue.pop_front() {
+            Some(Scripted::Fault(fault)) => Some(fault),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The error response of a `Fault::Status`, with its `Retry-After` headers.
+fn fault_response<W: Wire>(wire: &W, fault: Fault) -> Response {
+    let Fault::Status {
+        status,
+        retry_after,
+        retry_after_ms,
+    } = fault
+    else {
+        return error_response(wire, &refuse(500, "not a status fault"));
+    };
+    let mut response = error_response(
+        wire,
+        &refuse(status, format!("Injected fault: HTTP {status}.")),
+    );
+    if let Some(value) = retry_after.and_then(|v| v.parse().ok()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    if let Some(ms) = retry_after_ms {
+        response.headers_mut().insert("retry-after-ms", ms.into());
+    }
+    response
 }
 
 /// A non-streamed answer; stream faults become their closest whole-body equivalent.

@@ -78,6 +78,16 @@ pub trait Wire: Send + Sync + 'static {
     fn listing(&self, _path: &str) -> Option<Value> {
         None
     }
+    /// The answer to a request on the format's embeddings endpoint, checked and computed from
+    /// the request alone (`crate::embedding`), or `None` when `request` is not on it. Embeddings
+    /// use no queued reply; a queued `Fault::Status` still answers in their place.
+    fn embeddings(
+        &self,
+        _request: &RecordedRequest,
+        _query: &str,
+    ) -> Option<Result<Value, Refusal>> {
+        None
+    }
     /// Headers of an error response (besides `Retry-After`), e.g. AWS's `x-amzn-errortype`.
     fn error_headers(&self, _status: u16) -> Vec<(&'static str, String)> {
         Vec::new()

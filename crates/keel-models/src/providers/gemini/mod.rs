@@ -2,6 +2,7 @@
 //! `x-goog-api-key`). `wire` builds the request, `events` reads the reply; this file does HTTP.
 //! Gemini has no tool-call ids: keel assigns them, and maps results back by name and order.
 
+mod embeddings;
 pub(super) mod events;
 mod wire;
 
@@ -12,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::endpoint::{Endpoint, EndpointConfig};
 use super::streaming::{HttpTimeouts, config_error};
-use crate::{ModelClient, ModelError, ModelRequest, ModelStream};
+use crate::{
+    EmbeddingRequest, EmbeddingResponse, ModelClient, ModelError, ModelRequest, ModelStream,
+};
 
 pub(crate) const PROVIDER: &str = "gemini";
 
@@ -79,18 +82,32 @@ impl ModelClient for GeminiClient {
 
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
         let body = wire::generate_body(&request)?;
-        if request.model.contains(['/', '?', '#', ':']) {
-            return Err(config_error(
-                PROVIDER,
-                format!(
-                    "model `{}` holds a character not allowed in a Gemini model name (/ ? # :)",
-                    request.model
-                ),
-            ));
-        }
+        check_model(&request.model)?;
         let path = format!("/models/{}:streamGenerateContent?alt=sse", request.model);
         let target = self.endpoint.target(&path)?;
         let decoder = events::GenerateEvents::default();
         self.endpoint.stream(&target, &body, decoder).await
     }
+
+    async fn embed(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse, ModelError> {
+        request.check(PROVIDER)?;
+        check_model(&request.model)?;
+        let (path, body) = embeddings::call(&request);
+        let target = self.endpoint.target(&path)?;
+        let reply = self.endpoint.post_json(&target, &body).await?;
+        embeddings::parse(&request, &reply)
+    }
+}
+
+/// A model name is a path segment of the URL.
+fn check_model(model: &str) -> Result<(), ModelError> {
+    if model.contains(['/', '?', '#', ':']) {
+        return Err(config_error(
+            PROVIDER,
+            format!(
+                "model `{model}` holds a character not allowed in a Gemini model name (/ ? # :)"
+            ),
+        ));
+    }
+    Ok(())
 }

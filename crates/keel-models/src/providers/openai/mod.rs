@@ -3,6 +3,7 @@
 //! `base_url` at them. `wire` builds the request, `chunks` reads the reply; this file does HTTP.
 
 pub(crate) mod chunks;
+pub(crate) mod embeddings;
 pub(crate) mod wire;
 
 use std::fmt;
@@ -14,7 +15,10 @@ use reqwest::header::{ACCEPT, HeaderValue};
 use self::chunks::ChatChunks;
 use super::endpoint::{Endpoint, EndpointConfig, Target};
 use super::streaming::{ErrorBody, HttpTimeouts};
-use crate::{ModelClient, ModelError, ModelReply, ModelRequest, ModelStream};
+use crate::{
+    EmbeddingRequest, EmbeddingResponse, ModelClient, ModelError, ModelReply, ModelRequest,
+    ModelStream,
+};
 
 const PROVIDER: &str = "openai";
 
@@ -113,6 +117,8 @@ pub struct OpenAiClient {
     completions: Target,
     /// `{base_url}/models`, the server's list of what it serves.
     models: Target,
+    /// `{base_url}/embeddings`.
+    embeddings: Target,
 }
 
 impl OpenAiClient {
@@ -139,11 +145,13 @@ impl OpenAiClient {
         })?;
         let completions = endpoint.target("/chat/completions")?;
         let models = endpoint.target("/models")?;
+        let embeddings = endpoint.target("/embeddings")?;
         Ok(OpenAiClient {
             max_tokens_field: config.max_tokens_field,
             endpoint,
             completions,
             models,
+            embeddings,
         })
     }
 
@@ -197,6 +205,14 @@ impl ModelClient for OpenAiClient {
         let send = self.endpoint.get(&self.models, headers);
         let body = self.endpoint.call(&self.models).whole(send).await?;
         wire::model_ids(&body).map(Some)
+    }
+
+    /// `POST {base_url}/embeddings`, floats asked for.
+    async fn embed(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse, ModelError> {
+        request.check(PROVIDER)?;
+        let body = embeddings::body(&request, true);
+        let reply = self.endpoint.post_json(&self.embeddings, &body).await?;
+        embeddings::parse(PROVIDER, &request, &reply)
     }
 }
 
