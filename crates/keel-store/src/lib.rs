@@ -238,6 +238,10 @@ pub trait Store: Send + Sync + 'static {
         self.ping().await
     }
 
+    /// Which backend and storage this is, without credentials, for an operator: `SQLite
+    /// <file>`, `PostgreSQL <user@host:port/database>, schema <name>`.
+    fn describe(&self) -> String;
+
     /// Hints of what other handles on the storage (other nodes) change, for a node to look
     /// again at once instead of at its next poll; `None` when the backend has none to give
     /// (SQLite: one process drives a data directory, and it knows its own changes).
@@ -245,7 +249,3 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 }
-    /// Which backend and storage this is, without credentials, for an operator: `SQLite
-    /// <file>`, `PostgreSQL <user@host:port/database>, schema <name>`.
-    fn describe(&self) -> String;
-

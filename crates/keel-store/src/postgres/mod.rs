@@ -364,6 +364,10 @@ impl Store for PgStore {
         }
     }
 
+    fn describe(&self) -> String {
+        format!("PostgreSQL {}, schema {}", self.server, self.schema)
+    }
+
     fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<crate::StoreSignal>> {
         Some(self.listener.subscribe())
     }
@@ -373,9 +377,5 @@ impl Store for PgStore {
 fn row_id(row: &tokio_postgres::Row, index: usize) -> String {
     row.try_get::<_, String>(index)
         .or_else(|_| row.try_get::<_, i64>(index).map(|n| n.to_string()))
-    fn describe(&self) -> String {
-        format!("PostgreSQL {}, schema {}", self.server, self.schema)
-    }
-
         .unwrap_or_else(|_| "?".into())
 }

@@ -472,8 +472,8 @@ impl Store for SqliteStore {
         self.ping().await?;
         self.writer.health().await
     }
-}
 
     fn describe(&self) -> String {
         format!("SQLite {}", self.path.display())
     }
+}
