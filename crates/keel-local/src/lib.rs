@@ -10,6 +10,7 @@
 
 mod chat;
 pub mod embed;
+mod embeddings;
 mod error;
 mod generate;
 mod gguf;
@@ -23,7 +24,7 @@ mod stop;
 mod tokenizer;
 mod tool_calls;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,13 +36,17 @@ pub use quant::Kernels;
 pub use tokenizer::{TokenizeError, Tokenizer};
 
 use self::chat::TurnTokens;
+use self::embeddings::LocalEmbeddings;
 use self::generate::{Counters, Engine, Job};
 use self::gguf::GgufFile;
 use self::kv_cache::PrefixCache;
 use self::model::LlamaModel;
 use self::sampler::SamplingParams;
 use self::scheduler::DecodeSlots;
-use keel_models::{ModelClient, ModelError, ModelErrorKind, ModelRequest, ModelStream, ToolChoice};
+use keel_models::{
+    EmbeddingRequest, EmbeddingResponse, ModelClient, ModelError, ModelErrorKind, ModelRequest,
+    ModelStream, ToolChoice,
+};
 
 /// The provider name recorded with each step.
 pub const PROVIDER: &str = "local";
@@ -71,6 +76,9 @@ pub struct LocalOptions {
     pub on_queue_wait: Option<QueueWaitHook>,
     /// Which dot-product kernels run (default: AVX2 where the CPU has it).
     pub kernels: Kernels,
+    /// The embedding model's weights (`*.safetensors`, its companions beside it); `None`
+    /// (default): all-MiniLM-L6-v2 from the shared model cache, fetched on first use.
+    pub embedding_weights: Option<PathBuf>,
 }
 
 impl Default for LocalOptions {
@@ -85,6 +93,7 @@ impl Default for LocalOptions {
             prefix_cache_bytes: 128 << 20,
             on_queue_wait: None,
             kernels: Kernels::Auto,
+            embedding_weights: None,
         }
     }
 }
@@ -101,6 +110,7 @@ impl std::fmt::Debug for LocalOptions {
             .field("prefix_cache_bytes", &self.prefix_cache_bytes)
             .field("on_queue_wait", &self.on_queue_wait.is_some())
             .field("kernels", &self.kernels)
+            .field("embedding_weights", &self.embedding_weights)
             .finish()
     }
 }
@@ -127,6 +137,7 @@ pub struct LocalClient {
     turn: TurnTokens,
     options: Arc<LocalOptions>,
     name: String,
+    embeddings: Arc<LocalEmbeddings>,
 }
 
 impl LocalClient {
@@ -187,6 +198,7 @@ impl LocalClient {
             engine: Arc::new(engine),
             slots: Arc::new(DecodeSlots::new(options.slots)),
             turn,
+            embeddings: Arc::new(LocalEmbeddings::new(options.embedding_weights.clone())),
             options: Arc::new(options),
             name,
         })
@@ -311,6 +323,11 @@ fn offers_tools(request: &ModelRequest) -> Result<bool, ModelError> {
 impl ModelClient for LocalClient {
     fn provider(&self) -> &str {
         PROVIDER
+    }
+
+    /// all-MiniLM-L6-v2 (`local/all-minilm-l6-v2`), loaded on first use.
+    async fn embed(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse, ModelError> {
+        self.embeddings.clone().embed(&self.slots, request).await
     }
 
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {

@@ -152,3 +152,36 @@ fn a_truncated_or_corrupt_file_is_an_error_naming_it() {
     let err = Embedder::load(&files).err().expect("refused");
     assert!(err.to_string().contains("m.tokenizer.json"), "{err}");
 }
+
+#[tokio::test]
+async fn the_local_provider_embeds_through_the_model_client() {
+    use keel_models::{EmbeddingRequest, ModelClient, ModelErrorKind};
+    let client = support::load(keel_local::LocalOptions {
+        embedding_weights: Some(weights().to_path_buf()),
+        ..Default::default()
+    });
+    let ask = |model: &str, inputs: &[&str], dimensions| EmbeddingRequest {
+        model: model.into(),
+        inputs: inputs.iter().map(|t| t.to_string()).collect(),
+        dimensions,
+    };
+    let out = client
+        .embed(ask(EMBEDDING_MODEL, &["one", "two words"], None))
+        .await
+        .unwrap();
+    assert_eq!(out.vectors.len(), 2);
+    assert_eq!(out.vectors[0].len(), 384);
+    assert_eq!(out.input_tokens, 3 + 4);
+    for (request, says) in [
+        (
+            ask("smollm2-135m-instruct", &["x"], None),
+            "all-minilm-l6-v2",
+        ),
+        (ask(EMBEDDING_MODEL, &["x"], Some(8)), "384"),
+        (ask(EMBEDDING_MODEL, &[], None), "at least one text"),
+    ] {
+        let err = client.embed(request).await.unwrap_err();
+        assert_eq!(err.kind, ModelErrorKind::BadRequest, "{err}");
+        assert!(err.message.contains(says), "{err}");
+    }
+}

@@ -19,6 +19,10 @@ use safetensors::SafeTensors;
 /// `max_seq_length`); longer texts are cut, as sentence-transformers does.
 const MAX_TOKENS: usize = 256;
 
+/// Tokens one forward pass takes at most: a large request runs as several passes, so its
+/// activations stay a few tens of megabytes whatever the number of texts.
+const TOKENS_PER_PASS: usize = 4096;
+
 /// Where an embedding model's three files are.
 #[derive(Clone, Debug)]
 pub struct EmbedderFiles {
@@ -98,7 +102,7 @@ impl Embedder {
         self.bert.simd = kernels.use_simd();
     }
 
-    /// One vector per text, computed as one batch.
+    /// One vector per text, computed in batches of up to `TOKENS_PER_PASS` tokens.
     pub fn embed(&self, texts: &[&str]) -> Result<Embedded, LocalError> {
         let mut batch = Vec::with_capacity(texts.len());
         for text in texts {
@@ -125,9 +129,18 @@ impl Embedder {
             batch.push(ids);
         }
         let tokens = batch.iter().map(|ids| ids.len() as u64).sum();
-        Ok(Embedded {
-            vectors: self.bert.embed(&batch),
-            tokens,
-        })
+        let mut vectors = Vec::with_capacity(batch.len());
+        let mut start = 0;
+        while start < batch.len() {
+            let mut end = start + 1;
+            let mut size = batch[start].len();
+            while end < batch.len() && size + batch[end].len() <= TOKENS_PER_PASS {
+                size += batch[end].len();
+                end += 1;
+            }
+            vectors.extend(self.bert.embed(&batch[start..end]));
+            start = end;
+        }
+        Ok(Embedded { vectors, tokens })
     }
 }
