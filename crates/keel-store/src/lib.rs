@@ -5,6 +5,7 @@
 //! to follow and fails with `StoreError::Conflict` if someone else appended first, so a
 //! session's seqs never have a gap or a duplicate.
 
+pub mod chain;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod encode;
@@ -16,6 +17,7 @@ mod stored;
 mod types;
 mod unreadable;
 
+pub use chain::{ChainReport, JournalEntry};
 pub use postgres::{PgOptions, PgStore};
 pub use signals::StoreSignal;
 pub use sqlite::{Durability, SqliteOptions, SqliteStore};
@@ -107,6 +109,15 @@ pub trait Store: Send + Sync + 'static {
         before: u64,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError>;
+    /// Events with `seq > after` as stored — type, time, body text and hash record —,
+    /// ascending, at most `limit`: what checking the session's hash chain reads
+    /// (`chain::verify`). `NotFound` for an unknown session.
+    async fn read_journal(
+        &self,
+        session: &SessionId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError>;
     /// The latest snapshot plus every event after it: all that loading a session needs.
     async fn load(&self, session: &SessionId) -> Result<LoadedSession, StoreError>;
     /// Stores a snapshot of the state at `snapshot.seq` (which must already be logged, else

@@ -26,3 +26,18 @@ async fn pg_subject() -> Option<Subject> {
 }
 
 keel_store::conformance_tests!(pg_subject());
+
+/// One byte of a stored event edited in the database, behind the store's back, is found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_edited_byte_in_the_database_is_found_at_its_seq() {
+    let Some(schema) = pg_server::Schema::fresh().await else {
+        return;
+    };
+    let store = Arc::new(schema.open().await);
+    keel_store::conformance::an_edited_byte_of_a_stored_event_is_found_at_its_seq(store, |sql| {
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(schema.execute(sql))
+        })
+    })
+    .await;
+}

@@ -40,3 +40,16 @@ mod without_group_commit {
 
     keel_store::conformance_tests!(subject());
 }
+
+/// One byte of a stored event edited in the file, behind the store's back, is found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_edited_byte_in_the_file_is_found_at_its_seq() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("keel.db");
+    let store = Arc::new(SqliteStore::open(SqliteOptions::new(&path)).expect("open the store"));
+    keel_store::conformance::an_edited_byte_of_a_stored_event_is_found_at_its_seq(store, |sql| {
+        let conn = rusqlite::Connection::open(&path).expect("open the file");
+        conn.execute_batch(sql).expect("edit the file");
+    })
+    .await;
+}

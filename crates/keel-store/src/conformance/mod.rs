@@ -10,6 +10,7 @@
 mod enqueue;
 mod export;
 mod fixtures;
+mod journal;
 mod log;
 mod runs;
 mod sessions;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 pub use enqueue::*;
 pub use export::*;
+pub use journal::*;
 pub use log::*;
 pub use runs::*;
 pub use sessions::*;
@@ -135,6 +137,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@subject_cases $subject;
             racing_rejecting_enqueues_on_two_handles_let_exactly_one_through,
             racing_claims_on_two_handles_hand_out_each_session_once,
+            the_log_is_one_hash_chain_across_batches_and_handles,
         );
         // Cases on two stores of the backend: `$subject` awaited twice.
         $crate::conformance_tests!(@pair_cases $subject;

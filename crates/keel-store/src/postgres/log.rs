@@ -10,6 +10,7 @@ use keel_core::{Event, EventBody, SessionId, Timestamp};
 use tokio_postgres::Row;
 
 use super::{error, run_input, runs, statements};
+use crate::chain::{self, JournalEntry};
 use crate::stored::{self, count, session_not_found, sql_bound, sql_limit};
 use crate::{AppendBatch, LoadedSession, NewEvent, ScratchpadWrite, Snapshot, StoreError, encode};
 
@@ -22,7 +23,8 @@ pub(crate) async fn append(
     expected: u64,
     batch: &AppendBatch,
 ) -> Result<u64, StoreError> {
-    let rows = EventRows::new(session, expected, &batch.events)?;
+    let previous = previous_hash(&*client, session, expected).await?;
+    let rows = EventRows::new(session, expected, previous, &batch.events)?;
     let last = expected.saturating_add(batch.events.len() as u64);
     let alone = batch.scratchpad.is_empty()
         && batch.finish_run.is_none()
@@ -61,9 +63,9 @@ async fn advance(
     let row = statements::query_one(
         client,
         "WITH moved AS (UPDATE sessions SET last_seq = $3 WHERE id = $1 AND last_seq = $2 RETURNING id),
-              inserted AS (INSERT INTO events (session, seq, type, at, body)
+              inserted AS (INSERT INTO events (session, seq, type, at, body, hash)
                            SELECT moved.id, e.* FROM moved,
-                               unnest($4::bigint[], $5::text[], $6::bigint[], $7::text[]) AS e)
+                               unnest($4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[]) AS e)
          SELECT COUNT(*) FROM (SELECT pg_notify(current_setting('keel.channel'), 'a ' || $1 || ' ' || $3::text)
                                FROM moved) AS notified",
         &[
@@ -74,6 +76,7 @@ async fn advance(
             &rows.types,
             &rows.ats,
             &rows.bodies,
+            &rows.hashes,
         ],
     )
     .await;
@@ -115,20 +118,46 @@ pub(crate) async fn last_seq(
     }
 }
 
+/// The hash record of the session's event `seq` (`None` for seq 0, or an event stored before
+/// keel hashed its journal), which the next event's chains to. Read before the append's own
+/// statement: an event never changes once stored, and a racing append fails that statement.
+async fn previous_hash(
+    client: &impl GenericClient,
+    session: &SessionId,
+    seq: u64,
+) -> Result<Option<String>, StoreError> {
+    if seq == 0 {
+        return Ok(None);
+    }
+    let row = statements::query_opt(
+        client,
+        "SELECT hash FROM events WHERE session = $1 AND seq = $2",
+        &[&session.as_str(), &sql_bound(seq)],
+    )
+    .await?;
+    Ok(match row {
+        Some(row) => row.try_get(0)?,
+        None => None,
+    })
+}
+
 /// Events as the columns of their rows, for one `unnest` insert.
 pub(crate) struct EventRows {
     seqs: Vec<i64>,
     types: Vec<&'static str>,
     ats: Vec<i64>,
     bodies: Vec<String>,
+    hashes: Vec<String>,
 }
 
 impl EventRows {
-    /// `events` as seqs `after + 1 ..`; `Invalid` before anything is written when one is
-    /// nested too deep to read back.
+    /// `events` as seqs `after + 1 ..`, their hash records chained from `previous` (the
+    /// record of seq `after`); `Invalid` before anything is written when one is nested too
+    /// deep to read back.
     pub(crate) fn new(
         session: &SessionId,
         after: u64,
+        mut previous: Option<String>,
         events: &[NewEvent],
     ) -> Result<EventRows, StoreError> {
         let mut rows = EventRows {
@@ -136,16 +165,22 @@ impl EventRows {
             types: Vec::with_capacity(events.len()),
             ats: Vec::with_capacity(events.len()),
             bodies: Vec::with_capacity(events.len()),
+            hashes: Vec::with_capacity(events.len()),
         };
         for (n, event) in (1..).zip(events) {
             // A stale `after` may be anything: saturate, the append will not match anyway.
             let seq = after.saturating_add(n);
-            rows.bodies.push(encode::readable(event.body.encode(), || {
+            let body = encode::readable(event.body.encode(), || {
                 format!("event {seq} of session {session}")
-            })?);
+            })?;
+            let kind = event.body.type_name();
+            let hash = chain::event_hash(previous.as_deref(), seq, event.at, kind, &body);
+            rows.bodies.push(body);
             rows.seqs.push(sql_bound(seq));
-            rows.types.push(event.body.type_name());
+            rows.types.push(kind);
             rows.ats.push(event.at.millis());
+            rows.hashes.push(hash.clone());
+            previous = Some(hash);
         }
         Ok(rows)
     }
@@ -162,14 +197,15 @@ pub(crate) async fn insert_events(
     }
     statements::execute(
         client,
-        "INSERT INTO events (session, seq, type, at, body)
-         SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::text[])",
+        "INSERT INTO events (session, seq, type, at, body, hash)
+         SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[])",
         &[
             &session.as_str(),
             &rows.seqs,
             &rows.types,
             &rows.ats,
             &rows.bodies,
+            &rows.hashes,
         ],
     )
     .await?;
@@ -234,6 +270,36 @@ pub(crate) fn text(bytes: Vec<u8>, owner: impl FnOnce() -> String) -> Result<Str
             owner()
         ))
     })
+}
+
+/// Events with `seq > after` as stored, with their hash records, ascending, at most `limit`.
+pub(crate) async fn read_journal(
+    client: &Client,
+    session: &SessionId,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<JournalEntry>, StoreError> {
+    let rows = statements::query(
+        client,
+        "SELECT seq, at, type, body, hash FROM events WHERE session = $1 AND seq > $2
+         ORDER BY seq LIMIT $3",
+        &[&session.as_str(), &sql_bound(after), &sql_limit(limit)],
+    )
+    .await?;
+    if rows.is_empty() {
+        last_seq(client, session).await?;
+    }
+    rows.iter()
+        .map(|row| {
+            Ok(JournalEntry {
+                seq: count(row.try_get(0)?),
+                at: Timestamp::from_millis(row.try_get(1)?),
+                kind: row.try_get(2)?,
+                body: row.try_get(3)?,
+                hash: row.try_get(4)?,
+            })
+        })
+        .collect()
 }
 
 /// Events with `seq > after`, ascending, at most `limit`.

@@ -55,7 +55,7 @@ impl PgStore {
     /// Connects, creates the schema when `options.schema` names one that is missing, and
     /// migrates it to `SCHEMA_VERSION` (or refuses a newer one).
     pub async fn open(options: PgOptions) -> Result<PgStore, StoreError> {
-        let (pool, config, server) = options.pool()?;
+        let (pool, connect, server) = options.pool()?;
         let mut client = pool
             .get()
             .await
@@ -64,7 +64,7 @@ impl PgStore {
         drop(client);
         let channel = signals::channel(options.schema.as_deref());
         let listener =
-            signals::Listener::start(config, channel, server.clone(), options.connect_timeout)
+            signals::Listener::start(connect, channel, server.clone(), options.connect_timeout)
                 .await;
         tracing::debug!(%server, schema = ?options.schema, "opened the PostgreSQL store");
         Ok(PgStore {
@@ -192,6 +192,15 @@ impl Store for PgStore {
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
         log::read_after(&self.client().await?, session, after, limit).await
+    }
+
+    async fn read_journal(
+        &self,
+        session: &SessionId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::JournalEntry>, StoreError> {
+        log::read_journal(&self.client().await?, session, after, limit).await
     }
 
     async fn read_events_before(

@@ -116,7 +116,11 @@ CREATE TABLE usage_totals (
 );
 "#;
 
-const MIGRATIONS: &[&str] = &[V1];
+/// The tamper-evident journal (`chain.rs`): each event's hash record, chained to its
+/// predecessor's. Events stored before it have none; the chain starts after them.
+const V2: &str = "ALTER TABLE events ADD COLUMN hash TEXT;";
+
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;

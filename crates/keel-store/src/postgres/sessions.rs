@@ -24,7 +24,7 @@ pub(crate) async fn create(
     let metadata = encode::json(&session.metadata, || {
         format!("the metadata of session {}", session.id)
     })?;
-    let rows = log::EventRows::new(&session.id, 0, first_events)?;
+    let rows = log::EventRows::new(&session.id, 0, None, first_events)?;
     let tx = client.transaction().await?;
     statements::execute(
         &tx,

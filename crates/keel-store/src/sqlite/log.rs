@@ -5,6 +5,7 @@ use keel_core::{Event, EventBody, SessionId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Statement, params};
 
 use super::{sql_bound, sql_limit};
+use crate::chain::{self, JournalEntry};
 use crate::{AppendBatch, LoadedSession, NewEvent, ScratchpadWrite, Snapshot, StoreError};
 
 /// Appends `batch` after `expected` or fails with `Conflict`; returns the new last seq.
@@ -39,7 +40,8 @@ pub(crate) fn last_seq(conn: &Connection, session: &SessionId) -> Result<u64, St
         .ok_or_else(|| session_not_found(session))
 }
 
-/// Inserts `events` as seqs `after + 1 ..`, moves the session's last seq, and returns it.
+/// Inserts `events` as seqs `after + 1 ..`, each with its hash record chained to the one
+/// before (`chain.rs`), moves the session's last seq, and returns it.
 pub(crate) fn insert_events(
     conn: &Connection,
     session: &SessionId,
@@ -49,21 +51,36 @@ pub(crate) fn insert_events(
     if events.is_empty() {
         return Ok(after);
     }
+    let mut previous = match after {
+        0 => None,
+        _ => conn
+            .prepare_cached("SELECT hash FROM events WHERE session = ?1 AND seq = ?2")?
+            .query_row(params![session.as_str(), sql_bound(after)], |r| {
+                r.get::<_, Option<String>>(0)
+            })
+            .optional()?
+            .flatten(),
+    };
     let mut insert = conn.prepare_cached(
-        "INSERT INTO events (session, seq, type, at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO events (session, seq, type, at, body, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     let mut seq = after;
     for event in events {
         seq += 1;
+        let body = crate::encode::readable(event.body.encode(), || {
+            format!("event {seq} of session {session}")
+        })?;
+        let kind = event.body.type_name();
+        let hash = chain::event_hash(previous.as_deref(), seq, event.at, kind, &body);
         insert.execute(params![
             session.as_str(),
             sql_bound(seq),
-            event.body.type_name(),
+            kind,
             event.at.millis(),
-            crate::encode::readable(event.body.encode(), || format!(
-                "event {seq} of session {session}"
-            ))?
+            body,
+            hash
         ])?;
+        previous = Some(hash);
     }
     conn.prepare_cached("UPDATE sessions SET last_seq = ?2 WHERE id = ?1")?
         .execute(params![session.as_str(), sql_bound(seq)])?;
@@ -138,6 +155,36 @@ pub(crate) fn read_before(
     }
     events.reverse();
     Ok(events)
+}
+
+/// Events with `seq > after` as stored, with their hash records, ascending, at most `limit`.
+pub(crate) fn read_journal(
+    conn: &Connection,
+    session: &SessionId,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<JournalEntry>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, at, type, body, hash FROM events WHERE session = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    )?;
+    let entries = stmt
+        .query_map(
+            params![session.as_str(), sql_bound(after), sql_limit(limit)],
+            |r| {
+                Ok(JournalEntry {
+                    seq: r.get(0)?,
+                    at: Timestamp::from_millis(r.get(1)?),
+                    kind: r.get(2)?,
+                    body: r.get(3)?,
+                    hash: r.get(4)?,
+                })
+            },
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    if entries.is_empty() {
+        last_seq(conn, session)?;
+    }
+    Ok(entries)
 }
 
 fn decode_events(

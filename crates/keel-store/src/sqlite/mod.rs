@@ -263,6 +263,18 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn read_journal(
+        &self,
+        session: &SessionId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::JournalEntry>, StoreError> {
+        let session = session.clone();
+        self.readers
+            .read(move |conn| log::read_journal(conn, &session, after, limit))
+            .await
+    }
+
     async fn load(&self, session: &SessionId) -> Result<LoadedSession, StoreError> {
         let session = session.clone();
         self.readers

@@ -145,7 +145,13 @@ CREATE INDEX runs_by_session ON runs (session, status);
 CREATE INDEX runs_by_owner ON runs (lease_owner) WHERE lease_owner IS NOT NULL;
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+/// The tamper-evident journal (`chain.rs`): each event's hash record, chained to its
+/// predecessor's. Events stored before it have none; the chain starts after them.
+const V5: &str = "
+ALTER TABLE events ADD COLUMN hash TEXT;
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
