@@ -117,6 +117,9 @@ pub struct StoreConfig {
     pub connect_timeout_secs: u64,
     /// PostgreSQL: the server cancels a statement running longer (default 30000; 0: no limit).
     pub statement_timeout_ms: u64,
+    /// PostgreSQL: a PEM file of CA certificates to trust besides the public roots, for a
+    /// server whose certificate the provider's own CA signed (with `sslmode=require` in the URL).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -131,6 +134,7 @@ impl Default for StoreConfig {
             pool_size: pg.pool_size,
             connect_timeout_secs: pg.connect_timeout.as_secs(),
             statement_timeout_ms: pg.statement_timeout.map_or(0, |t| t.as_millis() as u64),
+            ca_file: None,
         }
     }
 }

@@ -50,6 +50,7 @@ async fn open_postgres(url: &str, store: &StoreConfig) -> anyhow::Result<Arc<dyn
         connect_timeout: Duration::from_secs(store.connect_timeout_secs),
         statement_timeout: (store.statement_timeout_ms > 0)
             .then(|| Duration::from_millis(store.statement_timeout_ms)),
+        ca_file: store.ca_file.clone(),
         ..PgOptions::new(url)
     };
     let store = PgStore::open(options)

@@ -53,11 +53,28 @@ impl From<tokio_postgres::Error> for StoreError {
     }
 }
 
-/// Why the pool had no connection to hand out, naming the server.
+/// Why the pool had no connection to hand out, naming the server, with every cause (a TLS
+/// handshake's reason is two causes down).
 pub(crate) fn no_connection(server: &str, e: PoolError) -> StoreError {
+    let mut why = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(next) = cause {
+        let said = next.to_string();
+        if !why.contains(&said) {
+            why = format!("{why}: {said}");
+        }
+        cause = next.source();
+    }
+    let hint = match why.contains("certificate") {
+        true => {
+            " (a server certificate signed by your provider's own CA needs that CA as \
+                 [store] ca_file)"
+        }
+        false => "",
+    };
     StoreError::Unavailable(format!(
-        "cannot connect to the PostgreSQL database {server} ({e}): check that it is up, \
-         reachable and accepts keel's user, then retry"
+        "cannot connect to the PostgreSQL database {server} ({why}): check that it is up, \
+         reachable and accepts keel's user{hint}, then retry"
     ))
 }
 

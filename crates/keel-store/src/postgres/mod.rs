@@ -24,6 +24,7 @@ mod sessions;
 mod signals;
 mod statements;
 mod tenants;
+mod tls;
 mod usage;
 
 use async_trait::async_trait;

@@ -2,13 +2,15 @@
 //! tables, the pool's size and the timeouts. Settings reach the server at connection start
 //! (`options=-c …`), so no connection is ever used before they apply.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::{Config, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::signals;
+use super::{signals, tls};
 use crate::StoreError;
 
 /// How `PgStore::open` connects. `Debug` names the server but never the password.
@@ -25,6 +27,9 @@ pub struct PgOptions {
     pub connect_timeout: Duration,
     /// The server cancels a statement that runs longer (`statement_timeout`); `None`: no limit.
     pub statement_timeout: Option<Duration>,
+    /// A PEM file of CA certificates to trust besides the Mozilla roots, for a server whose
+    /// certificate a provider's own CA signed; needs `sslmode=require` in the URL (`tls`).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl PgOptions {
@@ -37,23 +42,25 @@ impl PgOptions {
             pool_size: 16,
             connect_timeout: Duration::from_secs(10),
             statement_timeout: Some(Duration::from_secs(30)),
+            ca_file: None,
         }
     }
 
     /// The pool these options describe, the connection settings it uses (which the
     /// listener of `signals` connects with too), and the server (without credentials).
-    pub(crate) fn pool(&self) -> Result<(Pool, Config, String), StoreError> {
+    pub(crate) fn pool(&self) -> Result<(Pool, Connect, String), StoreError> {
         let config = self.config()?;
         let server = describe(&config);
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                // A closed connection is dropped at checkout; one that broke silently fails
-                // its statement as `Unavailable`, and the caller retries.
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let tls = tls::connector(&config, self.ca_file.as_deref())?;
+        let manager_config = ManagerConfig {
+            // A closed connection is dropped at checkout; one that broke silently fails its
+            // statement as `Unavailable`, and the caller retries.
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &tls {
+            Some(tls) => Manager::from_config(config.clone(), tls.clone(), manager_config),
+            None => Manager::from_config(config.clone(), NoTls, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(self.pool_size.max(1))
             .runtime(Runtime::Tokio1)
@@ -61,7 +68,7 @@ impl PgOptions {
             .create_timeout(Some(self.connect_timeout))
             .build()
             .map_err(|e| StoreError::Invalid(format!("cannot build the connection pool: {e}")))?;
-        Ok((pool, config, server))
+        Ok((pool, Connect { config, tls }, server))
     }
 
     /// How each connection is made: the URL, then keel's settings.
@@ -113,8 +120,16 @@ impl std::fmt::Debug for PgOptions {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
+}
+
+/// How to make one connection outside the pool (the listener of `signals`): the pool's settings.
+#[derive(Clone)]
+pub(crate) struct Connect {
+    pub(crate) config: Config,
+    pub(crate) tls: Option<MakeRustlsConnect>,
 }
 
 /// `Invalid` unless `name` is a plain identifier, which needs no quoting anywhere.

@@ -12,8 +12,10 @@ use deadpool_postgres::GenericClient;
 use futures::StreamExt;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, Config, NoTls};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{AsyncMessage, Config, NoTls, Socket};
 
+use super::options::Connect;
 use super::statements;
 use crate::{StoreError, StoreSignal};
 
@@ -57,17 +59,19 @@ impl Listener {
     /// once it listens (or failed to, within `patience`: it keeps trying in the background),
     /// so that a node that has started hears every change committed from then on.
     pub(crate) async fn start(
-        mut config: Config,
+        mut connect: Connect,
         channel: String,
         server: String,
         patience: Duration,
     ) -> Listener {
         // Named after its channel, so an operator (or a test) can tell it apart.
-        config.application_name(&format!("{channel}_listener"));
+        connect
+            .config
+            .application_name(&format!("{channel}_listener"));
         let hints = broadcast::channel(CAPACITY).0;
         let (listening, mut listens) = watch::channel(false);
         let task = tokio::spawn(listen(
-            config,
+            connect,
             channel.clone(),
             server,
             hints.clone(),
@@ -98,7 +102,7 @@ impl Drop for Listener {
 
 /// Listens for ever, reconnecting after each loss.
 async fn listen(
-    config: Config,
+    connect: Connect,
     channel: String,
     server: String,
     hints: broadcast::Sender<StoreSignal>,
@@ -107,7 +111,21 @@ async fn listen(
     let mut backoff = FIRST_BACKOFF;
     let mut first = true;
     loop {
-        match listen_once(&config, &channel, &hints, first, &listening).await {
+        let listened = match &connect.tls {
+            Some(tls) => {
+                listen_once(
+                    &connect.config,
+                    tls.clone(),
+                    &channel,
+                    &hints,
+                    first,
+                    &listening,
+                )
+                .await
+            }
+            None => listen_once(&connect.config, NoTls, &channel, &hints, first, &listening).await,
+        };
+        match listened {
             Ok(()) => {
                 tracing::warn!(%server, "the connection listening for other nodes' changes closed; reconnecting");
                 backoff = FIRST_BACKOFF;
@@ -124,14 +142,19 @@ async fn listen(
 
 /// One connection's life: `LISTEN`, then forward every hint until the connection is lost.
 /// After a reconnect, says `Missed` once listening again.
-async fn listen_once(
+async fn listen_once<T>(
     config: &Config,
+    tls: T,
     channel: &str,
     hints: &broadcast::Sender<StoreSignal>,
     first: bool,
     listening: &watch::Sender<bool>,
-) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+) -> Result<(), tokio_postgres::Error>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, mut connection) = config.connect(tls).await?;
     let (heard_tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
     // The connection does its I/O only while polled: a task of its own polls it and hands
     // on what the server sends unasked.
