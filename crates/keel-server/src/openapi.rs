@@ -5,6 +5,9 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::error::{ErrorBody, ErrorEnvelope};
+use crate::openai::embeddings::{
+    self, EmbeddingItem, EmbeddingList, EmbeddingUsage, EmbeddingsRequest,
+};
 use crate::openai::wire::*;
 use crate::openai::{chat, conversations, models, responses};
 use crate::routes::{admin, agents, events, messages, ops, runs, sessions, travel, usage};
@@ -12,14 +15,14 @@ use crate::wire::*;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "keel", description = "keel's native API: agents, sessions, runs and their event logs; and the OpenAI-compatible chat completions, models, responses and conversations."),
+    info(title = "keel", description = "keel's native API: agents, sessions, runs and their event logs; and the OpenAI-compatible chat completions, embeddings, models, responses and conversations."),
     paths(
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
         agents::create, agents::list, agents::get, agents::put, agents::archive,
         sessions::create, sessions::get, sessions::list, sessions::delete,
         messages::send, travel::fork, travel::context, events::list, runs::get, runs::cancel,
         admin::create_tenant, admin::create_key, admin::revoke_key, admin::unreadable, usage::list,
-        chat::completions, models::list, models::retrieve,
+        chat::completions, embeddings::create, models::list, models::retrieve,
         responses::create, responses::get, responses::delete, responses::cancel,
         responses::input_items,
         conversations::create, conversations::get, conversations::update, conversations::delete,
@@ -31,6 +34,7 @@ use crate::wire::*;
         CreateTenant, TenantView, CreateKey, KeyView, UnreadableView, UnreadableList, Health, usage::UsageList, usage::UsageRow,
         ChatRequest, StreamOptions, ChatCompletion, ChatUsage, CachedTokens, ModelList, ModelEntry,
         OpenAiErrorEnvelope, OpenAiErrorBody, responses::CreateResponse,
+        EmbeddingsRequest, EmbeddingList, EmbeddingItem, EmbeddingUsage,
         conversations::CreateConversation, conversations::UpdateConversation, conversations::AddItems,
     )),
     modifiers(&BearerAuth),

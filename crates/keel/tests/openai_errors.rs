@@ -10,7 +10,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use keel_server::openai::fields::{CHAT_COMPLETIONS, Field, RESPONSES};
+use keel_server::openai::fields::{CHAT_COMPLETIONS, EMBEDDINGS, Field, RESPONSES};
 use keel_testkit::Fault;
 use keel_testkit::openai_mock::{MockOpenAi, MockReply};
 use reqwest::{Method, StatusCode};
@@ -499,6 +499,7 @@ async fn a_failed_turn_never_wedges_its_session() {
 fn body_with(endpoint: &str, name: &str, value: Value) -> Value {
     let mut body = match endpoint {
         "/v1/chat/completions" => chat("scripted/echo", "hi"),
+        "/v1/embeddings" => json!({"model": "scripted/echo", "input": ["hi"]}),
         _ => json!({"model": "scripted/echo", "input": "hi"}),
     };
     body[name] = value;
@@ -509,9 +510,10 @@ fn body_with(endpoint: &str, name: &str, value: Value) -> Value {
 async fn every_refused_value_of_every_openai_field_answers_400_naming_it() {
     let (_mock, _home, server) = start().await;
     let api = admin(&server);
-    let endpoints: [(&str, &[Field]); 2] = [
+    let endpoints: [(&str, &[Field]); 3] = [
         ("/v1/chat/completions", CHAT_COMPLETIONS),
         ("/v1/responses", RESPONSES),
+        ("/v1/embeddings", EMBEDDINGS),
     ];
     let mut checked = 0;
     for (path, fields) in endpoints {

@@ -106,6 +106,14 @@ pub(super) struct Bill {
 }
 
 impl Bill {
+    pub(super) fn new(state: Arc<AppState>, caller: Caller, target: String) -> Self {
+        Bill {
+            state,
+            caller,
+            target,
+        }
+    }
+
     /// Counts the call against the caller's tenant and key, under the `provider/model` that
     /// served it (a router says which; a direct call is its own target; a route that failed
     /// before saying is counted under its name), priced by the catalog.

@@ -152,6 +152,16 @@ pub const RESPONSES: &[Field] = &[
     field("user", Differs, "forwarded to OpenAI-wire targets (Azure included); others have no such field", &[("42", "user")]),
 ];
 
+/// `POST /v1/embeddings`.
+#[rustfmt::skip]
+pub const EMBEDDINGS: &[Field] = &[
+    field("dimensions", Differs, "passed to the target; a model that cannot shorten its vectors refuses (400): the local model gives 384 only", &[("0", "dimensions")]),
+    field("encoding_format", Supported, "`float` or `base64` (the little-endian f32 bytes)", &[("\"bogus\"", "encoding_format")]),
+    field("input", Differs, "a string or a list of up to 2048 strings, none empty; token arrays are refused (the targets behind a route do not share a tokenizer)", &[("[[1, 2]]", "input"), ("\"\"", "input"), ("[]", "input")]),
+    field("model", Supported, "a route name, or `provider/model` with a provider that embeds: OpenAI-compatible, Azure, Gemini, Bedrock (Titan, Cohere) or `local/all-minilm-l6-v2`", &[("42", "model")]),
+    field("user", Refused, "not passed to providers; `\"\"` is accepted", &[("\"someone\"", "user")]),
+];
+
 /// The fields of one endpoint as a markdown table (what `docs/openai-compatibility.md` shows).
 pub fn markdown_table(fields: &[Field]) -> String {
     let mut out = String::from("| field | keel | notes |\n|---|---|---|\n");
@@ -208,7 +218,7 @@ impl From<super::items::InputError> for FieldError {
 }
 
 /// The refusal of `name` (a field of `fields`) sent with a value keel does not honour.
-fn refused(fields: &[Field], name: &str) -> FieldError {
+pub(super) fn refused(fields: &[Field], name: &str) -> FieldError {
     let note = fields
         .iter()
         .find(|f| f.name == name)
@@ -275,7 +285,7 @@ pub enum Sent {
 }
 
 impl Sent {
-    fn is_set(self) -> bool {
+    pub(super) fn is_set(self) -> bool {
         self == Sent::Value
     }
 }
@@ -668,6 +678,7 @@ mod tests {
         for (name, fields) in [
             ("chat_completions", CHAT_COMPLETIONS),
             ("responses", RESPONSES),
+            ("embeddings", EMBEDDINGS),
         ] {
             let expected = markdown_table(fields);
             let range = table_range(&doc, name);
@@ -688,7 +699,7 @@ mod tests {
 
     #[test]
     fn every_field_is_listed_once_with_values_keel_refuses() {
-        for fields in [CHAT_COMPLETIONS, RESPONSES] {
+        for fields in [CHAT_COMPLETIONS, RESPONSES, EMBEDDINGS] {
             let names: std::collections::HashSet<&str> = fields.iter().map(|f| f.name).collect();
             assert_eq!(names.len(), fields.len(), "a field is listed twice");
             for f in fields {

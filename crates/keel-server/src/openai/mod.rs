@@ -1,5 +1,6 @@
 //! The OpenAI-compatible API, so code written for OpenAI's SDKs can point at keel: the
-//! stateless `/v1/chat/completions` gateway over every route and provider, `/v1/models`, and
+//! stateless `/v1/chat/completions` and `/v1/embeddings` gateway over every route and provider,
+//! `/v1/models`, and
 //! the stateful `/v1/responses` and `/v1/conversations`, whose state is keel sessions.
 //! keel API keys are the Bearer token; errors take OpenAI's shape on these paths.
 
@@ -7,6 +8,7 @@ pub mod chat;
 mod chat_stream;
 pub mod controls;
 pub mod conversations;
+pub mod embeddings;
 pub mod error;
 pub mod fields;
 pub mod items;

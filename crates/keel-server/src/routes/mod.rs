@@ -48,6 +48,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/admin/unreadable"),
     ("get", "/v1/usage"),
     ("post", "/v1/chat/completions"),
+    ("post", "/v1/embeddings"),
     ("get", "/v1/models"),
     ("get", "/v1/models/{id}"),
     ("post", "/v1/responses"),
@@ -92,6 +93,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         ));
     let openai = Router::new()
         .route("/v1/chat/completions", post(openai::chat::completions))
+        .route("/v1/embeddings", post(openai::embeddings::create))
         .route("/v1/models", get(openai::models::list))
         // Ids are `provider/model`: the rest of the path is the id.
         .route("/v1/models/{*id}", get(openai::models::retrieve))
