@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::http_tool::{HttpAuth, HttpMethod, HttpTool};
 use crate::id::AgentId;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -35,8 +36,21 @@ pub struct ToolDef {
     /// take it (OpenAI's `strict`); `None` leaves it to the provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strict: Option<bool>,
+    /// A person approves (or rejects, or edits) each call before keel performs it: the run
+    /// waits (`approval_requested`) until `POST /v1/runs/{id}/resume` decides.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_approval: bool,
     #[serde(flatten)]
     pub kind: ToolKind,
+}
+
+impl ToolDef {
+    /// Whether a call of this tool waits for a person: it requires approval, or it is the
+    /// built-in `ask_human`, whose result is a person's answer.
+    pub fn waits_for_a_person(&self) -> bool {
+        self.require_approval
+            || (self.kind == ToolKind::Builtin && self.name == crate::approval::ASK_HUMAN)
+    }
 }
 
 /// `ToolDef` as written: its fields and its kind's, side by side.
@@ -50,9 +64,41 @@ struct ToolDefFields {
     parameters: serde_json::Value,
     #[serde(default)]
     strict: Option<bool>,
+    #[serde(default)]
+    require_approval: bool,
     kind: ToolKindName,
+    // An `http` tool's own fields (`HttpTool`), refused on any other kind.
     #[serde(default)]
     url: Option<String>,
+    #[serde(default)]
+    method: Option<HttpMethod>,
+    #[serde(default)]
+    allow_private: Option<Vec<String>>,
+    #[serde(default)]
+    auth: Option<HttpAuth>,
+    #[serde(default)]
+    timeout_secs: Option<u32>,
+    #[serde(default)]
+    retries: Option<u32>,
+    #[serde(default)]
+    max_response_bytes: Option<u32>,
+}
+
+impl ToolDefFields {
+    /// The first `http`-only field set, for the error on another kind.
+    fn http_field_set(&self) -> Option<&'static str> {
+        [
+            ("url", self.url.is_some()),
+            ("method", self.method.is_some()),
+            ("allow_private", self.allow_private.is_some()),
+            ("auth", self.auth.is_some()),
+            ("timeout_secs", self.timeout_secs.is_some()),
+            ("retries", self.retries.is_some()),
+            ("max_response_bytes", self.max_response_bytes.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, set)| set.then_some(name))
+    }
 }
 
 #[derive(Deserialize)]
@@ -64,21 +110,32 @@ enum ToolKindName {
 }
 
 impl TryFrom<ToolDefFields> for ToolDef {
-    type Error = &'static str;
+    type Error = String;
 
     fn try_from(f: ToolDefFields) -> Result<ToolDef, Self::Error> {
-        let kind = match (f.kind, f.url) {
-            (ToolKindName::Http, Some(url)) => ToolKind::Http { url },
-            (ToolKindName::Http, None) => return Err("missing field `url`"),
-            (_, Some(_)) => return Err("`url` is only for tools of kind `http`"),
-            (ToolKindName::Builtin, None) => ToolKind::Builtin,
-            (ToolKindName::Client, None) => ToolKind::Client,
+        let kind = match f.kind {
+            ToolKindName::Http => ToolKind::Http(HttpTool {
+                url: f.url.ok_or("missing field `url`")?,
+                method: f.method.unwrap_or_default(),
+                allow_private: f.allow_private.unwrap_or_default(),
+                auth: f.auth,
+                timeout_secs: f.timeout_secs,
+                retries: f.retries,
+                max_response_bytes: f.max_response_bytes,
+            }),
+            _ if f.http_field_set().is_some() => {
+                let field = f.http_field_set().unwrap_or_default();
+                return Err(format!("`{field}` is only for tools of kind `http`"));
+            }
+            ToolKindName::Builtin => ToolKind::Builtin,
+            ToolKindName::Client => ToolKind::Client,
         };
         Ok(ToolDef {
             name: f.name,
             description: f.description,
             parameters: f.parameters,
             strict: f.strict,
+            require_approval: f.require_approval,
             kind,
         })
     }
@@ -93,9 +150,9 @@ fn empty_object_schema() -> serde_json::Value {
 pub enum ToolKind {
     /// Implemented inside keel (`clock_now`, `scratchpad_set`, `scratchpad_get`).
     Builtin,
-    /// An HTTP endpoint: keel POSTs the arguments as JSON with an `Idempotency-Key` header
-    /// and takes the response body as the result.
-    Http { url: String },
+    /// An HTTP endpoint: keel sends the arguments (a JSON body for POST) with an
+    /// `Idempotency-Key` header and takes the response body as the result.
+    Http(HttpTool),
     /// Performed by the caller, not by keel: the run ends with the call pending and the
     /// caller's next input carries its result (OpenAI's function tools).
     Client,
@@ -136,15 +193,26 @@ mod tests {
         for kind in [
             ToolKind::Builtin,
             ToolKind::Client,
-            ToolKind::Http {
-                url: "http://127.0.0.1:9/t".into(),
-            },
+            ToolKind::Http(HttpTool::post("http://127.0.0.1:9/t")),
+            ToolKind::Http(HttpTool {
+                method: HttpMethod::Get,
+                allow_private: vec!["127.0.0.0/8".into()],
+                auth: Some(HttpAuth {
+                    env: "T_TOKEN".into(),
+                    header: Some("X-Api-Key".into()),
+                }),
+                timeout_secs: Some(3),
+                retries: Some(0),
+                max_response_bytes: Some(100),
+                ..HttpTool::post("http://127.0.0.1:9/t")
+            }),
         ] {
             let tool = ToolDef {
                 name: "t".into(),
                 description: "d".into(),
                 parameters: empty_object_schema(),
                 strict: Some(true),
+                require_approval: true,
                 kind,
             };
             let json = serde_json::to_value(&tool).unwrap();
@@ -158,6 +226,9 @@ mod tests {
             r#"{"name": "t", "kind": "builtin", "colour": 1}"#,
             r#"{"name": "t", "kind": "builtin", "url": "http://x"}"#,
             r#"{"name": "t", "kind": "http"}"#,
+            r#"{"name": "t", "kind": "client", "retries": 2}"#,
+            r#"{"name": "t", "kind": "http", "url": "http://x", "auth": {"env": "A", "value": "s"}}"#,
+            r#"{"name": "t", "kind": "http", "url": "http://x", "method": "TRACE"}"#,
             r#"{"name": "t", "kind": "teleport"}"#,
         ];
         for body in refused {

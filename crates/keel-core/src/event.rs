@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::agent::AgentDef;
+use crate::approval::{ApprovalRequest, Decision};
 use crate::id::{RunId, TenantId};
 use crate::message::{Message, Part, Role, Usage};
 use crate::run::RunOptions;
@@ -130,6 +131,20 @@ pub enum EventBody {
         #[serde(default)]
         is_error: bool,
     },
+    /// The run waits for a person to decide on these calls (`require_approval`, `ask_human`);
+    /// its queue entry is `waiting` and holds no lease until a decision resumes it.
+    ApprovalRequested {
+        run_id: RunId,
+        calls: Vec<ApprovalRequest>,
+    },
+    /// A person's decision on waiting call `call_id`; `by` names who (an API key's prefix).
+    ApprovalDecided {
+        run_id: RunId,
+        call_id: String,
+        decision: Decision,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
     RunCompleted {
         run_id: RunId,
         output: String,
@@ -165,6 +180,8 @@ pub const EVENT_TYPES: &[&str] = &[
     "model_failed",
     "tool_called",
     "tool_returned",
+    "approval_requested",
+    "approval_decided",
     "run_completed",
     "run_failed",
     "run_cancelled",
@@ -222,6 +239,8 @@ impl EventBody {
             EventBody::ModelFailed { .. } => "model_failed",
             EventBody::ToolCalled { .. } => "tool_called",
             EventBody::ToolReturned { .. } => "tool_returned",
+            EventBody::ApprovalRequested { .. } => "approval_requested",
+            EventBody::ApprovalDecided { .. } => "approval_decided",
             EventBody::RunCompleted { .. } => "run_completed",
             EventBody::RunFailed { .. } => "run_failed",
             EventBody::RunCancelled { .. } => "run_cancelled",
@@ -240,6 +259,8 @@ impl EventBody {
             | EventBody::ModelFailed { run_id, .. }
             | EventBody::ToolCalled { run_id, .. }
             | EventBody::ToolReturned { run_id, .. }
+            | EventBody::ApprovalRequested { run_id, .. }
+            | EventBody::ApprovalDecided { run_id, .. }
             | EventBody::RunCompleted { run_id, .. }
             | EventBody::RunFailed { run_id, .. }
             | EventBody::RunCancelled { run_id, .. } => Some(run_id),

@@ -6,8 +6,10 @@
 //! (`tests/no_io_dependencies.rs`) keeps tokio, the store and HTTP crates out of this crate.
 
 pub mod agent;
+pub mod approval;
 pub mod controls;
 pub mod event;
+pub mod http_tool;
 pub mod id;
 pub mod limits;
 pub mod message;
@@ -16,8 +18,10 @@ pub mod session;
 pub mod time;
 
 pub use agent::{AgentDef, Limits, ToolDef, ToolKind};
+pub use approval::{ASK_HUMAN, Approval, ApprovalRequest, Decision};
 pub use controls::{CallerIds, ResponseFormat, ToolChoice};
 pub use event::{Event, EventBody, EventDecodeError, FinishReason};
+pub use http_tool::{HttpAuth, HttpMethod, HttpTool};
 pub use id::{AgentId, IdError, RunId, SessionId, TenantId};
 pub use message::{Message, Part, Role, Usage};
 pub use run::{RunOptions, Truncation};

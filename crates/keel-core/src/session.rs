@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::agent::AgentDef;
+use crate::approval::{Approval, ApprovalRequest, Decision};
 use crate::event::{Event, EventBody};
 use crate::id::{RunId, TenantId};
 use crate::message::{Message, Usage};
@@ -28,6 +29,8 @@ pub enum SessionStatus {
 pub enum RunStatus {
     Queued,
     Running,
+    /// Waiting for a person's decision on a tool call: no lease, no slot, until resumed.
+    Waiting,
     Completed,
     Failed,
     Cancelled,
@@ -41,10 +44,17 @@ impl RunStatus {
         )
     }
 
+    /// Ended, or waiting for a person: nothing happens to it until someone acts, so a caller
+    /// following it has what there is to have.
+    pub fn is_resting(self) -> bool {
+        self.is_terminal() || self == RunStatus::Waiting
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Queued => "queued",
             RunStatus::Running => "running",
+            RunStatus::Waiting => "waiting",
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
@@ -55,6 +65,7 @@ impl RunStatus {
         [
             RunStatus::Queued,
             RunStatus::Running,
+            RunStatus::Waiting,
             RunStatus::Completed,
             RunStatus::Failed,
             RunStatus::Cancelled,
@@ -72,6 +83,29 @@ pub struct PendingToolCall {
     pub arguments: serde_json::Value,
     /// Set once the intent (`ToolCalled`) is logged: its idempotency key.
     pub idempotency_key: Option<String>,
+    /// Set when a person must decide on the call before it is performed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+}
+
+impl PendingToolCall {
+    /// Whether keel may perform it now (no person is needed, or one approved).
+    fn may_run(&self) -> bool {
+        matches!(
+            self.approval,
+            None | Some(Approval::Decided {
+                decision: Decision::Approve { .. }
+            })
+        )
+    }
+
+    /// The result a person's decision gives without performing the call, if any.
+    fn decided_result(&self) -> Option<(String, bool)> {
+        match &self.approval {
+            Some(Approval::Decided { decision }) => decision.result(),
+            _ => None,
+        }
+    }
 }
 
 /// The run in progress.
@@ -164,6 +198,21 @@ pub enum Action {
         run_id: RunId,
         call: PendingToolCall,
     },
+    /// Log `ApprovalRequested` for these calls: a person must decide on them.
+    RequestApproval {
+        run_id: RunId,
+        calls: Vec<ApprovalRequest>,
+    },
+    /// Log `ToolReturned` with this result, which a person's decision gave (a rejection, an
+    /// answer): nothing is performed.
+    ReturnDecided {
+        run_id: RunId,
+        call_id: String,
+        content: String,
+        is_error: bool,
+    },
+    /// Nothing can be done until a person decides: the run waits (no lease, no slot).
+    Wait { run_id: RunId },
     /// Log `RunCompleted` with this output.
     Finish { run_id: RunId, output: String },
     /// Log `RunFailed`.
@@ -319,6 +368,7 @@ impl SessionState {
                 run.model_pending = false;
                 run.replied = true;
                 run.last_text = message.text_content();
+                let agent = self.agent.as_ref();
                 run.tools = message
                     .tool_calls()
                     .map(|(id, name, args)| PendingToolCall {
@@ -326,6 +376,10 @@ impl SessionState {
                         name: name.to_string(),
                         arguments: args.clone(),
                         idempotency_key: None,
+                        approval: agent
+                            .and_then(|a| a.tools.iter().find(|t| t.name == name))
+                            .is_some_and(|t| t.waits_for_a_person())
+                            .then_some(Approval::Required),
                     })
                     .collect();
                 run.reply_had_tools = !run.tools.is_empty();
@@ -367,7 +421,59 @@ impl SessionState {
                 if call.idempotency_key.is_some() {
                     return Err(fail(format!("tool call {call_id:?} is already logged")));
                 }
+                if !call.may_run() {
+                    return Err(fail(format!(
+                        "tool call {call_id:?} waits for a person's approval"
+                    )));
+                }
                 call.idempotency_key = Some(idempotency_key.clone());
+            }
+            EventBody::ApprovalRequested { calls, .. } => {
+                let run = self.active.as_mut().expect("checked above");
+                if calls.is_empty() {
+                    return Err(fail("an approval request lists no calls".into()));
+                }
+                for asked in calls {
+                    let Some(call) = run.tools.iter().find(|c| c.call_id == asked.call_id) else {
+                        return Err(fail(format!(
+                            "tool call {:?} is not pending",
+                            asked.call_id
+                        )));
+                    };
+                    if call.approval != Some(Approval::Required) {
+                        return Err(fail(format!(
+                            "tool call {:?} does not wait to be asked about",
+                            asked.call_id
+                        )));
+                    }
+                }
+                for call in run.tools.iter_mut() {
+                    if calls.iter().any(|a| a.call_id == call.call_id) {
+                        call.approval = Some(Approval::Requested);
+                    }
+                }
+            }
+            EventBody::ApprovalDecided {
+                call_id, decision, ..
+            } => {
+                let run = self.active.as_mut().expect("checked above");
+                let Some(call) = run.tools.iter_mut().find(|c| &c.call_id == call_id) else {
+                    return Err(fail(format!("tool call {call_id:?} is not pending")));
+                };
+                if call.approval != Some(Approval::Requested) {
+                    return Err(fail(format!(
+                        "tool call {call_id:?} does not wait for a decision"
+                    )));
+                }
+                if let Decision::Approve {
+                    arguments: Some(edited),
+                } = decision
+                {
+                    call.arguments = edited.clone();
+                }
+                call.approval = Some(Approval::Decided {
+                    decision: decision.clone(),
+                });
             }
             EventBody::ToolReturned { call_id, .. } => {
                 let run = self.active.as_mut().expect("checked above");
@@ -433,11 +539,51 @@ pub fn decide(state: &SessionState) -> Action {
             intent_logged: true,
         };
     }
-    if let Some(call) = run.tools.iter().find(|c| !run.is_client_tool(&c.name)) {
+    // Calls for a person: ask about them first, so the person hears at once.
+    let required: Vec<ApprovalRequest> = run
+        .tools
+        .iter()
+        .filter(|c| c.approval == Some(Approval::Required))
+        .map(|c| ApprovalRequest {
+            call_id: c.call_id.clone(),
+            name: c.name.clone(),
+            arguments: c.arguments.clone(),
+        })
+        .collect();
+    if !required.is_empty() {
+        return Action::RequestApproval {
+            run_id,
+            calls: required,
+        };
+    }
+    if let Some((call, (content, is_error))) = run
+        .tools
+        .iter()
+        .find_map(|c| c.decided_result().map(|result| (c, result)))
+    {
+        return Action::ReturnDecided {
+            run_id,
+            call_id: call.call_id.clone(),
+            content,
+            is_error,
+        };
+    }
+    if let Some(call) = run
+        .tools
+        .iter()
+        .find(|c| !run.is_client_tool(&c.name) && c.may_run())
+    {
         return Action::CallTool {
             run_id,
             call: call.clone(),
         };
+    }
+    if run
+        .tools
+        .iter()
+        .any(|c| c.approval == Some(Approval::Requested))
+    {
+        return Action::Wait { run_id };
     }
     if !run.tools.is_empty() {
         // Only calls the caller performs are left: the run ends, handing them over.

@@ -1,21 +1,24 @@
 //! Property tests of the sans-IO session core: a simulated driver follows `decide` with
 //! arbitrary model behaviour (text, tool calls, failures) and arbitrary interruptions, and
-//! every log it produces must keep the invariants the rest of keel relies on.
+//! every log it produces must keep the invariants the rest of keel relies on. Some calls need
+//! a person's approval: the simulated person approves some (with arguments edited to name the
+//! call) and rejects others, and no decision ever reaches another call.
 
 use std::collections::{HashMap, HashSet};
 
 use keel_core::{
-    Action, AgentDef, AgentId, Event, EventBody, FinishReason, Limits, Message, Part, Role, RunId,
-    RunOptions, SessionState, TenantId, Timestamp, ToolDef, ToolKind, Usage, decide,
+    Action, AgentDef, AgentId, Approval, Decision, Event, EventBody, FinishReason, Limits, Message,
+    Part, Role, RunId, RunOptions, SessionState, TenantId, Timestamp, ToolDef, ToolKind, Usage,
+    decide,
 };
 use proptest::prelude::*;
 
 /// What the simulated world does when the driver acts.
 #[derive(Clone, Debug)]
 enum Outcome {
-    /// The model replies with text, this many calls of keel's tools and this many calls of
-    /// the caller's (client) tools.
-    Reply { tools: u8, client: u8 },
+    /// The model replies with text, this many calls of keel's tools, of a tool that needs a
+    /// person's approval, and of the caller's (client) tools.
+    Reply { tools: u8, gated: u8, client: u8 },
     /// The model call fails.
     ModelFails { retryable: bool },
     /// The process dies after logging the intent (the driver restarts and re-decides).
@@ -26,7 +29,8 @@ enum Outcome {
 
 fn outcome() -> impl Strategy<Value = Outcome> {
     prop_oneof![
-        4 => (0u8..3, prop_oneof![3 => Just(0u8), 1 => 1u8..3]).prop_map(|(tools, client)| Outcome::Reply { tools, client }),
+        4 => (0u8..3, prop_oneof![2 => Just(0u8), 1 => 1u8..3], prop_oneof![3 => Just(0u8), 1 => 1u8..3])
+            .prop_map(|(tools, gated, client)| Outcome::Reply { tools, gated, client }),
         1 => any::<bool>().prop_map(|retryable| Outcome::ModelFails { retryable }),
         1 => Just(Outcome::Crash),
         1 => Just(Outcome::Cancel),
@@ -40,7 +44,14 @@ fn agent(max_steps: u32) -> AgentDef {
         version: 1,
         instructions: String::new(),
         model: "scripted/echo".into(),
-        tools: vec![],
+        tools: vec![ToolDef {
+            name: "gated".into(),
+            description: String::new(),
+            parameters: serde_json::json!({"type": "object"}),
+            strict: None,
+            require_approval: true,
+            kind: ToolKind::Builtin,
+        }],
         limits: Limits {
             max_steps,
             max_model_attempts: 2,
@@ -115,6 +126,7 @@ impl Sim {
             }
             let world = outcomes.next().unwrap_or(Outcome::Reply {
                 tools: 0,
+                gated: 0,
                 client: 0,
             });
             if let Outcome::Cancel = world {
@@ -162,18 +174,27 @@ impl Sim {
                             code: None,
                             retry_after_ms: None,
                         }),
-                        Outcome::Reply { tools, client } => {
+                        Outcome::Reply {
+                            tools,
+                            gated,
+                            client,
+                        } => {
                             let mut parts = vec![Part::Text {
                                 text: format!("step {step}"),
                             }];
-                            for i in 0..tools + client {
+                            for i in 0..tools + gated + client {
+                                let name = match i {
+                                    _ if i < tools => "t",
+                                    _ if i < tools + gated => "gated",
+                                    _ => "fn",
+                                };
                                 parts.push(Part::ToolCall {
                                     id: format!("c{}_{}", self.log.len(), i),
-                                    name: if i < tools { "t" } else { "fn" }.into(),
+                                    name: name.into(),
                                     arguments: serde_json::json!({}),
                                 });
                             }
-                            let finish = if tools + client > 0 {
+                            let finish = if tools + gated + client > 0 {
                                 FinishReason::ToolCalls
                             } else {
                                 FinishReason::Stop
@@ -224,6 +245,53 @@ impl Sim {
                         is_error: false,
                     });
                 }
+                Action::RequestApproval { run_id, calls } => {
+                    self.push(EventBody::ApprovalRequested { run_id, calls })
+                }
+                Action::ReturnDecided {
+                    run_id,
+                    call_id,
+                    content,
+                    is_error,
+                } => self.push(EventBody::ToolReturned {
+                    run_id,
+                    call_id,
+                    content,
+                    is_error,
+                }),
+                // The run waits; after a crash nobody has decided yet, else a person decides
+                // every waiting call: approve (arguments edited to name the call) or reject.
+                Action::Wait { run_id } => {
+                    if matches!(world, Outcome::Crash) {
+                        continue;
+                    }
+                    let waiting: Vec<String> = self
+                        .state
+                        .active
+                        .iter()
+                        .flat_map(|r| &r.tools)
+                        .filter(|c| c.approval == Some(Approval::Requested))
+                        .map(|c| c.call_id.clone())
+                        .collect();
+                    let base = self.log.len();
+                    for (i, call_id) in waiting.into_iter().enumerate() {
+                        let decision = if (base + i) % 2 == 0 {
+                            Decision::Approve {
+                                arguments: Some(serde_json::json!({"for": call_id})),
+                            }
+                        } else {
+                            Decision::Reject {
+                                reason: format!("not {call_id}"),
+                            }
+                        };
+                        self.push(EventBody::ApprovalDecided {
+                            run_id: run_id.clone(),
+                            call_id,
+                            decision,
+                            by: Some("person".into()),
+                        });
+                    }
+                }
                 Action::Finish { run_id, output } => self.push(EventBody::RunCompleted {
                     run_id,
                     output,
@@ -250,6 +318,7 @@ fn client_tool_options() -> RunOptions {
             description: String::new(),
             parameters: serde_json::json!({"type": "object"}),
             strict: None,
+            require_approval: false,
             kind: ToolKind::Client,
         }],
         ..RunOptions::default()
@@ -300,6 +369,27 @@ proptest! {
             }
         }
         prop_assert!(results.values().all(|&n| n == 1));
+        // a decision reaches its own call only: an approved call is performed with the
+        // arguments edited for it, a rejected one never (its result is an error)
+        let mut decided: HashMap<&str, &Decision> = HashMap::new();
+        for e in &sim.log {
+            match &e.body {
+                EventBody::ApprovalDecided { call_id, decision, .. } => {
+                    prop_assert!(decided.insert(call_id, decision).is_none(), "{} decided twice", call_id);
+                }
+                EventBody::ToolCalled { call_id, name, arguments, .. } if name == "gated" => {
+                    let approved = matches!(decided.get(call_id.as_str()), Some(Decision::Approve { .. }));
+                    prop_assert!(approved, "{} performed without approval", call_id);
+                    prop_assert_eq!(arguments, &serde_json::json!({"for": call_id}));
+                }
+                EventBody::ToolReturned { call_id, is_error, .. } => {
+                    if let Some(Decision::Reject { .. }) = decided.get(call_id.as_str()) {
+                        prop_assert!(*is_error, "rejected {} got a result that is no error", call_id);
+                    }
+                }
+                _ => {}
+            }
+        }
         // every call asked for has its result, except those the last run handed to the caller
         let mut unanswered: Vec<&str> = sim.log.iter().flat_map(|e| match &e.body {
             EventBody::ModelReplied { message, .. } => message.tool_calls().map(|(id, _, _)| id).collect(),
@@ -348,7 +438,15 @@ proptest! {
                 let ended = logged.iter().any(|e| matches!(&e.body, EventBody::RunCompleted { run_id: r, .. } | EventBody::RunFailed { run_id: r, .. } | EventBody::RunCancelled { run_id: r, .. } if *r == run_id));
                 prop_assert!(!ended, "decide ends run {} twice", run_id);
             }
-            Action::Idle => {}
+            Action::RequestApproval { calls, .. } => {
+                let asked = logged.iter().any(|e| matches!(&e.body, EventBody::ApprovalRequested { calls: c, .. } if c.iter().any(|c| calls.iter().any(|a| a.call_id == c.call_id))));
+                prop_assert!(!asked, "decide asks about a call twice");
+            }
+            Action::ReturnDecided { call_id, .. } => {
+                let repeated = logged.iter().any(|e| matches!(&e.body, EventBody::ToolReturned { call_id: c, .. } if *c == call_id));
+                prop_assert!(!repeated, "decide repeats the result of {}", call_id);
+            }
+            Action::Wait { .. } | Action::Idle => {}
         }
     }
 
@@ -406,6 +504,7 @@ fn max_steps_ends_a_run_that_keeps_calling_tools() {
     let outcomes = vec![
         Outcome::Reply {
             tools: 1,
+            gated: 0,
             client: 0
         };
         10
@@ -424,10 +523,12 @@ fn a_run_ends_handing_client_tool_calls_to_the_caller() {
     let outcomes = vec![
         Outcome::Reply {
             tools: 1,
+            gated: 0,
             client: 2,
         },
         Outcome::Reply {
             tools: 0,
+            gated: 0,
             client: 0,
         },
     ];
@@ -460,6 +561,7 @@ fn messages_are_added_only_between_runs_and_answer_awaited_calls() {
     let mut sim = Sim::new(5);
     let mut outcomes = vec![Outcome::Reply {
         tools: 0,
+        gated: 0,
         client: 1,
     }]
     .into_iter();
@@ -493,4 +595,47 @@ fn messages_are_added_only_between_runs_and_answer_awaited_calls() {
     let before = sim.state.clone();
     assert!(sim.state.apply(&event).is_err());
     assert_eq!(sim.state, before);
+}
+
+#[test]
+fn parallel_calls_waiting_for_a_person_each_get_their_own_decision() {
+    let mut sim = Sim::new(5);
+    let mut outcomes = vec![Outcome::Reply {
+        tools: 0,
+        gated: 2,
+        client: 0,
+    }]
+    .into_iter();
+    sim.run(1, &mut outcomes);
+    let requested: Vec<&Event> = sim
+        .log
+        .iter()
+        .filter(|e| matches!(e.body, EventBody::ApprovalRequested { .. }))
+        .collect();
+    let [request] = requested[..] else {
+        panic!("one request listing both calls: {:?}", sim.log);
+    };
+    let EventBody::ApprovalRequested { calls, .. } = &request.body else {
+        unreachable!()
+    };
+    assert_eq!(calls.len(), 2);
+    // One was approved and performed with its own edited arguments, the other rejected.
+    let performed: Vec<_> = sim
+        .log
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::ToolCalled {
+                call_id, arguments, ..
+            } => Some((call_id.clone(), arguments.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(performed.len(), 1, "{:?}", sim.log);
+    assert_eq!(performed[0].1, serde_json::json!({"for": performed[0].0}));
+    assert!(sim.log.iter().any(|e| matches!(&e.body,
+        EventBody::ToolReturned { is_error: true, content, .. } if content.starts_with("a person rejected this call"))));
+    assert!(matches!(
+        sim.log.last().unwrap().body,
+        EventBody::RunCompleted { .. }
+    ));
 }

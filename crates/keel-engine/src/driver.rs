@@ -278,6 +278,32 @@ impl Driver<'_> {
                         self.pause(delay).await;
                     }
                 }
+                Action::RequestApproval { run_id, calls } => {
+                    self.push(&mut state, EventBody::ApprovalRequested { run_id, calls });
+                }
+                Action::ReturnDecided {
+                    run_id,
+                    call_id,
+                    content,
+                    is_error,
+                } => {
+                    self.push(
+                        &mut state,
+                        EventBody::ToolReturned {
+                            run_id,
+                            call_id,
+                            content,
+                            is_error,
+                        },
+                    );
+                }
+                // Parked in the same append as its last events: no lease, no slot, until a
+                // person's decision (`Engine::resume_run`) queues it again.
+                Action::Wait { .. } => {
+                    return self
+                        .end(live, RunStatus::Waiting, RunOutcome::default())
+                        .await;
+                }
                 Action::CallTool { run_id, call } => {
                     let key = match &call.idempotency_key {
                         Some(key) => key.clone(),

@@ -14,6 +14,7 @@
 //! This file holds the engine itself: its configuration, errors, shared state and lifecycle.
 
 mod agents;
+mod approvals;
 pub mod clock;
 mod context;
 mod dispatch;
@@ -49,6 +50,7 @@ use keel_core::{Event, EventBody, RunId, SessionId, TenantId};
 use keel_store::{RunRecord, Store, StoreError};
 use tokio::sync::{Notify, Semaphore, watch};
 
+pub use approvals::CallDecision;
 pub use follow::{LogFollower, RunFollower, RunProgress};
 pub use listing::ListedModel;
 pub use live::LoadError;

@@ -1,7 +1,11 @@
 //! Tool execution. Built-in tools run inside keel: the ones that write (`scratchpad_set`) hand
 //! back their writes so the driver commits them in the same transaction as the result event,
 //! which makes them happen exactly once. External (HTTP) tools get the call's idempotency key
-//! so they can de-duplicate a call that recovery performs again.
+//! so they can de-duplicate a call that recovery performs again (`http.rs`, guarded by
+//! `net_guard.rs`).
+
+mod http;
+mod net_guard;
 
 use std::time::Duration;
 
@@ -20,14 +24,14 @@ pub struct ToolOutcome {
 }
 
 impl ToolOutcome {
-    fn ok(content: impl Into<String>) -> Self {
+    pub(crate) fn ok(content: impl Into<String>) -> Self {
         ToolOutcome {
             content: content.into(),
             ..Default::default()
         }
     }
 
-    fn error(content: impl Into<String>) -> Self {
+    pub(crate) fn error(content: impl Into<String>) -> Self {
         ToolOutcome {
             content: content.into(),
             is_error: true,
@@ -43,6 +47,7 @@ pub fn builtin_tools() -> Vec<ToolDef> {
         description: description.into(),
         parameters,
         strict: None,
+        require_approval: false,
         kind: ToolKind::Builtin,
     };
     vec![
@@ -61,6 +66,11 @@ pub fn builtin_tools() -> Vec<ToolDef> {
             "Recall the value stored under a key in this session, or null.",
             json!({"type": "object", "properties": {"key": {"type": "string"}}, "required": ["key"]}),
         ),
+        tool(
+            keel_core::ASK_HUMAN,
+            "Ask a person a question and wait for the answer (it may take hours or days).",
+            json!({"type": "object", "properties": {"question": {"type": "string"}}, "required": ["question"]}),
+        ),
     ]
 }
 
@@ -75,7 +85,7 @@ pub fn complete_builtins(def: &mut AgentDef) -> Result<(), String> {
     {
         let Some(builtin) = builtins.iter().find(|b| b.name == tool.name) else {
             return Err(format!(
-                "tool {:?} is not a built-in tool (built-ins: clock_now, scratchpad_set, scratchpad_get)",
+                "tool {:?} is not a built-in tool (built-ins: clock_now, scratchpad_set, scratchpad_get, ask_human)",
                 tool.name
             ));
         };
@@ -83,6 +93,27 @@ pub fn complete_builtins(def: &mut AgentDef) -> Result<(), String> {
             tool.description = builtin.description.clone();
             tool.parameters = builtin.parameters.clone();
         }
+    }
+    Ok(())
+}
+
+/// Refuses an agent whose HTTP tool could never be called: a URL that does not parse or is
+/// not http(s), or an `allow_private` range that does not parse.
+pub fn check_http_tools(def: &AgentDef) -> Result<(), String> {
+    for tool in &def.tools {
+        let ToolKind::Http(http) = &tool.kind else {
+            continue;
+        };
+        let url = reqwest::Url::parse(&http.url)
+            .map_err(|e| format!("tool {:?}: url {:?} is not valid: {e}", tool.name, http.url))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "tool {:?}: url {:?} is not http:// or https://",
+                tool.name, http.url
+            ));
+        }
+        net_guard::AddressPolicy::new(&http.allow_private)
+            .map_err(|e| format!("tool {:?}: {e}", tool.name))?;
     }
     Ok(())
 }
@@ -103,21 +134,18 @@ pub fn specs(agent: &AgentDef, options: &RunOptions) -> Vec<ToolSpec> {
 }
 
 pub struct ToolRunner {
-    http: reqwest::Client,
+    http: http::HttpTools,
     /// Bytes of a result kept (`Quotas::tool_result_bytes`).
     result_limit: usize,
 }
 
 impl ToolRunner {
+    /// `timeout` is an HTTP tool's per attempt unless it sets its own.
     pub fn new(timeout: Duration, result_limit: usize) -> Self {
-        // A tool answers itself: a redirect would re-send the arguments somewhere the agent's
-        // definition never named.
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("a plain HTTP client always builds");
-        ToolRunner { http, result_limit }
+        ToolRunner {
+            http: http::HttpTools::new(timeout),
+            result_limit,
+        }
     }
 
     /// Performs one call. Failures are results the model sees (`is_error`), never panics.
@@ -137,7 +165,12 @@ impl ToolRunner {
         };
         let mut outcome = match &def.kind {
             ToolKind::Builtin => builtin(store, session, name, arguments).await,
-            ToolKind::Http { url } => self.http_call(url, arguments, idempotency_key).await,
+            ToolKind::Http(tool) => {
+                let limit = self.result_limit;
+                self.http
+                    .call(tool, arguments, idempotency_key, limit)
+                    .await
+            }
             // `decide` hands these to the caller; reaching here means the log was written by
             // something else.
             ToolKind::Client => ToolOutcome::error(format!(
@@ -147,44 +180,6 @@ impl ToolRunner {
         outcome.content = crate::quotas::cut_tool_result(outcome.content, self.result_limit);
         outcome
     }
-
-    async fn http_call(&self, url: &str, arguments: &Value, idempotency_key: &str) -> ToolOutcome {
-        let response = self
-            .http
-            .post(url)
-            .header("Idempotency-Key", idempotency_key)
-            .json(arguments)
-            .send()
-            .await;
-        match response {
-            Ok(r) => {
-                let status = r.status();
-                match read_capped(r, self.result_limit).await {
-                    Ok(body) if status.is_success() => ToolOutcome::ok(body),
-                    Ok(body) => {
-                        ToolOutcome::error(format!("tool endpoint answered HTTP {status}: {body}"))
-                    }
-                    Err(e) => {
-                        ToolOutcome::error(format!("tool endpoint's answer could not be read: {e}"))
-                    }
-                }
-            }
-            Err(e) => ToolOutcome::error(format!("tool endpoint {url} could not be reached: {e}")),
-        }
-    }
-}
-
-/// The response body as text, reading no more than one byte past `limit` (a larger body is
-/// cut to the limit afterwards, so an endless answer cannot fill memory).
-async fn read_capped(mut response: reqwest::Response, limit: usize) -> reqwest::Result<String> {
-    let mut body = Vec::new();
-    while body.len() <= limit
-        && let Some(chunk) = response.chunk().await?
-    {
-        body.extend_from_slice(&chunk);
-    }
-    body.truncate(limit.saturating_add(1));
-    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 async fn builtin(
@@ -215,8 +210,12 @@ async fn builtin(
             },
             None => ToolOutcome::error("scratchpad_get needs a string argument \"key\""),
         },
+        // A person answers it (`Engine::resume_run`); it is never performed.
+        keel_core::ASK_HUMAN => {
+            ToolOutcome::error("ask_human is answered by a person, not performed")
+        }
         other => ToolOutcome::error(format!(
-            "{other:?} is not a built-in tool; built-ins: clock_now, scratchpad_set, scratchpad_get"
+            "{other:?} is not a built-in tool; built-ins: clock_now, scratchpad_set, scratchpad_get, ask_human"
         )),
     }
 }

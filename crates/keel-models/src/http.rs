@@ -11,7 +11,7 @@ use crate::{ModelError, ModelErrorKind};
 
 /// The wait a provider asked for: `retry-after-ms` (OpenAI, Azure) wins over `Retry-After`,
 /// which may be delta-seconds or an HTTP-date (a date in the past means "now").
-pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -67,7 +67,7 @@ pub(crate) fn transport_error(provider: &str, url: &str, error: &reqwest::Error)
 }
 
 /// An error and all its sources, since reqwest's own message hides the cause.
-pub(crate) fn error_chain(error: &reqwest::Error) -> String {
+pub fn error_chain(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -15,6 +15,7 @@ pub mod sse;
 
 pub use embedding::{EmbeddingRequest, EmbeddingResponse};
 pub use error::{ModelError, ModelErrorKind};
+pub use http::{error_chain, retry_after};
 pub use reply::{ModelReply, ReplyAccumulator};
 pub use request::{
     ModelRequest, Params, ResponseFormat, Served, StreamEvent, ToolChoice, ToolSpec,

@@ -65,12 +65,13 @@ pub(crate) fn snapshot_past_end(session: &SessionId, seq: u64, last: u64) -> Sto
     ))
 }
 
-/// `Invalid` unless `status` ends a run.
-pub(crate) fn check_terminal(run: &RunId, status: RunStatus) -> Result<(), StoreError> {
-    match status.is_terminal() {
+/// `Invalid` unless `status` is one a run's holder settles it in, letting go of its lease: an
+/// end, `waiting` (for a person; nothing claims it) or `queued` (a waiting run resumed).
+pub(crate) fn check_settles(run: &RunId, status: RunStatus) -> Result<(), StoreError> {
+    match status.is_terminal() || matches!(status, RunStatus::Waiting | RunStatus::Queued) {
         true => Ok(()),
         false => Err(StoreError::Invalid(format!(
-            "run {run} cannot finish as {:?}: use completed, failed or cancelled",
+            "run {run} cannot finish as {:?}: use completed, failed, cancelled, waiting or queued",
             status.as_str()
         ))),
     }

@@ -122,11 +122,14 @@ pub struct AppendBatch {
     pub events: Vec<NewEvent>,
     pub scratchpad: Vec<ScratchpadWrite>,
     /// Marks a run finished in the same transaction: the log's end of a run and the queue's
-    /// never disagree, and a turn costs one commit less.
+    /// never disagree, and a turn costs one commit less. Also parks a run that waits for a
+    /// person (`Waiting`) and queues it again when one decides (`Queued`), with the events
+    /// that say so.
     pub finish_run: Option<RunFinish>,
 }
 
-/// A run's terminal status and outcome, as `Store::finish_run` takes them.
+/// A run's terminal status (or `Waiting` / `Queued`, see `AppendBatch::finish_run`) and
+/// outcome, as `Store::finish_run` takes them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunFinish {
     pub run: RunId,

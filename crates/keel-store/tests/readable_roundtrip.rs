@@ -90,6 +90,7 @@ async fn round_trip(value: Value) {
                     description: String::new(),
                     parameters: value.clone(),
                     strict: None,
+                    require_approval: false,
                     kind: ToolKind::Client,
                 }],
                 limits: Limits::default(),

@@ -12,6 +12,7 @@ pub mod openai_mock;
 mod reply;
 pub mod responses_mock;
 mod server;
+pub mod tool_endpoint;
 pub mod upstream;
 
 pub use fault::Fault;

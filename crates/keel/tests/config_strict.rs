@@ -111,6 +111,13 @@ kind = "builtin"
 name = "lookup"
 kind = "http"
 url = "http://127.0.0.1:9/lookup"
+method = "GET"
+allow_private = ["127.0.0.0/8"]
+auth = { env = "LOOKUP_TOKEN", header = "X-Api-Key" }
+timeout_secs = 5
+retries = 1
+max_response_bytes = 1000
+require_approval = true
 #@http_tool
 
 [agents.tools.parameters]
@@ -283,7 +290,7 @@ fn an_unknown_key_in_any_table_stops_start_up_naming_its_path() {
             "http_tool",
             "timeout_ms = 5",
             "agents.support.tools.lookup.timeout_ms",
-            None,
+            Some("timeout_secs"),
         ),
     ];
     let mut failures = Vec::new();

@@ -23,7 +23,7 @@ token_latency_ms = {token_latency_ms}
 [[agents]]
 name = "default"
 model = "scripted/echo"
-tools = [{{ name = "record", kind = "http", url = "{tool_url}", description = "records a call" }}]
+tools = [{{ name = "record", kind = "http", url = "{tool_url}", allow_private = ["127.0.0.0/8"], description = "records a call" }}]
 "#
     ))
 }

@@ -31,7 +31,7 @@ kind = "scripted"
 [[agents]]
 name = "default"
 model = "scripted/echo"
-tools = [{{ name = "hold", kind = "http", url = "{tool_url}", description = "answers when the test lets it" }}]
+tools = [{{ name = "hold", kind = "http", url = "{tool_url}", allow_private = ["127.0.0.0/8"], description = "answers when the test lets it" }}]
 "#
     )
 }

@@ -129,7 +129,7 @@ impl Engine {
         let record = self.get_run(tenant, run).await?;
         let tail = LogTail::new(self.inner.clone(), record.session.clone());
         // Read again once subscribed: an end between the two reads is in the second.
-        let record = if record.status.is_terminal() {
+        let record = if record.status.is_resting() {
             record
         } else {
             self.get_run(tenant, run).await?
@@ -287,7 +287,7 @@ impl RunFollower {
     /// What the run's record says: ended, or still queued while the store cannot commit.
     async fn check(&mut self, record: RunRecord) {
         self.started |= record.status != RunStatus::Queued;
-        if record.status.is_terminal() {
+        if record.status.is_resting() {
             self.ready.push_back(RunProgress::Ended(Box::new(record)));
         } else if !self.started
             && !self.told_not_started

@@ -9,7 +9,8 @@ use super::RetryPolicy;
 
 /// The wait before retry number `retry` (1-based) on the same target, or `None` when the
 /// provider asked for a longer wait than the policy accepts (move on to the next target).
-pub(super) fn retry_wait(
+/// `unit` is a random number in [0, 1) for the jitter. HTTP tools retry by it too.
+pub fn retry_wait(
     policy: &RetryPolicy,
     retry: u32,
     retry_after: Option<Duration>,

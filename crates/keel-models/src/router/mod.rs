@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 
 use self::backoff::Dice;
+pub use self::backoff::retry_wait;
 use self::breaker::Breaker;
 pub use self::breaker::BreakerState;
 pub use self::config::{BreakerPolicy, Policy, RetryPolicy, Route, Target, Timeouts};

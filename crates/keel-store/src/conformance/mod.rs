@@ -16,6 +16,7 @@ mod runs;
 mod sessions;
 mod tenants;
 mod usage;
+mod waiting;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use runs::*;
 pub use sessions::*;
 pub use tenants::*;
 pub use usage::*;
+pub use waiting::*;
 
 use crate::Store;
 
@@ -132,6 +134,9 @@ macro_rules! conformance_tests {
             a_rejecting_enqueue_on_a_busy_session_names_its_run_and_writes_nothing,
             a_run_enqueued_claimed_is_leased_and_taken_over_when_its_node_dies,
             a_started_runs_input_reads_back_from_the_log,
+            a_new_sessions_copied_events_are_a_chain_of_their_own,
+            a_waiting_run_holds_its_session_without_a_lease_until_queued_again,
+            cancelling_a_waiting_run_queues_it_to_be_driven_to_its_end,
         );
         // Cases that open more handles on the subject's storage.
         $crate::conformance_tests!(@subject_cases $subject;

@@ -20,9 +20,11 @@ use crate::{RunRecord, StoreError, unreadable};
 const CLAIMABLE: &str = "(runs.status = 'queued'
      OR (runs.status = 'running' AND (runs.lease_until IS NULL OR runs.lease_until <= $1)))
     AND NOT EXISTS (SELECT 1 FROM runs AS live
-                    WHERE live.session = runs.session AND live.status = 'running' AND live.lease_until > $1)";
+                    WHERE live.session = runs.session
+                      AND (live.status = 'waiting' OR (live.status = 'running' AND live.lease_until > $1)))";
 
-/// Oldest claimable runs first, at most one per session, none of a session with a live lease.
+/// Oldest claimable runs first, at most one per session, none of a session with a live lease
+/// or a run waiting for a person.
 pub(crate) async fn claim(
     client: &mut Client,
     node: &str,

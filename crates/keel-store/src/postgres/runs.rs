@@ -95,14 +95,14 @@ pub(crate) async fn enqueue(
     })
 }
 
-/// The session's oldest queued or running run: the one a busy session is busy with.
+/// The session's oldest queued, running or waiting run: the one a busy session is busy with.
 async fn oldest_pending(
     client: &impl GenericClient,
     session: &SessionId,
 ) -> Result<Option<RunId>, StoreError> {
     statements::query_opt(
         client,
-        "SELECT id FROM runs WHERE session = $1 AND status IN ('queued', 'running')
+        "SELECT id FROM runs WHERE session = $1 AND status IN ('queued', 'running', 'waiting')
          ORDER BY created_at, id LIMIT 1",
         &[&session.as_str()],
     )
@@ -136,7 +136,7 @@ pub(crate) async fn pending(
         client,
         &format!(
             "SELECT {COLUMNS} FROM runs WHERE session = $1 AND tenant = $2
-             AND status IN ('queued', 'running') ORDER BY created_at, id"
+             AND status IN ('queued', 'running', 'waiting') ORDER BY created_at, id"
         ),
         &[&session.as_str(), &tenant.as_str()],
     )
@@ -174,7 +174,7 @@ pub(crate) async fn finish(
     status: RunStatus,
     outcome: &RunOutcome,
 ) -> Result<(), StoreError> {
-    stored::check_terminal(run, status)?;
+    stored::check_settles(run, status)?;
     // A run queued behind this one may be claimed now: other nodes hear so (`signals`).
     let finished = statements::query_one(
         client,
@@ -206,11 +206,13 @@ pub(crate) async fn request_cancel(
     tenant: &TenantId,
     run: &RunId,
 ) -> Result<bool, StoreError> {
-    // The node that drives the run hears of it at once (`signals`), not at its next heartbeat.
+    // The node that drives the run hears of it at once (`signals`), not at its next heartbeat;
+    // a waiting run is queued again, so that a node drives it to its cancellation.
     let flagged = statements::query_one(
         client,
-        "WITH flagged AS (UPDATE runs SET cancel_requested = TRUE
-                          WHERE id = $1 AND tenant = $2 AND status IN ('queued', 'running')
+        "WITH flagged AS (UPDATE runs SET cancel_requested = TRUE,
+                              status = CASE status WHEN 'waiting' THEN 'queued' ELSE status END
+                          WHERE id = $1 AND tenant = $2 AND status IN ('queued', 'running', 'waiting')
                           RETURNING id)
          SELECT COUNT(*) FROM (SELECT pg_notify(current_setting('keel.channel'), 'c ' || id)
                                FROM flagged) AS notified",
@@ -230,7 +232,7 @@ pub(crate) async fn request_cancel(
     Ok(exists.is_some())
 }
 
-/// Deletes a finished run; `Invalid` while it is queued or running.
+/// Deletes a finished run; `Invalid` while it is queued, running or waiting.
 pub(crate) async fn delete(
     client: &Client,
     tenant: &TenantId,
@@ -238,7 +240,7 @@ pub(crate) async fn delete(
 ) -> Result<bool, StoreError> {
     let deleted = statements::execute(
         client,
-        "DELETE FROM runs WHERE id = $1 AND tenant = $2 AND status NOT IN ('queued', 'running')",
+        "DELETE FROM runs WHERE id = $1 AND tenant = $2 AND status NOT IN ('queued', 'running', 'waiting')",
         &[&run.as_str(), &tenant.as_str()],
     )
     .await?;

@@ -100,7 +100,7 @@ pub(crate) async fn list(
         } else {
             " AND NOT EXISTS"
         };
-        sql += " (SELECT 1 FROM runs WHERE runs.session = sessions.id AND runs.status IN ('queued', 'running'))";
+        sql += " (SELECT 1 FROM runs WHERE runs.session = sessions.id AND runs.status IN ('queued', 'running', 'waiting'))";
     }
     sql += " ORDER BY id DESC LIMIT $3";
     let mut cursor = filter.before.as_ref().map(SessionId::to_string);

@@ -85,13 +85,13 @@ pub(crate) fn enqueue(
     })
 }
 
-/// The session's oldest queued or running run: the one a busy session is busy with.
+/// The session's oldest queued, running or waiting run: the one a busy session is busy with.
 fn oldest_pending(
     conn: &Connection,
     session: &keel_core::SessionId,
 ) -> Result<Option<RunId>, StoreError> {
     conn.prepare_cached(
-        "SELECT id FROM runs WHERE session = ?1 AND status IN ('queued', 'running')
+        "SELECT id FROM runs WHERE session = ?1 AND status IN ('queued', 'running', 'waiting')
          ORDER BY created_at, id LIMIT 1",
     )?
     .query_row([session.as_str()], |r| r.get::<_, String>(0))
@@ -112,14 +112,14 @@ pub(crate) fn get(
     rows.next()?.map(from_row).transpose()
 }
 
-/// The session's queued and running runs, oldest first.
+/// The session's queued, running and waiting runs, oldest first.
 pub(crate) fn pending(
     conn: &Connection,
     tenant: &TenantId,
     session: &keel_core::SessionId,
 ) -> Result<Vec<RunRecord>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM runs WHERE session = ?1 AND tenant = ?2 AND status IN ('queued', 'running')
+        "SELECT {COLUMNS} FROM runs WHERE session = ?1 AND tenant = ?2 AND status IN ('queued', 'running', 'waiting')
          ORDER BY created_at, id"
     ))?;
     let mut rows = stmt.query(params![session.as_str(), tenant.as_str()])?;
@@ -162,7 +162,8 @@ pub(crate) fn claim(
         "SELECT id, session FROM runs AS r
          WHERE (status = 'queued' OR (status = 'running' AND (lease_until IS NULL OR lease_until <= ?1)))
            AND NOT EXISTS (SELECT 1 FROM runs AS live
-                           WHERE live.session = r.session AND live.status = 'running' AND live.lease_until > ?1)
+                           WHERE live.session = r.session
+                             AND (live.status = 'waiting' OR (live.status = 'running' AND live.lease_until > ?1)))
          ORDER BY created_at, id",
     )?;
     let mut rows = candidates.query([now.millis()])?;
@@ -230,7 +231,7 @@ pub(crate) fn finish(
     status: RunStatus,
     outcome: &RunOutcome,
 ) -> Result<(), StoreError> {
-    stored::check_terminal(run, status)?;
+    stored::check_settles(run, status)?;
     let finished = conn
         .prepare_cached(
             "UPDATE runs SET status = ?2, output = ?3, error = ?4, lease_owner = NULL, lease_until = NULL WHERE id = ?1",
@@ -249,7 +250,9 @@ pub(crate) fn request_cancel(
 ) -> Result<bool, StoreError> {
     let flagged = conn
         .prepare_cached(
-            "UPDATE runs SET cancel_requested = 1 WHERE id = ?1 AND tenant = ?2 AND status IN ('queued', 'running')",
+            // A waiting run is queued again, so that a node drives it to its cancellation.
+            "UPDATE runs SET cancel_requested = 1, status = CASE status WHEN 'waiting' THEN 'queued' ELSE status END
+             WHERE id = ?1 AND tenant = ?2 AND status IN ('queued', 'running', 'waiting')",
         )?
         .execute(params![run.as_str(), tenant.as_str()])?;
     if flagged > 0 {
@@ -272,7 +275,9 @@ pub(crate) fn delete(
         .optional()?;
     match status.as_deref() {
         None => Ok(false),
-        Some(pending @ ("queued" | "running")) => Err(stored::still_pending(run, pending)),
+        Some(pending @ ("queued" | "running" | "waiting")) => {
+            Err(stored::still_pending(run, pending))
+        }
         Some(_) => {
             conn.prepare_cached("DELETE FROM runs WHERE id = ?1")?
                 .execute([run.as_str()])?;

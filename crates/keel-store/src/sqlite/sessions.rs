@@ -80,7 +80,7 @@ pub(crate) fn list(
         } else {
             " AND NOT EXISTS"
         };
-        sql += " (SELECT 1 FROM runs WHERE runs.session = sessions.id AND runs.status IN ('queued', 'running'))";
+        sql += " (SELECT 1 FROM runs WHERE runs.session = sessions.id AND runs.status IN ('queued', 'running', 'waiting'))";
     }
     for (key, value) in &filter.metadata {
         // Same key, same JSON type, same value: `1` matches neither `true` nor `"1"`.

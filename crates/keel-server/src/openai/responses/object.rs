@@ -161,7 +161,8 @@ pub fn usage_object(usage: &Usage) -> Value {
 pub fn status_name(status: RunStatus, incomplete: bool) -> &'static str {
     match status {
         RunStatus::Queued => "queued",
-        RunStatus::Running => "in_progress",
+        // Waiting for a person's decision is not done yet.
+        RunStatus::Running | RunStatus::Waiting => "in_progress",
         RunStatus::Completed if incomplete => "incomplete",
         RunStatus::Completed => "completed",
         RunStatus::Failed => "failed",

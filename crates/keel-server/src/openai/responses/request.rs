@@ -244,6 +244,7 @@ fn function_tools(tools: &[Value]) -> Result<Vec<ToolDef>, FieldError> {
                     .cloned()
                     .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
                 strict,
+                require_approval: false,
                 kind: ToolKind::Client,
             })
         })
