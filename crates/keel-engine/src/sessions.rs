@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use keel_core::{Event, EventBody, Message, SessionId, SessionState, TenantId};
-use keel_store::{NewEvent, SessionRecord};
+use keel_store::{NewEvent, SessionRecord, StoreError};
 
+use crate::slots::SessionSlot;
 use crate::{Engine, EngineError, Quotas, RunUpdate, clock, live};
 
 impl Engine {
@@ -108,8 +109,32 @@ impl Engine {
                 run: busy.id.clone(),
             });
         }
-        let mut live = slot.live.lock().await;
-        let live = self.inner.live(session, &mut live).await?;
+        let mut held = slot.live.lock().await;
+        // Another node may have logged to the session since this one cached it: the append
+        // then fails as a conflict, and the session is read again once.
+        match self
+            .add_messages_to(session, &slot, &mut held, &messages)
+            .await
+        {
+            Err(EngineError::Store(StoreError::Conflict { .. })) => {
+                *held = None;
+                self.add_messages_to(session, &slot, &mut held, &messages)
+                    .await
+            }
+            done => done,
+        }
+    }
+
+    /// `add_messages` on the session's live state in `held` (loaded if need be).
+    async fn add_messages_to(
+        &self,
+        session: &SessionId,
+        slot: &SessionSlot,
+        held: &mut Option<live::LiveSession>,
+        messages: &[Message],
+    ) -> Result<u64, EngineError> {
+        let live = self.inner.live(session, held).await?;
+        let messages = messages.to_vec();
         let quotas = &self.inner.config.quotas;
         Quotas::check(
             "the session's log",
