@@ -286,7 +286,7 @@ async fn bad_input_is_refused_with_a_clear_error_and_nothing_written() {
     let to_pg: Vec<&str> = to_pg.iter().map(String::as_str).collect();
     let (ok, out, err) = migrate(home, &to_pg);
     assert!(ok, "{out}\n{err}");
-    refused(&to_pg, "it holds tenants");
+    refused(&to_pg, "its tenants table holds");
     // A PostgreSQL source without keel's tables is refused, and not created.
     let absent = format!("keel_absent_{}", &schema.name[11..]);
     let fresh = sqlite(&home.path().join("fresh"));
