@@ -14,18 +14,7 @@ use support::{KeelHome, ToolRecorder, kill_at_fault_point, sigkill};
 const MESSAGE: &str = "/call record {\"n\":1}\n/call record {\"n\":2}";
 
 fn home(tool_url: &str, token_latency_ms: u64) -> KeelHome {
-    KeelHome::new(&format!(
-        r#"
-[providers.scripted]
-kind = "scripted"
-token_latency_ms = {token_latency_ms}
-
-[[agents]]
-name = "default"
-model = "scripted/echo"
-tools = [{{ name = "record", kind = "http", url = "{tool_url}", allow_private = ["127.0.0.0/8"], description = "records a call" }}]
-"#
-    ))
+    KeelHome::new(&support::recording_agent_config(tool_url, token_latency_ms))
 }
 
 /// The transcript without times or generated ids: what the conversation said.

@@ -22,19 +22,8 @@ const TWO_CALLS: &str = "/call record {\"n\":1}\n/call record {\"n\":2}";
 
 fn config(tool_url: &str, token_latency_ms: u64, engine: &str) -> String {
     format!(
-        r#"
-[providers.scripted]
-kind = "scripted"
-token_latency_ms = {token_latency_ms}
-
-[[agents]]
-name = "default"
-model = "scripted/echo"
-tools = [{{ name = "record", kind = "http", url = "{tool_url}", description = "records a call", allow_private = ["127.0.0.0/8"] }}]
-
-[engine]
-{engine}
-"#
+        "{}\n[engine]\n{engine}\n",
+        support::recording_agent_config(tool_url, token_latency_ms)
     )
 }
 

@@ -54,23 +54,11 @@ impl Role {
 
 impl Drop for Role {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok(client) = postgres::connect().await {
-                    let _ = client
-                        .batch_execute(&format!(
-                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{name}'; DROP ROLE IF EXISTS {name}"
-                        ))
-                        .await;
-                }
-            });
-        })
-        .join();
+        let name = &self.name;
+        postgres::execute_detached(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{name}'; \
+             DROP ROLE IF EXISTS {name}"
+        ));
     }
 }
 

@@ -295,6 +295,23 @@ pub struct Recorded {
     pub applied: HashMap<String, Value>,
 }
 
+/// A `keel.toml` whose `default` agent runs the scripted model (answering after
+/// `token_latency_ms` per token) with one tool, `record`: a `ToolRecorder` at `tool_url`.
+pub fn recording_agent_config(tool_url: &str, token_latency_ms: u64) -> String {
+    format!(
+        r#"
+[providers.scripted]
+kind = "scripted"
+token_latency_ms = {token_latency_ms}
+
+[[agents]]
+name = "default"
+model = "scripted/echo"
+tools = [{{ name = "record", kind = "http", url = "{tool_url}", allow_private = ["127.0.0.0/8"], description = "records a call" }}]
+"#
+    )
+}
+
 impl ToolRecorder {
     /// Serves on 127.0.0.1 from a background thread; returns the tool's URL.
     pub fn start(&self) -> String {

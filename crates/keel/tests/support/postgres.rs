@@ -57,21 +57,23 @@ impl Schema {
 
 impl Drop for Schema {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        // A runtime of its own: the test's may be shutting down.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok(client) = connect().await {
-                    let _ = client
-                        .batch_execute(&format!("DROP SCHEMA {name} CASCADE"))
-                        .await;
-                }
-            });
-        })
-        .join();
+        execute_detached(format!("DROP SCHEMA {} CASCADE", self.name));
     }
+}
+
+/// Runs `sql` on a connection and a runtime of its own, on a thread, and waits: for `Drop`s,
+/// which may run while the test's runtime shuts down. Errors are ignored (cleanup only).
+pub fn execute_detached(sql: String) {
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            if let Ok(client) = connect().await {
+                let _ = client.batch_execute(&sql).await;
+            }
+        });
+    })
+    .join();
 }
