@@ -74,15 +74,16 @@ pub struct ChainReport {
     pub problem: Option<String>,
 }
 
-/// Walks `entries` (a session's events from seq 1, ascending) as one chain.
-#[derive(Debug)]
-struct Walk {
+/// Walks `entries` (a session's events from seq 1, ascending) as one chain (also over rows
+/// as `export` reads them, by `export::Census`).
+#[derive(Clone, Debug)]
+pub(crate) struct Walk {
     report: ChainReport,
     previous: Option<String>,
 }
 
 impl Walk {
-    fn new(session: &SessionId) -> Walk {
+    pub(crate) fn new(session: &SessionId) -> Walk {
         Walk {
             report: ChainReport {
                 session: session.clone(),
@@ -97,8 +98,13 @@ impl Walk {
         }
     }
 
+    /// What the walk found so far.
+    pub(crate) fn report(&self) -> &ChainReport {
+        &self.report
+    }
+
     /// Takes the next entry; `false` once the chain is found broken.
-    fn step(&mut self, entry: &JournalEntry) -> bool {
+    pub(crate) fn step(&mut self, entry: &JournalEntry) -> bool {
         let expected_seq = self.report.events + 1;
         self.report.events += 1;
         if entry.seq != expected_seq {

@@ -35,5 +35,9 @@ async fn every_column_is_listed() {
         })
         .collect();
     listed.sort();
-    assert_eq!(found, listed);
+    assert_eq!(
+        found, listed,
+        "the schema and export::TABLES differ: list every table and column there, or keel \
+         migrate leaves it behind"
+    );
 }

@@ -165,6 +165,7 @@ async fn sqlite_to_postgres_and_back_answers_the_same_and_the_conversation_goes_
     );
     assert!(out.contains("3  API keys"), "{out}");
     assert!(out.contains("1  usage totals"), "{out}");
+    assert!(out.contains("journal is intact"), "{out}");
 
     // A node on PostgreSQL answers the same, and the first conversation goes on with its context.
     let node = schema.node(&http::config(0));

@@ -36,6 +36,11 @@ pub async fn a_copied_store_answers_every_reader_as_the_original(
     let report = copy_store(source.as_ref(), target.as_ref()).await.unwrap();
     assert_eq!(report.mismatch, None);
     assert!(report.unreadable.is_empty(), "{:?}", report.unreadable);
+    assert_eq!(
+        report.copied.broken_chain(),
+        None,
+        "every session's chain is intact"
+    );
     let counts: Vec<(&str, u64)> = report.copied.counts().collect();
     assert_eq!(
         counts,

@@ -1,12 +1,14 @@
 //! What a store holds, in a form two stores can be compared by after a copy: how many rows of
 //! each table, a SHA-256 digest of each table's rows in key order, and one of each session's
-//! events (seq, type, time and body as stored), so a mismatch names the session it is in.
+//! events (seq, type, time and body as stored), so a mismatch names the session it is in. It
+//! also walks each session's hash chain (`chain.rs`) and keeps the first that is broken.
 
 use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
 use super::{StoredRecord, TABLES, Value};
+use crate::chain::{ChainReport, JournalEntry, Walk};
 
 type Sum = [u8; 32];
 
@@ -18,6 +20,9 @@ pub struct Census {
     tables: Vec<Sha256>,
     sessions: BTreeMap<String, Sum>,
     open: Option<(String, Sha256)>,
+    /// The open session's chain, until it is found broken.
+    chain: Option<Walk>,
+    broken: Option<ChainReport>,
 }
 
 impl Default for Census {
@@ -27,6 +32,8 @@ impl Default for Census {
             tables: vec![Sha256::new(); TABLES.len()],
             sessions: BTreeMap::new(),
             open: None,
+            chain: None,
+            broken: None,
         }
     }
 }
@@ -86,13 +93,50 @@ impl Census {
                     self.sessions.insert(done, digest.finalize().into());
                 }
                 self.open = Some((session.clone(), Sha256::new()));
+                self.chain = session.parse().ok().map(|id| Walk::new(&id));
             }
+            self.walk_chain(record);
             if let Some((_, digest)) = &mut self.open {
                 for value in &record.values[1..] {
                     hash_value(digest, value);
                 }
             }
         }
+    }
+
+    /// Takes an event into its session's chain; keeps the first chain found broken.
+    fn walk_chain(&mut self, record: &StoredRecord) {
+        let Some(walk) = &mut self.chain else { return };
+        let entry = match (
+            record.get("seq"),
+            record.get("at"),
+            record.get("type"),
+            record.get("body"),
+            record.get("hash"),
+        ) {
+            (Value::Int(seq), Value::Int(at), Value::Text(kind), Value::Text(body), hash) => {
+                JournalEntry {
+                    seq: u64::try_from(*seq).unwrap_or(0),
+                    at: keel_core::Timestamp::from_millis(*at),
+                    kind: kind.clone(),
+                    body: body.clone(),
+                    hash: match hash {
+                        Value::Text(hash) => Some(hash.clone()),
+                        _ => None,
+                    },
+                }
+            }
+            _ => return,
+        };
+        if !walk.step(&entry) {
+            self.broken.get_or_insert_with(|| walk.report().clone());
+            self.chain = None;
+        }
+    }
+
+    /// The first session whose hash chain is broken (an event changed or missing), if any.
+    pub fn broken_chain(&self) -> Option<&ChainReport> {
+        self.broken.as_ref()
     }
 
     /// Rows per table, with the tables' labels, in `TABLES` order.

@@ -236,7 +236,15 @@ fn print_summary(from: &Endpoint, to: &Endpoint, report: &CopyReport, took: std:
     if report.mismatch.is_none() {
         println!(
             "verified: the target holds the same rows in every table, and each session's events \
-             (seq, type, time, body) have the same SHA-256 on both sides"
+             (seq, type, time, body, hash) have the same SHA-256 on both sides"
         );
+    }
+    match report.copied.broken_chain() {
+        None => println!("hash chains: every session's journal is intact"),
+        Some(chain) => println!(
+            "warning: the journal of session {} is broken in the source ({}); it was copied as it was",
+            chain.session,
+            chain.problem.as_deref().unwrap_or("a changed event")
+        ),
     }
 }
