@@ -44,7 +44,16 @@ async fn open_postgres(url: &str, store: &StoreConfig) -> anyhow::Result<Arc<dyn
             "the store URL must start with postgres:// or postgresql:// (without one, keel keeps its store in the data directory)"
         );
     }
-    let options = PgOptions {
+    let store = PgStore::open(pg_options(url, store))
+        .await
+        .context("cannot open keel's store in PostgreSQL")?;
+    tracing::info!(server = %store.server(), "the store is PostgreSQL");
+    Ok(Arc::new(store))
+}
+
+/// How to reach the PostgreSQL store at `url` with the `[store]` settings.
+pub fn pg_options(url: &str, store: &StoreConfig) -> PgOptions {
+    PgOptions {
         schema: store.schema.clone(),
         pool_size: store.pool_size,
         connect_timeout: Duration::from_secs(store.connect_timeout_secs),
@@ -52,12 +61,7 @@ async fn open_postgres(url: &str, store: &StoreConfig) -> anyhow::Result<Arc<dyn
             .then(|| Duration::from_millis(store.statement_timeout_ms)),
         ca_file: store.ca_file.clone(),
         ..PgOptions::new(url)
-    };
-    let store = PgStore::open(options)
-        .await
-        .context("cannot open keel's store in PostgreSQL")?;
-    tracing::info!(server = %store.server(), "the store is PostgreSQL");
-    Ok(Arc::new(store))
+    }
 }
 
 /// This node's name in run leases. On SQLite one process holds the store (the data

@@ -7,7 +7,7 @@ use futures::future::try_join_all;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::statements;
+use super::{PgOptions, PgStore, error, statements};
 use crate::StoreError;
 use crate::export::{
     ColumnType, ExportCursor, ExportPage, PageBuilder, StoredRecord, Value, table_of,
@@ -15,6 +15,27 @@ use crate::export::{
 use crate::stored::sql_limit;
 
 type Param = Box<dyn ToSql + Sync + Send>;
+
+impl PgStore {
+    /// Whether the schema `options` name holds keel's tables, asked without creating anything
+    /// (`open` creates what is missing): for a store that must exist already, as the source of
+    /// `keel migrate` must.
+    pub async fn exists(options: &PgOptions) -> Result<bool, StoreError> {
+        let (pool, _, server) = options.pool()?;
+        let client = pool
+            .get()
+            .await
+            .map_err(|e| error::no_connection(&server, e))?;
+        let found = statements::query_opt(
+            &client,
+            "SELECT 1 FROM information_schema.tables
+             WHERE table_schema = COALESCE($1::text, current_schema()) AND table_name = 'schema_version'",
+            &[&options.schema],
+        )
+        .await?;
+        Ok(found.is_some())
+    }
+}
 
 pub(crate) async fn export_page(
     client: &Client,

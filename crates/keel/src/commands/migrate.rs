@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use keel_store::Store;
 use keel_store::export::{CopyReport, copy_store, ensure_empty};
+use keel_store::{PgStore, Store};
 
 use crate::config::Config;
-use crate::runtime::{DataDirLock, lock_data_dir, open_store};
+use crate::runtime::{DataDirLock, lock_data_dir, open_store, pg_options};
 
 #[derive(Args)]
 #[command(after_help = "\
@@ -116,7 +116,7 @@ pub async fn run(mut config: Config, args: MigrateArgs) -> anyhow::Result<bool> 
     if same_store(&from, &to) {
         anyhow::bail!("--from and --to name the same store ({from}): copy into another one");
     }
-    let _source_lock = check_source(&from).await?;
+    let _source_lock = check_source(&mut config, &from).await?;
     let target_dir = match &to {
         Endpoint::Sqlite(dir) => Some((dir.clone(), !dir.exists())),
         Endpoint::Postgres { .. } => None,
@@ -168,7 +168,7 @@ fn same_store(from: &Endpoint, to: &Endpoint) -> bool {
 
 /// Refuses a source that holds no keel store, before anything is opened or written; for a
 /// SQLite source, holds its data directory's lock.
-async fn check_source(from: &Endpoint) -> anyhow::Result<Option<DataDirLock>> {
+async fn check_source(config: &mut Config, from: &Endpoint) -> anyhow::Result<Option<DataDirLock>> {
     match from {
         Endpoint::Sqlite(dir) => {
             if !dir.join("keel.db").is_file() {
@@ -181,20 +181,13 @@ async fn check_source(from: &Endpoint) -> anyhow::Result<Option<DataDirLock>> {
                 lock_data_dir(dir).context("the source must not be in use while it is copied")?;
             Ok(Some(lock))
         }
-        Endpoint::Postgres { url, schema } => {
-            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-                .await
-                .with_context(|| format!("cannot connect to the source {from}"))?;
-            tokio::spawn(connection);
-            let found = client
-                .query_opt(
-                    "SELECT 1 FROM information_schema.tables
-                     WHERE table_schema = COALESCE($1::text, current_schema()) AND table_name = 'schema_version'",
-                    &[schema],
-                )
+        Endpoint::Postgres { url, .. } => {
+            from.configure(config);
+            let options = pg_options(url, &config.store);
+            let exists = PgStore::exists(&options)
                 .await
                 .with_context(|| format!("cannot read the source {from}"))?;
-            if found.is_none() {
+            if !exists {
                 anyhow::bail!(
                     "there is no keel store to migrate from in {from}: check --from and --from-schema"
                 );
