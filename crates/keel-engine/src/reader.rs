@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use keel_core::{AgentDef, Event, RunId, RunStatus, SessionId, TenantId};
 use keel_store::{
-    ApiKeyRecord, LoadedSession, RunRecord, SessionFilter, SessionRecord, Store, StoreError,
-    TenantCounts, TenantRecord, UnreadableRecord, UsageQuery, UsageTotals,
+    ApiKeyRecord, ChainReport, LoadedSession, RunRecord, SessionFilter, SessionRecord, Store,
+    StoreError, TenantCounts, TenantRecord, UnreadableRecord, UsageQuery, UsageTotals,
 };
 
 /// Read-only access to a store (see the module's doc). Cheap to clone. It offers no write and
@@ -73,6 +73,12 @@ impl StoreReader {
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
         self.0.read_events(session, after, limit).await
+    }
+
+    /// Walks the session's hash chain (`keel_store::chain`): intact, or the first seq where
+    /// its log was changed. `NotFound` for an unknown session.
+    pub async fn verify_chain(&self, session: &SessionId) -> Result<ChainReport, StoreError> {
+        keel_store::chain::verify(self.0.as_ref(), session).await
     }
 
     /// The last `limit` events with `seq < before`, ascending.

@@ -109,6 +109,37 @@ impl From<keel_engine::SessionContext> for ContextView {
     }
 }
 
+/// What walking a session's hash chain found (`GET /v1/sessions/{id}/verify`).
+#[derive(Serialize, ToSchema)]
+pub struct ChainView {
+    pub session: String,
+    /// How each event's hash record is made: `sha256` over the previous record, the seq, the
+    /// time, the type and the body as stored (docs: the README's "Tamper-evident journal").
+    pub algorithm: String,
+    /// Events read.
+    pub events: u64,
+    /// Events at the start stored before keel hashed its journal (no record to check).
+    pub unhashed: u64,
+    pub intact: bool,
+    /// The first event whose record does not match: where the stored log was changed.
+    pub first_bad_seq: Option<u64>,
+    pub problem: Option<String>,
+}
+
+impl From<keel_store::ChainReport> for ChainView {
+    fn from(r: keel_store::ChainReport) -> Self {
+        ChainView {
+            session: r.session.to_string(),
+            algorithm: r.algorithm.to_string(),
+            events: r.events,
+            unhashed: r.unhashed,
+            intact: r.intact,
+            first_bad_seq: r.first_bad_seq,
+            problem: r.problem,
+        }
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct SessionView {
     pub id: String,

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod agents;
 pub mod events;
+pub mod journal;
 pub mod messages;
 pub mod ops;
 pub mod runs;
@@ -39,6 +40,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/sessions/{id}/messages"),
     ("post", "/v1/sessions/{id}/fork"),
     ("get", "/v1/sessions/{id}/context"),
+    ("get", "/v1/sessions/{id}/verify"),
     ("get", "/v1/sessions/{id}/events"),
     ("get", "/v1/runs/{id}"),
     ("post", "/v1/runs/{id}/cancel"),
@@ -78,6 +80,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/sessions/{id}/messages", post(messages::send))
         .route("/v1/sessions/{id}/fork", post(travel::fork))
         .route("/v1/sessions/{id}/context", get(travel::context))
+        .route("/v1/sessions/{id}/verify", get(journal::verify))
         .route("/v1/sessions/{id}/events", get(events::list))
         .route("/v1/runs/{id}", get(runs::get))
         .route("/v1/runs/{id}/cancel", post(runs::cancel))

@@ -1,7 +1,7 @@
-//! `keel sessions list | show | events | fork | context`, wherever the sessions live: the
+//! `keel sessions list | show | events | verify | fork | context`, wherever the sessions live: the
 //! local store (read without the data directory's lock, so it works while another keel
 //! process runs) or a running `keel serve` (`--server URL`). Each place answers the same
-//! questions (`SessionsAt`: lists, summaries, events, messages); one printer shows the
+//! questions (`SessionsAt`: lists, summaries, events, messages, chains); one printer shows the
 //! answers, so both print alike, and chat's `/sessions`, `/history` and recap ask them too.
 //! `fork` and `context` need the engine (a write; the model routes), so they go through the
 //! chat's `Client`: the embedded engine over the data directory, or the server holding it.
@@ -61,6 +61,16 @@ pub enum SessionsCommand {
         #[arg(long, default_value_t = 1000)]
         limit: usize,
         /// Print each event as it is stored, one JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the session's tamper-evident journal (each event's hash covers its
+    /// predecessor's): prints `intact`, or the first seq where the stored log was changed and
+    /// exits with status 1.
+    Verify {
+        /// The session's id (`ses_…`, as `keel sessions list` shows it).
+        id: SessionId,
+        /// Print the report as a JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -229,6 +239,26 @@ impl SessionsAt<'_> {
         }
     }
 
+    /// What walking the session's hash chain found, as `GET /v1/sessions/{id}/verify` says it.
+    async fn chain(&self, id: &SessionId) -> anyhow::Result<Value> {
+        match self {
+            SessionsAt::Local(store) => {
+                let tenant = TenantId::default_tenant();
+                if store.get_session(&tenant, id).await?.is_none() {
+                    return Err(not_found(id));
+                }
+                let report = store.verify_chain(id).await?;
+                Ok(serde_json::to_value(keel_server::wire::ChainView::from(
+                    report,
+                ))?)
+            }
+            SessionsAt::Remote(remote) => remote
+                .get(&format!("/v1/sessions/{id}/verify"))
+                .await
+                .map_err(|e| not_found_on_server(id, e)),
+        }
+    }
+
     /// The session's messages in the events with `seq > after`, oldest first.
     pub async fn messages(&self, id: &SessionId, mut after: u64) -> anyhow::Result<Vec<Message>> {
         let mut messages = Vec::new();
@@ -329,11 +359,39 @@ pub async fn print(at: SessionsAt<'_>, command: SessionsCommand) -> anyhow::Resu
                 }
             }
         }
+        SessionsCommand::Verify { id, json } => {
+            let report = at.chain(&id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{}", chain_line(&report));
+            }
+            if report["intact"] != Value::Bool(true) {
+                std::process::exit(1);
+            }
+        }
         SessionsCommand::Fork { .. } | SessionsCommand::Context { .. } => {
             unreachable!("`run` answers fork and context through a client")
         }
     }
     Ok(())
+}
+
+/// A chain's report for people: `intact: 12 events (sha256)`, or where it broke.
+fn chain_line(report: &Value) -> String {
+    let events = &report["events"];
+    let algorithm = report["algorithm"].as_str().unwrap_or_default();
+    let unhashed = match report["unhashed"].as_u64() {
+        Some(0) | None => String::new(),
+        Some(n) => format!(", the first {n} stored before keel hashed its journal"),
+    };
+    match report["first_bad_seq"].as_u64() {
+        None => format!("intact: {events} events ({algorithm}{unhashed})"),
+        Some(seq) => format!(
+            "broken at seq {seq}: {}",
+            report["problem"].as_str().unwrap_or_default()
+        ),
+    }
 }
 
 /// Answers `fork` and `context` through the engine of `client`.
