@@ -94,6 +94,8 @@ prefixed_id!(/// A session: one long-lived conversation with its own event log.
     SessionId, "ses_", "session");
 prefixed_id!(/// A run: one unit of work on a session.
     RunId, "run_", "run");
+prefixed_id!(/// A timer: a schedule that starts runs on a session.
+    TimerId, "tmr_", "timer");
 
 impl TenantId {
     /// The tenant that owns everything on a single-user install.

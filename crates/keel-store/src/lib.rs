@@ -25,7 +25,7 @@ pub use types::*;
 pub use unreadable::{isolated as note_unreadable, unreadable_records_seen};
 
 use async_trait::async_trait;
-use keel_core::{AgentDef, Event, RunId, RunStatus, SessionId, TenantId, Timestamp};
+use keel_core::{AgentDef, Event, RunId, RunStatus, SessionId, TenantId, TimerId, Timestamp};
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -193,6 +193,38 @@ pub trait Store: Send + Sync + 'static {
     async fn count_runs(&self) -> Result<Vec<(RunStatus, u64)>, StoreError>;
     /// Makes every lease held by `node` claimable now: a restarted node takes back its runs.
     async fn release_leases(&self, node: &str) -> Result<u64, StoreError>;
+
+    // --- timers ------------------------------------------------------------------------------
+
+    /// Stores a new timer of an existing session of its tenant (`NotFound` otherwise;
+    /// `AlreadyExists` for a used id).
+    async fn put_timer(&self, timer: &TimerRecord) -> Result<(), StoreError>;
+    /// The session's timers, those still to fire first (soonest first), then those done.
+    /// Empty for another tenant's session.
+    async fn list_timers(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+    ) -> Result<Vec<TimerRecord>, StoreError>;
+    /// Forgets a timer; `false` when the tenant has no such timer.
+    async fn delete_timer(&self, tenant: &TenantId, id: &TimerId) -> Result<bool, StoreError>;
+    /// Up to `limit` timers due at `now` (any tenant), the longest due first.
+    async fn due_timers(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<TimerRecord>, StoreError>;
+    /// Fires the timer for the time it was `due`, in one transaction: its next time becomes
+    /// `next` (`None`: it is done), its count goes up and `run` is queued. `false`, and nothing
+    /// written, when it is not due at `due` any more — another node fired it, or it was
+    /// deleted —: so a due time fires once across every handle on the storage.
+    async fn fire_timer(
+        &self,
+        id: &TimerId,
+        due: Timestamp,
+        next: Option<Timestamp>,
+        run: &RunRecord,
+    ) -> Result<bool, StoreError>;
 
     // --- tenants and API keys ----------------------------------------------------------------
 

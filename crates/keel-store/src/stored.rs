@@ -217,3 +217,34 @@ impl StoredRun {
         self.into_record().map(drop)
     }
 }
+
+/// A timer's row as either backend reads it (`timer` decodes it).
+pub(crate) struct StoredTimer {
+    pub(crate) id: String,
+    pub(crate) tenant: String,
+    pub(crate) session: String,
+    pub(crate) schedule: String,
+    pub(crate) note: String,
+    pub(crate) next_at: Option<i64>,
+    pub(crate) created_at: i64,
+    pub(crate) fired: i64,
+    pub(crate) last_fired_at: Option<i64>,
+}
+
+/// What a timer's row columns are, in the order `StoredTimer` reads them.
+pub(crate) const TIMER_COLUMNS: &str =
+    "id, tenant, session, schedule, note, next_at, created_at, fired, last_fired_at";
+
+pub(crate) fn timer(row: StoredTimer) -> Result<crate::TimerRecord, StoreError> {
+    Ok(crate::TimerRecord {
+        schedule: json(&row.schedule, "schedule", &row.id)?,
+        id: id(row.id)?,
+        tenant: id(row.tenant)?,
+        session: id(row.session)?,
+        note: row.note,
+        next_at: row.next_at.map(Timestamp::from_millis),
+        created_at: Timestamp::from_millis(row.created_at),
+        fired: count(row.fired),
+        last_fired_at: row.last_fired_at.map(Timestamp::from_millis),
+    })
+}

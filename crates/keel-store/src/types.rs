@@ -2,7 +2,7 @@
 
 use keel_core::{
     AgentId, Event, EventBody, Message, RunId, RunOptions, RunStatus, SessionId, SessionState,
-    TenantId, Timestamp,
+    TenantId, TimerId, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -157,6 +157,35 @@ pub struct LoadedSession {
     pub snapshot: Option<Snapshot>,
     /// Events after the snapshot (or from seq 1), ascending.
     pub tail: Vec<Event>,
+}
+
+/// When a timer fires.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Schedule {
+    /// Once, at `at`.
+    Once { at: Timestamp },
+    /// At every slot of a 5-field cron expression, read in an IANA time zone.
+    Cron { expr: String, timezone: String },
+}
+
+/// A timer of a session: each time it fires, a run starts on the session with `note` as its
+/// input. Fired by whichever node sees it due first, exactly once per due time
+/// (`Store::fire_timer`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimerRecord {
+    pub id: TimerId,
+    pub tenant: TenantId,
+    pub session: SessionId,
+    pub schedule: Schedule,
+    /// What the run it starts is told (its input, with the time it was due).
+    pub note: String,
+    /// When it fires next; `None` once it has fired for the last time.
+    pub next_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    /// How many times it fired, and when last.
+    pub fired: u64,
+    pub last_fired_at: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -5,15 +5,15 @@
 
 use std::sync::Arc;
 
-use keel_core::{EventBody, Message, RunStatus, SessionState, TenantId};
+use keel_core::{EventBody, Message, RunStatus, SessionState, TenantId, TimerId};
 
 use super::Subject;
 use super::fixtures::*;
 use crate::export::{copy_store, ensure_empty};
 use crate::{
-    ApiKeyRecord, AppendBatch, Enqueue, KeyScope, Lease, NewEvent, RunOutcome, RunRecord,
-    ScratchpadWrite, SessionFilter, Snapshot, Store, StoreError, TenantRecord, UsageQuery,
-    UsageTotals,
+    ApiKeyRecord, AppendBatch, Enqueue, KeyScope, Lease, NewEvent, RunOutcome, RunRecord, Schedule,
+    ScratchpadWrite, SessionFilter, Snapshot, Store, StoreError, TenantRecord, TimerRecord,
+    UsageQuery, UsageTotals,
 };
 
 /// What `fill` stored, for the readers to be asked about.
@@ -54,6 +54,7 @@ pub async fn a_copied_store_answers_every_reader_as_the_original(
             ("snapshots", 1),
             ("scratchpad values", 2),
             ("runs", 4),
+            ("timers", 1),
             ("usage totals", 2),
         ]
     );
@@ -77,8 +78,9 @@ pub async fn a_copied_store_answers_every_reader_as_the_original(
                     }
                     let pending = s.pending_runs(&tenant, &session.id).await.unwrap();
                     let pending: Vec<_> = pending.into_iter().map(without_lease).collect();
+                    let timers = s.list_timers(&tenant, &session.id).await.unwrap();
                     logs.push(format!(
-                        "{events:?} {recent:?} {loaded:?} {pad:?} {pending:?}"
+                        "{events:?} {recent:?} {loaded:?} {pad:?} {pending:?} {timers:?}"
                     ));
                 }
                 format!(
@@ -180,7 +182,7 @@ fn without_lease(mut run: RunRecord) -> RunRecord {
 
 /// Two tenants with a key each (one revoked), agents in versions (one archived), two sessions
 /// with events, a snapshot and scratchpad values (one holding a NUL), runs in every status
-/// (one started, whose input is in the log), and usage totals.
+/// (one started, whose input is in the log), usage totals and a timer.
 async fn fill(store: &Arc<dyn Store>) -> Filled {
     let mut filled = Filled {
         tenants: Vec::new(),
@@ -320,5 +322,17 @@ async fn fill(store: &Arc<dyn Store>) -> Filled {
         .add_usage(&[usage("openai/gpt-4o"), usage("scripted/echo")])
         .await
         .unwrap();
+    let timer = TimerRecord {
+        id: TimerId::generate(tick(), 7),
+        tenant: acme.clone(),
+        session: first.id.clone(),
+        schedule: Schedule::Once { at: at(9_000) },
+        note: "check the answer".into(),
+        next_at: Some(at(9_000)),
+        created_at: at(2_500),
+        fired: 0,
+        last_fired_at: None,
+    };
+    store.put_timer(&timer).await.unwrap();
     filled
 }

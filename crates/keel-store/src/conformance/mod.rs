@@ -15,6 +15,7 @@ mod log;
 mod runs;
 mod sessions;
 mod tenants;
+mod timers;
 mod usage;
 mod waiting;
 
@@ -28,6 +29,7 @@ pub use log::*;
 pub use runs::*;
 pub use sessions::*;
 pub use tenants::*;
+pub use timers::*;
 pub use usage::*;
 pub use waiting::*;
 
@@ -137,12 +139,15 @@ macro_rules! conformance_tests {
             a_new_sessions_copied_events_are_a_chain_of_their_own,
             a_waiting_run_holds_its_session_without_a_lease_until_queued_again,
             cancelling_a_waiting_run_queues_it_to_be_driven_to_its_end,
+            timers_are_kept_per_session_and_found_when_due,
+            firing_a_timer_queues_its_run_once_per_due_time,
         );
         // Cases that open more handles on the subject's storage.
         $crate::conformance_tests!(@subject_cases $subject;
             racing_rejecting_enqueues_on_two_handles_let_exactly_one_through,
             racing_claims_on_two_handles_hand_out_each_session_once,
             the_log_is_one_hash_chain_across_batches_and_handles,
+            nodes_racing_to_fire_a_due_timer_fire_it_once,
         );
         // Cases on two stores of the backend: `$subject` awaited twice.
         $crate::conformance_tests!(@pair_cases $subject;

@@ -133,6 +133,22 @@ pub static TABLES: &[TableDef] = &[
         key: 1,
     },
     TableDef {
+        name: "timers",
+        label: "timers",
+        columns: &[
+            ("id", Text),
+            ("tenant", Text),
+            ("session", Text),
+            ("schedule", Text),
+            ("note", Text),
+            ("next_at", Int),
+            ("created_at", Int),
+            ("fired", Int),
+            ("last_fired_at", Int),
+        ],
+        key: 1,
+    },
+    TableDef {
         name: "usage_totals",
         label: "usage totals",
         columns: &[

@@ -24,12 +24,13 @@ mod sessions;
 mod signals;
 mod statements;
 mod tenants;
+mod timers;
 mod tls;
 mod usage;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Client, Pool};
-use keel_core::{AgentDef, Event, RunId, RunStatus, SessionId, TenantId, Timestamp};
+use keel_core::{AgentDef, Event, RunId, RunStatus, SessionId, TenantId, TimerId, Timestamp};
 
 pub use options::PgOptions;
 pub use schema::SCHEMA_VERSION;
@@ -38,7 +39,7 @@ use crate::export::{ExportCursor, ExportPage, StoredRecord};
 use crate::{
     ApiKeyRecord, AppendBatch, Enqueue, Enqueued, LoadedSession, NewEvent, RunOutcome, RunRecord,
     SessionFilter, SessionRecord, Snapshot, Store, StoreError, TenantCounts, TenantRecord,
-    UnreadableRecord, UsageQuery, UsageTotals,
+    TimerRecord, UnreadableRecord, UsageQuery, UsageTotals,
 };
 
 /// A store on a PostgreSQL database, shared with any number of other keel nodes.
@@ -300,6 +301,40 @@ impl Store for PgStore {
 
     async fn release_leases(&self, node: &str) -> Result<u64, StoreError> {
         claims::release(&self.client().await?, node).await
+    }
+
+    async fn put_timer(&self, timer: &TimerRecord) -> Result<(), StoreError> {
+        timers::put(&self.client().await?, timer).await
+    }
+
+    async fn list_timers(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+    ) -> Result<Vec<TimerRecord>, StoreError> {
+        timers::list(&self.client().await?, tenant, session).await
+    }
+
+    async fn delete_timer(&self, tenant: &TenantId, id: &TimerId) -> Result<bool, StoreError> {
+        timers::delete(&self.client().await?, tenant, id).await
+    }
+
+    async fn due_timers(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<TimerRecord>, StoreError> {
+        timers::due(&self.client().await?, now, limit).await
+    }
+
+    async fn fire_timer(
+        &self,
+        id: &TimerId,
+        due: Timestamp,
+        next: Option<Timestamp>,
+        run: &RunRecord,
+    ) -> Result<bool, StoreError> {
+        timers::fire(&mut self.client().await?, id, due, next, run).await
     }
 
     async fn create_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError> {

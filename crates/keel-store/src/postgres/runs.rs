@@ -25,7 +25,6 @@ pub(crate) async fn enqueue(
     run: &RunRecord,
     how: &Enqueue,
 ) -> Result<Enqueued, StoreError> {
-    let (input, options) = encode::run_input(run)?;
     let conditional = how.refuse_if_busy || how.claim_if_idle.is_some();
     let tx = client.transaction().await?;
     let owner = statements::query_opt(
@@ -59,8 +58,29 @@ pub(crate) async fn enqueue(
         ),
         None => (run.status, run.lease_owner.as_deref(), run.lease_until),
     };
+    insert(&tx, run, status, lease_owner, lease_until).await?;
+    if lease.is_none() && busy_with.is_none() {
+        // Claimable now, by any node: they hear so when this commits (`signals`).
+        signals::notify_claimable(&tx).await?;
+    }
+    tx.commit().await?;
+    Ok(match lease {
+        Some(_) => Enqueued::Claimed,
+        None => Enqueued::Queued,
+    })
+}
+
+/// Inserts `run`'s row with `status` and lease (in the caller's transaction).
+pub(crate) async fn insert(
+    client: &impl GenericClient,
+    run: &RunRecord,
+    status: RunStatus,
+    lease_owner: Option<&str>,
+    lease_until: Option<Timestamp>,
+) -> Result<(), StoreError> {
+    let (input, options) = encode::run_input(run)?;
     statements::execute(
-        &tx,
+        client,
         "INSERT INTO runs (id, tenant, session, input, status, created_at, output, error,
              cancel_requested, lease_owner, lease_until, options)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
@@ -84,15 +104,7 @@ pub(crate) async fn enqueue(
         true => StoreError::AlreadyExists(format!("run {}", run.id)),
         false => e.into(),
     })?;
-    if lease.is_none() && busy_with.is_none() {
-        // Claimable now, by any node: they hear so when this commits (`signals`).
-        signals::notify_claimable(&tx).await?;
-    }
-    tx.commit().await?;
-    Ok(match lease {
-        Some(_) => Enqueued::Claimed,
-        None => Enqueued::Queued,
-    })
+    Ok(())
 }
 
 /// The session's oldest queued, running or waiting run: the one a busy session is busy with.

@@ -120,7 +120,24 @@ CREATE TABLE usage_totals (
 /// predecessor's. Events stored before it have none; the chain starts after them.
 const V2: &str = "ALTER TABLE events ADD COLUMN hash TEXT;";
 
-const MIGRATIONS: &[&str] = &[V1, V2];
+/// Timers (`timers.rs`): due ones are found by `next_at`, a session's by `session`.
+const V3: &str = r#"
+CREATE TABLE timers (
+    id            TEXT COLLATE "C" PRIMARY KEY,
+    tenant        TEXT COLLATE "C" NOT NULL,
+    session       TEXT COLLATE "C" NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    schedule      TEXT NOT NULL,
+    note          TEXT NOT NULL,
+    next_at       BIGINT,
+    created_at    BIGINT NOT NULL,
+    fired         BIGINT NOT NULL,
+    last_fired_at BIGINT
+);
+CREATE INDEX timers_due ON timers (next_at) WHERE next_at IS NOT NULL;
+CREATE INDEX timers_by_session ON timers (session, next_at);
+"#;
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;

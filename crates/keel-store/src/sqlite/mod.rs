@@ -18,20 +18,21 @@ mod runs;
 mod schema;
 mod sessions;
 mod tenants;
+mod timers;
 mod usage;
 mod writer;
 
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use keel_core::{AgentDef, Event, RunId, RunStatus, SessionId, TenantId, Timestamp};
+use keel_core::{AgentDef, Event, RunId, RunStatus, SessionId, TenantId, TimerId, Timestamp};
 
 use crate::export::{ExportCursor, ExportPage, StoredRecord};
 use crate::stored::{id as stored_id, sql_bound, sql_limit};
 use crate::{
     ApiKeyRecord, AppendBatch, Enqueue, Enqueued, LoadedSession, NewEvent, RunOutcome, RunRecord,
     SessionFilter, SessionRecord, Snapshot, Store, StoreError, TenantCounts, TenantRecord,
-    UnreadableRecord, UsageQuery, UsageTotals,
+    TimerRecord, UnreadableRecord, UsageQuery, UsageTotals,
 };
 use readers::ReaderPool;
 pub use schema::SCHEMA_VERSION;
@@ -397,6 +398,54 @@ impl Store for SqliteStore {
         let node = node.to_string();
         self.writer
             .write(move |conn| runs::release_leases(conn, &node))
+            .await
+    }
+
+    async fn put_timer(&self, timer: &TimerRecord) -> Result<(), StoreError> {
+        let timer = timer.clone();
+        self.writer
+            .write(move |conn| timers::put(conn, &timer))
+            .await
+    }
+
+    async fn list_timers(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+    ) -> Result<Vec<TimerRecord>, StoreError> {
+        let (tenant, session) = (tenant.clone(), session.clone());
+        self.readers
+            .read(move |conn| timers::list(conn, &tenant, &session))
+            .await
+    }
+
+    async fn delete_timer(&self, tenant: &TenantId, id: &TimerId) -> Result<bool, StoreError> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.writer
+            .write(move |conn| timers::delete(conn, &tenant, &id))
+            .await
+    }
+
+    async fn due_timers(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<TimerRecord>, StoreError> {
+        self.readers
+            .read(move |conn| timers::due(conn, now, limit))
+            .await
+    }
+
+    async fn fire_timer(
+        &self,
+        id: &TimerId,
+        due: Timestamp,
+        next: Option<Timestamp>,
+        run: &RunRecord,
+    ) -> Result<bool, StoreError> {
+        let (id, run) = (id.clone(), run.clone());
+        self.writer
+            .write(move |conn| timers::fire(conn, &id, due, next, &run))
             .await
     }
 

@@ -151,7 +151,24 @@ const V5: &str = "
 ALTER TABLE events ADD COLUMN hash TEXT;
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+/// Timers (`timers.rs`): due ones are found by `next_at`, a session's by `session`.
+const V6: &str = "
+CREATE TABLE timers (
+    id            TEXT PRIMARY KEY,
+    tenant        TEXT NOT NULL,
+    session       TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    schedule      TEXT NOT NULL,
+    note          TEXT NOT NULL,
+    next_at       INTEGER,
+    created_at    INTEGER NOT NULL,
+    fired         INTEGER NOT NULL,
+    last_fired_at INTEGER
+);
+CREATE INDEX timers_due ON timers (next_at) WHERE next_at IS NOT NULL;
+CREATE INDEX timers_by_session ON timers (session, next_at);
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

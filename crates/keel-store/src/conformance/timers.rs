@@ -1,0 +1,176 @@
+//! Timers: stored within a session of their tenant, listed soonest first, found when due
+//! across tenants, deleted with their session; and fired once per due time, the run queued in
+//! the same write — also when two handles (nodes) race to fire the same one.
+
+use std::sync::Arc;
+
+use keel_core::{RunStatus, TenantId, TimerId};
+
+use super::Subject;
+use super::fixtures::{assert_not_found, at, new_session, queued_run, tenant, tick};
+use crate::{Schedule, Store, StoreError, TimerRecord};
+
+fn timer(tenant: &TenantId, session: &keel_core::SessionId, next_at: i64) -> TimerRecord {
+    TimerRecord {
+        id: TimerId::generate(tick(), 7),
+        tenant: tenant.clone(),
+        session: session.clone(),
+        schedule: Schedule::Cron {
+            expr: "*/5 * * * *".into(),
+            timezone: "Europe/Paris".into(),
+        },
+        note: format!("wake up at {next_at}"),
+        next_at: Some(at(next_at)),
+        created_at: at(1_000),
+        fired: 0,
+        last_fired_at: None,
+    }
+}
+
+/// Which of the session's timers are due at `now`.
+async fn due(store: &Arc<dyn Store>, session: &keel_core::SessionId, now: i64) -> Vec<TimerId> {
+    let due = store.due_timers(at(now), 100).await.unwrap();
+    due.into_iter()
+        .filter(|t| &t.session == session)
+        .map(|t| t.id)
+        .collect()
+}
+
+pub async fn timers_are_kept_per_session_and_found_when_due(store: Arc<dyn Store>) {
+    let (tenant, other) = (tenant(), tenant());
+    let session = new_session(&store, &tenant).await;
+    let later = timer(&tenant, &session, 9_000);
+    let sooner = timer(&tenant, &session, 5_000);
+    for t in [&later, &sooner] {
+        store.put_timer(t).await.unwrap();
+    }
+    assert!(matches!(
+        store.put_timer(&sooner).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    // Only a session of the timer's own tenant takes it.
+    let elsewhere = TimerRecord {
+        tenant: other.clone(),
+        ..timer(&other, &session, 1)
+    };
+    assert_not_found(
+        store.put_timer(&elsewhere).await,
+        "another tenant's session",
+    );
+
+    let listed = store.list_timers(&tenant, &session).await.unwrap();
+    assert_eq!(
+        listed,
+        vec![sooner.clone(), later.clone()],
+        "soonest first, as stored"
+    );
+    assert!(
+        store
+            .list_timers(&other, &session)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert!(due(&store, &session, 4_999).await.is_empty());
+    assert_eq!(due(&store, &session, 5_000).await, vec![sooner.id.clone()]);
+    assert_eq!(
+        due(&store, &session, 10_000).await,
+        vec![sooner.id.clone(), later.id.clone()]
+    );
+
+    assert!(
+        !store.delete_timer(&other, &later.id).await.unwrap(),
+        "another tenant's"
+    );
+    assert!(store.delete_timer(&tenant, &later.id).await.unwrap());
+    assert_eq!(due(&store, &session, 10_000).await, vec![sooner.id.clone()]);
+    // A deleted session takes its timers with it.
+    assert!(store.delete_session(&tenant, &session).await.unwrap());
+    assert!(due(&store, &session, 10_000).await.is_empty());
+}
+
+pub async fn firing_a_timer_queues_its_run_once_per_due_time(store: Arc<dyn Store>) {
+    let tenant = tenant();
+    let session = new_session(&store, &tenant).await;
+    let once = timer(&tenant, &session, 5_000);
+    store.put_timer(&once).await.unwrap();
+
+    let run = queued_run(&tenant, &session, 5_001);
+    assert!(
+        store
+            .fire_timer(&once.id, at(5_000), Some(at(8_000)), &run)
+            .await
+            .unwrap()
+    );
+    // The same due time again (another node, late): nothing happens.
+    let again = queued_run(&tenant, &session, 5_002);
+    assert!(
+        !store
+            .fire_timer(&once.id, at(5_000), Some(at(8_000)), &again)
+            .await
+            .unwrap()
+    );
+    assert!(store.get_run(&tenant, &again.id).await.unwrap().is_none());
+
+    let queued = store
+        .get_run(&tenant, &run.id)
+        .await
+        .unwrap()
+        .expect("the run was queued");
+    assert_eq!(queued.status, RunStatus::Queued);
+    let fired = &store.list_timers(&tenant, &session).await.unwrap()[0];
+    assert_eq!((fired.next_at, fired.fired), (Some(at(8_000)), 1));
+    assert_eq!(fired.last_fired_at, Some(run.created_at));
+
+    // Its last time: done, no longer due, still listed.
+    let last = queued_run(&tenant, &session, 8_001);
+    assert!(
+        store
+            .fire_timer(&once.id, at(8_000), None, &last)
+            .await
+            .unwrap()
+    );
+    let done = &store.list_timers(&tenant, &session).await.unwrap()[0];
+    assert_eq!((done.next_at, done.fired), (None, 2));
+    assert!(
+        !store
+            .due_timers(at(i64::MAX), 100)
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| t.id == once.id)
+    );
+}
+
+pub async fn nodes_racing_to_fire_a_due_timer_fire_it_once(subject: &Subject) {
+    const ROUNDS: i64 = 10;
+    let handles = [subject.store.clone(), subject.second_handle()];
+    let tenant = tenant();
+    let session = new_session(&handles[0], &tenant).await;
+    let racing = timer(&tenant, &session, 1_000);
+    handles[0].put_timer(&racing).await.unwrap();
+    for round in 0..ROUNDS {
+        let due = at(1_000 + round);
+        let fires = (0..4).map(|n| {
+            let store = handles[n % 2].clone();
+            let (id, run) = (racing.id.clone(), queued_run(&tenant, &session, 10 * round));
+            tokio::spawn(async move {
+                store
+                    .fire_timer(&id, due, Some(at(1_001 + round)), &run)
+                    .await
+            })
+        });
+        let mut fired = 0;
+        for fire in fires.collect::<Vec<_>>() {
+            fired += usize::from(fire.await.unwrap().unwrap());
+        }
+        assert_eq!(fired, 1, "round {round}: one of four fired");
+    }
+    let runs = handles[1].pending_runs(&tenant, &session).await.unwrap();
+    assert_eq!(runs.len(), ROUNDS as usize, "one run per due time");
+    assert_eq!(
+        handles[1].list_timers(&tenant, &session).await.unwrap()[0].fired,
+        ROUNDS as u64
+    );
+}

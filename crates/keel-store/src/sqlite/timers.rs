@@ -1,0 +1,118 @@
+//! Timers: stored with their session (deleted with it), read by session or by due time, and
+//! fired by a conditional update of their next time that queues the run in the same write.
+
+use keel_core::{SessionId, TenantId, TimerId, Timestamp};
+use rusqlite::{Connection, Row, params};
+
+use super::{error, runs};
+use crate::stored::{self, StoredTimer, TIMER_COLUMNS, sql_limit};
+use crate::{Enqueue, RunRecord, StoreError, TimerRecord, encode};
+
+pub(crate) fn put(conn: &Connection, timer: &TimerRecord) -> Result<(), StoreError> {
+    let owner: Option<String> = rusqlite::OptionalExtension::optional(
+        conn.prepare_cached("SELECT tenant FROM sessions WHERE id = ?1")?
+            .query_row([timer.session.as_str()], |r| r.get(0)),
+    )?;
+    if owner.as_deref() != Some(timer.tenant.as_str()) {
+        return Err(stored::session_not_found(&timer.session));
+    }
+    let schedule = encode::json(&timer.schedule, || {
+        format!("the schedule of timer {}", timer.id)
+    })?;
+    conn.prepare_cached(&format!(
+        "INSERT INTO timers ({TIMER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    ))?
+    .execute(params![
+        timer.id.as_str(),
+        timer.tenant.as_str(),
+        timer.session.as_str(),
+        schedule,
+        timer.note,
+        timer.next_at.map(Timestamp::millis),
+        timer.created_at.millis(),
+        stored::sql_bound(timer.fired),
+        timer.last_fired_at.map(Timestamp::millis),
+    ])
+    .map_err(|e| match error::is_duplicate(&e) {
+        true => StoreError::AlreadyExists(format!("timer {}", timer.id)),
+        false => e.into(),
+    })?;
+    Ok(())
+}
+
+pub(crate) fn list(
+    conn: &Connection,
+    tenant: &TenantId,
+    session: &SessionId,
+) -> Result<Vec<TimerRecord>, StoreError> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {TIMER_COLUMNS} FROM timers WHERE session = ?1 AND tenant = ?2
+         ORDER BY next_at IS NULL, next_at, id"
+    ))?;
+    let rows = statement.query_map([session.as_str(), tenant.as_str()], read)?;
+    rows.map(|row| stored::timer(row?)).collect()
+}
+
+pub(crate) fn delete(
+    conn: &Connection,
+    tenant: &TenantId,
+    id: &TimerId,
+) -> Result<bool, StoreError> {
+    let deleted = conn
+        .prepare_cached("DELETE FROM timers WHERE id = ?1 AND tenant = ?2")?
+        .execute([id.as_str(), tenant.as_str()])?;
+    Ok(deleted > 0)
+}
+
+pub(crate) fn due(
+    conn: &Connection,
+    now: Timestamp,
+    limit: usize,
+) -> Result<Vec<TimerRecord>, StoreError> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {TIMER_COLUMNS} FROM timers WHERE next_at <= ?1 ORDER BY next_at, id LIMIT ?2"
+    ))?;
+    let rows = statement.query_map(params![now.millis(), sql_limit(limit)], read)?;
+    rows.map(|row| stored::timer(row?)).collect()
+}
+
+/// Moves the timer from `due` to `next` and queues `run`, or does nothing (`false`) when it is
+/// no longer due at `due`.
+pub(crate) fn fire(
+    conn: &Connection,
+    id: &TimerId,
+    due: Timestamp,
+    next: Option<Timestamp>,
+    run: &RunRecord,
+) -> Result<bool, StoreError> {
+    let moved = conn
+        .prepare_cached(
+            "UPDATE timers SET next_at = ?3, fired = fired + 1, last_fired_at = ?4
+             WHERE id = ?1 AND next_at = ?2",
+        )?
+        .execute(params![
+            id.as_str(),
+            due.millis(),
+            next.map(Timestamp::millis),
+            run.created_at.millis()
+        ])?;
+    if moved == 0 {
+        return Ok(false);
+    }
+    runs::enqueue(conn, run, &Enqueue::default())?;
+    Ok(true)
+}
+
+fn read(row: &Row) -> rusqlite::Result<StoredTimer> {
+    Ok(StoredTimer {
+        id: row.get(0)?,
+        tenant: row.get(1)?,
+        session: row.get(2)?,
+        schedule: row.get(3)?,
+        note: row.get(4)?,
+        next_at: row.get(5)?,
+        created_at: row.get(6)?,
+        fired: row.get(7)?,
+        last_fired_at: row.get(8)?,
+    })
+}
