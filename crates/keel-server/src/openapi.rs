@@ -20,7 +20,7 @@ use crate::wire::*;
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
         agents::create, agents::list, agents::get, agents::put, agents::archive,
         sessions::create, sessions::get, sessions::list, sessions::delete,
-        messages::send, travel::fork, travel::context, journal::verify, events::list, runs::get, runs::cancel,
+        messages::send, travel::fork, travel::context, journal::verify, events::list, runs::get, runs::cancel, runs::resume,
         admin::create_tenant, admin::create_key, admin::revoke_key, admin::unreadable, usage::list,
         chat::completions, embeddings::create, models::list, models::retrieve,
         responses::create, responses::get, responses::delete, responses::cancel,
@@ -29,7 +29,7 @@ use crate::wire::*;
         conversations::list_items, conversations::add_items, conversations::get_item,
     ),
     components(schemas(
-        ErrorEnvelope, ErrorBody, AgentBody, AgentView, AgentList, CreateSession, ForkSession, ContextView, ChainView, SessionView,
+        ErrorEnvelope, ErrorBody, AgentBody, AgentView, AgentList, CreateSession, ForkSession, ResumeRun, ContextView, ChainView, SessionView,
         SessionSummary, SessionList, UsageView, SendMode, OnBusy, SendMessage, RunView, StepView, EventPage,
         CreateTenant, TenantView, CreateKey, KeyView, UnreadableView, UnreadableList, Health, usage::UsageList, usage::UsageRow,
         ChatRequest, StreamOptions, ChatCompletion, ChatUsage, CachedTokens, ModelList, ModelEntry,

@@ -272,7 +272,8 @@ pub struct SendMessage {
 pub struct RunView {
     pub id: String,
     pub session_id: String,
-    /// `queued`, `running`, `completed`, `failed` or `cancelled`.
+    /// `queued`, `running`, `waiting` (for a person: see `pending_approvals`), `completed`,
+    /// `failed` or `cancelled`.
     pub status: String,
     #[schema(value_type = Object)]
     pub input: Message,
@@ -287,6 +288,22 @@ pub struct RunView {
     /// Each model call that replied, in order: who served it and what it used.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepView>,
+    /// While `waiting`: the calls a person must decide on, each `{call_id, name, arguments}`
+    /// (`POST /v1/runs/{id}/resume`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub pending_approvals: Vec<keel_core::ApprovalRequest>,
+}
+
+/// `POST /v1/runs/{id}/resume`: a decision per waiting call, e.g.
+/// `{"call_id": "call_1", "decision": "approve", "arguments": {…}}`,
+/// `{"call_id": "call_2", "decision": "reject", "reason": "…"}` or
+/// `{"call_id": "call_3", "decision": "answer", "answer": "…"}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeRun {
+    #[schema(value_type = Vec<Object>)]
+    pub decisions: Vec<keel_engine::CallDecision>,
 }
 
 /// One model call of a run, from its `model_replied` event.
@@ -321,6 +338,7 @@ impl RunView {
             usage,
             model: None,
             steps: Vec::new(),
+            pending_approvals: Vec::new(),
         }
     }
 

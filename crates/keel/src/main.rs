@@ -41,6 +41,8 @@ enum Command {
     Resume(commands::send::ResumeArgs),
     /// List and inspect sessions.
     Sessions(commands::sessions::SessionsArgs),
+    /// Look at a run and decide on the calls it waits on (human approval).
+    Runs(commands::runs::RunsArgs),
     /// List and inspect agents.
     #[command(subcommand)]
     Agents(commands::agents::AgentsCommand),
@@ -143,6 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Send(args) => commands::send::send(&config, args).await,
         Command::Resume(args) => commands::send::resume(&config, args).await,
         Command::Sessions(args) => commands::sessions::run(&config, args).await,
+        Command::Runs(args) => commands::runs::run(&config, args).await,
         Command::Agents(cmd) => commands::agents::run(&config, cmd).await,
         Command::Model(cmd) => commands::model::run(&config, cmd),
         Command::Serve(args) => commands::serve::run(&config, args).await,

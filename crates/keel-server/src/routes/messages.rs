@@ -24,8 +24,8 @@ use crate::state::AppState;
 use crate::wire::{RunView, SendMessage, SendMode};
 
 /// Send a message. `mode`: `wait` (200 with the finished run), `stream` (SSE: `run.created`,
-/// `run.started`, `text.delta` (`text.reset`: discard the step's text so far), `tool.call`, `tool.result`, `model.failed` (a model call failed; retried when it can be), then `run.completed`, `run.failed`
-/// or `run.cancelled` with usage) or `background` (202). `on_busy`: `enqueue`, `reject` (409)
+/// `run.started`, `text.delta` (`text.reset`: discard the step's text so far), `tool.call`, `tool.result`, `model.failed` (a model call failed; retried when it can be), `approval.requested` (calls a person must decide on), then `run.completed`, `run.failed`,
+/// `run.cancelled` with usage, or `run.waiting` (resume it with `POST /v1/runs/{id}/resume`)) or `background` (202). `on_busy`: `enqueue`, `reject` (409)
 /// or `interrupt`.
 #[utoipa::path(post, path = "/v1/sessions/{id}/messages", tag = "runs", request_body = SendMessage,
     params(("id" = String, Path, description = "the session id (`ses_…`)")),
@@ -71,7 +71,7 @@ pub async fn send(
         return Ok((StatusCode::ACCEPTED, Json(RunView::new(run, None))).into_response());
     }
     let run = progress::wait(&state, &caller.tenant, &run.id).await?;
-    if run.status.is_terminal() {
+    if run.status.is_resting() {
         Ok(Json(super::runs::view(&state, run).await).into_response())
     } else {
         Ok(Json(RunView::new(run, None)).into_response())
@@ -156,6 +156,10 @@ impl Batches for RunStream {
                 } => vec![event(
                     "model.failed",
                     &json!({"run_id": run, "step": step, "attempt": attempt, "error": error, "retryable": retryable}),
+                )],
+                EventBody::ApprovalRequested { calls, .. } => vec![event(
+                    "approval.requested",
+                    &json!({"run_id": run, "calls": calls}),
                 )],
                 EventBody::RunCompleted { usage, .. } => {
                     self.usage = Some(*usage);

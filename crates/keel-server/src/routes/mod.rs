@@ -44,6 +44,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/sessions/{id}/events"),
     ("get", "/v1/runs/{id}"),
     ("post", "/v1/runs/{id}/cancel"),
+    ("post", "/v1/runs/{id}/resume"),
     ("post", "/v1/admin/tenants"),
     ("post", "/v1/admin/tenants/{id}/keys"),
     ("post", "/v1/admin/keys/{prefix}/revoke"),
@@ -84,6 +85,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/sessions/{id}/events", get(events::list))
         .route("/v1/runs/{id}", get(runs::get))
         .route("/v1/runs/{id}/cancel", post(runs::cancel))
+        .route("/v1/runs/{id}/resume", post(runs::resume))
         .route("/v1/admin/tenants", post(admin::create_tenant))
         .route("/v1/admin/tenants/{id}/keys", post(admin::create_key))
         .route("/v1/admin/keys/{prefix}/revoke", post(admin::revoke_key))

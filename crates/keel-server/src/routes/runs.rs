@@ -1,5 +1,6 @@
-//! `/v1/runs/{id}`: poll a run, and cancel it (it stops at its next step boundary). A run is
-//! shown with the usage of its steps and the model that served each, read from its log.
+//! `/v1/runs/{id}`: poll a run, cancel it (it stops at its next step boundary), and resume one
+//! that waits for a person with a decision per call. A run is shown with the usage of its
+//! steps, the model that served each, read from its log, and the calls it waits on.
 
 use std::sync::Arc;
 
@@ -8,9 +9,9 @@ use axum::extract::State;
 use keel_core::RunId;
 
 use crate::auth::Caller;
-use crate::error::{ApiPath, ApiResult, ErrorEnvelope, parse_id};
+use crate::error::{ApiJson, ApiPath, ApiResult, ErrorEnvelope, parse_id};
 use crate::state::AppState;
-use crate::wire::RunView;
+use crate::wire::{ResumeRun, RunView};
 
 /// A run's status and outcome.
 #[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs",
@@ -40,14 +41,45 @@ pub async fn cancel(
     Ok(Json(view(&state, run).await))
 }
 
+/// Decide on calls a waiting run waits on (`pending_approvals`): `approve` (with edited
+/// `arguments` if given), `reject` (the `reason` is the error result the model sees), or
+/// `answer` an `ask_human` question. The run goes on once no call is left undecided.
+#[utoipa::path(post, path = "/v1/runs/{id}/resume", tag = "runs", request_body = ResumeRun,
+    params(("id" = String, Path, description = "the run id (`run_…`)")),
+    responses((status = 200, body = RunView), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub async fn resume(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<ResumeRun>,
+) -> ApiResult<Json<RunView>> {
+    let id: RunId = parse_id("run", &id)?;
+    let run = state
+        .engine
+        .resume_run(&caller.tenant, &id, body.decisions, caller.key_prefix)
+        .await?;
+    Ok(Json(view(&state, run).await))
+}
+
 /// The run with what its log says of its steps; a log that cannot be read leaves the record
 /// as it is (the log is isolated, and the run's own status tells what became of it).
 pub(crate) async fn view(state: &AppState, run: keel_store::RunRecord) -> RunView {
-    match state.engine.run_events(&run).await {
+    let waiting = run.status == keel_core::RunStatus::Waiting;
+    let (tenant, id) = (run.tenant.clone(), run.id.clone());
+    let mut view = match state.engine.run_events(&run).await {
         Ok(events) => RunView::from_log(run, &events),
         Err(error) => {
             tracing::warn!(run = %run.id, %error, "the run's log cannot be read: shown without its steps");
             RunView::new(run, None)
         }
+    };
+    if waiting {
+        match state.engine.pending_approvals(&tenant, &id).await {
+            Ok(calls) => view.pending_approvals = calls,
+            Err(error) => {
+                tracing::warn!(run = %id, %error, "the calls a run waits on cannot be read")
+            }
+        }
     }
+    view
 }

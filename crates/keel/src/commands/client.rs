@@ -29,7 +29,7 @@ pub struct ServerArgs {
 /// How a turn's run ended.
 pub struct Turn {
     pub run: String,
-    /// `completed`, `failed` or `cancelled`.
+    /// `completed`, `failed`, `cancelled`, or `waiting` for a person (`keel runs`).
     pub status: String,
     pub error: Option<String>,
 }
@@ -75,6 +75,10 @@ pub trait Client {
     /// What the model received at seq `at` of `session`'s log (now when `None`), as
     /// `GET /v1/sessions/{id}/context` shows it.
     async fn context(&self, session: &SessionId, at: Option<u64>) -> anyhow::Result<Value>;
+    /// Logs `decisions` (`[{"call_id", "decision", …}]`) on a waiting run's calls, as
+    /// `POST /v1/runs/{id}/resume` does, and answers the run as `run_view` shows it (locally,
+    /// once it waits again or ends: the embedded engine drives it here).
+    async fn resume(&self, run: &str, decisions: Value) -> anyhow::Result<Value>;
     /// Lets runs in flight log their results (local) before the process exits.
     async fn close(&self);
 }

@@ -78,8 +78,25 @@ impl Client for Local {
         let engine = &self.rt.engine;
         let record = engine.get_run(&self.rt.tenant, &id).await?;
         let events = engine.run_events(&record).await?;
-        let view = keel_server::wire::RunView::from_log(record, &events);
+        let waiting = record.status == keel_core::RunStatus::Waiting;
+        let mut view = keel_server::wire::RunView::from_log(record, &events);
+        if waiting {
+            view.pending_approvals = engine.pending_approvals(&self.rt.tenant, &id).await?;
+        }
         Ok(serde_json::to_value(view)?)
+    }
+
+    async fn resume(&self, run: &str, decisions: Value) -> anyhow::Result<Value> {
+        let id = RunId::parse(run).with_context(|| format!("invalid run id {run:?}"))?;
+        let decisions = serde_json::from_value(decisions)?;
+        let engine = &self.rt.engine;
+        let resumed = engine
+            .resume_run(&self.rt.tenant, &id, decisions, Some("cli".into()))
+            .await?;
+        if !resumed.status.is_resting() {
+            engine.wait_run(&self.rt.tenant, &id).await?;
+        }
+        self.run_view(run).await
     }
 
     async fn fork(&self, session: &SessionId, at: Option<u64>) -> anyhow::Result<Value> {

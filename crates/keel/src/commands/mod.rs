@@ -10,6 +10,7 @@ pub mod local;
 pub mod migrate;
 pub mod model;
 pub mod remote;
+pub mod runs;
 pub mod send;
 pub mod serve;
 pub mod sessions;

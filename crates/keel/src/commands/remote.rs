@@ -169,6 +169,12 @@ impl Client for Remote {
         self.get(&path).await
     }
 
+    async fn resume(&self, run: &str, decisions: Value) -> anyhow::Result<Value> {
+        let path = format!("/v1/runs/{run}/resume");
+        let resp = self.post(&path, json!({"decisions": decisions})).await?;
+        Ok(resp.json().await?)
+    }
+
     async fn close(&self) {}
 }
 

@@ -59,7 +59,13 @@ pub async fn send(config: &Config, args: SendArgs) -> anyhow::Result<()> {
         eprintln!("session: {session}");
     }
     client.close().await;
-    if !turn.completed() {
+    if turn.status == "waiting" {
+        // Not a failure: a person decides, then the run goes on.
+        eprintln!(
+            "run {} waits for a person's decision: `keel runs pending {}`",
+            turn.run, turn.run
+        );
+    } else if !turn.completed() {
         bail!("{}", turn.failure());
     }
     Ok(())
