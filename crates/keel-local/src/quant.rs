@@ -284,7 +284,7 @@ pub(crate) fn f16_to_f32(h: u16) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86;
+pub(crate) mod x86;
 
 #[cfg(test)]
 mod tests {

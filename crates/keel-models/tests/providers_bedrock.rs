@@ -1,6 +1,7 @@
 //! Bedrock ConverseStream through the AWS SDK against a mock that speaks AWS's binary
 //! event-stream framing and checks SigV4 and the Converse transcript: plain and streamed reply,
-//! tool round trip with parallel calls, usage, and errors mapped by AWS error code.
+//! tool round trip with parallel calls, usage, and errors mapped by AWS error code; and
+//! embeddings through InvokeModel (Titan, Cohere).
 //! Runs with `cargo test -p keel-models --features bedrock --test providers_bedrock`.
 #![cfg(feature = "bedrock")]
 
@@ -11,9 +12,10 @@ use keel_models::providers::bedrock::{BedrockClient, BedrockConfig};
 use keel_models::{ModelClient, ModelErrorKind, ModelRequest, Params};
 use keel_testkit::Fault;
 use keel_testkit::bedrock_mock::MockBedrock;
+use keel_testkit::embedding::{MOCK_DIMENSIONS, mock_vector};
 use keel_testkit::openai_mock::MockReply;
 use keel_testkit::upstream::MockUpstream;
-use providers_support::{calls_of, results_for, run, timeouts, tools};
+use providers_support::{calls_of, embedding_request, results_for, run, timeouts, tools};
 use serde_json::json;
 
 const MODEL: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
@@ -126,4 +128,113 @@ async fn aws_errors_map_onto_kinds() {
         assert_eq!(outcome.error().kind, kind, "{fault:?}: {}", outcome.error());
         assert_eq!(outcome.at_start, at_start, "{fault:?}");
     }
+}
+
+#[tokio::test]
+async fn titan_embeds_one_text_per_invoke_model_call_with_token_counts() {
+    let (mock, client) = start().await;
+    let texts = ["the first text", "and a second one here"];
+    let out = client
+        .embed(embedding_request(
+            "amazon.titan-embed-text-v2:0",
+            &texts,
+            None,
+        ))
+        .await
+        .expect("vectors");
+    let want: Vec<Vec<f32>> = texts
+        .iter()
+        .map(|t| mock_vector(t, MOCK_DIMENSIONS))
+        .collect();
+    assert_eq!(out.vectors, want);
+    assert_eq!(out.input_tokens, 3 + 5);
+    let sent = mock.requests();
+    assert_eq!(sent.len(), 2);
+    assert!(sent[0].path.ends_with("/invoke"), "{}", sent[0].path);
+    assert_eq!(sent[1].body["inputText"], "and a second one here");
+
+    let short = client
+        .embed(embedding_request(
+            "amazon.titan-embed-text-v2:0",
+            &["short"],
+            Some(16),
+        ))
+        .await
+        .expect("a shorter vector");
+    assert_eq!(short.vectors, vec![mock_vector("short", 16)]);
+    assert_eq!(mock.requests()[2].body["dimensions"], 16);
+}
+
+#[tokio::test]
+async fn cohere_embeds_up_to_96_texts_per_call() {
+    let (mock, client) = start().await;
+    let owned: Vec<String> = (0..100).map(|i| format!("text number {i}")).collect();
+    let texts: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let out = client
+        .embed(embedding_request("cohere.embed-english-v3", &texts, None))
+        .await
+        .expect("vectors");
+    assert_eq!(out.vectors.len(), 100);
+    assert_eq!(
+        out.vectors[99],
+        mock_vector("text number 99", MOCK_DIMENSIONS)
+    );
+    let sent = mock.requests();
+    assert_eq!(sent.len(), 2, "96 then 4");
+    assert_eq!(sent[0].body["texts"].as_array().unwrap().len(), 96);
+    assert_eq!(sent[0].body["input_type"], "search_document");
+
+    let err = client
+        .embed(embedding_request(
+            "cohere.embed-english-v3",
+            &["x"],
+            Some(8),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ModelErrorKind::BadRequest, "{err}");
+    assert_eq!(mock.requests().len(), 2, "refused before calling");
+}
+
+#[tokio::test]
+async fn bedrock_embeddings_refuse_other_models_and_map_errors() {
+    let (mock, client) = start().await;
+    for model in [MODEL, "amazon.nova-lite-v1:0"] {
+        let err = client
+            .embed(embedding_request(model, &["x"], None))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ModelErrorKind::BadRequest, "{err}");
+        assert!(err.message.contains("titan-embed-text"), "{err}");
+    }
+    let err = client
+        .embed(embedding_request("amazon.titan-embed-text-v2:0", &[], None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ModelErrorKind::BadRequest, "{err}");
+    assert!(mock.requests().is_empty());
+
+    mock.push_fault(Fault::status(429));
+    let err = client
+        .embed(embedding_request(
+            "amazon.titan-embed-text-v2:0",
+            &["x"],
+            None,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ModelErrorKind::RateLimited, "{err}");
+    let err = client
+        .embed(embedding_request(
+            "amazon.titan-embed-text-v2:0",
+            &["x"],
+            Some(7),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind,
+        ModelErrorKind::BadRequest,
+        "the mock refuses 7 dimensions as Titan does: {err}"
+    );
 }

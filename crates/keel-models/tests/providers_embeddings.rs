@@ -13,7 +13,7 @@ use keel_models::router::{BreakerPolicy, Policy, RetryPolicy, Route, Router, Tar
 use keel_models::{EmbeddingRequest, ModelClient, ModelErrorKind};
 use keel_testkit::Fault;
 use keel_testkit::embedding::{MOCK_DIMENSIONS, mock_tokens, mock_vector};
-use providers_support::{Kind, Upstream};
+use providers_support::{Kind, Upstream, embedding_request};
 
 /// The embedding model each provider is called with.
 fn model(kind: Kind) -> &'static str {
@@ -25,11 +25,7 @@ fn model(kind: Kind) -> &'static str {
 }
 
 fn request(kind: Kind, inputs: &[&str]) -> EmbeddingRequest {
-    EmbeddingRequest {
-        model: model(kind).into(),
-        inputs: inputs.iter().map(|t| t.to_string()).collect(),
-        dimensions: None,
-    }
+    embedding_request(model(kind), inputs, None)
 }
 
 async fn embeds_every_text_in_order_with_usage(kind: Kind) {

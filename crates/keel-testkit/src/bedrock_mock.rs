@@ -10,6 +10,7 @@ use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use axum::body::Bytes;
 use serde_json::{Value, json};
 
+use crate::embedding::{MOCK_DIMENSIONS, mock_tokens, mock_vector};
 use crate::reply::{MockReply, argument_pieces, word_pieces};
 use crate::server::RecordedRequest;
 use crate::upstream::{MockUpstream, Refusal, Wire, bad_request, refuse, unknown_key};
@@ -80,20 +81,9 @@ fn valid_tool_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-impl Wire for BedrockWire {
-    type Event = Bytes;
-
-    fn check(&self, request: &RecordedRequest, _query: &str) -> Result<(), Refusal> {
-        let Some(model) = request
-            .path
-            .strip_prefix("/model/")
-            .and_then(|r| r.strip_suffix("/converse-stream"))
-        else {
-            return Err(refuse(404, format!("Unknown operation {}", request.path)));
-        };
-        if model.is_empty() {
-            return Err(bad_request("modelId is required"));
-        }
+impl BedrockWire {
+    /// A SigV4 `Authorization` for this mock's key and region, and `x-amz-date`.
+    fn check_signature(&self, request: &RecordedRequest) -> Result<(), Refusal> {
         let auth = request.header("authorization").unwrap_or_default();
         let scope = format!("/{}/bedrock/aws4_request", self.region);
         if !auth.starts_with(&format!(
@@ -112,6 +102,100 @@ impl Wire for BedrockWire {
         if request.header("x-amz-date").is_none() {
             return Err(refuse(403, "missing x-amz-date"));
         }
+        Ok(())
+    }
+
+    /// InvokeModel (`POST /model/{modelId}/invoke`) of an embedding model: Titan Text
+    /// Embeddings (`inputText`, `dimensions`, `normalize`) or Cohere Embed (`texts`,
+    /// `input_type`, `truncate`, `embedding_types`), in their own reply shapes.
+    fn invoke_embedding(&self, request: &RecordedRequest, model: &str) -> Result<Value, Refusal> {
+        self.check_signature(request)?;
+        let Some(body) = request.body.as_object() else {
+            return Err(bad_request("body must be a JSON object"));
+        };
+        let malformed =
+            |message: String| bad_request(format!("Malformed input request: {message}"));
+        if model.starts_with("amazon.titan-embed-text") {
+            if let Some(key) = unknown_key(
+                body,
+                &["inputText", "dimensions", "normalize", "embeddingTypes"],
+            ) {
+                return Err(malformed(format!(
+                    "extraneous key [{key}] is not permitted"
+                )));
+            }
+            let text = match body.get("inputText").and_then(Value::as_str) {
+                Some(text) if !text.is_empty() => text,
+                _ => return Err(malformed("#: required key [inputText] not found".into())),
+            };
+            let dimensions = match body.get("dimensions").map(Value::as_u64) {
+                None => MOCK_DIMENSIONS,
+                Some(Some(d)) if [8, 16, 32, 64].contains(&d) => d as usize,
+                Some(_) => return Err(malformed("#/dimensions: is not a valid enum value".into())),
+            };
+            return Ok(json!({
+                "embedding": mock_vector(text, dimensions),
+                "inputTextTokenCount": mock_tokens(text),
+            }));
+        }
+        if model.starts_with("cohere.embed") {
+            if let Some(key) = unknown_key(
+                body,
+                &["texts", "input_type", "truncate", "embedding_types"],
+            ) {
+                return Err(malformed(format!(
+                    "extraneous key [{key}] is not permitted"
+                )));
+            }
+            let texts: Vec<&str> = match body.get("texts").and_then(Value::as_array) {
+                Some(list) if !list.is_empty() && list.len() <= 96 => list
+                    .iter()
+                    .map(Value::as_str)
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| malformed("#/texts: expected strings".into()))?,
+                _ => return Err(malformed("#/texts: 1 to 96 texts are required".into())),
+            };
+            let input_type = body.get("input_type").and_then(Value::as_str);
+            if !matches!(
+                input_type,
+                Some("search_document" | "search_query" | "classification" | "clustering")
+            ) {
+                return Err(malformed(
+                    "#: required key [input_type] not found or invalid".into(),
+                ));
+            }
+            let embeddings: Vec<Vec<f32>> = texts
+                .iter()
+                .map(|t| mock_vector(t, MOCK_DIMENSIONS))
+                .collect();
+            return Ok(json!({
+                "embeddings": embeddings,
+                "id": "mock-embed",
+                "response_type": "embeddings_floats",
+                "texts": texts,
+            }));
+        }
+        Err(bad_request(format!(
+            "The provided model identifier is invalid: {model}"
+        )))
+    }
+}
+
+impl Wire for BedrockWire {
+    type Event = Bytes;
+
+    fn check(&self, request: &RecordedRequest, _query: &str) -> Result<(), Refusal> {
+        let Some(model) = request
+            .path
+            .strip_prefix("/model/")
+            .and_then(|r| r.strip_suffix("/converse-stream"))
+        else {
+            return Err(refuse(404, format!("Unknown operation {}", request.path)));
+        };
+        if model.is_empty() {
+            return Err(bad_request("modelId is required"));
+        }
+        self.check_signature(request)?;
         let Some(body) = request.body.as_object() else {
             return Err(bad_request("body must be a JSON object"));
         };
@@ -242,6 +326,20 @@ impl Wire for BedrockWire {
                 "the last assistant turn's toolUse blocks have no results",
             ))
         }
+    }
+
+    fn embeddings(
+        &self,
+        request: &RecordedRequest,
+        _query: &str,
+    ) -> Option<Result<Value, Refusal>> {
+        let model = request
+            .path
+            .strip_prefix("/model/")?
+            .strip_suffix("/invoke")?;
+        // The SDK percent-encodes the id's `:`.
+        let model = model.replace("%3A", ":").replace("%3a", ":");
+        Some(self.invoke_embedding(request, &model))
     }
 
     fn error_body(&self, status: u16, message: &str) -> Value {

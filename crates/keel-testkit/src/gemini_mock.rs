@@ -32,15 +32,19 @@ impl MockUpstream<GeminiWire> {
 }
 
 impl GeminiWire {
-    /// `embedContent` (one `content`) or `batchEmbedContents` (`requests`, each naming
-    /// `models/{model}` as the API requires), answered with `crate::embedding` vectors.
-    fn embed(&self, request: &RecordedRequest, model: &str, batch: bool) -> Result<Value, Refusal> {
+    fn check_key(&self, request: &RecordedRequest) -> Result<(), Refusal> {
         require_header(
             request,
             "x-goog-api-key",
             &self.api_key,
             "send your key as x-goog-api-key",
-        )?;
+        )
+    }
+
+    /// `embedContent` (one `content`) or `batchEmbedContents` (`requests`, each naming
+    /// `models/{model}` as the API requires), answered with `crate::embedding` vectors.
+    fn embed(&self, request: &RecordedRequest, model: &str, batch: bool) -> Result<Value, Refusal> {
+        self.check_key(request)?;
         let items: Vec<&Value> = if batch {
             let Some(object) = request.body.as_object() else {
                 return Err(bad("expected a JSON object"));
@@ -162,12 +166,7 @@ impl Wire for GeminiWire {
         if !query.split('&').any(|p| p == "alt=sse") {
             return Err(bad("this mock streams only as SSE: add ?alt=sse"));
         }
-        require_header(
-            request,
-            "x-goog-api-key",
-            &self.api_key,
-            "send your key as x-goog-api-key",
-        )?;
+        self.check_key(request)?;
         let Some(body) = request.body.as_object() else {
             return Err(bad("expected a JSON object"));
         };

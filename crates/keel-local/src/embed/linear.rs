@@ -1,6 +1,6 @@
 //! The one kernel the embedding model spends its time in: a dense f32 layer, `y = x Wᵀ + b`,
 //! over every token of a batch at once, with `W` stored `[out][in]` as PyTorch saves it. Eight
-//! tokens share each weight row load; on x86-64 with AVX2 and FMA (checked at run time, as the
+//! tokens share each weight row load; on x86-64 with AVX2, FMA and F16C (checked at run time, as the
 //! chat model's kernels are) the dot products run eight lanes wide.
 
 /// Tokens computed together against one weight row.
@@ -34,7 +34,7 @@ impl Linear {
             let ys = &mut out[t0 * self.rows..(t0 + n) * self.rows];
             #[cfg(target_arch = "x86_64")]
             if simd && crate::quant::simd_available() {
-                // SAFETY: the CPU has AVX2 and FMA (checked above); slice sizes are asserted.
+                // SAFETY: the CPU has AVX2, FMA and F16C (checked above); slice sizes are asserted.
                 unsafe { x86::tile(self, xs, ys, n) };
                 continue;
             }
@@ -76,9 +76,10 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{Linear, TILE};
+    use crate::quant::x86::hsum;
 
     /// `n` (≤ `TILE`) tokens of `xs` against every row of `layer`.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn tile(layer: &Linear, xs: &[f32], ys: &mut [f32], n: usize) {
         let cols = layer.cols;
         let lanes = cols / 8 * 8;
@@ -100,17 +101,6 @@ mod x86 {
                 ys[t * layer.rows + o] = layer.bias[o] + hsum(*a) + tail;
             }
         }
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn hsum(v: __m256) -> f32 {
-        let lo = _mm256_castps256_ps128(v);
-        let hi = _mm256_extractf128_ps(v, 1);
-        let s = _mm_add_ps(lo, hi);
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
     }
 }
 

@@ -30,7 +30,7 @@ pub(super) unsafe fn matmul_q8_0(m: &QMatrix, acts: &QuantizedActs, out: &mut [f
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn hsum(v: __m256) -> f32 {
+pub(crate) fn hsum(v: __m256) -> f32 {
     let lo = _mm256_castps256_ps128(v);
     let hi = _mm256_extractf128_ps(v, 1);
     let s = _mm_add_ps(lo, hi);

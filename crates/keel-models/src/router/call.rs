@@ -10,7 +10,7 @@ use futures::StreamExt;
 use tokio::time::{Instant, timeout_at};
 
 use super::backoff::retry_wait;
-use super::{Shared, lock};
+use super::{Route, Shared, lock};
 use crate::{ModelError, ModelErrorKind, ModelRequest, ModelStream, Served, StreamEvent};
 
 type Item = Result<StreamEvent, ModelError>;
@@ -248,29 +248,13 @@ impl Call {
     /// Ends the call with the last attempt's error (its kind kept, so callers still know whether
     /// a later retry can help), said in terms of the route.
     fn give_up(&mut self) {
-        let route = &self.shared.route;
-        let error = match self.last_error.take() {
-            Some(last) if self.attempts > 1 || Instant::now() >= self.deadline => ModelError {
-                message: format!(
-                    "route `{}`: gave up after {} attempt(s) on {} target(s); last error: {}",
-                    route.name,
-                    self.attempts,
-                    route.targets.len(),
-                    last.message
-                ),
-                ..last
-            },
-            Some(last) => last,
-            None => ModelError::new(
-                ModelErrorKind::Unavailable,
-                "router",
-                format!(
-                    "route `{}`: every target's circuit breaker is open after repeated failures; the next probe goes out after \
-                     the cool-down ({} ms)",
-                    route.name, route.breaker.cooldown_ms
-                ),
-            ),
-        };
+        let past_deadline = Instant::now() >= self.deadline;
+        let error = final_error(
+            &self.shared.route,
+            self.attempts,
+            self.last_error.take(),
+            past_deadline,
+        );
         self.pending.push_back(Err(error));
         self.over = true;
     }
@@ -298,6 +282,38 @@ impl Drop for Call {
         if let Some(target) = self.probing {
             lock(&self.shared.breakers[target]).probe_abandoned(Instant::now());
         }
+    }
+}
+
+/// How a call through `route` fails for good: the last attempt's error (its kind kept, so callers
+/// still know whether a later retry can help), said in terms of the route after several
+/// attempts or the deadline; without any attempt, the breakers that refused them all.
+pub(super) fn final_error(
+    route: &Route,
+    attempts: u32,
+    last: Option<ModelError>,
+    past_deadline: bool,
+) -> ModelError {
+    match last {
+        Some(last) if attempts > 1 || past_deadline => ModelError {
+            message: format!(
+                "route `{}`: gave up after {attempts} attempt(s) on {} target(s); last error: {}",
+                route.name,
+                route.targets.len(),
+                last.message
+            ),
+            ..last
+        },
+        Some(last) => last,
+        None => ModelError::new(
+            ModelErrorKind::Unavailable,
+            "router",
+            format!(
+                "route `{}`: every target's circuit breaker is open after repeated failures; the next probe goes out after \
+                 the cool-down ({} ms)",
+                route.name, route.breaker.cooldown_ms
+            ),
+        ),
     }
 }
 

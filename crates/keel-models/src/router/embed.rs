@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::time::{Instant, timeout_at};
 
 use super::backoff::retry_wait;
-use super::call::counts_against_target;
+use super::call::{counts_against_target, final_error};
 use super::{Shared, lock};
 use crate::{EmbeddingRequest, EmbeddingResponse, ModelError, ModelErrorKind, Served};
 
@@ -83,26 +83,12 @@ pub(super) async fn embed(
             }
         }
     }
-    Err(match last_error {
-        Some(last) if attempts > 1 => ModelError {
-            message: format!(
-                "route `{}`: gave up after {attempts} attempt(s) on {} target(s); last error: {}",
-                route.name,
-                route.targets.len(),
-                last.message
-            ),
-            ..last
-        },
-        Some(last) => last,
-        None => ModelError::new(
-            ModelErrorKind::Unavailable,
-            "router",
-            format!(
-                "route `{}`: every target's circuit breaker is open after repeated failures",
-                route.name
-            ),
-        ),
-    })
+    Err(final_error(
+        route,
+        attempts,
+        last_error,
+        Instant::now() >= deadline,
+    ))
 }
 
 /// An attempt its target's breaker let through. When it was the half-open probe and ends with

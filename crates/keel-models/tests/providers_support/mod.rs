@@ -14,7 +14,9 @@ use keel_models::providers::azure::{AzureAuth, AzureClient, AzureConfig};
 use keel_models::providers::gemini::{GeminiClient, GeminiConfig};
 use keel_models::providers::openai::{OpenAiClient, OpenAiConfig};
 use keel_models::providers::openai_responses::{ResponsesClient, ResponsesConfig};
-use keel_models::{ModelClient, ModelError, ModelRequest, Params, StreamEvent, ToolSpec};
+use keel_models::{
+    EmbeddingRequest, ModelClient, ModelError, ModelRequest, Params, StreamEvent, ToolSpec,
+};
 use keel_testkit::anthropic_mock::MockAnthropic;
 use keel_testkit::azure_mock::{AzureCredential, MockAzure};
 use keel_testkit::gemini_mock::MockGemini;
@@ -229,6 +231,19 @@ impl Upstream {
             tools: tools(),
             params: Params::default(),
         }
+    }
+}
+
+/// Texts to embed with `model`.
+pub fn embedding_request(
+    model: &str,
+    inputs: &[&str],
+    dimensions: Option<u32>,
+) -> EmbeddingRequest {
+    EmbeddingRequest {
+        model: model.into(),
+        inputs: inputs.iter().map(|t| t.to_string()).collect(),
+        dimensions,
     }
 }
 

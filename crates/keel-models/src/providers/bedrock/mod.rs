@@ -2,6 +2,7 @@
 //! behind the `bedrock` feature. Credentials come from the standard AWS chain unless given; the
 //! SDK's own retries are off so the router decides. `wire` builds the request, `events` reads it.
 
+mod embeddings;
 mod events;
 mod wire;
 
@@ -18,7 +19,9 @@ use tokio::time::{Instant, timeout_at};
 
 use super::streaming::{HttpTimeouts, config_error};
 use crate::http::timeout_error;
-use crate::{ModelClient, ModelError, ModelRequest, ModelStream};
+use crate::{
+    EmbeddingRequest, EmbeddingResponse, ModelClient, ModelError, ModelRequest, ModelStream,
+};
 
 pub(crate) const PROVIDER: &str = "bedrock";
 
@@ -149,5 +152,33 @@ impl ModelClient for BedrockClient {
             Duration::from_millis(self.timeouts.total_ms),
         )
         .await
+    }
+    /// InvokeModel with the body of the model's family (Titan: a call per text; Cohere: up to
+    /// 96 texts a call), all under the total deadline.
+    async fn embed(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse, ModelError> {
+        request.check(PROVIDER)?;
+        let family = embeddings::Family::of(&request.model)?;
+        let total = Duration::from_millis(self.timeouts.total_ms);
+        let deadline = Instant::now() + total;
+        let (mut vectors, mut tokens) = (Vec::new(), 0);
+        for body in family.bodies(&request)? {
+            let send = self
+                .client
+                .invoke_model()
+                .model_id(&request.model)
+                .content_type("application/json")
+                .accept("application/json")
+                .body(aws_smithy_types::Blob::new(body.to_string()))
+                .send();
+            let output = match timeout_at(deadline, send).await {
+                Err(_) => return Err(timeout_error(PROVIDER, "the embeddings call", total)),
+                Ok(Err(error)) => return Err(events::sdk_error(error)),
+                Ok(Ok(output)) => output,
+            };
+            let (more, used) = family.parse(output.body.as_ref())?;
+            vectors.extend(more);
+            tokens += used;
+        }
+        EmbeddingResponse::checked(PROVIDER, &request, vectors, tokens)
     }
 }
