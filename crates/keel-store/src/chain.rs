@@ -55,6 +55,42 @@ pub fn event_hash(
     record
 }
 
+/// The last record a store handle appended to each session (its chain's tip), so that the next
+/// append there need not read it back: on PostgreSQL that read is a round trip of its own. A
+/// record once stored never changes, so a remembered (seq, record) stays true; an append after
+/// another seq (another node appended since) misses and reads. At most `TIPS` sessions are
+/// remembered; past that the memory starts afresh.
+#[derive(Debug, Default)]
+pub(crate) struct ChainTips(std::sync::Mutex<std::collections::HashMap<SessionId, (u64, String)>>);
+
+/// How many sessions' tips a store handle remembers (about 150 bytes each).
+const TIPS: usize = 10_000;
+
+impl ChainTips {
+    /// The record of the session's event `seq`, if it is the tip remembered.
+    pub(crate) fn get(&self, session: &SessionId, seq: u64) -> Option<String> {
+        let tips = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        tips.get(session)
+            .filter(|(tip, _)| *tip == seq)
+            .map(|(_, record)| record.clone())
+    }
+
+    pub(crate) fn set(&self, session: &SessionId, seq: u64, record: String) {
+        let mut tips = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if tips.len() >= TIPS && !tips.contains_key(session) {
+            tips.clear();
+        }
+        tips.insert(session.clone(), (seq, record));
+    }
+
+    pub(crate) fn forget(&self, session: &SessionId) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(session);
+    }
+}
+
 /// What walking a session's chain found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ChainReport {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::Subject;
 use super::fixtures::*;
 use crate::chain::{self, ALGORITHM};
-use crate::{AppendBatch, ScratchpadWrite, Store, StoreError};
+use crate::{ScratchpadWrite, Store, StoreError};
 
 /// A session with seq 1 and `notes` notes after it, appended in batches of one, two and three.
 async fn session_with_notes(store: &Arc<dyn Store>, notes_count: u64) -> keel_core::SessionId {
@@ -35,10 +35,15 @@ pub async fn the_log_is_one_hash_chain_across_batches_and_handles(subject: &Subj
         value: Some("v".into()),
     });
     other.append(&session, 7, batch).await.unwrap();
+    // And the first handle after it: its own last record is no longer the tip.
+    store
+        .append(&session, 8, notes(["back here".to_string()]))
+        .await
+        .unwrap();
 
     let report = chain::verify(store.as_ref(), &session).await.unwrap();
     assert!(report.intact, "{report:?}");
-    assert_eq!((report.events, report.unhashed), (8, 0));
+    assert_eq!((report.events, report.unhashed), (9, 0));
     assert_eq!(report.algorithm, ALGORITHM);
     let journal = store.read_journal(&session, 0, 100).await.unwrap();
     let mut previous: Option<String> = None;
@@ -141,21 +146,15 @@ pub async fn an_edited_byte_of_a_stored_event_is_found_at_its_seq(
     let report = chain::verify(store.as_ref(), &session).await.unwrap();
     assert_eq!(report.first_bad_seq, Some(3), "{report:?}");
 
-    // A log from before the journal was hashed: the chain starts at the first hashed event,
-    // and an append after such a log starts one.
-    let old = session_with_notes(&store, 2).await;
+    // A log from before the journal was hashed (written by an older keel: no handle appended
+    // it): the chain starts at the first hashed event, which an append after it makes.
+    let old = new_session(&store, &tenant()).await;
     run_sql(&format!(
         "UPDATE events SET hash = NULL WHERE session = '{old}'"
     ));
-    store
-        .append(
-            &old,
-            3,
-            AppendBatch::events(vec![note("after the upgrade")]),
-        )
-        .await
-        .unwrap();
+    let batch = notes(["after the upgrade".to_string(), "and on".to_string()]);
+    store.append(&old, 1, batch).await.unwrap();
     let report = chain::verify(store.as_ref(), &old).await.unwrap();
     assert!(report.intact, "{report:?}");
-    assert_eq!((report.events, report.unhashed), (4, 3));
+    assert_eq!((report.events, report.unhashed), (3, 1));
 }

@@ -10,11 +10,12 @@ use keel_core::{Event, EventBody, SessionId, Timestamp};
 use tokio_postgres::Row;
 
 use super::{error, run_input, runs, statements};
-use crate::chain::{self, JournalEntry};
+use crate::chain::{self, ChainTips, JournalEntry};
 use crate::stored::{self, count, session_not_found, sql_bound, sql_limit};
 use crate::{AppendBatch, LoadedSession, NewEvent, ScratchpadWrite, Snapshot, StoreError, encode};
 
-/// Appends `batch` after `expected`, or fails with `Conflict`; returns the new last seq.
+/// Appends `batch` after `expected`, or fails with `Conflict`; returns the new last seq. The
+/// chain's previous record comes from `tips` when this handle made it, else from the log.
 /// Events alone (most appends) take one statement, committed on its own: one round trip.
 /// Anything else in the batch joins them in one transaction.
 pub(crate) async fn append(
@@ -22,8 +23,12 @@ pub(crate) async fn append(
     session: &SessionId,
     expected: u64,
     batch: &AppendBatch,
+    tips: &ChainTips,
 ) -> Result<u64, StoreError> {
-    let previous = previous_hash(&*client, session, expected).await?;
+    let previous = match tips.get(session, expected) {
+        Some(record) => Some(record),
+        None => previous_hash(&*client, session, expected).await?,
+    };
     let rows = EventRows::new(session, expected, previous, &batch.events)?;
     let last = expected.saturating_add(batch.events.len() as u64);
     let alone = batch.scratchpad.is_empty()
@@ -31,7 +36,7 @@ pub(crate) async fn append(
         && !run_input::starts_a_run(&batch.events);
     if alone {
         return match advance(&*client, session, expected, last, &rows).await? {
-            true => Ok(last),
+            true => Ok(rows.appended(tips, session, last)),
             false => Err(conflict(&*client, session, expected).await),
         };
     }
@@ -47,7 +52,7 @@ pub(crate) async fn append(
         runs::finish(&tx, &finish.run, finish.status, &finish.outcome).await?;
     }
     tx.commit().await?;
-    Ok(last)
+    Ok(rows.appended(tips, session, last))
 }
 
 /// Moves the session's last seq from `expected` to `last` and inserts `rows`, in one
@@ -183,6 +188,14 @@ impl EventRows {
             previous = Some(hash);
         }
         Ok(rows)
+    }
+
+    /// Notes the last of these rows as the session's chain tip, once committed at `last`.
+    fn appended(&self, tips: &ChainTips, session: &SessionId, last: u64) -> u64 {
+        if let Some(record) = self.hashes.last() {
+            tips.set(session, last, record.clone());
+        }
+        last
     }
 }
 

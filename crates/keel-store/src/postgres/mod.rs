@@ -51,6 +51,8 @@ pub struct PgStore {
     schema: String,
     /// Hears what other nodes change (`signals`).
     listener: signals::Listener,
+    /// The chain records this handle last appended, by session (`chain::ChainTips`).
+    tips: crate::chain::ChainTips,
 }
 
 impl PgStore {
@@ -74,6 +76,7 @@ impl PgStore {
             server,
             schema: options.schema.unwrap_or_else(|| "default".into()),
             listener,
+            tips: Default::default(),
         })
     }
 
@@ -160,6 +163,7 @@ impl Store for PgStore {
     }
 
     async fn delete_session(&self, tenant: &TenantId, id: &SessionId) -> Result<bool, StoreError> {
+        self.tips.forget(id);
         sessions::delete(&self.client().await?, tenant, id).await
     }
 
@@ -183,6 +187,7 @@ impl Store for PgStore {
             session,
             expected_last_seq,
             &batch,
+            &self.tips,
         )
         .await
     }
