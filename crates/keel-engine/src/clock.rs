@@ -2,7 +2,8 @@
 //! and every random id of keel (engine, server and binary) comes from here, so tests and
 //! benchmarks can see exactly where nondeterminism enters.
 
-use keel_core::{AgentId, RunId, SessionId, TenantId, Timestamp};
+use keel_core::{AgentId, RunId, SessionId, TenantId, TimerId, Timestamp};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub fn now() -> Timestamp {
@@ -10,7 +11,17 @@ pub fn now() -> Timestamp {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    Timestamp(ms)
+    Timestamp(ms.saturating_add(AHEAD_MS.load(Ordering::Relaxed)))
+}
+
+/// How far this process's clock was moved ahead (`advance`).
+static AHEAD_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Moves this process's clock forward by `by`, for tests of what happens over minutes or days
+/// (timers, leases) without waiting for them. Never called outside tests.
+pub fn advance(by: std::time::Duration) {
+    let by = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+    AHEAD_MS.fetch_add(by, Ordering::Relaxed);
 }
 
 /// Whole seconds since the Unix epoch: how OpenAI's objects give their `created` time.
@@ -36,6 +47,10 @@ pub fn new_agent_id() -> AgentId {
 
 pub fn new_tenant_id() -> TenantId {
     fresh(TenantId::generate)
+}
+
+pub fn new_timer_id() -> TimerId {
+    fresh(TimerId::generate)
 }
 
 /// A fresh random 128-bit id as 32 hex digits, for ids nothing sorts by: request ids, chat

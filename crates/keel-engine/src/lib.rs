@@ -36,6 +36,7 @@ mod submit;
 mod supervise;
 mod tenants;
 mod threading;
+mod timers;
 mod titles;
 pub mod tools;
 mod travel;
@@ -59,6 +60,7 @@ pub use quotas::Quotas;
 pub use reader::StoreReader;
 pub use supervise::supervised;
 pub use threading::{Thread, ThreadError, ThreadedTurn};
+pub use timers::{MAX_NOTE_BYTES, MAX_TIMERS_PER_SESSION, When, next_slot, parse_instant};
 pub use travel::SessionContext;
 pub use warm::SessionCacheStats;
 
@@ -358,6 +360,7 @@ impl Engine {
             );
         }
         signals::start(&self.inner);
+        timers::start(&self.inner);
         dispatch::start(&self.inner);
         Ok(recovered)
     }

@@ -10,7 +10,9 @@ use crate::openai::embeddings::{
 };
 use crate::openai::wire::*;
 use crate::openai::{chat, conversations, models, responses};
-use crate::routes::{admin, agents, events, journal, messages, ops, runs, sessions, travel, usage};
+use crate::routes::{
+    admin, agents, events, journal, messages, ops, runs, schedules, sessions, travel, usage,
+};
 use crate::wire::*;
 
 #[derive(OpenApi)]
@@ -20,7 +22,7 @@ use crate::wire::*;
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
         agents::create, agents::list, agents::get, agents::put, agents::archive,
         sessions::create, sessions::get, sessions::list, sessions::delete,
-        messages::send, travel::fork, travel::context, journal::verify, events::list, runs::get, runs::cancel, runs::resume,
+        messages::send, travel::fork, travel::context, schedules::create, schedules::list, schedules::delete, journal::verify, events::list, runs::get, runs::cancel, runs::resume,
         admin::create_tenant, admin::create_key, admin::revoke_key, admin::unreadable, usage::list,
         chat::completions, embeddings::create, models::list, models::retrieve,
         responses::create, responses::get, responses::delete, responses::cancel,
@@ -32,6 +34,7 @@ use crate::wire::*;
         ErrorEnvelope, ErrorBody, AgentBody, AgentView, AgentList, CreateSession, ForkSession, ResumeRun, ContextView, ChainView, SessionView,
         SessionSummary, SessionList, UsageView, SendMode, OnBusy, SendMessage, RunView, StepView, EventPage,
         CreateTenant, TenantView, CreateKey, KeyView, UnreadableView, UnreadableList, Health, usage::UsageList, usage::UsageRow,
+        schedules::CreateSchedule, schedules::ScheduleView, schedules::ScheduleList,
         ChatRequest, StreamOptions, ChatCompletion, ChatUsage, CachedTokens, ModelList, ModelEntry,
         OpenAiErrorEnvelope, OpenAiErrorBody, responses::CreateResponse,
         EmbeddingsRequest, EmbeddingList, EmbeddingItem, EmbeddingUsage,

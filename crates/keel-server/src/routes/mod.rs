@@ -9,6 +9,7 @@ pub mod journal;
 pub mod messages;
 pub mod ops;
 pub mod runs;
+pub mod schedules;
 pub mod sessions;
 pub mod travel;
 pub mod usage;
@@ -81,6 +82,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/sessions/{id}/messages", post(messages::send))
         .route("/v1/sessions/{id}/fork", post(travel::fork))
         .route("/v1/sessions/{id}/context", get(travel::context))
+        .route(
+            "/v1/sessions/{id}/schedules",
+            get(schedules::list).post(schedules::create),
+        )
+        .route(
+            "/v1/sessions/{id}/schedules/{schedule_id}",
+            axum::routing::delete(schedules::delete),
+        )
         .route("/v1/sessions/{id}/verify", get(journal::verify))
         .route("/v1/sessions/{id}/events", get(events::list))
         .route("/v1/runs/{id}", get(runs::get))

@@ -1,0 +1,345 @@
+//! Timers: a session's schedules that start runs. `add_timer` checks a schedule and stores it
+//! with its first time; a loop on every node looks for due timers each poll and fires each
+//! through `Store::fire_timer`, which queues the run and moves the timer on in one transaction,
+//! so a due time fires once however many nodes see it. A cron timer's next time is the first
+//! slot after now: slots missed while no node ran fire once, late, with the lateness in the
+//! run's input.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_core::{Message, RunStatus, SessionId, TenantId, TimerId, Timestamp};
+use keel_store::{RunRecord, Schedule, TimerRecord};
+
+use crate::{Engine, EngineError, Inner, clock, supervised};
+
+/// The most timers one session may hold.
+pub const MAX_TIMERS_PER_SESSION: usize = 1_000;
+/// The longest note a timer may carry (it becomes a run's input).
+pub const MAX_NOTE_BYTES: usize = 16 * 1024;
+/// Due timers fired per look.
+const FIRE_BATCH: usize = 64;
+/// Lateness under this is not worth telling the agent.
+const ON_TIME: i64 = 60_000;
+
+/// When a new timer fires, as its maker says.
+#[derive(Clone, Debug)]
+pub enum When {
+    /// Once, at an instant.
+    At(Timestamp),
+    /// Once, this long from now.
+    After(Duration),
+    /// At every slot of a 5-field cron pattern read in an IANA time zone.
+    Cron { expr: String, timezone: String },
+}
+
+impl Engine {
+    /// Adds a timer to the tenant's session; `Invalid` for a pattern, zone or note keel cannot
+    /// use (the message says which and why), `NotFound` for an unknown session.
+    pub async fn add_timer(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+        when: When,
+        note: String,
+    ) -> Result<TimerRecord, EngineError> {
+        if note.len() > MAX_NOTE_BYTES {
+            return Err(EngineError::Invalid(format!(
+                "a timer's note is at most {MAX_NOTE_BYTES} bytes, not {}",
+                note.len()
+            )));
+        }
+        self.require_session(tenant, session).await?;
+        let held = self.inner.store.list_timers(tenant, session).await?;
+        if held.len() >= MAX_TIMERS_PER_SESSION {
+            return Err(EngineError::LimitReached(format!(
+                "session {session} holds {MAX_TIMERS_PER_SESSION} timers, the most it may: delete one first"
+            )));
+        }
+        let now = clock::now();
+        let (schedule, first) = match when {
+            When::At(at) => (Schedule::Once { at }, at),
+            When::After(after) => {
+                let at = Timestamp::from_millis(
+                    now.millis()
+                        .saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX)),
+                );
+                (Schedule::Once { at }, at)
+            }
+            When::Cron { expr, timezone } => {
+                let schedule = Schedule::Cron { expr, timezone };
+                let first = next_slot(&schedule, now)?.ok_or_else(|| {
+                    EngineError::Invalid("the cron pattern never matches a time to come".into())
+                })?;
+                (schedule, first)
+            }
+        };
+        let timer = TimerRecord {
+            id: clock::new_timer_id(),
+            tenant: tenant.clone(),
+            session: session.clone(),
+            schedule,
+            note,
+            next_at: Some(first),
+            created_at: now,
+            fired: 0,
+            last_fired_at: None,
+        };
+        self.inner.store.put_timer(&timer).await?;
+        Ok(timer)
+    }
+
+    /// The session's timers, those still to fire first.
+    pub async fn list_timers(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+    ) -> Result<Vec<TimerRecord>, EngineError> {
+        self.require_session(tenant, session).await?;
+        Ok(self.inner.store.list_timers(tenant, session).await?)
+    }
+
+    /// Deletes one of the session's timers; `NotFound` for one the session does not hold.
+    pub async fn delete_timer(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+        id: &TimerId,
+    ) -> Result<(), EngineError> {
+        let held = self.list_timers(tenant, session).await?;
+        let not_found = || EngineError::NotFound {
+            kind: "timer",
+            id: id.to_string(),
+        };
+        if !held.iter().any(|t| &t.id == id) {
+            return Err(not_found());
+        }
+        match self.inner.store.delete_timer(tenant, id).await? {
+            true => Ok(()),
+            false => Err(not_found()),
+        }
+    }
+}
+
+/// An RFC 3339 instant with any offset (`2026-12-01T09:00:00+01:00`, `…Z`); `Invalid` naming it.
+pub fn parse_instant(text: &str) -> Result<Timestamp, EngineError> {
+    let instant: jiff::Timestamp = text.parse().map_err(|e| {
+        EngineError::Invalid(format!(
+            "{text:?} is not an RFC 3339 instant ({e}): write it as 2026-12-01T09:00:00Z or with an offset, +01:00"
+        ))
+    })?;
+    Ok(Timestamp::from_millis(instant.as_millisecond()))
+}
+
+/// The first time after `after` that `schedule` fires; `None` for a one-off (it fires once).
+/// `Invalid` for a pattern or zone keel cannot read.
+pub fn next_slot(schedule: &Schedule, after: Timestamp) -> Result<Option<Timestamp>, EngineError> {
+    let Schedule::Cron { expr, timezone } = schedule else {
+        return Ok(None);
+    };
+    if expr.split_whitespace().count() != 5 {
+        return Err(EngineError::Invalid(format!(
+            "the cron pattern {expr:?} must have 5 fields: minute hour day-of-month month day-of-week"
+        )));
+    }
+    let cron: croner::Cron = expr.parse().map_err(|e| {
+        EngineError::Invalid(format!("the cron pattern {expr:?} is not valid: {e}"))
+    })?;
+    let zone = jiff::tz::TimeZone::get(timezone).map_err(|_| {
+        EngineError::Invalid(format!(
+            "{timezone:?} is not a time zone keel knows: give an IANA name such as \"Europe/Paris\" or \"UTC\""
+        ))
+    })?;
+    let from = jiff::Timestamp::from_millisecond(after.millis())
+        .map_err(|e| EngineError::Invalid(format!("{after:?} is out of range: {e}")))?
+        .to_zoned(zone);
+    match cron.find_next_occurrence(&from, false) {
+        Ok(next) => Ok(Some(Timestamp::from_millis(
+            next.timestamp().as_millisecond(),
+        ))),
+        Err(e) => Err(EngineError::Invalid(format!(
+            "the cron pattern {expr:?} has no time to come: {e}"
+        ))),
+    }
+}
+
+/// Starts firing due timers on this node.
+pub(crate) fn start(inner: &Arc<Inner>) {
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        supervised("firing timers", || fire_loop(inner.clone())).await;
+    });
+}
+
+async fn fire_loop(inner: Arc<Inner>) {
+    let mut shutdown = inner.shutdown.subscribe();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match fire_due(&inner).await {
+            Ok(fired) if fired > 0 => inner.wake.notify_one(),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "firing timers failed; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(inner.config.poll_interval) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Fires every timer due now; returns how many this node fired.
+async fn fire_due(inner: &Inner) -> Result<usize, EngineError> {
+    let mut fired = 0;
+    loop {
+        let now = clock::now();
+        let due = inner.store.due_timers(now, FIRE_BATCH).await?;
+        let full = due.len() == FIRE_BATCH;
+        for timer in due {
+            if fire(inner, &timer, now).await? {
+                fired += 1;
+            }
+        }
+        if !full {
+            return Ok(fired);
+        }
+    }
+}
+
+/// Fires `timer` for the time it is due; `false` when another node did first.
+async fn fire(inner: &Inner, timer: &TimerRecord, now: Timestamp) -> Result<bool, EngineError> {
+    let Some(due) = timer.next_at else {
+        return Ok(false);
+    };
+    // A pattern that cannot be read any more (stored by a newer keel, say) stops the timer
+    // rather than failing every look.
+    let next = next_slot(&timer.schedule, now).unwrap_or_else(|e| {
+        tracing::warn!(timer = %timer.id, error = %e, "a timer's schedule cannot be read; it fires no more");
+        None
+    });
+    let run = RunRecord {
+        id: clock::new_run_id(),
+        tenant: timer.tenant.clone(),
+        session: timer.session.clone(),
+        input: Message::user(input(timer, due, now)),
+        options: Default::default(),
+        status: RunStatus::Queued,
+        created_at: now,
+        output: None,
+        error: None,
+        cancel_requested: false,
+        lease_owner: None,
+        lease_until: None,
+    };
+    let fired = inner.store.fire_timer(&timer.id, due, next, &run).await?;
+    if fired {
+        tracing::info!(timer = %timer.id, session = %timer.session, run = %run.id, "a timer fired");
+    }
+    Ok(fired)
+}
+
+/// What the run a timer starts is told: its note, which timer and when it was due, and how
+/// late it fires when no node ran at the time.
+fn input(timer: &TimerRecord, due: Timestamp, now: Timestamp) -> String {
+    let late_ms = now.millis().saturating_sub(due.millis());
+    let late = match late_ms >= ON_TIME {
+        true => format!(", late by {}", lateness(late_ms)),
+        false => String::new(),
+    };
+    format!("{}\n\n(timer {} due at {due}{late})", timer.note, timer.id)
+}
+
+/// `1h 2m 3s`.
+fn lateness(ms: i64) -> String {
+    let secs = ms / 1000;
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m {s}s"),
+        _ => format!("{h}h {m}m {s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(rfc3339: &str) -> Timestamp {
+        let t: jiff::Timestamp = rfc3339.parse().unwrap();
+        Timestamp::from_millis(t.as_millisecond())
+    }
+
+    fn cron(expr: &str, timezone: &str) -> Schedule {
+        Schedule::Cron {
+            expr: expr.into(),
+            timezone: timezone.into(),
+        }
+    }
+
+    #[test]
+    fn cron_slots_follow_the_pattern_in_its_zone() {
+        let every_minute = cron("* * * * *", "UTC");
+        let next = next_slot(&every_minute, at("2026-12-01T10:00:30Z")).unwrap();
+        assert_eq!(next, Some(at("2026-12-01T10:01:00Z")));
+        // From a slot itself: the next one, never the same again.
+        let next = next_slot(&every_minute, at("2026-12-01T10:01:00Z")).unwrap();
+        assert_eq!(next, Some(at("2026-12-01T10:02:00Z")));
+        // 9:00 in Paris is 8:00 UTC in winter.
+        let nine_in_paris = cron("0 9 * * *", "Europe/Paris");
+        let next = next_slot(&nine_in_paris, at("2026-12-01T10:00:00Z")).unwrap();
+        assert_eq!(next, Some(at("2026-12-02T08:00:00Z")));
+        assert_eq!(
+            next_slot(
+                &Schedule::Once {
+                    at: at("2026-12-01T10:00:00Z")
+                },
+                at("2026-12-01T09:00:00Z")
+            )
+            .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn unreadable_patterns_and_zones_are_refused_naming_them() {
+        let now = at("2026-12-01T10:00:00Z");
+        for (expr, zone, says) in [
+            ("* * * *", "UTC", "5 fields"),
+            ("* * * * * *", "UTC", "5 fields"),
+            ("61 * * * *", "UTC", "not valid"),
+            ("* * * * *", "Mars/Olympus", "Mars/Olympus"),
+        ] {
+            match next_slot(&cron(expr, zone), now) {
+                Err(EngineError::Invalid(message)) => assert!(message.contains(says), "{message}"),
+                other => panic!("{expr} {zone}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_input_says_when_it_was_due_and_how_late() {
+        let timer = TimerRecord {
+            id: TimerId::generate(1, 1),
+            tenant: TenantId::default_tenant(),
+            session: SessionId::generate(1, 1),
+            schedule: Schedule::Once {
+                at: at("2026-12-01T10:00:00Z"),
+            },
+            note: "water the plants".into(),
+            next_at: None,
+            created_at: at("2026-12-01T09:00:00Z"),
+            fired: 0,
+            last_fired_at: None,
+        };
+        let due = at("2026-12-01T10:00:00Z");
+        let on_time = input(&timer, due, at("2026-12-01T10:00:01Z"));
+        assert!(
+            on_time.starts_with("water the plants\n\n(timer tmr_"),
+            "{on_time}"
+        );
+        assert!(!on_time.contains("late"), "{on_time}");
+        let late = input(&timer, due, at("2026-12-01T11:02:03Z"));
+        assert!(late.contains("late by 1h 2m 3s"), "{late}");
+    }
+}

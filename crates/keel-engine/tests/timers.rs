@@ -1,0 +1,199 @@
+//! Timers through the engine, on a clock the test moves (`keel_engine::clock::advance`): a
+//! cron timer fires each slot once as minutes pass; slots missed while no engine ran fire
+//! once, late, saying so; two engines on one store (two nodes) fire each due time once; bad
+//! schedules are refused naming what is wrong.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use keel_core::{EventBody, RunStatus};
+use keel_engine::{Engine, EngineConfig, EngineError, When, clock};
+use keel_models::providers::scripted::ScriptedConfig;
+use keel_store::Store;
+
+fn config(node: &str) -> EngineConfig {
+    EngineConfig {
+        node_id: node.into(),
+        poll_interval: Duration::from_millis(20),
+        ..EngineConfig::default()
+    }
+}
+
+/// The inputs of the session's runs a timer started, once `count` of them completed (bounded).
+async fn timer_inputs(
+    store: &dyn Store,
+    session: &keel_core::SessionId,
+    count: usize,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = store.read_events(session, 0, 10_000).await.unwrap();
+        let inputs: Vec<String> = events
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::RunStarted { input, .. } => Some(input.text_content()),
+                _ => None,
+            })
+            .filter(|input| input.contains("(timer tmr_"))
+            .collect();
+        let completed = events
+            .iter()
+            .filter(|e| matches!(e.body, EventBody::RunCompleted { .. }))
+            .count();
+        if inputs.len() >= count && completed >= count {
+            return inputs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {count} timer runs: {inputs:?}",
+            inputs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cron_timer_fires_each_slot_once_and_slots_missed_while_down_once_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = || common::scripted(ScriptedConfig::default());
+    let a = common::engine(&dir, models(), config("a"), Vec::new(), true).await;
+    let session = common::session(&a.engine, &a.tenant).await;
+    let every_minute = When::Cron {
+        expr: "* * * * *".into(),
+        timezone: "UTC".into(),
+    };
+    let timer = a
+        .engine
+        .add_timer(&a.tenant, &session, every_minute, "look around".into())
+        .await
+        .unwrap();
+
+    // Three minutes pass, one at a time: three runs, one per slot.
+    for minute in 1..=3 {
+        clock::advance(Duration::from_secs(60));
+        let inputs = timer_inputs(a.store.as_ref(), &session, minute).await;
+        assert_eq!(inputs.len(), minute, "{inputs:?}");
+    }
+    // No engine runs for ten minutes: the slots missed fire once, late, when one starts again.
+    a.engine.shutdown().await;
+    drop(a.engine);
+    clock::advance(Duration::from_secs(600));
+    let b = Engine::new(a.store.clone(), models(), config("a"));
+    b.start().await.unwrap();
+    let inputs = timer_inputs(a.store.as_ref(), &session, 4).await;
+    assert!(
+        inputs[3].contains("late by 9m") || inputs[3].contains("late by 10m"),
+        "{inputs:?}"
+    );
+    // Then on time again.
+    clock::advance(Duration::from_secs(60));
+    let inputs = timer_inputs(a.store.as_ref(), &session, 5).await;
+    assert_eq!(inputs.len(), 5, "{inputs:?}");
+    assert!(!inputs[4].contains("late"), "{inputs:?}");
+    // Every input names the timer and a distinct due time.
+    let mut dues: Vec<&str> = inputs
+        .iter()
+        .map(|i| i.rsplit("due at ").next().unwrap())
+        .collect();
+    dues.dedup();
+    assert_eq!(dues.len(), 5, "{inputs:?}");
+    assert!(
+        inputs
+            .iter()
+            .all(|i| i.starts_with("look around") && i.contains(timer.id.as_str()))
+    );
+    let listed = b.list_timers(&a.tenant, &session).await.unwrap();
+    assert_eq!(listed[0].fired, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_on_one_store_fire_each_due_time_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = || common::scripted(ScriptedConfig::default());
+    let a = common::engine(&dir, models(), config("a"), Vec::new(), true).await;
+    let b = Engine::new(a.store.clone(), models(), config("b"));
+    b.start().await.unwrap();
+    let mut sessions = Vec::new();
+    for _ in 0..20 {
+        let session = common::session(&a.engine, &a.tenant).await;
+        a.engine
+            .add_timer(
+                &a.tenant,
+                &session,
+                When::After(Duration::from_secs(30)),
+                "once".into(),
+            )
+            .await
+            .unwrap();
+        sessions.push(session);
+    }
+    clock::advance(Duration::from_secs(31));
+    for session in &sessions {
+        let inputs = timer_inputs(a.store.as_ref(), session, 1).await;
+        assert_eq!(inputs.len(), 1, "{inputs:?}");
+    }
+    // Each one-off timer is done: it cannot fire again.
+    for session in &sessions {
+        let runs = a.store.pending_runs(&a.tenant, session).await.unwrap();
+        assert!(
+            runs.iter().all(|r| r.status != RunStatus::Queued),
+            "{runs:?}"
+        );
+        let timers = a.engine.list_timers(&a.tenant, session).await.unwrap();
+        assert_eq!((timers[0].fired, timers[0].next_at), (1, None));
+    }
+}
+
+#[tokio::test]
+async fn bad_schedules_and_unknown_sessions_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = common::engine(
+        &dir,
+        common::scripted(ScriptedConfig::default()),
+        config("a"),
+        Vec::new(),
+        false,
+    )
+    .await;
+    let session = common::session(&a.engine, &a.tenant).await;
+    let cron = |expr: &str, zone: &str| When::Cron {
+        expr: expr.into(),
+        timezone: zone.into(),
+    };
+    for (when, says) in [
+        (cron("every day", "UTC"), "5 fields"),
+        (cron("0 25 * * *", "UTC"), "not valid"),
+        (cron("0 9 * * *", "Nowhere/Else"), "Nowhere/Else"),
+    ] {
+        match a
+            .engine
+            .add_timer(&a.tenant, &session, when, "x".into())
+            .await
+        {
+            Err(EngineError::Invalid(message)) => assert!(message.contains(says), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    let long = "x".repeat(keel_engine::MAX_NOTE_BYTES + 1);
+    assert!(matches!(
+        a.engine
+            .add_timer(&a.tenant, &session, When::After(Duration::ZERO), long)
+            .await,
+        Err(EngineError::Invalid(_))
+    ));
+    let other = keel_core::TenantId::generate(9, 9);
+    assert!(matches!(
+        a.engine
+            .add_timer(&other, &session, When::After(Duration::ZERO), "x".into())
+            .await,
+        Err(EngineError::NotFound { .. })
+    ));
+    assert!(
+        a.engine
+            .list_timers(&a.tenant, &session)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -1,0 +1,241 @@
+//! A session's schedules through `keel serve`: a one-off fires once and starts a run with its
+//! note; one due while keel was SIGKILLed fires once after the restart; on PostgreSQL, three
+//! nodes fire each of their sessions' schedules once though one node is killed; bad
+//! schedules and other tenants' sessions are refused.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::http::{Api, admin, new_session};
+use support::postgres::Schema;
+use support::{KeelHome, KeelServer, sigkill};
+
+/// The inputs of the session's runs that `note`'s schedule started, once `count` completed.
+async fn fired(api: &Api, session: &str, note: &str, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let page = api
+            .ok(
+                Method::GET,
+                &format!("/v1/sessions/{session}/events?limit=1000"),
+                None,
+            )
+            .await;
+        let events = page["data"].as_array().unwrap();
+        let inputs: Vec<String> = events
+            .iter()
+            .filter(|e| e["type"] == "run_started")
+            .map(|e| {
+                e["input"]["parts"][0]["text"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .filter(|text| text.starts_with(note))
+            .collect();
+        let completed = events
+            .iter()
+            .filter(|e| e["type"] == "run_completed")
+            .count();
+        if inputs.len() >= count && completed >= count {
+            return inputs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{session}: {} of {count} fired",
+            inputs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn schedule(api: &Api, session: &str, body: Value) -> (StatusCode, Value) {
+    api.call(
+        Method::POST,
+        &format!("/v1/sessions/{session}/schedules"),
+        Some(body),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_fires_once_even_across_a_sigkill() {
+    let (home, mut server) = support::http::start(0);
+    let api = admin(&server);
+    let session = new_session(&api).await;
+    let (status, created) =
+        schedule(&api, &session, json!({"after_secs": 1, "note": "ping"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["schedule"]["kind"], "once");
+    let inputs = fired(&api, &session, "ping", 1).await;
+    assert!(
+        inputs[0].contains(created["id"].as_str().unwrap()),
+        "{inputs:?}"
+    );
+    let listed = api
+        .ok(
+            Method::GET,
+            &format!("/v1/sessions/{session}/schedules"),
+            None,
+        )
+        .await;
+    assert_eq!(listed["data"][0]["fired"], 1, "{listed}");
+    assert_eq!(listed["data"][0]["next_at"], Value::Null, "{listed}");
+
+    // Due while keel is down: fires once after the restart.
+    let (_, later) = schedule(&api, &session, json!({"after_secs": 2, "note": "pong"})).await;
+    sigkill(&mut server.child);
+    let due = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < due {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let server = KeelServer::start(&home, &[]);
+    let key = std::fs::read_to_string(home.data_dir().join("admin.key")).unwrap();
+    let api = Api::new(&server, Some(key.trim()));
+    let inputs = fired(&api, &session, "pong", 1).await;
+    assert_eq!(inputs.len(), 1, "{inputs:?}");
+    let listed = api
+        .ok(
+            Method::GET,
+            &format!("/v1/sessions/{session}/schedules"),
+            None,
+        )
+        .await;
+    let pong = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == later["id"])
+        .unwrap();
+    assert_eq!(pong["fired"], 1, "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_schedules_and_other_tenants_sessions_are_refused() {
+    let (_home, server) = support::http::start(0);
+    let api = admin(&server);
+    let session = new_session(&api).await;
+    for body in [
+        json!({"note": "x"}),
+        json!({"at": "2026-12-01T09:00:00Z", "cron": "* * * * *", "note": "x"}),
+        json!({"at": "tomorrow", "note": "x"}),
+        json!({"cron": "0 9 * *", "note": "x"}),
+        json!({"cron": "0 9 * * *", "timezone": "Mars/Olympus", "note": "x"}),
+        json!({"after_secs": -1, "note": "x"}),
+        json!({"after_secs": 1, "note": "x", "colour": "red"}),
+    ] {
+        let (status, answer) = schedule(&api, &session, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {answer}");
+        assert!(answer["error"]["message"].as_str().is_some(), "{answer}");
+    }
+    let (_, neither) = schedule(&api, &session, json!({"note": "x"})).await;
+    assert_eq!(neither["error"]["code"], "invalid_schedule", "{neither}");
+    let (status, cron) = schedule(
+        &api,
+        &session,
+        json!({"cron": "0 9 * * 1-5", "timezone": "Europe/Paris", "note": "standup"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{cron}");
+    assert_eq!(
+        cron["schedule"],
+        json!({"kind": "cron", "expr": "0 9 * * 1-5", "timezone": "Europe/Paris"})
+    );
+    assert!(
+        cron["next_at"].as_str().unwrap().ends_with(":00:00.000Z"),
+        "{cron}"
+    );
+
+    // Another tenant sees none of it.
+    let tenant = api
+        .ok(
+            Method::POST,
+            "/v1/admin/tenants",
+            Some(json!({"name": "other"})),
+        )
+        .await;
+    let minted = api
+        .ok(
+            Method::POST,
+            &format!("/v1/admin/tenants/{}/keys", tenant["id"].as_str().unwrap()),
+            Some(json!({})),
+        )
+        .await;
+    let other = Api::new(&server, minted["key"].as_str());
+    let path = format!("/v1/sessions/{session}/schedules");
+    assert_eq!(
+        other.call(Method::GET, &path, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, _) = schedule(&other, &session, json!({"after_secs": 1, "note": "x"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let one = format!("{path}/{}", cron["id"].as_str().unwrap());
+    assert_eq!(
+        other.call(Method::DELETE, &one, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.call(Method::DELETE, &one, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.call(Method::DELETE, &one, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.call(Method::DELETE, &format!("{path}/tmr_nope"), None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_postgres_fire_each_schedule_once_though_one_dies() {
+    let Some(schema) = Schema::create().await else {
+        return;
+    };
+    let config = format!(
+        "{}\n[engine]\nlease_secs = 3\npoll_ms = 100\n",
+        support::http::config(0)
+    );
+    let homes: Vec<KeelHome> = (0..3).map(|_| schema.node(&config)).collect();
+    let mut a = KeelServer::start(&homes[0], &[]);
+    let key = a.admin_key.clone().unwrap();
+    let b = KeelServer::start(&homes[1], &[]);
+    let c = KeelServer::start(&homes[2], &[]);
+    let apis = [
+        Api::new(&a, Some(&key)),
+        Api::new(&b, Some(&key)),
+        Api::new(&c, Some(&key)),
+    ];
+    let mut sessions = Vec::new();
+    for i in 0..30 {
+        let api = &apis[i % 3];
+        let session = new_session(api).await;
+        let (status, body) =
+            schedule(api, &session, json!({"after_secs": 1, "note": "tick"})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        sessions.push(session);
+    }
+    sigkill(&mut a.child);
+    for session in &sessions {
+        let inputs = fired(&apis[1], session, "tick", 1).await;
+        assert_eq!(inputs.len(), 1, "{session}: {inputs:?}");
+    }
+    // Nothing fires again: each one-off schedule is done.
+    for session in &sessions {
+        let listed = apis[2]
+            .ok(
+                Method::GET,
+                &format!("/v1/sessions/{session}/schedules"),
+                None,
+            )
+            .await;
+        assert_eq!(listed["data"][0]["fired"], 1, "{listed}");
+        assert_eq!(listed["data"][0]["next_at"], Value::Null, "{listed}");
+    }
+}
