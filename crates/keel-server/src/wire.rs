@@ -124,6 +124,9 @@ pub struct ChainView {
     /// The first event whose record does not match: where the stored log was changed.
     pub first_bad_seq: Option<u64>,
     pub problem: Option<String>,
+    /// The record of the last event that checked out (`sha256:…`): the chain's tip when
+    /// intact. Kept elsewhere, it shows a later rewrite of the whole chain too.
+    pub last_record: Option<String>,
 }
 
 impl From<keel_store::ChainReport> for ChainView {
@@ -136,6 +139,7 @@ impl From<keel_store::ChainReport> for ChainView {
             intact: r.intact,
             first_bad_seq: r.first_bad_seq,
             problem: r.problem,
+            last_record: r.last_record,
         }
     }
 }

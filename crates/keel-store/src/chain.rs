@@ -108,6 +108,9 @@ pub struct ChainReport {
     pub first_bad_seq: Option<u64>,
     /// What is wrong there.
     pub problem: Option<String>,
+    /// The record of the last event that checked out: the chain's tip when it is intact. Kept
+    /// somewhere else, it shows a later rewrite of the whole chain too.
+    pub last_record: Option<String>,
 }
 
 /// Walks `entries` (a session's events from seq 1, ascending) as one chain (also over rows
@@ -115,7 +118,6 @@ pub struct ChainReport {
 #[derive(Clone, Debug)]
 pub(crate) struct Walk {
     report: ChainReport,
-    previous: Option<String>,
 }
 
 impl Walk {
@@ -129,8 +131,8 @@ impl Walk {
                 intact: true,
                 first_bad_seq: None,
                 problem: None,
+                last_record: None,
             },
-            previous: None,
         }
     }
 
@@ -147,14 +149,14 @@ impl Walk {
             return self.broken(expected_seq, format!("seq {expected_seq} is missing"));
         }
         match &entry.hash {
-            None if self.previous.is_none() && self.report.unhashed + 1 == entry.seq => {
+            None if self.report.last_record.is_none() && self.report.unhashed + 1 == entry.seq => {
                 self.report.unhashed += 1;
                 true
             }
             None => self.broken(entry.seq, "its hash is missing".into()),
             Some(stored) => {
                 let computed = event_hash(
-                    self.previous.as_deref(),
+                    self.report.last_record.as_deref(),
                     entry.seq,
                     entry.at,
                     &entry.kind,
@@ -166,7 +168,7 @@ impl Walk {
                         "its hash does not match its content and its predecessor's hash".into(),
                     );
                 }
-                self.previous = Some(computed);
+                self.report.last_record = Some(computed);
                 true
             }
         }

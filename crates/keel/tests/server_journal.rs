@@ -46,6 +46,12 @@ async fn an_edited_byte_in_the_database_is_found_naming_its_seq() {
         assert_eq!(report["algorithm"], "sha256");
         assert_eq!(report["unhashed"], 0);
         assert_eq!(report["first_bad_seq"], serde_json::Value::Null);
+        assert!(
+            report["last_record"]
+                .as_str()
+                .unwrap()
+                .starts_with("sha256:")
+        );
     }
     let events = home.events(&session);
     let second_input = events

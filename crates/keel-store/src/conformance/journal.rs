@@ -60,6 +60,10 @@ pub async fn the_log_is_one_hash_chain_across_batches_and_handles(subject: &Subj
         assert_eq!(record, expected, "seq {}", entry.seq);
         previous = Some(record);
     }
+    assert_eq!(
+        report.last_record, previous,
+        "the report ends at the chain's tip"
+    );
     // Pages go on after a seq, and the events read back are the journal's.
     let page = store.read_journal(&session, 5, 2).await.unwrap();
     assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 7]);
