@@ -10,6 +10,7 @@ pub mod chain;
 pub mod conformance;
 mod encode;
 pub mod export;
+pub mod memory;
 pub mod postgres;
 mod signals;
 pub mod sqlite;
@@ -18,6 +19,7 @@ mod types;
 mod unreadable;
 
 pub use chain::{ChainReport, JournalEntry};
+pub use memory::{Fusion, MemoryHit, MemoryQuery, MemoryRecord};
 pub use postgres::{PgOptions, PgStore};
 pub use signals::StoreSignal;
 pub use sqlite::{Durability, SqliteOptions, SqliteStore};
@@ -265,6 +267,27 @@ pub trait Store: Send + Sync + 'static {
     async fn import(&self, records: Vec<export::StoredRecord>) -> Result<(), StoreError>;
 
     // --- records that cannot be read ----------------------------------------------------------
+
+    /// Stores a long-term memory record, replacing the tenant's record with its id (its
+    /// `created_at` kept); the text is indexed for search in the same write.
+    async fn put_memory(&self, record: &MemoryRecord) -> Result<(), StoreError>;
+
+    async fn get_memory(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<Option<MemoryRecord>, StoreError>;
+
+    async fn delete_memory(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
+
+    /// Hybrid search of one namespace of the tenant: full-text matches of any of the query's
+    /// terms and, with an embedding, the nearest vectors (brute force), fused by reciprocal
+    /// rank (`memory`); at most `query.limit` hits, best first.
+    async fn search_memory(
+        &self,
+        tenant: &TenantId,
+        query: &MemoryQuery,
+    ) -> Result<Vec<MemoryHit>, StoreError>;
 
     /// Up to `limit` stored records (any tenant) that do not decode — damaged, edited by hand,
     /// or written by a newer keel. Readers that walk many rows skip such records and the run

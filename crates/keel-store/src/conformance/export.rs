@@ -11,9 +11,9 @@ use super::Subject;
 use super::fixtures::*;
 use crate::export::{copy_store, ensure_empty};
 use crate::{
-    ApiKeyRecord, AppendBatch, Enqueue, KeyScope, Lease, NewEvent, RunOutcome, RunRecord, Schedule,
-    ScratchpadWrite, SessionFilter, Snapshot, Store, StoreError, TenantRecord, TimerRecord,
-    UsageQuery, UsageTotals,
+    ApiKeyRecord, AppendBatch, Enqueue, Fusion, KeyScope, Lease, MemoryQuery, MemoryRecord,
+    NewEvent, RunOutcome, RunRecord, Schedule, ScratchpadWrite, SessionFilter, Snapshot, Store,
+    StoreError, TenantRecord, TimerRecord, UsageQuery, UsageTotals,
 };
 
 /// What `fill` stored, for the readers to be asked about.
@@ -55,6 +55,7 @@ pub async fn a_copied_store_answers_every_reader_as_the_original(
             ("scratchpad values", 2),
             ("runs", 4),
             ("timers", 1),
+            ("memory records", 2),
             ("usage totals", 2),
         ]
     );
@@ -79,8 +80,18 @@ pub async fn a_copied_store_answers_every_reader_as_the_original(
                     let pending = s.pending_runs(&tenant, &session.id).await.unwrap();
                     let pending: Vec<_> = pending.into_iter().map(without_lease).collect();
                     let timers = s.list_timers(&tenant, &session.id).await.unwrap();
+                    // The copy's full-text index is rebuilt as its rows arrive.
+                    let search = MemoryQuery {
+                        namespace: "user:ada".into(),
+                        text: "deadline tea".into(),
+                        embedding: Some(vec![1.0, 0.1]),
+                        filter: Vec::new(),
+                        limit: 10,
+                        fusion: Fusion::default(),
+                    };
+                    let memories = s.search_memory(&tenant, &search).await.unwrap();
                     logs.push(format!(
-                        "{events:?} {recent:?} {loaded:?} {pad:?} {pending:?} {timers:?}"
+                        "{events:?} {recent:?} {loaded:?} {pad:?} {pending:?} {timers:?} {memories:?}"
                     ));
                 }
                 format!(
@@ -334,5 +345,21 @@ async fn fill(store: &Arc<dyn Store>) -> Filled {
         last_fired_at: None,
     };
     store.put_timer(&timer).await.unwrap();
+    for (id, text, embedding) in [
+        ("mem_a", "Ada's deadline is Friday.", vec![1.0, 0.0]),
+        ("mem_b", "Ada drinks tea.", vec![0.0, 1.0]),
+    ] {
+        let memory = MemoryRecord {
+            id: id.into(),
+            tenant: acme.clone(),
+            namespace: "user:ada".into(),
+            text: text.into(),
+            metadata: serde_json::json!({"from": "fill"}),
+            embedding,
+            created_at: at(2_600),
+            updated_at: at(2_700),
+        };
+        store.put_memory(&memory).await.unwrap();
+    }
     filled
 }

@@ -12,6 +12,7 @@ mod export;
 mod fixtures;
 mod journal;
 mod log;
+mod memory;
 mod runs;
 mod sessions;
 mod tenants;
@@ -26,6 +27,7 @@ pub use enqueue::*;
 pub use export::*;
 pub use journal::*;
 pub use log::*;
+pub use memory::*;
 pub use runs::*;
 pub use sessions::*;
 pub use tenants::*;
@@ -141,6 +143,9 @@ macro_rules! conformance_tests {
             cancelling_a_waiting_run_queues_it_to_be_driven_to_its_end,
             timers_are_kept_per_session_and_found_when_due,
             firing_a_timer_queues_its_run_once_per_due_time,
+            memory_records_round_trip_and_are_replaced_and_deleted_within_their_tenant,
+            memory_search_fuses_keywords_and_vectors_within_one_namespace,
+            a_memory_record_a_store_cannot_keep_is_refused_whole,
         );
         // Cases that open more handles on the subject's storage.
         $crate::conformance_tests!(@subject_cases $subject;

@@ -149,6 +149,21 @@ pub static TABLES: &[TableDef] = &[
         key: 1,
     },
     TableDef {
+        name: "memory_records",
+        label: "memory records",
+        columns: &[
+            ("tenant", Text),
+            ("id", Text),
+            ("namespace", Text),
+            ("text", Text),
+            ("metadata", Text),
+            ("embedding", Blob),
+            ("created_at", Int),
+            ("updated_at", Int),
+        ],
+        key: 2,
+    },
+    TableDef {
         name: "usage_totals",
         label: "usage totals",
         columns: &[

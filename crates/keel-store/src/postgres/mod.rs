@@ -16,6 +16,7 @@ mod claims;
 mod error;
 mod export;
 mod log;
+mod memory;
 mod options;
 mod run_input;
 mod runs;
@@ -306,6 +307,30 @@ impl Store for PgStore {
 
     async fn release_leases(&self, node: &str) -> Result<u64, StoreError> {
         claims::release(&self.client().await?, node).await
+    }
+
+    async fn put_memory(&self, record: &crate::MemoryRecord) -> Result<(), StoreError> {
+        memory::put(&self.client().await?, record).await
+    }
+
+    async fn get_memory(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<Option<crate::MemoryRecord>, StoreError> {
+        memory::get(&self.client().await?, tenant, id).await
+    }
+
+    async fn delete_memory(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
+        memory::delete(&self.client().await?, tenant, id).await
+    }
+
+    async fn search_memory(
+        &self,
+        tenant: &TenantId,
+        query: &crate::MemoryQuery,
+    ) -> Result<Vec<crate::MemoryHit>, StoreError> {
+        memory::search(&self.client().await?, tenant, query).await
     }
 
     async fn put_timer(&self, timer: &TimerRecord) -> Result<(), StoreError> {

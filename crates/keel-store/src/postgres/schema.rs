@@ -137,7 +137,26 @@ CREATE INDEX timers_due ON timers (next_at) WHERE next_at IS NOT NULL;
 CREATE INDEX timers_by_session ON timers (session, next_at);
 "#;
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+/// Long-term memory (`memory.rs`): records of a tenant's namespaces, their text searched
+/// through an expression GIN index (no derived column: both backends keep the same columns),
+/// vectors as f32 `BYTEA`.
+const V4: &str = r#"
+CREATE TABLE memory_records (
+    tenant     TEXT COLLATE "C" NOT NULL,
+    id         TEXT COLLATE "C" NOT NULL,
+    namespace  TEXT NOT NULL,
+    text       TEXT NOT NULL,
+    metadata   TEXT NOT NULL,
+    embedding  BYTEA NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (tenant, id)
+);
+CREATE INDEX memory_by_namespace ON memory_records (tenant, namespace);
+CREATE INDEX memory_text_search ON memory_records USING GIN (to_tsvector('english', text));
+"#;
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;

@@ -12,6 +12,7 @@ mod connection;
 mod error;
 mod export;
 mod log;
+mod memory;
 mod readers;
 mod run_input;
 mod runs;
@@ -398,6 +399,42 @@ impl Store for SqliteStore {
         let node = node.to_string();
         self.writer
             .write(move |conn| runs::release_leases(conn, &node))
+            .await
+    }
+
+    async fn put_memory(&self, record: &crate::MemoryRecord) -> Result<(), StoreError> {
+        let record = record.clone();
+        self.writer
+            .write(move |conn| memory::put(conn, &record))
+            .await
+    }
+
+    async fn get_memory(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<Option<crate::MemoryRecord>, StoreError> {
+        let (tenant, id) = (tenant.clone(), id.to_string());
+        self.readers
+            .read(move |conn| memory::get(conn, &tenant, &id))
+            .await
+    }
+
+    async fn delete_memory(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
+        let (tenant, id) = (tenant.clone(), id.to_string());
+        self.writer
+            .write(move |conn| memory::delete(conn, &tenant, &id))
+            .await
+    }
+
+    async fn search_memory(
+        &self,
+        tenant: &TenantId,
+        query: &crate::MemoryQuery,
+    ) -> Result<Vec<crate::MemoryHit>, StoreError> {
+        let (tenant, query) = (tenant.clone(), query.clone());
+        self.readers
+            .read(move |conn| memory::search(conn, &tenant, &query))
             .await
     }
 

@@ -168,7 +168,38 @@ CREATE INDEX timers_due ON timers (next_at) WHERE next_at IS NOT NULL;
 CREATE INDEX timers_by_session ON timers (session, next_at);
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+/// Long-term memory (`memory.rs`): records of a tenant's namespaces, their text in the FTS5
+/// index `memory_fts` (external content: triggers keep it in step with each write), vectors
+/// as f32 BLOBs.
+const V7: &str = "
+CREATE TABLE memory_records (
+    id         TEXT NOT NULL,
+    tenant     TEXT NOT NULL,
+    namespace  TEXT NOT NULL,
+    text       TEXT NOT NULL,
+    metadata   TEXT NOT NULL,
+    embedding  BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (tenant, id)
+);
+CREATE INDEX memory_by_namespace ON memory_records (tenant, namespace);
+CREATE VIRTUAL TABLE memory_fts USING fts5(
+    text, content = 'memory_records', content_rowid = 'rowid', tokenize = 'porter unicode61'
+);
+CREATE TRIGGER memory_fts_insert AFTER INSERT ON memory_records BEGIN
+    INSERT INTO memory_fts (rowid, text) VALUES (new.rowid, new.text);
+END;
+CREATE TRIGGER memory_fts_delete AFTER DELETE ON memory_records BEGIN
+    INSERT INTO memory_fts (memory_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+END;
+CREATE TRIGGER memory_fts_update AFTER UPDATE OF text ON memory_records BEGIN
+    INSERT INTO memory_fts (memory_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+    INSERT INTO memory_fts (rowid, text) VALUES (new.rowid, new.text);
+END;
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

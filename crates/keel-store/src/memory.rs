@@ -1,0 +1,342 @@
+//! Long-term memory records and their hybrid search, the part both backends share: a query's
+//! text turned into plain terms (raw input never reaches FTS5's or PostgreSQL's query syntax),
+//! the brute-force cosine ranking of stored vectors, and reciprocal-rank fusion of the keyword
+//! and vector rankings. A backend ranks by its own full-text engine and hands over vectors.
+
+use std::collections::HashMap;
+
+use keel_core::{TenantId, Timestamp};
+use serde_json::Value;
+
+use crate::StoreError;
+
+/// Longest namespace, and most bytes of a record's text, a store takes.
+pub const MAX_NAMESPACE: usize = 200;
+pub const MAX_TEXT: usize = 32 << 10;
+
+/// One remembered thing: text, metadata (a JSON object) and the text's embedding, in a
+/// namespace of its tenant (`user:ada`, `agent:support`, …).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryRecord {
+    /// `mem_…`, unique within the tenant.
+    pub id: String,
+    pub tenant: TenantId,
+    pub namespace: String,
+    pub text: String,
+    pub metadata: Value,
+    /// Empty when the record has none (it is then found by keywords only).
+    pub embedding: Vec<f32>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// How keyword and vector rankings are fused: each list is cut at `depth`, and a record's score
+/// is the sum over the lists of `1 / (k + rank)` (rank from 1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fusion {
+    pub k: f64,
+    pub depth: usize,
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Fusion { k: 60.0, depth: 50 }
+    }
+}
+
+/// A search of one namespace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryQuery {
+    pub namespace: String,
+    /// What a person or a model typed; keel turns it into terms itself.
+    pub text: String,
+    /// The text's embedding; `None` searches by keywords only.
+    pub embedding: Option<Vec<f32>>,
+    /// Top-level metadata keys that must equal these values.
+    pub filter: Vec<(String, Value)>,
+    pub limit: usize,
+    pub fusion: Fusion,
+}
+
+/// A record found, its fused score, and its place in each ranking (from 1; `None`: absent).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryHit {
+    pub record: MemoryRecord,
+    pub score: f64,
+    pub keyword_rank: Option<usize>,
+    pub vector_rank: Option<usize>,
+}
+
+/// A record as both backends store it, before it is decoded.
+pub(crate) struct StoredMemory {
+    pub id: String,
+    pub namespace: String,
+    pub text: String,
+    pub metadata: String,
+    pub embedding: Vec<u8>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl StoredMemory {
+    /// The record of `tenant` (whose query read it); a damaged row is `Corrupt`, naming it.
+    pub(crate) fn into_record(self, tenant: &TenantId) -> Result<MemoryRecord, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("memory {}: {what}", self.id));
+        let metadata = serde_json::from_str(&self.metadata)
+            .map_err(|_| corrupt("its metadata is not JSON"))?;
+        let embedding = vector_from_bytes(&self.embedding)
+            .ok_or_else(|| corrupt("its embedding is not whole f32 values"))?;
+        Ok(MemoryRecord {
+            id: self.id,
+            tenant: tenant.clone(),
+            namespace: self.namespace,
+            text: self.text,
+            metadata,
+            embedding,
+            created_at: Timestamp::from_millis(self.created_at),
+            updated_at: Timestamp::from_millis(self.updated_at),
+        })
+    }
+}
+
+impl MemoryRecord {
+    /// Refuses what no store keeps: an empty or oversize namespace or text, metadata that is
+    /// not an object, an embedding with a non-finite value.
+    pub fn check(&self) -> Result<(), StoreError> {
+        check_namespace(&self.namespace)?;
+        if self.text.trim().is_empty() || self.text.len() > MAX_TEXT {
+            return Err(StoreError::Invalid(format!(
+                "memory {}: its text is {} bytes; give 1 to {MAX_TEXT}",
+                self.id,
+                self.text.len()
+            )));
+        }
+        if !self.metadata.is_object() {
+            return Err(StoreError::Invalid(format!(
+                "memory {}: metadata must be a JSON object",
+                self.id
+            )));
+        }
+        if self.embedding.iter().any(|v| !v.is_finite()) {
+            return Err(StoreError::Invalid(format!(
+                "memory {}: its embedding holds a value that is not a finite number",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn check_namespace(namespace: &str) -> Result<(), StoreError> {
+    if namespace.is_empty() || namespace.len() > MAX_NAMESPACE {
+        return Err(StoreError::Invalid(format!(
+            "memory namespace {namespace:?} must be 1 to {MAX_NAMESPACE} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// The words of `text`, lowercased, as plain terms for a full-text engine: letters and digits
+/// only, so no character of the input is ever query syntax. Repeats are dropped.
+pub fn query_terms(text: &str) -> Vec<String> {
+    let mut terms: Vec<String> = Vec::new();
+    for word in text.split(|c: char| !c.is_alphanumeric()) {
+        let word = word.to_lowercase();
+        if !word.is_empty() && !terms.contains(&word) {
+            terms.push(word);
+        }
+    }
+    terms.truncate(64);
+    terms
+}
+
+/// The little-endian bytes a vector is stored as.
+pub(crate) fn vector_bytes(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// A stored vector back from its bytes; `None` when the length is not whole floats.
+pub(crate) fn vector_from_bytes(bytes: &[u8]) -> Option<Vec<f32>> {
+    if !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    )
+}
+
+/// Cosine similarity; 0 for vectors of different lengths or a zero vector.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() || a.is_empty() {
+        return 0.0;
+    }
+    let mut acc = [0f32; 3];
+    for (x, y) in a.iter().zip(b) {
+        acc[0] += x * y;
+        acc[1] += x * x;
+        acc[2] += y * y;
+    }
+    let norm = (acc[1] * acc[2]).sqrt();
+    if norm > 0.0 { acc[0] / norm } else { 0.0 }
+}
+
+/// Keeps the `depth` most similar of `(id, vector)` to `query`, best first.
+pub(crate) fn nearest(
+    query: &[f32],
+    candidates: impl Iterator<Item = (String, Vec<f32>)>,
+    depth: usize,
+) -> Vec<String> {
+    let mut scored: Vec<(f32, String)> = candidates
+        .filter(|(_, v)| v.len() == query.len())
+        .map(|(id, v)| (cosine(query, &v), id))
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    scored.truncate(depth);
+    scored.into_iter().map(|(_, id)| id).collect()
+}
+
+/// Reciprocal-rank fusion of a keyword and a vector ranking (ids, best first): the `limit`
+/// best ids with their score and ranks, ties broken by id.
+pub(crate) fn fuse(
+    keyword: &[String],
+    vector: &[String],
+    fusion: Fusion,
+    limit: usize,
+) -> Vec<Ranked> {
+    let mut fused: HashMap<&str, (f64, Option<usize>, Option<usize>)> = HashMap::new();
+    for (i, id) in keyword.iter().take(fusion.depth).enumerate() {
+        let entry = fused.entry(id).or_default();
+        entry.0 += 1.0 / (fusion.k + (i + 1) as f64);
+        entry.1 = Some(i + 1);
+    }
+    for (i, id) in vector.iter().take(fusion.depth).enumerate() {
+        let entry = fused.entry(id).or_default();
+        entry.0 += 1.0 / (fusion.k + (i + 1) as f64);
+        entry.2 = Some(i + 1);
+    }
+    let mut ranked: Vec<Ranked> = fused
+        .into_iter()
+        .map(|(id, (score, k, v))| (id.to_string(), score, k, v))
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    ranked.truncate(limit);
+    ranked
+}
+
+/// Whether `metadata` has every `(key, value)` of `filter` at its top level.
+pub(crate) fn matches(metadata: &Value, filter: &[(String, Value)]) -> bool {
+    filter.iter().all(|(k, v)| metadata.get(k) == Some(v))
+}
+
+/// Whether a row's stored metadata passes the query's filter (an unreadable one does not).
+fn passes(metadata: &str, query: &MemoryQuery) -> bool {
+    query.filter.is_empty()
+        || serde_json::from_str(metadata).is_ok_and(|m: Value| matches(&m, &query.filter))
+}
+
+/// A fused ranking entry: id, score, keyword rank, vector rank.
+pub(crate) type Ranked = (String, f64, Option<usize>, Option<usize>);
+
+/// The fused ranking of a search from what a backend read: its full-text matches as
+/// `(id, metadata)`, best first, and the namespace's `(id, metadata, vector bytes)`. Both are
+/// filtered by the query's metadata filter, cut at the fusion depth and fused.
+pub(crate) fn rank(
+    query: &MemoryQuery,
+    keyword_rows: impl IntoIterator<Item = (String, String)>,
+    vector_rows: impl IntoIterator<Item = (String, String, Vec<u8>)>,
+) -> Vec<Ranked> {
+    let depth = query.fusion.depth;
+    let keyword: Vec<String> = keyword_rows
+        .into_iter()
+        .filter(|(_, metadata)| passes(metadata, query))
+        .map(|(id, _)| id)
+        .take(depth)
+        .collect();
+    let vector = match &query.embedding {
+        Some(embedding) => nearest(
+            embedding,
+            vector_rows.into_iter().filter_map(|(id, metadata, bytes)| {
+                let vector = vector_from_bytes(&bytes)?;
+                passes(&metadata, query).then_some((id, vector))
+            }),
+            depth,
+        ),
+        None => Vec::new(),
+    };
+    fuse(&keyword, &vector, query.fusion, query.limit)
+}
+
+/// The full-text expression of a query for FTS5 (`"a" OR "b"`) or PostgreSQL's `to_tsquery`
+/// (`a | b`): its terms, each letters and digits only, so none of the input is query syntax.
+/// `None` when the text has no terms.
+pub(crate) fn any_of(text: &str, quote: bool, or: &str) -> Option<String> {
+    let terms = query_terms(text);
+    if terms.is_empty() {
+        return None;
+    }
+    let terms: Vec<String> = terms
+        .into_iter()
+        .map(|t| if quote { format!("\"{t}\"") } else { t })
+        .collect();
+    Some(terms.join(or))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_text_becomes_plain_terms_whatever_it_holds() {
+        assert_eq!(
+            query_terms("What's \"Ada's\" NEAR(deadline)? col:val -x OR *"),
+            [
+                "what", "s", "ada", "near", "deadline", "col", "val", "x", "or"
+            ]
+        );
+        assert!(query_terms("?!\"'*:()").is_empty());
+        for term in query_terms("It's a \"quoted\" (question): yes?") {
+            assert!(term.chars().all(char::is_alphanumeric), "{term}");
+        }
+    }
+
+    #[test]
+    fn fusion_rewards_agreement_and_keeps_either_list() {
+        let ids = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let fused = fuse(
+            &ids(&["a", "b", "c"]),
+            &ids(&["c", "d", "a"]),
+            Fusion::default(),
+            10,
+        );
+        let order: Vec<&str> = fused.iter().map(|f| f.0.as_str()).collect();
+        assert_eq!(
+            order[0], "a",
+            "first and third beats either alone: {fused:?}"
+        );
+        assert_eq!(order[1], "c");
+        assert_eq!(order.len(), 4);
+        let d = fused.iter().find(|f| f.0 == "d").unwrap();
+        assert_eq!((d.2, d.3), (None, Some(2)));
+    }
+
+    #[test]
+    fn vectors_round_trip_and_rank_by_cosine() {
+        let v = vec![0.5f32, -1.25, 3.0];
+        assert_eq!(vector_from_bytes(&vector_bytes(&v)), Some(v.clone()));
+        assert_eq!(vector_from_bytes(&[1, 2, 3]), None);
+        let found = nearest(
+            &[1.0, 0.0],
+            [
+                ("far".to_string(), vec![0.0, 1.0]),
+                ("near".to_string(), vec![0.9, 0.1]),
+                ("wrong-size".to_string(), vec![1.0]),
+            ]
+            .into_iter(),
+            5,
+        );
+        assert_eq!(found, ["near", "far"]);
+    }
+}

@@ -1,0 +1,128 @@
+//! Long-term memory on PostgreSQL: records in `memory_records`, their text matched through
+//! an expression GIN index on `to_tsvector('english', text)` and ranked by `ts_rank`, vectors
+//! as little-endian f32 `BYTEA` ranked by brute force in keel (`memory`), as on SQLite.
+
+use deadpool_postgres::Client;
+use keel_core::TenantId;
+use tokio_postgres::Row;
+
+use super::statements;
+use crate::memory::{self, MemoryHit, MemoryQuery, MemoryRecord, StoredMemory};
+use crate::{StoreError, encode};
+
+const COLUMNS: &str = "id, tenant, namespace, text, metadata, embedding, created_at, updated_at";
+
+pub(crate) async fn put(client: &Client, record: &MemoryRecord) -> Result<(), StoreError> {
+    record.check()?;
+    let metadata = encode::json(&record.metadata, || {
+        format!("the metadata of memory {}", record.id)
+    })?;
+    statements::execute(
+        client,
+        &format!(
+            "INSERT INTO memory_records ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (tenant, id) DO UPDATE SET namespace = excluded.namespace,
+                 text = excluded.text, metadata = excluded.metadata,
+                 embedding = excluded.embedding, updated_at = excluded.updated_at"
+        ),
+        &[
+            &record.id,
+            &record.tenant.as_str(),
+            &record.namespace,
+            &record.text,
+            &metadata,
+            &memory::vector_bytes(&record.embedding),
+            &record.created_at.millis(),
+            &record.updated_at.millis(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn get(
+    client: &Client,
+    tenant: &TenantId,
+    id: &str,
+) -> Result<Option<MemoryRecord>, StoreError> {
+    let row = statements::query_opt(
+        client,
+        &format!("SELECT {COLUMNS} FROM memory_records WHERE tenant = $1 AND id = $2"),
+        &[&tenant.as_str(), &id],
+    )
+    .await?;
+    row.map(|row| read(&row).into_record(tenant)).transpose()
+}
+
+pub(crate) async fn delete(
+    client: &Client,
+    tenant: &TenantId,
+    id: &str,
+) -> Result<bool, StoreError> {
+    let deleted = statements::execute(
+        client,
+        "DELETE FROM memory_records WHERE tenant = $1 AND id = $2",
+        &[&tenant.as_str(), &id],
+    )
+    .await?;
+    Ok(deleted > 0)
+}
+
+/// Keyword ranking (`ts_rank` over any of the query's terms) fused with the vector ranking.
+pub(crate) async fn search(
+    client: &Client,
+    tenant: &TenantId,
+    query: &MemoryQuery,
+) -> Result<Vec<MemoryHit>, StoreError> {
+    memory::check_namespace(&query.namespace)?;
+    let mut keyword = Vec::new();
+    // Terms are letters and digits only: `|` between them is the only syntax to_tsquery sees.
+    if let Some(expression) = memory::any_of(&query.text, false, " | ") {
+        let rows = statements::query(
+            client,
+            "SELECT id, metadata FROM memory_records, to_tsquery('english', $3) AS q
+             WHERE tenant = $1 AND namespace = $2 AND to_tsvector('english', text) @@ q
+             ORDER BY ts_rank(to_tsvector('english', text), q) DESC, id",
+            &[&tenant.as_str(), &query.namespace, &expression],
+        )
+        .await?;
+        keyword = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    }
+    let mut vectors = Vec::new();
+    if query.embedding.is_some() {
+        let rows = statements::query(
+            client,
+            "SELECT id, metadata, embedding FROM memory_records WHERE tenant = $1 AND namespace = $2",
+            &[&tenant.as_str(), &query.namespace],
+        )
+        .await?;
+        vectors = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+    }
+    let mut hits = Vec::new();
+    for (id, score, keyword_rank, vector_rank) in memory::rank(query, keyword, vectors) {
+        if let Some(record) = get(client, tenant, &id).await? {
+            hits.push(MemoryHit {
+                record,
+                score,
+                keyword_rank,
+                vector_rank,
+            });
+        }
+    }
+    Ok(hits)
+}
+
+fn read(row: &Row) -> StoredMemory {
+    StoredMemory {
+        id: row.get(0),
+        namespace: row.get(2),
+        text: row.get(3),
+        metadata: row.get(4),
+        embedding: row.get(5),
+        created_at: row.get(6),
+        updated_at: row.get(7),
+    }
+}

@@ -1,0 +1,115 @@
+//! Long-term memory on SQLite: records in `memory_records`, their text indexed by the FTS5
+//! table `memory_fts` (external content, kept in step by triggers, so a record and its index
+//! entry change in one write), vectors as little-endian f32 BLOBs ranked by brute force.
+
+use keel_core::TenantId;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::memory::{self, MemoryHit, MemoryQuery, MemoryRecord, StoredMemory};
+use crate::{StoreError, encode};
+
+const COLUMNS: &str = "id, tenant, namespace, text, metadata, embedding, created_at, updated_at";
+
+/// Inserts the record, or replaces the tenant's record with its id (keeping `created_at`).
+pub(crate) fn put(conn: &Connection, record: &MemoryRecord) -> Result<(), StoreError> {
+    record.check()?;
+    let metadata = encode::json(&record.metadata, || {
+        format!("the metadata of memory {}", record.id)
+    })?;
+    conn.prepare_cached(&format!(
+        "INSERT INTO memory_records ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (tenant, id) DO UPDATE SET namespace = excluded.namespace,
+             text = excluded.text, metadata = excluded.metadata,
+             embedding = excluded.embedding, updated_at = excluded.updated_at"
+    ))?
+    .execute(params![
+        record.id,
+        record.tenant.as_str(),
+        record.namespace,
+        record.text,
+        metadata,
+        memory::vector_bytes(&record.embedding),
+        record.created_at.millis(),
+        record.updated_at.millis(),
+    ])?;
+    Ok(())
+}
+
+pub(crate) fn get(
+    conn: &Connection,
+    tenant: &TenantId,
+    id: &str,
+) -> Result<Option<MemoryRecord>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM memory_records WHERE tenant = ?1 AND id = ?2"
+    ))?
+    .query_row([tenant.as_str(), id], read)
+    .optional()?
+    .map(|stored| stored.into_record(tenant))
+    .transpose()
+}
+
+pub(crate) fn delete(conn: &Connection, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
+    let deleted = conn
+        .prepare_cached("DELETE FROM memory_records WHERE tenant = ?1 AND id = ?2")?
+        .execute([tenant.as_str(), id])?;
+    Ok(deleted > 0)
+}
+
+/// Keyword ranking (FTS5 BM25 over any of the query's terms) fused with the vector ranking.
+pub(crate) fn search(
+    conn: &Connection,
+    tenant: &TenantId,
+    query: &MemoryQuery,
+) -> Result<Vec<MemoryHit>, StoreError> {
+    memory::check_namespace(&query.namespace)?;
+    let scope = params![tenant.as_str(), query.namespace];
+    let mut keyword = Vec::new();
+    if let Some(expression) = memory::any_of(&query.text, true, " OR ") {
+        let mut statement = conn.prepare_cached(
+            "SELECT m.id, m.metadata FROM memory_fts JOIN memory_records m ON m.rowid = memory_fts.rowid
+             WHERE memory_fts MATCH ?3 AND m.tenant = ?1 AND m.namespace = ?2
+             ORDER BY bm25(memory_fts), m.id",
+        )?;
+        let rows = statement
+            .query_map(params![tenant.as_str(), query.namespace, expression], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        for row in rows {
+            keyword.push(row?);
+        }
+    }
+    let mut vectors = Vec::new();
+    if query.embedding.is_some() {
+        let mut statement = conn.prepare_cached(
+            "SELECT id, metadata, embedding FROM memory_records WHERE tenant = ?1 AND namespace = ?2",
+        )?;
+        for row in statement.query_map(scope, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))? {
+            vectors.push(row?);
+        }
+    }
+    let mut hits = Vec::new();
+    for (id, score, keyword_rank, vector_rank) in memory::rank(query, keyword, vectors) {
+        if let Some(record) = get(conn, tenant, &id)? {
+            hits.push(MemoryHit {
+                record,
+                score,
+                keyword_rank,
+                vector_rank,
+            });
+        }
+    }
+    Ok(hits)
+}
+
+fn read(row: &Row<'_>) -> rusqlite::Result<StoredMemory> {
+    Ok(StoredMemory {
+        id: row.get(0)?,
+        namespace: row.get(2)?,
+        text: row.get(3)?,
+        metadata: row.get(4)?,
+        embedding: row.get(5)?,
+        created_at: row.get(6)?,
+        updated_at: row.get(7)?,
+    })
+}
