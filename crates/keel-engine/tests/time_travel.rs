@@ -63,6 +63,15 @@ async fn turn(
     assert_eq!(run.status, RunStatus::Completed, "{:?}", run.error);
 }
 
+/// A new session with two finished turns.
+async fn two_turns(engine: &Engine, tenant: &TenantId) -> SessionId {
+    let session = common::session(engine, tenant).await;
+    for text in ["first", "second"] {
+        turn(engine, tenant, &session, text, RunOptions::default()).await;
+    }
+    session
+}
+
 /// The seqs of the session's `model_called` events, and of each run's end.
 async fn seqs(engine: &Engine, session: &SessionId) -> (Vec<u64>, Vec<u64>) {
     let events = engine.store().read_events(session, 0, 1000).await.unwrap();
@@ -148,9 +157,7 @@ async fn a_fork_copies_the_log_up_to_a_point_between_runs_and_goes_on_from_there
     let dir = tempfile::tempdir().unwrap();
     let (test, _) = engine(&dir).await;
     let (engine, tenant) = (&test.engine, &test.tenant);
-    let session = common::session(engine, tenant).await;
-    turn(engine, tenant, &session, "first", RunOptions::default()).await;
-    turn(engine, tenant, &session, "second", RunOptions::default()).await;
+    let session = two_turns(engine, tenant).await;
     let (_, ends) = seqs(engine, &session).await;
     let source = engine.store().read_events(&session, 0, 1000).await.unwrap();
 
@@ -196,9 +203,7 @@ async fn a_fork_inside_a_run_or_outside_the_log_is_refused_naming_the_seqs_that_
     let dir = tempfile::tempdir().unwrap();
     let (test, _) = engine(&dir).await;
     let (engine, tenant) = (&test.engine, &test.tenant);
-    let session = common::session(engine, tenant).await;
-    turn(engine, tenant, &session, "first", RunOptions::default()).await;
-    turn(engine, tenant, &session, "second", RunOptions::default()).await;
+    let session = two_turns(engine, tenant).await;
     let (calls, ends) = seqs(engine, &session).await;
 
     let refusal = |e: EngineError| match e {

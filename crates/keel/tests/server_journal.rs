@@ -7,19 +7,8 @@ mod support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use support::http::{Api, admin, config, finished_run, new_session};
+use support::http::{Api, admin, another_tenant, config, new_session, turn};
 use support::{KeelHome, KeelServer};
-
-async fn turn(api: &Api, session: &str, text: &str) {
-    let run = api
-        .ok(
-            Method::POST,
-            &format!("/v1/sessions/{session}/messages"),
-            Some(json!({"content": text, "mode": "background"})),
-        )
-        .await;
-    finished_run(api, run["id"].as_str().unwrap()).await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edited_byte_in_the_database_is_found_naming_its_seq() {
@@ -104,21 +93,7 @@ async fn an_edited_byte_in_the_database_is_found_naming_its_seq() {
     assert_eq!(report["intact"], true, "{report}");
 
     // Another tenant, and a session that does not exist, are 404s.
-    let tenant = api
-        .ok(
-            Method::POST,
-            "/v1/admin/tenants",
-            Some(json!({"name": "b"})),
-        )
-        .await;
-    let b_key = api
-        .ok(
-            Method::POST,
-            &format!("/v1/admin/tenants/{}/keys", tenant["id"].as_str().unwrap()),
-            Some(json!({"scope": "tenant"})),
-        )
-        .await;
-    let b = Api::new(&server, b_key["key"].as_str());
+    let b = another_tenant(&api, &server).await;
     for (who, id) in [
         (&b, session.as_str()),
         (&api, "ses_01JZZZZZZZZZZZZZZZZZZZZZZZ"),

@@ -7,17 +7,10 @@ mod support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::http::{Api, admin, finished_run, new_session, start};
+use support::http::{Api, admin, another_tenant, new_session, start};
 
 async fn turn(api: &Api, session: &str, text: &str) {
-    let run = api
-        .ok(
-            Method::POST,
-            &format!("/v1/sessions/{session}/messages"),
-            Some(json!({"content": text, "mode": "background"})),
-        )
-        .await;
-    let run = finished_run(api, run["id"].as_str().unwrap()).await;
+    let run = support::http::turn(api, session, text).await;
     assert_eq!(run["status"], "completed", "{run}");
 }
 
@@ -131,21 +124,7 @@ async fn forks_and_contexts_at_seqs_of_a_session() {
 async fn another_tenant_cannot_fork_or_read_the_context() {
     let (_home, server) = start(0);
     let a = admin(&server);
-    let tenant = a
-        .ok(
-            Method::POST,
-            "/v1/admin/tenants",
-            Some(json!({"name": "b"})),
-        )
-        .await;
-    let key = a
-        .ok(
-            Method::POST,
-            &format!("/v1/admin/tenants/{}/keys", tenant["id"].as_str().unwrap()),
-            Some(json!({"scope": "tenant"})),
-        )
-        .await;
-    let b = Api::new(&server, key["key"].as_str());
+    let b = another_tenant(&a, &server).await;
     let session = new_session(&a).await;
     turn(&a, &session, "mine").await;
     for (method, path, body) in [

@@ -157,3 +157,34 @@ pub async fn new_session(api: &Api) -> String {
         .await;
     session["id"].as_str().unwrap().to_string()
 }
+
+/// Sends `text` to `session` in the background and waits for its run to end; returns the run.
+pub async fn turn(api: &Api, session: &str, text: &str) -> Value {
+    let run = api
+        .ok(
+            Method::POST,
+            &format!("/v1/sessions/{session}/messages"),
+            Some(json!({"content": text, "mode": "background"})),
+        )
+        .await;
+    finished_run(api, run["id"].as_str().unwrap()).await
+}
+
+/// A client of a new tenant (`b`), with a tenant key of its own, made by `admin`.
+pub async fn another_tenant(admin: &Api, server: &KeelServer) -> Api {
+    let tenant = admin
+        .ok(
+            Method::POST,
+            "/v1/admin/tenants",
+            Some(json!({"name": "b"})),
+        )
+        .await;
+    let key = admin
+        .ok(
+            Method::POST,
+            &format!("/v1/admin/tenants/{}/keys", tenant["id"].as_str().unwrap()),
+            Some(json!({"scope": "tenant"})),
+        )
+        .await;
+    Api::new(server, key["key"].as_str())
+}
