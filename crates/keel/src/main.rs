@@ -144,7 +144,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Chat(args) => commands::chat::run(&config, args).await,
         Command::Send(args) => commands::send::send(&config, args).await,
         Command::Resume(args) => commands::send::resume(&config, args).await,
-        Command::Sessions(args) => commands::sessions::run(&config, args).await,
+        Command::Sessions(args) => return commands::sessions::run(&config, args).await,
         Command::Runs(args) => commands::runs::run(&config, args).await,
         Command::Agents(cmd) => commands::agents::run(&config, cmd).await,
         Command::Model(cmd) => commands::model::run(&config, cmd),

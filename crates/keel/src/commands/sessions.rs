@@ -289,13 +289,14 @@ fn stored(record: SessionRecord, title: Option<String>) -> anyhow::Result<Listed
 }
 
 /// `keel sessions …`: on the server of `--server`, else on the local store (fork and
-/// context: the local engine, else the `keel serve` holding the data directory).
-pub async fn run(config: &Config, args: SessionsArgs) -> anyhow::Result<()> {
+/// context: the local engine, else the `keel serve` holding the data directory). `false` when
+/// the answer is a failure to report by the exit status (`verify` found a broken chain).
+pub async fn run(config: &Config, args: SessionsArgs) -> anyhow::Result<bool> {
     if let SessionsCommand::Fork { .. } | SessionsCommand::Context { .. } = &args.command {
         let client = client::connect(config, args.server).await?;
         let printed = print_travel(client.as_ref(), args.command).await;
         client.close().await;
-        return printed;
+        return printed.map(|()| true);
     }
     if let Some(url) = &args.server.server {
         let remote = Remote::new(config, url, args.server.api_key.clone())?;
@@ -305,8 +306,9 @@ pub async fn run(config: &Config, args: SessionsArgs) -> anyhow::Result<()> {
     print(SessionsAt::Local(store), args.command).await
 }
 
-/// Answers `command` from the sessions `at`, for people or (`--json`) for programs.
-pub async fn print(at: SessionsAt<'_>, command: SessionsCommand) -> anyhow::Result<()> {
+/// Answers `command` from the sessions `at`, for people or (`--json`) for programs; `false`
+/// when `verify` found a broken chain.
+pub async fn print(at: SessionsAt<'_>, command: SessionsCommand) -> anyhow::Result<bool> {
     match command {
         SessionsCommand::List { agent, limit, json } => {
             let sessions = at.list(agent, limit).await?;
@@ -366,15 +368,13 @@ pub async fn print(at: SessionsAt<'_>, command: SessionsCommand) -> anyhow::Resu
             } else {
                 println!("{}", chain_line(&report));
             }
-            if report["intact"] != Value::Bool(true) {
-                std::process::exit(1);
-            }
+            return Ok(report["intact"] == Value::Bool(true));
         }
         SessionsCommand::Fork { .. } | SessionsCommand::Context { .. } => {
             unreachable!("`run` answers fork and context through a client")
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// A chain's report for people: `intact: 12 events (sha256)`, or where it broke.
