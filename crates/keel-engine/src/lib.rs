@@ -23,6 +23,7 @@ pub mod fault;
 mod follow;
 mod listing;
 mod live;
+mod memory;
 pub mod models;
 mod quotas;
 mod reader;
@@ -161,6 +162,9 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// A model call the engine made for the caller (an embedding) failed.
+    #[error("{0}")]
+    Model(keel_models::ModelError),
 }
 
 /// What this node's engine has done since it started, for metrics.

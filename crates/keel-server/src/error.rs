@@ -163,6 +163,12 @@ impl From<EngineError> for ApiError {
             EngineError::Store(e) => e.into(),
             EngineError::Load(e) if e.is_unreadable() => unreadable(e.to_string()),
             EngineError::Load(e) => ApiError::internal(e.to_string()),
+            EngineError::Model(e) if e.kind == keel_models::ModelErrorKind::BadRequest => {
+                ApiError::invalid("invalid_request", e.to_string())
+            }
+            EngineError::Model(e) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "model_failed", e.to_string())
+            }
         }
     }
 }

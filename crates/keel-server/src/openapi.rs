@@ -11,19 +11,20 @@ use crate::openai::embeddings::{
 use crate::openai::wire::*;
 use crate::openai::{chat, conversations, models, responses};
 use crate::routes::{
-    admin, agents, events, journal, messages, ops, runs, schedules, sessions, travel, usage,
+    admin, agents, events, journal, memory, messages, ops, runs, schedules, sessions, travel, usage,
 };
 use crate::wire::*;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "keel", description = "keel's native API: agents, sessions, runs and their event logs; and the OpenAI-compatible chat completions, embeddings, models, responses and conversations."),
+    info(title = "keel", description = "keel's native API: agents, sessions, runs and their event logs, long-term memory; and the OpenAI-compatible chat completions, embeddings, models, responses and conversations."),
     paths(
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
         agents::create, agents::list, agents::get, agents::put, agents::archive,
         sessions::create, sessions::get, sessions::list, sessions::delete,
         messages::send, travel::fork, travel::context, schedules::create, schedules::list, schedules::delete, journal::verify, events::list, runs::get, runs::cancel, runs::resume,
         admin::create_tenant, admin::create_key, admin::revoke_key, admin::unreadable, usage::list,
+        memory::create, memory::get, memory::delete, memory::search,
         chat::completions, embeddings::create, models::list, models::retrieve,
         responses::create, responses::get, responses::delete, responses::cancel,
         responses::input_items,
@@ -35,6 +36,7 @@ use crate::wire::*;
         SessionSummary, SessionList, UsageView, SendMode, OnBusy, SendMessage, RunView, StepView, EventPage,
         CreateTenant, TenantView, CreateKey, KeyView, UnreadableView, UnreadableList, Health, usage::UsageList, usage::UsageRow,
         schedules::CreateSchedule, schedules::ScheduleView, schedules::ScheduleList,
+        memory::CreateMemory, memory::SearchMemory, memory::MemoryView, memory::MemoryHitView, memory::MemoryHitList,
         ChatRequest, StreamOptions, ChatCompletion, ChatUsage, CachedTokens, ModelList, ModelEntry,
         OpenAiErrorEnvelope, OpenAiErrorBody, responses::CreateResponse,
         EmbeddingsRequest, EmbeddingList, EmbeddingItem, EmbeddingUsage,

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod agents;
 pub mod events;
 pub mod journal;
+pub mod memory;
 pub mod messages;
 pub mod ops;
 pub mod runs;
@@ -51,6 +52,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/admin/keys/{prefix}/revoke"),
     ("get", "/v1/admin/unreadable"),
     ("get", "/v1/usage"),
+    ("post", "/v1/memory/{namespace}/records"),
+    ("get", "/v1/memory/{namespace}/records/{id}"),
+    ("delete", "/v1/memory/{namespace}/records/{id}"),
+    ("post", "/v1/memory/{namespace}/search"),
     ("post", "/v1/chat/completions"),
     ("post", "/v1/embeddings"),
     ("get", "/v1/models"),
@@ -92,6 +97,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/sessions/{id}/verify", get(journal::verify))
         .route("/v1/sessions/{id}/events", get(events::list))
+        .route("/v1/memory/{namespace}/records", post(memory::create))
+        .route(
+            "/v1/memory/{namespace}/records/{id}",
+            get(memory::get).delete(memory::delete),
+        )
+        .route("/v1/memory/{namespace}/search", post(memory::search))
         .route("/v1/runs/{id}", get(runs::get))
         .route("/v1/runs/{id}/cancel", post(runs::cancel))
         .route("/v1/runs/{id}/resume", post(runs::resume))
