@@ -56,8 +56,8 @@ pub(crate) async fn append(
 }
 
 /// Moves the session's last seq from `expected` to `last` and inserts `rows`, in one
-/// statement that also tells other nodes (`signals`: they hear it when it commits); `false`
-/// (nothing written) when the last seq is not `expected` or a seq is taken.
+/// statement; `false` (nothing written) when the last seq is not `expected` or a seq is taken.
+/// Other nodes hear of it from `PgStore::append` once it committed (`signals::Notifier`).
 async fn advance(
     client: &impl GenericClient,
     session: &SessionId,
@@ -71,8 +71,7 @@ async fn advance(
               inserted AS (INSERT INTO events (session, seq, type, at, body, hash)
                            SELECT moved.id, e.* FROM moved,
                                unnest($4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[]) AS e)
-         SELECT COUNT(*) FROM (SELECT pg_notify(current_setting('keel.channel'), 'a ' || $1 || ' ' || $3::text)
-                               FROM moved) AS notified",
+         SELECT COUNT(*) FROM moved",
         &[
             &session.as_str(),
             &sql_bound(expected),

@@ -50,8 +50,9 @@ pub struct PgStore {
     server: String,
     /// The schema that holds keel's tables (`default` for the server's `search_path`).
     schema: String,
-    /// Hears what other nodes change (`signals`).
+    /// Hears what other nodes change, and tells them of appends (`signals`).
     listener: signals::Listener,
+    notifier: signals::Notifier,
     /// The chain records this handle last appended, by session (`chain::ChainTips`).
     tips: crate::chain::ChainTips,
 }
@@ -72,7 +73,9 @@ impl PgStore {
             signals::Listener::start(connect, channel, server.clone(), options.connect_timeout)
                 .await;
         tracing::debug!(%server, schema = ?options.schema, "opened the PostgreSQL store");
+        let notifier = signals::Notifier::start(pool.clone());
         Ok(PgStore {
+            notifier,
             pool,
             server,
             schema: options.schema.unwrap_or_else(|| "default".into()),
@@ -183,14 +186,19 @@ impl Store for PgStore {
         expected_last_seq: u64,
         batch: AppendBatch,
     ) -> Result<u64, StoreError> {
-        log::append(
+        let last = log::append(
             &mut self.client().await?,
             session,
             expected_last_seq,
             &batch,
             &self.tips,
         )
-        .await
+        .await?;
+        self.notifier.hint(crate::StoreSignal::Appended {
+            session: session.clone(),
+            last_seq: last,
+        });
+        Ok(last)
     }
 
     async fn read_events(

@@ -1,16 +1,21 @@
-//! Hints between nodes over PostgreSQL's LISTEN/NOTIFY. The statements that change what other
-//! nodes wait on (an append, a cancel request, a run becoming claimable) call
-//! `pg_notify(current_setting('keel.channel'), …)` in their own transaction, so a hint is
-//! heard only once its change is committed; `keel.channel` is set on every connection at
-//! start (`PgOptions`), one channel per schema. One connection of the store's own LISTENs and
-//! turns what it hears into `StoreSignal`s; when that connection is lost it reconnects with
-//! backoff and says `Missed`, since hints sent meanwhile are gone.
+//! Hints between nodes over PostgreSQL's LISTEN/NOTIFY, on one channel per schema
+//! (`keel.channel`, set on every connection at start by `PgOptions`). A rare change others
+//! wait on (a cancel request, a run becoming claimable) calls `pg_notify` in its own
+//! transaction, so its hint is heard once it commits. Appends, the hot path, do not: PostgreSQL
+//! commits the transactions that notify one at a time (a lock on the notification queue held
+//! through the commit's flush), which cost a PostgreSQL node 2.4x its turns per second
+//! (BENCHMARKS.md). Their hints go through `Notifier` instead: queued once the append
+//! committed, and sent, many to one statement, in a transaction that writes nothing. One
+//! connection of the store's own LISTENs and turns what it hears into `StoreSignal`s; when
+//! that connection is lost it reconnects with backoff and says `Missed`, since hints sent
+//! meanwhile are gone.
 
 use std::time::Duration;
 
 use deadpool_postgres::GenericClient;
+use deadpool_postgres::Pool;
 use futures::StreamExt;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{AsyncMessage, Config, NoTls, Socket};
@@ -42,6 +47,63 @@ pub(crate) async fn notify_claimable(client: &impl GenericClient) -> Result<(), 
         client,
         "SELECT pg_notify(current_setting('keel.channel'), 'q')",
         &[],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Hints sent many to a statement, after the changes they tell of committed: the hot path's
+/// (appends), which may not notify in their own transaction. A hint that cannot be sent is
+/// dropped: the polls find its change.
+pub(crate) struct Notifier {
+    queue: mpsc::UnboundedSender<StoreSignal>,
+    task: JoinHandle<()>,
+}
+
+/// The most hints one statement sends.
+const HINTS_PER_STATEMENT: usize = 512;
+
+impl Notifier {
+    pub(crate) fn start(pool: Pool) -> Notifier {
+        let (queue, mut queued) = mpsc::unbounded_channel::<StoreSignal>();
+        let task = tokio::spawn(async move {
+            while let Some(first) = queued.recv().await {
+                let mut hints = vec![first.encode()];
+                while hints.len() < HINTS_PER_STATEMENT
+                    && let Ok(next) = queued.try_recv()
+                {
+                    hints.push(next.encode());
+                }
+                hints.dedup();
+                if let Err(e) = send(&pool, &hints).await {
+                    tracing::debug!(error = %e, hints = hints.len(), "hints to other nodes not sent; their polls will see the changes");
+                }
+            }
+        });
+        Notifier { queue, task }
+    }
+
+    /// Tells other nodes of a change that has committed.
+    pub(crate) fn hint(&self, signal: StoreSignal) {
+        let _ = self.queue.send(signal);
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn send(pool: &Pool, hints: &[String]) -> Result<(), StoreError> {
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    statements::query(
+        &client,
+        "SELECT pg_notify(current_setting('keel.channel'), hint) FROM unnest($1::text[]) AS hint",
+        &[&hints],
     )
     .await?;
     Ok(())
