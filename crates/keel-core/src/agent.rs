@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::approval::ApprovalRule;
 use crate::http_tool::{HttpAuth, HttpMethod, HttpTool};
 use crate::id::AgentId;
 
@@ -36,19 +37,19 @@ pub struct ToolDef {
     /// take it (OpenAI's `strict`); `None` leaves it to the provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strict: Option<bool>,
-    /// A person approves (or rejects, or edits) each call before keel performs it: the run
+    /// Which calls a person approves (or rejects, or edits) before keel performs them: the run
     /// waits (`approval_requested`) until `POST /v1/runs/{id}/resume` decides.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub require_approval: bool,
+    #[serde(default, skip_serializing_if = "ApprovalRule::is_never")]
+    pub require_approval: ApprovalRule,
     #[serde(flatten)]
     pub kind: ToolKind,
 }
 
 impl ToolDef {
-    /// Whether a call of this tool waits for a person: it requires approval, or it is the
-    /// built-in `ask_human`, whose result is a person's answer.
-    pub fn waits_for_a_person(&self) -> bool {
-        self.require_approval
+    /// Whether a call of this tool with `arguments` waits for a person: its rule says so, or
+    /// it is the built-in `ask_human`, whose result is a person's answer.
+    pub fn waits_for_a_person(&self, arguments: &serde_json::Value) -> bool {
+        self.require_approval.applies_to(arguments)
             || (self.kind == ToolKind::Builtin && self.name == crate::approval::ASK_HUMAN)
     }
 }
@@ -65,7 +66,7 @@ struct ToolDefFields {
     #[serde(default)]
     strict: Option<bool>,
     #[serde(default)]
-    require_approval: bool,
+    require_approval: ApprovalRule,
     kind: ToolKindName,
     // An `http` tool's own fields (`HttpTool`), refused on any other kind.
     #[serde(default)]
@@ -212,7 +213,10 @@ mod tests {
                 description: "d".into(),
                 parameters: empty_object_schema(),
                 strict: Some(true),
-                require_approval: true,
+                require_approval: ApprovalRule::Matching(crate::approval::ArgumentPattern {
+                    argument: "to".into(),
+                    matches: "*@example.org".into(),
+                }),
                 kind,
             };
             let json = serde_json::to_value(&tool).unwrap();

@@ -8,6 +8,70 @@ use serde::{Deserialize, Serialize};
 /// The built-in tool through which a model asks a person a question; the answer is its result.
 pub const ASK_HUMAN: &str = "ask_human";
 
+/// Which calls of a tool need a person (`require_approval`): `true` every call, `false` (the
+/// default) none, or `{ argument = "to", matches = "*@example.org" }` the calls whose argument
+/// matches the pattern (`*` stands for any text; a value that is not a string is matched as
+/// its JSON text; a missing argument does not match).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ApprovalRule {
+    Every(bool),
+    Matching(ArgumentPattern),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgumentPattern {
+    pub argument: String,
+    pub matches: String,
+}
+
+impl Default for ApprovalRule {
+    fn default() -> Self {
+        ApprovalRule::Every(false)
+    }
+}
+
+impl ApprovalRule {
+    pub fn is_never(&self) -> bool {
+        *self == ApprovalRule::Every(false)
+    }
+
+    /// Whether a call with `arguments` needs a person.
+    pub fn applies_to(&self, arguments: &serde_json::Value) -> bool {
+        match self {
+            ApprovalRule::Every(every) => *every,
+            ApprovalRule::Matching(ArgumentPattern { argument, matches }) => {
+                match arguments.get(argument) {
+                    Some(serde_json::Value::String(text)) => wildcard_match(matches, text),
+                    Some(other) => wildcard_match(matches, &other.to_string()),
+                    None => false,
+                }
+            }
+        }
+    }
+}
+
+/// Whether `text` matches `pattern`, where `*` stands for any run of characters.
+fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let mut pieces = pattern.split('*');
+    let first = pieces.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let pieces: Vec<&str> = pieces.collect();
+    let Some((last, middle)) = pieces.split_last() else {
+        return rest.is_empty(); // no `*`: the whole text
+    };
+    for piece in middle {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
 /// Where a call that needs a person stands (`PendingToolCall::approval`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -59,6 +123,50 @@ impl Decision {
                 Some((format!("a person rejected this call: {reason}"), true))
             }
             Decision::Answer { answer } => Some((answer.clone(), false)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_rule_picks_the_calls_whose_argument_matches() {
+        let rule = |text: &str| serde_json::from_str::<ApprovalRule>(text).unwrap();
+        assert!(rule("true").applies_to(&json!({})));
+        assert!(!rule("false").applies_to(&json!({"to": "x"})));
+        let outside = rule(r#"{"argument": "to", "matches": "*@example.org"}"#);
+        assert!(outside.applies_to(&json!({"to": "ann@example.org"})));
+        assert!(!outside.applies_to(&json!({"to": "ann@example.com"})));
+        assert!(!outside.applies_to(&json!({"cc": "ann@example.org"})));
+        let big = rule(r#"{"argument": "amount", "matches": "1????*"}"#);
+        assert!(!big.applies_to(&json!({"amount": 12})), "? is no wildcard");
+        let any_delete = rule(r#"{"argument": "sql", "matches": "*DELETE*"}"#);
+        assert!(any_delete.applies_to(&json!({"sql": "BEGIN; DELETE FROM t"})));
+        assert!(!any_delete.applies_to(&json!({"sql": "SELECT 1"})));
+        let exact = rule(r#"{"argument": "n", "matches": "2"}"#);
+        assert!(exact.applies_to(&json!({"n": 2})) && !exact.applies_to(&json!({"n": 22})));
+        assert!(serde_json::from_str::<ApprovalRule>(r#"{"argument": "a", "like": "b"}"#).is_err());
+    }
+
+    #[test]
+    fn wildcards_match_anywhere_and_only_whole_texts_without_them() {
+        for (pattern, text, expected) in [
+            ("*", "", true),
+            ("a*c", "abc", true),
+            ("a*c", "ac", true),
+            ("a*c", "acb", false),
+            ("*a*a*", "banana", true),
+            ("ab*ba", "aba", false),
+            ("abc", "abcd", false),
+        ] {
+            assert_eq!(
+                wildcard_match(pattern, text),
+                expected,
+                "{pattern} ~ {text}"
+            );
         }
     }
 }

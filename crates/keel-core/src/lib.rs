@@ -18,7 +18,7 @@ pub mod session;
 pub mod time;
 
 pub use agent::{AgentDef, Limits, ToolDef, ToolKind};
-pub use approval::{ASK_HUMAN, Approval, ApprovalRequest, Decision};
+pub use approval::{ASK_HUMAN, Approval, ApprovalRequest, ApprovalRule, ArgumentPattern, Decision};
 pub use controls::{CallerIds, ResponseFormat, ToolChoice};
 pub use event::{Event, EventBody, EventDecodeError, FinishReason};
 pub use http_tool::{HttpAuth, HttpMethod, HttpTool};

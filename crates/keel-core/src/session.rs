@@ -378,7 +378,7 @@ impl SessionState {
                         idempotency_key: None,
                         approval: agent
                             .and_then(|a| a.tools.iter().find(|t| t.name == name))
-                            .is_some_and(|t| t.waits_for_a_person())
+                            .is_some_and(|t| t.waits_for_a_person(args))
                             .then_some(Approval::Required),
                     })
                     .collect();

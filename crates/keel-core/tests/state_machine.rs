@@ -49,7 +49,7 @@ fn agent(max_steps: u32) -> AgentDef {
             description: String::new(),
             parameters: serde_json::json!({"type": "object"}),
             strict: None,
-            require_approval: true,
+            require_approval: keel_core::ApprovalRule::Every(true),
             kind: ToolKind::Builtin,
         }],
         limits: Limits {
@@ -318,7 +318,7 @@ fn client_tool_options() -> RunOptions {
             description: String::new(),
             parameters: serde_json::json!({"type": "object"}),
             strict: None,
-            require_approval: false,
+            require_approval: Default::default(),
             kind: ToolKind::Client,
         }],
         ..RunOptions::default()

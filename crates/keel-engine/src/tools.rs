@@ -47,7 +47,7 @@ pub fn builtin_tools() -> Vec<ToolDef> {
         description: description.into(),
         parameters,
         strict: None,
-        require_approval: false,
+        require_approval: Default::default(),
         kind: ToolKind::Builtin,
     };
     vec![

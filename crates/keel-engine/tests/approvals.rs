@@ -16,7 +16,7 @@ fn tool(name: &str, require_approval: bool) -> ToolDef {
         description: String::new(),
         parameters: serde_json::Value::Null,
         strict: None,
-        require_approval,
+        require_approval: keel_core::ApprovalRule::Every(require_approval),
         kind: ToolKind::Builtin,
     }
 }
@@ -238,4 +238,57 @@ async fn a_waiting_run_is_cancelled_with_its_calls_answered_as_errors() {
         .unwrap();
     let next = test.engine.wait_run(&test.tenant, &next.id).await.unwrap();
     assert_eq!(next.status, RunStatus::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_on_an_argument_makes_only_matching_calls_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gated = tool("scratchpad_set", false);
+    gated.require_approval = keel_core::ApprovalRule::Matching(keel_core::ArgumentPattern {
+        argument: "key".into(),
+        matches: "secret*".into(),
+    });
+    let test = common::engine(
+        &dir,
+        common::scripted(ScriptedConfig::default()),
+        EngineConfig::default(),
+        vec![gated],
+        true,
+    )
+    .await;
+    let session = common::session(&test.engine, &test.tenant).await;
+    let input = Message::user(
+        "/call scratchpad_set {\"key\": \"plain\", \"value\": \"1\"}\n\
+         /call scratchpad_set {\"key\": \"secret_pin\", \"value\": \"2\"}",
+    );
+    let run = test
+        .engine
+        .submit(&test.tenant, &session, input)
+        .await
+        .unwrap();
+    let waiting = test.engine.wait_run(&test.tenant, &run.id).await.unwrap();
+    assert_eq!(waiting.status, RunStatus::Waiting);
+    let pending = test
+        .engine
+        .pending_approvals(&test.tenant, &run.id)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].arguments["key"], "secret_pin");
+    // The call the rule let through was performed before the run stopped to wait.
+    assert_eq!(
+        test.store
+            .scratchpad_get(&session, "plain")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        test.store
+            .scratchpad_get(&session, "secret_pin")
+            .await
+            .unwrap(),
+        None
+    );
 }

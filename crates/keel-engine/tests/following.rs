@@ -27,7 +27,7 @@ async fn engine(dir: &tempfile::TempDir) -> (Engine, TenantId, keel_core::Sessio
         description: String::new(),
         parameters: serde_json::Value::Null,
         strict: None,
-        require_approval: false,
+        require_approval: Default::default(),
         kind: ToolKind::Builtin,
     };
     let models = common::scripted(ScriptedConfig::default());

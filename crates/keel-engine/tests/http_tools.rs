@@ -18,7 +18,7 @@ fn http(name: &str, tool: HttpTool) -> ToolDef {
         description: format!("{name}, an HTTP tool"),
         parameters: serde_json::json!({"type": "object"}),
         strict: None,
-        require_approval: false,
+        require_approval: Default::default(),
         kind: ToolKind::Http(tool),
     }
 }

@@ -52,7 +52,7 @@ async fn engine(dir: &tempfile::TempDir, cache_bytes: u64) -> (Engine, TenantId,
         description: String::new(),
         parameters: serde_json::Value::Null,
         strict: None,
-        require_approval: false,
+        require_approval: Default::default(),
         kind: ToolKind::Builtin,
     };
     let models = ModelRegistry::new().with("scripted", model.clone());

@@ -90,7 +90,7 @@ async fn round_trip(value: Value) {
                     description: String::new(),
                     parameters: value.clone(),
                     strict: None,
-                    require_approval: false,
+                    require_approval: Default::default(),
                     kind: ToolKind::Client,
                 }],
                 limits: Limits::default(),

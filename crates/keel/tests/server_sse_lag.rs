@@ -42,7 +42,7 @@ async fn lagging_server(dir: &tempfile::TempDir) -> Api {
             description: String::new(),
             parameters: Value::Null,
             strict: None,
-            require_approval: false,
+            require_approval: Default::default(),
             kind: ToolKind::Builtin,
         }],
         limits: Limits::default(),

@@ -244,7 +244,7 @@ fn function_tools(tools: &[Value]) -> Result<Vec<ToolDef>, FieldError> {
                     .cloned()
                     .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
                 strict,
-                require_approval: false,
+                require_approval: Default::default(),
                 kind: ToolKind::Client,
             })
         })
