@@ -43,6 +43,8 @@ enum Command {
     Sessions(commands::sessions::SessionsArgs),
     /// Look at a run and decide on the calls it waits on (human approval).
     Runs(commands::runs::RunsArgs),
+    /// A session's schedules: list, add, rm.
+    Schedules(commands::schedules::SchedulesArgs),
     /// List and inspect agents.
     #[command(subcommand)]
     Agents(commands::agents::AgentsCommand),
@@ -146,6 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Resume(args) => commands::send::resume(&config, args).await,
         Command::Sessions(args) => return commands::sessions::run(&config, args).await,
         Command::Runs(args) => commands::runs::run(&config, args).await,
+        Command::Schedules(args) => commands::schedules::run(&config, args).await,
         Command::Agents(cmd) => commands::agents::run(&config, cmd).await,
         Command::Model(cmd) => commands::model::run(&config, cmd),
         Command::Serve(args) => commands::serve::run(&config, args).await,

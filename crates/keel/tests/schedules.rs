@@ -239,3 +239,78 @@ async fn nodes_on_postgres_fire_each_schedule_once_though_one_dies() {
         assert_eq!(listed["data"][0]["next_at"], Value::Null, "{listed}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_adds_lists_and_removes_schedules_through_a_server_and_locally() {
+    let (home, mut server) = support::http::start(0);
+    let api = admin(&server);
+    let session = new_session(&api).await;
+    let keel = |args: &[&str]| {
+        let out = home.run(args);
+        let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+
+    // The server holds the data directory: the CLI talks to it.
+    let (ok, added, stderr) = keel(&[
+        "schedules",
+        "add",
+        &session,
+        "--cron",
+        "0 9 * * 1-5",
+        "--tz",
+        "Europe/Paris",
+        "--note",
+        "standup",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(added.starts_with("tmr_"), "{added}");
+    assert!(
+        added.contains("cron \"0 9 * * 1-5\" Europe/Paris  fired 0  standup"),
+        "{added}"
+    );
+    let id = added.split_whitespace().next().unwrap().to_string();
+    let (ok, listed, stderr) = keel(&["schedules", "list", &session]);
+    assert!(ok, "{stderr}");
+    let (ok, remote, stderr) = keel(&["schedules", "list", &session, "--server", &server.base]);
+    assert!(ok, "{stderr}");
+    assert_eq!(listed, remote);
+    assert_eq!(listed.trim(), added.trim());
+
+    // One way to say when, and only one.
+    let (ok, _, stderr) = keel(&[
+        "schedules",
+        "add",
+        &session,
+        "--note",
+        "x",
+        "--after",
+        "5",
+        "--cron",
+        "* * * * *",
+    ]);
+    assert!(!ok && stderr.contains("cannot be used with"), "{stderr}");
+    let (ok, _, stderr) = keel(&[
+        "schedules",
+        "add",
+        &session,
+        "--note",
+        "x",
+        "--cron",
+        "9 * *",
+    ]);
+    assert!(!ok && stderr.contains("5 fields"), "{stderr}");
+
+    // Without a server: the embedded engine, the same schedule.
+    server.terminate();
+    let (ok, local, stderr) = keel(&["schedules", "list", &session]);
+    assert!(ok, "{stderr}");
+    assert_eq!(local.trim(), added.trim());
+    let (ok, removed, stderr) = keel(&["schedules", "rm", &session, &id]);
+    assert!(ok, "{stderr}");
+    assert_eq!(removed.trim(), format!("deleted {id}"));
+    let (ok, empty, stderr) = keel(&["schedules", "list", &session]);
+    assert!(ok && empty.trim().is_empty(), "{empty} {stderr}");
+    let (ok, _, stderr) = keel(&["schedules", "rm", &session, &id]);
+    assert!(!ok && stderr.contains("not found"), "{stderr}");
+}

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::local::Local;
 use super::remote::Remote;
+use super::schedules::NewSchedule;
 use super::sessions::SessionsAt;
 use crate::config::Config;
 use crate::runtime::{self, DataDirInUse, Runtime};
@@ -79,6 +80,18 @@ pub trait Client {
     /// `POST /v1/runs/{id}/resume` does, and answers the run as `run_view` shows it (locally,
     /// once it waits again or ends: the embedded engine drives it here).
     async fn resume(&self, run: &str, decisions: Value) -> anyhow::Result<Value>;
+    /// The session's schedules, as `GET /v1/sessions/{id}/schedules` lists them.
+    async fn schedules(&self, session: &SessionId) -> anyhow::Result<Value>;
+    /// Adds a schedule to the session; answers it as the API does.
+    async fn add_schedule(
+        &self,
+        session: &SessionId,
+        when: &NewSchedule,
+        tz: Option<&str>,
+        note: &str,
+    ) -> anyhow::Result<Value>;
+    /// Deletes one of the session's schedules.
+    async fn delete_schedule(&self, session: &SessionId, schedule: &str) -> anyhow::Result<()>;
     /// Lets runs in flight log their results (local) before the process exits.
     async fn close(&self);
 }

@@ -5,14 +5,16 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use keel_core::{EventBody, Message, RunId, SessionId, TenantId};
+use keel_core::{EventBody, Message, RunId, SessionId, TenantId, TimerId};
 use keel_engine::{BusyPolicy, Engine, RunProgress};
 use keel_store::RunRecord;
 use serde_json::Value;
 
 use super::client::{Client, Turn};
+use super::schedules::NewSchedule;
 use super::sessions::SessionsAt;
 use crate::runtime::{DEFAULT_AGENT, NO_PROVIDER_HELP, Runtime};
+use keel_server::routes::schedules::ScheduleView;
 
 /// The engine started over the local data directory `dir`.
 pub struct Local {
@@ -115,6 +117,32 @@ impl Client for Local {
         Ok(serde_json::to_value(keel_server::wire::ContextView::from(
             context,
         ))?)
+    }
+
+    async fn schedules(&self, session: &SessionId) -> anyhow::Result<Value> {
+        let timers = self.rt.engine.list_timers(&self.rt.tenant, session).await?;
+        let views: Vec<ScheduleView> = timers.into_iter().map(Into::into).collect();
+        Ok(serde_json::json!({ "data": views }))
+    }
+
+    async fn add_schedule(
+        &self,
+        session: &SessionId,
+        when: &NewSchedule,
+        tz: Option<&str>,
+        note: &str,
+    ) -> anyhow::Result<Value> {
+        let engine = &self.rt.engine;
+        let timer = engine
+            .add_timer(&self.rt.tenant, session, when.when(tz)?, note.into())
+            .await?;
+        Ok(serde_json::to_value(ScheduleView::from(timer))?)
+    }
+
+    async fn delete_schedule(&self, session: &SessionId, schedule: &str) -> anyhow::Result<()> {
+        let id = TimerId::parse(schedule).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let engine = &self.rt.engine;
+        Ok(engine.delete_timer(&self.rt.tenant, session, &id).await?)
     }
 
     async fn close(&self) {

@@ -11,6 +11,7 @@ pub mod migrate;
 pub mod model;
 pub mod remote;
 pub mod runs;
+pub mod schedules;
 pub mod send;
 pub mod serve;
 pub mod sessions;

@@ -12,6 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::client::{Client, Turn};
+use super::schedules::NewSchedule;
 use super::sessions::SessionsAt;
 use crate::config::Config;
 
@@ -173,6 +174,29 @@ impl Client for Remote {
         let path = format!("/v1/runs/{run}/resume");
         let resp = self.post(&path, json!({"decisions": decisions})).await?;
         Ok(resp.json().await?)
+    }
+
+    async fn schedules(&self, session: &SessionId) -> anyhow::Result<Value> {
+        self.get(&format!("/v1/sessions/{session}/schedules")).await
+    }
+
+    async fn add_schedule(
+        &self,
+        session: &SessionId,
+        when: &NewSchedule,
+        tz: Option<&str>,
+        note: &str,
+    ) -> anyhow::Result<Value> {
+        let path = format!("/v1/sessions/{session}/schedules");
+        let resp = self.post(&path, when.body(tz, note)).await?;
+        Ok(resp.json().await?)
+    }
+
+    async fn delete_schedule(&self, session: &SessionId, schedule: &str) -> anyhow::Result<()> {
+        let path = format!("/v1/sessions/{session}/schedules/{schedule}");
+        let req = self.http.delete(format!("{}{path}", self.base));
+        self.send(req).await?;
+        Ok(())
     }
 
     async fn close(&self) {}
