@@ -268,3 +268,40 @@ tools = [{ name = "ask_human", kind = "builtin" }]
     assert_eq!(result["content"], "blue");
     assert_eq!(result["is_error"], false);
 }
+
+#[test]
+fn keel_chat_asks_inline_and_the_run_goes_on() {
+    let home = KeelHome::new(
+        r#"
+[providers.scripted]
+kind = "scripted"
+
+[[agents]]
+name = "default"
+model = "scripted/echo"
+tools = [{ name = "ask_human", kind = "builtin" }, { name = "clock_now", kind = "builtin", require_approval = true }]
+"#,
+    );
+    let shown = home.run_on_a_terminal_typing(
+        &["chat"],
+        "> ",
+        &[
+            "//call ask_human {\"question\": \"which colour?\"}",
+            "blue",
+            "//call clock_now",
+            "n not now",
+            "/exit",
+        ],
+    );
+    assert!(shown.contains("the agent asks: which colour?"), "{shown:?}");
+    assert!(
+        shown.contains("the agent wants to call \"clock_now\""),
+        "{shown:?}"
+    );
+    // The model sums up the results it got: the answer, and the rejection as an error.
+    assert!(shown.contains("=blue"), "{shown:?}");
+    assert!(
+        shown.contains("=a person rejected this call: not now"),
+        "{shown:?}"
+    );
+}

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use keel_core::{Message, Role, SessionId};
 use rustyline::error::ReadlineError;
+use serde_json::{Value, json};
 
 use super::client::{Client, ServerArgs, connect};
 use super::render_message;
@@ -25,7 +26,7 @@ pub struct ChatArgs {
     pub server: ServerArgs,
 }
 
-const HELP: &str = "commands: /new (start a new session), /sessions (list sessions), /history (this session's messages), /exit";
+const HELP: &str = "commands: /new (start a new session), /sessions (list sessions), /history (this session's messages), /exit; //… sends a message starting with /";
 
 /// How many turns (a message of yours and what answered it) a resumed session recaps.
 const RECAP_TURNS: usize = 3;
@@ -89,11 +90,23 @@ async fn repl(client: &dyn Client, args: &ChatArgs) -> anyhow::Result<()> {
                 }
             }
             "/help" => eprintln!("{HELP}"),
-            cmd if cmd.starts_with('/') => eprintln!("unknown command {cmd}; {HELP}"),
+            cmd if cmd.starts_with('/') && !cmd.starts_with("//") => {
+                eprintln!("unknown command {cmd}; {HELP}")
+            }
             text => {
+                // `//…` sends a message that starts with `/`.
+                let text = text
+                    .strip_prefix('/')
+                    .filter(|t| t.starts_with('/'))
+                    .unwrap_or(text);
                 // A turn that fails is said and the chat goes on: the session is still there.
                 let mut stdout = std::io::stdout();
                 match client.turn(&session, text, Some(&mut stdout)).await {
+                    Ok(turn) if turn.status == "waiting" => {
+                        if let Err(e) = ask_inline(client, &mut editor, &turn.run).await {
+                            eprintln!("error: {e:#}");
+                        }
+                    }
                     Ok(turn) if !turn.completed() => eprintln!("[{}]", turn.failure()),
                     Ok(_) => {}
                     Err(e) => eprintln!("error: {e:#}"),
@@ -102,6 +115,87 @@ async fn repl(client: &dyn Client, args: &ChatArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A run that waits for a person: asks about each call it waits on (answer an `ask_human`
+/// question; approve, reject or edit any other call), resumes it with the decisions, and goes on
+/// until it no longer waits; then shows its reply. An empty answer leaves the run waiting
+/// (`keel runs` decides later).
+async fn ask_inline(
+    client: &dyn Client,
+    editor: &mut rustyline::DefaultEditor,
+    run: &str,
+) -> anyhow::Result<()> {
+    let mut view = client.run_view(run).await?;
+    while view["status"] == "waiting" {
+        let mut decisions = Vec::new();
+        for call in view["pending_approvals"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            let (id, name, arguments) = (&call["call_id"], &call["name"], &call["arguments"]);
+            let reply = if name == keel_core::ASK_HUMAN {
+                eprintln!(
+                    "the agent asks: {}",
+                    arguments["question"].as_str().unwrap_or("?")
+                );
+                editor.readline("answer> ")?
+            } else {
+                eprintln!("the agent wants to call {name} with {arguments}");
+                editor.readline("approve? y / n [reason] / {edited arguments}> ")?
+            };
+            let reply = reply.trim();
+            let decision = match reply {
+                "" => continue,
+                _ if name == keel_core::ASK_HUMAN => {
+                    json!({"call_id": id, "decision": "answer", "answer": reply})
+                }
+                "y" | "yes" => json!({"call_id": id, "decision": "approve"}),
+                _ if reply.starts_with('{') => {
+                    let edited: Value =
+                        serde_json::from_str(reply).context("the edited arguments are not JSON")?;
+                    json!({"call_id": id, "decision": "approve", "arguments": edited})
+                }
+                // `n`, `no`, `n REASON`, `no REASON`; any other text is the reason itself.
+                _ => {
+                    let reason = ["no", "n"]
+                        .iter()
+                        .find_map(|no| {
+                            reply
+                                .strip_prefix(no)
+                                .filter(|rest| rest.is_empty() || rest.starts_with(' '))
+                        })
+                        .unwrap_or(reply)
+                        .trim();
+                    json!({"call_id": id, "decision": "reject", "reason": reason})
+                }
+            };
+            decisions.push(decision);
+        }
+        if decisions.is_empty() {
+            eprintln!("[run {run} still waits: `keel runs pending {run}`]");
+            return Ok(());
+        }
+        client.resume(run, json!(decisions)).await?;
+        view = settled(client, run).await?;
+    }
+    match view["status"].as_str() {
+        Some("completed") => println!("{}", view["output"].as_str().unwrap_or_default()),
+        other => eprintln!("[run {run} {}]", other.unwrap_or("?")),
+    }
+    Ok(())
+}
+
+/// The run once it has ended or waits again (a server drives it after a resume).
+async fn settled(client: &dyn Client, run: &str) -> anyhow::Result<Value> {
+    loop {
+        let view = client.run_view(run).await?;
+        if !matches!(view["status"].as_str(), Some("queued" | "running")) {
+            return Ok(view);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// Shows the last turns of the session being resumed (failing when there is no such session).
