@@ -177,8 +177,9 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
         lease_ms: i64,
     ) -> Result<bool, StoreError>;
-    /// Marks the run finished with `status` (terminal, else `Invalid`) and `output`/`error`,
-    /// releasing its lease. `NotFound` for an unknown run.
+    /// Marks the run finished with `status` and `output`/`error`, releasing its lease: a
+    /// terminal status, or `Waiting` (parked for a person) / `Queued` (a waiting run resumed);
+    /// `Invalid` for `Running`. `NotFound` for an unknown run.
     async fn finish_run(
         &self,
         run: &RunId,
