@@ -53,3 +53,40 @@ async fn an_edited_byte_in_the_file_is_found_at_its_seq() {
     })
     .await;
 }
+
+/// A body made a blob of bytes that are not UTF-8 is found at its seq, not a failed read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_body_edited_into_bytes_that_are_not_text_is_found_at_its_seq() {
+    use keel_core::{AgentId, EventBody, Message, RunId, SessionId, TenantId, Timestamp};
+    use keel_store::Store;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("keel.db");
+    let store = SqliteStore::open(SqliteOptions::new(&path)).expect("open the store");
+    let record = keel_store::SessionRecord {
+        id: SessionId::generate(1, 1),
+        tenant: TenantId::default_tenant(),
+        agent_id: AgentId::generate(1, 1),
+        agent_name: "a".into(),
+        agent_version: 1,
+        created_at: Timestamp::from_millis(1),
+        metadata: Default::default(),
+        last_seq: 0,
+    };
+    let note = |text: &str| keel_store::NewEvent {
+        at: Timestamp::from_millis(2),
+        body: EventBody::RunStarted {
+            run_id: RunId::generate(1, 1),
+            input: Message::user(text),
+            options: Default::default(),
+        },
+    };
+    store
+        .create_session(&record, vec![note("one"), note("two"), note("three")])
+        .await
+        .unwrap();
+    let conn = rusqlite::Connection::open(&path).expect("open the file");
+    conn.execute("UPDATE events SET body = X'FF00' WHERE seq = 2", [])
+        .unwrap();
+    let report = keel_store::chain::verify(&store, &record.id).await.unwrap();
+    assert_eq!(report.first_bad_seq, Some(2), "{report:?}");
+}

@@ -173,10 +173,13 @@ pub(crate) fn read_journal(
             |r| {
                 Ok(JournalEntry {
                     seq: r.get(0)?,
-                    at: Timestamp::from_millis(r.get(1)?),
-                    kind: r.get(2)?,
-                    body: r.get(3)?,
-                    hash: r.get(4)?,
+                    at: Timestamp::from_millis(r.get(1).unwrap_or(i64::MIN)),
+                    kind: as_stored(r.get_ref(2)?),
+                    body: as_stored(r.get_ref(3)?),
+                    hash: match r.get_ref(4)? {
+                        rusqlite::types::ValueRef::Null => None,
+                        stored => Some(as_stored(stored)),
+                    },
                 })
             },
         )?
@@ -185,6 +188,20 @@ pub(crate) fn read_journal(
         last_seq(conn, session)?;
     }
     Ok(entries)
+}
+
+/// A column's value as the text it holds, whatever a hand edit made of it (a blob, a number,
+/// bytes that are not UTF-8), so that checking the chain names the event instead of failing.
+fn as_stored(value: rusqlite::types::ValueRef<'_>) -> String {
+    use rusqlite::types::ValueRef;
+    match value {
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
+            String::from_utf8_lossy(bytes).into_owned()
+        }
+        ValueRef::Integer(n) => n.to_string(),
+        ValueRef::Real(x) => x.to_string(),
+        ValueRef::Null => String::new(),
+    }
 }
 
 fn decode_events(
