@@ -3,10 +3,10 @@
 //! reaches its own call (approved, approved with edited arguments, rejected, answered), the
 //! run goes on and finishes; another tenant cannot see or resume it.
 
-use keel_core::{Decision, EventBody, Message, RunStatus, TenantId, ToolDef, ToolKind};
+use keel_core::{Decision, EventBody, Message, RunStatus, SessionId, TenantId, ToolDef, ToolKind};
 use keel_engine::{CallDecision, EngineConfig, EngineError};
 use keel_models::providers::scripted::ScriptedConfig;
-use keel_store::Store;
+use keel_store::{RunRecord, Store};
 
 mod common;
 
@@ -28,6 +28,19 @@ fn approve(call_id: &str, arguments: Option<serde_json::Value>) -> CallDecision 
     }
 }
 
+/// A new session of agent `a` and its run on `input`, once it waits for a person.
+async fn waiting_run(test: &common::TestEngine, input: &str) -> (SessionId, RunRecord) {
+    let session = common::session(&test.engine, &test.tenant).await;
+    let run = test
+        .engine
+        .submit(&test.tenant, &session, Message::user(input))
+        .await
+        .unwrap();
+    let waiting = test.engine.wait_run(&test.tenant, &run.id).await.unwrap();
+    assert_eq!(waiting.status, RunStatus::Waiting, "{waiting:?}");
+    (session, waiting)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_approvals_wait_across_a_restart_and_each_reaches_its_own_call() {
     let dir = tempfile::tempdir().unwrap();
@@ -41,20 +54,15 @@ async fn parallel_approvals_wait_across_a_restart_and_each_reaches_its_own_call(
         true,
     )
     .await;
-    let session = common::session(&first.engine, &first.tenant).await;
-    let input = Message::user(
+    let (session, waiting) = waiting_run(
+        &first,
         "/call scratchpad_set {\"key\": \"a\", \"value\": \"1\"}\n\
          /call scratchpad_set {\"key\": \"b\", \"value\": \"2\"}\n\
          /call scratchpad_set {\"key\": \"c\", \"value\": \"3\"}\n\
          /call ask_human {\"question\": \"which colour?\"}",
-    );
-    let run = first
-        .engine
-        .submit(&first.tenant, &session, input)
-        .await
-        .unwrap();
-    let waiting = first.engine.wait_run(&first.tenant, &run.id).await.unwrap();
-    assert_eq!(waiting.status, RunStatus::Waiting);
+    )
+    .await;
+    let run = waiting.clone();
     assert_eq!((waiting.lease_owner, waiting.lease_until), (None, None));
     let pending = first
         .engine
@@ -219,14 +227,7 @@ async fn a_waiting_run_is_cancelled_with_its_calls_answered_as_errors() {
         true,
     )
     .await;
-    let session = common::session(&test.engine, &test.tenant).await;
-    let run = test
-        .engine
-        .submit(&test.tenant, &session, Message::user("/call clock_now"))
-        .await
-        .unwrap();
-    let waiting = test.engine.wait_run(&test.tenant, &run.id).await.unwrap();
-    assert_eq!(waiting.status, RunStatus::Waiting);
+    let (session, run) = waiting_run(&test, "/call clock_now").await;
     test.engine.cancel_run(&test.tenant, &run.id).await.unwrap();
     let ended = test.engine.wait_run(&test.tenant, &run.id).await.unwrap();
     assert_eq!(ended.status, RunStatus::Cancelled, "{ended:?}");
@@ -256,18 +257,12 @@ async fn a_rule_on_an_argument_makes_only_matching_calls_wait() {
         true,
     )
     .await;
-    let session = common::session(&test.engine, &test.tenant).await;
-    let input = Message::user(
+    let (session, run) = waiting_run(
+        &test,
         "/call scratchpad_set {\"key\": \"plain\", \"value\": \"1\"}\n\
          /call scratchpad_set {\"key\": \"secret_pin\", \"value\": \"2\"}",
-    );
-    let run = test
-        .engine
-        .submit(&test.tenant, &session, input)
-        .await
-        .unwrap();
-    let waiting = test.engine.wait_run(&test.tenant, &run.id).await.unwrap();
-    assert_eq!(waiting.status, RunStatus::Waiting);
+    )
+    .await;
     let pending = test
         .engine
         .pending_approvals(&test.tenant, &run.id)

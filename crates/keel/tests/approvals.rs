@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use keel_testkit::tool_endpoint::ToolEndpoint;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::http::{Api, new_session};
+use support::http::{Api, another_tenant, new_session};
 use support::{KeelHome, KeelServer, sigkill};
 
-fn home(tool_url: &str) -> KeelHome {
+/// A data directory whose `default` agent, on the scripted model, has `tools` (TOML).
+fn home(tools: &str) -> KeelHome {
     KeelHome::new(&format!(
         r#"
 [providers.scripted]
@@ -23,7 +24,7 @@ kind = "scripted"
 [[agents]]
 name = "default"
 model = "scripted/echo"
-tools = [{{ name = "send_mail", kind = "http", url = "{tool_url}", allow_private = ["127.0.0.0/8"], require_approval = true, description = "sends a mail" }}]
+tools = {tools}
 "#
     ))
 }
@@ -44,7 +45,10 @@ async fn run_until(api: &Api, run: &str, done: impl Fn(&str) -> bool) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_approvals_survive_sigkill_and_each_decision_reaches_its_own_call() {
     let endpoint = ToolEndpoint::start().await.unwrap();
-    let home = home(&endpoint.url("/echo"));
+    let home = home(&format!(
+        r#"[{{ name = "send_mail", kind = "http", url = "{}", allow_private = ["127.0.0.0/8"], require_approval = true, description = "sends a mail" }}]"#,
+        endpoint.url("/echo")
+    ));
     let mut server = KeelServer::start(&home, &[]);
     let key = server
         .admin_key
@@ -84,21 +88,7 @@ async fn parallel_approvals_survive_sigkill_and_each_decision_reaches_its_own_ca
     assert_eq!(waiting["pending_approvals"].as_array().unwrap().len(), 3);
 
     // Another tenant cannot see or resume it.
-    let other = api
-        .ok(
-            Method::POST,
-            "/v1/admin/tenants",
-            Some(json!({"name": "other"})),
-        )
-        .await;
-    let other_key = api
-        .ok(
-            Method::POST,
-            &format!("/v1/admin/tenants/{}/keys", other["id"].as_str().unwrap()),
-            Some(json!({"scope": "tenant"})),
-        )
-        .await;
-    let stranger = Api::new(&server, other_key["key"].as_str());
+    let stranger = another_tenant(&api, &server).await;
     let decisions = json!({"decisions": [{"call_id": ann, "decision": "approve"}]});
     let (status, body) = stranger
         .call(
@@ -217,17 +207,7 @@ async fn parallel_approvals_survive_sigkill_and_each_decision_reaches_its_own_ca
 
 #[test]
 fn the_cli_lists_what_a_run_waits_on_and_answers_an_ask_human_question() {
-    let home = KeelHome::new(
-        r#"
-[providers.scripted]
-kind = "scripted"
-
-[[agents]]
-name = "default"
-model = "scripted/echo"
-tools = [{ name = "ask_human", kind = "builtin" }]
-"#,
-    );
+    let home = home(r#"[{ name = "ask_human", kind = "builtin" }]"#);
     let sent = home.json(&[
         "send",
         "--json",
@@ -271,16 +251,8 @@ tools = [{ name = "ask_human", kind = "builtin" }]
 
 #[test]
 fn keel_chat_asks_inline_and_the_run_goes_on() {
-    let home = KeelHome::new(
-        r#"
-[providers.scripted]
-kind = "scripted"
-
-[[agents]]
-name = "default"
-model = "scripted/echo"
-tools = [{ name = "ask_human", kind = "builtin" }, { name = "clock_now", kind = "builtin", require_approval = true }]
-"#,
+    let home = home(
+        r#"[{ name = "ask_human", kind = "builtin" }, { name = "clock_now", kind = "builtin", require_approval = true }]"#,
     );
     let shown = home.run_on_a_terminal_typing(
         &["chat"],
