@@ -535,7 +535,7 @@ first_token_latency_ms = 3000
         ),
         (
             Method::POST,
-            "/v1/embeddings",
+            "/v1/images/generations",
             404,
             "not_found_error",
             "route_not_found",
