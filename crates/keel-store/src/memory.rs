@@ -4,6 +4,8 @@
 //! and vector rankings. A backend ranks by its own full-text engine and hands over vectors.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use keel_core::{TenantId, Timestamp};
 use serde_json::Value;
@@ -241,32 +243,170 @@ fn passes(metadata: &str, query: &MemoryQuery) -> bool {
 pub(crate) type Ranked = (String, f64, Option<usize>, Option<usize>);
 
 /// The fused ranking of a search from what a backend read: its full-text matches as
-/// `(id, metadata)`, best first, and the namespace's `(id, metadata, vector bytes)`. Both are
-/// filtered by the query's metadata filter, cut at the fusion depth and fused.
+/// `(id, metadata)`, best first (filtered by the query's metadata filter and cut at the fusion
+/// depth here), and its vector ranking (`nearest_rows`, `NamespaceVectors::nearest`).
 pub(crate) fn rank(
     query: &MemoryQuery,
     keyword_rows: impl IntoIterator<Item = (String, String)>,
-    vector_rows: impl IntoIterator<Item = (String, String, Vec<u8>)>,
+    vector: Vec<String>,
 ) -> Vec<Ranked> {
-    let depth = query.fusion.depth;
     let keyword: Vec<String> = keyword_rows
         .into_iter()
         .filter(|(_, metadata)| passes(metadata, query))
         .map(|(id, _)| id)
-        .take(depth)
+        .take(query.fusion.depth)
         .collect();
-    let vector = match &query.embedding {
-        Some(embedding) => nearest(
-            embedding,
-            vector_rows.into_iter().filter_map(|(id, metadata, bytes)| {
-                let vector = vector_from_bytes(&bytes)?;
-                passes(&metadata, query).then_some((id, vector))
-            }),
-            depth,
-        ),
-        None => Vec::new(),
-    };
     fuse(&keyword, &vector, query.fusion, query.limit)
+}
+
+/// The vector ranking from a namespace's `(id, metadata, vector bytes)` rows, read per search.
+pub(crate) fn nearest_rows(
+    query: &MemoryQuery,
+    rows: impl IntoIterator<Item = (String, String, Vec<u8>)>,
+) -> Vec<String> {
+    let Some(embedding) = &query.embedding else {
+        return Vec::new();
+    };
+    nearest(
+        embedding,
+        rows.into_iter().filter_map(|(id, metadata, bytes)| {
+            let vector = vector_from_bytes(&bytes)?;
+            passes(&metadata, query).then_some((id, vector))
+        }),
+        query.fusion.depth,
+    )
+}
+
+/// A namespace's vectors held in memory — ids, stored metadata, one contiguous buffer of unit
+/// vectors — so a search scans floats rather than rows.
+pub(crate) struct NamespaceVectors {
+    ids: Vec<String>,
+    metadata: Vec<String>,
+    dimensions: Vec<usize>,
+    /// Row `i` at `offsets[i]..offsets[i] + dimensions[i]`, scaled to unit length.
+    offsets: Vec<usize>,
+    values: Vec<f32>,
+}
+
+impl NamespaceVectors {
+    fn load(rows: impl IntoIterator<Item = (String, String, Vec<u8>)>) -> Self {
+        let mut space = NamespaceVectors {
+            ids: Vec::new(),
+            metadata: Vec::new(),
+            dimensions: Vec::new(),
+            offsets: Vec::new(),
+            values: Vec::new(),
+        };
+        for (id, metadata, bytes) in rows {
+            let Some(mut vector) = vector_from_bytes(&bytes).filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            let norm = dot(&vector, &vector).sqrt();
+            if norm > 0.0 {
+                vector.iter_mut().for_each(|v| *v /= norm);
+            }
+            space.ids.push(id);
+            space.metadata.push(metadata);
+            space.dimensions.push(vector.len());
+            space.offsets.push(space.values.len());
+            space.values.extend_from_slice(&vector);
+        }
+        space
+    }
+
+    /// The ids of the `query.fusion.depth` vectors nearest the query's embedding, best first.
+    pub(crate) fn nearest(&self, query: &MemoryQuery) -> Vec<String> {
+        let Some(embedding) = &query.embedding else {
+            return Vec::new();
+        };
+        let norm = dot(embedding, embedding).sqrt();
+        if norm == 0.0 {
+            return Vec::new();
+        }
+        let mut scored: Vec<(f32, usize)> = Vec::new();
+        for (i, &dimensions) in self.dimensions.iter().enumerate() {
+            if dimensions != embedding.len() || !passes(&self.metadata[i], query) {
+                continue;
+            }
+            let at = self.offsets[i];
+            scored.push((dot(embedding, &self.values[at..at + dimensions]) / norm, i));
+        }
+        let depth = query.fusion.depth.min(scored.len());
+        let by_score = |a: &(f32, usize), b: &(f32, usize)| {
+            b.0.total_cmp(&a.0)
+                .then_with(|| self.ids[a.1].cmp(&self.ids[b.1]))
+        };
+        if depth < scored.len() {
+            scored.select_nth_unstable_by(depth, by_score);
+            scored.truncate(depth);
+        }
+        scored.sort_by(by_score);
+        scored
+            .into_iter()
+            .map(|(_, i)| self.ids[i].clone())
+            .collect()
+    }
+}
+
+/// The namespaces' vectors a store holds in memory, loaded by the first search of each and
+/// dropped whole at every write to the tenant's memory. A load that raced a write is not kept
+/// (`generation`), so a search never sees vectors older than the last write it follows.
+#[derive(Default)]
+pub(crate) struct VectorCache {
+    spaces: Mutex<HashMap<(String, String), Arc<NamespaceVectors>>>,
+    generation: AtomicU64,
+}
+
+impl VectorCache {
+    /// The namespace's vectors, read with `load` when not held.
+    pub(crate) fn get_or_load(
+        &self,
+        tenant: &TenantId,
+        namespace: &str,
+        load: impl FnOnce() -> Result<Vec<(String, String, Vec<u8>)>, StoreError>,
+    ) -> Result<Arc<NamespaceVectors>, StoreError> {
+        let key = (tenant.as_str().to_string(), namespace.to_string());
+        if let Some(space) = self.lock().get(&key) {
+            return Ok(space.clone());
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let space = Arc::new(NamespaceVectors::load(load()?));
+        let mut spaces = self.lock();
+        if self.generation.load(Ordering::SeqCst) == generation {
+            spaces.insert(key, space.clone());
+        }
+        Ok(space)
+    }
+
+    /// Drops what is held of the tenant's namespaces: called after each write to its memory.
+    pub(crate) fn forget_tenant(&self, tenant: &TenantId) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.lock().retain(|(t, _), _| t != tenant.as_str());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<NamespaceVectors>>> {
+        self.spaces
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A dot product in eight lanes, so the compiler vectorizes it without reassociation flags.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// The full-text expression of a query for FTS5 (`"a" OR "b"`) or PostgreSQL's `to_tsquery`
@@ -320,6 +460,46 @@ mod tests {
         assert_eq!(order.len(), 4);
         let d = fused.iter().find(|f| f.0 == "d").unwrap();
         assert_eq!((d.2, d.3), (None, Some(2)));
+    }
+
+    #[test]
+    fn cached_vectors_rank_like_rows_and_a_write_drops_them() {
+        let rows = || {
+            vec![
+                (
+                    "far".to_string(),
+                    "{}".to_string(),
+                    vector_bytes(&[0.0, 2.0]),
+                ),
+                (
+                    "near".to_string(),
+                    "{}".to_string(),
+                    vector_bytes(&[3.0, 0.3]),
+                ),
+                ("none".to_string(), "{}".to_string(), Vec::new()),
+            ]
+        };
+        let query = MemoryQuery {
+            namespace: "ns".into(),
+            text: String::new(),
+            embedding: Some(vec![1.0, 0.0]),
+            filter: Vec::new(),
+            limit: 5,
+            fusion: Fusion::default(),
+        };
+        let cache = VectorCache::default();
+        let tenant = TenantId::default_tenant();
+        let space = cache.get_or_load(&tenant, "ns", || Ok(rows())).unwrap();
+        assert_eq!(space.nearest(&query), nearest_rows(&query, rows()));
+        assert_eq!(space.nearest(&query), ["near", "far"]);
+        let again = cache.get_or_load(&tenant, "ns", || panic!("held")).unwrap();
+        assert!(Arc::ptr_eq(&space, &again));
+        cache.forget_tenant(&tenant);
+        let reloaded = cache.get_or_load(&tenant, "ns", || Ok(Vec::new())).unwrap();
+        assert!(
+            reloaded.nearest(&query).is_empty(),
+            "read again after the write"
+        );
     }
 
     #[test]

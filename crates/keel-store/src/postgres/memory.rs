@@ -82,12 +82,18 @@ pub(crate) async fn search(
             client,
             "SELECT id, metadata FROM memory_records, to_tsquery('english', $3) AS q
              WHERE tenant = $1 AND namespace = $2 AND to_tsvector('english', text) @@ q
-             ORDER BY ts_rank(to_tsvector('english', text), q) DESC, id",
-            &[&tenant.as_str(), &query.namespace, &expression],
+             ORDER BY ts_rank(to_tsvector('english', text), q) DESC, id LIMIT $4",
+            &[
+                &tenant.as_str(),
+                &query.namespace,
+                &expression,
+                &keyword_limit(query),
+            ],
         )
         .await?;
         keyword = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     }
+    // Read per search: another node may have written since (SQLite, one process, keeps them).
     let mut vectors = Vec::new();
     if query.embedding.is_some() {
         let rows = statements::query(
@@ -102,7 +108,9 @@ pub(crate) async fn search(
             .collect();
     }
     let mut hits = Vec::new();
-    for (id, score, keyword_rank, vector_rank) in memory::rank(query, keyword, vectors) {
+    for (id, score, keyword_rank, vector_rank) in
+        memory::rank(query, keyword, memory::nearest_rows(query, vectors))
+    {
         if let Some(record) = get(client, tenant, &id).await? {
             hits.push(MemoryHit {
                 record,
@@ -113,6 +121,15 @@ pub(crate) async fn search(
         }
     }
     Ok(hits)
+}
+
+/// How many full-text matches to read: the fusion depth, or all (`NULL`) when a metadata
+/// filter will drop some of them.
+fn keyword_limit(query: &MemoryQuery) -> Option<i64> {
+    query
+        .filter
+        .is_empty()
+        .then(|| i64::try_from(query.fusion.depth).unwrap_or(i64::MAX))
 }
 
 fn read(row: &Row) -> StoredMemory {

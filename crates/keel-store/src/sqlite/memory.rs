@@ -1,11 +1,12 @@
 //! Long-term memory on SQLite: records in `memory_records`, their text indexed by the FTS5
 //! table `memory_fts` (external content, kept in step by triggers, so a record and its index
-//! entry change in one write), vectors as little-endian f32 BLOBs ranked by brute force.
+//! entry change in one write), vectors as little-endian f32 BLOBs ranked by brute force over
+//! a namespace's vectors held in memory (`memory::VectorCache`).
 
 use keel_core::TenantId;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::memory::{self, MemoryHit, MemoryQuery, MemoryRecord, StoredMemory};
+use crate::memory::{self, MemoryHit, MemoryQuery, MemoryRecord, StoredMemory, VectorCache};
 use crate::{StoreError, encode};
 
 const COLUMNS: &str = "id, tenant, namespace, text, metadata, embedding, created_at, updated_at";
@@ -57,8 +58,11 @@ pub(crate) fn delete(conn: &Connection, tenant: &TenantId, id: &str) -> Result<b
 }
 
 /// Keyword ranking (FTS5 BM25 over any of the query's terms) fused with the vector ranking.
+/// The vectors come from `cache`, loaded by a namespace's first search: this process makes every
+/// write to the database, and drops the tenant's cached vectors after each.
 pub(crate) fn search(
     conn: &Connection,
+    cache: &VectorCache,
     tenant: &TenantId,
     query: &MemoryQuery,
 ) -> Result<Vec<MemoryHit>, StoreError> {
@@ -69,27 +73,35 @@ pub(crate) fn search(
         let mut statement = conn.prepare_cached(
             "SELECT m.id, m.metadata FROM memory_fts JOIN memory_records m ON m.rowid = memory_fts.rowid
              WHERE memory_fts MATCH ?3 AND m.tenant = ?1 AND m.namespace = ?2
-             ORDER BY bm25(memory_fts), m.id",
+             ORDER BY bm25(memory_fts), m.id LIMIT ?4",
         )?;
-        let rows = statement
-            .query_map(params![tenant.as_str(), query.namespace, expression], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
+        let rows = statement.query_map(
+            params![
+                tenant.as_str(),
+                query.namespace,
+                expression,
+                keyword_limit(query)
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         for row in rows {
             keyword.push(row?);
         }
     }
-    let mut vectors = Vec::new();
-    if query.embedding.is_some() {
-        let mut statement = conn.prepare_cached(
-            "SELECT id, metadata, embedding FROM memory_records WHERE tenant = ?1 AND namespace = ?2",
-        )?;
-        for row in statement.query_map(scope, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))? {
-            vectors.push(row?);
-        }
-    }
+    let vector = match query.embedding {
+        None => Vec::new(),
+        Some(_) => cache
+            .get_or_load(tenant, &query.namespace, || {
+                let mut statement = conn.prepare_cached(
+                    "SELECT id, metadata, embedding FROM memory_records WHERE tenant = ?1 AND namespace = ?2",
+                )?;
+                let rows = statement.query_map(scope, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                rows.map(|row| row.map_err(StoreError::from)).collect()
+            })?
+            .nearest(query),
+    };
     let mut hits = Vec::new();
-    for (id, score, keyword_rank, vector_rank) in memory::rank(query, keyword, vectors) {
+    for (id, score, keyword_rank, vector_rank) in memory::rank(query, keyword, vector) {
         if let Some(record) = get(conn, tenant, &id)? {
             hits.push(MemoryHit {
                 record,
@@ -100,6 +112,15 @@ pub(crate) fn search(
         }
     }
     Ok(hits)
+}
+
+/// How many full-text matches to read: the fusion depth, or all (-1) when a metadata filter
+/// will drop some of them.
+fn keyword_limit(query: &MemoryQuery) -> i64 {
+    match query.filter.is_empty() {
+        true => i64::try_from(query.fusion.depth).unwrap_or(i64::MAX),
+        false => -1,
+    }
 }
 
 fn read(row: &Row<'_>) -> rusqlite::Result<StoredMemory> {

@@ -24,6 +24,7 @@ mod usage;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use keel_core::{AgentDef, Event, RunId, RunStatus, SessionId, TenantId, TimerId, Timestamp};
@@ -93,6 +94,8 @@ pub struct SqliteStore {
     // the last one open, checkpoints the WAL into the database file.
     readers: ReaderPool,
     writer: Writer,
+    /// Long-term memory's vectors by namespace (`memory::VectorCache`).
+    vectors: Arc<crate::memory::VectorCache>,
 }
 
 impl SqliteStore {
@@ -107,6 +110,7 @@ impl SqliteStore {
             path: options.path,
             readers,
             writer,
+            vectors: Arc::default(),
         })
     }
 
@@ -403,10 +407,13 @@ impl Store for SqliteStore {
     }
 
     async fn put_memory(&self, record: &crate::MemoryRecord) -> Result<(), StoreError> {
-        let record = record.clone();
-        self.writer
-            .write(move |conn| memory::put(conn, &record))
-            .await
+        let stored = record.clone();
+        let outcome = self
+            .writer
+            .write(move |conn| memory::put(conn, &stored))
+            .await;
+        self.vectors.forget_tenant(&record.tenant);
+        outcome
     }
 
     async fn get_memory(
@@ -421,10 +428,13 @@ impl Store for SqliteStore {
     }
 
     async fn delete_memory(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
-        let (tenant, id) = (tenant.clone(), id.to_string());
-        self.writer
-            .write(move |conn| memory::delete(conn, &tenant, &id))
-            .await
+        let (owner, id) = (tenant.clone(), id.to_string());
+        let outcome = self
+            .writer
+            .write(move |conn| memory::delete(conn, &owner, &id))
+            .await;
+        self.vectors.forget_tenant(tenant);
+        outcome
     }
 
     async fn search_memory(
@@ -432,9 +442,9 @@ impl Store for SqliteStore {
         tenant: &TenantId,
         query: &crate::MemoryQuery,
     ) -> Result<Vec<crate::MemoryHit>, StoreError> {
-        let (tenant, query) = (tenant.clone(), query.clone());
+        let (tenant, query, vectors) = (tenant.clone(), query.clone(), self.vectors.clone());
         self.readers
-            .read(move |conn| memory::search(conn, &tenant, &query))
+            .read(move |conn| memory::search(conn, &vectors, &tenant, &query))
             .await
     }
 
