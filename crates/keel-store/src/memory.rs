@@ -259,6 +259,15 @@ pub(crate) fn rank(
     fuse(&keyword, &vector, query.fusion, query.limit)
 }
 
+/// How many full-text matches a backend reads: the fusion depth, or all (`None`) when a
+/// metadata filter will drop some of them.
+pub(crate) fn keyword_limit(query: &MemoryQuery) -> Option<i64> {
+    query
+        .filter
+        .is_empty()
+        .then(|| i64::try_from(query.fusion.depth).unwrap_or(i64::MAX))
+}
+
 /// The vector ranking from a namespace's `(id, metadata, vector bytes)` rows, read per search.
 pub(crate) fn nearest_rows(
     query: &MemoryQuery,

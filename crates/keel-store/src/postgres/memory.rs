@@ -87,7 +87,7 @@ pub(crate) async fn search(
                 &tenant.as_str(),
                 &query.namespace,
                 &expression,
-                &keyword_limit(query),
+                &memory::keyword_limit(query),
             ],
         )
         .await?;
@@ -121,15 +121,6 @@ pub(crate) async fn search(
         }
     }
     Ok(hits)
-}
-
-/// How many full-text matches to read: the fusion depth, or all (`NULL`) when a metadata
-/// filter will drop some of them.
-fn keyword_limit(query: &MemoryQuery) -> Option<i64> {
-    query
-        .filter
-        .is_empty()
-        .then(|| i64::try_from(query.fusion.depth).unwrap_or(i64::MAX))
 }
 
 fn read(row: &Row) -> StoredMemory {

@@ -80,7 +80,7 @@ pub(crate) fn search(
                 tenant.as_str(),
                 query.namespace,
                 expression,
-                keyword_limit(query)
+                memory::keyword_limit(query).unwrap_or(-1)
             ],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
@@ -112,15 +112,6 @@ pub(crate) fn search(
         }
     }
     Ok(hits)
-}
-
-/// How many full-text matches to read: the fusion depth, or all (-1) when a metadata filter
-/// will drop some of them.
-fn keyword_limit(query: &MemoryQuery) -> i64 {
-    match query.filter.is_empty() {
-        true => i64::try_from(query.fusion.depth).unwrap_or(i64::MAX),
-        false => -1,
-    }
 }
 
 fn read(row: &Row<'_>) -> rusqlite::Result<StoredMemory> {
