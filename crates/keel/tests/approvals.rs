@@ -277,3 +277,28 @@ fn keel_chat_asks_inline_and_the_run_goes_on() {
         "{shown:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_turn_ends_with_the_calls_it_waits_on() {
+    let home = home(r#"[{ name = "ask_human", kind = "builtin" }]"#);
+    let server = KeelServer::start(&home, &[]);
+    let api = Api::new(&server, server.admin_key.as_deref());
+    let session = new_session(&api).await;
+    let request = api
+        .request(Method::POST, &format!("/v1/sessions/{session}/messages"))
+        .json(&json!({"content": "/call ask_human {\"question\": \"go on?\"}", "mode": "stream"}));
+    let mut stream = api.stream(request).await;
+    let mut events = Vec::new();
+    while let Some(event) = stream.next().await {
+        events.push(event);
+    }
+    let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    let asked = events
+        .iter()
+        .find(|e| e.event == "approval.requested")
+        .unwrap_or_else(|| panic!("{names:?}"));
+    assert_eq!(asked.json()["calls"][0]["arguments"]["question"], "go on?");
+    let last = events.last().unwrap();
+    assert_eq!(last.event, "run.waiting", "{names:?}");
+    assert_eq!(last.json()["status"], "waiting");
+}
