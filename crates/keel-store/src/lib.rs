@@ -283,7 +283,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Hybrid search of one namespace of the tenant: full-text matches of any of the query's
     /// terms and, with an embedding, the nearest vectors (brute force), fused by reciprocal
-    /// rank (`memory`); at most `query.limit` hits, best first.
+    /// rank (`memory`); at most `query.limit` hits, best first. `NotFound` for a namespace
+    /// that holds none of the tenant's records.
     async fn search_memory(
         &self,
         tenant: &TenantId,

@@ -138,6 +138,15 @@ pub(crate) fn check_namespace(namespace: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A namespace of the tenant that holds no record (never written, or emptied): searching it is
+/// `NotFound`, as another tenant's is.
+pub(crate) fn unknown_namespace(namespace: &str) -> StoreError {
+    StoreError::NotFound {
+        kind: "memory namespace",
+        id: namespace.to_string(),
+    }
+}
+
 /// The words of `text`, lowercased, as plain terms for a full-text engine: letters and digits
 /// only, so no character of the input is ever query syntax. Repeats are dropped.
 pub fn query_terms(text: &str) -> Vec<String> {

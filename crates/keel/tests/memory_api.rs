@@ -1,6 +1,7 @@
 //! Long-term memory through `keel serve` on the embedded defaults: records remembered in a
 //! namespace are embedded by the local all-MiniLM-L6-v2 and found by a paraphrase (hybrid
-//! search: keywords and vectors), read and forgotten; another tenant's records answer 404;
+//! search: keywords and vectors), read and forgotten; another tenant's records and namespaces,
+//! and a namespace with no record, answer 404;
 //! bad input is a 400 naming what was wrong, with nothing stored.
 
 mod support;
@@ -124,8 +125,11 @@ async fn remembered_records_are_found_by_paraphrase_and_stay_in_their_tenant() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     }
     let (status, hits) = search(&other, ns, json!({"query": "green tea"})).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(hits["data"], json!([]), "{hits}");
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "their namespace of that name holds nothing: {hits}"
+    );
 
     let (status, _) = api.call(Method::DELETE, &path, None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
@@ -179,6 +183,13 @@ async fn bad_memory_input_is_a_400_naming_it_and_stores_nothing() {
             "{reply}"
         );
     }
-    let (_, hits) = search(&api, ns, json!({"query": "word x"})).await;
-    assert_eq!(hits["data"], json!([]), "nothing was stored: {hits}");
+    let (status, reply) = search(&api, ns, json!({"query": "word x"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored: {reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(ns),
+        "{reply}"
+    );
 }

@@ -159,10 +159,11 @@ pub async fn delete(
 }
 
 /// Search a namespace: full text for any of the query's words, fused with vector similarity
-/// by reciprocal rank; best first.
+/// by reciprocal rank; best first. A namespace with none of the caller's records is a 404.
 #[utoipa::path(post, path = "/v1/memory/{namespace}/search", tag = "memory", request_body = SearchMemory,
     params(("namespace" = String, Path)),
-    responses((status = 200, body = MemoryHitList), (status = 400, body = ErrorEnvelope)))]
+    responses((status = 200, body = MemoryHitList), (status = 400, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope, description = "the namespace holds none of the caller's records")))]
 pub async fn search(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -89,7 +89,7 @@ pub async fn a_copied_store_answers_every_reader_as_the_original(
                         limit: 10,
                         fusion: Fusion::default(),
                     };
-                    let memories = s.search_memory(&tenant, &search).await.unwrap();
+                    let memories = s.search_memory(&tenant, &search).await;
                     logs.push(format!(
                         "{events:?} {recent:?} {loaded:?} {pad:?} {pending:?} {timers:?} {memories:?}"
                     ));

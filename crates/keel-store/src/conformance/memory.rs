@@ -91,6 +91,13 @@ pub async fn memory_records_round_trip_and_are_replaced_and_deleted_within_their
         found(&store, &tenant, &query("user:ada", "coffee", None)).await,
         ["mem_1"]
     );
+    let unknown = store
+        .search_memory(&tenant, &query("user:bob", "coffee", None))
+        .await;
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound { .. })),
+        "{unknown:?}"
+    );
     assert!(
         found(&store, &tenant, &query("user:ada", "tea", None))
             .await
@@ -100,10 +107,12 @@ pub async fn memory_records_round_trip_and_are_replaced_and_deleted_within_their
 
     assert!(store.delete_memory(&tenant, "mem_1").await.unwrap());
     assert_eq!(store.get_memory(&tenant, "mem_1").await.unwrap(), None);
+    let emptied = store
+        .search_memory(&tenant, &query("user:ada", "coffee", None))
+        .await;
     assert!(
-        found(&store, &tenant, &query("user:ada", "coffee", None))
-            .await
-            .is_empty()
+        matches!(emptied, Err(StoreError::NotFound { .. })),
+        "an emptied namespace: {emptied:?}"
     );
     assert_eq!(
         store.get_memory(&other, "mem_1").await.unwrap(),
@@ -218,14 +227,12 @@ pub async fn memory_search_fuses_keywords_and_vectors_within_one_namespace(store
         found(&store, &other, &query(ns, "deadline", None)).await,
         ["mem_theirs"]
     );
+    let nobody = store
+        .search_memory(&tenant, &query("nobody", "deadline", None))
+        .await;
     assert!(
-        found(
-            &store,
-            &tenant,
-            &query("nobody", "deadline", Some(&[1.0, 0.0, 0.0]))
-        )
-        .await
-        .is_empty()
+        matches!(nobody, Err(StoreError::NotFound { .. })),
+        "{nobody:?}"
     );
 }
 

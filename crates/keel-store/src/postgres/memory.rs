@@ -75,6 +75,15 @@ pub(crate) async fn search(
     query: &MemoryQuery,
 ) -> Result<Vec<MemoryHit>, StoreError> {
     memory::check_namespace(&query.namespace)?;
+    let held = statements::query_opt(
+        client,
+        "SELECT 1 FROM memory_records WHERE tenant = $1 AND namespace = $2 LIMIT 1",
+        &[&tenant.as_str(), &query.namespace],
+    )
+    .await?;
+    if held.is_none() {
+        return Err(memory::unknown_namespace(&query.namespace));
+    }
     let mut keyword = Vec::new();
     // Terms are letters and digits only: `|` between them is the only syntax to_tsquery sees.
     if let Some(expression) = memory::any_of(&query.text, false, " | ") {

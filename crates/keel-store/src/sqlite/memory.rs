@@ -68,6 +68,15 @@ pub(crate) fn search(
 ) -> Result<Vec<MemoryHit>, StoreError> {
     memory::check_namespace(&query.namespace)?;
     let scope = params![tenant.as_str(), query.namespace];
+    let held: Option<i64> = conn
+        .prepare_cached(
+            "SELECT 1 FROM memory_records WHERE tenant = ?1 AND namespace = ?2 LIMIT 1",
+        )?
+        .query_row(scope, |r| r.get(0))
+        .optional()?;
+    if held.is_none() {
+        return Err(memory::unknown_namespace(&query.namespace));
+    }
     let mut keyword = Vec::new();
     if let Some(expression) = memory::any_of(&query.text, true, " OR ") {
         let mut statement = conn.prepare_cached(
