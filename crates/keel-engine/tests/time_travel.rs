@@ -236,3 +236,51 @@ async fn a_fork_inside_a_run_or_outside_the_log_is_refused_naming_the_seqs_that_
         assert!(message.contains(&ends[1].to_string()), "{message}");
     }
 }
+
+#[tokio::test]
+async fn the_context_matches_what_was_sent_when_the_window_is_full_and_a_run_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (test, recording) = engine(&dir).await;
+    let (engine, tenant) = (&test.engine, &test.tenant);
+    // A window of three messages, and no second attempt at a failed call.
+    let agent = keel_core::AgentDef {
+        id: keel_core::AgentId::generate(2, 2),
+        name: "small".into(),
+        version: 0,
+        instructions: "be brief".into(),
+        model: "scripted/echo".into(),
+        tools: Vec::new(),
+        limits: keel_core::Limits {
+            context_messages: 3,
+            max_model_attempts: 1,
+            ..keel_core::Limits::default()
+        },
+    };
+    engine.put_agent(tenant, agent).await.unwrap();
+    let session = engine
+        .create_session(tenant, "small", Default::default())
+        .await
+        .unwrap()
+        .id;
+    for text in ["one", "two", "/fail on purpose", "three", "four"] {
+        let run = engine
+            .submit(tenant, &session, Message::user(text))
+            .await
+            .unwrap();
+        engine.wait_run(tenant, &run.id).await.unwrap();
+    }
+    let (calls, _) = seqs(engine, &session).await;
+    let received = recording.received.lock().unwrap().clone();
+    assert_eq!(received.len(), calls.len());
+    // The window was full: the last call saw three messages of the nine logged, none failed.
+    let last = &received[received.len() - 1].messages;
+    assert_eq!(last.len(), 3, "{last:?}");
+    assert!(last.iter().all(|m| !m.text_content().contains("/fail")));
+    for (seq, request) in calls.iter().zip(&received) {
+        let context = engine
+            .session_context(tenant, &session, Some(*seq))
+            .await
+            .unwrap();
+        assert_eq!(&context.request, request, "the context at seq {seq}");
+    }
+}
