@@ -17,6 +17,9 @@ use crate::{Engine, EngineError, Inner, clock, supervised};
 pub const MAX_TIMERS_PER_SESSION: usize = 1_000;
 /// The longest note a timer may carry (it becomes a run's input).
 pub const MAX_NOTE_BYTES: usize = 16 * 1024;
+/// How far ahead a timer may be set: what can be stored and read back as an instant, with a
+/// margin (a century).
+pub const MAX_AHEAD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Due timers fired per look.
 const FIRE_BATCH: usize = 64;
 /// Lateness under this is not worth telling the agent.
@@ -58,12 +61,16 @@ impl Engine {
         }
         let now = clock::now();
         let (schedule, first) = match when {
-            When::At(at) => (Schedule::Once { at }, at),
+            When::At(at) => (Schedule::Once { at }, within_reach(at, now)?),
             When::After(after) => {
-                let at = Timestamp::from_millis(
-                    now.millis()
-                        .saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX)),
-                );
+                if after > MAX_AHEAD {
+                    return Err(EngineError::Invalid(format!(
+                        "a timer may be set at most {} seconds ahead, not {}",
+                        MAX_AHEAD.as_secs(),
+                        after.as_secs()
+                    )));
+                }
+                let at = Timestamp::from_millis(now.millis() + after.as_millis() as i64);
                 (Schedule::Once { at }, at)
             }
             When::Cron { expr, timezone } => {
@@ -118,6 +125,17 @@ impl Engine {
             true => Ok(()),
             false => Err(not_found()),
         }
+    }
+}
+
+/// `at` itself when a timer may be set then: not before 1970, at most `MAX_AHEAD` from now.
+fn within_reach(at: Timestamp, now: Timestamp) -> Result<Timestamp, EngineError> {
+    let latest = now.millis() + MAX_AHEAD.as_millis() as i64;
+    match (0..=latest).contains(&at.millis()) {
+        true => Ok(at),
+        false => Err(EngineError::Invalid(format!(
+            "a timer's instant must lie between 1970 and a century from now, not {at}"
+        ))),
     }
 }
 

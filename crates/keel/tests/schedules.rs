@@ -125,6 +125,9 @@ async fn bad_schedules_and_other_tenants_sessions_are_refused() {
         json!({"cron": "0 9 * *", "note": "x"}),
         json!({"cron": "0 9 * * *", "timezone": "Mars/Olympus", "note": "x"}),
         json!({"after_secs": -1, "note": "x"}),
+        json!({"after_secs": 9_223_372_036_854_775u64, "note": "x"}),
+        json!({"at": "9999-12-31T23:59:59Z", "note": "x"}),
+        json!({"at": "1900-01-01T00:00:00Z", "note": "x"}),
         json!({"after_secs": 1, "note": "x", "colour": "red"}),
     ] {
         let (status, answer) = schedule(&api, &session, body.clone()).await;
