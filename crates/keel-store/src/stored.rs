@@ -235,6 +235,19 @@ pub(crate) struct StoredTimer {
 pub(crate) const TIMER_COLUMNS: &str =
     "id, tenant, session, schedule, note, next_at, created_at, fired, last_fired_at";
 
+/// The timers of `rows` that decode; one that does not is logged once and skipped
+/// (`unreadable`), so it never stops the others from firing or being listed.
+pub(crate) fn readable_timers(rows: Vec<StoredTimer>) -> Vec<crate::TimerRecord> {
+    rows.into_iter()
+        .filter_map(|row| {
+            let id = row.id.clone();
+            timer(row)
+                .map_err(|e| crate::unreadable::isolated("timer", &id, &e))
+                .ok()
+        })
+        .collect()
+}
+
 pub(crate) fn timer(row: StoredTimer) -> Result<crate::TimerRecord, StoreError> {
     Ok(crate::TimerRecord {
         schedule: json(&row.schedule, "schedule", &row.id)?,

@@ -41,3 +41,18 @@ async fn an_edited_byte_in_the_database_is_found_at_its_seq() {
     })
     .await;
 }
+
+/// A timer edited in the database into one that does not decode is skipped; the others fire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_timer_damaged_in_the_database_never_stops_the_others() {
+    let Some(schema) = pg_server::Schema::fresh().await else {
+        return;
+    };
+    let store = Arc::new(schema.open().await);
+    keel_store::conformance::a_timer_that_cannot_be_decoded_never_stops_the_others(store, |sql| {
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(schema.execute(sql))
+        })
+    })
+    .await;
+}

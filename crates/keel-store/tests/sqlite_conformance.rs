@@ -54,6 +54,19 @@ async fn an_edited_byte_in_the_file_is_found_at_its_seq() {
     .await;
 }
 
+/// A timer edited in the file into one that does not decode is skipped; the others fire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_timer_damaged_in_the_file_never_stops_the_others() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("keel.db");
+    let store = Arc::new(SqliteStore::open(SqliteOptions::new(&path)).expect("open the store"));
+    keel_store::conformance::a_timer_that_cannot_be_decoded_never_stops_the_others(store, |sql| {
+        let conn = rusqlite::Connection::open(&path).expect("open the file");
+        conn.execute_batch(sql).expect("edit the file");
+    })
+    .await;
+}
+
 /// A body made a blob of bytes that are not UTF-8 is found at its seq, not a failed read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_body_edited_into_bytes_that_are_not_text_is_found_at_its_seq() {

@@ -174,3 +174,34 @@ pub async fn nodes_racing_to_fire_a_due_timer_fire_it_once(subject: &Subject) {
         ROUNDS as u64
     );
 }
+
+/// A timer whose stored schedule no longer decodes (edited with `run_sql`, behind the store's
+/// back) is skipped by every reader of timers, so the others are still listed and fired.
+pub async fn a_timer_that_cannot_be_decoded_never_stops_the_others(
+    store: Arc<dyn Store>,
+    run_sql: impl Fn(&str),
+) {
+    let tenant = tenant();
+    let session = new_session(&store, &tenant).await;
+    let (broken, fine) = (
+        timer(&tenant, &session, 1_000),
+        timer(&tenant, &session, 2_000),
+    );
+    for t in [&broken, &fine] {
+        store.put_timer(t).await.unwrap();
+    }
+    run_sql(&format!(
+        "UPDATE timers SET schedule = '{{\"kind\": \"sundial\"}}' WHERE id = '{}'",
+        broken.id
+    ));
+    assert_eq!(due(&store, &session, 5_000).await, vec![fine.id.clone()]);
+    let listed = store.list_timers(&tenant, &session).await.unwrap();
+    assert_eq!(listed, vec![fine.clone()]);
+    let run = queued_run(&tenant, &session, 2_001);
+    assert!(
+        store
+            .fire_timer(&fine.id, at(2_000), None, &run)
+            .await
+            .unwrap()
+    );
+}

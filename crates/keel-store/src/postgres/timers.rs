@@ -57,7 +57,8 @@ pub(crate) async fn list(
         &[&session.as_str(), &tenant.as_str()],
     )
     .await?;
-    rows.iter().map(|row| stored::timer(read(row)?)).collect()
+    let rows = rows.iter().map(read).collect::<Result<_, _>>()?;
+    Ok(stored::readable_timers(rows))
 }
 
 pub(crate) async fn delete(
@@ -87,7 +88,8 @@ pub(crate) async fn due(
         &[&now.millis(), &sql_limit(limit)],
     )
     .await?;
-    rows.iter().map(|row| stored::timer(read(row)?)).collect()
+    let rows = rows.iter().map(read).collect::<Result<_, _>>()?;
+    Ok(stored::readable_timers(rows))
 }
 
 /// Moves the timer from `due` to `next` and queues `run`, or does nothing (`false`) when it is

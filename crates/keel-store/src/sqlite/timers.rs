@@ -50,7 +50,7 @@ pub(crate) fn list(
          ORDER BY next_at IS NULL, next_at, id"
     ))?;
     let rows = statement.query_map([session.as_str(), tenant.as_str()], read)?;
-    rows.map(|row| stored::timer(row?)).collect()
+    Ok(stored::readable_timers(rows.collect::<Result<_, _>>()?))
 }
 
 pub(crate) fn delete(
@@ -73,7 +73,7 @@ pub(crate) fn due(
         "SELECT {TIMER_COLUMNS} FROM timers WHERE next_at <= ?1 ORDER BY next_at, id LIMIT ?2"
     ))?;
     let rows = statement.query_map(params![now.millis(), sql_limit(limit)], read)?;
-    rows.map(|row| stored::timer(row?)).collect()
+    Ok(stored::readable_timers(rows.collect::<Result<_, _>>()?))
 }
 
 /// Moves the timer from `due` to `next` and queues `run`, or does nothing (`false`) when it is
