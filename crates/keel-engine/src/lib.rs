@@ -25,6 +25,7 @@ mod listing;
 mod live;
 mod memory;
 pub mod models;
+mod portable;
 mod quotas;
 mod reader;
 mod records;

@@ -43,6 +43,16 @@ impl StoreReader {
         self.0.list_agents(tenant).await
     }
 
+    /// The session's `keel.session/1` export (keel-store's `portable`), one JSON text per line;
+    /// `NotFound` for an unknown session or another tenant's.
+    pub async fn export_session(
+        &self,
+        tenant: &TenantId,
+        id: &SessionId,
+    ) -> Result<Vec<String>, StoreError> {
+        keel_store::portable::export_session(self.0.as_ref(), tenant, id, crate::clock::now()).await
+    }
+
     pub async fn get_session(
         &self,
         tenant: &TenantId,

@@ -11,7 +11,8 @@ use crate::openai::embeddings::{
 use crate::openai::wire::*;
 use crate::openai::{chat, conversations, models, responses};
 use crate::routes::{
-    admin, agents, events, journal, memory, messages, ops, runs, schedules, sessions, travel, usage,
+    admin, agents, events, journal, memory, messages, ops, portable, runs, schedules, sessions,
+    travel, usage,
 };
 use crate::wire::*;
 
@@ -22,7 +23,7 @@ use crate::wire::*;
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
         agents::create, agents::list, agents::get, agents::put, agents::archive,
         sessions::create, sessions::get, sessions::list, sessions::delete,
-        messages::send, travel::fork, travel::context, schedules::create, schedules::list, schedules::delete, journal::verify, events::list, runs::get, runs::cancel, runs::resume,
+        messages::send, travel::fork, travel::context, schedules::create, schedules::list, schedules::delete, journal::verify, portable::export, portable::import, events::list, runs::get, runs::cancel, runs::resume,
         admin::create_tenant, admin::create_key, admin::revoke_key, admin::unreadable, usage::list,
         memory::create, memory::get, memory::delete, memory::search,
         chat::completions, embeddings::create, models::list, models::retrieve,

@@ -11,6 +11,7 @@ pub mod conformance;
 mod encode;
 pub mod export;
 pub mod memory;
+pub mod portable;
 pub mod postgres;
 mod signals;
 pub mod sqlite;

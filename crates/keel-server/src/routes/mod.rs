@@ -9,6 +9,7 @@ pub mod journal;
 pub mod memory;
 pub mod messages;
 pub mod ops;
+pub mod portable;
 pub mod runs;
 pub mod schedules;
 pub mod sessions;
@@ -46,6 +47,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/sessions/{id}/schedules"),
     ("delete", "/v1/sessions/{id}/schedules/{schedule_id}"),
     ("get", "/v1/sessions/{id}/verify"),
+    ("get", "/v1/sessions/{id}/export"),
+    ("post", "/v1/sessions/import"),
     ("get", "/v1/sessions/{id}/events"),
     ("get", "/v1/runs/{id}"),
     ("post", "/v1/runs/{id}/cancel"),
@@ -99,6 +102,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::routing::delete(schedules::delete),
         )
         .route("/v1/sessions/{id}/verify", get(journal::verify))
+        .route("/v1/sessions/{id}/export", get(portable::export))
+        .route("/v1/sessions/import", post(portable::import))
         .route("/v1/sessions/{id}/events", get(events::list))
         .route("/v1/memory/{namespace}/records", post(memory::create))
         .route(

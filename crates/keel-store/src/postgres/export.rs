@@ -86,7 +86,13 @@ pub(crate) async fn import(
             .zip(&bound)
             .map(|((statement, _), params)| tx.execute(statement, params)),
     )
-    .await?;
+    .await
+    .map_err(|e| match error::is_duplicate(&e) {
+        true => StoreError::AlreadyExists(
+            "a row imported is already there (a session or run of that id)".into(),
+        ),
+        false => e.into(),
+    })?;
     tx.commit().await?;
     Ok(())
 }

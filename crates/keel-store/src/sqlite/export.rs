@@ -29,12 +29,17 @@ pub(crate) fn export_page(
     Ok(page.finish())
 }
 
-/// Writes `records` as they are; the writer's savepoint makes them one transaction.
+/// Writes `records` as they are; the writer's savepoint makes them one transaction. A row
+/// already there is `AlreadyExists`.
 pub(crate) fn import(conn: &Connection, records: &[StoredRecord]) -> Result<(), StoreError> {
     for record in records {
         let def = table_of(record)?;
         conn.prepare_cached(&def.insert_sql('?'))?
-            .execute(params_from_iter(record.values.iter().map(to_sql)))?;
+            .execute(params_from_iter(record.values.iter().map(to_sql)))
+            .map_err(|e| match super::error::is_duplicate(&e) {
+                true => StoreError::AlreadyExists(format!("the {} row {}", def.name, record.id())),
+                false => e.into(),
+            })?;
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! What `keel chat` and `keel send` need of keel, wherever it runs: the embedded engine over
 //! the data directory (`local::Local`) or a running `keel serve` over its HTTP API
 //! (`remote::Remote`). One trait, so one REPL and one `send` serve both alike, and the
-//! `keel sessions` commands that need the engine (fork, context) too.
+//! `keel sessions` commands that need the engine (fork, context, export, import) too.
 
 use std::io::Write;
 
@@ -76,6 +76,10 @@ pub trait Client {
     /// What the model received at seq `at` of `session`'s log (now when `None`), as
     /// `GET /v1/sessions/{id}/context` shows it.
     async fn context(&self, session: &SessionId, at: Option<u64>) -> anyhow::Result<Value>;
+    /// The session's `keel.session/1` export, as `GET /v1/sessions/{id}/export` writes it.
+    async fn export_session(&self, session: &SessionId) -> anyhow::Result<String>;
+    /// Creates the session an export holds, as `POST /v1/sessions/import` answers it.
+    async fn import_session(&self, export: String) -> anyhow::Result<Value>;
     /// Logs `decisions` (`[{"call_id", "decision", …}]`) on a waiting run's calls, as
     /// `POST /v1/runs/{id}/resume` does, and answers the run as `run_view` shows it (locally,
     /// once it waits again or ends: the embedded engine drives it here).

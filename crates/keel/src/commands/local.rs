@@ -119,6 +119,24 @@ impl Client for Local {
         ))?)
     }
 
+    async fn export_session(&self, session: &SessionId) -> anyhow::Result<String> {
+        let lines = self
+            .rt
+            .engine
+            .store()
+            .export_session(&self.rt.tenant, session)
+            .await?;
+        Ok(lines.iter().map(|line| format!("{line}\n")).collect())
+    }
+
+    async fn import_session(&self, export: String) -> anyhow::Result<Value> {
+        let engine = &self.rt.engine;
+        let record = engine.import_session(&self.rt.tenant, &export).await?;
+        Ok(serde_json::to_value(keel_server::wire::SessionView::from(
+            record,
+        ))?)
+    }
+
     async fn schedules(&self, session: &SessionId) -> anyhow::Result<Value> {
         let timers = self.rt.engine.list_timers(&self.rt.tenant, session).await?;
         let views: Vec<ScheduleView> = timers.into_iter().map(Into::into).collect();

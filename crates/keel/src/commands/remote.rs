@@ -170,6 +170,21 @@ impl Client for Remote {
         self.get(&path).await
     }
 
+    async fn export_session(&self, session: &SessionId) -> anyhow::Result<String> {
+        let path = format!("/v1/sessions/{session}/export");
+        let req = self.http.get(format!("{}{path}", self.base));
+        Ok(self.send(req).await?.text().await?)
+    }
+
+    async fn import_session(&self, export: String) -> anyhow::Result<Value> {
+        let req = self
+            .http
+            .post(format!("{}/v1/sessions/import", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+            .body(export);
+        Ok(self.send(req).await?.json().await?)
+    }
+
     async fn resume(&self, run: &str, decisions: Value) -> anyhow::Result<Value> {
         let path = format!("/v1/runs/{run}/resume");
         let resp = self.post(&path, json!({"decisions": decisions})).await?;

@@ -1,9 +1,9 @@
-//! `keel sessions list | show | events | verify | fork | context`, wherever the sessions live: the
+//! `keel sessions list | show | events | verify | fork | context | export | import`, wherever the sessions live: the
 //! local store (read without the data directory's lock, so it works while another keel
 //! process runs) or a running `keel serve` (`--server URL`). Each place answers the same
 //! questions (`SessionsAt`: lists, summaries, events, messages, chains); one printer shows the
 //! answers, so both print alike, and chat's `/sessions`, `/history` and recap ask them too.
-//! `fork` and `context` need the engine (a write; the model routes), so they go through the
+//! `fork`, `context`, `export` and `import` need the engine (a write; the model routes), so they go through the
 //! chat's `Client`: the embedded engine over the data directory, or the server holding it.
 
 use clap::{Args, Subcommand};
@@ -82,6 +82,21 @@ pub enum SessionsCommand {
         /// Copy the log up to and including this seq (default: all of it).
         #[arg(long)]
         at: Option<u64>,
+        /// Print the new session as a JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the session in the portable `keel.session/1` format (docs/session-format.md) to
+    /// standard output: `keel sessions export ses_… > s.jsonl`.
+    Export {
+        /// The session's id (`ses_…`, as `keel sessions list` shows it).
+        id: SessionId,
+    },
+    /// Create the session an export holds (same id, its log, scratchpad, schedules and
+    /// unfinished runs), after checking the whole file. Prints the session's id.
+    Import {
+        /// The export (`-` for standard input).
+        file: std::path::PathBuf,
         /// Print the new session as a JSON object.
         #[arg(long)]
         json: bool,
@@ -292,7 +307,11 @@ fn stored(record: SessionRecord, title: Option<String>) -> anyhow::Result<Listed
 /// context: the local engine, else the `keel serve` holding the data directory). `false` when
 /// the answer is a failure to report by the exit status (`verify` found a broken chain).
 pub async fn run(config: &Config, args: SessionsArgs) -> anyhow::Result<bool> {
-    if let SessionsCommand::Fork { .. } | SessionsCommand::Context { .. } = &args.command {
+    if let SessionsCommand::Fork { .. }
+    | SessionsCommand::Context { .. }
+    | SessionsCommand::Export { .. }
+    | SessionsCommand::Import { .. } = &args.command
+    {
         let client = client::connect(config, args.server).await?;
         let printed = print_travel(client.as_ref(), args.command).await;
         client.close().await;
@@ -370,8 +389,11 @@ pub async fn print(at: SessionsAt<'_>, command: SessionsCommand) -> anyhow::Resu
             }
             return Ok(report["intact"] == Value::Bool(true));
         }
-        SessionsCommand::Fork { .. } | SessionsCommand::Context { .. } => {
-            unreachable!("`run` answers fork and context through a client")
+        SessionsCommand::Fork { .. }
+        | SessionsCommand::Context { .. }
+        | SessionsCommand::Export { .. }
+        | SessionsCommand::Import { .. } => {
+            unreachable!("`run` answers fork, context, export and import through a client")
         }
     }
     Ok(true)
@@ -394,7 +416,7 @@ fn chain_line(report: &Value) -> String {
     }
 }
 
-/// Answers `fork` and `context` through the engine of `client`.
+/// Answers `fork`, `context`, `export` and `import` through the engine of `client`.
 async fn print_travel(client: &dyn Client, command: SessionsCommand) -> anyhow::Result<()> {
     match command {
         SessionsCommand::Fork { id, at, json } => {
@@ -419,7 +441,30 @@ async fn print_travel(client: &dyn Client, command: SessionsCommand) -> anyhow::
                 print_context(&context)?;
             }
         }
-        _ => unreachable!("only fork and context go through a client"),
+        SessionsCommand::Export { id } => {
+            let export = client
+                .export_session(&id)
+                .await
+                .map_err(|e| not_found_on_server(&id, e))?;
+            let mut out = std::io::stdout().lock();
+            std::io::Write::write_all(&mut out, export.as_bytes())?;
+            std::io::Write::flush(&mut out)?;
+        }
+        SessionsCommand::Import { file, json } => {
+            let export = match file.as_os_str() == "-" {
+                true => std::io::read_to_string(std::io::stdin())?,
+                false => std::fs::read_to_string(&file).map_err(|e| {
+                    anyhow::anyhow!("cannot read the export {}: {e}", file.display())
+                })?,
+            };
+            let session = client.import_session(export).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&session)?);
+            } else {
+                println!("{}", session["id"].as_str().unwrap_or_default());
+            }
+        }
+        _ => unreachable!("only fork, context, export and import go through a client"),
     }
     Ok(())
 }

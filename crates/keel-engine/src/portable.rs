@@ -1,0 +1,85 @@
+//! A session carried between deployments in the `keel.session/1` format (keel-store's
+//! `portable`): `StoreReader::export_session` (reader.rs) reads one out; `Engine::import_session`
+//! checks a file whole and creates the session under the caller's tenant in one store write.
+
+use keel_core::{AgentDef, TenantId};
+use keel_store::portable::{self, ImportPlan};
+use keel_store::{SessionRecord, StoreError};
+
+use crate::{Engine, EngineError};
+
+impl Engine {
+    /// Creates the session an export holds under `tenant`, with the same id, its log (hash
+    /// records as they were), scratchpad, timers and unfinished runs, all in one store write,
+    /// after checking the whole file (`Invalid` naming the line or seq at fault, nothing
+    /// written). A session of that id already here is `AlreadyExists`. The pinned agent is
+    /// the tenant's version of the same definition, else a new version of its name.
+    pub async fn import_session(
+        &self,
+        tenant: &TenantId,
+        text: &str,
+    ) -> Result<SessionRecord, EngineError> {
+        let plan = portable::parse(text).map_err(|e| match e {
+            StoreError::Invalid(why) => EngineError::Invalid(format!("not imported: {why}")),
+            other => other.into(),
+        })?;
+        self.check_room_for_a_session(tenant).await?;
+        let (agent, new_version) = self.agent_for_import(tenant, &plan).await?;
+        let records = plan.records(tenant, &agent, new_version)?;
+        self.inner.store.import(records).await?;
+        self.store()
+            .get_session(tenant, plan.session_id())
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "session",
+                id: plan.session_id().to_string(),
+            })
+    }
+
+    /// The agent version the imported session pins here: the tenant's version of the name
+    /// that the export pinned, or its latest, when it holds the same definition; else a new
+    /// version (`true`: its row goes in with the session).
+    async fn agent_for_import(
+        &self,
+        tenant: &TenantId,
+        plan: &ImportPlan,
+    ) -> Result<(AgentDef, bool), EngineError> {
+        let wanted = &plan.header.session.agent;
+        let store = &self.inner.store;
+        let latest = store.get_agent(tenant, &wanted.name, None).await?;
+        let Some(latest) = latest else {
+            let mut def = wanted.clone();
+            def.version = 1;
+            return Ok((def, true));
+        };
+        let same = |held: &AgentDef| {
+            AgentDef {
+                id: wanted.id.clone(),
+                version: wanted.version,
+                ..held.clone()
+            } == *wanted
+        };
+        if let Some(held) = store
+            .get_agent(tenant, &wanted.name, Some(wanted.version))
+            .await?
+            .filter(|held| same(held))
+        {
+            return Ok((held, false));
+        }
+        if same(&latest) {
+            return Ok((latest, false));
+        }
+        let version = latest.version.checked_add(1).ok_or_else(|| {
+            EngineError::Invalid(format!(
+                "agent {:?} has reached the last version number",
+                wanted.name
+            ))
+        })?;
+        let def = AgentDef {
+            id: latest.id,
+            version,
+            ..wanted.clone()
+        };
+        Ok((def, true))
+    }
+}

@@ -1,0 +1,283 @@
+//! A session carried between two keel deployments in the `keel.session/1` format: exported
+//! from one `keel serve` (its own data dir) with turns, a scratchpad value and a pending
+//! schedule, imported into a second one, where the log, scratchpad and schedule match, the
+//! chain verifies and the conversation goes on. Damaged files, an unknown version and a
+//! session that exists are refused with nothing written; another tenant's session is a 404.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::http::{Api, admin, another_tenant, new_session, turn};
+use support::{KeelHome, KeelServer};
+
+/// The scripted model with both scratchpad tools.
+const CONFIG: &str = r#"
+[providers.scripted]
+kind = "scripted"
+token_latency_ms = 0
+
+[[agents]]
+name = "default"
+model = "scripted/echo"
+tools = [{ name = "scratchpad_set", kind = "builtin" }, { name = "scratchpad_get", kind = "builtin" }]
+"#;
+
+async fn export(api: &Api, session: &str) -> (StatusCode, String, String) {
+    let resp = api
+        .request(Method::GET, &format!("/v1/sessions/{session}/export"))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let kind = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, kind, resp.text().await.unwrap())
+}
+
+async fn import(api: &Api, text: &str) -> (StatusCode, Value) {
+    let resp = api
+        .request(Method::POST, "/v1/sessions/import")
+        .header("content-type", "application/x-ndjson")
+        .body(text.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn events(api: &Api, session: &str) -> Vec<Value> {
+    let page = api
+        .ok(
+            Method::GET,
+            &format!("/v1/sessions/{session}/events?limit=1000"),
+            None,
+        )
+        .await;
+    page["data"].as_array().unwrap().clone()
+}
+
+fn lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A source server holding a session with two turns (one setting the scratchpad) and a
+/// schedule due in a day; returns it with its export.
+async fn source() -> (KeelHome, KeelServer, String, Value, String) {
+    let home = KeelHome::new(CONFIG);
+    let server = KeelServer::start(&home, &[]);
+    let api = admin(&server);
+    let session = new_session(&api).await;
+    turn(&api, &session, "hello there").await;
+    let run = turn(
+        &api,
+        &session,
+        r#"/call scratchpad_set {"key": "colour", "value": "blue"}"#,
+    )
+    .await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let schedule = api
+        .ok(
+            Method::POST,
+            &format!("/v1/sessions/{session}/schedules"),
+            Some(json!({"after_secs": 86_400, "note": "check in tomorrow"})),
+        )
+        .await;
+    let (status, kind, text) = export(&api, &session).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(kind, "application/x-ndjson");
+    (home, server, session, schedule, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_moves_to_another_keel_and_goes_on_there() {
+    let (_home, server, session, schedule, text) = source().await;
+    let api = admin(&server);
+    let exported = lines(&text);
+    assert_eq!(exported[0]["format"], "keel.session");
+    assert_eq!(exported[0]["version"], 1);
+    assert_eq!(exported[0]["session"]["id"], session.as_str());
+    assert_eq!(exported[0]["session"]["agent"]["name"], "default");
+    assert!(
+        exported
+            .iter()
+            .any(|l| l == &json!({"kind": "scratchpad", "key": "colour", "value": "blue"}))
+    );
+    assert_eq!(exported.last().unwrap()["kind"], "end");
+    let source_events = events(&api, &session).await;
+
+    let home = KeelHome::new(CONFIG);
+    let target = KeelServer::start(&home, &[]);
+    let there = admin(&target);
+    // Through the CLI: `keel sessions export` from the source, `import` into the target.
+    let out = home.run(&[
+        "sessions",
+        "export",
+        &session,
+        "--server",
+        &server.base,
+        "--api-key",
+        server.admin_key.as_deref().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        lines(&String::from_utf8_lossy(&out.stdout))[1..],
+        exported[1..]
+    );
+    let file = home.path().join("s.jsonl");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let out = home.run(&["sessions", "import", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), session);
+
+    assert_eq!(
+        events(&there, &session).await,
+        source_events,
+        "the log is the same"
+    );
+    let report = there
+        .ok(Method::GET, &format!("/v1/sessions/{session}/verify"), None)
+        .await;
+    assert_eq!(report["intact"], true, "{report}");
+    assert_eq!(report["events"], source_events.len());
+    let listed = there
+        .ok(
+            Method::GET,
+            &format!("/v1/sessions/{session}/schedules"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        listed["data"],
+        json!([schedule]),
+        "the schedule came along as it was"
+    );
+    let (_, _, again) = export(&there, &session).await;
+    assert_eq!(
+        lines(&again)[1..],
+        exported[1..],
+        "the target exports the same lines"
+    );
+
+    // The conversation goes on there, with the scratchpad value it carried.
+    let run = turn(
+        &there,
+        &session,
+        r#"/call scratchpad_get {"key": "colour"}"#,
+    )
+    .await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let after = events(&there, &session).await;
+    assert!(
+        after[source_events.len()..]
+            .iter()
+            .any(|e| e["type"] == "tool_returned" && e.to_string().contains("blue")),
+        "{after:?}"
+    );
+    let report = there
+        .ok(Method::GET, &format!("/v1/sessions/{session}/verify"), None)
+        .await;
+    assert_eq!(report["intact"], true, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_exports_and_duplicates_are_refused_with_nothing_written() {
+    let (_home, server, session, _, text) = source().await;
+    let api = admin(&server);
+    let other = another_tenant(&api, &server).await;
+    let (status, _, body) = export(&other, &session).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "another tenant's session: {body}"
+    );
+
+    let home = KeelHome::new(CONFIG);
+    let target = KeelServer::start(&home, &[]);
+    let there = admin(&target);
+    let all: Vec<&str> = text.lines().collect();
+    let edited_seq = lines(&text)
+        .iter()
+        .find(|l| l["kind"] == "event" && l["type"] == "run_started")
+        .unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    let cases = [
+        (
+            "truncated",
+            all[..all.len() - 1].join("\n"),
+            "truncated".to_string(),
+        ),
+        (
+            "cut mid-line",
+            text[..text.len() / 2].to_string(),
+            "line".to_string(),
+        ),
+        (
+            "an edited event",
+            text.replacen("hello there", "hello thera", 1),
+            format!("the hash chain breaks at seq {edited_seq}"),
+        ),
+        (
+            "an unknown version",
+            text.replacen("\"version\":1", "\"version\":2", 1),
+            "version 2".to_string(),
+        ),
+        (
+            "a missing seq",
+            all.iter()
+                .filter(|l| !l.contains("\"seq\":2,"))
+                .copied()
+                .collect::<Vec<_>>()
+                .join("\n"),
+            "seq 3 where seq 2 belongs".to_string(),
+        ),
+    ];
+    for (what, body, expected) in &cases {
+        let (status, answer) = import(&there, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expected.as_str()), "{what}: {message}");
+    }
+    let (status, _) = there
+        .call(Method::GET, &format!("/v1/sessions/{session}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was imported");
+
+    // The CLI says the same.
+    let file = home.path().join("bad.jsonl");
+    std::fs::write(&file, &cases[2].1).unwrap();
+    let out = home.run(&["sessions", "import", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&cases[2].2), "{stderr}");
+
+    let (status, created) = import(&there, &text).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, answer) = import(&there, &text).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    let (status, answer) = import(&another_tenant(&there, &target).await, &text).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "the id is taken on this deployment: {answer}"
+    );
+    assert_eq!(
+        events(&there, &session).await.len(),
+        lines(&text).iter().filter(|l| l["kind"] == "event").count()
+    );
+}
