@@ -1,11 +1,14 @@
 //! A session carried between two keel deployments in the `keel.session/1` format: exported
 //! from one `keel serve` (its own data dir) with turns, a scratchpad value and a pending
 //! schedule, imported into a second one, where the log, scratchpad and schedule match, the
-//! chain verifies and the conversation goes on. Damaged files, an unknown version and a
-//! session that exists are refused with nothing written; another tenant's session is a 404.
+//! chain verifies and the conversation goes on; a run waiting for approval is approved there
+//! and its call made once. Every export follows `docs/session-format.schema.json`. Damaged
+//! files, an unknown version and a session that exists are refused with nothing written;
+//! another tenant's session is a 404.
 
 mod support;
 
+use keel_testkit::tool_endpoint::ToolEndpoint;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::http::{Api, admin, another_tenant, new_session, turn};
@@ -61,6 +64,27 @@ async fn events(api: &Api, session: &str) -> Vec<Value> {
     page["data"].as_array().unwrap().clone()
 }
 
+/// Checks every line against the checked-in JSON Schema and the kinds the spec describes.
+fn follows_the_schema(text: &str) {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(docs.join("session-format.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let spec = std::fs::read_to_string(docs.join("session-format.md")).unwrap();
+    for (i, line) in lines(text).iter().enumerate() {
+        let problem =
+            support::schema::violation(&schema, &schema, line, &format!("line {}", i + 1));
+        assert_eq!(problem, None, "{line}");
+        if let Some(kind) = line["kind"].as_str() {
+            assert!(
+                spec.contains(&format!("\"kind\": \"{kind}\"")),
+                "the spec shows {kind} lines"
+            );
+        }
+    }
+}
+
 fn lines(text: &str) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -110,6 +134,7 @@ async fn a_session_moves_to_another_keel_and_goes_on_there() {
             .any(|l| l == &json!({"kind": "scratchpad", "key": "colour", "value": "blue"}))
     );
     assert_eq!(exported.last().unwrap()["kind"], "end");
+    follows_the_schema(&text);
     let source_events = events(&api, &session).await;
 
     let home = KeelHome::new(CONFIG);
@@ -280,4 +305,88 @@ async fn damaged_exports_and_duplicates_are_refused_with_nothing_written() {
         events(&there, &session).await.len(),
         lines(&text).iter().filter(|l| l["kind"] == "event").count()
     );
+}
+
+/// A data directory whose agent has a tool at `url` that needs a person's approval.
+fn approving_home(url: &str) -> KeelHome {
+    KeelHome::new(&format!(
+        r#"
+[providers.scripted]
+kind = "scripted"
+
+[[agents]]
+name = "default"
+model = "scripted/echo"
+tools = [{{ name = "send_mail", kind = "http", url = "{url}", allow_private = ["127.0.0.0/8"], require_approval = true, description = "sends a mail" }}]
+"#
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_waiting_for_approval_is_approved_on_the_other_keel() {
+    let endpoint = ToolEndpoint::start().await.unwrap();
+    let url = endpoint.url("/echo");
+    let home = approving_home(&url);
+    let server = KeelServer::start(&home, &[]);
+    let api = admin(&server);
+    let session = new_session(&api).await;
+    let sent = api
+        .ok(
+            Method::POST,
+            &format!("/v1/sessions/{session}/messages"),
+            Some(json!({"content": "/call send_mail {\"to\": \"ann\"}", "mode": "wait"})),
+        )
+        .await;
+    assert_eq!(sent["status"], "waiting", "{sent}");
+    let run = sent["id"].as_str().unwrap().to_string();
+    let call = sent["pending_approvals"][0]["call_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _, text) = export(&api, &session).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    follows_the_schema(&text);
+    let carried: Vec<Value> = lines(&text)
+        .into_iter()
+        .filter(|l| l["kind"] == "run")
+        .collect();
+    assert_eq!(carried.len(), 1, "{text}");
+    assert_eq!(
+        (carried[0]["id"].as_str(), carried[0]["status"].as_str()),
+        (Some(run.as_str()), Some("waiting"))
+    );
+
+    let home = approving_home(&url);
+    let target = KeelServer::start(&home, &[]);
+    let there = admin(&target);
+    let (status, created) = import(&there, &text).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let waiting = there
+        .ok(Method::GET, &format!("/v1/runs/{run}"), None)
+        .await;
+    assert_eq!(waiting["status"], "waiting", "{waiting}");
+    assert_eq!(waiting["pending_approvals"][0]["call_id"], call.as_str());
+    assert!(
+        endpoint.requests().is_empty(),
+        "nothing was sent before the approval"
+    );
+
+    there
+        .ok(
+            Method::POST,
+            &format!("/v1/runs/{run}/resume"),
+            Some(json!({"decisions": [{"call_id": call, "decision": "approve"}]})),
+        )
+        .await;
+    let done = support::http::finished_run(&there, &run).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        endpoint.requests().len(),
+        1,
+        "the approved call was made once"
+    );
+    let report = there
+        .ok(Method::GET, &format!("/v1/sessions/{session}/verify"), None)
+        .await;
+    assert_eq!(report["intact"], true, "{report}");
 }

@@ -13,6 +13,7 @@ mod fixtures;
 mod journal;
 mod log;
 mod memory;
+mod portable;
 mod runs;
 mod sessions;
 mod tenants;
@@ -28,6 +29,7 @@ pub use export::*;
 pub use journal::*;
 pub use log::*;
 pub use memory::*;
+pub use portable::*;
 pub use runs::*;
 pub use sessions::*;
 pub use tenants::*;
@@ -157,6 +159,7 @@ macro_rules! conformance_tests {
         // Cases on two stores of the backend: `$subject` awaited twice.
         $crate::conformance_tests!(@pair_cases $subject;
             a_copied_store_answers_every_reader_as_the_original,
+            an_exported_session_imports_into_another_store_as_it_was,
         );
     };
     (@cases $subject:expr; $($case:ident),+ $(,)?) => {

@@ -8,6 +8,7 @@ pub mod http;
 pub mod load;
 pub mod postgres;
 pub mod python;
+pub mod schema;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
