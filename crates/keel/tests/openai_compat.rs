@@ -534,13 +534,6 @@ first_token_latency_ms = 3000
             "route_not_found",
         ),
         (
-            Method::POST,
-            "/v1/images/generations",
-            404,
-            "not_found_error",
-            "route_not_found",
-        ),
-        (
             Method::GET,
             "/v1/chat/nothing",
             404,

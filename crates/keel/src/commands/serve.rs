@@ -4,6 +4,7 @@
 //! admin key unless the operator gives it a listener of its own (`--metrics-listen`). SIGTERM
 //! or SIGINT stops accepting, lets steps in flight log their results, and exits 0.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -92,7 +93,13 @@ pub async fn run(config: &Config, args: ServeArgs) -> anyhow::Result<()> {
     };
     let addr = listener.local_addr()?;
     eprintln!("keel listening on http://{addr}");
-    eprintln!("keel store: {} (node {})", rt.store, rt.node_id);
+    // Not `eprintln!`: once keel listens, a closed stderr must not stop it (a panic would).
+    let _ = writeln!(
+        std::io::stderr(),
+        "keel store: {} (node {})",
+        rt.store,
+        rt.node_id
+    );
     announce(&rt, addr);
     if let Some(metrics) = &metrics_listener {
         let addr = metrics.local_addr()?;
