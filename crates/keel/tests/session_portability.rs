@@ -11,7 +11,7 @@ mod support;
 use keel_testkit::tool_endpoint::ToolEndpoint;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::http::{Api, admin, another_tenant, new_session, turn};
+use support::http::{Api, admin, another_tenant, new_session, session_events, turn};
 use support::{KeelHome, KeelServer};
 
 /// The scripted model with both scratchpad tools.
@@ -51,17 +51,6 @@ async fn import(api: &Api, text: &str) -> (StatusCode, Value) {
         .unwrap();
     let status = resp.status();
     (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn events(api: &Api, session: &str) -> Vec<Value> {
-    let page = api
-        .ok(
-            Method::GET,
-            &format!("/v1/sessions/{session}/events?limit=1000"),
-            None,
-        )
-        .await;
-    page["data"].as_array().unwrap().clone()
 }
 
 /// Checks every line against the checked-in JSON Schema and the kinds the spec describes.
@@ -135,7 +124,7 @@ async fn a_session_moves_to_another_keel_and_goes_on_there() {
     );
     assert_eq!(exported.last().unwrap()["kind"], "end");
     follows_the_schema(&text);
-    let source_events = events(&api, &session).await;
+    let source_events = session_events(&api, &session).await;
 
     let home = KeelHome::new(CONFIG);
     let target = KeelServer::start(&home, &[]);
@@ -170,7 +159,7 @@ async fn a_session_moves_to_another_keel_and_goes_on_there() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), session);
 
     assert_eq!(
-        events(&there, &session).await,
+        session_events(&there, &session).await,
         source_events,
         "the log is the same"
     );
@@ -206,7 +195,7 @@ async fn a_session_moves_to_another_keel_and_goes_on_there() {
     )
     .await;
     assert_eq!(run["status"], "completed", "{run}");
-    let after = events(&there, &session).await;
+    let after = session_events(&there, &session).await;
     assert!(
         after[source_events.len()..]
             .iter()
@@ -302,7 +291,7 @@ async fn damaged_exports_and_duplicates_are_refused_with_nothing_written() {
         "the id is taken on this deployment: {answer}"
     );
     assert_eq!(
-        events(&there, &session).await.len(),
+        session_events(&there, &session).await.len(),
         lines(&text).iter().filter(|l| l["kind"] == "event").count()
     );
 }

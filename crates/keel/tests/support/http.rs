@@ -158,6 +158,18 @@ pub async fn new_session(api: &Api) -> String {
     session["id"].as_str().unwrap().to_string()
 }
 
+/// The session's log (its first 1000 events) as `GET /v1/sessions/{id}/events` lists it.
+pub async fn session_events(api: &Api, session: &str) -> Vec<Value> {
+    let page = api
+        .ok(
+            Method::GET,
+            &format!("/v1/sessions/{session}/events?limit=1000"),
+            None,
+        )
+        .await;
+    page["data"].as_array().unwrap().clone()
+}
+
 /// Sends `text` to `session` in the background and waits for its run to end; returns the run.
 pub async fn turn(api: &Api, session: &str, text: &str) -> Value {
     let run = api
