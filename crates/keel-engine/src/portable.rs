@@ -26,7 +26,17 @@ impl Engine {
         self.check_room_for_a_session(tenant).await?;
         let (agent, new_version) = self.agent_for_import(tenant, &plan).await?;
         let records = plan.records(tenant, &agent, new_version)?;
-        self.inner.store.import(records).await?;
+        let id = plan.session_id();
+        self.inner
+            .store
+            .import(records)
+            .await
+            .map_err(|e| match e {
+                StoreError::AlreadyExists(_) => StoreError::AlreadyExists(format!(
+                    "session {id} (or a run or timer of it), here,"
+                )),
+                other => other,
+            })?;
         self.store()
             .get_session(tenant, plan.session_id())
             .await?

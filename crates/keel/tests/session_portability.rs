@@ -284,6 +284,8 @@ async fn damaged_exports_and_duplicates_are_refused_with_nothing_written() {
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let (status, answer) = import(&there, &text).await;
     assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&format!("session {session}")), "{message}");
     let (status, answer) = import(&another_tenant(&there, &target).await, &text).await;
     assert_eq!(
         status,

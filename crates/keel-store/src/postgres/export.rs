@@ -88,9 +88,9 @@ pub(crate) async fn import(
     )
     .await
     .map_err(|e| match error::is_duplicate(&e) {
-        true => StoreError::AlreadyExists(
-            "a row imported is already there (a session or run of that id)".into(),
-        ),
+        true => {
+            StoreError::AlreadyExists("a row imported (a session, run or timer of its id)".into())
+        }
         false => e.into(),
     })?;
     tx.commit().await?;
