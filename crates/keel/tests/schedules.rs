@@ -17,14 +17,7 @@ use support::{KeelHome, KeelServer, sigkill};
 async fn fired(api: &Api, session: &str, note: &str, count: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let page = api
-            .ok(
-                Method::GET,
-                &format!("/v1/sessions/{session}/events?limit=1000"),
-                None,
-            )
-            .await;
-        let events = page["data"].as_array().unwrap();
+        let events = support::http::session_events(api, session).await;
         let inputs: Vec<String> = events
             .iter()
             .filter(|e| e["type"] == "run_started")
@@ -153,21 +146,7 @@ async fn bad_schedules_and_other_tenants_sessions_are_refused() {
     );
 
     // Another tenant sees none of it.
-    let tenant = api
-        .ok(
-            Method::POST,
-            "/v1/admin/tenants",
-            Some(json!({"name": "other"})),
-        )
-        .await;
-    let minted = api
-        .ok(
-            Method::POST,
-            &format!("/v1/admin/tenants/{}/keys", tenant["id"].as_str().unwrap()),
-            Some(json!({})),
-        )
-        .await;
-    let other = Api::new(&server, minted["key"].as_str());
+    let other = support::http::another_tenant(&api, &server).await;
     let path = format!("/v1/sessions/{session}/schedules");
     assert_eq!(
         other.call(Method::GET, &path, None).await.0,
