@@ -46,8 +46,12 @@ fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     let server = KeelServer::start(&home, &[]);
     let key = server.admin_key.clone().expect("admin key");
     // Run in the temporary home: schemathesis keeps a cache directory where it runs.
+    // The hooks give schemathesis a serializer for keel's session files (JSON lines).
+    let support = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support");
     let out = Command::new(&st)
         .current_dir(home.path())
+        .env("PYTHONPATH", support)
+        .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
         .arg("run")
         .arg(server.url("/openapi.json"))
         .args(["--checks", "not_a_server_error,response_schema_conformance"])
