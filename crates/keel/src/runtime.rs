@@ -171,6 +171,12 @@ pub async fn model_registry(config: &Config) -> anyhow::Result<ModelRegistry> {
         if let ProviderConfig::Local { model, .. } = provider {
             let listed = local_model_name(model.as_deref());
             registry = registry.with_declared_model(name.clone(), listed);
+            // It also embeds (`POST /v1/embeddings`), with its own model, fetched on first use.
+            #[cfg(feature = "local")]
+            {
+                let embeds = keel_local::pull::EMBEDDING_MODEL;
+                registry = registry.with_declared_model(name.clone(), embeds);
+            }
         }
     }
     for route in &config.routes {

@@ -107,9 +107,15 @@ fn models_lists_the_local_model_by_the_name_the_default_agent_uses() {
     let api = support::http::admin(&server);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let listed = rt.block_on(api.ok(reqwest::Method::GET, "/v1/models", None));
-    let local = &listed["data"][0];
-    assert_eq!(local["id"], "local/smollm2-135m-instruct", "{listed}");
-    assert_eq!(local["owned_by"], "local", "{listed}");
+    // The chat model, and its embedding model (which /v1/embeddings serves), both local.
+    let models = listed["data"].as_array().unwrap();
+    let ids: Vec<&str> = models.iter().filter_map(|m| m["id"].as_str()).collect();
+    assert_eq!(
+        ids,
+        ["local/all-minilm-l6-v2", "local/smollm2-135m-instruct"],
+        "{listed}"
+    );
+    assert!(models.iter().all(|m| m["owned_by"] == "local"), "{listed}");
     let path = "/v1/models/local/smollm2-135m-instruct";
     let retrieved = rt.block_on(api.ok(reqwest::Method::GET, path, None));
     assert_eq!(retrieved["id"], "local/smollm2-135m-instruct");
