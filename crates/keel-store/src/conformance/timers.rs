@@ -176,7 +176,8 @@ pub async fn nodes_racing_to_fire_a_due_timer_fire_it_once(subject: &Subject) {
 }
 
 /// A timer whose stored schedule no longer decodes (edited with `run_sql`, behind the store's
-/// back) is skipped by every reader of timers, so the others are still listed and fired.
+/// back) is skipped by every reader of timers, so the others are still listed and fired, and
+/// `unreadable_records` lists it.
 pub async fn a_timer_that_cannot_be_decoded_never_stops_the_others(
     store: Arc<dyn Store>,
     run_sql: impl Fn(&str),
@@ -204,4 +205,11 @@ pub async fn a_timer_that_cannot_be_decoded_never_stops_the_others(
             .await
             .unwrap()
     );
+    // An admin finds it listed, with its tenant.
+    let listed = store.unreadable_records(100).await.unwrap();
+    let found = listed
+        .iter()
+        .find(|r| r.kind == "timer" && r.id == broken.id.as_str())
+        .unwrap_or_else(|| panic!("the damaged timer is listed: {listed:?}"));
+    assert_eq!(found.tenant.as_deref(), Some(tenant.as_str()));
 }

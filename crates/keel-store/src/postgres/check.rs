@@ -8,7 +8,8 @@ use keel_core::{EventBody, SessionState};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{agents, row_id, runs, sessions};
+use super::{agents, row_id, runs, sessions, timers};
+use crate::stored::TIMER_COLUMNS;
 use crate::{StoreError, UnreadableRecord};
 
 /// One table's walk: which records, how each is named, and how its reader decodes it.
@@ -20,7 +21,8 @@ struct Scan {
     decode: fn(&Row) -> Result<(), StoreError>,
 }
 
-/// Up to `limit` unreadable records: agents, sessions, runs, events, snapshots, in that order.
+/// Up to `limit` unreadable records: agents, sessions, runs, events, snapshots, timers, in that
+/// order.
 pub(crate) async fn unreadable(
     client: &Client,
     limit: usize,
@@ -74,6 +76,16 @@ pub(crate) async fn unreadable(
                             "{e} (ignored: the session loads from its full log instead)"
                         ))
                     })
+            },
+        },
+        Scan {
+            kind: "timer",
+            sql: format!("SELECT {TIMER_COLUMNS}, tenant FROM timers ORDER BY id"),
+            id: |row| row_id(row, 0),
+            decode: |row| {
+                crate::stored::timer(timers::read(row)?)
+                    .map(drop)
+                    .map_err(|e| StoreError::Corrupt(format!("{e} (skipped: it never fires)")))
             },
         },
     ];

@@ -124,7 +124,7 @@ pub(crate) async fn fire(
     Ok(true)
 }
 
-fn read(row: &Row) -> Result<StoredTimer, StoreError> {
+pub(crate) fn read(row: &Row) -> Result<StoredTimer, StoreError> {
     Ok(StoredTimer {
         id: row.try_get(0)?,
         tenant: row.try_get(1)?,

@@ -5,10 +5,12 @@
 use keel_core::{EventBody, SessionState};
 use rusqlite::{Connection, Row};
 
-use super::{agents, runs, sessions};
+use super::{agents, runs, sessions, timers};
+use crate::stored::TIMER_COLUMNS;
 use crate::{StoreError, UnreadableRecord};
 
-/// Up to `limit` unreadable records: agents, sessions, runs, events, snapshots, in that order.
+/// Up to `limit` unreadable records: agents, sessions, runs, events, snapshots, timers, in that
+/// order.
 pub(crate) fn unreadable(
     conn: &Connection,
     limit: usize,
@@ -83,6 +85,16 @@ pub(crate) fn unreadable(
                         "{e} (ignored: the session loads from its full log instead)"
                     ))
                 })
+        },
+    )?;
+    scan(
+        "timer",
+        &format!("SELECT {TIMER_COLUMNS}, tenant FROM timers ORDER BY id"),
+        &|row| text(row, 0),
+        &|row| {
+            crate::stored::timer(timers::read(row)?)
+                .map(drop)
+                .map_err(|e| StoreError::Corrupt(format!("{e} (skipped: it never fires)")))
         },
     )?;
     Ok(found)

@@ -103,7 +103,7 @@ pub(crate) fn fire(
     Ok(true)
 }
 
-fn read(row: &Row) -> rusqlite::Result<StoredTimer> {
+pub(crate) fn read(row: &Row) -> rusqlite::Result<StoredTimer> {
     Ok(StoredTimer {
         id: row.get(0)?,
         tenant: row.get(1)?,
