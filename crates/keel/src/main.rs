@@ -2,6 +2,7 @@
 
 mod commands;
 mod config;
+mod providers;
 mod runtime;
 
 use std::path::PathBuf;

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::local::Local;
 use super::remote::Remote;
 use super::schedules::NewSchedule;
-use super::sessions::SessionsAt;
+use super::sessions_at::SessionsAt;
 use crate::config::Config;
 use crate::runtime::{self, DataDirInUse, Runtime};
 

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::client::{Client, Turn};
 use super::schedules::NewSchedule;
-use super::sessions::SessionsAt;
+use super::sessions_at::SessionsAt;
 use crate::runtime::{DEFAULT_AGENT, NO_PROVIDER_HELP, Runtime};
 use keel_server::routes::schedules::ScheduleView;
 

@@ -15,6 +15,7 @@ pub mod schedules;
 pub mod send;
 pub mod serve;
 pub mod sessions;
+pub mod sessions_at;
 pub mod store;
 
 use keel_core::{Message, Part, Role};

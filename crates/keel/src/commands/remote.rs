@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::client::{Client, Turn};
 use super::schedules::NewSchedule;
-use super::sessions::SessionsAt;
+use super::sessions_at::SessionsAt;
 use crate::config::Config;
 
 /// A client of one server.
