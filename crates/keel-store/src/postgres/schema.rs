@@ -156,7 +156,61 @@ CREATE INDEX memory_by_namespace ON memory_records (tenant, namespace);
 CREATE INDEX memory_text_search ON memory_records USING GIN (to_tsvector('english', text));
 "#;
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+/// Webhooks (`webhooks.rs`): tenants' inbound triggers (found by the hash of their path token)
+/// and outbound subscriptions; the outbox of deliveries, written in the transaction that
+/// settles a run and found by `next_attempt_at` while due; and the signatures inbound
+/// deliveries already used, kept until their replay window is over.
+const V5: &str = r#"
+CREATE TABLE webhooks (
+    id            TEXT COLLATE "C" PRIMARY KEY,
+    tenant        TEXT COLLATE "C" NOT NULL,
+    direction     TEXT NOT NULL,
+    session       TEXT COLLATE "C" REFERENCES sessions (id) ON DELETE CASCADE,
+    agent         TEXT COLLATE "C",
+    token_hash    BYTEA UNIQUE,
+    url           TEXT,
+    events        TEXT NOT NULL,
+    secret        TEXT NOT NULL,
+    signed        BOOLEAN NOT NULL,
+    allow_private BOOLEAN NOT NULL,
+    created_at    BIGINT NOT NULL
+);
+CREATE INDEX webhooks_by_tenant ON webhooks (tenant, direction, id);
+CREATE INDEX webhooks_by_session ON webhooks (session) WHERE session IS NOT NULL;
+
+CREATE TABLE webhook_deliveries (
+    id              TEXT COLLATE "C" PRIMARY KEY,
+    tenant          TEXT COLLATE "C" NOT NULL,
+    webhook         TEXT COLLATE "C" NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    event           TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    created_at      BIGINT NOT NULL,
+    attempts        BIGINT NOT NULL,
+    next_attempt_at BIGINT,
+    delivered_at    BIGINT,
+    failed_at       BIGINT,
+    last_error      TEXT
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
+    WHERE next_attempt_at IS NOT NULL;
+CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook, id);
+
+CREATE TABLE webhook_replays (
+    webhook    TEXT COLLATE "C" NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    signature  TEXT COLLATE "C" NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (webhook, signature)
+);
+CREATE INDEX webhook_replays_expiry ON webhook_replays (expires_at);
+"#;
+
+/// A session moved out to another deployment (`sessions.rs`, `mark_exported`): when, and
+/// where to. Claims and timer firings pass such a session by; writes to it are refused.
+const V6: &str = "
+ALTER TABLE sessions ADD COLUMN exported_at BIGINT, ADD COLUMN exported_to TEXT;
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;

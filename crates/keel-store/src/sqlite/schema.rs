@@ -199,7 +199,62 @@ CREATE TRIGGER memory_fts_update AFTER UPDATE OF text ON memory_records BEGIN
 END;
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+/// Webhooks (`webhooks.rs`): tenants' inbound triggers (found by the hash of their path token)
+/// and outbound subscriptions; the outbox of deliveries, written in the transaction that
+/// settles a run and found by `next_attempt_at` while due; and the signatures inbound
+/// deliveries already used, kept until their replay window is over.
+const V8: &str = "
+CREATE TABLE webhooks (
+    id            TEXT PRIMARY KEY,
+    tenant        TEXT NOT NULL,
+    direction     TEXT NOT NULL,
+    session       TEXT REFERENCES sessions (id) ON DELETE CASCADE,
+    agent         TEXT,
+    token_hash    BLOB UNIQUE,
+    url           TEXT,
+    events        TEXT NOT NULL,
+    secret        TEXT NOT NULL,
+    signed        INTEGER NOT NULL,
+    allow_private INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+CREATE INDEX webhooks_by_tenant ON webhooks (tenant, direction, id);
+CREATE INDEX webhooks_by_session ON webhooks (session) WHERE session IS NOT NULL;
+
+CREATE TABLE webhook_deliveries (
+    id              TEXT PRIMARY KEY,
+    tenant          TEXT NOT NULL,
+    webhook         TEXT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    event           TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL,
+    next_attempt_at INTEGER,
+    delivered_at    INTEGER,
+    failed_at       INTEGER,
+    last_error      TEXT
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
+    WHERE next_attempt_at IS NOT NULL;
+CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook, id);
+
+CREATE TABLE webhook_replays (
+    webhook    TEXT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    signature  TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (webhook, signature)
+) WITHOUT ROWID;
+CREATE INDEX webhook_replays_expiry ON webhook_replays (expires_at);
+";
+
+/// A session moved out to another deployment (`sessions.rs`, `mark_exported`): when, and
+/// where to. Claims and timer firings pass such a session by; writes to it are refused.
+const V9: &str = "
+ALTER TABLE sessions ADD COLUMN exported_at INTEGER;
+ALTER TABLE sessions ADD COLUMN exported_to TEXT;
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
