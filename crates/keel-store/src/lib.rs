@@ -86,6 +86,26 @@ pub trait Store: Send + Sync + 'static {
         metadata: serde_json::Map<String, serde_json::Value>,
     ) -> Result<bool, StoreError>;
 
+    /// Marks the tenant's session moved out to another deployment, in one transaction that
+    /// first finds none of its runs running (else `Busy`, nothing written): from then on
+    /// `append`, `enqueue_run_with` and `put_timer` refuse it with `Exported`, and `claim_runs`,
+    /// `due_timers` and `fire_timer` pass it by, so what an export read after this holds is
+    /// all that happened here. Marking a moved session again keeps and returns its first mark.
+    /// `NotFound` for another tenant's session.
+    async fn mark_exported(
+        &self,
+        tenant: &TenantId,
+        id: &SessionId,
+        mark: &ExportMark,
+    ) -> Result<ExportMark, StoreError>;
+    /// The session's mark when it was moved out, `None` while it lives here (or for a session
+    /// the tenant does not have).
+    async fn export_mark(
+        &self,
+        tenant: &TenantId,
+        id: &SessionId,
+    ) -> Result<Option<ExportMark>, StoreError>;
+
     /// Appends `batch.events` as seqs `expected_last_seq + 1 ..` and applies its scratchpad
     /// writes, all in one transaction. Returns the new last seq. A `run_started` of one of the
     /// session's runs becomes where that run's input is kept: the queue stops holding a copy

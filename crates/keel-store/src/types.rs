@@ -21,6 +21,27 @@ pub struct SessionRecord {
     pub last_seq: u64,
 }
 
+/// A session moved out of this deployment (`Store::mark_exported`): when, and where to, when
+/// the mover said. From then on the store takes no new events, runs or timers of it, and no
+/// claim or timer firing touches it; it can still be read, exported again and deleted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExportMark {
+    pub at: Timestamp,
+    /// Where it went (a URL or a name), as the mover gave it.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+impl std::fmt::Display for ExportMark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "at {}", self.at)?;
+        match &self.to {
+            Some(to) => write!(f, " to {to}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A stored record that cannot be decoded, as `Store::unreadable_records` lists it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UnreadableRecord {
@@ -291,6 +312,21 @@ pub enum StoreError {
     NotFound { kind: &'static str, id: String },
     #[error("{0} already exists")]
     AlreadyExists(String),
+    /// The session was moved out (`Store::mark_exported`): what would change it is refused.
+    #[error(
+        "session {session} was moved out of this keel ({mark}): it takes no new input, runs or \
+         schedules here; go on with it where it was imported"
+    )]
+    Exported {
+        session: SessionId,
+        mark: ExportMark,
+    },
+    /// A move out was asked for while one of the session's runs is running.
+    #[error(
+        "session {session} is running run {run}: move it once the run waits for a person or \
+         has ended (or cancel the run first)"
+    )]
+    Busy { session: SessionId, run: RunId },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("event at seq {seq} of session {session} cannot be read: {source}")]

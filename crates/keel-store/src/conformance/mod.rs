@@ -13,6 +13,7 @@ mod fixtures;
 mod journal;
 mod log;
 mod memory;
+mod moving;
 mod portable;
 mod runs;
 mod sessions;
@@ -29,6 +30,7 @@ pub use export::*;
 pub use journal::*;
 pub use log::*;
 pub use memory::*;
+pub use moving::*;
 pub use portable::*;
 pub use runs::*;
 pub use sessions::*;
@@ -148,6 +150,7 @@ macro_rules! conformance_tests {
             memory_records_round_trip_and_are_replaced_and_deleted_within_their_tenant,
             memory_search_fuses_keywords_and_vectors_within_one_namespace,
             a_memory_record_a_store_cannot_keep_is_refused_whole,
+            a_moved_session_takes_nothing_more_and_is_passed_by,
         );
         // Cases that open more handles on the subject's storage.
         $crate::conformance_tests!(@subject_cases $subject;

@@ -203,6 +203,8 @@ impl ImportPlan {
                 at(head.created_at),
                 Value::Text(metadata),
                 Value::Int(self.events.len() as i64),
+                Value::Null,
+                Value::Null,
             ],
         ));
         for (seq, when, kind, body, hash) in &self.events {

@@ -44,6 +44,7 @@ pub(crate) async fn claim(
                  WHERE {CLAIMABLE}
                  ORDER BY session, created_at, id)
              SELECT c.id FROM candidates AS c JOIN sessions AS s ON s.id = c.session
+             WHERE s.exported_at IS NULL
              ORDER BY c.created_at, c.id LIMIT $2
              FOR NO KEY UPDATE OF s SKIP LOCKED"
         ),

@@ -67,7 +67,8 @@ async fn advance(
 ) -> Result<bool, StoreError> {
     let row = statements::query_one(
         client,
-        "WITH moved AS (UPDATE sessions SET last_seq = $3 WHERE id = $1 AND last_seq = $2 RETURNING id),
+        "WITH moved AS (UPDATE sessions SET last_seq = $3
+                         WHERE id = $1 AND last_seq = $2 AND exported_at IS NULL RETURNING id),
               inserted AS (INSERT INTO events (session, seq, type, at, body, hash)
                            SELECT moved.id, e.* FROM moved,
                                unnest($4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[]) AS e)
@@ -93,8 +94,12 @@ async fn advance(
     }
 }
 
-/// The `Conflict` (or `NotFound`) for an append after `expected` that moved nothing.
+/// The `Conflict` (or `NotFound`, or `Exported`) for an append after `expected` that moved
+/// nothing.
 async fn conflict(client: &impl GenericClient, session: &SessionId, expected: u64) -> StoreError {
+    if let Err(moved) = super::sessions::refuse_if_exported(client, session).await {
+        return moved;
+    }
     match last_seq(client, session).await {
         Ok(actual) => StoreError::Conflict {
             session: session.clone(),

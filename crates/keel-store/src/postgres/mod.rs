@@ -180,6 +180,23 @@ impl Store for PgStore {
         sessions::update_metadata(&self.client().await?, tenant, id, &metadata).await
     }
 
+    async fn mark_exported(
+        &self,
+        tenant: &TenantId,
+        id: &SessionId,
+        mark: &crate::ExportMark,
+    ) -> Result<crate::ExportMark, StoreError> {
+        sessions::mark_exported(&mut self.client().await?, tenant, id, mark).await
+    }
+
+    async fn export_mark(
+        &self,
+        tenant: &TenantId,
+        id: &SessionId,
+    ) -> Result<Option<crate::ExportMark>, StoreError> {
+        sessions::export_mark(&self.client().await?, Some(tenant), id).await
+    }
+
     async fn append(
         &self,
         session: &SessionId,

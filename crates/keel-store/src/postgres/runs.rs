@@ -30,15 +30,22 @@ pub(crate) async fn enqueue(
     let owner = statements::query_opt(
         &tx,
         match conditional {
-            true => "SELECT tenant FROM sessions WHERE id = $1 FOR NO KEY UPDATE",
-            false => "SELECT tenant FROM sessions WHERE id = $1",
+            true => "SELECT tenant, exported_at, exported_to FROM sessions WHERE id = $1 FOR NO KEY UPDATE",
+            // Shared with other plain enqueues; waits for a move out holding the row.
+            false => "SELECT tenant, exported_at, exported_to FROM sessions WHERE id = $1 FOR SHARE",
         },
         &[&run.session.as_str()],
     )
     .await?;
-    let owner: Option<String> = owner.map(|row| row.try_get(0)).transpose()?;
-    if owner.as_deref() != Some(run.tenant.as_str()) {
+    let Some(owner) = owner.filter(|row| row.try_get::<_, &str>(0).ok() == Some(run.tenant.as_str()))
+    else {
         return Err(stored::session_not_found(&run.session));
+    };
+    if let Some(mark) = super::sessions::read_mark(&owner, 1)? {
+        return Err(StoreError::Exported {
+            session: run.session.clone(),
+            mark,
+        });
     }
     let busy_with = match conditional {
         true => oldest_pending(&tx, &run.session).await?,

@@ -8,7 +8,7 @@ use tokio_postgres::types::ToSql;
 
 use super::{error, log, statements};
 use crate::stored::{self, sql_bound, sql_limit};
-use crate::{NewEvent, SessionFilter, SessionRecord, StoreError, encode, unreadable};
+use crate::{ExportMark, NewEvent, SessionFilter, SessionRecord, StoreError, encode, unreadable};
 
 pub(crate) const COLUMNS: &str =
     "id, tenant, agent_id, agent_name, agent_version, created_at, metadata, last_seq";
@@ -163,6 +163,97 @@ pub(crate) async fn update_metadata(
     )
     .await?;
     Ok(updated > 0)
+}
+
+/// Marks the session moved out unless one of its runs is running (`Store::mark_exported`), in
+/// one transaction holding the session's row: claims, enqueues, appends and timer firings of
+/// the session take that row's lock too, so each comes wholly before the mark or sees it.
+pub(crate) async fn mark_exported(
+    client: &mut Client,
+    tenant: &TenantId,
+    id: &SessionId,
+    mark: &ExportMark,
+) -> Result<ExportMark, StoreError> {
+    let tx = client.transaction().await?;
+    let row = statements::query_opt(
+        &tx,
+        "SELECT tenant, exported_at, exported_to FROM sessions WHERE id = $1 FOR NO KEY UPDATE",
+        &[&id.as_str()],
+    )
+    .await?;
+    let Some(row) = row.filter(|row| row.try_get::<_, &str>(0).ok() == Some(tenant.as_str()))
+    else {
+        return Err(stored::session_not_found(id));
+    };
+    if let Some(held) = read_mark(&row, 1)? {
+        return Ok(held);
+    }
+    let running = statements::query_opt(
+        &tx,
+        "SELECT id FROM runs WHERE session = $1 AND status = 'running' ORDER BY created_at, id LIMIT 1",
+        &[&id.as_str()],
+    )
+    .await?;
+    if let Some(run) = running {
+        return Err(StoreError::Busy {
+            session: id.clone(),
+            run: stored::id(run.try_get(0)?)?,
+        });
+    }
+    statements::execute(
+        &tx,
+        "UPDATE sessions SET exported_at = $2, exported_to = $3 WHERE id = $1",
+        &[&id.as_str(), &mark.at.millis(), &mark.to],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(mark.clone())
+}
+
+/// The session's mark if it was moved out; `tenant` `None` for any tenant's.
+pub(crate) async fn export_mark(
+    client: &impl deadpool_postgres::GenericClient,
+    tenant: Option<&TenantId>,
+    id: &SessionId,
+) -> Result<Option<ExportMark>, StoreError> {
+    let row = statements::query_opt(
+        client,
+        "SELECT tenant, exported_at, exported_to FROM sessions WHERE id = $1",
+        &[&id.as_str()],
+    )
+    .await?;
+    match row {
+        Some(row) if tenant.is_none_or(|t| row.try_get::<_, &str>(0).ok() == Some(t.as_str())) => {
+            read_mark(&row, 1)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `Exported` when the session was moved out: what would change it stops here.
+pub(crate) async fn refuse_if_exported(
+    client: &impl deadpool_postgres::GenericClient,
+    id: &SessionId,
+) -> Result<(), StoreError> {
+    match export_mark(client, None, id).await? {
+        Some(mark) => Err(StoreError::Exported {
+            session: id.clone(),
+            mark,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The mark in columns `at` (exported_at) and `at + 1` (exported_to) of `row`.
+pub(crate) fn read_mark(row: &Row, at: usize) -> Result<Option<ExportMark>, StoreError> {
+    let when: Option<i64> = row.try_get(at)?;
+    Ok(match when {
+        Some(when) => Some(ExportMark {
+            at: Timestamp::from_millis(when),
+            to: row.try_get(at + 1)?,
+        }),
+        None => None,
+    })
 }
 
 /// Decodes a session read with `COLUMNS`.

@@ -19,7 +19,8 @@ pub(crate) async fn put(client: &Client, timer: &TimerRecord) -> Result<(), Stor
         client,
         "INSERT INTO timers (id, tenant, session, schedule, note, next_at, created_at, fired,
              last_fired_at)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM sessions WHERE id = $3 AND tenant = $2",
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM sessions
+         WHERE id = $3 AND tenant = $2 AND exported_at IS NULL FOR SHARE",
         &[
             &timer.id.as_str(),
             &timer.tenant.as_str(),
@@ -37,6 +38,9 @@ pub(crate) async fn put(client: &Client, timer: &TimerRecord) -> Result<(), Stor
         true => StoreError::AlreadyExists(format!("timer {}", timer.id)),
         false => e.into(),
     })?;
+    if inserted == 0 {
+        super::sessions::refuse_if_exported(client, &timer.session).await?;
+    }
     match inserted {
         0 => Err(stored::session_not_found(&timer.session)),
         _ => Ok(()),
@@ -83,7 +87,10 @@ pub(crate) async fn due(
     let rows = statements::query(
         client,
         &format!(
-            "SELECT {TIMER_COLUMNS} FROM timers WHERE next_at <= $1 ORDER BY next_at, id LIMIT $2"
+            "SELECT {TIMER_COLUMNS} FROM timers WHERE next_at <= $1
+               AND NOT EXISTS (SELECT 1 FROM sessions AS moved
+                               WHERE moved.id = timers.session AND moved.exported_at IS NOT NULL)
+             ORDER BY next_at, id LIMIT $2"
         ),
         &[&now.millis(), &sql_limit(limit)],
     )
@@ -93,7 +100,7 @@ pub(crate) async fn due(
 }
 
 /// Moves the timer from `due` to `next` and queues `run`, or does nothing (`false`) when it is
-/// no longer due at `due`.
+/// no longer due at `due` or its session was moved out.
 pub(crate) async fn fire(
     client: &mut Client,
     id: &TimerId,
@@ -102,6 +109,18 @@ pub(crate) async fn fire(
     run: &RunRecord,
 ) -> Result<bool, StoreError> {
     let tx = client.transaction().await?;
+    // The session's row, shared: a move out holding it goes first, and is then seen.
+    let here = statements::query_opt(
+        &tx,
+        "SELECT 1 FROM timers AS t JOIN sessions AS s ON s.id = t.session
+         WHERE t.id = $1 AND s.exported_at IS NULL FOR SHARE OF s",
+        &[&id.as_str()],
+    )
+    .await?;
+    if here.is_none() {
+        tx.rollback().await?;
+        return Ok(false);
+    }
     let moved = statements::execute(
         &tx,
         "UPDATE timers SET next_at = $3, fired = fired + 1, last_fired_at = $4

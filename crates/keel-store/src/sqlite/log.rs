@@ -16,6 +16,7 @@ pub(crate) fn append(
     batch: &AppendBatch,
 ) -> Result<u64, StoreError> {
     let actual = last_seq(conn, session)?;
+    super::sessions::refuse_if_exported(conn, session)?;
     if actual != expected {
         return Err(StoreError::Conflict {
             session: session.clone(),

@@ -233,6 +233,32 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn mark_exported(
+        &self,
+        tenant: &TenantId,
+        id: &SessionId,
+        mark: &crate::ExportMark,
+    ) -> Result<crate::ExportMark, StoreError> {
+        let (tenant, id, mark) = (tenant.clone(), id.clone(), mark.clone());
+        self.writer
+            .write_synchronously(move |conn| sessions::mark_exported(conn, &tenant, &id, &mark))
+            .await
+    }
+
+    async fn export_mark(
+        &self,
+        tenant: &TenantId,
+        id: &SessionId,
+    ) -> Result<Option<crate::ExportMark>, StoreError> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.readers
+            .read(move |conn| match sessions::get(conn, &tenant, &id)? {
+                Some(_) => sessions::export_mark(conn, &id),
+                None => Ok(None),
+            })
+            .await
+    }
+
     async fn append(
         &self,
         session: &SessionId,

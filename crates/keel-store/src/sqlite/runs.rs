@@ -39,6 +39,7 @@ pub(crate) fn enqueue(
     if owner.as_deref() != Some(run.tenant.as_str()) {
         return Err(log::session_not_found(&run.session));
     }
+    super::sessions::refuse_if_exported(conn, &run.session)?;
     let busy_with = match how.refuse_if_busy || how.claim_if_idle.is_some() {
         true => oldest_pending(conn, &run.session)?,
         false => None,
@@ -164,6 +165,8 @@ pub(crate) fn claim(
            AND NOT EXISTS (SELECT 1 FROM runs AS live
                            WHERE live.session = r.session
                              AND (live.status = 'waiting' OR (live.status = 'running' AND live.lease_until > ?1)))
+           AND NOT EXISTS (SELECT 1 FROM sessions AS moved
+                           WHERE moved.id = r.session AND moved.exported_at IS NOT NULL)
          ORDER BY created_at, id",
     )?;
     let mut rows = candidates.query([now.millis()])?;

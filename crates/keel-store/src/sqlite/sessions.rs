@@ -3,11 +3,11 @@
 
 use keel_core::{SessionId, TenantId, Timestamp};
 use rusqlite::types::Value;
-use rusqlite::{Connection, Row, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use super::{error, log, sql_limit, stored_id};
 use crate::unreadable;
-use crate::{NewEvent, SessionFilter, SessionRecord, StoreError};
+use crate::{ExportMark, NewEvent, SessionFilter, SessionRecord, StoreError};
 
 pub(crate) const COLUMNS: &str =
     "id, tenant, agent_id, agent_name, agent_version, created_at, metadata, last_seq";
@@ -133,6 +133,69 @@ pub(crate) fn update_metadata(
         .prepare_cached("UPDATE sessions SET metadata = ?3 WHERE id = ?1 AND tenant = ?2")?
         .execute(params![id.as_str(), tenant.as_str(), json])?;
     Ok(updated > 0)
+}
+
+/// Marks the session moved out unless one of its runs is running (`Store::mark_exported`); a
+/// session marked before keeps its first mark.
+pub(crate) fn mark_exported(
+    conn: &Connection,
+    tenant: &TenantId,
+    id: &SessionId,
+    mark: &ExportMark,
+) -> Result<ExportMark, StoreError> {
+    let owner: Option<String> = conn
+        .prepare_cached("SELECT tenant FROM sessions WHERE id = ?1")?
+        .query_row([id.as_str()], |r| r.get(0))
+        .optional()?;
+    if owner.as_deref() != Some(tenant.as_str()) {
+        return Err(crate::stored::session_not_found(id));
+    }
+    if let Some(held) = export_mark(conn, id)? {
+        return Ok(held);
+    }
+    let running: Option<String> = conn
+        .prepare_cached(
+            "SELECT id FROM runs WHERE session = ?1 AND status = 'running' ORDER BY created_at, id LIMIT 1",
+        )?
+        .query_row([id.as_str()], |r| r.get(0))
+        .optional()?;
+    if let Some(run) = running {
+        return Err(StoreError::Busy {
+            session: id.clone(),
+            run: stored_id(run)?,
+        });
+    }
+    conn.prepare_cached("UPDATE sessions SET exported_at = ?2, exported_to = ?3 WHERE id = ?1")?
+        .execute(params![id.as_str(), mark.at.millis(), mark.to])?;
+    Ok(mark.clone())
+}
+
+/// The session's mark if it was moved out (any tenant's: callers have checked the owner).
+pub(crate) fn export_mark(
+    conn: &Connection,
+    id: &SessionId,
+) -> Result<Option<ExportMark>, StoreError> {
+    let row: Option<(Option<i64>, Option<String>)> = conn
+        .prepare_cached("SELECT exported_at, exported_to FROM sessions WHERE id = ?1")?
+        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(row.and_then(|(at, to)| {
+        at.map(|at| ExportMark {
+            at: Timestamp::from_millis(at),
+            to,
+        })
+    }))
+}
+
+/// `Exported` when the session was moved out: what would change it stops here.
+pub(crate) fn refuse_if_exported(conn: &Connection, id: &SessionId) -> Result<(), StoreError> {
+    match export_mark(conn, id)? {
+        Some(mark) => Err(StoreError::Exported {
+            session: id.clone(),
+            mark,
+        }),
+        None => Ok(()),
+    }
 }
 
 pub(crate) fn from_row(row: &Row<'_>) -> Result<SessionRecord, StoreError> {

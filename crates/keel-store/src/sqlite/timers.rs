@@ -16,6 +16,7 @@ pub(crate) fn put(conn: &Connection, timer: &TimerRecord) -> Result<(), StoreErr
     if owner.as_deref() != Some(timer.tenant.as_str()) {
         return Err(stored::session_not_found(&timer.session));
     }
+    super::sessions::refuse_if_exported(conn, &timer.session)?;
     let schedule = encode::json(&timer.schedule, || {
         format!("the schedule of timer {}", timer.id)
     })?;
@@ -70,14 +71,17 @@ pub(crate) fn due(
     limit: usize,
 ) -> Result<Vec<TimerRecord>, StoreError> {
     let mut statement = conn.prepare_cached(&format!(
-        "SELECT {TIMER_COLUMNS} FROM timers WHERE next_at <= ?1 ORDER BY next_at, id LIMIT ?2"
+        "SELECT {TIMER_COLUMNS} FROM timers WHERE next_at <= ?1
+           AND NOT EXISTS (SELECT 1 FROM sessions AS moved
+                           WHERE moved.id = timers.session AND moved.exported_at IS NOT NULL)
+         ORDER BY next_at, id LIMIT ?2"
     ))?;
     let rows = statement.query_map(params![now.millis(), sql_limit(limit)], read)?;
     Ok(stored::readable_timers(rows.collect::<Result<_, _>>()?))
 }
 
 /// Moves the timer from `due` to `next` and queues `run`, or does nothing (`false`) when it is
-/// no longer due at `due`.
+/// no longer due at `due` or its session was moved out.
 pub(crate) fn fire(
     conn: &Connection,
     id: &TimerId,
@@ -88,7 +92,9 @@ pub(crate) fn fire(
     let moved = conn
         .prepare_cached(
             "UPDATE timers SET next_at = ?3, fired = fired + 1, last_fired_at = ?4
-             WHERE id = ?1 AND next_at = ?2",
+             WHERE id = ?1 AND next_at = ?2
+               AND NOT EXISTS (SELECT 1 FROM sessions AS moved
+                               WHERE moved.id = timers.session AND moved.exported_at IS NOT NULL)",
         )?
         .execute(params![
             id.as_str(),
