@@ -96,6 +96,8 @@ prefixed_id!(/// A run: one unit of work on a session.
     RunId, "run_", "run");
 prefixed_id!(/// A timer: a schedule that starts runs on a session.
     TimerId, "tmr_", "timer");
+prefixed_id!(/// A webhook: an inbound trigger URL or an outbound subscription of a tenant.
+    WebhookId, "whk_", "webhook");
 
 impl TenantId {
     /// The tenant that owns everything on a single-user install.

@@ -22,7 +22,7 @@ pub use approval::{ASK_HUMAN, Approval, ApprovalRequest, ApprovalRule, ArgumentP
 pub use controls::{CallerIds, ResponseFormat, ToolChoice};
 pub use event::{Event, EventBody, EventDecodeError, FinishReason};
 pub use http_tool::{HttpAuth, HttpMethod, HttpTool};
-pub use id::{AgentId, IdError, RunId, SessionId, TenantId, TimerId};
+pub use id::{AgentId, IdError, RunId, SessionId, TenantId, TimerId, WebhookId};
 pub use message::{Message, Part, Role, Usage};
 pub use run::{RunOptions, Truncation};
 pub use session::{

@@ -18,6 +18,7 @@ pub mod sqlite;
 mod stored;
 mod types;
 mod unreadable;
+pub mod webhooks;
 
 pub use chain::{ChainReport, JournalEntry};
 pub use memory::{Fusion, MemoryHit, MemoryQuery, MemoryRecord};
@@ -26,9 +27,14 @@ pub use signals::StoreSignal;
 pub use sqlite::{Durability, SqliteOptions, SqliteStore};
 pub use types::*;
 pub use unreadable::{isolated as note_unreadable, unreadable_records_seen};
+pub use webhooks::{
+    ClaimedDelivery, DeliveryOutcome, DeliveryRecord, WebhookDirection, WebhookEvent, WebhookRecord,
+};
 
 use async_trait::async_trait;
-use keel_core::{AgentDef, Event, RunId, RunStatus, SessionId, TenantId, TimerId, Timestamp};
+use keel_core::{
+    AgentDef, Event, RunId, RunStatus, SessionId, TenantId, TimerId, Timestamp, WebhookId,
+};
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -248,6 +254,56 @@ pub trait Store: Send + Sync + 'static {
         due: Timestamp,
         next: Option<Timestamp>,
         run: &RunRecord,
+    ) -> Result<bool, StoreError>;
+
+    // --- webhooks (`webhooks`) -------------------------------------------------------------
+
+    /// Stores a new webhook (`AlreadyExists` for a used id or token; `NotFound` when it names
+    /// a session its tenant does not hold). Settling a run (`finish_run`, an append's
+    /// `finish_run`) writes a delivery for each outbound webhook of the run's tenant and scope
+    /// whose events name the new status, in the same transaction.
+    async fn put_webhook(&self, webhook: &WebhookRecord) -> Result<(), StoreError>;
+    /// The tenant's webhooks, by id.
+    async fn list_webhooks(&self, tenant: &TenantId) -> Result<Vec<WebhookRecord>, StoreError>;
+    /// Forgets a webhook and its deliveries; `false` when the tenant has no such webhook.
+    async fn delete_webhook(&self, tenant: &TenantId, id: &WebhookId) -> Result<bool, StoreError>;
+    /// The inbound webhook whose path token has this SHA-256, any tenant's.
+    async fn inbound_webhook(&self, token_hash: &[u8])
+    -> Result<Option<WebhookRecord>, StoreError>;
+    /// Records an inbound call's signature as used until `expires_at` (and forgets those
+    /// expired at `now`); `false` when it was recorded already: the call is a replay. Exact
+    /// across every handle on the storage.
+    async fn remember_signature(
+        &self,
+        webhook: &WebhookId,
+        signature: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// The webhook's deliveries, newest first, at most `limit`; empty for another tenant's.
+    async fn list_deliveries(
+        &self,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError>;
+    /// Claims up to `limit` deliveries due at `now` (any tenant) for one attempt each: each
+    /// comes back with its attempt counted, and is not due again before `now + lease_ms`
+    /// unless settled; of handles racing for a delivery, one gets it.
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError>;
+    /// Records how attempt `attempt` of a delivery ended; `false`, and nothing written, when
+    /// the delivery is settled already or another attempt has started since.
+    async fn settle_delivery(
+        &self,
+        id: &str,
+        attempt: u32,
+        now: Timestamp,
+        outcome: &DeliveryOutcome,
     ) -> Result<bool, StoreError>;
 
     // --- tenants and API keys ----------------------------------------------------------------

@@ -21,6 +21,7 @@ mod tenants;
 mod timers;
 mod usage;
 mod waiting;
+mod webhooks;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use tenants::*;
 pub use timers::*;
 pub use usage::*;
 pub use waiting::*;
+pub use webhooks::*;
 
 use crate::Store;
 
@@ -152,6 +154,10 @@ macro_rules! conformance_tests {
             a_memory_record_a_store_cannot_keep_is_refused_whole,
             a_moved_session_takes_nothing_more_and_is_passed_by,
         );
+            webhooks_are_kept_per_tenant_and_found_by_their_token,
+            a_settling_run_writes_one_delivery_per_webhook_that_asked,
+            deliveries_are_claimed_once_per_attempt_and_settled_by_it,
+            an_unsettled_claim_is_claimed_again_when_its_attempt_times_out,
         // Cases that open more handles on the subject's storage.
         $crate::conformance_tests!(@subject_cases $subject;
             racing_rejecting_enqueues_on_two_handles_let_exactly_one_through,
@@ -159,6 +165,8 @@ macro_rules! conformance_tests {
             the_log_is_one_hash_chain_across_batches_and_handles,
             nodes_racing_to_fire_a_due_timer_fire_it_once,
         );
+            nodes_racing_to_claim_deliveries_claim_each_once,
+            an_inbound_signature_is_accepted_once_within_its_window,
         // Cases on two stores of the backend: `$subject` awaited twice.
         $crate::conformance_tests!(@pair_cases $subject;
             a_copied_store_answers_every_reader_as_the_original,

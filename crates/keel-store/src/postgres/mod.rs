@@ -28,6 +28,7 @@ mod tenants;
 mod timers;
 mod tls;
 mod usage;
+mod webhooks;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Client, Pool};
@@ -37,11 +38,13 @@ pub use options::PgOptions;
 pub use schema::SCHEMA_VERSION;
 
 use crate::export::{ExportCursor, ExportPage, StoredRecord};
+use crate::webhooks::{ClaimedDelivery, DeliveryOutcome, DeliveryRecord, WebhookRecord};
 use crate::{
     ApiKeyRecord, AppendBatch, Enqueue, Enqueued, LoadedSession, NewEvent, RunOutcome, RunRecord,
     SessionFilter, SessionRecord, Snapshot, Store, StoreError, TenantCounts, TenantRecord,
     TimerRecord, UnreadableRecord, UsageQuery, UsageTotals,
 };
+use keel_core::WebhookId;
 
 /// A store on a PostgreSQL database, shared with any number of other keel nodes.
 pub struct PgStore {
@@ -315,7 +318,11 @@ impl Store for PgStore {
         status: RunStatus,
         outcome: RunOutcome,
     ) -> Result<(), StoreError> {
-        runs::finish(&self.client().await?, run, status, &outcome).await
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        runs::finish(&tx, run, status, &outcome).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn request_cancel(&self, tenant: &TenantId, run: &RunId) -> Result<bool, StoreError> {
@@ -394,6 +401,64 @@ impl Store for PgStore {
 
     async fn create_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError> {
         tenants::create(&self.client().await?, tenant).await
+    }
+
+    async fn put_webhook(&self, webhook: &WebhookRecord) -> Result<(), StoreError> {
+        webhooks::put(&self.client().await?, webhook).await
+    }
+
+    async fn list_webhooks(&self, tenant: &TenantId) -> Result<Vec<WebhookRecord>, StoreError> {
+        webhooks::list(&self.client().await?, tenant).await
+    }
+
+    async fn delete_webhook(&self, tenant: &TenantId, id: &WebhookId) -> Result<bool, StoreError> {
+        webhooks::delete(&self.client().await?, tenant, id).await
+    }
+
+    async fn inbound_webhook(
+        &self,
+        token_hash: &[u8],
+    ) -> Result<Option<WebhookRecord>, StoreError> {
+        webhooks::inbound(&self.client().await?, token_hash).await
+    }
+
+    async fn remember_signature(
+        &self,
+        webhook: &WebhookId,
+        signature: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        webhooks::remember_signature(&client, webhook, signature, now, expires_at).await
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        webhooks::deliveries(&self.client().await?, tenant, webhook, limit).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        webhooks::claim(&self.client().await?, now, lease_ms, limit).await
+    }
+
+    async fn settle_delivery(
+        &self,
+        id: &str,
+        attempt: u32,
+        now: Timestamp,
+        outcome: &DeliveryOutcome,
+    ) -> Result<bool, StoreError> {
+        webhooks::settle(&self.client().await?, id, attempt, now, outcome).await
     }
 
     async fn get_tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {

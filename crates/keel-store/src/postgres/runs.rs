@@ -186,7 +186,8 @@ pub(crate) async fn count_by_status(client: &Client) -> Result<Vec<(RunStatus, u
     Ok(counts)
 }
 
-/// Marks the run finished and releases its lease.
+/// Marks the run finished and releases its lease, and writes the deliveries its outbound
+/// webhooks get (`webhooks::enqueue`): call it in a transaction.
 pub(crate) async fn finish(
     client: &impl GenericClient,
     run: &RunId,
@@ -216,7 +217,7 @@ pub(crate) async fn finish(
     .try_get::<_, i64>(0)?;
     match finished {
         0 => Err(stored::run_not_found(run)),
-        _ => Ok(()),
+        _ => super::webhooks::enqueue(client, run, status, outcome).await,
     }
 }
 

@@ -21,6 +21,7 @@ mod sessions;
 mod tenants;
 mod timers;
 mod usage;
+mod webhooks;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -31,11 +32,13 @@ use keel_core::{AgentDef, Event, RunId, RunStatus, SessionId, TenantId, TimerId,
 
 use crate::export::{ExportCursor, ExportPage, StoredRecord};
 use crate::stored::{id as stored_id, sql_bound, sql_limit};
+use crate::webhooks::{ClaimedDelivery, DeliveryOutcome, DeliveryRecord, WebhookRecord};
 use crate::{
     ApiKeyRecord, AppendBatch, Enqueue, Enqueued, LoadedSession, NewEvent, RunOutcome, RunRecord,
     SessionFilter, SessionRecord, Snapshot, Store, StoreError, TenantCounts, TenantRecord,
     TimerRecord, UnreadableRecord, UsageQuery, UsageTotals,
 };
+use keel_core::WebhookId;
 use readers::ReaderPool;
 pub use schema::SCHEMA_VERSION;
 use writer::Writer;
@@ -519,6 +522,88 @@ impl Store for SqliteStore {
         let (id, run) = (id.clone(), run.clone());
         self.writer
             .write(move |conn| timers::fire(conn, &id, due, next, &run))
+            .await
+    }
+
+    async fn put_webhook(&self, webhook: &WebhookRecord) -> Result<(), StoreError> {
+        let webhook = webhook.clone();
+        self.writer
+            .write(move |conn| webhooks::put(conn, &webhook))
+            .await
+    }
+
+    async fn list_webhooks(&self, tenant: &TenantId) -> Result<Vec<WebhookRecord>, StoreError> {
+        let tenant = tenant.clone();
+        self.readers
+            .read(move |conn| webhooks::list(conn, &tenant))
+            .await
+    }
+
+    async fn delete_webhook(&self, tenant: &TenantId, id: &WebhookId) -> Result<bool, StoreError> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.writer
+            .write(move |conn| webhooks::delete(conn, &tenant, &id))
+            .await
+    }
+
+    async fn inbound_webhook(
+        &self,
+        token_hash: &[u8],
+    ) -> Result<Option<WebhookRecord>, StoreError> {
+        let token_hash = token_hash.to_vec();
+        self.readers
+            .read(move |conn| webhooks::inbound(conn, &token_hash))
+            .await
+    }
+
+    async fn remember_signature(
+        &self,
+        webhook: &WebhookId,
+        signature: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (webhook, signature) = (webhook.clone(), signature.to_string());
+        self.writer
+            .write(move |conn| {
+                webhooks::remember_signature(conn, &webhook, &signature, now, expires_at)
+            })
+            .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let (tenant, webhook) = (tenant.clone(), webhook.clone());
+        self.readers
+            .read(move |conn| webhooks::deliveries(conn, &tenant, &webhook, limit))
+            .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        self.writer
+            .write(move |conn| webhooks::claim(conn, now, lease_ms, limit))
+            .await
+    }
+
+    async fn settle_delivery(
+        &self,
+        id: &str,
+        attempt: u32,
+        now: Timestamp,
+        outcome: &DeliveryOutcome,
+    ) -> Result<bool, StoreError> {
+        let (id, outcome) = (id.to_string(), outcome.clone());
+        self.writer
+            .write(move |conn| webhooks::settle(conn, &id, attempt, now, &outcome))
             .await
     }
 

@@ -243,7 +243,7 @@ pub(crate) fn finish(
     if finished == 0 {
         return Err(stored::run_not_found(run));
     }
-    Ok(())
+    super::webhooks::enqueue(conn, run, status, outcome)
 }
 
 pub(crate) fn request_cancel(
