@@ -2,7 +2,7 @@
 //! and every random id of keel (engine, server and binary) comes from here, so tests and
 //! benchmarks can see exactly where nondeterminism enters.
 
-use keel_core::{AgentId, RunId, SessionId, TenantId, TimerId, Timestamp};
+use keel_core::{AgentId, RunId, SessionId, TenantId, TimerId, Timestamp, WebhookId};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -51,6 +51,10 @@ pub fn new_tenant_id() -> TenantId {
 
 pub fn new_timer_id() -> TimerId {
     fresh(TimerId::generate)
+}
+
+pub fn new_webhook_id() -> WebhookId {
+    fresh(WebhookId::generate)
 }
 
 /// A fresh random 128-bit id as 32 hex digits, for ids nothing sorts by: request ids, chat

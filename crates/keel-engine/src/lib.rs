@@ -43,6 +43,7 @@ mod titles;
 pub mod tools;
 mod travel;
 mod warm;
+pub mod webhooks;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -366,6 +367,7 @@ impl Engine {
         }
         signals::start(&self.inner);
         timers::start(&self.inner);
+        webhooks::start(&self.inner);
         dispatch::start(&self.inner);
         Ok(recovered)
     }

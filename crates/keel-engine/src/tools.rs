@@ -5,7 +5,7 @@
 //! `net_guard.rs`).
 
 mod http;
-mod net_guard;
+pub(crate) mod net_guard;
 
 use std::time::Duration;
 
