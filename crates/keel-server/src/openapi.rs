@@ -12,7 +12,7 @@ use crate::openai::wire::*;
 use crate::openai::{chat, conversations, models, responses};
 use crate::routes::{
     admin, agents, events, journal, memory, messages, ops, portable, runs, schedules, sessions,
-    travel, usage,
+    travel, usage, webhooks,
 };
 use crate::wire::*;
 
@@ -25,6 +25,7 @@ use crate::wire::*;
         sessions::create, sessions::get, sessions::list, sessions::delete,
         messages::send, travel::fork, travel::context, schedules::create, schedules::list, schedules::delete, journal::verify, portable::export, portable::import, events::list, runs::get, runs::cancel, runs::resume,
         admin::create_tenant, admin::create_key, admin::revoke_key, admin::unreadable, usage::list,
+        webhooks::create, webhooks::list, webhooks::delete, webhooks::deliveries, webhooks::trigger,
         memory::create, memory::get, memory::delete, memory::search,
         chat::completions, embeddings::create, models::list, models::retrieve,
         responses::create, responses::get, responses::delete, responses::cancel,
@@ -37,6 +38,8 @@ use crate::wire::*;
         SessionSummary, SessionList, UsageView, SendMode, OnBusy, SendMessage, RunView, StepView, EventPage,
         CreateTenant, TenantView, CreateKey, KeyView, UnreadableView, UnreadableList, Health, usage::UsageList, usage::UsageRow,
         schedules::CreateSchedule, schedules::ScheduleView, schedules::ScheduleList,
+        webhooks::CreateWebhook, webhooks::WebhookView, webhooks::CreatedWebhookView, webhooks::WebhookList,
+        webhooks::DeliveryView, webhooks::DeliveryList, webhooks::TriggeredView,
         memory::CreateMemory, memory::SearchMemory, memory::MemoryView, memory::MemoryHitView, memory::MemoryHitList,
         ChatRequest, StreamOptions, ChatCompletion, ChatUsage, CachedTokens, ModelList, ModelEntry,
         OpenAiErrorEnvelope, OpenAiErrorBody, responses::CreateResponse,

@@ -15,6 +15,7 @@ pub mod schedules;
 pub mod sessions;
 pub mod travel;
 pub mod usage;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -58,6 +59,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/admin/keys/{prefix}/revoke"),
     ("get", "/v1/admin/unreadable"),
     ("get", "/v1/usage"),
+    ("post", "/v1/webhooks"),
+    ("get", "/v1/webhooks"),
+    ("delete", "/v1/webhooks/{id}"),
+    ("get", "/v1/webhooks/{id}/deliveries"),
+    ("post", "/v1/hooks/{token}"),
     ("post", "/v1/memory/{namespace}/records"),
     ("get", "/v1/memory/{namespace}/records/{id}"),
     ("delete", "/v1/memory/{namespace}/records/{id}"),
@@ -119,6 +125,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/keys/{prefix}/revoke", post(admin::revoke_key))
         .route("/v1/admin/unreadable", get(admin::unreadable))
         .route("/v1/usage", get(usage::list))
+        .route("/v1/webhooks", get(webhooks::list).post(webhooks::create))
+        .route("/v1/webhooks/{id}", axum::routing::delete(webhooks::delete))
+        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/metrics", get(ops::metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -163,6 +172,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/openapi.json", get(ops::openapi))
+        // Its token is the credential: no API key.
+        .route("/v1/hooks/{token}", post(webhooks::trigger))
         .merge(api)
         .merge(openai)
         .fallback(no_route)
