@@ -13,14 +13,13 @@ use keel_core::{
     Action, Event, EventBody, FinishReason, Message, RunStatus, SessionState, Truncation,
 };
 use keel_models::{ModelError, ReplyAccumulator};
-use keel_store::{
-    AppendBatch, NewEvent, RunFinish, RunOutcome, RunRecord, ScratchpadWrite, Snapshot, StoreError,
-};
+use keel_store::{AppendBatch, NewEvent, RunFinish, RunOutcome, RunRecord, Snapshot, StoreError};
 use tokio::sync::watch;
 
 use crate::fault::{self, FaultPoint};
 use crate::live::{LiveSession, LoadError};
 use crate::slots::SessionSlot;
+use crate::tools::ToolWrites;
 use crate::{Inner, Resolved, RunUpdate, Stop, clock, context, request};
 
 /// Why a drive stopped before the run ended.
@@ -66,7 +65,7 @@ pub(crate) async fn drive(inner: &Arc<Inner>, run: &RunRecord, stop: watch::Rece
             run,
             stop: stop.clone(),
             pending: Vec::new(),
-            scratchpad: Vec::new(),
+            writes: ToolWrites::default(),
             finish: None,
         };
         match driver.drive(&mut live).await {
@@ -171,7 +170,8 @@ struct Driver<'a> {
     stop: watch::Receiver<Stop>,
     /// Events decided but not yet appended.
     pending: Vec<NewEvent>,
-    scratchpad: Vec<ScratchpadWrite>,
+    /// What built-in tools wrote, committed with the events that log their results.
+    writes: ToolWrites,
     /// Set when the pending batch ends the run.
     finish: Option<RunFinish>,
 }
@@ -333,6 +333,7 @@ impl Driver<'_> {
                         .tools
                         .call(
                             self.inner.store.as_ref(),
+                            &self.run.tenant,
                             &self.run.session,
                             agent,
                             &call.name,
@@ -341,7 +342,7 @@ impl Driver<'_> {
                         )
                         .await;
                     fault::point(FaultPoint::ToolPerformed).await;
-                    self.scratchpad.extend(outcome.scratchpad);
+                    self.writes.extend(outcome.writes);
                     self.push(
                         &mut state,
                         EventBody::ToolReturned {
@@ -451,7 +452,8 @@ impl Driver<'_> {
         let events = std::mem::take(&mut self.pending);
         let batch = AppendBatch {
             events: events.clone(),
-            scratchpad: std::mem::take(&mut self.scratchpad),
+            scratchpad: std::mem::take(&mut self.writes.scratchpad),
+            timers: std::mem::take(&mut self.writes.timers),
             finish_run: self.finish.take(),
         };
         let base = live.state.last_seq;

@@ -1,5 +1,6 @@
 //! Timers: a session's schedules that start runs. `add_timer` checks a schedule and stores it
-//! with its first time; a loop on every node looks for due timers each poll and fires each
+//! with its first time; a loop on every node looks for due timers each poll (and at the due
+//! time of any timer due before the next poll, so none fires a poll late) and fires each
 //! through `Store::fire_timer`, which queues the run and moves the timer on in one transaction,
 //! so a due time fires once however many nodes see it. A cron timer's next time is the first
 //! slot after now: slots missed while no node ran fire once, late, with the lateness in the
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::{Message, RunStatus, SessionId, TenantId, TimerId, Timestamp};
-use keel_store::{RunRecord, Schedule, TimerRecord};
+use keel_store::{RunRecord, Schedule, Store, TimerRecord};
 
 use crate::{Engine, EngineError, Inner, clock, supervised};
 
@@ -46,53 +47,11 @@ impl Engine {
         when: When,
         note: String,
     ) -> Result<TimerRecord, EngineError> {
-        if note.len() > MAX_NOTE_BYTES {
-            return Err(EngineError::Invalid(format!(
-                "a timer's note is at most {MAX_NOTE_BYTES} bytes, not {}",
-                note.len()
-            )));
-        }
         self.require_session(tenant, session).await?;
-        let held = self.inner.store.list_timers(tenant, session).await?;
-        if held.len() >= MAX_TIMERS_PER_SESSION {
-            return Err(EngineError::LimitReached(format!(
-                "session {session} holds {MAX_TIMERS_PER_SESSION} timers, the most it may: delete one first"
-            )));
-        }
-        let now = clock::now();
-        let (schedule, first) = match when {
-            When::At(at) => (Schedule::Once { at }, within_reach(at, now)?),
-            When::After(after) => {
-                if after > MAX_AHEAD {
-                    return Err(EngineError::Invalid(format!(
-                        "a timer may be set at most {} seconds ahead, not {}",
-                        MAX_AHEAD.as_secs(),
-                        after.as_secs()
-                    )));
-                }
-                let at = Timestamp::from_millis(now.millis() + after.as_millis() as i64);
-                (Schedule::Once { at }, at)
-            }
-            When::Cron { expr, timezone } => {
-                let schedule = Schedule::Cron { expr, timezone };
-                let first = next_slot(&schedule, now)?.ok_or_else(|| {
-                    EngineError::Invalid("the cron pattern never matches a time to come".into())
-                })?;
-                (schedule, first)
-            }
-        };
-        let timer = TimerRecord {
-            id: clock::new_timer_id(),
-            tenant: tenant.clone(),
-            session: session.clone(),
-            schedule,
-            note,
-            next_at: Some(first),
-            created_at: now,
-            fired: 0,
-            last_fired_at: None,
-        };
-        self.inner.store.put_timer(&timer).await?;
+        let store = self.inner.store.as_ref();
+        room_for_one(store, tenant, session).await?;
+        let timer = new_timer(tenant, session, when, note, clock::now())?;
+        store.put_timer(&timer).await?;
         Ok(timer)
     }
 
@@ -126,6 +85,70 @@ impl Engine {
             false => Err(not_found()),
         }
     }
+}
+
+/// `Ok` while the session holds fewer than `MAX_TIMERS_PER_SESSION` timers.
+pub(crate) async fn room_for_one(
+    store: &dyn Store,
+    tenant: &TenantId,
+    session: &SessionId,
+) -> Result<(), EngineError> {
+    let held = store.list_timers(tenant, session).await?;
+    match held.len() < MAX_TIMERS_PER_SESSION {
+        true => Ok(()),
+        false => Err(EngineError::LimitReached(format!(
+            "session {session} holds {MAX_TIMERS_PER_SESSION} timers, the most it may: delete one first"
+        ))),
+    }
+}
+
+/// A new timer of the session, due first at the first time `when` names after `now`;
+/// `Invalid` for a schedule or note keel cannot use (the message says which and why).
+pub(crate) fn new_timer(
+    tenant: &TenantId,
+    session: &SessionId,
+    when: When,
+    note: String,
+    now: Timestamp,
+) -> Result<TimerRecord, EngineError> {
+    if note.len() > MAX_NOTE_BYTES {
+        return Err(EngineError::Invalid(format!(
+            "a timer's note is at most {MAX_NOTE_BYTES} bytes, not {}",
+            note.len()
+        )));
+    }
+    let (schedule, first) = match when {
+        When::At(at) => (Schedule::Once { at }, within_reach(at, now)?),
+        When::After(after) => {
+            if after > MAX_AHEAD {
+                return Err(EngineError::Invalid(format!(
+                    "a timer may be set at most {} seconds ahead, not {}",
+                    MAX_AHEAD.as_secs(),
+                    after.as_secs()
+                )));
+            }
+            let at = Timestamp::from_millis(now.millis() + after.as_millis() as i64);
+            (Schedule::Once { at }, at)
+        }
+        When::Cron { expr, timezone } => {
+            let schedule = Schedule::Cron { expr, timezone };
+            let first = next_slot(&schedule, now)?.ok_or_else(|| {
+                EngineError::Invalid("the cron pattern never matches a time to come".into())
+            })?;
+            (schedule, first)
+        }
+    };
+    Ok(TimerRecord {
+        id: clock::new_timer_id(),
+        tenant: tenant.clone(),
+        session: session.clone(),
+        schedule,
+        note,
+        next_at: Some(first),
+        created_at: now,
+        fired: 0,
+        last_fired_at: None,
+    })
 }
 
 /// `at` itself when a timer may be set then: not before 1970, at most `MAX_AHEAD` from now.
@@ -195,15 +218,38 @@ async fn fire_loop(inner: Arc<Inner>) {
         if *shutdown.borrow() {
             return;
         }
-        match fire_due(&inner).await {
-            Ok(fired) if fired > 0 => inner.wake.notify_one(),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "firing timers failed; retrying"),
-        }
+        let pause = match fire_due(&inner).await {
+            Ok(fired) => {
+                if fired > 0 {
+                    inner.wake.notify_one();
+                }
+                until_next(&inner).await
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "firing timers failed; retrying");
+                inner.config.poll_interval
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(inner.config.poll_interval) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+/// How long to wait before looking again: until the soonest timer due before the next poll,
+/// so that it fires on time rather than up to a poll late; the poll at most, and the poll too
+/// when one is due already (this node just fired what it could: it is not left spinning).
+async fn until_next(inner: &Inner) -> Duration {
+    let poll = inner.config.poll_interval;
+    let now = clock::now();
+    let horizon = Timestamp::from_millis(now.millis().saturating_add(poll.as_millis() as i64));
+    match inner.store.due_timers(horizon, 1).await {
+        Ok(soonest) => match soonest.first().and_then(|t| t.next_at) {
+            Some(at) if at > now => Duration::from_millis((at.millis() - now.millis()) as u64),
+            _ => poll,
+        },
+        Err(_) => poll,
     }
 }
 

@@ -1,17 +1,18 @@
-//! Tool execution. Built-in tools run inside keel: the ones that write (`scratchpad_set`) hand
-//! back their writes so the driver commits them in the same transaction as the result event,
-//! which makes them happen exactly once. External (HTTP) tools get the call's idempotency key
+//! Tool execution. Built-in tools run inside keel: the ones that write (`scratchpad_set`,
+//! `schedule_wakeup`, `cancel_wakeup`) hand back their writes so the driver commits them in the
+//! same transaction as the result event, which makes them happen exactly once. External (HTTP) tools get the call's idempotency key
 //! so they can de-duplicate a call that recovery performs again (`http.rs`, guarded by
 //! `net_guard.rs`).
 
 mod http;
 pub(crate) mod net_guard;
+mod wakeup;
 
 use std::time::Duration;
 
-use keel_core::{AgentDef, RunOptions, SessionId, ToolDef, ToolKind};
+use keel_core::{AgentDef, RunOptions, SessionId, TenantId, ToolDef, ToolKind};
 use keel_models::ToolSpec;
-use keel_store::{ScratchpadWrite, Store};
+use keel_store::{ScratchpadWrite, Store, TimerWrite};
 use serde_json::{Value, json};
 
 /// What a tool call produced.
@@ -20,7 +21,21 @@ pub struct ToolOutcome {
     pub content: String,
     pub is_error: bool,
     /// Writes to commit together with the result event.
+    pub writes: ToolWrites,
+}
+
+/// What built-in tools write, committed with the events that log their results.
+#[derive(Debug, Default)]
+pub struct ToolWrites {
     pub scratchpad: Vec<ScratchpadWrite>,
+    pub timers: Vec<TimerWrite>,
+}
+
+impl ToolWrites {
+    pub(crate) fn extend(&mut self, more: ToolWrites) {
+        self.scratchpad.extend(more.scratchpad);
+        self.timers.extend(more.timers);
+    }
 }
 
 impl ToolOutcome {
@@ -71,7 +86,27 @@ pub fn builtin_tools() -> Vec<ToolDef> {
             "Ask a person a question and wait for the answer (it may take hours or days).",
             json!({"type": "object", "properties": {"question": {"type": "string"}}, "required": ["question"]}),
         ),
+        tool(
+            wakeup::SCHEDULE,
+            "Wake yourself up later in this session: after a delay in seconds (after_secs) or at an RFC 3339 instant (at), with a note to yourself that becomes the input of the run that wakes you. Returns the wakeup's id.",
+            json!({"type": "object", "properties": {
+                "note": {"type": "string", "description": "What to do when you wake up."},
+                "after_secs": {"type": "integer", "minimum": 1},
+                "at": {"type": "string", "description": "An RFC 3339 instant, e.g. 2026-12-01T09:00:00Z."}
+            }, "required": ["note"]}),
+        ),
+        tool(
+            wakeup::CANCEL,
+            "Cancel a wakeup set earlier in this session, by the id schedule_wakeup returned.",
+            json!({"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]}),
+        ),
     ]
+}
+
+/// The built-in tools' names, for messages that list them.
+fn builtin_names() -> String {
+    let names: Vec<String> = builtin_tools().into_iter().map(|t| t.name).collect();
+    names.join(", ")
 }
 
 /// Fills in the description and schema of the built-in tools an agent lists without them,
@@ -85,8 +120,9 @@ pub fn complete_builtins(def: &mut AgentDef) -> Result<(), String> {
     {
         let Some(builtin) = builtins.iter().find(|b| b.name == tool.name) else {
             return Err(format!(
-                "tool {:?} is not a built-in tool (built-ins: clock_now, scratchpad_set, scratchpad_get, ask_human)",
-                tool.name
+                "tool {:?} is not a built-in tool (built-ins: {})",
+                tool.name,
+                builtin_names()
             ));
         };
         if tool.description.is_empty() {
@@ -152,6 +188,7 @@ impl ToolRunner {
     pub async fn call(
         &self,
         store: &dyn Store,
+        tenant: &TenantId,
         session: &SessionId,
         agent: &AgentDef,
         name: &str,
@@ -164,7 +201,7 @@ impl ToolRunner {
             ));
         };
         let mut outcome = match &def.kind {
-            ToolKind::Builtin => builtin(store, session, name, arguments).await,
+            ToolKind::Builtin => builtin(store, tenant, session, name, arguments).await,
             ToolKind::Http(tool) => {
                 let limit = self.result_limit;
                 self.http
@@ -184,6 +221,7 @@ impl ToolRunner {
 
 async fn builtin(
     store: &dyn Store,
+    tenant: &TenantId,
     session: &SessionId,
     name: &str,
     arguments: &Value,
@@ -195,10 +233,13 @@ async fn builtin(
             (Some(key), Some(value)) => ToolOutcome {
                 content: format!("stored {key}"),
                 is_error: false,
-                scratchpad: vec![ScratchpadWrite {
-                    key: key.into(),
-                    value: Some(value.into()),
-                }],
+                writes: ToolWrites {
+                    scratchpad: vec![ScratchpadWrite {
+                        key: key.into(),
+                        value: Some(value.into()),
+                    }],
+                    ..ToolWrites::default()
+                },
             },
             _ => ToolOutcome::error("scratchpad_set needs string arguments \"key\" and \"value\""),
         },
@@ -214,8 +255,11 @@ async fn builtin(
         keel_core::ASK_HUMAN => {
             ToolOutcome::error("ask_human is answered by a person, not performed")
         }
+        wakeup::SCHEDULE => wakeup::schedule(store, tenant, session, arguments).await,
+        wakeup::CANCEL => wakeup::cancel(store, tenant, session, arguments).await,
         other => ToolOutcome::error(format!(
-            "{other:?} is not a built-in tool; built-ins: clock_now, scratchpad_set, scratchpad_get, ask_human"
+            "{other:?} is not a built-in tool; built-ins: {}",
+            builtin_names()
         )),
     }
 }

@@ -1,13 +1,13 @@
 //! Timers through the engine, on a clock the test moves (`keel_engine::clock::advance`): a
 //! cron timer fires each slot once as minutes pass; slots missed while no engine ran fire
 //! once, late, saying so; two engines on one store (two nodes) fire each due time once; bad
-//! schedules are refused naming what is wrong.
+//! schedules are refused naming what is wrong; an agent sets and cancels its own wakeups.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use keel_core::{EventBody, RunStatus};
+use keel_core::{EventBody, Message, RunStatus, ToolDef, ToolKind};
 use keel_engine::{Engine, EngineConfig, EngineError, When, clock};
 use keel_models::providers::scripted::ScriptedConfig;
 use keel_store::Store;
@@ -196,4 +196,91 @@ async fn bad_schedules_and_unknown_sessions_are_refused() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// The results of the tools one turn of `text` called (`/call` lines for the scripted model),
+/// in call order, each with whether it is an error; the run must complete.
+async fn tool_results(
+    test: &common::TestEngine,
+    session: &keel_core::SessionId,
+    text: &str,
+) -> Vec<(String, bool)> {
+    let run = test
+        .engine
+        .submit(&test.tenant, session, Message::user(text))
+        .await
+        .unwrap();
+    let ended = test.engine.wait_run(&test.tenant, &run.id).await.unwrap();
+    assert_eq!(ended.status, RunStatus::Completed, "{ended:?}");
+    let events = test.engine.run_events(&ended).await.unwrap();
+    events
+        .into_iter()
+        .filter_map(|e| match e.body {
+            EventBody::ToolReturned {
+                content, is_error, ..
+            } => Some((content, is_error)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_sets_and_cancels_its_own_wakeups_and_the_one_left_wakes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let builtin = |name: &str| ToolDef {
+        name: name.into(),
+        description: String::new(),
+        parameters: serde_json::json!({}),
+        strict: None,
+        require_approval: Default::default(),
+        kind: ToolKind::Builtin,
+    };
+    let tools = vec![builtin("schedule_wakeup"), builtin("cancel_wakeup")];
+    let models = common::scripted(ScriptedConfig::default());
+    let a = common::engine(&dir, models, config("a"), tools, true).await;
+    let session = common::session(&a.engine, &a.tenant).await;
+
+    let set = tool_results(
+        &a,
+        &session,
+        "/call schedule_wakeup {\"after_secs\": 60, \"note\": \"check the oven\"}\n\
+         /call schedule_wakeup {\"at\": \"2030-01-01T00:00:00Z\", \"note\": \"new year\"}\n\
+         /call schedule_wakeup {\"after_secs\": 0, \"note\": \"too soon\"}",
+    )
+    .await;
+    assert!(!set[0].1 && !set[1].1 && set[2].1, "{set:?}");
+    assert!(set[2].0.contains("at least 1"), "{set:?}");
+    // Each result names the timer it set, committed with it.
+    let timers = a.engine.list_timers(&a.tenant, &session).await.unwrap();
+    assert_eq!(timers.len(), 2, "{timers:?}");
+    for (timer, (result, _)) in timers.iter().zip(&set) {
+        assert!(
+            result.starts_with(&format!("wakeup {} set for", timer.id)),
+            "{result}"
+        );
+    }
+    let new_year = &timers[1];
+    assert_eq!(new_year.note, "new year");
+
+    let cancelled = tool_results(
+        &a,
+        &session,
+        &format!(
+            "/call cancel_wakeup {{\"id\": \"{}\"}}\n/call cancel_wakeup {{\"id\": \"tmr_unknown\"}}",
+            new_year.id
+        ),
+    )
+    .await;
+    assert!(!cancelled[0].1 && cancelled[1].1, "{cancelled:?}");
+    assert!(cancelled[1].0.contains("no wakeup"), "{cancelled:?}");
+    let timers = a.engine.list_timers(&a.tenant, &session).await.unwrap();
+    assert_eq!(timers.len(), 1, "{timers:?}");
+
+    // A minute later the session wakes with its note, once.
+    clock::advance(Duration::from_secs(61));
+    let inputs = timer_inputs(a.store.as_ref(), &session, 1).await;
+    assert_eq!(inputs.len(), 1, "{inputs:?}");
+    assert!(inputs[0].starts_with("check the oven"), "{inputs:?}");
+    let timers = a.engine.list_timers(&a.tenant, &session).await.unwrap();
+    assert_eq!((timers[0].fired, timers[0].next_at), (1, None));
 }

@@ -58,6 +58,17 @@ pub(crate) fn session_not_found(session: &SessionId) -> StoreError {
     }
 }
 
+/// A timer an append sets must be the appending session's own.
+pub(crate) fn timer_of(session: &SessionId, timer: &crate::TimerRecord) -> Result<(), StoreError> {
+    match &timer.session == session {
+        true => Ok(()),
+        false => Err(StoreError::Invalid(format!(
+            "timer {} belongs to session {}, not to {session}, which this append writes",
+            timer.id, timer.session
+        ))),
+    }
+}
+
 pub(crate) fn snapshot_past_end(session: &SessionId, seq: u64, last: u64) -> StoreError {
     StoreError::Invalid(format!(
         "a snapshot of session {session} at seq {seq} is past the end of its log (last seq {last}): \

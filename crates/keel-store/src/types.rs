@@ -147,6 +147,19 @@ pub struct AppendBatch {
     /// person (`Waiting`) and queues it again when one decides (`Queued`), with the events
     /// that say so.
     pub finish_run: Option<RunFinish>,
+    /// Timers the agent set or cancelled with this step (`schedule_wakeup`, `cancel_wakeup`):
+    /// committed with the tool's result, so a step performed again after a crash never sets
+    /// one twice.
+    pub timers: Vec<TimerWrite>,
+}
+
+/// A change to the session's timers that commits with an append.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TimerWrite {
+    /// A new timer of the appending session (its `session` must be that session).
+    Put(TimerRecord),
+    /// Forgets the appending session's timer (nothing when it holds no such timer).
+    Delete(TimerId),
 }
 
 /// A run's terminal status (or `Waiting` / `Queued`, see `AppendBatch::finish_run`) and

@@ -166,6 +166,7 @@ async fn nul_characters_in_scratchpad_values_and_run_outputs_round_trip() {
                 error: None,
             },
         }),
+        timers: Vec::new(),
     };
     store.append(&session.id, 0, batch).await.unwrap();
     assert_eq!(

@@ -149,24 +149,25 @@ macro_rules! conformance_tests {
             cancelling_a_waiting_run_queues_it_to_be_driven_to_its_end,
             timers_are_kept_per_session_and_found_when_due,
             firing_a_timer_queues_its_run_once_per_due_time,
+            an_append_sets_and_cancels_timers_with_its_events,
             memory_records_round_trip_and_are_replaced_and_deleted_within_their_tenant,
             memory_search_fuses_keywords_and_vectors_within_one_namespace,
             a_memory_record_a_store_cannot_keep_is_refused_whole,
             a_moved_session_takes_nothing_more_and_is_passed_by,
-        );
             webhooks_are_kept_per_tenant_and_found_by_their_token,
             a_settling_run_writes_one_delivery_per_webhook_that_asked,
             deliveries_are_claimed_once_per_attempt_and_settled_by_it,
             an_unsettled_claim_is_claimed_again_when_its_attempt_times_out,
+        );
         // Cases that open more handles on the subject's storage.
         $crate::conformance_tests!(@subject_cases $subject;
             racing_rejecting_enqueues_on_two_handles_let_exactly_one_through,
             racing_claims_on_two_handles_hand_out_each_session_once,
             the_log_is_one_hash_chain_across_batches_and_handles,
             nodes_racing_to_fire_a_due_timer_fire_it_once,
-        );
             nodes_racing_to_claim_deliveries_claim_each_once,
             an_inbound_signature_is_accepted_once_within_its_window,
+        );
         // Cases on two stores of the backend: `$subject` awaited twice.
         $crate::conformance_tests!(@pair_cases $subject;
             a_copied_store_answers_every_reader_as_the_original,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use keel_core::{RunStatus, TenantId, TimerId};
 
 use super::Subject;
-use super::fixtures::{assert_not_found, at, new_session, queued_run, tenant, tick};
-use crate::{Schedule, Store, StoreError, TimerRecord};
+use super::fixtures::{assert_not_found, at, new_session, note, queued_run, tenant, tick};
+use crate::{AppendBatch, Schedule, Store, StoreError, TimerRecord, TimerWrite};
 
 fn timer(tenant: &TenantId, session: &keel_core::SessionId, next_at: i64) -> TimerRecord {
     TimerRecord {
@@ -88,6 +88,66 @@ pub async fn timers_are_kept_per_session_and_found_when_due(store: Arc<dyn Store
     // A deleted session takes its timers with it.
     assert!(store.delete_session(&tenant, &session).await.unwrap());
     assert!(due(&store, &session, 10_000).await.is_empty());
+}
+
+/// What an agent's `schedule_wakeup` / `cancel_wakeup` write: timers that commit with the
+/// append that logs the tool's result, and roll back with it.
+pub async fn an_append_sets_and_cancels_timers_with_its_events(store: Arc<dyn Store>) {
+    let tenant = tenant();
+    let session = new_session(&store, &tenant).await;
+    let first = timer(&tenant, &session, 5_000);
+    let second = timer(&tenant, &session, 6_000);
+    let with = |timers: Vec<TimerWrite>| AppendBatch {
+        events: vec![note("tool result")],
+        timers,
+        ..AppendBatch::default()
+    };
+    let puts = vec![
+        TimerWrite::Put(first.clone()),
+        TimerWrite::Put(second.clone()),
+    ];
+    // A conflicting append writes no timer.
+    assert!(matches!(
+        store.append(&session, 0, with(puts.clone())).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(
+        store
+            .list_timers(&tenant, &session)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.append(&session, 1, with(puts)).await.unwrap();
+    let listed = store.list_timers(&tenant, &session).await.unwrap();
+    assert_eq!(listed, [first.clone(), second.clone()]);
+    // A deletion of the session's own timer, and of one it does not hold (nothing).
+    let unknown = TimerId::generate(tick(), 8);
+    let deletes = vec![
+        TimerWrite::Delete(first.id.clone()),
+        TimerWrite::Delete(unknown),
+    ];
+    store.append(&session, 2, with(deletes)).await.unwrap();
+    let listed = store.list_timers(&tenant, &session).await.unwrap();
+    assert_eq!(listed, [second.clone()]);
+    // Another session's timer cannot ride on this session's append, nor delete one of its.
+    let other = new_session(&store, &tenant).await;
+    let foreign = timer(&tenant, &other, 7_000);
+    assert!(matches!(
+        store
+            .append(&session, 3, with(vec![TimerWrite::Put(foreign)]))
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(store.read_events(&session, 0, 10).await.unwrap().len(), 3);
+    store
+        .append(&other, 1, with(vec![TimerWrite::Delete(second.id.clone())]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_timers(&tenant, &session).await.unwrap(),
+        [second]
+    );
 }
 
 pub async fn firing_a_timer_queues_its_run_once_per_due_time(store: Arc<dyn Store>) {

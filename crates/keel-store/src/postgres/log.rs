@@ -32,6 +32,7 @@ pub(crate) async fn append(
     let rows = EventRows::new(session, expected, previous, &batch.events)?;
     let last = expected.saturating_add(batch.events.len() as u64);
     let alone = batch.scratchpad.is_empty()
+        && batch.timers.is_empty()
         && batch.finish_run.is_none()
         && !run_input::starts_a_run(&batch.events);
     if alone {
@@ -48,6 +49,7 @@ pub(crate) async fn append(
     }
     run_input::move_to_log(&tx, session, expected, &batch.events).await?;
     write_scratchpad(&tx, session, &batch.scratchpad).await?;
+    super::timers::write(&tx, session, &batch.timers).await?;
     if let Some(finish) = &batch.finish_run {
         runs::finish(&tx, &finish.run, finish.status, &finish.outcome).await?;
     }

@@ -2,15 +2,18 @@
 //! fired by a conditional update of their next time that queues the run in the same
 //! transaction, so of nodes racing to fire one due time, one does.
 
-use deadpool_postgres::Client;
+use deadpool_postgres::{Client, GenericClient};
 use keel_core::{RunStatus, SessionId, TenantId, TimerId, Timestamp};
 use tokio_postgres::Row;
 
 use super::{error, runs, signals, statements};
 use crate::stored::{self, StoredTimer, TIMER_COLUMNS, sql_bound, sql_limit};
-use crate::{RunRecord, StoreError, TimerRecord, encode};
+use crate::{RunRecord, StoreError, TimerRecord, TimerWrite, encode};
 
-pub(crate) async fn put(client: &Client, timer: &TimerRecord) -> Result<(), StoreError> {
+pub(crate) async fn put(
+    client: &impl GenericClient,
+    timer: &TimerRecord,
+) -> Result<(), StoreError> {
     let schedule = encode::json(&timer.schedule, || {
         format!("the schedule of timer {}", timer.id)
     })?;
@@ -45,6 +48,31 @@ pub(crate) async fn put(client: &Client, timer: &TimerRecord) -> Result<(), Stor
         0 => Err(stored::session_not_found(&timer.session)),
         _ => Ok(()),
     }
+}
+
+/// Applies an append's timer writes, all of its own session (`AppendBatch::timers`).
+pub(crate) async fn write(
+    client: &impl GenericClient,
+    session: &SessionId,
+    writes: &[TimerWrite],
+) -> Result<(), StoreError> {
+    for write in writes {
+        match write {
+            TimerWrite::Put(timer) => {
+                stored::timer_of(session, timer)?;
+                put(client, timer).await?;
+            }
+            TimerWrite::Delete(id) => {
+                statements::execute(
+                    client,
+                    "DELETE FROM timers WHERE id = $1 AND session = $2",
+                    &[&id.as_str(), &session.as_str()],
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(crate) async fn list(

@@ -27,6 +27,7 @@ pub(crate) fn append(
     let last = insert_events(conn, session, actual, &batch.events)?;
     super::run_input::move_to_log(conn, session, actual, &batch.events)?;
     write_scratchpad(conn, session, &batch.scratchpad)?;
+    super::timers::write(conn, session, &batch.timers)?;
     if let Some(finish) = &batch.finish_run {
         super::runs::finish(conn, &finish.run, finish.status, &finish.outcome)?;
     }

@@ -6,7 +6,7 @@ use rusqlite::{Connection, Row, params};
 
 use super::{error, runs};
 use crate::stored::{self, StoredTimer, TIMER_COLUMNS, sql_limit};
-use crate::{Enqueue, RunRecord, StoreError, TimerRecord, encode};
+use crate::{Enqueue, RunRecord, StoreError, TimerRecord, TimerWrite, encode};
 
 pub(crate) fn put(conn: &Connection, timer: &TimerRecord) -> Result<(), StoreError> {
     let owner: Option<String> = rusqlite::OptionalExtension::optional(
@@ -38,6 +38,27 @@ pub(crate) fn put(conn: &Connection, timer: &TimerRecord) -> Result<(), StoreErr
         true => StoreError::AlreadyExists(format!("timer {}", timer.id)),
         false => e.into(),
     })?;
+    Ok(())
+}
+
+/// Applies an append's timer writes, all of its own session (`AppendBatch::timers`).
+pub(crate) fn write(
+    conn: &Connection,
+    session: &SessionId,
+    writes: &[TimerWrite],
+) -> Result<(), StoreError> {
+    for write in writes {
+        match write {
+            TimerWrite::Put(timer) => {
+                stored::timer_of(session, timer)?;
+                put(conn, timer)?;
+            }
+            TimerWrite::Delete(id) => {
+                conn.prepare_cached("DELETE FROM timers WHERE id = ?1 AND session = ?2")?
+                    .execute([id.as_str(), session.as_str()])?;
+            }
+        }
+    }
     Ok(())
 }
 

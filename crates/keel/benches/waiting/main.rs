@@ -13,139 +13,25 @@ mod load;
 #[allow(dead_code)]
 #[path = "../gateway/procs.rs"]
 mod procs;
+#[allow(dead_code)]
+#[path = "../support/server.rs"]
+mod server;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use load::rss_bytes;
-use procs::Process;
-use serde_json::{Value, json};
+use serde_json::json;
+use server::{CLIENTS, Server, fan_out};
 
-const CLIENTS: usize = 16;
-
-/// A `keel serve` over a data directory that outlives it (for the restart).
-struct Server {
-    config: PathBuf,
-    keel: Option<Process>,
-    url: String,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn new() -> Server {
-        let base = option_env!("CARGO_TARGET_TMPDIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
-        std::fs::create_dir_all(&base).expect("cannot create the bench's directory");
-        let dir = tempfile::Builder::new()
-            .prefix("keel-waiting-bench-")
-            .tempdir_in(&base)
-            .expect("cannot create the bench's directory");
-        let config = format!(
-            "data_dir = {:?}\n\n[store]\ndurability = \"normal\"\n\n\
-             [providers.scripted]\nkind = \"scripted\"\n\n\
-             [[agents]]\nname = \"default\"\nmodel = \"scripted/echo\"\n\
-             tools = [{{ name = \"ask_human\", kind = \"builtin\" }}]\n",
-            dir.path().join("data").display().to_string()
-        );
-        let path = dir.path().join("keel.toml");
-        std::fs::write(&path, config).expect("cannot write keel.toml");
-        let mut server = Server {
-            config: path,
-            keel: None,
-            url: String::new(),
-            http: reqwest::Client::new(),
-            _dir: dir,
-        };
-        server.start();
-        server
-    }
-
-    /// Starts keel over the data directory; the seconds until it listens.
-    fn start(&mut self) -> f64 {
-        let binary = PathBuf::from(env!("CARGO_BIN_EXE_keel"));
-        let at = Instant::now();
-        let (keel, url) = procs::start_keel_binary(Path::new(&binary), &self.config, false, None);
-        let took = at.elapsed().as_secs_f64();
-        (self.keel, self.url) = (Some(keel), url);
-        took
-    }
-
-    fn stop(&mut self) {
-        self.keel = None;
-    }
-
-    fn rss_mib(&self) -> f64 {
-        let pid = self.keel.as_ref().expect("running").pid();
-        rss_bytes(pid) as f64 / (1 << 20) as f64
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .json(&body)
-            .timeout(Duration::from_secs(120))
-            .send()
-            .await
-            .expect("POST");
-        let status = response.status();
-        let value: Value = response.json().await.expect("a JSON answer");
-        assert!(status.is_success(), "{path}: {status} {value}");
-        value
-    }
-
-    /// One session and one turn sending `content`; the run's (id, first waiting call).
-    async fn turn(&self, content: &str, expect: &str) -> (String, Option<String>) {
-        let session = self.post("/v1/sessions", json!({"agent": "default"})).await;
-        let id = session["id"].as_str().expect("a session id");
-        let run = self
-            .post(
-                &format!("/v1/sessions/{id}/messages"),
-                json!({"content": content, "mode": "wait"}),
-            )
-            .await;
-        assert_eq!(run["status"], expect, "{run}");
-        let call = run["pending_approvals"][0]["call_id"]
-            .as_str()
-            .map(str::to_string);
-        (run["id"].as_str().expect("a run id").to_string(), call)
-    }
-}
-
-/// Runs `work(i)` for i in 0..count, `CLIENTS` at a time; the results in order.
-async fn fan_out<T, F, Fut>(count: usize, work: F) -> Vec<T>
-where
-    T: Send + 'static,
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = T> + Send,
-{
-    let next = Arc::new(AtomicUsize::new(0));
-    let work = Arc::new(work);
-    let workers: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (next, work) = (next.clone(), work.clone());
-            tokio::spawn(async move {
-                let mut done = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= count {
-                        return done;
-                    }
-                    done.push((i, work(i).await));
-                }
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for worker in workers {
-        all.extend(worker.await.expect("a client panicked"));
-    }
-    all.sort_by_key(|(i, _)| *i);
-    all.into_iter().map(|(_, t)| t).collect()
+/// One session and one turn sending `content`; the run's (id, first waiting call).
+async fn turn(server: &Server, content: &str, expect: &str) -> (String, Option<String>) {
+    let session = server.session().await;
+    let run = server.turn(&session, content).await;
+    assert_eq!(run["status"], expect, "{run}");
+    let call = run["pending_approvals"][0]["call_id"]
+        .as_str()
+        .map(str::to_string);
+    (run["id"].as_str().expect("a run id").to_string(), call)
 }
 
 #[tokio::main]
@@ -154,8 +40,9 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let waiting = Arc::new(Server::new());
-    let done = Arc::new(Server::new());
+    let ask_human = r#"{ name = "ask_human", kind = "builtin" }"#;
+    let waiting = Arc::new(Server::new(ask_human, ""));
+    let done = Arc::new(Server::new(ask_human, ""));
     let (rss_empty_w, rss_empty_d) = (waiting.rss_mib(), done.rss_mib());
 
     let at = Instant::now();
@@ -164,7 +51,7 @@ async fn main() {
         let server = server.clone();
         async move {
             let ask = format!("/call ask_human {{\"question\": \"may I go on with {i}?\"}}");
-            server.turn(&ask, "waiting").await
+            turn(&server, &ask, "waiting").await
         }
     })
     .await;
@@ -173,7 +60,7 @@ async fn main() {
     let server = done.clone();
     fan_out(runs, move |i| {
         let server = server.clone();
-        async move { server.turn(&format!("hello {i}"), "completed").await }
+        async move { turn(&server, &format!("hello {i}"), "completed").await }
     })
     .await;
     let fill_done = at.elapsed().as_secs_f64();
