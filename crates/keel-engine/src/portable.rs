@@ -1,14 +1,64 @@
 //! A session carried between deployments in the `keel.session/1` format (keel-store's
-//! `portable`): `StoreReader::export_session` (reader.rs) reads one out; `Engine::import_session`
-//! checks a file whole and creates the session under the caller's tenant in one store write.
+//! `portable`): `StoreReader::export_session` (reader.rs) reads a copy out; `move_session_out`
+//! marks the session moved, so this deployment stops driving it, and reads it out;
+//! `Engine::import_session` checks a file whole and creates the session under the caller's
+//! tenant in one store write.
 
-use keel_core::{AgentDef, TenantId};
+use keel_core::{AgentDef, SessionId, TenantId};
 use keel_store::portable::{self, ImportPlan};
-use keel_store::{SessionRecord, StoreError};
+use keel_store::{ExportMark, SessionRecord, StoreError};
 
-use crate::{Engine, EngineError};
+use crate::{Engine, EngineError, clock};
+
+/// The longest `to` (where a moved session went) kept with its mark.
+const MAX_MOVED_TO: usize = 2_048;
 
 impl Engine {
+    /// Moves the tenant's session out: marks it exported (`to`: where it goes, as the caller
+    /// names it), after which this deployment takes no new input, runs or schedules for it and
+    /// never drives, fires or resumes it, then reads its export. Nothing can change the session
+    /// between the mark and the read, so the file holds all that happened here. Refused (the
+    /// store's `Busy`, nothing marked) while one of its runs is running: move it once the run
+    /// waits for a person or has ended. Moving a moved session again gives the same file.
+    pub async fn move_session_out(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+        to: Option<String>,
+    ) -> Result<Vec<String>, EngineError> {
+        if let Some(to) = &to
+            && (to.len() > MAX_MOVED_TO || to.chars().any(char::is_control))
+        {
+            return Err(EngineError::Invalid(format!(
+                "`to` names where the session goes in at most {MAX_MOVED_TO} bytes without control characters"
+            )));
+        }
+        let mark = ExportMark {
+            at: clock::now(),
+            to,
+        };
+        let store = self.inner.store.as_ref();
+        store.mark_exported(tenant, session, &mark).await?;
+        Ok(portable::export_session(store, tenant, session, clock::now()).await?)
+    }
+
+    /// `Exported` when the tenant's session was moved out (`move_session_out`): input that
+    /// would go on with it here stops before anything is written, with where it went.
+    pub(crate) async fn refuse_if_moved(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+    ) -> Result<(), EngineError> {
+        match self.inner.store.export_mark(tenant, session).await? {
+            Some(mark) => Err(StoreError::Exported {
+                session: session.clone(),
+                mark,
+            }
+            .into()),
+            None => Ok(()),
+        }
+    }
+
     /// Creates the session an export holds under `tenant`, with the same id, its log (hash
     /// records as they were), scratchpad, timers and unfinished runs, all in one store write,
     /// after checking the whole file (`Invalid` naming the line or seq at fault, nothing

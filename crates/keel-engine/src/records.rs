@@ -15,6 +15,7 @@ impl Engine {
         session: &SessionId,
         metadata: Map<String, Value>,
     ) -> Result<(), EngineError> {
+        self.refuse_if_moved(tenant, session).await?;
         let store = &self.inner.store;
         if !store
             .update_session_metadata(tenant, session, metadata)

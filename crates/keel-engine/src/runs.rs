@@ -65,6 +65,9 @@ impl Engine {
         tenant: &TenantId,
         run: &RunId,
     ) -> Result<RunRecord, EngineError> {
+        if let Some(record) = self.inner.store.get_run(tenant, run).await? {
+            self.refuse_if_moved(tenant, &record.session).await?;
+        }
         if !self.inner.store.request_cancel(tenant, run).await? {
             return Err(EngineError::NotFound {
                 kind: "run",

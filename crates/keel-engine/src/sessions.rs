@@ -95,6 +95,7 @@ impl Engine {
             return Err(EngineError::Invalid("a message has no parts".into()));
         }
         self.require_session(tenant, session).await?;
+        self.refuse_if_moved(tenant, session).await?;
         let slot = self.inner.slot(session);
         let _submitting = slot.submit.lock().await;
         if let Some(busy) = self
@@ -209,14 +210,13 @@ impl Engine {
         tenant: &TenantId,
         session: &SessionId,
     ) -> Result<(), EngineError> {
-        for run in self
-            .inner
-            .store
-            .pending_runs(tenant, session)
-            .await?
-            .iter()
-            .rev()
-        {
+        // A moved session's runs are driven nowhere here: they go with it, uncancelled.
+        let moved = self.inner.store.export_mark(tenant, session).await?;
+        let pending = match moved {
+            Some(_) => Vec::new(),
+            None => self.inner.store.pending_runs(tenant, session).await?,
+        };
+        for run in pending.iter().rev() {
             self.cancel_run(tenant, &run.id).await?;
         }
         if !self.inner.store.delete_session(tenant, session).await? {

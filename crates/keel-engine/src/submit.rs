@@ -64,6 +64,7 @@ impl Engine {
                 .map_err(|e| EngineError::Invalid(e.to_string()))?;
         }
         let record = self.require_session(tenant, session).await?;
+        self.refuse_if_moved(tenant, session).await?;
         let quotas = &self.inner.config.quotas;
         Quotas::check(
             "the session's log",

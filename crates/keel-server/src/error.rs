@@ -177,6 +177,12 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound { kind, ref id } => ApiError::not_found(kind, id),
+            StoreError::Exported { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "session_exported", e.to_string())
+            }
+            StoreError::Busy { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "session_busy", e.to_string())
+            }
             StoreError::AlreadyExists(_) | StoreError::Conflict { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "already_exists", e.to_string())
             }

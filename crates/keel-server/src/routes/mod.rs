@@ -49,6 +49,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/v1/sessions/{id}/schedules/{schedule_id}"),
     ("get", "/v1/sessions/{id}/verify"),
     ("get", "/v1/sessions/{id}/export"),
+    ("post", "/v1/sessions/{id}/export"),
     ("post", "/v1/sessions/import"),
     ("get", "/v1/sessions/{id}/events"),
     ("get", "/v1/runs/{id}"),
@@ -108,7 +109,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::routing::delete(schedules::delete),
         )
         .route("/v1/sessions/{id}/verify", get(journal::verify))
-        .route("/v1/sessions/{id}/export", get(portable::export))
+        .route(
+            "/v1/sessions/{id}/export",
+            get(portable::export).post(portable::move_out),
+        )
         .route("/v1/sessions/import", post(portable::import))
         .route("/v1/sessions/{id}/events", get(events::list))
         .route("/v1/memory/{namespace}/records", post(memory::create))

@@ -1,6 +1,8 @@
 //! A session carried between deployments in the `keel.session/1` format
-//! (`docs/session-format.md`): `GET /v1/sessions/{id}/export` writes it as JSON lines, `POST
-//! /v1/sessions/import` creates the session it holds under the caller's tenant. One call each.
+//! (`docs/session-format.md`): `GET /v1/sessions/{id}/export` writes a copy as JSON lines (no
+//! side effect: for backups), `POST /v1/sessions/{id}/export` moves the session out (marked
+//! exported, never driven here again) and writes it, `POST /v1/sessions/import` creates the
+//! session a file holds under the caller's tenant. One engine call each.
 
 use std::sync::Arc;
 
@@ -10,17 +12,20 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::Response;
 use keel_core::SessionId;
+use serde::Deserialize;
+use utoipa::ToSchema;
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiPath, ApiResult, ErrorEnvelope, parse_id};
+use crate::error::{ApiError, ApiPath, ApiResult, ErrorEnvelope, OptionalApiJson, parse_id};
 use crate::state::AppState;
 use crate::wire::SessionView;
 
 /// The media type of an export.
 const NDJSON: &str = "application/x-ndjson";
 
-/// Export a session: a header line (the session and its pinned agent), its events as stored
-/// with their hash records, its scratchpad, timers and unfinished runs, and an end line.
+/// Export a copy of a session: a header line (the session and its pinned agent), its events as
+/// stored with their hash records, its scratchpad, timers and unfinished runs, and an end line.
+/// Read-only: the session goes on here (`POST` to the same path moves it instead).
 #[utoipa::path(get, path = "/v1/sessions/{id}/export", tag = "sessions",
     params(("id" = String, Path, description = "the session id (`ses_…`)")),
     responses((status = 200, body = String, content_type = "application/x-ndjson"),
@@ -36,6 +41,46 @@ pub async fn export(
         .store()
         .export_session(&caller.tenant, &id)
         .await?;
+    ndjson(lines)
+}
+
+/// Where a moved session goes, as the mover names it (a URL or a name), kept with the mark.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveSession {
+    /// Shown to whoever sends to the session here afterwards (at most 2,048 bytes).
+    pub to: Option<String>,
+}
+
+/// Move a session out: mark it exported and answer its export, as `GET` would. From then on
+/// this keel takes no new input, runs or schedules for it (409 `session_exported`, naming
+/// where it went), never fires its timers, claims, resumes or cancels its runs; reading,
+/// exporting again and deleting it still work. Refused with 409 `session_busy` while one of its
+/// runs is running: move it once the run waits for a person or has ended. Moving a moved
+/// session again answers the same file.
+#[utoipa::path(post, path = "/v1/sessions/{id}/export", tag = "sessions",
+    request_body(content = MoveSession, description = "optional"),
+    params(("id" = String, Path, description = "the session id (`ses_…`)")),
+    responses((status = 200, body = String, content_type = "application/x-ndjson"),
+        (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 409, body = ErrorEnvelope)))]
+pub async fn move_out(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    OptionalApiJson(body): OptionalApiJson<MoveSession>,
+) -> ApiResult<Response> {
+    let id: SessionId = parse_id("session", &id)?;
+    let to = body.unwrap_or_default().to;
+    let lines = state
+        .engine
+        .move_session_out(&caller.tenant, &id, to)
+        .await?;
+    ndjson(lines)
+}
+
+/// The lines of an export as one `application/x-ndjson` body.
+fn ndjson(lines: Vec<String>) -> ApiResult<Response> {
     let chunks = lines.into_iter().map(|mut line| {
         line.push('\n');
         Ok::<_, std::convert::Infallible>(line)

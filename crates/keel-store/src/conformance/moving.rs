@@ -30,7 +30,10 @@ pub async fn a_moved_session_takes_nothing_more_and_is_passed_by(store: Arc<dyn 
     store.put_timer(&due).await.unwrap();
     let run = queued_run(&tenant, &id, 10);
     store.enqueue_run(&run).await.unwrap();
-    let claimed = store.claim_runs("node-a", at(20), 60_000, 10).await.unwrap();
+    let claimed = store
+        .claim_runs("node-a", at(20), 60_000, 10)
+        .await
+        .unwrap();
     assert_eq!(ids(&claimed), [&run.id]);
     let mark = ExportMark {
         at: at(30),
@@ -76,7 +79,10 @@ pub async fn a_moved_session_takes_nothing_more_and_is_passed_by(store: Arc<dyn 
     );
 
     let exported = |result: Result<_, StoreError>, what: &str| match result {
-        Err(StoreError::Exported { session, mark: held }) => {
+        Err(StoreError::Exported {
+            session,
+            mark: held,
+        }) => {
             assert_eq!((&session, &held), (&id, &mark), "{what}")
         }
         other => panic!("{what}: expected Exported, got {other:?}"),

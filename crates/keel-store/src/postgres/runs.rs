@@ -37,7 +37,8 @@ pub(crate) async fn enqueue(
         &[&run.session.as_str()],
     )
     .await?;
-    let Some(owner) = owner.filter(|row| row.try_get::<_, &str>(0).ok() == Some(run.tenant.as_str()))
+    let Some(owner) =
+        owner.filter(|row| row.try_get::<_, &str>(0).ok() == Some(run.tenant.as_str()))
     else {
         return Err(stored::session_not_found(&run.session));
     };

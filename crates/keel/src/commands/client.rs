@@ -78,6 +78,13 @@ pub trait Client {
     async fn context(&self, session: &SessionId, at: Option<u64>) -> anyhow::Result<Value>;
     /// The session's `keel.session/1` export, as `GET /v1/sessions/{id}/export` writes it.
     async fn export_session(&self, session: &SessionId) -> anyhow::Result<String>;
+    /// Moves the session out (marked exported, never driven here again) and answers its
+    /// export, as `POST /v1/sessions/{id}/export` does; `to`: where it goes.
+    async fn move_session_out(
+        &self,
+        session: &SessionId,
+        to: Option<String>,
+    ) -> anyhow::Result<String>;
     /// Creates the session an export holds, as `POST /v1/sessions/import` answers it.
     async fn import_session(&self, export: String) -> anyhow::Result<Value>;
     /// Logs `decisions` (`[{"call_id", "decision", …}]`) on a waiting run's calls, as

@@ -129,6 +129,18 @@ impl Client for Local {
         Ok(lines.iter().map(|line| format!("{line}\n")).collect())
     }
 
+    async fn move_session_out(
+        &self,
+        session: &SessionId,
+        to: Option<String>,
+    ) -> anyhow::Result<String> {
+        let engine = &self.rt.engine;
+        let lines = engine
+            .move_session_out(&self.rt.tenant, session, to)
+            .await?;
+        Ok(lines.iter().map(|line| format!("{line}\n")).collect())
+    }
+
     async fn import_session(&self, export: String) -> anyhow::Result<Value> {
         let engine = &self.rt.engine;
         let record = engine.import_session(&self.rt.tenant, &export).await?;

@@ -176,6 +176,15 @@ impl Client for Remote {
         Ok(self.send(req).await?.text().await?)
     }
 
+    async fn move_session_out(
+        &self,
+        session: &SessionId,
+        to: Option<String>,
+    ) -> anyhow::Result<String> {
+        let path = format!("/v1/sessions/{session}/export");
+        Ok(self.post(&path, json!({"to": to})).await?.text().await?)
+    }
+
     async fn import_session(&self, export: String) -> anyhow::Result<Value> {
         let req = self
             .http

@@ -85,10 +85,18 @@ pub enum SessionsCommand {
         json: bool,
     },
     /// Write the session in the portable `keel.session/1` format (docs/session-format.md) to
-    /// standard output: `keel sessions export ses_… > s.jsonl`.
+    /// standard output: `keel sessions export ses_… > s.jsonl`. A copy, for backups; with
+    /// `--move` the session leaves this keel: it is marked exported and never driven here again
+    /// (refused while one of its runs is running).
     Export {
         /// The session's id (`ses_…`, as `keel sessions list` shows it).
         id: SessionId,
+        /// Move the session out instead of copying it: import the file where it goes on.
+        #[arg(long = "move")]
+        move_out: bool,
+        /// With `--move`: where it goes (a URL or a name), told to whoever sends to it here.
+        #[arg(long, requires = "move_out")]
+        to: Option<String>,
     },
     /// Create the session an export holds (same id, its log, scratchpad, schedules and
     /// unfinished runs), after checking the whole file. Prints the session's id.
@@ -251,11 +259,12 @@ async fn print_travel(client: &dyn Client, command: SessionsCommand) -> anyhow::
                 print_context(&context)?;
             }
         }
-        SessionsCommand::Export { id } => {
-            let export = client
-                .export_session(&id)
-                .await
-                .map_err(|e| not_found_on_server(&id, e))?;
+        SessionsCommand::Export { id, move_out, to } => {
+            let export = match move_out {
+                true => client.move_session_out(&id, to).await,
+                false => client.export_session(&id).await,
+            }
+            .map_err(|e| not_found_on_server(&id, e))?;
             let mut out = std::io::stdout().lock();
             std::io::Write::write_all(&mut out, export.as_bytes())?;
             std::io::Write::flush(&mut out)?;
