@@ -137,15 +137,17 @@ pub(crate) async fn fire(
     run: &RunRecord,
 ) -> Result<bool, StoreError> {
     let tx = client.transaction().await?;
-    // The session's row, shared: a move out holding it goes first, and is then seen.
-    let here = statements::query_opt(
+    // The run's session's row, shared: a move out holding it goes first, and is then seen.
+    let moved_out = statements::query_opt(
         &tx,
-        "SELECT 1 FROM timers AS t JOIN sessions AS s ON s.id = t.session
-         WHERE t.id = $1 AND s.exported_at IS NULL FOR SHARE OF s",
-        &[&id.as_str()],
+        "SELECT exported_at FROM sessions WHERE id = $1 FOR SHARE",
+        &[&run.session.as_str()],
     )
-    .await?;
-    if here.is_none() {
+    .await?
+    .map(|row| row.try_get::<_, Option<i64>>(0))
+    .transpose()?
+    .flatten();
+    if moved_out.is_some() {
         tx.rollback().await?;
         return Ok(false);
     }
