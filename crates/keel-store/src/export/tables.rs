@@ -147,6 +147,7 @@ pub static TABLES: &[TableDef] = &[
             ("created_at", Int),
             ("fired", Int),
             ("last_fired_at", Int),
+            ("agent", Text),
         ],
         key: 1,
     },

@@ -250,6 +250,8 @@ impl ImportPlan {
                             at(*created_at),
                             Value::Int(*fired as i64),
                             opt_at(*last_fired_at),
+                            // A session's timer: no agent owns it.
+                            Value::Null,
                         ],
                     ));
                 }

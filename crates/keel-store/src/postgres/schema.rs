@@ -210,7 +210,16 @@ const V6: &str = "
 ALTER TABLE sessions ADD COLUMN exported_at BIGINT, ADD COLUMN exported_to TEXT;
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+/// A timer belongs to a session or to an agent (`timers.rs`): an agent's timer starts a new
+/// session of the agent each time it fires.
+const V7: &str = r#"
+ALTER TABLE timers ALTER COLUMN session DROP NOT NULL,
+    ADD COLUMN agent TEXT COLLATE "C",
+    ADD CONSTRAINT timers_one_owner CHECK ((session IS NULL) <> (agent IS NULL));
+CREATE INDEX timers_by_agent ON timers (tenant, agent, next_at) WHERE agent IS NOT NULL;
+"#;
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;

@@ -254,7 +254,35 @@ ALTER TABLE sessions ADD COLUMN exported_at INTEGER;
 ALTER TABLE sessions ADD COLUMN exported_to TEXT;
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+/// A timer belongs to a session or to an agent (`timers.rs`): an agent's timer starts a new
+/// session of the agent each time it fires. `session` becomes nullable, which SQLite cannot do
+/// in place, so the table is rebuilt; its rows keep their session.
+const V10: &str = "
+CREATE TABLE timers_v10 (
+    id            TEXT PRIMARY KEY,
+    tenant        TEXT NOT NULL,
+    session       TEXT REFERENCES sessions (id) ON DELETE CASCADE,
+    schedule      TEXT NOT NULL,
+    note          TEXT NOT NULL,
+    next_at       INTEGER,
+    created_at    INTEGER NOT NULL,
+    fired         INTEGER NOT NULL,
+    last_fired_at INTEGER,
+    agent         TEXT,
+    CHECK ((session IS NULL) <> (agent IS NULL))
+);
+INSERT INTO timers_v10 (id, tenant, session, schedule, note, next_at, created_at, fired,
+                        last_fired_at)
+    SELECT id, tenant, session, schedule, note, next_at, created_at, fired, last_fired_at
+    FROM timers;
+DROP TABLE timers;
+ALTER TABLE timers_v10 RENAME TO timers;
+CREATE INDEX timers_due ON timers (next_at) WHERE next_at IS NOT NULL;
+CREATE INDEX timers_by_session ON timers (session, next_at) WHERE session IS NOT NULL;
+CREATE INDEX timers_by_agent ON timers (tenant, agent, next_at) WHERE agent IS NOT NULL;
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
