@@ -46,6 +46,8 @@ enum Command {
     Runs(commands::runs::RunsArgs),
     /// A session's schedules: list, add, rm.
     Schedules(commands::schedules::SchedulesArgs),
+    /// The tenant's webhooks (inbound triggers, outbound run events): list, add, rm.
+    Webhooks(commands::webhooks::WebhooksArgs),
     /// List and inspect agents.
     #[command(subcommand)]
     Agents(commands::agents::AgentsCommand),
@@ -150,6 +152,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Sessions(args) => return commands::sessions::run(&config, args).await,
         Command::Runs(args) => commands::runs::run(&config, args).await,
         Command::Schedules(args) => commands::schedules::run(&config, args).await,
+        Command::Webhooks(args) => commands::webhooks::run(&config, args).await,
         Command::Agents(cmd) => commands::agents::run(&config, cmd).await,
         Command::Model(cmd) => commands::model::run(&config, cmd),
         Command::Serve(args) => commands::serve::run(&config, args).await,

@@ -546,3 +546,54 @@ async fn an_event_undelivered_at_a_sigkill_is_delivered_once_after_the_restart()
     }
     assert_eq!(receiver.lock().unwrap().accepted.len(), 1, "once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_adds_lists_and_removes_webhooks_on_a_server() {
+    let home = home();
+    let server = KeelServer::start(&home, &[]);
+    let keel = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", server.base.as_str()]);
+        let out = home.run(&all);
+        let said = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+        (out.status.success(), said(&out.stdout), said(&out.stderr))
+    };
+    let (ok, added, stderr) = keel(&["webhooks", "add", "--agent", "default"]);
+    assert!(ok, "{stderr}");
+    assert!(added.contains("inbound  agent default"), "{added}");
+    assert!(
+        added.contains("secret: whsec_") && added.contains("/v1/hooks/hook_"),
+        "{added}"
+    );
+    let id = added.split_whitespace().next().unwrap().to_string();
+    let (ok, added, stderr) = keel(&[
+        "webhooks",
+        "add",
+        "--url",
+        "http://127.0.0.1:9/hook",
+        "--allow-private",
+        "--event",
+        "run.failed",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        added.contains("outbound  http://127.0.0.1:9/hook  run.failed"),
+        "{added}"
+    );
+    let (ok, refused, stderr) = keel(&["webhooks", "add", "--url", "http://127.0.0.1:9/hook"]);
+    assert!(!ok, "a loopback URL without --allow-private: {refused}");
+    assert!(stderr.contains("allow_private"), "{stderr}");
+    let (ok, listed, _) = keel(&["webhooks", "list"]);
+    assert!(ok);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(
+        !listed.contains("whsec_"),
+        "secrets are shown once: {listed}"
+    );
+    let (ok, _, stderr) = keel(&["webhooks", "rm", &id]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = keel(&["webhooks", "rm", &id]);
+    assert!(!ok && stderr.contains("404"), "{stderr}");
+    let (_, listed, _) = keel(&["webhooks", "list"]);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+}

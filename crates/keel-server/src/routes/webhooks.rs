@@ -10,7 +10,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use keel_core::{SessionId, WebhookId};
-use keel_engine::webhooks::{NewWebhook, TriggerError, signature::SIGNATURE_HEADER};
+use keel_engine::webhooks::{
+    CreatedWebhook, NewWebhook, TriggerError, signature::SIGNATURE_HEADER,
+};
 use keel_store::{DeliveryRecord, WebhookDirection, WebhookEvent, WebhookRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -39,6 +41,49 @@ pub struct CreateWebhook {
     pub signed: Option<bool>,
     /// Outbound: let `url` be a private, loopback or link-local address.
     pub allow_private: Option<bool>,
+}
+
+impl CreateWebhook {
+    /// What the engine is asked to make; a 400 naming a direction or event keel does not know.
+    pub fn into_new(self) -> Result<NewWebhook, ApiError> {
+        let direction = match self.direction.as_deref() {
+            None => None,
+            Some(text) => Some(WebhookDirection::parse(text).ok_or_else(|| {
+                ApiError::invalid("invalid_request", "`direction` is `inbound` or `outbound`")
+                    .with_param("direction")
+            })?),
+        };
+        let events = self
+            .events
+            .unwrap_or_default()
+            .iter()
+            .map(|text| {
+                WebhookEvent::parse(text).ok_or_else(|| {
+                    ApiError::invalid(
+                        "invalid_request",
+                        format!(
+                            "{text:?} is not a webhook event: use run.completed, run.failed or run.waiting"
+                        ),
+                    )
+                    .with_param("events")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let session = self
+            .session_id
+            .as_deref()
+            .map(|id| parse_id::<SessionId>("session", id))
+            .transpose()?;
+        Ok(NewWebhook {
+            direction,
+            session,
+            agent: self.agent,
+            url: self.url,
+            events,
+            signed: self.signed,
+            allow_private: self.allow_private.unwrap_or(false),
+        })
+    }
 }
 
 /// A webhook, without its secrets.
@@ -81,6 +126,16 @@ pub struct CreatedWebhookView {
     pub secret: String,
     /// Inbound: the path callers post to, `/v1/hooks/<token>`; the token is the credential.
     pub trigger_path: Option<String>,
+}
+
+impl From<CreatedWebhook> for CreatedWebhookView {
+    fn from(created: CreatedWebhook) -> Self {
+        CreatedWebhookView {
+            secret: created.webhook.secret.clone(),
+            trigger_path: created.token.map(|token| format!("/v1/hooks/{token}")),
+            webhook: created.webhook.into(),
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -162,48 +217,11 @@ pub async fn create(
     caller: Caller,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> ApiResult<(StatusCode, Json<CreatedWebhookView>)> {
-    let direction = match body.direction.as_deref() {
-        None => None,
-        Some(text) => Some(WebhookDirection::parse(text).ok_or_else(|| {
-            ApiError::invalid("invalid_request", "`direction` is `inbound` or `outbound`")
-                .with_param("direction")
-        })?),
-    };
-    let events = body
-        .events
-        .unwrap_or_default()
-        .iter()
-        .map(|text| {
-            WebhookEvent::parse(text).ok_or_else(|| {
-                ApiError::invalid(
-                    "invalid_request",
-                    format!("{text:?} is not a webhook event: use run.completed, run.failed or run.waiting"),
-                )
-                .with_param("events")
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let session = body
-        .session_id
-        .as_deref()
-        .map(|id| parse_id::<SessionId>("session", id))
-        .transpose()?;
-    let new = NewWebhook {
-        direction,
-        session,
-        agent: body.agent,
-        url: body.url,
-        events,
-        signed: body.signed,
-        allow_private: body.allow_private.unwrap_or(false),
-    };
-    let created = state.engine.create_webhook(&caller.tenant, new).await?;
-    let view = CreatedWebhookView {
-        secret: created.webhook.secret.clone(),
-        trigger_path: created.token.map(|token| format!("/v1/hooks/{token}")),
-        webhook: created.webhook.into(),
-    };
-    Ok((StatusCode::CREATED, Json(view)))
+    let created = state
+        .engine
+        .create_webhook(&caller.tenant, body.into_new()?)
+        .await?;
+    Ok((StatusCode::CREATED, Json(created.into())))
 }
 
 /// The tenant's webhooks, by id (without their secrets).

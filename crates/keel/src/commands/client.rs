@@ -103,6 +103,11 @@ pub trait Client {
     ) -> anyhow::Result<Value>;
     /// Deletes one of the session's schedules.
     async fn delete_schedule(&self, session: &SessionId, schedule: &str) -> anyhow::Result<()>;
+    /// The tenant's webhooks, as `GET /v1/webhooks` lists them.
+    async fn webhooks(&self) -> anyhow::Result<Value>;
+    /// Makes a webhook from a `POST /v1/webhooks` body; answers it with its secret.
+    async fn add_webhook(&self, body: Value) -> anyhow::Result<Value>;
+    async fn delete_webhook(&self, webhook: &str) -> anyhow::Result<()>;
     /// Lets runs in flight log their results (local) before the process exits.
     async fn close(&self);
 }

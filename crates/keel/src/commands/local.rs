@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use keel_core::{EventBody, Message, RunId, SessionId, TenantId, TimerId};
+use keel_core::{EventBody, Message, RunId, SessionId, TenantId, TimerId, WebhookId};
 use keel_engine::{BusyPolicy, Engine, RunProgress};
 use keel_store::RunRecord;
 use serde_json::Value;
@@ -15,6 +15,7 @@ use super::schedules::NewSchedule;
 use super::sessions_at::SessionsAt;
 use crate::runtime::{DEFAULT_AGENT, NO_PROVIDER_HELP, Runtime};
 use keel_server::routes::schedules::ScheduleView;
+use keel_server::routes::webhooks::{CreateWebhook, CreatedWebhookView, WebhookView};
 
 /// The engine started over the local data directory `dir`.
 pub struct Local {
@@ -173,6 +174,24 @@ impl Client for Local {
         let id = TimerId::parse(schedule).map_err(|e| anyhow::anyhow!("{e}"))?;
         let engine = &self.rt.engine;
         Ok(engine.delete_timer(&self.rt.tenant, session, &id).await?)
+    }
+
+    async fn webhooks(&self) -> anyhow::Result<Value> {
+        let webhooks = self.rt.engine.list_webhooks(&self.rt.tenant).await?;
+        let views: Vec<WebhookView> = webhooks.into_iter().map(Into::into).collect();
+        Ok(serde_json::json!({ "data": views }))
+    }
+
+    async fn add_webhook(&self, body: Value) -> anyhow::Result<Value> {
+        let body: CreateWebhook = serde_json::from_value(body)?;
+        let new = body.into_new().map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        let created = self.rt.engine.create_webhook(&self.rt.tenant, new).await?;
+        Ok(serde_json::to_value(CreatedWebhookView::from(created))?)
+    }
+
+    async fn delete_webhook(&self, webhook: &str) -> anyhow::Result<()> {
+        let id = WebhookId::parse(webhook).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(self.rt.engine.delete_webhook(&self.rt.tenant, &id).await?)
     }
 
     async fn close(&self) {

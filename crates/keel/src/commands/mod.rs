@@ -17,6 +17,7 @@ pub mod serve;
 pub mod sessions;
 pub mod sessions_at;
 pub mod store;
+pub mod webhooks;
 
 use keel_core::{Message, Part, Role};
 

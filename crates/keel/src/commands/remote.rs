@@ -223,6 +223,20 @@ impl Client for Remote {
         Ok(())
     }
 
+    async fn webhooks(&self) -> anyhow::Result<Value> {
+        self.get("/v1/webhooks").await
+    }
+
+    async fn add_webhook(&self, body: Value) -> anyhow::Result<Value> {
+        Ok(self.post("/v1/webhooks", body).await?.json().await?)
+    }
+
+    async fn delete_webhook(&self, webhook: &str) -> anyhow::Result<()> {
+        let req = self.http.delete(format!("{}/v1/webhooks/{webhook}", self.base));
+        self.send(req).await?;
+        Ok(())
+    }
+
     async fn close(&self) {}
 }
 
