@@ -141,15 +141,14 @@ pub enum DeliveryOutcome {
     },
 }
 
-/// A webhook row that may get a delivery: the candidate's id, events and scope.
+/// An outbound webhook of a settled run's tenant and scope: its id and its events (as stored).
+#[derive(Clone)]
 pub(crate) struct Subscriber {
     pub id: String,
     pub events: String,
 }
 
-/// The outbox rows a run settling in `status` makes, for the `subscribers` whose events name
-/// it (the backend found those of the run's tenant and scope): `(id, tenant, webhook, event,
-/// payload, created_at)`.
+/// A delivery to write into the outbox (its tenant is the settled run's).
 pub(crate) struct OutboxRow {
     pub id: String,
     pub webhook: String,
@@ -168,6 +167,8 @@ pub(crate) struct SettledRun<'a> {
     pub outcome: &'a RunOutcome,
 }
 
+/// The deliveries a run settling in `status` makes: one for each of `subscribers` (the
+/// backend found those of the run's tenant and scope) whose events name it.
 pub(crate) fn outbox_rows(
     settled: &SettledRun<'_>,
     subscribers: Vec<Subscriber>,

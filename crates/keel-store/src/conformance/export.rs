@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use keel_core::{EventBody, Message, RunStatus, SessionState, TenantId, TimerId};
+use keel_core::{EventBody, Message, RunStatus, SessionState, TenantId, TimerId, WebhookId};
 
 use super::Subject;
 use super::fixtures::*;
@@ -15,6 +15,7 @@ use crate::{
     NewEvent, RunOutcome, RunRecord, Schedule, ScratchpadWrite, SessionFilter, Snapshot, Store,
     StoreError, TenantRecord, TimerRecord, UsageQuery, UsageTotals,
 };
+use crate::{DeliveryOutcome, WebhookDirection, WebhookEvent, WebhookRecord};
 
 /// What `fill` stored, for the readers to be asked about.
 struct Filled {
@@ -23,7 +24,12 @@ struct Filled {
     agents: Vec<(TenantId, String, u32)>,
     /// In every status; the last one left running under a lease.
     runs: Vec<RunRecord>,
+    /// An inbound webhook whose signature `SIGNATURE` was seen.
+    signed_webhook: WebhookId,
 }
+
+/// The inbound signature `fill` records as seen.
+const SIGNATURE: &str = "t=2,v1=00";
 
 pub async fn a_copied_store_answers_every_reader_as_the_original(
     source: &Subject,
@@ -55,6 +61,9 @@ pub async fn a_copied_store_answers_every_reader_as_the_original(
             ("scratchpad values", 2),
             ("runs", 4),
             ("timers", 1),
+            ("webhooks", 2),
+            ("webhook deliveries", 2),
+            ("inbound webhook signatures seen", 1),
             ("memory records", 2),
             ("usage totals", 2),
         ]
@@ -105,6 +114,26 @@ pub async fn a_copied_store_answers_every_reader_as_the_original(
         })
         .await;
     }
+    for tenant in &filled.tenants {
+        same(source, target, |s| {
+            let tenant = tenant.clone();
+            async move {
+                let webhooks = s.list_webhooks(&tenant).await.unwrap();
+                let mut deliveries = Vec::new();
+                for webhook in &webhooks {
+                    deliveries.push(s.list_deliveries(&tenant, &webhook.id, 100).await.unwrap());
+                }
+                format!("{webhooks:?} {deliveries:?}")
+            }
+        })
+        .await;
+    }
+    // The signature seen is still seen: a replay is refused on the copy too.
+    let replayed = target
+        .remember_signature(&filled.signed_webhook, SIGNATURE, at(2_000), at(400_000))
+        .await
+        .unwrap();
+    assert!(!replayed, "the copy remembers the signatures seen");
     for prefix in &filled.keys {
         same(source, target, |s| {
             let prefix = prefix.clone();
@@ -193,13 +222,15 @@ fn without_lease(mut run: RunRecord) -> RunRecord {
 
 /// Two tenants with a key each (one revoked), agents in versions (one archived), two sessions
 /// with events, a snapshot and scratchpad values (one holding a NUL), runs in every status
-/// (one started, whose input is in the log), usage totals and a timer.
+/// (one started, whose input is in the log), usage totals, a timer, and webhooks: an inbound one
+/// with a signature seen, an outbound one with a delivery made and one pending.
 async fn fill(store: &Arc<dyn Store>) -> Filled {
     let mut filled = Filled {
         tenants: Vec::new(),
         keys: Vec::new(),
         agents: Vec::new(),
         runs: Vec::new(),
+        signed_webhook: WebhookId::generate(tick(), 7),
     };
     for (name, scope) in [("acme", KeyScope::Admin), ("other", KeyScope::Tenant)] {
         let record = TenantRecord {
@@ -263,6 +294,38 @@ async fn fill(store: &Arc<dyn Store>) -> Filled {
     let snapshot = Snapshot { seq: 3, state };
     store.put_snapshot(&first.id, snapshot).await.unwrap();
 
+    let inbound = WebhookRecord {
+        id: filled.signed_webhook.clone(),
+        tenant: acme.clone(),
+        direction: WebhookDirection::Inbound,
+        session: Some(first.id.clone()),
+        agent: None,
+        token_hash: Some(vec![7; 32]),
+        url: None,
+        events: Vec::new(),
+        secret: "whsec_in".into(),
+        signed: true,
+        allow_private: false,
+        created_at: at(1_500),
+    };
+    let outbound = WebhookRecord {
+        id: WebhookId::generate(tick(), 7),
+        direction: WebhookDirection::Outbound,
+        session: None,
+        token_hash: None,
+        url: Some("https://example.com/hook".into()),
+        events: WebhookEvent::ALL.to_vec(),
+        secret: "whsec_out".into(),
+        ..inbound.clone()
+    };
+    store.put_webhook(&inbound).await.unwrap();
+    store.put_webhook(&outbound).await.unwrap();
+    let seen = store
+        .remember_signature(&inbound.id, SIGNATURE, at(1_600), at(400_000))
+        .await
+        .unwrap();
+    assert!(seen);
+
     // Finished runs of the first session, one after the other; the first started in the log.
     let outcomes = [
         (RunStatus::Completed, Some("the answer\0with a NUL"), None),
@@ -302,6 +365,19 @@ async fn fill(store: &Arc<dyn Store>) -> Filled {
         .append(&first.id, seq, notes(["three".to_string()]))
         .await
         .unwrap();
+    // The two runs' deliveries: one delivered, one waiting for its next attempt.
+    let claimed = store
+        .claim_deliveries(at(i64::MAX / 4), 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    let delivered = &claimed[0].delivery;
+    let now = at(i64::MAX / 4);
+    let done = store
+        .settle_delivery(&delivered.id, 1, now, &DeliveryOutcome::Delivered)
+        .await
+        .unwrap();
+    assert!(done);
     // A queued run with options and a cancel request, and one running on the second session.
     let mut queued = queued_run(&acme, &first.id, 20);
     queued.options.instructions = Some("Answer in French.".into());

@@ -589,6 +589,13 @@ impl Store for SqliteStore {
         lease_ms: i64,
         limit: usize,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let due = self
+            .readers
+            .read(move |conn| webhooks::any_due(conn, now))
+            .await?;
+        if !due {
+            return Ok(Vec::new());
+        }
         self.writer
             .write(move |conn| webhooks::claim(conn, now, lease_ms, limit))
             .await

@@ -112,32 +112,34 @@ pub(crate) fn enqueue(
     if WebhookEvent::of_status(status).is_none() {
         return Ok(());
     }
-    let owner: Option<(String, String, String)> = conn
-        .prepare_cached(
-            "SELECT runs.tenant, runs.session, sessions.agent_name
-             FROM runs JOIN sessions ON sessions.id = runs.session WHERE runs.id = ?1",
-        )?
-        .query_row([run.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
-    let Some((tenant, session, agent)) = owner else {
-        return Ok(());
-    };
-    let subscribers = conn
-        .prepare_cached(
-            "SELECT id, events FROM webhooks
-             WHERE tenant = ?1 AND direction = 'outbound'
-               AND (session IS NULL OR session = ?2) AND (agent IS NULL OR agent = ?3)",
-        )?
-        .query_map([&tenant, &session, &agent], |r| {
-            Ok(Subscriber {
-                id: r.get(0)?,
-                events: r.get(1)?,
-            })
+    // One indexed look: no row at all when the run's tenant has no outbound webhook for it.
+    let mut statement = conn.prepare_cached(
+        "SELECT runs.tenant, runs.session, sessions.agent_name, webhooks.id, webhooks.events
+         FROM runs JOIN sessions ON sessions.id = runs.session
+              JOIN webhooks ON webhooks.tenant = runs.tenant AND webhooks.direction = 'outbound'
+                 AND (webhooks.session IS NULL OR webhooks.session = runs.session)
+                 AND (webhooks.agent IS NULL OR webhooks.agent = sessions.agent_name)
+         WHERE runs.id = ?1",
+    )?;
+    let rows = statement
+        .query_map([run.as_str()], |r| {
+            Ok((
+                (
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ),
+                Subscriber {
+                    id: r.get(3)?,
+                    events: r.get(4)?,
+                },
+            ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    if subscribers.is_empty() {
+    let Some(((tenant, session, agent), _)) = rows.first().cloned() else {
         return Ok(());
-    }
+    };
+    let subscribers = rows.into_iter().map(|(_, s)| s).collect();
     let settled = webhooks::SettledRun {
         run,
         tenant: &tenant,
@@ -179,6 +181,13 @@ pub(crate) fn deliveries(
         read_delivery,
     )?;
     rows.map(|row| row?.into_record()).collect()
+}
+
+/// Whether any delivery is due at `now`: most looks find none, and need not take the writer.
+pub(crate) fn any_due(conn: &Connection, now: Timestamp) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM webhook_deliveries WHERE next_attempt_at <= ?1 LIMIT 1")?
+        .exists([now.millis()])?)
 }
 
 /// Takes up to `limit` due deliveries for one attempt each: their attempt count goes up and
