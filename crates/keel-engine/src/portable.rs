@@ -75,7 +75,12 @@ impl Engine {
         })?;
         self.check_room_for_a_session(tenant).await?;
         let (agent, new_version) = self.agent_for_import(tenant, &plan).await?;
-        let records = plan.records(tenant, &agent, new_version)?;
+        // The memory records' vectors are this deployment's: made by its embedding model.
+        let mut embeddings = Vec::new();
+        for text in plan.memory_texts() {
+            embeddings.push(self.embed_for_memory(text).await?.unwrap_or_default());
+        }
+        let records = plan.records(tenant, &agent, new_version, &embeddings)?;
         let id = plan.session_id();
         self.inner
             .store

@@ -358,6 +358,16 @@ pub trait Store: Send + Sync + 'static {
 
     async fn delete_memory(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
 
+    /// Up to `limit` of the tenant's records in `namespace` whose id sorts after `after`, by
+    /// id: a namespace read whole, page by page (a session's records, for its export).
+    async fn list_memory(
+        &self,
+        tenant: &TenantId,
+        namespace: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<MemoryRecord>, StoreError>;
+
     /// Hybrid search of one namespace of the tenant: full-text matches of any of the query's
     /// terms and, with an embedding, the nearest vectors (brute force), fused by reciprocal
     /// rank (`memory`); at most `query.limit` hits, best first. `NotFound` for a namespace

@@ -1,6 +1,7 @@
 //! A session carried between two keel deployments in the `keel.session/1` format: exported
-//! from one `keel serve` (its own data dir) with turns, a scratchpad value and a pending
-//! schedule, imported into a second one, where the log, scratchpad and schedule match, the
+//! from one `keel serve` (its own data dir) with turns, a scratchpad value, a pending schedule
+//! and a memory record of its own namespace (not the tenant's shared one), imported into a
+//! second one, where the log, scratchpad, schedule and record match, the
 //! chain verifies and the conversation goes on; a run waiting for approval is approved there
 //! and its call made once. Every export follows `docs/session-format.schema.json`. Damaged
 //! files, an unknown version and a session that exists are refused with nothing written;
@@ -102,6 +103,17 @@ async fn source() -> (KeelHome, KeelServer, String, Value, String) {
             Some(json!({"after_secs": 86_400, "note": "check in tomorrow"})),
         )
         .await;
+    for (namespace, text) in [
+        (format!("session:{session}"), "Ann takes her coffee black"),
+        ("user:ann".to_string(), "shared by all of Ann's sessions"),
+    ] {
+        api.ok(
+            Method::POST,
+            &format!("/v1/memory/{namespace}/records"),
+            Some(json!({"text": text, "metadata": {"from": "chat"}})),
+        )
+        .await;
+    }
     let (status, kind, text) = export(&api, &session).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     assert_eq!(kind, "application/x-ndjson");
@@ -123,6 +135,10 @@ async fn a_session_moves_to_another_keel_and_goes_on_there() {
             .any(|l| l == &json!({"kind": "scratchpad", "key": "colour", "value": "blue"}))
     );
     assert_eq!(exported.last().unwrap()["kind"], "end");
+    let memory: Vec<&Value> = exported.iter().filter(|l| l["kind"] == "memory").collect();
+    assert_eq!(memory.len(), 1, "only the session's own namespace: {text}");
+    assert_eq!(memory[0]["namespace"], format!("session:{session}"));
+    assert_eq!(memory[0]["text"], "Ann takes her coffee black");
     follows_the_schema(&text);
     let source_events = session_events(&api, &session).await;
 
@@ -180,6 +196,26 @@ async fn a_session_moves_to_another_keel_and_goes_on_there() {
         json!([schedule]),
         "the schedule came along as it was"
     );
+    let record = there
+        .ok(
+            Method::GET,
+            &format!(
+                "/v1/memory/session:{session}/records/{}",
+                memory[0]["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(record["text"], "Ann takes her coffee black");
+    assert_eq!(record["metadata"], json!({"from": "chat"}));
+    let found = there
+        .ok(
+            Method::POST,
+            &format!("/v1/memory/session:{session}/search"),
+            Some(json!({"query": "how does Ann take her coffee?"})),
+        )
+        .await;
+    assert_eq!(found["data"].as_array().unwrap().len(), 1, "{found}");
     let (_, _, again) = export(&there, &session).await;
     assert_eq!(
         lines(&again)[1..],
@@ -250,6 +286,15 @@ async fn damaged_exports_and_duplicates_are_refused_with_nothing_written() {
             "an unknown version",
             text.replacen("\"version\":1", "\"version\":2", 1),
             "version 2".to_string(),
+        ),
+        (
+            "a memory record of another namespace",
+            text.replacen(
+                &format!("\"namespace\":\"session:{session}\""),
+                "\"namespace\":\"user:ann\"",
+                1,
+            ),
+            "a session carries only its own".to_string(),
         ),
         (
             "a missing seq",

@@ -1,15 +1,17 @@
 //! The case on carrying one session to another store in the `keel.session/1` format: exported
-//! with its log, scratchpad, a timer and an unfinished run, imported under another tenant of a
-//! second store in one `import`, it exports the same lines there and its chain verifies; a
-//! second import of it is `AlreadyExists` and writes nothing.
+//! with its log, scratchpad, a timer, an unfinished run and the records of its own memory
+//! namespace (not the tenant's others), imported under another tenant of a second store in one
+//! `import`, it exports the same lines there, its records are found there, and its chain
+//! verifies; a second import of it is `AlreadyExists` and writes nothing.
 
 use keel_core::{EventBody, Message, RunStatus, TimerId};
 
 use super::Subject;
 use super::fixtures::*;
-use crate::portable::{export_session, parse};
+use crate::portable::{export_session, parse, session_namespace};
 use crate::{
-    Enqueue, NewEvent, Schedule, ScratchpadWrite, SessionRecord, StoreError, TimerRecord, chain,
+    Enqueue, Fusion, MemoryQuery, MemoryRecord, NewEvent, Schedule, ScratchpadWrite, SessionRecord,
+    StoreError, TimerRecord, chain,
 };
 
 pub async fn an_exported_session_imports_into_another_store_as_it_was(
@@ -72,12 +74,30 @@ pub async fn an_exported_session_imports_into_another_store_as_it_was(
         .await
         .unwrap();
 
+    let memory = |id: &str, namespace: String, text: &str| MemoryRecord {
+        id: id.into(),
+        tenant: tenant.clone(),
+        namespace,
+        text: text.into(),
+        metadata: serde_json::json!({"source": "chat"}),
+        embedding: vec![0.5, -0.25],
+        created_at: at(5_500),
+        updated_at: at(5_600),
+    };
+    let own = memory("mem_own", session_namespace(&id), "Ann prefers mornings");
+    source.put_memory(&own).await.unwrap();
+    let shared = memory("mem_shared", "user:ann".into(), "shared by every session");
+    source.put_memory(&shared).await.unwrap();
+
     let exported = export_session(source.as_ref(), &tenant, &id, at(6_000))
         .await
         .unwrap();
-    assert_eq!(exported.len(), 1 + 3 + 1 + 1 + 1 + 1, "{exported:#?}");
+    assert_eq!(exported.len(), 1 + 3 + 1 + 1 + 1 + 1 + 1, "{exported:#?}");
     let plan = parse(&exported.join("\n")).unwrap();
-    let records = plan.records(&elsewhere, &def, true).unwrap();
+    assert_eq!(plan.memory_texts(), ["Ann prefers mornings"]);
+    let records = plan
+        .records(&elsewhere, &def, true, &[vec![1.0, 0.0]])
+        .unwrap();
     target.import(records.clone()).await.unwrap();
 
     let again = export_session(target.as_ref(), &elsewhere, &id, at(6_000))
@@ -106,10 +126,39 @@ pub async fn an_exported_session_imports_into_another_store_as_it_was(
         }]
     );
     assert_eq!(target.get_session(&tenant, &id).await.unwrap(), None);
+    let carried = target.get_memory(&elsewhere, "mem_own").await.unwrap();
+    assert_eq!(
+        carried,
+        Some(MemoryRecord {
+            tenant: elsewhere.clone(),
+            embedding: vec![1.0, 0.0],
+            ..own
+        }),
+        "its text as it was, its vector the importer's"
+    );
+    assert_eq!(
+        target.get_memory(&elsewhere, "mem_shared").await.unwrap(),
+        None
+    );
+    let found = target
+        .search_memory(
+            &elsewhere,
+            &MemoryQuery {
+                namespace: session_namespace(&id),
+                text: "mornings".into(),
+                embedding: None,
+                filter: Vec::new(),
+                limit: 5,
+                fusion: Fusion::default(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "found by its words there");
 
     // A second import, by any tenant: refused whole.
     for by in [&elsewhere, &tenant] {
-        let records = plan.records(by, &def, false).unwrap();
+        let records = plan.records(by, &def, false, &[]).unwrap();
         match target.import(records).await {
             Err(StoreError::AlreadyExists(_)) => {}
             other => panic!("a second import: {other:?}"),

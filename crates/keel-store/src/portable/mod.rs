@@ -1,6 +1,7 @@
 //! The portable session format, `keel.session/1` (`docs/session-format.md`): one session as
 //! JSON lines — a header with the session and its pinned agent, its events as stored with
-//! their hash records, its scratchpad, timers and unfinished runs, and an end line.
+//! their hash records, its scratchpad, timers, unfinished runs and session-scoped memory
+//! records, and an end line.
 //!
 //! `write` reads a session into those lines; `read` parses and checks a file (shape, seqs, the
 //! hash chain) into the rows `Store::import` writes in one transaction.
@@ -20,6 +21,11 @@ use crate::Schedule;
 pub const FORMAT: &str = "keel.session";
 /// The version this keel writes and reads.
 pub const VERSION: u64 = 1;
+
+/// The memory namespace that belongs to one session, carried with it.
+pub fn session_namespace(id: &SessionId) -> String {
+    format!("session:{id}")
+}
 
 /// Line 1.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -79,6 +85,17 @@ pub enum Line {
         created_at: Timestamp,
         #[serde(default)]
         cancel_requested: bool,
+    },
+    /// A long-term memory record of the session's own namespace, `session:<id>` (the tenant's
+    /// other namespaces are shared by its sessions, so none of them is carried): its text and
+    /// metadata, not its vector, which the importing keel makes with its own embedding model.
+    Memory {
+        id: String,
+        namespace: String,
+        text: String,
+        metadata: serde_json::Value,
+        created_at: Timestamp,
+        updated_at: Timestamp,
     },
     /// The last line: how many events came, so a truncated file is told from a whole one.
     End {

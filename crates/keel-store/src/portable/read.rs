@@ -4,7 +4,7 @@
 
 use keel_core::{AgentDef, EventBody, RunStatus, SessionId, TenantId, Timestamp};
 
-use super::{FORMAT, Header, Line, VERSION};
+use super::{FORMAT, Header, Line, VERSION, session_namespace};
 use crate::export::{StoredRecord, TABLES, Value};
 use crate::{StoreError, chain, encode};
 
@@ -98,6 +98,34 @@ pub fn parse(text: &str) -> Result<ImportPlan, StoreError> {
                     status.as_str()
                 )));
             }
+            Line::Memory {
+                ref id,
+                ref namespace,
+                ref text,
+                ref metadata,
+                ..
+            } => {
+                let own = session_namespace(&plan.header.session.id);
+                if *namespace != own {
+                    return Err(invalid(format!(
+                        "line {number}: memory {id} is in namespace {namespace:?}; a session carries only its own, {own:?}"
+                    )));
+                }
+                let record = crate::MemoryRecord {
+                    id: id.clone(),
+                    tenant: keel_core::TenantId::generate(0, 0),
+                    namespace: namespace.clone(),
+                    text: text.clone(),
+                    metadata: metadata.clone(),
+                    embedding: Vec::new(),
+                    created_at: Timestamp::from_millis(0),
+                    updated_at: Timestamp::from_millis(0),
+                };
+                record
+                    .check()
+                    .map_err(|e| invalid(format!("line {number}: {e}")))?;
+                plan.lines.push(line);
+            }
             other => plan.lines.push(other),
         }
     }
@@ -157,14 +185,29 @@ impl ImportPlan {
         &self.header.session.id
     }
 
+    /// The texts of the memory records carried, in file order: what the importer embeds.
+    pub fn memory_texts(&self) -> Vec<&str> {
+        self.lines
+            .iter()
+            .filter_map(|line| match line {
+                Line::Memory { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The rows that create the session under `tenant`, pinning `agent` (its version there),
     /// with an `agents` row for it first when `new_agent_version`: for one `Store::import`.
+    /// `embeddings` are the memory records' vectors in `memory_texts`' order (none: keyword
+    /// search only).
     pub fn records(
         &self,
         tenant: &TenantId,
         agent: &AgentDef,
         new_agent_version: bool,
+        embeddings: &[Vec<f32>],
     ) -> Result<Vec<StoredRecord>, StoreError> {
+        let mut vectors = embeddings.iter();
         let id = self.session_id();
         let text = |s: &str| Value::Text(s.to_string());
         let at = |t: Timestamp| Value::Int(t.millis());
@@ -286,6 +329,31 @@ impl ImportPlan {
                             Value::Null,
                             options,
                             Value::Null,
+                        ],
+                    ));
+                }
+                Line::Memory {
+                    id: record,
+                    namespace,
+                    text: body,
+                    metadata,
+                    created_at,
+                    updated_at,
+                } => {
+                    let metadata =
+                        encode::json(metadata, || format!("the metadata of memory {record}"))?;
+                    let vector = vectors.next().map(Vec::as_slice).unwrap_or_default();
+                    rows.push(row(
+                        "memory_records",
+                        vec![
+                            text(tenant.as_str()),
+                            text(record),
+                            text(namespace),
+                            text(body),
+                            Value::Text(metadata),
+                            Value::Bytes(crate::memory::vector_bytes(vector)),
+                            at(*created_at),
+                            at(*updated_at),
                         ],
                     ));
                 }

@@ -1,9 +1,10 @@
 //! Export: one session of a tenant read into `keel.session/1` lines, events as stored (their
-//! JSON and hash records untouched), then its scratchpad, timers and unfinished runs.
+//! JSON and hash records untouched), then its scratchpad, timers, unfinished runs and the
+//! records of its memory namespace.
 
 use keel_core::{SessionId, TenantId, Timestamp};
 
-use super::{FORMAT, Header, Line, SessionHead, VERSION};
+use super::{FORMAT, Header, Line, SessionHead, VERSION, session_namespace};
 use crate::export::{ExportCursor, TABLES, Value};
 use crate::{Store, StoreError};
 
@@ -87,6 +88,25 @@ pub async fn export_session(
             created_at: run.created_at,
             cancel_requested: run.cancel_requested,
         })?);
+    }
+    let namespace = session_namespace(id);
+    let mut after = String::new();
+    loop {
+        let page = store.list_memory(tenant, &namespace, &after, PAGE).await?;
+        for record in &page {
+            lines.push(to_line(&Line::Memory {
+                id: record.id.clone(),
+                namespace: record.namespace.clone(),
+                text: record.text.clone(),
+                metadata: record.metadata.clone(),
+                created_at: record.created_at,
+                updated_at: record.updated_at,
+            })?);
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = last.id.clone(),
+            _ => break,
+        }
     }
     lines.push(to_line(&Line::End { events })?);
     Ok(lines)

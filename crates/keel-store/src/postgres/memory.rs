@@ -54,6 +54,33 @@ pub(crate) async fn get(
     row.map(|row| read(&row).into_record(tenant)).transpose()
 }
 
+/// The tenant's records in `namespace` after id `after`, by id.
+pub(crate) async fn list(
+    client: &Client,
+    tenant: &TenantId,
+    namespace: &str,
+    after: &str,
+    limit: usize,
+) -> Result<Vec<MemoryRecord>, StoreError> {
+    let rows = statements::query(
+        client,
+        &format!(
+            "SELECT {COLUMNS} FROM memory_records WHERE tenant = $1 AND namespace = $2 AND id > $3
+             ORDER BY id LIMIT $4"
+        ),
+        &[
+            &tenant.as_str(),
+            &namespace,
+            &after,
+            &crate::stored::sql_limit(limit),
+        ],
+    )
+    .await?;
+    rows.iter()
+        .map(|row| read(row).into_record(tenant))
+        .collect()
+}
+
 pub(crate) async fn delete(
     client: &Client,
     tenant: &TenantId,

@@ -357,6 +357,16 @@ impl Store for PgStore {
         memory::delete(&self.client().await?, tenant, id).await
     }
 
+    async fn list_memory(
+        &self,
+        tenant: &TenantId,
+        namespace: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::MemoryRecord>, StoreError> {
+        memory::list(&self.client().await?, tenant, namespace, after, limit).await
+    }
+
     async fn search_memory(
         &self,
         tenant: &TenantId,

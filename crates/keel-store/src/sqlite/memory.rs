@@ -50,6 +50,30 @@ pub(crate) fn get(
     .transpose()
 }
 
+/// The tenant's records in `namespace` after id `after`, by id.
+pub(crate) fn list(
+    conn: &Connection,
+    tenant: &TenantId,
+    namespace: &str,
+    after: &str,
+    limit: usize,
+) -> Result<Vec<MemoryRecord>, StoreError> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM memory_records WHERE tenant = ?1 AND namespace = ?2 AND id > ?3
+         ORDER BY id LIMIT ?4"
+    ))?;
+    let rows = statement.query_map(
+        params![
+            tenant.as_str(),
+            namespace,
+            after,
+            crate::stored::sql_limit(limit)
+        ],
+        read,
+    )?;
+    rows.map(|row| row?.into_record(tenant)).collect()
+}
+
 pub(crate) fn delete(conn: &Connection, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
     let deleted = conn
         .prepare_cached("DELETE FROM memory_records WHERE tenant = ?1 AND id = ?2")?

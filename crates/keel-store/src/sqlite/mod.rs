@@ -456,6 +456,19 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn list_memory(
+        &self,
+        tenant: &TenantId,
+        namespace: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::MemoryRecord>, StoreError> {
+        let (tenant, namespace, after) = (tenant.clone(), namespace.to_string(), after.to_string());
+        self.readers
+            .read(move |conn| memory::list(conn, &tenant, &namespace, &after, limit))
+            .await
+    }
+
     async fn delete_memory(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
         let (owner, id) = (tenant.clone(), id.to_string());
         let outcome = self
@@ -677,9 +690,23 @@ impl Store for SqliteStore {
     }
 
     async fn import(&self, records: Vec<StoredRecord>) -> Result<(), StoreError> {
-        self.writer
+        // Memory records written here reach searches at once: their tenants' cached vectors go.
+        let tenants: Vec<TenantId> = records
+            .iter()
+            .filter(|r| r.def().name == "memory_records")
+            .filter_map(|r| match r.get("tenant") {
+                crate::export::Value::Text(t) => t.parse().ok(),
+                _ => None,
+            })
+            .collect();
+        let outcome = self
+            .writer
             .write_synchronously(move |conn| export::import(conn, &records))
-            .await
+            .await;
+        for tenant in &tenants {
+            self.vectors.forget_tenant(tenant);
+        }
+        outcome
     }
 
     async fn unreadable_records(&self, limit: usize) -> Result<Vec<UnreadableRecord>, StoreError> {
