@@ -88,7 +88,7 @@ impl Engine {
             .await
             .map_err(|e| match e {
                 StoreError::AlreadyExists(_) => StoreError::AlreadyExists(format!(
-                    "session {id} (or a run or timer of it), here,"
+                    "session {id} (or a run, timer or memory record of it), here,"
                 )),
                 other => other,
             })?;

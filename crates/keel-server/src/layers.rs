@@ -153,16 +153,22 @@ async fn admit(State(permits): State<Arc<Semaphore>>, req: Request, next: Next) 
     }
 }
 
-/// Reads the whole body within the size limit and the request deadline before the handler
-/// runs, then gives the handler the same deadline.
+/// Reads the whole body within the size limit (a session file's own, larger, for an import)
+/// and the request deadline before the handler runs, then gives the handler the same deadline.
 async fn read_body(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let limit = state.config.body_limit;
+    let (limit, setting) = match req.uri().path() == crate::routes::IMPORT_PATH {
+        true => (
+            state.config.import_limit,
+            "[server] import_limit_mb in keel.toml",
+        ),
+        false => (state.config.body_limit, "keel serve --body-limit"),
+    };
     let (parts, body) = req.into_parts();
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            format!("the request body is over the limit of {limit} bytes: send less"),
+            format!("the request body is over the limit of {limit} bytes ({setting}): send less"),
         )
         .into_response()
     };

@@ -31,7 +31,7 @@ use tokio::net::TcpListener;
 
 pub use auth::{BootstrapError, admin_key_path, bootstrap};
 pub use layers::REQUEST_LOG_TARGET;
-pub use state::{AppState, ServerConfig};
+pub use state::{AppState, DEFAULT_IMPORT_LIMIT_MB, ServerConfig};
 
 /// The whole application: routes wrapped in the layers. `shutdown` turning true ends open
 /// streams. Gateway usage is only counted in memory here; `serve` also stores it.

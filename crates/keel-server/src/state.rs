@@ -7,12 +7,18 @@ use keel_engine::Engine;
 
 use crate::metrics::Metrics;
 
+/// `ServerConfig::import_limit` unless configured, in MiB.
+pub const DEFAULT_IMPORT_LIMIT_MB: usize = 256;
+
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// Check `Authorization: Bearer` keys. Off only for loopback development servers.
     pub auth: bool,
     /// The largest request body accepted.
     pub body_limit: usize,
+    /// The largest session file `POST /v1/sessions/import` accepts: a session's whole log is
+    /// one body, far over what any other request needs.
+    pub import_limit: usize,
     /// The longest a request may take, body included (streams excepted once they start).
     pub request_timeout: Duration,
     /// The longest a client may take to send a request's headers (also closes idle
@@ -32,6 +38,7 @@ impl Default for ServerConfig {
         ServerConfig {
             auth: true,
             body_limit: 1024 * 1024,
+            import_limit: DEFAULT_IMPORT_LIMIT_MB << 20,
             request_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
             max_concurrent_requests: 1024,

@@ -176,6 +176,9 @@ pub struct ServeConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Label the gateway's counters in `/metrics` by tenant (`--metrics-tenant-labels`).
     pub metrics_tenant_labels: bool,
+    /// The largest session file `POST /v1/sessions/import` takes, in MiB (default 256); other
+    /// requests keep `--body-limit`.
+    pub import_limit_mb: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

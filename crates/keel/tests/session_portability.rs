@@ -343,6 +343,57 @@ async fn damaged_exports_and_duplicates_are_refused_with_nothing_written() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_over_the_body_limit_imports_within_the_import_limit() {
+    let home = KeelHome::new(CONFIG);
+    let server = KeelServer::start(&home, &[]);
+    let api = admin(&server);
+    let session = new_session(&api).await;
+    // Six turns of about 200 KB each way: a log of some 2.4 MB, over the 1 MiB body limit.
+    let long = "lorem ipsum dolor sit amet ".repeat(8_000);
+    for _ in 0..6 {
+        let run = turn(&api, &session, &long).await;
+        assert_eq!(run["status"], "completed", "{run}");
+    }
+    let (status, _, text) = export(&api, &session).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(text.len() > 2 << 20, "{} bytes", text.len());
+
+    // Within the import limit (256 MiB by default), though over --body-limit.
+    let there_home = KeelHome::new(CONFIG);
+    let target = KeelServer::start(&there_home, &[]);
+    let there = admin(&target);
+    let (status, created) = import(&there, &text).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(
+        session_events(&there, &session).await.len(),
+        lines(&text).iter().filter(|l| l["kind"] == "event").count()
+    );
+    // Other requests keep the body limit.
+    let big = "x".repeat(1_100_000);
+    let (status, answer) = there
+        .call(
+            Method::POST,
+            &format!("/v1/sessions/{session}/messages"),
+            Some(json!({"content": big})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+
+    // Over a lower import limit: 413 naming the setting, nothing written.
+    let small = KeelHome::new(&format!("{CONFIG}\n[server]\nimport_limit_mb = 1\n"));
+    let strict = KeelServer::start(&small, &[]);
+    let strict_api = admin(&strict);
+    let (status, answer) = import(&strict_api, &text).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("import_limit_mb"), "{message}");
+    let (status, _) = strict_api
+        .call(Method::GET, &format!("/v1/sessions/{session}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was imported");
+}
+
 /// A data directory whose agent has a tool at `url` that needs a person's approval.
 fn approving_home(url: &str) -> KeelHome {
     KeelHome::new(&format!(

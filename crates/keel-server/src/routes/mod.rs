@@ -27,6 +27,9 @@ use crate::state::AppState;
 use crate::{auth, openai};
 
 /// Every route, as (method, path) — what the OpenAPI document must describe.
+/// Where session files are imported: its body has a limit of its own (`import_limit`).
+pub const IMPORT_PATH: &str = "/v1/sessions/import";
+
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/readyz"),
@@ -113,7 +116,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/sessions/{id}/export",
             get(portable::export).post(portable::move_out),
         )
-        .route("/v1/sessions/import", post(portable::import))
+        // The body is read, within its limit, by `layers::read_body` already.
+        .route(
+            IMPORT_PATH,
+            post(portable::import).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/v1/sessions/{id}/events", get(events::list))
         .route("/v1/memory/{namespace}/records", post(memory::create))
         .route(

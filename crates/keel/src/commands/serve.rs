@@ -61,6 +61,11 @@ pub async fn run(config: &Config, args: ServeArgs) -> anyhow::Result<()> {
     let server_config = ServerConfig {
         auth: !args.no_auth,
         body_limit: args.body_limit,
+        import_limit: config
+            .server
+            .import_limit_mb
+            .unwrap_or(keel_server::DEFAULT_IMPORT_LIMIT_MB)
+            .saturating_mul(1 << 20),
         max_concurrent_requests: args.max_concurrent_requests,
         request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
         header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
