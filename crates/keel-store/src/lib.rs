@@ -280,6 +280,13 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<bool, StoreError>;
+    /// Forgets a signature `remember_signature` recorded, when the call it admitted started
+    /// nothing: its sender may send it again.
+    async fn forget_signature(
+        &self,
+        webhook: &WebhookId,
+        signature: &str,
+    ) -> Result<(), StoreError>;
     /// The webhook's deliveries, newest first, at most `limit`; empty for another tenant's.
     async fn list_deliveries(
         &self,

@@ -199,6 +199,29 @@ impl Engine {
                 ));
             }
         }
+        let started = self.start_triggered_run(&webhook, input).await;
+        if let (Err(_), Some(signature)) = (&started, signature) {
+            // The call started nothing: its sender may send it again, signature and all.
+            if let Err(e) = store.forget_signature(&webhook.id, signature).await {
+                tracing::warn!(webhook = %webhook.id, error = %e, "a refused call's signature stays used");
+            }
+        }
+        let (session, run) = started?;
+        tracing::info!(webhook = %webhook.id, session = %session, run = %run, "an inbound webhook started a run");
+        Ok(Triggered {
+            webhook: webhook.id,
+            session,
+            run,
+        })
+    }
+
+    /// Starts the run of an admitted inbound call: on the webhook's session, or on a new
+    /// session of its agent (whose metadata names the webhook).
+    async fn start_triggered_run(
+        &self,
+        webhook: &WebhookRecord,
+        input: Message,
+    ) -> Result<(SessionId, RunId), EngineError> {
         let session = match (&webhook.session, &webhook.agent) {
             (Some(session), _) => session.clone(),
             (None, Some(agent)) => {
@@ -212,17 +235,11 @@ impl Engine {
                 return Err(EngineError::Invalid(format!(
                     "webhook {} names neither a session nor an agent",
                     webhook.id
-                ))
-                .into());
+                )));
             }
         };
         let run = self.submit(&webhook.tenant, &session, input).await?;
-        tracing::info!(webhook = %webhook.id, session = %session, run = %run.id, "an inbound webhook started a run");
-        Ok(Triggered {
-            webhook: webhook.id,
-            session,
-            run: run.id,
-        })
+        Ok((session, run.id))
     }
 }
 

@@ -436,6 +436,17 @@ pub async fn an_inbound_signature_is_accepted_once_within_its_window(subject: &S
             .await
             .unwrap()
     );
+    // A call that started nothing gives its signature back.
+    handles[1]
+        .forget_signature(&trigger.id, "t=11,v1=cd")
+        .await
+        .unwrap();
+    assert!(
+        handles[0]
+            .remember_signature(&trigger.id, "t=11,v1=cd", now, expires)
+            .await
+            .unwrap()
+    );
     // Past the window the record is forgotten (the timestamp check refuses such a call anyway).
     let after = at(310_000);
     assert!(

@@ -443,6 +443,14 @@ impl Store for PgStore {
         webhooks::remember_signature(&client, webhook, signature, now, expires_at).await
     }
 
+    async fn forget_signature(
+        &self,
+        webhook: &WebhookId,
+        signature: &str,
+    ) -> Result<(), StoreError> {
+        webhooks::forget_signature(&self.client().await?, webhook, signature).await
+    }
+
     async fn list_deliveries(
         &self,
         tenant: &TenantId,

@@ -133,6 +133,20 @@ pub(crate) async fn remember_signature(
     Ok(added > 0)
 }
 
+pub(crate) async fn forget_signature(
+    client: &impl GenericClient,
+    webhook: &WebhookId,
+    signature: &str,
+) -> Result<(), StoreError> {
+    statements::execute(
+        client,
+        "DELETE FROM webhook_replays WHERE webhook = $1 AND signature = $2",
+        &[&webhook.as_str(), &signature],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Writes the deliveries a run settling in `status` makes, in the caller's transaction.
 pub(crate) async fn enqueue(
     client: &impl GenericClient,

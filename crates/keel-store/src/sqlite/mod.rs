@@ -584,6 +584,17 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn forget_signature(
+        &self,
+        webhook: &WebhookId,
+        signature: &str,
+    ) -> Result<(), StoreError> {
+        let (webhook, signature) = (webhook.clone(), signature.to_string());
+        self.writer
+            .write(move |conn| webhooks::forget_signature(conn, &webhook, &signature))
+            .await
+    }
+
     async fn list_deliveries(
         &self,
         tenant: &TenantId,

@@ -102,6 +102,16 @@ pub(crate) fn remember_signature(
     Ok(added > 0)
 }
 
+pub(crate) fn forget_signature(
+    conn: &Connection,
+    webhook: &WebhookId,
+    signature: &str,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM webhook_replays WHERE webhook = ?1 AND signature = ?2")?
+        .execute([webhook.as_str(), signature])?;
+    Ok(())
+}
+
 /// Writes the deliveries a run settling in `status` makes, in the caller's write.
 pub(crate) fn enqueue(
     conn: &Connection,
