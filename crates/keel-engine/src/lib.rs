@@ -63,7 +63,9 @@ pub use quotas::Quotas;
 pub use reader::StoreReader;
 pub use supervise::supervised;
 pub use threading::{Thread, ThreadError, ThreadedTurn};
-pub use timers::{MAX_NOTE_BYTES, MAX_TIMERS_PER_SESSION, When, next_slot, parse_instant};
+pub use timers::{
+    MAX_NOTE_BYTES, MAX_TIMERS_PER_AGENT, MAX_TIMERS_PER_SESSION, When, next_slot, parse_instant,
+};
 pub use travel::SessionContext;
 pub use warm::SessionCacheStats;
 

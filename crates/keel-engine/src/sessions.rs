@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
-use keel_core::{Event, EventBody, Message, SessionId, SessionState, TenantId};
+use keel_core::{
+    AgentDef, Event, EventBody, Message, SessionId, SessionState, TenantId, Timestamp,
+};
 use keel_store::{NewEvent, SessionRecord, StoreError};
 
 use crate::slots::SessionSlot;
-use crate::{Engine, EngineError, Quotas, RunUpdate, clock, live};
+use crate::{Engine, EngineError, Inner, Quotas, RunUpdate, clock, live};
 
 impl Engine {
     /// Starts a session of the latest version of `agent_name`.
@@ -27,28 +29,10 @@ impl Engine {
                 id: agent_name.into(),
             })?;
         self.check_room_for_a_session(tenant).await?;
-        let now = clock::now();
-        let record = SessionRecord {
-            id: clock::new_session_id(),
-            tenant: tenant.clone(),
-            agent_id: agent.id.clone(),
-            agent_name: agent.name.clone(),
-            agent_version: agent.version,
-            created_at: now,
-            metadata: metadata.clone(),
-            last_seq: 1,
-        };
-        let first = NewEvent {
-            at: now,
-            body: EventBody::SessionStarted {
-                tenant: tenant.clone(),
-                agent,
-                metadata,
-            },
-        };
+        let (record, first_events) = new_session(tenant, agent, metadata, clock::now());
         self.inner
             .store
-            .create_session(&record, vec![first])
+            .create_session(&record, first_events)
             .await?;
         Ok(record)
     }
@@ -57,15 +41,7 @@ impl Engine {
         &self,
         tenant: &TenantId,
     ) -> Result<(), EngineError> {
-        let held = self.inner.store.tenant_counts(tenant).await?.sessions;
-        let limit = self.inner.config.quotas.sessions_per_tenant;
-        Quotas::check(
-            "the tenant's sessions",
-            "sessions_per_tenant",
-            held,
-            1,
-            limit,
-        )
+        room_for_a_session(&self.inner, tenant).await
     }
 
     /// Reads the session's state: the in-memory one (loaded and kept if missing) when no run
@@ -242,4 +218,50 @@ impl Engine {
             .flat_map(|e| e.body.messages().into_iter().map(move |m| (e.seq, m)))
             .collect())
     }
+}
+
+/// `Ok` while the tenant may hold one more session (`Quotas::sessions_per_tenant`).
+pub(crate) async fn room_for_a_session(
+    inner: &Inner,
+    tenant: &TenantId,
+) -> Result<(), EngineError> {
+    let held = inner.store.tenant_counts(tenant).await?.sessions;
+    let limit = inner.config.quotas.sessions_per_tenant;
+    Quotas::check(
+        "the tenant's sessions",
+        "sessions_per_tenant",
+        held,
+        1,
+        limit,
+    )
+}
+
+/// A new session of `agent` (the version given): its record and its first event,
+/// `session_started`. The one way a session is made, by `Engine::create_session` and by an
+/// agent's timer firing (which creates it in the firing's transaction).
+pub(crate) fn new_session(
+    tenant: &TenantId,
+    agent: AgentDef,
+    metadata: serde_json::Map<String, serde_json::Value>,
+    now: Timestamp,
+) -> (SessionRecord, Vec<NewEvent>) {
+    let record = SessionRecord {
+        id: clock::new_session_id(),
+        tenant: tenant.clone(),
+        agent_id: agent.id.clone(),
+        agent_name: agent.name.clone(),
+        agent_version: agent.version,
+        created_at: now,
+        metadata: metadata.clone(),
+        last_seq: 1,
+    };
+    let first = NewEvent {
+        at: now,
+        body: EventBody::SessionStarted {
+            tenant: tenant.clone(),
+            agent,
+            metadata,
+        },
+    };
+    (record, vec![first])
 }

@@ -1,21 +1,26 @@
-//! Timers: a session's schedules that start runs. `add_timer` checks a schedule and stores it
-//! with its first time; a loop on every node looks for due timers each poll (and at the due
-//! time of any timer due before the next poll, so none fires a poll late) and fires each
-//! through `Store::fire_timer`, which queues the run and moves the timer on in one transaction,
-//! so a due time fires once however many nodes see it. A cron timer's next time is the first
-//! slot after now: slots missed while no node ran fire once, late, with the lateness in the
-//! run's input.
+//! Timers: schedules of a session or of an agent that start runs. `add_timer` checks a
+//! schedule and stores it with its first time; a loop on every node looks for due timers each
+//! poll (and at the due time of any timer due before the next poll, so none fires a poll late)
+//! and fires each through `Store::fire_timer`, which writes what it starts (a run on the
+//! session; for an agent's timer, a new session of the agent at its current version, and its
+//! run) and moves the timer on in one transaction, so a due time fires once however many nodes
+//! see it. A cron timer's next time is the first slot after now: slots missed while no node
+//! ran fire once, late, with the lateness in the run's input. An agent's timers are deleted
+//! when it is archived; one whose agent cannot be found when due is deleted, saying so in the
+//! log.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::{Message, RunStatus, SessionId, TenantId, TimerId, Timestamp};
-use keel_store::{RunRecord, Schedule, Store, TimerRecord};
+use keel_store::{RunRecord, Schedule, Store, TimerOwner, TimerRecord, TimerStart};
 
-use crate::{Engine, EngineError, Inner, clock, supervised};
+use crate::{Engine, EngineError, Inner, clock, sessions, supervised};
 
 /// The most timers one session may hold.
 pub const MAX_TIMERS_PER_SESSION: usize = 1_000;
+/// The most timers one agent may hold.
+pub const MAX_TIMERS_PER_AGENT: usize = 1_000;
 /// The longest note a timer may carry (it becomes a run's input).
 pub const MAX_NOTE_BYTES: usize = 16 * 1024;
 /// How far ahead a timer may be set: what can be stored and read back as an instant, with a
@@ -38,41 +43,42 @@ pub enum When {
 }
 
 impl Engine {
-    /// Adds a timer to the tenant's session; `Invalid` for a pattern, zone or note keel cannot
-    /// use (the message says which and why), `NotFound` for an unknown session.
+    /// Adds a timer to the tenant's session or agent; `Invalid` for a pattern, zone or note
+    /// keel cannot use (the message says which and why), `NotFound` for an unknown session or
+    /// agent (or an archived one).
     pub async fn add_timer(
         &self,
         tenant: &TenantId,
-        session: &SessionId,
+        owner: &TimerOwner,
         when: When,
         note: String,
     ) -> Result<TimerRecord, EngineError> {
-        self.require_session(tenant, session).await?;
+        self.require_owner(tenant, owner).await?;
         let store = self.inner.store.as_ref();
-        room_for_one(store, tenant, session).await?;
-        let timer = new_timer(tenant, session, when, note, clock::now())?;
+        room_for_one(store, tenant, owner).await?;
+        let timer = new_timer(tenant, owner, when, note, clock::now())?;
         store.put_timer(&timer).await?;
         Ok(timer)
     }
 
-    /// The session's timers, those still to fire first.
+    /// The session's or agent's timers, those still to fire first.
     pub async fn list_timers(
         &self,
         tenant: &TenantId,
-        session: &SessionId,
+        owner: &TimerOwner,
     ) -> Result<Vec<TimerRecord>, EngineError> {
-        self.require_session(tenant, session).await?;
-        Ok(self.inner.store.list_timers(tenant, session).await?)
+        self.require_owner(tenant, owner).await?;
+        Ok(held(self.inner.store.as_ref(), tenant, owner).await?)
     }
 
-    /// Deletes one of the session's timers; `NotFound` for one the session does not hold.
+    /// Deletes one of the session's or agent's timers; `NotFound` for one it does not hold.
     pub async fn delete_timer(
         &self,
         tenant: &TenantId,
-        session: &SessionId,
+        owner: &TimerOwner,
         id: &TimerId,
     ) -> Result<(), EngineError> {
-        let held = self.list_timers(tenant, session).await?;
+        let held = self.list_timers(tenant, owner).await?;
         let not_found = || EngineError::NotFound {
             kind: "timer",
             id: id.to_string(),
@@ -85,28 +91,64 @@ impl Engine {
             false => Err(not_found()),
         }
     }
+
+    /// `NotFound` unless the tenant holds the session, or has defined the agent.
+    async fn require_owner(
+        &self,
+        tenant: &TenantId,
+        owner: &TimerOwner,
+    ) -> Result<(), EngineError> {
+        match owner {
+            TimerOwner::Session(session) => self.require_session(tenant, session).await.map(drop),
+            TimerOwner::Agent(name) => {
+                match self.inner.store.get_agent(tenant, name, None).await? {
+                    Some(_) => Ok(()),
+                    None => Err(EngineError::NotFound {
+                        kind: "agent",
+                        id: name.clone(),
+                    }),
+                }
+            }
+        }
+    }
 }
 
-/// `Ok` while the session holds fewer than `MAX_TIMERS_PER_SESSION` timers.
+/// The owner's timers as the store lists them.
+async fn held(
+    store: &dyn Store,
+    tenant: &TenantId,
+    owner: &TimerOwner,
+) -> Result<Vec<TimerRecord>, keel_store::StoreError> {
+    match owner {
+        TimerOwner::Session(session) => store.list_timers(tenant, session).await,
+        TimerOwner::Agent(name) => store.list_agent_timers(tenant, name).await,
+    }
+}
+
+/// `Ok` while the owner holds fewer timers than it may (`MAX_TIMERS_PER_SESSION`,
+/// `MAX_TIMERS_PER_AGENT`).
 pub(crate) async fn room_for_one(
     store: &dyn Store,
     tenant: &TenantId,
-    session: &SessionId,
+    owner: &TimerOwner,
 ) -> Result<(), EngineError> {
-    let held = store.list_timers(tenant, session).await?;
-    match held.len() < MAX_TIMERS_PER_SESSION {
+    let most = match owner {
+        TimerOwner::Session(_) => MAX_TIMERS_PER_SESSION,
+        TimerOwner::Agent(_) => MAX_TIMERS_PER_AGENT,
+    };
+    match held(store, tenant, owner).await?.len() < most {
         true => Ok(()),
         false => Err(EngineError::LimitReached(format!(
-            "session {session} holds {MAX_TIMERS_PER_SESSION} timers, the most it may: delete one first"
+            "{owner} holds {most} timers, the most it may: delete one first"
         ))),
     }
 }
 
-/// A new timer of the session, due first at the first time `when` names after `now`;
-/// `Invalid` for a schedule or note keel cannot use (the message says which and why).
+/// A new timer of the session or agent, due first at the first time `when` names after
+/// `now`; `Invalid` for a schedule or note keel cannot use (the message says which and why).
 pub(crate) fn new_timer(
     tenant: &TenantId,
-    session: &SessionId,
+    owner: &TimerOwner,
     when: When,
     note: String,
     now: Timestamp,
@@ -141,7 +183,7 @@ pub(crate) fn new_timer(
     Ok(TimerRecord {
         id: clock::new_timer_id(),
         tenant: tenant.clone(),
-        session: session.clone(),
+        owner: owner.clone(),
         schedule,
         note,
         next_at: Some(first),
@@ -260,8 +302,12 @@ async fn fire_due(inner: &Inner) -> Result<usize, EngineError> {
         let now = clock::now();
         let due = inner.store.due_timers(now, FIRE_BATCH).await?;
         let full = due.len() == FIRE_BATCH;
-        for timer in due {
-            if fire(inner, &timer, now).await? {
+        // Side by side: each firing is a write, and writes waiting together commit together
+        // (SQLite's group commit, PostgreSQL's pool), so a burst of due timers is not fired
+        // one commit after another.
+        let firings = due.iter().map(|timer| fire(inner, timer, now));
+        for result in futures::future::join_all(firings).await {
+            if result? {
                 fired += 1;
             }
         }
@@ -271,7 +317,8 @@ async fn fire_due(inner: &Inner) -> Result<usize, EngineError> {
     }
 }
 
-/// Fires `timer` for the time it is due; `false` when another node did first.
+/// Fires `timer` for the time it is due; `false` when another node did first (or, for an
+/// agent's timer, when nothing could be started: the log says why).
 async fn fire(inner: &Inner, timer: &TimerRecord, now: Timestamp) -> Result<bool, EngineError> {
     let Some(due) = timer.next_at else {
         return Ok(false);
@@ -282,11 +329,71 @@ async fn fire(inner: &Inner, timer: &TimerRecord, now: Timestamp) -> Result<bool
         tracing::warn!(timer = %timer.id, error = %e, "a timer's schedule cannot be read; it fires no more");
         None
     });
-    let run = RunRecord {
+    let input = Message::user(input(timer, due, now));
+    let start = match &timer.owner {
+        TimerOwner::Session(session) => TimerStart::Run(queued_run(timer, session, input, now)),
+        TimerOwner::Agent(name) => match agent_start(inner, timer, name, input, now).await? {
+            Some(start) => start,
+            None => return Ok(false),
+        },
+    };
+    let fired = inner.store.fire_timer(&timer.id, due, next, &start).await?;
+    match (fired, start.run()) {
+        (true, Some(run)) => {
+            tracing::info!(timer = %timer.id, owner = %timer.owner, session = %run.session, run = %run.id, "a timer fired")
+        }
+        (true, None) => {
+            tracing::warn!(timer = %timer.id, owner = %timer.owner, due = %due, "a timer's due time passed with nothing started")
+        }
+        (false, _) => {}
+    }
+    Ok(fired && start.run().is_some())
+}
+
+/// What an agent's timer starts: a new session of the agent's current version and its run;
+/// `Nothing` when the tenant holds the most sessions it may (the due time passes, logged).
+/// `None` when the agent cannot be found: the timer is deleted, saying so, rather than tried
+/// at every look.
+async fn agent_start(
+    inner: &Inner,
+    timer: &TimerRecord,
+    name: &str,
+    input: Message,
+    now: Timestamp,
+) -> Result<Option<TimerStart>, EngineError> {
+    let Some(agent) = inner.store.get_agent(&timer.tenant, name, None).await? else {
+        tracing::warn!(timer = %timer.id, agent = name, tenant = %timer.tenant,
+            "an agent's timer is due but its agent no longer exists: the timer is deleted");
+        inner.store.delete_timer(&timer.tenant, &timer.id).await?;
+        return Ok(None);
+    };
+    if let Err(e) = sessions::room_for_a_session(inner, &timer.tenant).await {
+        tracing::warn!(timer = %timer.id, agent = name, error = %e,
+            "an agent's timer is due but no session can be started; this due time passes");
+        return Ok(Some(TimerStart::Nothing));
+    }
+    let (session, first_events) =
+        sessions::new_session(&timer.tenant, agent, Default::default(), now);
+    let run = queued_run(timer, &session.id, input, now);
+    Ok(Some(TimerStart::Session {
+        session,
+        first_events,
+        run,
+    }))
+}
+
+/// The run a firing queues on `session`.
+fn queued_run(
+    timer: &TimerRecord,
+    session: &SessionId,
+    input: Message,
+    now: Timestamp,
+) -> RunRecord {
+    RunRecord {
         id: clock::new_run_id(),
         tenant: timer.tenant.clone(),
-        session: timer.session.clone(),
-        input: Message::user(input(timer, due, now)),
+        session: session.clone(),
+        input,
         options: Default::default(),
         status: RunStatus::Queued,
         created_at: now,
@@ -295,12 +402,7 @@ async fn fire(inner: &Inner, timer: &TimerRecord, now: Timestamp) -> Result<bool
         cancel_requested: false,
         lease_owner: None,
         lease_until: None,
-    };
-    let fired = inner.store.fire_timer(&timer.id, due, next, &run).await?;
-    if fired {
-        tracing::info!(timer = %timer.id, session = %timer.session, run = %run.id, "a timer fired");
     }
-    Ok(fired)
 }
 
 /// What the run a timer starts is told: its note, which timer and when it was due, and how
@@ -386,7 +488,7 @@ mod tests {
         let timer = TimerRecord {
             id: TimerId::generate(1, 1),
             tenant: TenantId::default_tenant(),
-            session: SessionId::generate(1, 1),
+            owner: TimerOwner::Session(SessionId::generate(1, 1)),
             schedule: Schedule::Once {
                 at: at("2026-12-01T10:00:00Z"),
             },

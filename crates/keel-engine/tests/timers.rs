@@ -1,7 +1,8 @@
 //! Timers through the engine, on a clock the test moves (`keel_engine::clock::advance`): a
 //! cron timer fires each slot once as minutes pass; slots missed while no engine ran fire
 //! once, late, saying so; two engines on one store (two nodes) fire each due time once; bad
-//! schedules are refused naming what is wrong; an agent sets and cancels its own wakeups.
+//! schedules are refused naming what is wrong; an agent sets and cancels its own wakeups; an
+//! agent's cron schedule starts one new session of the agent per slot, on two engines too.
 
 mod common;
 
@@ -10,7 +11,12 @@ use std::time::{Duration, Instant};
 use keel_core::{EventBody, Message, RunStatus, ToolDef, ToolKind};
 use keel_engine::{Engine, EngineConfig, EngineError, When, clock};
 use keel_models::providers::scripted::ScriptedConfig;
-use keel_store::Store;
+use keel_store::{SessionFilter, SessionRecord, Store, TimerOwner};
+
+/// A session's timers' owner.
+fn of(session: &keel_core::SessionId) -> TimerOwner {
+    TimerOwner::Session(session.clone())
+}
 
 fn config(node: &str) -> EngineConfig {
     EngineConfig {
@@ -65,7 +71,7 @@ async fn a_cron_timer_fires_each_slot_once_and_slots_missed_while_down_once_late
     };
     let timer = a
         .engine
-        .add_timer(&a.tenant, &session, every_minute, "look around".into())
+        .add_timer(&a.tenant, &of(&session), every_minute, "look around".into())
         .await
         .unwrap();
 
@@ -103,7 +109,7 @@ async fn a_cron_timer_fires_each_slot_once_and_slots_missed_while_down_once_late
             .iter()
             .all(|i| i.starts_with("look around") && i.contains(timer.id.as_str()))
     );
-    let listed = b.list_timers(&a.tenant, &session).await.unwrap();
+    let listed = b.list_timers(&a.tenant, &of(&session)).await.unwrap();
     assert_eq!(listed[0].fired, 5);
 }
 
@@ -120,7 +126,7 @@ async fn two_engines_on_one_store_fire_each_due_time_once() {
         a.engine
             .add_timer(
                 &a.tenant,
-                &session,
+                &of(&session),
                 When::After(Duration::from_secs(30)),
                 "once".into(),
             )
@@ -140,7 +146,7 @@ async fn two_engines_on_one_store_fire_each_due_time_once() {
             runs.iter().all(|r| r.status != RunStatus::Queued),
             "{runs:?}"
         );
-        let timers = a.engine.list_timers(&a.tenant, session).await.unwrap();
+        let timers = a.engine.list_timers(&a.tenant, &of(session)).await.unwrap();
         assert_eq!((timers[0].fired, timers[0].next_at), (1, None));
     }
 }
@@ -168,7 +174,7 @@ async fn bad_schedules_and_unknown_sessions_are_refused() {
     ] {
         match a
             .engine
-            .add_timer(&a.tenant, &session, when, "x".into())
+            .add_timer(&a.tenant, &of(&session), when, "x".into())
             .await
         {
             Err(EngineError::Invalid(message)) => assert!(message.contains(says), "{message}"),
@@ -178,20 +184,25 @@ async fn bad_schedules_and_unknown_sessions_are_refused() {
     let long = "x".repeat(keel_engine::MAX_NOTE_BYTES + 1);
     assert!(matches!(
         a.engine
-            .add_timer(&a.tenant, &session, When::After(Duration::ZERO), long)
+            .add_timer(&a.tenant, &of(&session), When::After(Duration::ZERO), long)
             .await,
         Err(EngineError::Invalid(_))
     ));
     let other = keel_core::TenantId::generate(9, 9);
     assert!(matches!(
         a.engine
-            .add_timer(&other, &session, When::After(Duration::ZERO), "x".into())
+            .add_timer(
+                &other,
+                &of(&session),
+                When::After(Duration::ZERO),
+                "x".into()
+            )
             .await,
         Err(EngineError::NotFound { .. })
     ));
     assert!(
         a.engine
-            .list_timers(&a.tenant, &session)
+            .list_timers(&a.tenant, &of(&session))
             .await
             .unwrap()
             .is_empty()
@@ -251,7 +262,11 @@ async fn an_agent_sets_and_cancels_its_own_wakeups_and_the_one_left_wakes_it() {
     assert!(!set[0].1 && !set[1].1 && set[2].1, "{set:?}");
     assert!(set[2].0.contains("at least 1"), "{set:?}");
     // Each result names the timer it set, committed with it.
-    let timers = a.engine.list_timers(&a.tenant, &session).await.unwrap();
+    let timers = a
+        .engine
+        .list_timers(&a.tenant, &of(&session))
+        .await
+        .unwrap();
     assert_eq!(timers.len(), 2, "{timers:?}");
     for (timer, (result, _)) in timers.iter().zip(&set) {
         assert!(
@@ -273,7 +288,11 @@ async fn an_agent_sets_and_cancels_its_own_wakeups_and_the_one_left_wakes_it() {
     .await;
     assert!(!cancelled[0].1 && cancelled[1].1, "{cancelled:?}");
     assert!(cancelled[1].0.contains("no wakeup"), "{cancelled:?}");
-    let timers = a.engine.list_timers(&a.tenant, &session).await.unwrap();
+    let timers = a
+        .engine
+        .list_timers(&a.tenant, &of(&session))
+        .await
+        .unwrap();
     assert_eq!(timers.len(), 1, "{timers:?}");
 
     // A minute later the session wakes with its note, once.
@@ -281,6 +300,153 @@ async fn an_agent_sets_and_cancels_its_own_wakeups_and_the_one_left_wakes_it() {
     let inputs = timer_inputs(a.store.as_ref(), &session, 1).await;
     assert_eq!(inputs.len(), 1, "{inputs:?}");
     assert!(inputs[0].starts_with("check the oven"), "{inputs:?}");
-    let timers = a.engine.list_timers(&a.tenant, &session).await.unwrap();
+    let timers = a
+        .engine
+        .list_timers(&a.tenant, &of(&session))
+        .await
+        .unwrap();
     assert_eq!((timers[0].fired, timers[0].next_at), (1, None));
+}
+
+/// The tenant's sessions once `count` exist (bounded), oldest first.
+async fn sessions_made(
+    store: &dyn Store,
+    tenant: &keel_core::TenantId,
+    count: usize,
+) -> Vec<SessionRecord> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut sessions = store
+            .list_sessions(tenant, &SessionFilter::default())
+            .await
+            .unwrap();
+        if sessions.len() >= count {
+            sessions.reverse();
+            return sessions;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {count} sessions",
+            sessions.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_cron_schedule_starts_one_new_session_per_slot_on_two_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = || common::scripted(ScriptedConfig::default());
+    let a = common::engine(&dir, models(), config("a"), Vec::new(), true).await;
+    let b = Engine::new(a.store.clone(), models(), config("b"));
+    b.start().await.unwrap();
+    let agent = TimerOwner::Agent("a".into());
+    let every_minute = When::Cron {
+        expr: "* * * * *".into(),
+        timezone: "UTC".into(),
+    };
+    let timer = a
+        .engine
+        .add_timer(&a.tenant, &agent, every_minute, "write the report".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        b.list_timers(&a.tenant, &agent).await.unwrap(),
+        [timer.clone()]
+    );
+
+    // Three minutes pass, one at a time; the agent gets a new version after the first: each
+    // slot starts one new session of the agent's version of the time, with one run.
+    for minute in 1..=3 {
+        clock::advance(Duration::from_secs(60));
+        let sessions = sessions_made(a.store.as_ref(), &a.tenant, minute).await;
+        let newest = &sessions[minute - 1];
+        let inputs = timer_inputs(a.store.as_ref(), &newest.id, 1).await;
+        assert_eq!(inputs.len(), 1, "{inputs:?}");
+        assert!(
+            inputs[0].starts_with("write the report\n\n(timer ")
+                && inputs[0].contains(timer.id.as_str()),
+            "{inputs:?}"
+        );
+        let expected_version = if minute == 1 { 1 } else { 2 };
+        assert_eq!(newest.agent_version, expected_version, "{newest:?}");
+        if minute == 1 {
+            let mut edited = a
+                .store
+                .get_agent(&a.tenant, "a", None)
+                .await
+                .unwrap()
+                .unwrap();
+            edited.instructions = "Be brief.".into();
+            a.engine.put_agent(&a.tenant, edited).await.unwrap();
+        }
+    }
+    let sessions = sessions_made(a.store.as_ref(), &a.tenant, 3).await;
+    assert_eq!(
+        sessions.len(),
+        3,
+        "one session per slot, not one per engine"
+    );
+    let mut dues = Vec::new();
+    for session in &sessions {
+        let runs = a.store.read_events(&session.id, 0, 1_000).await.unwrap();
+        let started: Vec<String> = runs
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::RunStarted { input, .. } => Some(input.text_content()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(started.len(), 1, "one run per session: {started:?}");
+        dues.push(started[0].rsplit("due at ").next().unwrap().to_string());
+    }
+    dues.dedup();
+    assert_eq!(dues.len(), 3, "{dues:?}");
+    let listed = a.engine.list_timers(&a.tenant, &agent).await.unwrap();
+    assert_eq!(listed[0].fired, 3);
+
+    // Archiving the agent deletes its schedules: no node finds them due any more.
+    a.engine.archive_agent(&a.tenant, "a").await.unwrap();
+    assert!(
+        a.engine
+            .list_timers(&a.tenant, &agent)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let due = a
+        .store
+        .due_timers(keel_core::Timestamp::from_millis(i64::MAX), 100);
+    assert!(due.await.unwrap().iter().all(|t| t.id != timer.id));
+}
+
+#[tokio::test]
+async fn an_unknown_agent_or_another_tenants_takes_no_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = common::scripted(ScriptedConfig::default());
+    let a = common::engine(&dir, models, config("a"), Vec::new(), false).await;
+    let after = || When::After(Duration::from_secs(60));
+    let nobody = TimerOwner::Agent("nobody".into());
+    for result in [
+        a.engine
+            .add_timer(&a.tenant, &nobody, after(), "x".into())
+            .await,
+        a.engine
+            .add_timer(
+                &keel_core::TenantId::generate(9, 9),
+                &TimerOwner::Agent("a".into()),
+                after(),
+                "x".into(),
+            )
+            .await,
+    ] {
+        assert!(
+            matches!(result, Err(EngineError::NotFound { kind: "agent", .. })),
+            "{result:?}"
+        );
+    }
+    assert!(matches!(
+        a.engine.list_timers(&a.tenant, &nobody).await,
+        Err(EngineError::NotFound { kind: "agent", .. })
+    ));
 }

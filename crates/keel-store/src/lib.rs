@@ -51,7 +51,9 @@ pub trait Store: Send + Sync + 'static {
         version: Option<u32>,
     ) -> Result<Option<AgentDef>, StoreError>;
     /// Hides the agent (every version) from `list_agents` until a new version is stored;
-    /// versions stay readable for the sessions that pin them. `false` for an unknown agent.
+    /// versions stay readable for the sessions that pin them. Its timers are deleted in the
+    /// same transaction: an archived agent starts no more sessions. `false` for an unknown
+    /// agent.
     async fn archive_agent(
         &self,
         tenant: &TenantId,
@@ -226,8 +228,8 @@ pub trait Store: Send + Sync + 'static {
 
     // --- timers ------------------------------------------------------------------------------
 
-    /// Stores a new timer of an existing session of its tenant (`NotFound` otherwise;
-    /// `AlreadyExists` for a used id).
+    /// Stores a new timer of an existing session, or of an agent not archived, of its tenant
+    /// (`NotFound` otherwise; `AlreadyExists` for a used id).
     async fn put_timer(&self, timer: &TimerRecord) -> Result<(), StoreError>;
     /// The session's timers, those still to fire first (soonest first), then those done.
     /// Empty for another tenant's session.
@@ -235,6 +237,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         tenant: &TenantId,
         session: &SessionId,
+    ) -> Result<Vec<TimerRecord>, StoreError>;
+    /// The agent's timers (`TimerOwner::Agent`), in `list_timers`' order. Empty for another
+    /// tenant's agent. Archiving the agent deletes them (`archive_agent`).
+    async fn list_agent_timers(
+        &self,
+        tenant: &TenantId,
+        agent: &str,
     ) -> Result<Vec<TimerRecord>, StoreError>;
     /// Forgets a timer; `false` when the tenant has no such timer.
     async fn delete_timer(&self, tenant: &TenantId, id: &TimerId) -> Result<bool, StoreError>;
@@ -245,15 +254,17 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<TimerRecord>, StoreError>;
     /// Fires the timer for the time it was `due`, in one transaction: its next time becomes
-    /// `next` (`None`: it is done), its count goes up and `run` is queued. `false`, and nothing
-    /// written, when it is not due at `due` any more — another node fired it, or it was
-    /// deleted —: so a due time fires once across every handle on the storage.
+    /// `next` (`None`: it is done), its count goes up and `start` is written (a run queued on
+    /// its session; for an agent's timer, a new session created and its run queued). `false`,
+    /// and nothing written, when it is not due at `due` any more — another node fired it, or
+    /// it was deleted —: so a due time fires once, and starts once, across every handle on
+    /// the storage.
     async fn fire_timer(
         &self,
         id: &TimerId,
         due: Timestamp,
         next: Option<Timestamp>,
-        run: &RunRecord,
+        start: &TimerStart,
     ) -> Result<bool, StoreError>;
 
     // --- webhooks (`webhooks`) -------------------------------------------------------------

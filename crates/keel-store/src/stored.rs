@@ -58,13 +58,48 @@ pub(crate) fn session_not_found(session: &SessionId) -> StoreError {
     }
 }
 
+pub(crate) fn agent_not_found(agent: &str) -> StoreError {
+    StoreError::NotFound {
+        kind: "agent",
+        id: agent.to_string(),
+    }
+}
+
 /// A timer an append sets must be the appending session's own.
 pub(crate) fn timer_of(session: &SessionId, timer: &crate::TimerRecord) -> Result<(), StoreError> {
-    match &timer.session == session {
+    match timer.owner.session() == Some(session) {
         true => Ok(()),
         false => Err(StoreError::Invalid(format!(
-            "timer {} belongs to session {}, not to {session}, which this append writes",
-            timer.id, timer.session
+            "timer {} belongs to {}, not to session {session}, which this append writes",
+            timer.id, timer.owner
+        ))),
+    }
+}
+
+/// What a timer's firing writes must fit the timer: a run on its own session, or a new
+/// session of its own agent (and tenant) whose first run it is.
+pub(crate) fn start_of(
+    timer: &crate::TimerRecord,
+    start: &crate::TimerStart,
+) -> Result<(), StoreError> {
+    let fits = match (&timer.owner, start) {
+        (crate::TimerOwner::Session(session), crate::TimerStart::Run(run)) => {
+            &run.session == session && run.tenant == timer.tenant
+        }
+        (crate::TimerOwner::Agent(agent), crate::TimerStart::Session { session, run, .. }) => {
+            &session.agent_name == agent
+                && session.tenant == timer.tenant
+                && run.session == session.id
+                && run.tenant == timer.tenant
+        }
+        (_, crate::TimerStart::Nothing) => true,
+        _ => false,
+    };
+    match fits {
+        true => Ok(()),
+        false => Err(StoreError::Invalid(format!(
+            "what timer {} of {} starts must be a run on its session, or a new session of its agent with its run",
+            timer.id, timer.owner
         ))),
     }
 }
@@ -233,18 +268,19 @@ impl StoredRun {
 pub(crate) struct StoredTimer {
     pub(crate) id: String,
     pub(crate) tenant: String,
-    pub(crate) session: String,
+    pub(crate) session: Option<String>,
     pub(crate) schedule: String,
     pub(crate) note: String,
     pub(crate) next_at: Option<i64>,
     pub(crate) created_at: i64,
     pub(crate) fired: i64,
     pub(crate) last_fired_at: Option<i64>,
+    pub(crate) agent: Option<String>,
 }
 
 /// What a timer's row columns are, in the order `StoredTimer` reads them.
 pub(crate) const TIMER_COLUMNS: &str =
-    "id, tenant, session, schedule, note, next_at, created_at, fired, last_fired_at";
+    "id, tenant, session, schedule, note, next_at, created_at, fired, last_fired_at, agent";
 
 /// The timers of `rows` that decode; one that does not is logged once and skipped
 /// (`unreadable`), so it never stops the others from firing or being listed.
@@ -260,11 +296,21 @@ pub(crate) fn readable_timers(rows: Vec<StoredTimer>) -> Vec<crate::TimerRecord>
 }
 
 pub(crate) fn timer(row: StoredTimer) -> Result<crate::TimerRecord, StoreError> {
+    let owner = match (row.session, row.agent) {
+        (Some(session), None) => crate::TimerOwner::Session(id(session)?),
+        (None, Some(agent)) => crate::TimerOwner::Agent(agent),
+        _ => {
+            return Err(StoreError::Corrupt(format!(
+                "timer {} must belong to one session or one agent: restore the database from a backup",
+                row.id
+            )));
+        }
+    };
     Ok(crate::TimerRecord {
         schedule: json(&row.schedule, "schedule", &row.id)?,
         id: id(row.id)?,
         tenant: id(row.tenant)?,
-        session: id(row.session)?,
+        owner,
         note: row.note,
         next_at: row.next_at.map(Timestamp::from_millis),
         created_at: Timestamp::from_millis(row.created_at),

@@ -203,14 +203,52 @@ pub enum Schedule {
     Cron { expr: String, timezone: String },
 }
 
-/// A timer of a session: each time it fires, a run starts on the session with `note` as its
-/// input. Fired by whichever node sees it due first, exactly once per due time
-/// (`Store::fire_timer`).
+/// Whom a timer belongs to, which says what each of its firings starts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerOwner {
+    /// A run on this session (deleted with it, carried by its export).
+    Session(SessionId),
+    /// A new session of the tenant's agent of this name, at its version of the time, with one
+    /// run (deleted when the agent is archived).
+    Agent(String),
+}
+
+impl TimerOwner {
+    /// The session, for a session's timer.
+    pub fn session(&self) -> Option<&SessionId> {
+        match self {
+            TimerOwner::Session(session) => Some(session),
+            TimerOwner::Agent(_) => None,
+        }
+    }
+
+    /// The agent's name, for an agent's timer.
+    pub fn agent(&self) -> Option<&str> {
+        match self {
+            TimerOwner::Session(_) => None,
+            TimerOwner::Agent(name) => Some(name),
+        }
+    }
+}
+
+impl std::fmt::Display for TimerOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TimerOwner::Session(session) => write!(f, "session {session}"),
+            TimerOwner::Agent(name) => write!(f, "agent {name}"),
+        }
+    }
+}
+
+/// A timer of a session or an agent (`TimerOwner`): each time it fires, a run starts (on the
+/// session, or on a new session of the agent) with `note` as its input. Fired by whichever
+/// node sees it due first, exactly once per due time (`Store::fire_timer`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TimerRecord {
     pub id: TimerId,
     pub tenant: TenantId,
-    pub session: SessionId,
+    pub owner: TimerOwner,
     pub schedule: Schedule,
     /// What the run it starts is told (its input, with the time it was due).
     pub note: String,
@@ -220,6 +258,34 @@ pub struct TimerRecord {
     /// How many times it fired, and when last.
     pub fired: u64,
     pub last_fired_at: Option<Timestamp>,
+}
+
+/// What firing a timer starts, written in the transaction that moves the timer on
+/// (`Store::fire_timer`), so it is started once per due time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TimerStart {
+    /// A run on the timer's session.
+    Run(RunRecord),
+    /// A new session (an agent's timer), as `Store::create_session` takes it, and its first
+    /// run.
+    Session {
+        session: SessionRecord,
+        first_events: Vec<NewEvent>,
+        run: RunRecord,
+    },
+    /// Nothing: the due time passes without a start (the engine logs why, e.g. the tenant
+    /// holds the most sessions it may) and is not counted as fired.
+    Nothing,
+}
+
+impl TimerStart {
+    /// The run it queues, if any.
+    pub fn run(&self) -> Option<&RunRecord> {
+        match self {
+            TimerStart::Run(run) | TimerStart::Session { run, .. } => Some(run),
+            TimerStart::Nothing => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

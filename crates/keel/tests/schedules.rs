@@ -1,7 +1,9 @@
-//! A session's schedules through `keel serve`: a one-off fires once and starts a run with its
+//! Schedules through `keel serve`: a session's one-off fires once and starts a run with its
 //! note; one due while keel was SIGKILLed fires once after the restart; on PostgreSQL, three
 //! nodes fire each of their sessions' schedules once though one node is killed; bad
-//! schedules and other tenants' sessions are refused.
+//! schedules and other tenants' sessions are refused. An agent's schedule due while keel was
+//! SIGKILLed starts one new session of the agent after the restart; other tenants and unknown
+//! agents are refused; the CLI manages both kinds, through a server and locally.
 
 mod support;
 
@@ -295,4 +297,235 @@ async fn the_cli_adds_lists_and_removes_schedules_through_a_server_and_locally()
     assert!(ok && empty.trim().is_empty(), "{empty} {stderr}");
     let (ok, _, stderr) = keel(&["schedules", "rm", &session, &id]);
     assert!(!ok && stderr.contains("not found"), "{stderr}");
+}
+
+/// The tenant's sessions (their ids) whose log has a run started with an input beginning with
+/// `note`, once `count` of them have completed it (bounded).
+async fn sessions_started_by(api: &Api, note: &str, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed = api.ok(Method::GET, "/v1/sessions?limit=200", None).await;
+        let mut started = Vec::new();
+        for session in listed["data"].as_array().unwrap() {
+            let id = session["id"].as_str().unwrap();
+            let events = support::http::session_events(api, id).await;
+            let by_note = events.iter().any(|e| {
+                e["type"] == "run_started"
+                    && e["input"]["parts"][0]["text"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with(note))
+            });
+            let completed = events.iter().any(|e| e["type"] == "run_completed");
+            if by_note && completed {
+                started.push(id.to_string());
+            }
+        }
+        if started.len() >= count {
+            return started;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {count} sessions started by {note:?}",
+            started.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn schedule_agent(api: &Api, agent: &str, body: Value) -> (StatusCode, Value) {
+    api.call(
+        Method::POST,
+        &format!("/v1/agents/{agent}/schedules"),
+        Some(body),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_schedule_due_while_keel_was_killed_starts_one_session_after_the_restart() {
+    let (home, mut server) = support::http::start(0);
+    let api = admin(&server);
+    let (status, created) = schedule_agent(
+        &api,
+        "default",
+        json!({"after_secs": 2, "note": "morning report"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(
+        (&created["agent"], &created["session"]),
+        (&json!("default"), &Value::Null),
+        "{created}"
+    );
+    sigkill(&mut server.child);
+    let due = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < due {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let server = KeelServer::start(&home, &[]);
+    let key = std::fs::read_to_string(home.data_dir().join("admin.key")).unwrap();
+    let api = Api::new(&server, Some(key.trim()));
+    let started = sessions_started_by(&api, "morning report", 1).await;
+    assert_eq!(started.len(), 1, "{started:?}");
+    let session = api
+        .ok(Method::GET, &format!("/v1/sessions/{}", started[0]), None)
+        .await;
+    assert_eq!(session["agent"], "default", "{session}");
+    let inputs = fired(&api, &started[0], "morning report", 1).await;
+    assert!(
+        inputs[0].contains(created["id"].as_str().unwrap()),
+        "{inputs:?}"
+    );
+    // Done: fired once, nothing more to come, and the one session only.
+    let listed = api
+        .ok(Method::GET, "/v1/agents/default/schedules", None)
+        .await;
+    assert_eq!(listed["data"][0]["fired"], 1, "{listed}");
+    assert_eq!(listed["data"][0]["next_at"], Value::Null, "{listed}");
+    let sessions = api.ok(Method::GET, "/v1/sessions", None).await;
+    assert_eq!(sessions["data"].as_array().unwrap().len(), 1, "{sessions}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_schedules_refuse_bad_input_unknown_agents_and_other_tenants() {
+    let (_home, server) = support::http::start(0);
+    let api = admin(&server);
+    for body in [
+        json!({"note": "x"}),
+        json!({"at": "tomorrow", "note": "x"}),
+        json!({"cron": "0 9 * * *", "timezone": "Mars/Olympus", "note": "x"}),
+        json!({"after_secs": 1, "note": "x", "session": "ses_x"}),
+    ] {
+        let (status, answer) = schedule_agent(&api, "default", body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {answer}");
+        assert!(answer["error"]["message"].as_str().is_some(), "{answer}");
+    }
+    let (status, answer) =
+        schedule_agent(&api, "nobody", json!({"after_secs": 60, "note": "x"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    assert_eq!(
+        api.call(Method::GET, "/v1/agents/nobody/schedules", None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, cron) = schedule_agent(
+        &api,
+        "default",
+        json!({"cron": "0 9 * * 1-5", "timezone": "Europe/Paris", "note": "standup"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{cron}");
+    let path = "/v1/agents/default/schedules";
+    let one = format!("{path}/{}", cron["id"].as_str().unwrap());
+
+    // Another tenant has an agent of its own named alike: it sees and touches none of these.
+    let other = support::http::another_tenant(&api, &server).await;
+    let (status, answer) = other.call(Method::GET, path, None).await;
+    assert!(
+        status == StatusCode::NOT_FOUND || answer["data"] == json!([]),
+        "{status} {answer}"
+    );
+    assert_eq!(
+        other.call(Method::DELETE, &one, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    // A session's schedule is not the agent's, nor the agent's a session's.
+    let session = new_session(&api).await;
+    let (_, own) = schedule(&api, &session, json!({"after_secs": 3600, "note": "x"})).await;
+    let wrong = format!("{path}/{}", own["id"].as_str().unwrap());
+    assert_eq!(
+        api.call(Method::DELETE, &wrong, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let wrong = format!(
+        "/v1/sessions/{session}/schedules/{}",
+        cron["id"].as_str().unwrap()
+    );
+    assert_eq!(
+        api.call(Method::DELETE, &wrong, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let listed = api.ok(Method::GET, path, None).await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(
+        api.call(Method::DELETE, &one, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.call(Method::DELETE, &one, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Archiving the agent deletes its schedules.
+    let (status, _) =
+        schedule_agent(&api, "default", json!({"after_secs": 3600, "note": "y"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    api.ok(Method::POST, "/v1/agents/default/archive", None)
+        .await;
+    let listed = api.ok(Method::GET, path, None).await;
+    assert_eq!(listed["data"], json!([]), "{listed}");
+    let (status, answer) =
+        schedule_agent(&api, "default", json!({"after_secs": 60, "note": "x"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_an_agents_schedules_through_a_server_and_locally() {
+    let (home, mut server) = support::http::start(0);
+    let keel = |args: &[&str]| {
+        let out = home.run(args);
+        let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let (ok, added, stderr) = keel(&[
+        "schedules",
+        "add",
+        "--agent",
+        "default",
+        "--after",
+        "3600",
+        "--note",
+        "later",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        added.starts_with("tmr_") && added.contains("later"),
+        "{added}"
+    );
+    let id = added.split_whitespace().next().unwrap().to_string();
+    let (ok, listed, stderr) = keel(&["schedules", "list", "--agent", "default"]);
+    assert!(ok, "{stderr}");
+    let (ok, remote, stderr) = keel(&[
+        "schedules",
+        "list",
+        "--agent",
+        "default",
+        "--server",
+        &server.base,
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(listed, remote);
+    assert_eq!(listed.trim(), added.trim());
+    let (ok, _, stderr) = keel(&["schedules", "list", "--agent", "nobody"]);
+    assert!(!ok && stderr.contains("no agent \"nobody\""), "{stderr}");
+    // A session and an agent at once, or rm with the wrong number of ids: refused.
+    let (ok, _, stderr) = keel(&["schedules", "list", "ses_x", "--agent", "default"]);
+    assert!(!ok && stderr.contains("cannot be used with"), "{stderr}");
+    let (ok, _, stderr) = keel(&["schedules", "rm", "--agent", "default", "ses_x", &id]);
+    assert!(
+        !ok && stderr.contains("rm --agent NAME SCHEDULE"),
+        "{stderr}"
+    );
+
+    // Without a server: the embedded engine, the same schedule.
+    server.terminate();
+    let (ok, local, stderr) = keel(&["schedules", "list", "--agent", "default"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(local.trim(), added.trim());
+    let (ok, removed, stderr) = keel(&["schedules", "rm", "--agent", "default", &id]);
+    assert!(ok, "{stderr}");
+    assert_eq!(removed.trim(), format!("deleted {id}"));
+    let (ok, empty, stderr) = keel(&["schedules", "list", "--agent", "default"]);
+    assert!(ok && empty.trim().is_empty(), "{empty} {stderr}");
 }

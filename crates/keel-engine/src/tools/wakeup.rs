@@ -29,8 +29,9 @@ pub(super) async fn schedule(
         Ok(when) => when,
         Err(message) => return ToolOutcome::error(message),
     };
-    let timer = match timers::room_for_one(store, tenant, session).await {
-        Ok(()) => timers::new_timer(tenant, session, when, note.into(), clock::now()),
+    let owner = keel_store::TimerOwner::Session(session.clone());
+    let timer = match timers::room_for_one(store, tenant, &owner).await {
+        Ok(()) => timers::new_timer(tenant, &owner, when, note.into(), clock::now()),
         Err(e) => Err(e),
     };
     match timer {
@@ -140,7 +141,7 @@ mod tests {
         }
         // Too far ahead is read, then refused with the reach allowed (never a panic).
         let far = when(&json!({"after_secs": 1e300})).unwrap();
-        let session = keel_core::SessionId::generate(1, 1);
+        let session = keel_store::TimerOwner::Session(keel_core::SessionId::generate(1, 1));
         let tenant = TenantId::default_tenant();
         let now = keel_core::Timestamp::from_millis(0);
         match timers::new_timer(&tenant, &session, far, "x".into(), now) {

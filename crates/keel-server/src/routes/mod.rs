@@ -40,6 +40,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/agents/{name}"),
     ("put", "/v1/agents/{name}"),
     ("post", "/v1/agents/{name}/archive"),
+    ("get", "/v1/agents/{name}/schedules"),
+    ("post", "/v1/agents/{name}/schedules"),
+    ("delete", "/v1/agents/{name}/schedules/{schedule_id}"),
     ("get", "/v1/sessions"),
     ("post", "/v1/sessions"),
     ("get", "/v1/sessions/{id}"),
@@ -95,6 +98,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/agents", get(agents::list).post(agents::create))
         .route("/v1/agents/{name}", get(agents::get).put(agents::put))
         .route("/v1/agents/{name}/archive", post(agents::archive))
+        .route(
+            "/v1/agents/{name}/schedules",
+            get(schedules::list_for_agent).post(schedules::create_for_agent),
+        )
+        .route(
+            "/v1/agents/{name}/schedules/{schedule_id}",
+            axum::routing::delete(schedules::delete_for_agent),
+        )
         .route("/v1/sessions", get(sessions::list).post(sessions::create))
         .route(
             "/v1/sessions/{id}",

@@ -412,7 +412,7 @@ async fn fill(store: &Arc<dyn Store>) -> Filled {
     let timer = TimerRecord {
         id: TimerId::generate(tick(), 7),
         tenant: acme.clone(),
-        session: first.id.clone(),
+        owner: crate::TimerOwner::Session(first.id.clone()),
         schedule: Schedule::Once { at: at(9_000) },
         note: "check the answer".into(),
         next_at: Some(at(9_000)),

@@ -7,6 +7,7 @@
 //! second handle on its storage (`Subject::with_second_handle`), for the cases that race two;
 //! a case on two stores (a copy between them) awaits the subject future twice.
 
+mod agent_timers;
 mod enqueue;
 mod export;
 mod fixtures;
@@ -26,6 +27,7 @@ mod webhooks;
 use std::any::Any;
 use std::sync::Arc;
 
+pub use agent_timers::*;
 pub use enqueue::*;
 pub use export::*;
 pub use journal::*;
@@ -150,6 +152,8 @@ macro_rules! conformance_tests {
             timers_are_kept_per_session_and_found_when_due,
             firing_a_timer_queues_its_run_once_per_due_time,
             an_append_sets_and_cancels_timers_with_its_events,
+            an_agents_timers_are_kept_per_agent_and_go_when_it_is_archived,
+            firing_an_agents_timer_creates_one_session_and_its_run,
             memory_records_round_trip_and_are_replaced_and_deleted_within_their_tenant,
             memory_search_fuses_keywords_and_vectors_within_one_namespace,
             a_memory_record_a_store_cannot_keep_is_refused_whole,
@@ -165,6 +169,7 @@ macro_rules! conformance_tests {
             racing_claims_on_two_handles_hand_out_each_session_once,
             the_log_is_one_hash_chain_across_batches_and_handles,
             nodes_racing_to_fire_a_due_timer_fire_it_once,
+            nodes_racing_to_fire_an_agents_timer_create_one_session_per_due_time,
             nodes_racing_to_claim_deliveries_claim_each_once,
             an_inbound_signature_is_accepted_once_within_its_window,
         );

@@ -18,7 +18,7 @@ pub async fn a_moved_session_takes_nothing_more_and_is_passed_by(store: Arc<dyn 
     let timer = |n: i64| TimerRecord {
         id: TimerId::generate(tick(), 7),
         tenant: tenant.clone(),
-        session: id.clone(),
+        owner: crate::TimerOwner::Session(id.clone()),
         schedule: Schedule::Once { at: at(n) },
         note: "wake up".into(),
         next_at: Some(at(n)),
@@ -109,7 +109,12 @@ pub async fn a_moved_session_takes_nothing_more_and_is_passed_by(store: Arc<dyn 
     assert_eq!(ids(&claimed), [&theirs.id], "only the other session's run");
     assert_eq!(store.due_timers(at(10_000_000), 10).await.unwrap(), []);
     let fired = store
-        .fire_timer(&due.id, at(5_000), None, &queued_run(&tenant, &id, 70))
+        .fire_timer(
+            &due.id,
+            at(5_000),
+            None,
+            &crate::TimerStart::Run(queued_run(&tenant, &id, 70)),
+        )
         .await
         .unwrap();
     assert!(!fired, "a moved session's timer does not fire");

@@ -45,7 +45,7 @@ pub async fn an_exported_session_imports_into_another_store_as_it_was(
     let timer = TimerRecord {
         id: TimerId::generate(tick(), 7),
         tenant: tenant.clone(),
-        session: id.clone(),
+        owner: crate::TimerOwner::Session(id.clone()),
         schedule: Schedule::Cron {
             expr: "0 9 * * 1".into(),
             timezone: "Europe/Paris".into(),

@@ -8,13 +8,15 @@ use keel_core::{RunStatus, TenantId, TimerId};
 
 use super::Subject;
 use super::fixtures::{assert_not_found, at, new_session, note, queued_run, tenant, tick};
-use crate::{AppendBatch, Schedule, Store, StoreError, TimerRecord, TimerWrite};
+use crate::{
+    AppendBatch, Schedule, Store, StoreError, TimerOwner, TimerRecord, TimerStart, TimerWrite,
+};
 
 fn timer(tenant: &TenantId, session: &keel_core::SessionId, next_at: i64) -> TimerRecord {
     TimerRecord {
         id: TimerId::generate(tick(), 7),
         tenant: tenant.clone(),
-        session: session.clone(),
+        owner: TimerOwner::Session(session.clone()),
         schedule: Schedule::Cron {
             expr: "*/5 * * * *".into(),
             timezone: "Europe/Paris".into(),
@@ -31,7 +33,7 @@ fn timer(tenant: &TenantId, session: &keel_core::SessionId, next_at: i64) -> Tim
 async fn due(store: &Arc<dyn Store>, session: &keel_core::SessionId, now: i64) -> Vec<TimerId> {
     let due = store.due_timers(at(now), 100).await.unwrap();
     due.into_iter()
-        .filter(|t| &t.session == session)
+        .filter(|t| t.owner.session() == Some(session))
         .map(|t| t.id)
         .collect()
 }
@@ -159,7 +161,12 @@ pub async fn firing_a_timer_queues_its_run_once_per_due_time(store: Arc<dyn Stor
     let run = queued_run(&tenant, &session, 5_001);
     assert!(
         store
-            .fire_timer(&once.id, at(5_000), Some(at(8_000)), &run)
+            .fire_timer(
+                &once.id,
+                at(5_000),
+                Some(at(8_000)),
+                &TimerStart::Run(run.clone())
+            )
             .await
             .unwrap()
     );
@@ -167,7 +174,12 @@ pub async fn firing_a_timer_queues_its_run_once_per_due_time(store: Arc<dyn Stor
     let again = queued_run(&tenant, &session, 5_002);
     assert!(
         !store
-            .fire_timer(&once.id, at(5_000), Some(at(8_000)), &again)
+            .fire_timer(
+                &once.id,
+                at(5_000),
+                Some(at(8_000)),
+                &TimerStart::Run(again.clone())
+            )
             .await
             .unwrap()
     );
@@ -187,7 +199,7 @@ pub async fn firing_a_timer_queues_its_run_once_per_due_time(store: Arc<dyn Stor
     let last = queued_run(&tenant, &session, 8_001);
     assert!(
         store
-            .fire_timer(&once.id, at(8_000), None, &last)
+            .fire_timer(&once.id, at(8_000), None, &TimerStart::Run(last.clone()))
             .await
             .unwrap()
     );
@@ -217,7 +229,12 @@ pub async fn nodes_racing_to_fire_a_due_timer_fire_it_once(subject: &Subject) {
             let (id, run) = (racing.id.clone(), queued_run(&tenant, &session, 10 * round));
             tokio::spawn(async move {
                 store
-                    .fire_timer(&id, due, Some(at(1_001 + round)), &run)
+                    .fire_timer(
+                        &id,
+                        due,
+                        Some(at(1_001 + round)),
+                        &TimerStart::Run(run.clone()),
+                    )
                     .await
             })
         });
@@ -261,7 +278,7 @@ pub async fn a_timer_that_cannot_be_decoded_never_stops_the_others(
     let run = queued_run(&tenant, &session, 2_001);
     assert!(
         store
-            .fire_timer(&fine.id, at(2_000), None, &run)
+            .fire_timer(&fine.id, at(2_000), None, &TimerStart::Run(run.clone()))
             .await
             .unwrap()
     );

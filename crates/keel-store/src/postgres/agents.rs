@@ -117,7 +117,8 @@ pub(crate) async fn get(
     .transpose()
 }
 
-/// Hides the agent from `list` until a new version is stored; `false` for an unknown agent.
+/// Hides the agent from `list` until a new version is stored and deletes its timers; `false`
+/// for an unknown agent.
 pub(crate) async fn archive(
     client: &Client,
     tenant: &TenantId,
@@ -128,7 +129,9 @@ pub(crate) async fn archive(
         client,
         "WITH known AS (SELECT 1 FROM agents WHERE tenant = $1 AND name = $2 LIMIT 1),
               archived AS (INSERT INTO archived_agents (tenant, name, archived_at)
-                           SELECT $1, $2, $3 FROM known ON CONFLICT DO NOTHING)
+                           SELECT $1, $2, $3 FROM known ON CONFLICT DO NOTHING),
+              stopped AS (DELETE FROM timers WHERE tenant = $1 AND agent = $2
+                          AND EXISTS (SELECT 1 FROM known))
          SELECT 1 FROM known",
         &[&tenant.as_str(), &name, &at.millis()],
     )

@@ -387,6 +387,14 @@ impl Store for PgStore {
         timers::list(&self.client().await?, tenant, session).await
     }
 
+    async fn list_agent_timers(
+        &self,
+        tenant: &TenantId,
+        agent: &str,
+    ) -> Result<Vec<TimerRecord>, StoreError> {
+        timers::list_of_agent(&self.client().await?, tenant, agent).await
+    }
+
     async fn delete_timer(&self, tenant: &TenantId, id: &TimerId) -> Result<bool, StoreError> {
         timers::delete(&self.client().await?, tenant, id).await
     }
@@ -404,13 +412,9 @@ impl Store for PgStore {
         id: &TimerId,
         due: Timestamp,
         next: Option<Timestamp>,
-        run: &RunRecord,
+        start: &crate::TimerStart,
     ) -> Result<bool, StoreError> {
-        timers::fire(&mut self.client().await?, id, due, next, run).await
-    }
-
-    async fn create_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError> {
-        tenants::create(&self.client().await?, tenant).await
+        timers::fire(&mut self.client().await?, id, due, next, start).await
     }
 
     async fn put_webhook(&self, webhook: &WebhookRecord) -> Result<(), StoreError> {
@@ -477,6 +481,10 @@ impl Store for PgStore {
         outcome: &DeliveryOutcome,
     ) -> Result<bool, StoreError> {
         webhooks::settle(&self.client().await?, id, attempt, now, outcome).await
+    }
+
+    async fn create_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError> {
+        tenants::create(&self.client().await?, tenant).await
     }
 
     async fn get_tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {

@@ -1,7 +1,7 @@
 //! Session rows: creating a session with its first events, reading, listing with filters and a
 //! cursor, and deleting (which cascades to its events, snapshot, scratchpad and runs).
 
-use deadpool_postgres::Client;
+use deadpool_postgres::{Client, GenericClient};
 use keel_core::{SessionId, TenantId, Timestamp};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -21,13 +21,25 @@ pub(crate) async fn create(
     session: &SessionRecord,
     first_events: &[NewEvent],
 ) -> Result<(), StoreError> {
+    let tx = client.transaction().await?;
+    insert(&tx, session, first_events).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Writes the session's row and first events inside the caller's transaction (`create`, an
+/// agent's timer firing).
+pub(crate) async fn insert(
+    client: &impl GenericClient,
+    session: &SessionRecord,
+    first_events: &[NewEvent],
+) -> Result<(), StoreError> {
     let metadata = encode::json(&session.metadata, || {
         format!("the metadata of session {}", session.id)
     })?;
     let rows = log::EventRows::new(&session.id, 0, None, first_events)?;
-    let tx = client.transaction().await?;
     statements::execute(
-        &tx,
+        client,
         "INSERT INTO sessions (id, tenant, agent_id, agent_name, agent_version, created_at, metadata, last_seq)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         &[
@@ -46,8 +58,7 @@ pub(crate) async fn create(
         true => StoreError::AlreadyExists(format!("session {}", session.id)),
         false => e.into(),
     })?;
-    log::insert_events(&tx, &session.id, &rows).await?;
-    tx.commit().await?;
+    log::insert_events(client, &session.id, &rows).await?;
     Ok(())
 }
 

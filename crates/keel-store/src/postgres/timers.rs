@@ -1,14 +1,15 @@
-//! Timers: stored with their session (deleted with it), read by session or by due time, and
-//! fired by a conditional update of their next time that queues the run in the same
-//! transaction, so of nodes racing to fire one due time, one does.
+//! Timers: stored with their session (deleted with it) or their agent (deleted when it is
+//! archived), read by owner or by due time, and fired by a conditional update of their next
+//! time that writes what the firing starts (a run; an agent's new session and its run) in the
+//! same transaction, so of nodes racing to fire one due time, one does.
 
 use deadpool_postgres::{Client, GenericClient};
 use keel_core::{RunStatus, SessionId, TenantId, TimerId, Timestamp};
 use tokio_postgres::Row;
 
-use super::{error, runs, signals, statements};
+use super::{error, runs, sessions, signals, statements};
 use crate::stored::{self, StoredTimer, TIMER_COLUMNS, sql_bound, sql_limit};
-use crate::{RunRecord, StoreError, TimerRecord, TimerWrite, encode};
+use crate::{StoreError, TimerOwner, TimerRecord, TimerStart, TimerWrite, encode};
 
 pub(crate) async fn put(
     client: &impl GenericClient,
@@ -17,23 +18,36 @@ pub(crate) async fn put(
     let schedule = encode::json(&timer.schedule, || {
         format!("the schedule of timer {}", timer.id)
     })?;
-    // Inserted only for a session of its tenant: nothing is inserted otherwise.
+    // Inserted only for a session of its tenant still here, or an agent of its tenant not
+    // archived: nothing is inserted otherwise.
+    let owned_by = match &timer.owner {
+        TimerOwner::Session(_) => {
+            "FROM sessions WHERE id = $3 AND tenant = $2 AND exported_at IS NULL FOR SHARE"
+        }
+        TimerOwner::Agent(_) => {
+            "FROM (SELECT 1 FROM agents WHERE tenant = $2 AND name = $10
+                     AND NOT EXISTS (SELECT 1 FROM archived_agents
+                                     WHERE tenant = $2 AND name = $10)
+                   LIMIT 1) AS known"
+        }
+    };
     let inserted = statements::execute(
         client,
-        "INSERT INTO timers (id, tenant, session, schedule, note, next_at, created_at, fired,
-             last_fired_at)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM sessions
-         WHERE id = $3 AND tenant = $2 AND exported_at IS NULL FOR SHARE",
+        &format!(
+            "INSERT INTO timers ({TIMER_COLUMNS})
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 {owned_by}"
+        ),
         &[
             &timer.id.as_str(),
             &timer.tenant.as_str(),
-            &timer.session.as_str(),
+            &timer.owner.session().map(SessionId::as_str),
             &schedule,
             &timer.note,
             &timer.next_at.map(Timestamp::millis),
             &timer.created_at.millis(),
             &sql_bound(timer.fired),
             &timer.last_fired_at.map(Timestamp::millis),
+            &timer.owner.agent(),
         ],
     )
     .await
@@ -41,12 +55,15 @@ pub(crate) async fn put(
         true => StoreError::AlreadyExists(format!("timer {}", timer.id)),
         false => e.into(),
     })?;
-    if inserted == 0 {
-        super::sessions::refuse_if_exported(client, &timer.session).await?;
+    if inserted > 0 {
+        return Ok(());
     }
-    match inserted {
-        0 => Err(stored::session_not_found(&timer.session)),
-        _ => Ok(()),
+    match &timer.owner {
+        TimerOwner::Session(session) => {
+            sessions::refuse_if_exported(client, session).await?;
+            Err(stored::session_not_found(session))
+        }
+        TimerOwner::Agent(agent) => Err(stored::agent_not_found(agent)),
     }
 }
 
@@ -93,6 +110,24 @@ pub(crate) async fn list(
     Ok(stored::readable_timers(rows))
 }
 
+pub(crate) async fn list_of_agent(
+    client: &Client,
+    tenant: &TenantId,
+    agent: &str,
+) -> Result<Vec<TimerRecord>, StoreError> {
+    let rows = statements::query(
+        client,
+        &format!(
+            "SELECT {TIMER_COLUMNS} FROM timers WHERE tenant = $1 AND agent = $2
+             ORDER BY next_at IS NULL, next_at, id"
+        ),
+        &[&tenant.as_str(), &agent],
+    )
+    .await?;
+    let rows = rows.iter().map(read).collect::<Result<_, _>>()?;
+    Ok(stored::readable_timers(rows))
+}
+
 pub(crate) async fn delete(
     client: &Client,
     tenant: &TenantId,
@@ -127,39 +162,53 @@ pub(crate) async fn due(
     Ok(stored::readable_timers(rows))
 }
 
-/// Moves the timer from `due` to `next` and queues `run`, or does nothing (`false`) when it is
-/// no longer due at `due` or its session was moved out.
+/// Moves the timer from `due` to `next` and writes `start`, or does nothing (`false`) when it
+/// is no longer due at `due` or its session was moved out.
 pub(crate) async fn fire(
     client: &mut Client,
     id: &TimerId,
     due: Timestamp,
     next: Option<Timestamp>,
-    run: &RunRecord,
+    start: &TimerStart,
 ) -> Result<bool, StoreError> {
     let tx = client.transaction().await?;
-    // The run's session's row, shared: a move out holding it goes first, and is then seen.
-    let moved_out = statements::query_opt(
+    let row = statements::query_opt(
         &tx,
-        "SELECT exported_at FROM sessions WHERE id = $1 FOR SHARE",
-        &[&run.session.as_str()],
+        &format!("SELECT {TIMER_COLUMNS} FROM timers WHERE id = $1"),
+        &[&id.as_str()],
     )
-    .await?
-    .map(|row| row.try_get::<_, Option<i64>>(0))
-    .transpose()?
-    .flatten();
-    if moved_out.is_some() {
+    .await?;
+    let Some(row) = row else {
         tx.rollback().await?;
         return Ok(false);
+    };
+    let timer = stored::timer(read(&row)?)?;
+    stored::start_of(&timer, start)?;
+    if let TimerOwner::Session(session) = &timer.owner {
+        // The session's row, shared: a move out holding it goes first, and is then seen.
+        let here = statements::query_opt(
+            &tx,
+            "SELECT 1 FROM sessions WHERE id = $1 AND exported_at IS NULL FOR SHARE",
+            &[&session.as_str()],
+        )
+        .await?;
+        if here.is_none() {
+            tx.rollback().await?;
+            return Ok(false);
+        }
     }
+    let run = start.run();
     let moved = statements::execute(
         &tx,
-        "UPDATE timers SET next_at = $3, fired = fired + 1, last_fired_at = $4
+        "UPDATE timers SET next_at = $3, fired = fired + $5,
+             last_fired_at = COALESCE($4, last_fired_at)
          WHERE id = $1 AND next_at = $2",
         &[
             &id.as_str(),
             &due.millis(),
             &next.map(Timestamp::millis),
-            &run.created_at.millis(),
+            &run.map(|run| run.created_at.millis()),
+            &i64::from(run.is_some()),
         ],
     )
     .await?;
@@ -167,8 +216,18 @@ pub(crate) async fn fire(
         tx.rollback().await?;
         return Ok(false);
     }
-    runs::insert(&tx, run, RunStatus::Queued, None, None).await?;
-    signals::notify_claimable(&tx).await?;
+    if let TimerStart::Session {
+        session,
+        first_events,
+        ..
+    } = start
+    {
+        sessions::insert(&tx, session, first_events).await?;
+    }
+    if let Some(run) = run {
+        runs::insert(&tx, run, RunStatus::Queued, None, None).await?;
+        signals::notify_claimable(&tx).await?;
+    }
     tx.commit().await?;
     Ok(true)
 }
@@ -184,5 +243,6 @@ pub(crate) fn read(row: &Row) -> Result<StoredTimer, StoreError> {
         created_at: row.try_get(6)?,
         fired: row.try_get(7)?,
         last_fired_at: row.try_get(8)?,
+        agent: row.try_get(9)?,
     })
 }

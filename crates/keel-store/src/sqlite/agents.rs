@@ -64,7 +64,8 @@ pub(crate) fn get(
     rows.next()?.map(from_row).transpose()
 }
 
-/// Hides the agent from `list` until a new version is stored; `false` for an unknown agent.
+/// Hides the agent from `list` until a new version is stored and deletes its timers; `false`
+/// for an unknown agent.
 pub(crate) fn archive(
     conn: &Connection,
     tenant: &TenantId,
@@ -78,6 +79,8 @@ pub(crate) fn archive(
         "INSERT OR IGNORE INTO archived_agents (tenant, name, archived_at) VALUES (?1, ?2, ?3)",
     )?
     .execute(params![tenant.as_str(), name, at.millis()])?;
+    conn.prepare_cached("DELETE FROM timers WHERE tenant = ?1 AND agent = ?2")?
+        .execute(params![tenant.as_str(), name])?;
     Ok(true)
 }
 

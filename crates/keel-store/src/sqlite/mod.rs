@@ -508,6 +508,17 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn list_agent_timers(
+        &self,
+        tenant: &TenantId,
+        agent: &str,
+    ) -> Result<Vec<TimerRecord>, StoreError> {
+        let (tenant, agent) = (tenant.clone(), agent.to_string());
+        self.readers
+            .read(move |conn| timers::list_of_agent(conn, &tenant, &agent))
+            .await
+    }
+
     async fn delete_timer(&self, tenant: &TenantId, id: &TimerId) -> Result<bool, StoreError> {
         let (tenant, id) = (tenant.clone(), id.clone());
         self.writer
@@ -530,11 +541,11 @@ impl Store for SqliteStore {
         id: &TimerId,
         due: Timestamp,
         next: Option<Timestamp>,
-        run: &RunRecord,
+        start: &crate::TimerStart,
     ) -> Result<bool, StoreError> {
-        let (id, run) = (id.clone(), run.clone());
+        let (id, start) = (id.clone(), start.clone());
         self.writer
-            .write(move |conn| timers::fire(conn, &id, due, next, &run))
+            .write(move |conn| timers::fire(conn, &id, due, next, &start))
             .await
     }
 

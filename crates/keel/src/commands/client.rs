@@ -7,6 +7,7 @@ use std::io::Write;
 
 use clap::Args;
 use keel_core::SessionId;
+use keel_store::TimerOwner;
 use serde_json::Value;
 
 use super::local::Local;
@@ -91,18 +92,19 @@ pub trait Client {
     /// `POST /v1/runs/{id}/resume` does, and answers the run as `run_view` shows it (locally,
     /// once it waits again or ends: the embedded engine drives it here).
     async fn resume(&self, run: &str, decisions: Value) -> anyhow::Result<Value>;
-    /// The session's schedules, as `GET /v1/sessions/{id}/schedules` lists them.
-    async fn schedules(&self, session: &SessionId) -> anyhow::Result<Value>;
-    /// Adds a schedule to the session; answers it as the API does.
+    /// The session's or agent's schedules, as `GET /v1/sessions/{id}/schedules` and
+    /// `GET /v1/agents/{name}/schedules` list them.
+    async fn schedules(&self, owner: &TimerOwner) -> anyhow::Result<Value>;
+    /// Adds a schedule to the session or agent; answers it as the API does.
     async fn add_schedule(
         &self,
-        session: &SessionId,
+        owner: &TimerOwner,
         when: &NewSchedule,
         tz: Option<&str>,
         note: &str,
     ) -> anyhow::Result<Value>;
-    /// Deletes one of the session's schedules.
-    async fn delete_schedule(&self, session: &SessionId, schedule: &str) -> anyhow::Result<()>;
+    /// Deletes one of the session's or agent's schedules.
+    async fn delete_schedule(&self, owner: &TimerOwner, schedule: &str) -> anyhow::Result<()>;
     /// The tenant's webhooks, as `GET /v1/webhooks` lists them.
     async fn webhooks(&self) -> anyhow::Result<Value>;
     /// Makes a webhook from a `POST /v1/webhooks` body; answers it with its secret.

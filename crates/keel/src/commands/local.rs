@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use keel_core::{EventBody, Message, RunId, SessionId, TenantId, TimerId, WebhookId};
 use keel_engine::{BusyPolicy, Engine, RunProgress};
-use keel_store::RunRecord;
+use keel_store::{RunRecord, TimerOwner};
 use serde_json::Value;
 
 use super::client::{Client, Turn};
@@ -150,30 +150,30 @@ impl Client for Local {
         ))?)
     }
 
-    async fn schedules(&self, session: &SessionId) -> anyhow::Result<Value> {
-        let timers = self.rt.engine.list_timers(&self.rt.tenant, session).await?;
+    async fn schedules(&self, owner: &TimerOwner) -> anyhow::Result<Value> {
+        let timers = self.rt.engine.list_timers(&self.rt.tenant, owner).await?;
         let views: Vec<ScheduleView> = timers.into_iter().map(Into::into).collect();
         Ok(serde_json::json!({ "data": views }))
     }
 
     async fn add_schedule(
         &self,
-        session: &SessionId,
+        owner: &TimerOwner,
         when: &NewSchedule,
         tz: Option<&str>,
         note: &str,
     ) -> anyhow::Result<Value> {
         let engine = &self.rt.engine;
         let timer = engine
-            .add_timer(&self.rt.tenant, session, when.when(tz)?, note.into())
+            .add_timer(&self.rt.tenant, owner, when.when(tz)?, note.into())
             .await?;
         Ok(serde_json::to_value(ScheduleView::from(timer))?)
     }
 
-    async fn delete_schedule(&self, session: &SessionId, schedule: &str) -> anyhow::Result<()> {
+    async fn delete_schedule(&self, owner: &TimerOwner, schedule: &str) -> anyhow::Result<()> {
         let id = TimerId::parse(schedule).map_err(|e| anyhow::anyhow!("{e}"))?;
         let engine = &self.rt.engine;
-        Ok(engine.delete_timer(&self.rt.tenant, session, &id).await?)
+        Ok(engine.delete_timer(&self.rt.tenant, owner, &id).await?)
     }
 
     async fn webhooks(&self) -> anyhow::Result<Value> {

@@ -8,6 +8,7 @@ use std::io::Write;
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use keel_core::SessionId;
+use keel_store::TimerOwner;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -200,24 +201,25 @@ impl Client for Remote {
         Ok(resp.json().await?)
     }
 
-    async fn schedules(&self, session: &SessionId) -> anyhow::Result<Value> {
-        self.get(&format!("/v1/sessions/{session}/schedules")).await
+    async fn schedules(&self, owner: &TimerOwner) -> anyhow::Result<Value> {
+        self.get(&schedules_path(owner)).await
     }
 
     async fn add_schedule(
         &self,
-        session: &SessionId,
+        owner: &TimerOwner,
         when: &NewSchedule,
         tz: Option<&str>,
         note: &str,
     ) -> anyhow::Result<Value> {
-        let path = format!("/v1/sessions/{session}/schedules");
-        let resp = self.post(&path, when.body(tz, note)).await?;
+        let resp = self
+            .post(&schedules_path(owner), when.body(tz, note))
+            .await?;
         Ok(resp.json().await?)
     }
 
-    async fn delete_schedule(&self, session: &SessionId, schedule: &str) -> anyhow::Result<()> {
-        let path = format!("/v1/sessions/{session}/schedules/{schedule}");
+    async fn delete_schedule(&self, owner: &TimerOwner, schedule: &str) -> anyhow::Result<()> {
+        let path = format!("{}/{}", schedules_path(owner), path_segment(schedule));
         let req = self.http.delete(format!("{}{path}", self.base));
         self.send(req).await?;
         Ok(())
@@ -307,4 +309,25 @@ async fn follow_stream(
         }
     }
     bail!("the server closed the stream before the run ended")
+}
+
+/// Where the session's or agent's schedules are served.
+fn schedules_path(owner: &TimerOwner) -> String {
+    match owner {
+        TimerOwner::Session(session) => format!("/v1/sessions/{session}/schedules"),
+        TimerOwner::Agent(name) => format!("/v1/agents/{}/schedules", path_segment(name)),
+    }
+}
+
+/// `text` as one URL path segment: every byte but the unreserved ones percent-encoded, so an
+/// agent named `a/b` or `a b` is still one segment.
+fn path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -1,8 +1,10 @@
-//! `keel schedules list | add | rm SESSION`: a session's timers, through the embedded engine
-//! or a running `keel serve` alike (`Client`), printed one line each.
+//! `keel schedules list | add | rm SESSION` (or `--agent NAME`): a session's or an agent's
+//! timers, through the embedded engine or a running `keel serve` alike (`Client`), printed
+//! one line each.
 
 use clap::{Args, Subcommand};
 use keel_core::SessionId;
+use keel_store::TimerOwner;
 use serde_json::{Value, json};
 
 use super::client::{ServerArgs, connect};
@@ -18,12 +20,24 @@ pub struct SchedulesArgs {
 
 #[derive(Subcommand)]
 pub enum SchedulesCommand {
-    /// The session's schedules: `ID  NEXT  SCHEDULE  fired N  NOTE`, those to come first.
-    List { session: String },
-    /// Add a schedule that starts a run with NOTE as its input: once (`--at`, `--after`) or on
-    /// a cron pattern (`--cron`, read in `--tz`).
+    /// The session's (or `--agent`'s) schedules: `ID  NEXT  SCHEDULE  fired N  NOTE`, those
+    /// to come first.
+    List {
+        #[arg(required_unless_present = "agent", conflicts_with = "agent")]
+        session: Option<String>,
+        /// An agent's schedules instead of a session's.
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// Add a schedule that starts a run with NOTE as its input (on the session; with
+    /// `--agent`, on a new session of the agent each time): once (`--at`, `--after`) or on a
+    /// cron pattern (`--cron`, read in `--tz`).
     Add {
-        session: String,
+        #[arg(required_unless_present = "agent", conflicts_with = "agent")]
+        session: Option<String>,
+        /// Schedule an agent: each fire starts a new session of it.
+        #[arg(long)]
+        agent: Option<String>,
         /// What the run it starts is told.
         #[arg(long)]
         note: String,
@@ -33,8 +47,15 @@ pub enum SchedulesCommand {
         #[arg(long, requires = "cron")]
         tz: Option<String>,
     },
-    /// Delete a schedule.
-    Rm { session: String, schedule: String },
+    /// Delete a schedule: `rm SESSION SCHEDULE` or `rm --agent NAME SCHEDULE`.
+    Rm {
+        /// The session and the schedule, or the schedule alone with `--agent`.
+        #[arg(required = true, num_args = 1..=2, value_name = "ID")]
+        ids: Vec<String>,
+        /// The agent whose schedule it is.
+        #[arg(long)]
+        agent: Option<String>,
+    },
 }
 
 /// When a new schedule fires: exactly one of these.
@@ -53,7 +74,7 @@ pub struct NewSchedule {
 }
 
 impl NewSchedule {
-    /// The body of `POST /v1/sessions/{id}/schedules`.
+    /// The body of `POST /v1/sessions/{id}/schedules` (and of an agent's).
     pub fn body(&self, tz: Option<&str>, note: &str) -> Value {
         json!({"at": self.at, "after_secs": self.after, "cron": self.cron, "timezone": tz, "note": note})
     }
@@ -73,42 +94,61 @@ impl NewSchedule {
 }
 
 pub async fn run(config: &Config, args: SchedulesArgs) -> anyhow::Result<()> {
-    let client = connect(config, args.server).await?;
-    let done = match args.command {
-        SchedulesCommand::List { session } => match session_id(&session) {
-            Ok(id) => client.schedules(&id).await.map(|list| {
-                for schedule in list["data"].as_array().into_iter().flatten() {
-                    println!("{}", line(schedule));
-                }
-            }),
-            Err(e) => Err(e),
-        },
+    // What is asked is read before anything opens: a bad id or owner says so first.
+    let asked = match args.command {
+        SchedulesCommand::List { session, agent } => Asked::List(owner(session, agent)?),
         SchedulesCommand::Add {
             session,
+            agent,
             note,
             when,
             tz,
-        } => match session_id(&session) {
-            Ok(id) => client
-                .add_schedule(&id, &when, tz.as_deref(), &note)
-                .await
-                .map(|added| println!("{}", line(&added))),
-            Err(e) => Err(e),
-        },
-        SchedulesCommand::Rm { session, schedule } => match session_id(&session) {
-            Ok(id) => client
-                .delete_schedule(&id, &schedule)
-                .await
-                .map(|()| println!("deleted {schedule}")),
-            Err(e) => Err(e),
-        },
+        } => Asked::Add(owner(session, agent)?, when, tz, note),
+        SchedulesCommand::Rm { mut ids, agent } => {
+            let schedule = ids.pop().unwrap_or_default();
+            match (ids.pop(), agent) {
+                (session, None) if session.is_some() => Asked::Rm(owner(session, None)?, schedule),
+                (None, Some(agent)) => Asked::Rm(TimerOwner::Agent(agent), schedule),
+                _ => anyhow::bail!("give `rm SESSION SCHEDULE` or `rm --agent NAME SCHEDULE`"),
+            }
+        }
+    };
+    let client = connect(config, args.server).await?;
+    let done = match asked {
+        Asked::List(owner) => client.schedules(&owner).await.map(|list| {
+            for schedule in list["data"].as_array().into_iter().flatten() {
+                println!("{}", line(schedule));
+            }
+        }),
+        Asked::Add(owner, when, tz, note) => client
+            .add_schedule(&owner, &when, tz.as_deref(), &note)
+            .await
+            .map(|added| println!("{}", line(&added))),
+        Asked::Rm(owner, schedule) => client
+            .delete_schedule(&owner, &schedule)
+            .await
+            .map(|()| println!("deleted {schedule}")),
     };
     client.close().await;
     done
 }
 
-fn session_id(text: &str) -> anyhow::Result<SessionId> {
-    SessionId::parse(text).map_err(|e| anyhow::anyhow!("{e}"))
+/// A subcommand, its owner read.
+enum Asked {
+    List(TimerOwner),
+    Add(TimerOwner, NewSchedule, Option<String>, String),
+    Rm(TimerOwner, String),
+}
+
+/// The session named, or the agent (`--agent`); clap lets exactly one through.
+fn owner(session: Option<String>, agent: Option<String>) -> anyhow::Result<TimerOwner> {
+    match (session, agent) {
+        (Some(session), None) => Ok(TimerOwner::Session(
+            SessionId::parse(&session).map_err(|e| anyhow::anyhow!("{e}"))?,
+        )),
+        (None, Some(agent)) => Ok(TimerOwner::Agent(agent)),
+        _ => anyhow::bail!("give a session id or --agent NAME, not both"),
+    }
 }
 
 /// `ID  NEXT  SCHEDULE  fired N  NOTE`.
