@@ -2,7 +2,9 @@
 //! cron timer fires each slot once as minutes pass; slots missed while no engine ran fire
 //! once, late, saying so; two engines on one store (two nodes) fire each due time once; bad
 //! schedules are refused naming what is wrong; an agent sets and cancels its own wakeups; an
-//! agent's cron schedule starts one new session of the agent per slot, on two engines too.
+//! agent's cron schedule starts one new session of the agent per slot, on two engines too; a
+//! due agent timer whose agent is gone is deleted, and one due while the tenant may hold no
+//! more sessions passes, both starting nothing.
 
 mod common;
 
@@ -449,4 +451,109 @@ async fn an_unknown_agent_or_another_tenants_takes_no_schedule() {
         a.engine.list_timers(&a.tenant, &nobody).await,
         Err(EngineError::NotFound { kind: "agent", .. })
     ));
+}
+
+/// A timer row of an agent the tenant does not have (as a damaged or hand-copied database
+/// could hold: the store takes none through `put_timer`), written as `keel migrate` writes
+/// rows.
+async fn orphan_agent_timer(store: &dyn Store, tenant: &keel_core::TenantId) -> keel_core::TimerId {
+    use keel_store::export::{StoredRecord, TABLES, Value};
+    let id = keel_core::TimerId::generate(1, 77);
+    let due = clock::now().millis() - 1_000;
+    let table = TABLES.iter().position(|t| t.name == "timers").unwrap();
+    let values = TABLES[table]
+        .columns
+        .iter()
+        .map(|(column, _)| match *column {
+            "id" => Value::Text(id.to_string()),
+            "tenant" => Value::Text(tenant.to_string()),
+            "agent" => Value::Text("ghost".into()),
+            "schedule" => {
+                Value::Text(r#"{"kind":"cron","expr":"* * * * *","timezone":"UTC"}"#.into())
+            }
+            "note" => Value::Text("haunt".into()),
+            "next_at" | "created_at" => Value::Int(due),
+            "fired" => Value::Int(0),
+            _ => Value::Null,
+        })
+        .collect();
+    store
+        .import(vec![StoredRecord { table, values }])
+        .await
+        .unwrap();
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_timer_whose_agent_is_gone_is_deleted_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = common::scripted(ScriptedConfig::default());
+    let a = common::engine(&dir, models, config("a"), Vec::new(), false).await;
+    let id = orphan_agent_timer(a.store.as_ref(), &a.tenant).await;
+    let far = keel_core::Timestamp::from_millis(i64::MAX);
+    assert!(
+        a.store
+            .due_timers(far, 100)
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| t.id == id)
+    );
+    a.engine.start().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while a
+        .store
+        .due_timers(far, 100)
+        .await
+        .unwrap()
+        .iter()
+        .any(|t| t.id == id)
+    {
+        assert!(Instant::now() < deadline, "the orphan timer is still there");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sessions = a
+        .store
+        .list_sessions(&a.tenant, &SessionFilter::default())
+        .await
+        .unwrap();
+    assert!(sessions.is_empty(), "{sessions:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_due_time_passes_when_the_tenant_may_hold_no_more_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = common::scripted(ScriptedConfig::default());
+    let mut full = config("a");
+    full.quotas.sessions_per_tenant = 0;
+    let a = common::engine(&dir, models, full, Vec::new(), true).await;
+    let agent = TimerOwner::Agent("a".into());
+    let every_minute = When::Cron {
+        expr: "* * * * *".into(),
+        timezone: "UTC".into(),
+    };
+    let timer = a
+        .engine
+        .add_timer(&a.tenant, &agent, every_minute, "report".into())
+        .await
+        .unwrap();
+    clock::advance(Duration::from_secs(60));
+    // The due time passes: the timer moves on to the next slot, not counted as fired, and no
+    // session is made.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let moved = loop {
+        let listed = a.engine.list_timers(&a.tenant, &agent).await.unwrap();
+        if listed[0].next_at != timer.next_at {
+            break listed[0].clone();
+        }
+        assert!(Instant::now() < deadline, "the due time never passed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!((moved.fired, moved.last_fired_at), (0, None));
+    let sessions = a
+        .store
+        .list_sessions(&a.tenant, &SessionFilter::default())
+        .await
+        .unwrap();
+    assert!(sessions.is_empty(), "{sessions:?}");
 }
