@@ -3,7 +3,8 @@
 //! and start nothing. Outbound: a receiver that answers 500 for a while gets each run event
 //! (completed, failed, waiting) once after it recovers, signed so that an independent HMAC
 //! check passes; an event still undelivered when keel is SIGKILLed is delivered after the
-//! restart, once. Definitions stay in their tenant; bad ones are 400s.
+//! restart, once; two nodes on PostgreSQL deliver each event once between them. Definitions
+//! stay in their tenant; bad ones are 400s; the CLI adds, lists and removes them.
 
 mod support;
 
@@ -596,4 +597,68 @@ async fn the_cli_adds_lists_and_removes_webhooks_on_a_server() {
     assert!(!ok && stderr.contains("404"), "{stderr}");
     let (_, listed, _) = keel(&["webhooks", "list"]);
     assert_eq!(listed.lines().count(), 1, "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_postgres_deliver_each_event_once_between_them() {
+    let Some(schema) = support::postgres::Schema::create().await else {
+        return;
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    // Each delivery is refused once: its second attempt may be any node's.
+    let receiver = serve_receiver(listener, 1);
+    let config = r#"
+[providers.scripted]
+kind = "scripted"
+
+[engine]
+poll_ms = 100
+
+[[agents]]
+name = "default"
+model = "scripted/echo"
+"#;
+    let homes: Vec<KeelHome> = (0..2).map(|_| schema.node(config)).collect();
+    let a = KeelServer::start(&homes[0], &[]);
+    let key = a.admin_key.clone().unwrap();
+    let b = KeelServer::start(&homes[1], &[]);
+    let apis = [Api::new(&a, Some(&key)), Api::new(&b, Some(&key))];
+    let hook = create_webhook(&apis[0], json!({"url": url, "allow_private": true})).await;
+    let secret = hook["secret"].as_str().unwrap();
+    const RUNS: usize = 10;
+    let mut runs = Vec::new();
+    for i in 0..RUNS {
+        let api = &apis[i % 2];
+        let session = new_session(api).await;
+        runs.push(send(api, &session, &format!("hello {i}")).await);
+    }
+    for run in &runs {
+        run_status(&apis[0], run, "completed").await;
+    }
+    let got = accepted(&receiver, RUNS).await;
+    let mut delivered: Vec<String> = got
+        .iter()
+        .map(|d| {
+            verify(secret, d)["data"]["run_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    delivered.sort();
+    runs.sort();
+    assert_eq!(delivered, runs, "one run.completed per run");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = deliveries(&apis[1], hook["id"].as_str().unwrap()).await;
+        if listed.iter().all(|d| d["status"] == "delivered") {
+            assert_eq!(listed.len(), RUNS);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{listed:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let receiver = receiver.lock().unwrap();
+    assert_eq!(receiver.accepted.len(), RUNS, "each event accepted once");
 }
