@@ -265,7 +265,7 @@ async fn fire_loop(inner: Arc<Inner>) {
                 if fired > 0 {
                     inner.wake.notify_one();
                 }
-                until_next(&inner).await
+                until_next(&inner, fired > 0).await
             }
             Err(e) => {
                 tracing::warn!(error = %e, "firing timers failed; retrying");
@@ -280,15 +280,17 @@ async fn fire_loop(inner: Arc<Inner>) {
 }
 
 /// How long to wait before looking again: until the soonest timer due before the next poll,
-/// so that it fires on time rather than up to a poll late; the poll at most, and the poll too
-/// when one is due already (this node just fired what it could: it is not left spinning).
-async fn until_next(inner: &Inner) -> Duration {
+/// so that it fires on time rather than up to a poll late; the poll at most. One due already
+/// (it fell due while the last ones fired) is looked at again at once, but only after a look
+/// that fired some: a timer this node cannot fire leaves it waiting a poll, not spinning.
+async fn until_next(inner: &Inner, progressed: bool) -> Duration {
     let poll = inner.config.poll_interval;
     let now = clock::now();
     let horizon = Timestamp::from_millis(now.millis().saturating_add(poll.as_millis() as i64));
     match inner.store.due_timers(horizon, 1).await {
         Ok(soonest) => match soonest.first().and_then(|t| t.next_at) {
             Some(at) if at > now => Duration::from_millis((at.millis() - now.millis()) as u64),
+            Some(_) if progressed => Duration::ZERO,
             _ => poll,
         },
         Err(_) => poll,
