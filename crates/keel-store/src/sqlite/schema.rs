@@ -392,4 +392,82 @@ mod tests {
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
     }
+
+    /// A session's timer stored at schema version 9 (before timers could belong to an agent)
+    /// is still listed and due after the table is rebuilt, and the rebuilt table takes an
+    /// agent's timer.
+    #[tokio::test]
+    async fn timers_written_at_version_9_survive_the_rebuild() {
+        use crate::{Schedule, TimerOwner, TimerRecord};
+        use keel_core::{AgentDef, AgentId, Limits, TimerId};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keel.db");
+        let (tenant, session) = (TenantId::generate(1, 1), SessionId::generate(1, 2));
+        let timer = TimerId::generate(1, 3);
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..9] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 9).unwrap();
+            conn.execute(
+                "INSERT INTO sessions VALUES (?1, ?2, 'agt_01J00000000000000000000000', 'a', 1, 0, '{}', 0, NULL, NULL)",
+                params![session.as_str(), tenant.as_str()],
+            )
+            .unwrap();
+            let once = Schedule::Once {
+                at: Timestamp::from_millis(5_000),
+            };
+            conn.execute(
+                "INSERT INTO timers VALUES (?1, ?2, ?3, ?4, 'wake', 5000, 1000, 0, NULL)",
+                params![
+                    timer.as_str(),
+                    tenant.as_str(),
+                    session.as_str(),
+                    serde_json::to_string(&once).unwrap()
+                ],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
+        let listed = store.list_timers(&tenant, &session).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            (&listed[0].id, &listed[0].owner, listed[0].next_at),
+            (
+                &timer,
+                &TimerOwner::Session(session.clone()),
+                Some(Timestamp::from_millis(5_000))
+            )
+        );
+        let due = store
+            .due_timers(Timestamp::from_millis(6_000), 10)
+            .await
+            .unwrap();
+        assert_eq!(due.len(), 1);
+        let agent = AgentDef {
+            id: AgentId::generate(1, 4),
+            name: "reporter".into(),
+            version: 0,
+            instructions: String::new(),
+            model: "scripted/echo".into(),
+            tools: Vec::new(),
+            limits: Limits::default(),
+        };
+        store.put_agent(&tenant, agent).await.unwrap();
+        let of_agent = TimerRecord {
+            id: TimerId::generate(1, 5),
+            owner: TimerOwner::Agent("reporter".into()),
+            schedule: Schedule::Once {
+                at: Timestamp::from_millis(9_000),
+            },
+            ..listed[0].clone()
+        };
+        store.put_timer(&of_agent).await.unwrap();
+        assert_eq!(
+            store.list_agent_timers(&tenant, "reporter").await.unwrap(),
+            [of_agent]
+        );
+    }
 }
