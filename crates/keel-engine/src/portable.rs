@@ -4,14 +4,34 @@
 //! `Engine::import_session` checks a file whole and creates the session under the caller's
 //! tenant in one store write.
 
-use keel_core::{AgentDef, SessionId, TenantId};
+use keel_core::{AgentDef, Event, EventBody, Message, SessionId, SessionState, TenantId};
 use keel_store::portable::{self, ImportPlan};
-use keel_store::{ExportMark, SessionRecord, StoreError};
+use keel_store::{ExportMark, NewEvent, SessionRecord, StoreError};
 
 use crate::{Engine, EngineError, clock};
 
 /// The longest `to` (where a moved session went) kept with its mark.
 const MAX_MOVED_TO: usize = 2_048;
+
+/// `Invalid` when a tool result answers no tool call before it: no provider takes such a
+/// transcript, so the session could not go on.
+fn answers_follow_calls(messages: &[Message]) -> Result<(), EngineError> {
+    let mut calls = std::collections::HashSet::new();
+    for part in messages.iter().flat_map(|m| &m.parts) {
+        match part {
+            keel_core::Part::ToolCall { id, .. } => {
+                calls.insert(id.as_str());
+            }
+            keel_core::Part::ToolResult { call_id, .. } if !calls.contains(call_id.as_str()) => {
+                return Err(EngineError::Invalid(format!(
+                    "not imported: the output for call {call_id:?} answers no call before it"
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
 
 impl Engine {
     /// Moves the tenant's session out: marks it exported (`to`: where it goes, as the caller
@@ -40,6 +60,51 @@ impl Engine {
         let store = self.inner.store.as_ref();
         store.mark_exported(tenant, session, &mark).await?;
         Ok(portable::export_session(store, tenant, session, clock::now()).await?)
+    }
+
+    /// Creates a session of the tenant's agent `agent_name` whose transcript starts with
+    /// `messages` (a conversation kept by another system, converted by the caller), in one
+    /// store write: its `session_started` and one `messages_added`, checked by folding them
+    /// first, so a transcript keel cannot go on from is refused (`Invalid`) with nothing written.
+    pub async fn import_conversation(
+        &self,
+        tenant: &TenantId,
+        agent_name: &str,
+        metadata: serde_json::Map<String, serde_json::Value>,
+        messages: Vec<Message>,
+    ) -> Result<SessionRecord, EngineError> {
+        let agent = self
+            .inner
+            .store
+            .get_agent(tenant, agent_name, None)
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "agent",
+                id: agent_name.into(),
+            })?;
+        answers_follow_calls(&messages)?;
+        self.check_room_for_a_session(tenant).await?;
+        let now = clock::now();
+        let (record, mut first) = crate::sessions::new_session(tenant, agent, metadata, now);
+        if !messages.is_empty() {
+            first.push(NewEvent {
+                at: now,
+                body: EventBody::MessagesAdded { messages },
+            });
+        }
+        let mut state = SessionState::default();
+        for (i, event) in first.iter().enumerate() {
+            let event = Event {
+                seq: i as u64 + 1,
+                at: event.at,
+                body: event.body.clone(),
+            };
+            state
+                .apply(&event)
+                .map_err(|e| EngineError::Invalid(format!("not imported: {e}")))?;
+        }
+        self.inner.store.create_session(&record, first).await?;
+        self.require_session(tenant, &record.id).await
     }
 
     /// `Exported` when the tenant's session was moved out (`move_session_out`): input that

@@ -12,6 +12,7 @@ pub mod embeddings;
 pub mod error;
 pub mod fields;
 pub mod items;
+pub mod items_file;
 pub mod models;
 pub mod pagination;
 pub mod response_events;

@@ -2,7 +2,8 @@
 //! (`docs/session-format.md`): `GET /v1/sessions/{id}/export` writes a copy as JSON lines (no
 //! side effect: for backups), `POST /v1/sessions/{id}/export` moves the session out (marked
 //! exported, never driven here again) and writes it, `POST /v1/sessions/import` creates the
-//! session a file holds under the caller's tenant. One engine call each.
+//! session a file holds under the caller's tenant (a `keel.session` file, or another system's:
+//! `openai::items_file`). One engine call each.
 
 use std::sync::Arc;
 
@@ -13,10 +14,13 @@ use axum::http::{StatusCode, header};
 use axum::response::Response;
 use keel_core::SessionId;
 use serde::Deserialize;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiPath, ApiResult, ErrorEnvelope, OptionalApiJson, parse_id};
+use crate::error::{
+    ApiError, ApiPath, ApiQuery, ApiResult, ErrorEnvelope, OptionalApiJson, parse_id,
+};
+use crate::openai::items_file;
 use crate::state::AppState;
 use crate::wire::SessionView;
 
@@ -91,18 +95,59 @@ fn ndjson(lines: Vec<String>) -> ApiResult<Response> {
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
 }
 
-/// Import a session from an export: the whole file is checked first (format version, every
-/// line, seqs, the hash chain, the end line), then the session is created with the same id,
-/// its log, scratchpad, timers and unfinished runs in one write. 409 when it exists.
-#[utoipa::path(post, path = "/v1/sessions/import", tag = "sessions",
+/// What a file to import is, and how to read it.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ImportQuery {
+    /// `keel.session` (default), or `openai-items`: an OpenAI conversation's items as the
+    /// official SDK lists them (a page object or its `data` array).
+    format: Option<String>,
+    /// For `openai-items`: the order they were listed in, `desc` (the SDK's default) or `asc`.
+    order: Option<String>,
+    /// For `openai-items`: the agent the new session pins (default `default`).
+    agent: Option<String>,
+}
+
+/// Import a session. A `keel.session` export: the whole file is checked first (format version,
+/// every line, seqs, the hash chain, the end line), then the session is created with the same
+/// id, its log, scratchpad, timers, unfinished runs and memory records in one write; 409 when
+/// it exists. `format=openai-items`: a new session of `agent` whose transcript is the items'
+/// messages, tool calls and their outputs, in one write.
+#[utoipa::path(post, path = "/v1/sessions/import", tag = "sessions", params(ImportQuery),
     request_body(content = String, content_type = "application/x-ndjson"),
     responses((status = 201, body = SessionView), (status = 400, body = ErrorEnvelope),
-        (status = 409, body = ErrorEnvelope)))]
+        (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
+        (status = 413, body = ErrorEnvelope)))]
 pub async fn import(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    ApiQuery(query): ApiQuery<ImportQuery>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<SessionView>)> {
+    match query.format.as_deref().unwrap_or("keel.session") {
+        "keel.session" if query.order.is_some() || query.agent.is_some() => {
+            return Err(ApiError::invalid(
+                "invalid_request",
+                "`order` and `agent` are for format=openai-items: a keel.session file names its own",
+            ));
+        }
+        "keel.session" => {}
+        "openai-items" => {
+            let messages = items_file::messages(&body, query.order.as_deref())?;
+            let agent = query.agent.as_deref().unwrap_or("default");
+            let record = state
+                .engine
+                .import_conversation(&caller.tenant, agent, Default::default(), messages)
+                .await?;
+            return Ok((StatusCode::CREATED, Json(record.into())));
+        }
+        other => {
+            return Err(ApiError::invalid(
+                "invalid_request",
+                format!("format {other:?} is not one keel imports: keel.session or openai-items"),
+            ));
+        }
+    }
     let text = std::str::from_utf8(&body).map_err(|e| {
         ApiError::invalid(
             "invalid_request",

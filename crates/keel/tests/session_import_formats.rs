@@ -1,0 +1,162 @@
+//! Sessions imported from another system's files (`POST /v1/sessions/import?format=…`): an
+//! OpenAI conversation's items, as the official SDK's `conversations.items.list` returns them
+//! (the page object of `GET /v1/conversations/{id}/items`, here produced by one `keel serve`'s
+//! OpenAI-compatible API), become a new session on a second keel whose transcript holds the
+//! same messages in order, and the conversation goes on there. Files keel cannot read, in
+//! either order, are refused with a 400 and no session made.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::http::{Api, admin, session_events, turn};
+use support::{KeelHome, KeelServer};
+
+async fn import(api: &Api, query: &str, body: &str) -> (StatusCode, Value) {
+    let resp = api
+        .request(Method::POST, &format!("/v1/sessions/import?{query}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// The text of each message item, in order.
+fn texts(items: &Value) -> Vec<String> {
+    items["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["type"] == "message")
+        .map(|i| {
+            i["content"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|c| c["text"].as_str())
+                .collect::<String>()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_conversations_items_become_a_session_that_goes_on() {
+    let (_home, source) = support::http::start(0);
+    let api = admin(&source);
+    let conversation = api
+        .ok(
+            Method::POST,
+            "/v1/conversations",
+            Some(json!({"items": [{"type": "message", "role": "user", "content": "I am Ann."}]})),
+        )
+        .await;
+    let conv = conversation["id"].as_str().unwrap();
+    for text in ["What is my name?", "And again?"] {
+        let reply = api
+            .ok(
+                Method::POST,
+                "/v1/responses",
+                Some(json!({"model": "scripted/echo", "input": text, "conversation": conv})),
+            )
+            .await;
+        assert_eq!(reply["status"], "completed", "{reply}");
+    }
+    // What the SDK's `client.conversations.items.list(conv)` reads: newest first by default.
+    let listed = api
+        .ok(
+            Method::GET,
+            &format!("/v1/conversations/{conv}/items?limit=100"),
+            None,
+        )
+        .await;
+    let asc = api
+        .ok(
+            Method::GET,
+            &format!("/v1/conversations/{conv}/items?limit=100&order=asc"),
+            None,
+        )
+        .await;
+    let expected = texts(&asc);
+    assert_eq!(expected.len(), 5, "{asc}");
+
+    let home = KeelHome::new(&support::http::config(0));
+    let target = KeelServer::start(&home, &[]);
+    let there = admin(&target);
+    let (status, created) = import(&there, "format=openai-items", &listed.to_string()).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let session = created["id"].as_str().unwrap().to_string();
+    // The `data` array alone, listed oldest first, reads the same.
+    let (status, again) = import(
+        &there,
+        "format=openai-items&order=asc",
+        &asc["data"].to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    for id in [&session, again["id"].as_str().unwrap()] {
+        let items = there
+            .ok(
+                Method::GET,
+                &format!(
+                    "/v1/conversations/conv_{}/items?order=asc&limit=100",
+                    &id[4..]
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(texts(&items), expected, "{items}");
+    }
+    let events = session_events(&there, &session).await;
+    assert_eq!(events[1]["type"], "messages_added");
+    let run = turn(&there, &session, "Still there?").await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let report = there
+        .ok(Method::GET, &format!("/v1/sessions/{session}/verify"), None)
+        .await;
+    assert_eq!(report["intact"], true, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_files_keel_cannot_read_are_refused_with_nothing_made() {
+    let (_home, server) = support::http::start(0);
+    let api = admin(&server);
+    let cases = [
+        ("format=openai-items", "not json", "JSON"),
+        (
+            "format=openai-items",
+            r#"{"object": "thing"}"#,
+            "page object",
+        ),
+        (
+            "format=openai-items",
+            r#"[{"type": "message", "role": "user", "content": [{"type": "input_audio"}]}]"#,
+            "input_audio",
+        ),
+        (
+            "format=openai-items",
+            r#"[{"type": "message", "role": "system", "content": "be brief"}]"#,
+            "system and developer",
+        ),
+        (
+            "format=openai-items",
+            r#"[{"type": "function_call_output", "call_id": "c1", "output": "4"}]"#,
+            "not imported",
+        ),
+        ("format=openai-items&order=sideways", "[]", "sideways"),
+        ("format=letta-af", "{}", "keel.session or openai-items"),
+        ("order=asc", "", "format=openai-items"),
+    ];
+    for (query, body, expected) in cases {
+        let (status, answer) = import(&api, query, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query} {body}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{query}: {message}");
+    }
+    let (status, answer) = import(&api, "format=openai-items&agent=nobody", "[]").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    let listed = api.ok(Method::GET, "/v1/sessions", None).await;
+    assert_eq!(listed["data"], json!([]), "no session was made");
+}
