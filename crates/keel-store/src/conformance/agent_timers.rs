@@ -246,3 +246,37 @@ pub async fn nodes_racing_to_fire_an_agents_timer_create_one_session_per_due_tim
         ROUNDS as u64
     );
 }
+
+/// A timer put on one handle while the agent is archived on another is either refused or
+/// deleted with the agent's others: never left behind on an archived agent.
+pub async fn a_timer_put_while_its_agent_is_archived_is_never_left_behind(subject: &Subject) {
+    const ROUNDS: usize = 20;
+    let handles = [subject.store.clone(), subject.second_handle()];
+    let tenant = tenant();
+    for round in 0..ROUNDS {
+        // A new version brings the agent back after the last round's archive.
+        handles[0]
+            .put_agent(&tenant, agent("reporter"))
+            .await
+            .unwrap();
+        let timer = agent_timer(&tenant, "reporter", 1_000);
+        let put = {
+            let (store, timer) = (handles[round % 2].clone(), timer.clone());
+            tokio::spawn(async move { store.put_timer(&timer).await })
+        };
+        let archive = {
+            let (store, tenant) = (handles[(round + 1) % 2].clone(), tenant.clone());
+            tokio::spawn(async move { store.archive_agent(&tenant, "reporter", at(2_000)).await })
+        };
+        assert!(archive.await.unwrap().unwrap());
+        match put.await.unwrap() {
+            Ok(()) | Err(StoreError::NotFound { .. }) => {}
+            Err(other) => panic!("round {round}: {other:?}"),
+        }
+        let left = handles[0]
+            .list_agent_timers(&tenant, "reporter")
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "round {round}: {left:?}");
+    }
+}

@@ -170,6 +170,7 @@ macro_rules! conformance_tests {
             the_log_is_one_hash_chain_across_batches_and_handles,
             nodes_racing_to_fire_a_due_timer_fire_it_once,
             nodes_racing_to_fire_an_agents_timer_create_one_session_per_due_time,
+            a_timer_put_while_its_agent_is_archived_is_never_left_behind,
             nodes_racing_to_claim_deliveries_claim_each_once,
             an_inbound_signature_is_accepted_once_within_its_window,
         );

@@ -118,15 +118,24 @@ pub(crate) async fn get(
 }
 
 /// Hides the agent from `list` until a new version is stored and deletes its timers; `false`
-/// for an unknown agent.
+/// for an unknown agent. The agent's rows are held first (`FOR UPDATE`), as `timers::put`
+/// holds them shared for an agent's timer: a timer put while the agent is archived is either
+/// seen and deleted here, or sees the agent archived and is refused.
 pub(crate) async fn archive(
-    client: &Client,
+    client: &mut Client,
     tenant: &TenantId,
     name: &str,
     at: Timestamp,
 ) -> Result<bool, StoreError> {
+    let tx = client.transaction().await?;
+    statements::query(
+        &tx,
+        "SELECT 1 FROM agents WHERE tenant = $1 AND name = $2 FOR UPDATE",
+        &[&tenant.as_str(), &name],
+    )
+    .await?;
     let archived = statements::query_opt(
-        client,
+        &tx,
         "WITH known AS (SELECT 1 FROM agents WHERE tenant = $1 AND name = $2 LIMIT 1),
               archived AS (INSERT INTO archived_agents (tenant, name, archived_at)
                            SELECT $1, $2, $3 FROM known ON CONFLICT DO NOTHING),
@@ -136,6 +145,7 @@ pub(crate) async fn archive(
         &[&tenant.as_str(), &name, &at.millis()],
     )
     .await?;
+    tx.commit().await?;
     Ok(archived.is_some())
 }
 

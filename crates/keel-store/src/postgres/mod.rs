@@ -134,7 +134,7 @@ impl Store for PgStore {
         name: &str,
         at: Timestamp,
     ) -> Result<bool, StoreError> {
-        agents::archive(&self.client().await?, tenant, name, at).await
+        agents::archive(&mut self.client().await?, tenant, name, at).await
     }
 
     async fn list_agents(&self, tenant: &TenantId) -> Result<Vec<AgentDef>, StoreError> {
@@ -376,7 +376,7 @@ impl Store for PgStore {
     }
 
     async fn put_timer(&self, timer: &TimerRecord) -> Result<(), StoreError> {
-        timers::put(&self.client().await?, timer).await
+        timers::put_one(&mut self.client().await?, timer).await
     }
 
     async fn list_timers(

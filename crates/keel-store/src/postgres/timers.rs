@@ -11,6 +11,25 @@ use super::{error, runs, sessions, signals, statements};
 use crate::stored::{self, StoredTimer, TIMER_COLUMNS, sql_bound, sql_limit};
 use crate::{StoreError, TimerOwner, TimerRecord, TimerStart, TimerWrite, encode};
 
+/// `put` on its own (`Store::put_timer`): an agent's timer in a transaction that first holds
+/// the agent's rows shared, so an archive of the agent (which holds them exclusively, then
+/// deletes its timers) is either seen or sees this one.
+pub(crate) async fn put_one(client: &mut Client, timer: &TimerRecord) -> Result<(), StoreError> {
+    let TimerOwner::Agent(agent) = &timer.owner else {
+        return put(&*client, timer).await;
+    };
+    let tx = client.transaction().await?;
+    statements::query(
+        &tx,
+        "SELECT 1 FROM agents WHERE tenant = $1 AND name = $2 FOR SHARE",
+        &[&timer.tenant.as_str(), &agent.as_str()],
+    )
+    .await?;
+    put(&tx, timer).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 pub(crate) async fn put(
     client: &impl GenericClient,
     timer: &TimerRecord,
