@@ -2,8 +2,9 @@
 //! note; one due while keel was SIGKILLed fires once after the restart; on PostgreSQL, three
 //! nodes fire each of their sessions' schedules once though one node is killed; bad
 //! schedules and other tenants' sessions are refused. An agent's schedule due while keel was
-//! SIGKILLed starts one new session of the agent after the restart; other tenants and unknown
-//! agents are refused; the CLI manages both kinds, through a server and locally.
+//! SIGKILLed starts one new session of the agent after the restart; on PostgreSQL, three nodes
+//! (one killed) start one session per agent schedule; other tenants and unknown agents are
+//! refused; the CLI manages both kinds, through a server and locally.
 
 mod support;
 
@@ -528,4 +529,58 @@ async fn the_cli_manages_an_agents_schedules_through_a_server_and_locally() {
     assert_eq!(removed.trim(), format!("deleted {id}"));
     let (ok, empty, stderr) = keel(&["schedules", "list", "--agent", "default"]);
     assert!(ok && empty.trim().is_empty(), "{empty} {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_postgres_start_one_session_per_agent_schedule_though_one_dies() {
+    let Some(schema) = Schema::create().await else {
+        return;
+    };
+    let config = format!(
+        "{}\n[engine]\nlease_secs = 3\npoll_ms = 100\n",
+        support::http::config(0)
+    );
+    let homes: Vec<KeelHome> = (0..3).map(|_| schema.node(&config)).collect();
+    let mut a = KeelServer::start(&homes[0], &[]);
+    let key = a.admin_key.clone().unwrap();
+    let b = KeelServer::start(&homes[1], &[]);
+    let c = KeelServer::start(&homes[2], &[]);
+    let apis = [
+        Api::new(&a, Some(&key)),
+        Api::new(&b, Some(&key)),
+        Api::new(&c, Some(&key)),
+    ];
+    const SCHEDULES: usize = 12;
+    for i in 0..SCHEDULES {
+        let (status, body) = schedule_agent(
+            &apis[i % 3],
+            "default",
+            json!({"after_secs": 1, "note": format!("digest {i:02}")}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    sigkill(&mut a.child);
+    // Each schedule started exactly one session, whichever node fired it.
+    let started = sessions_started_by(&apis[1], "digest", SCHEDULES).await;
+    assert_eq!(started.len(), SCHEDULES, "{started:?}");
+    let listed = apis[2]
+        .ok(Method::GET, "/v1/agents/default/schedules", None)
+        .await;
+    let schedules = listed["data"].as_array().unwrap();
+    assert_eq!(schedules.len(), SCHEDULES, "{listed}");
+    assert!(
+        schedules
+            .iter()
+            .all(|s| s["fired"] == 1 && s["next_at"].is_null()),
+        "{listed}"
+    );
+    let sessions = apis[2]
+        .ok(Method::GET, "/v1/sessions?limit=200", None)
+        .await;
+    assert_eq!(
+        sessions["data"].as_array().unwrap().len(),
+        SCHEDULES,
+        "{sessions}"
+    );
 }
