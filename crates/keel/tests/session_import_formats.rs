@@ -96,7 +96,29 @@ async fn an_openai_conversations_items_become_a_session_that_goes_on() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{again}");
-    for id in [&session, again["id"].as_str().unwrap()] {
+    // And through the CLI.
+    let file = home.path().join("items.json");
+    std::fs::write(&file, asc.to_string()).unwrap();
+    let out = home.run(&[
+        "sessions",
+        "import",
+        file.to_str().unwrap(),
+        "--format",
+        "openai-items",
+        "--order",
+        "asc",
+        "--server",
+        &target.base,
+        "--api-key",
+        target.admin_key.as_deref().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let by_cli = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    for id in [&session, again["id"].as_str().unwrap(), by_cli.as_str()] {
         let items = there
             .ok(
                 Method::GET,

@@ -88,6 +88,14 @@ pub trait Client {
     ) -> anyhow::Result<String>;
     /// Creates the session an export holds, as `POST /v1/sessions/import` answers it.
     async fn import_session(&self, export: String) -> anyhow::Result<Value>;
+    /// Starts a session of `agent` from an OpenAI conversation's items (listed in `order`), as
+    /// `POST /v1/sessions/import?format=openai-items` does.
+    async fn import_conversation(
+        &self,
+        items: String,
+        order: Option<&str>,
+        agent: &str,
+    ) -> anyhow::Result<Value>;
     /// Logs `decisions` (`[{"call_id", "decision", …}]`) on a waiting run's calls, as
     /// `POST /v1/runs/{id}/resume` does, and answers the run as `run_view` shows it (locally,
     /// once it waits again or ends: the embedded engine drives it here).

@@ -142,6 +142,23 @@ impl Client for Local {
         Ok(lines.iter().map(|line| format!("{line}\n")).collect())
     }
 
+    async fn import_conversation(
+        &self,
+        items: String,
+        order: Option<&str>,
+        agent: &str,
+    ) -> anyhow::Result<Value> {
+        let messages = keel_server::openai::items_file::messages(items.as_bytes(), order)
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        let engine = &self.rt.engine;
+        let record = engine
+            .import_conversation(&self.rt.tenant, agent, Default::default(), messages)
+            .await?;
+        Ok(serde_json::to_value(keel_server::wire::SessionView::from(
+            record,
+        ))?)
+    }
+
     async fn import_session(&self, export: String) -> anyhow::Result<Value> {
         let engine = &self.rt.engine;
         let record = engine.import_session(&self.rt.tenant, &export).await?;

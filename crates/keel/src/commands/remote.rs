@@ -195,6 +195,23 @@ impl Client for Remote {
         Ok(self.send(req).await?.json().await?)
     }
 
+    async fn import_conversation(
+        &self,
+        items: String,
+        order: Option<&str>,
+        agent: &str,
+    ) -> anyhow::Result<Value> {
+        let mut query = vec![("format", "openai-items"), ("agent", agent)];
+        query.extend(order.map(|order| ("order", order)));
+        let req = self
+            .http
+            .post(format!("{}/v1/sessions/import", self.base))
+            .query(&query)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(items);
+        Ok(self.send(req).await?.json().await?)
+    }
+
     async fn resume(&self, run: &str, decisions: Value) -> anyhow::Result<Value> {
         let path = format!("/v1/runs/{run}/resume");
         let resp = self.post(&path, json!({"decisions": decisions})).await?;

@@ -103,6 +103,16 @@ pub enum SessionsCommand {
     Import {
         /// The export (`-` for standard input).
         file: std::path::PathBuf,
+        /// What the file is: `keel.session` (an export), or `openai-items` (an OpenAI
+        /// conversation's items as the SDK lists them: a new session of `--agent`).
+        #[arg(long, default_value = "keel.session", value_parser = ["keel.session", "openai-items"])]
+        format: String,
+        /// For `openai-items`: the order they were listed in, `desc` (the SDK's default) or `asc`.
+        #[arg(long, value_parser = ["desc", "asc"])]
+        order: Option<String>,
+        /// For `openai-items`: the agent the new session pins (default `default`).
+        #[arg(long)]
+        agent: Option<String>,
         /// Print the new session as a JSON object.
         #[arg(long)]
         json: bool,
@@ -269,14 +279,31 @@ async fn print_travel(client: &dyn Client, command: SessionsCommand) -> anyhow::
             std::io::Write::write_all(&mut out, export.as_bytes())?;
             std::io::Write::flush(&mut out)?;
         }
-        SessionsCommand::Import { file, json } => {
+        SessionsCommand::Import {
+            file,
+            format,
+            order,
+            agent,
+            json,
+        } => {
             let export = match file.as_os_str() == "-" {
                 true => std::io::read_to_string(std::io::stdin())?,
                 false => std::fs::read_to_string(&file).map_err(|e| {
                     anyhow::anyhow!("cannot read the export {}: {e}", file.display())
                 })?,
             };
-            let session = client.import_session(export).await?;
+            let session = match format.as_str() {
+                "openai-items" => {
+                    let agent = agent.as_deref().unwrap_or("default");
+                    client
+                        .import_conversation(export, order.as_deref(), agent)
+                        .await?
+                }
+                _ if order.is_some() || agent.is_some() => {
+                    anyhow::bail!("--order and --agent are for --format openai-items")
+                }
+                _ => client.import_session(export).await?,
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&session)?);
             } else {
