@@ -138,7 +138,9 @@ async fn inbound_calls_start_a_run_only_when_signed_fresh_and_new() {
 
     // Refused, each starting nothing.
     let stale_t = t - 600;
-    let refusals: Vec<(&str, Vec<u8>, Option<String>, &str, StatusCode)> = vec![
+    // (what, body, signature, path, expected status)
+    type Refusal<'a> = (&'a str, Vec<u8>, Option<String>, &'a str, StatusCode);
+    let refusals: Vec<Refusal> = vec![
         (
             "a replay",
             body.to_vec(),
