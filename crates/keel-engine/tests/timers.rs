@@ -354,7 +354,7 @@ async fn an_agents_cron_schedule_starts_one_new_session_per_slot_on_two_engines(
         .unwrap();
     assert_eq!(
         b.list_timers(&a.tenant, &agent).await.unwrap(),
-        [timer.clone()]
+        std::slice::from_ref(&timer)
     );
 
     // Three minutes pass, one at a time; the agent gets a new version after the first: each
