@@ -107,6 +107,41 @@ impl Engine {
         self.require_session(tenant, &record.id).await
     }
 
+    /// `import_conversation` for an agent another system kept (a Letta agent file): a new
+    /// version of the tenant's agent `name` — the definition of its agent `base` (the model,
+    /// tools and limits this deployment serves it with) with `instructions` — pins the new
+    /// session. The transcript is checked before the agent version is stored.
+    pub async fn import_agent_conversation(
+        &self,
+        tenant: &TenantId,
+        base: &str,
+        name: &str,
+        instructions: String,
+        messages: Vec<Message>,
+    ) -> Result<SessionRecord, EngineError> {
+        let base = self
+            .inner
+            .store
+            .get_agent(tenant, base, None)
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "agent",
+                id: base.into(),
+            })?;
+        answers_follow_calls(&messages)?;
+        self.check_room_for_a_session(tenant).await?;
+        let def = AgentDef {
+            id: clock::new_agent_id(),
+            name: name.to_string(),
+            version: 0,
+            instructions,
+            ..base
+        };
+        let agent = self.put_agent(tenant, def).await?;
+        self.import_conversation(tenant, &agent.name, Default::default(), messages)
+            .await
+    }
+
     /// `Exported` when the tenant's session was moved out (`move_session_out`): input that
     /// would go on with it here stops before anything is written, with where it went.
     pub(crate) async fn refuse_if_moved(

@@ -12,6 +12,7 @@ pub mod accounting;
 pub mod auth;
 pub mod error;
 mod layers;
+pub mod letta_file;
 mod listen;
 pub mod metrics;
 pub mod openai;

@@ -2,8 +2,11 @@
 //! OpenAI conversation's items, as the official SDK's `conversations.items.list` returns them
 //! (the page object of `GET /v1/conversations/{id}/items`, here produced by one `keel serve`'s
 //! OpenAI-compatible API), become a new session on a second keel whose transcript holds the
-//! same messages in order, and the conversation goes on there. Files keel cannot read, in
-//! either order, are refused with a 400 and no session made.
+//! same messages in order, and the conversation goes on there. A Letta agent file
+//! (`tests/fixtures/letta/support_agent.af`, shaped as Letta's published schema) becomes an
+//! agent whose instructions hold its system prompt and memory blocks, and a session of it with
+//! the file's conversation, tool call and result included. Files keel cannot read are refused
+//! with a 400 and no session made.
 
 mod support;
 
@@ -142,6 +145,69 @@ async fn an_openai_conversations_items_become_a_session_that_goes_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_letta_agent_file_becomes_an_agent_and_a_session_that_goes_on() {
+    let (home, server) = support::http::start(0);
+    let api = admin(&server);
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/letta/support_agent.af");
+    // Through the CLI first: a session of version 1 of the agent.
+    let out = home.run(&[
+        "sessions",
+        "import",
+        file.to_str().unwrap(),
+        "--format",
+        "letta-af",
+        "--server",
+        &server.base,
+        "--api-key",
+        server.admin_key.as_deref().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(file).unwrap();
+    let (status, created) = import(&api, "format=letta-af", &text).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["agent"], "harbor_helper");
+    let session = created["id"].as_str().unwrap().to_string();
+    let agent = api.ok(Method::GET, "/v1/agents/harbor_helper", None).await;
+    let instructions = agent["instructions"].as_str().unwrap();
+    for expected in [
+        "You are Harbor, a helper for a small sailing club.",
+        "<human>\nName: Ines. Crews on boat 7.",
+        "<persona>\nI am Harbor",
+    ] {
+        assert!(instructions.contains(expected), "{instructions}");
+    }
+    assert_eq!(
+        agent["model"], "scripted/echo",
+        "served as this keel serves `default`"
+    );
+
+    let events = session_events(&api, &session).await;
+    let messages = events[1]["messages"].as_array().unwrap();
+    let roles: Vec<&str> = messages
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        ["user", "assistant", "tool", "assistant"],
+        "{messages:?}"
+    );
+    assert!(messages[1].to_string().contains("club_calendar"));
+    assert!(messages[2].to_string().contains("call_race_1"));
+    let run = turn(&api, &session, "And the briefing?").await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let report = api
+        .ok(Method::GET, &format!("/v1/sessions/{session}/verify"), None)
+        .await;
+    assert_eq!(report["intact"], true, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_files_keel_cannot_read_are_refused_with_nothing_made() {
     let (_home, server) = support::http::start(0);
     let api = admin(&server);
@@ -168,7 +234,19 @@ async fn foreign_files_keel_cannot_read_are_refused_with_nothing_made() {
             "not imported",
         ),
         ("format=openai-items&order=sideways", "[]", "sideways"),
-        ("format=letta-af", "{}", "keel.session or openai-items"),
+        ("format=letta-af", "{}", "not a Letta agent file"),
+        ("format=letta-af", r#"{"agents": []}"#, "holds 0 agents"),
+        (
+            "format=letta-af",
+            r#"{"agents": [{"name": "a", "block_ids": ["block-9"]}]}"#,
+            "block-9",
+        ),
+        (
+            "format=letta-af",
+            r#"{"agents": [{"name": "a", "messages": [{"role": "tool", "tool_call_id": "x", "content": [{"type": "text", "text": "4"}]}]}]}"#,
+            "not imported",
+        ),
+        ("format=vcard", "{}", "letta-af"),
         ("order=asc", "", "format=openai-items"),
     ];
     for (query, body, expected) in cases {
@@ -181,4 +259,6 @@ async fn foreign_files_keel_cannot_read_are_refused_with_nothing_made() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
     let listed = api.ok(Method::GET, "/v1/sessions", None).await;
     assert_eq!(listed["data"], json!([]), "no session was made");
+    let (status, _) = api.call(Method::GET, "/v1/agents/a", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no agent was made");
 }

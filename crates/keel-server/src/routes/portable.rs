@@ -20,6 +20,7 @@ use crate::auth::Caller;
 use crate::error::{
     ApiError, ApiPath, ApiQuery, ApiResult, ErrorEnvelope, OptionalApiJson, parse_id,
 };
+use crate::letta_file;
 use crate::openai::items_file;
 use crate::state::AppState;
 use crate::wire::SessionView;
@@ -99,12 +100,13 @@ fn ndjson(lines: Vec<String>) -> ApiResult<Response> {
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ImportQuery {
-    /// `keel.session` (default), or `openai-items`: an OpenAI conversation's items as the
-    /// official SDK lists them (a page object or its `data` array).
+    /// `keel.session` (default); `openai-items`: an OpenAI conversation's items as the official
+    /// SDK lists them (a page object or its `data` array); `letta-af`: a Letta agent file.
     format: Option<String>,
     /// For `openai-items`: the order they were listed in, `desc` (the SDK's default) or `asc`.
     order: Option<String>,
-    /// For `openai-items`: the agent the new session pins (default `default`).
+    /// For `openai-items`: the agent the new session pins (default `default`); for `letta-af`:
+    /// the agent whose model, tools and limits the imported agent gets (default `default`).
     agent: Option<String>,
 }
 
@@ -125,7 +127,13 @@ pub async fn import(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<SessionView>)> {
     match query.format.as_deref().unwrap_or("keel.session") {
-        "keel.session" if query.order.is_some() || query.agent.is_some() => {
+        "keel.session" | "letta-af" if query.order.is_some() => {
+            return Err(ApiError::invalid(
+                "invalid_request",
+                "`order` is for format=openai-items",
+            ));
+        }
+        "keel.session" if query.agent.is_some() => {
             return Err(ApiError::invalid(
                 "invalid_request",
                 "`order` and `agent` are for format=openai-items: a keel.session file names its own",
@@ -141,10 +149,27 @@ pub async fn import(
                 .await?;
             return Ok((StatusCode::CREATED, Json(record.into())));
         }
+        "letta-af" => {
+            let agent = letta_file::read(&body)?;
+            let base = query.agent.as_deref().unwrap_or("default");
+            let record = state
+                .engine
+                .import_agent_conversation(
+                    &caller.tenant,
+                    base,
+                    &agent.name,
+                    agent.instructions,
+                    agent.messages,
+                )
+                .await?;
+            return Ok((StatusCode::CREATED, Json(record.into())));
+        }
         other => {
             return Err(ApiError::invalid(
                 "invalid_request",
-                format!("format {other:?} is not one keel imports: keel.session or openai-items"),
+                format!(
+                    "format {other:?} is not one keel imports: keel.session, openai-items or letta-af"
+                ),
             ));
         }
     }

@@ -88,6 +88,9 @@ pub trait Client {
     ) -> anyhow::Result<String>;
     /// Creates the session an export holds, as `POST /v1/sessions/import` answers it.
     async fn import_session(&self, export: String) -> anyhow::Result<Value>;
+    /// Starts a session from a Letta agent file, its agent a new version on `base`'s model,
+    /// as `POST /v1/sessions/import?format=letta-af` does.
+    async fn import_letta_agent(&self, file: String, base: &str) -> anyhow::Result<Value>;
     /// Starts a session of `agent` from an OpenAI conversation's items (listed in `order`), as
     /// `POST /v1/sessions/import?format=openai-items` does.
     async fn import_conversation(

@@ -159,6 +159,24 @@ impl Client for Local {
         ))?)
     }
 
+    async fn import_letta_agent(&self, file: String, base: &str) -> anyhow::Result<Value> {
+        let agent = keel_server::letta_file::read(file.as_bytes())
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        let engine = &self.rt.engine;
+        let record = engine
+            .import_agent_conversation(
+                &self.rt.tenant,
+                base,
+                &agent.name,
+                agent.instructions,
+                agent.messages,
+            )
+            .await?;
+        Ok(serde_json::to_value(keel_server::wire::SessionView::from(
+            record,
+        ))?)
+    }
+
     async fn import_session(&self, export: String) -> anyhow::Result<Value> {
         let engine = &self.rt.engine;
         let record = engine.import_session(&self.rt.tenant, &export).await?;

@@ -212,6 +212,16 @@ impl Client for Remote {
         Ok(self.send(req).await?.json().await?)
     }
 
+    async fn import_letta_agent(&self, file: String, base: &str) -> anyhow::Result<Value> {
+        let req = self
+            .http
+            .post(format!("{}/v1/sessions/import", self.base))
+            .query(&[("format", "letta-af"), ("agent", base)])
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(file);
+        Ok(self.send(req).await?.json().await?)
+    }
+
     async fn resume(&self, run: &str, decisions: Value) -> anyhow::Result<Value> {
         let path = format!("/v1/runs/{run}/resume");
         let resp = self.post(&path, json!({"decisions": decisions})).await?;

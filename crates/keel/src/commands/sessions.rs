@@ -103,14 +103,16 @@ pub enum SessionsCommand {
     Import {
         /// The export (`-` for standard input).
         file: std::path::PathBuf,
-        /// What the file is: `keel.session` (an export), or `openai-items` (an OpenAI
-        /// conversation's items as the SDK lists them: a new session of `--agent`).
-        #[arg(long, default_value = "keel.session", value_parser = ["keel.session", "openai-items"])]
+        /// What the file is: `keel.session` (an export), `openai-items` (an OpenAI
+        /// conversation's items as the SDK lists them: a new session of `--agent`) or
+        /// `letta-af` (a Letta agent file: a new agent version on the model of `--agent`).
+        #[arg(long, default_value = "keel.session", value_parser = ["keel.session", "openai-items", "letta-af"])]
         format: String,
         /// For `openai-items`: the order they were listed in, `desc` (the SDK's default) or `asc`.
         #[arg(long, value_parser = ["desc", "asc"])]
         order: Option<String>,
-        /// For `openai-items`: the agent the new session pins (default `default`).
+        /// For `openai-items`: the agent the new session pins; for `letta-af`: the agent whose
+        /// model, tools and limits the imported one gets (default `default`).
         #[arg(long)]
         agent: Option<String>,
         /// Print the new session as a JSON object.
@@ -299,8 +301,15 @@ async fn print_travel(client: &dyn Client, command: SessionsCommand) -> anyhow::
                         .import_conversation(export, order.as_deref(), agent)
                         .await?
                 }
+                "letta-af" if order.is_some() => {
+                    anyhow::bail!("--order is for --format openai-items")
+                }
+                "letta-af" => {
+                    let base = agent.as_deref().unwrap_or("default");
+                    client.import_letta_agent(export, base).await?
+                }
                 _ if order.is_some() || agent.is_some() => {
-                    anyhow::bail!("--order and --agent are for --format openai-items")
+                    anyhow::bail!("--order and --agent are for --format openai-items or letta-af")
                 }
                 _ => client.import_session(export).await?,
             };
