@@ -35,6 +35,19 @@ impl Engine {
         Ok(store.put_agent(tenant, def).await?)
     }
 
+    /// The latest version of the tenant's agent `name`; `NotFound` for one it does not have.
+    pub(crate) async fn require_agent(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<AgentDef, EngineError> {
+        let agent = self.inner.store.get_agent(tenant, name, None).await?;
+        agent.ok_or_else(|| EngineError::NotFound {
+            kind: "agent",
+            id: name.into(),
+        })
+    }
+
     /// Hides the agent (every version) from listings until a new version is stored; the
     /// sessions pinning its versions go on. `NotFound` for an unknown agent.
     pub async fn archive_agent(&self, tenant: &TenantId, name: &str) -> Result<(), EngineError> {

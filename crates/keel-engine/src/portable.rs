@@ -73,15 +73,7 @@ impl Engine {
         metadata: serde_json::Map<String, serde_json::Value>,
         messages: Vec<Message>,
     ) -> Result<SessionRecord, EngineError> {
-        let agent = self
-            .inner
-            .store
-            .get_agent(tenant, agent_name, None)
-            .await?
-            .ok_or_else(|| EngineError::NotFound {
-                kind: "agent",
-                id: agent_name.into(),
-            })?;
+        let agent = self.require_agent(tenant, agent_name).await?;
         answers_follow_calls(&messages)?;
         self.check_room_for_a_session(tenant).await?;
         let now = clock::now();
@@ -119,15 +111,7 @@ impl Engine {
         instructions: String,
         messages: Vec<Message>,
     ) -> Result<SessionRecord, EngineError> {
-        let base = self
-            .inner
-            .store
-            .get_agent(tenant, base, None)
-            .await?
-            .ok_or_else(|| EngineError::NotFound {
-                kind: "agent",
-                id: base.into(),
-            })?;
+        let base = self.require_agent(tenant, base).await?;
         answers_follow_calls(&messages)?;
         self.check_room_for_a_session(tenant).await?;
         let def = AgentDef {

@@ -19,15 +19,7 @@ impl Engine {
         agent_name: &str,
         metadata: serde_json::Map<String, serde_json::Value>,
     ) -> Result<SessionRecord, EngineError> {
-        let agent = self
-            .inner
-            .store
-            .get_agent(tenant, agent_name, None)
-            .await?
-            .ok_or_else(|| EngineError::NotFound {
-                kind: "agent",
-                id: agent_name.into(),
-            })?;
+        let agent = self.require_agent(tenant, agent_name).await?;
         self.check_room_for_a_session(tenant).await?;
         let (record, first_events) = new_session(tenant, agent, metadata, clock::now());
         self.inner

@@ -100,15 +100,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         match owner {
             TimerOwner::Session(session) => self.require_session(tenant, session).await.map(drop),
-            TimerOwner::Agent(name) => {
-                match self.inner.store.get_agent(tenant, name, None).await? {
-                    Some(_) => Ok(()),
-                    None => Err(EngineError::NotFound {
-                        kind: "agent",
-                        id: name.clone(),
-                    }),
-                }
-            }
+            TimerOwner::Agent(name) => self.require_agent(tenant, name).await.map(drop),
         }
     }
 }

@@ -84,13 +84,8 @@ impl Engine {
         if let Some(session) = &new.session {
             self.require_session(tenant, session).await?;
         }
-        if let Some(agent) = &new.agent
-            && store.get_agent(tenant, agent, None).await?.is_none()
-        {
-            return Err(EngineError::NotFound {
-                kind: "agent",
-                id: agent.clone(),
-            });
+        if let Some(agent) = &new.agent {
+            self.require_agent(tenant, agent).await?;
         }
         if store.list_webhooks(tenant).await?.len() >= MAX_WEBHOOKS_PER_TENANT {
             return Err(EngineError::LimitReached(format!(
