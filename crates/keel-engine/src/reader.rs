@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use keel_core::{AgentDef, Event, RunId, RunStatus, SessionId, TenantId};
 use keel_store::{
-    ApiKeyRecord, ChainReport, LoadedSession, RunRecord, SessionFilter, SessionRecord, Store,
-    StoreError, TenantCounts, TenantRecord, UnreadableRecord, UsageQuery, UsageTotals,
+    ApiKeyRecord, ChainReport, ExportMark, LoadedSession, RunRecord, SessionFilter, SessionRecord,
+    Store, StoreError, TenantCounts, TenantRecord, UnreadableRecord, UsageQuery, UsageTotals,
 };
 
 /// Read-only access to a store (see the module's doc). Cheap to clone. It offers no write and
@@ -104,6 +104,15 @@ impl StoreReader {
     /// The latest snapshot plus every event after it.
     pub async fn load(&self, session: &SessionId) -> Result<LoadedSession, StoreError> {
         self.0.load(session).await
+    }
+
+    /// Whether and where the tenant's session was moved out (`Engine::move_session_out`).
+    pub async fn export_mark(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+    ) -> Result<Option<ExportMark>, StoreError> {
+        self.0.export_mark(tenant, session).await
     }
 
     pub async fn get_run(

@@ -344,7 +344,8 @@ async fn fire(inner: &Inner, timer: &TimerRecord, now: Timestamp) -> Result<bool
     Ok(fired && start.run().is_some())
 }
 
-/// What an agent's timer starts: a new session of the agent's current version and its run;
+/// What an agent's timer starts: a new session of the agent's current version (its metadata
+/// `schedule` naming the timer) and its run;
 /// `Nothing` when the tenant holds the most sessions it may (the due time passes, logged).
 /// `None` when the agent cannot be found: the timer is deleted, saying so, rather than tried
 /// at every look.
@@ -366,8 +367,10 @@ async fn agent_start(
             "an agent's timer is due but no session can be started; this due time passes");
         return Ok(Some(TimerStart::Nothing));
     }
-    let (session, first_events) =
-        sessions::new_session(&timer.tenant, agent, Default::default(), now);
+    // The session says which schedule made it, as a webhook's names the webhook.
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("schedule".into(), timer.id.to_string().into());
+    let (session, first_events) = sessions::new_session(&timer.tenant, agent, metadata, now);
     let run = queued_run(timer, &session.id, input, now);
     Ok(Some(TimerStart::Session {
         session,

@@ -372,6 +372,7 @@ async fn an_agents_cron_schedule_starts_one_new_session_per_slot_on_two_engines(
         );
         let expected_version = if minute == 1 { 1 } else { 2 };
         assert_eq!(newest.agent_version, expected_version, "{newest:?}");
+        assert_eq!(newest.metadata["schedule"], timer.id.as_str(), "{newest:?}");
         if minute == 1 {
             let mut edited = a
                 .store

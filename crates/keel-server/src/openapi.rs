@@ -35,7 +35,7 @@ use crate::wire::*;
     ),
     components(schemas(
         ErrorEnvelope, ErrorBody, AgentBody, AgentView, AgentList, CreateSession, ForkSession, ResumeRun, ContextView, ChainView, SessionView,
-        SessionSummary, SessionList, UsageView, SendMode, OnBusy, SendMessage, RunView, StepView, EventPage,
+        SessionSummary, MovedView, SessionList, UsageView, SendMode, OnBusy, SendMessage, RunView, StepView, EventPage,
         CreateTenant, TenantView, CreateKey, KeyView, UnreadableView, UnreadableList, Health, usage::UsageList, usage::UsageRow,
         schedules::CreateSchedule, schedules::ScheduleView, schedules::ScheduleList, portable::MoveSession,
         webhooks::CreateWebhook, webhooks::WebhookView, webhooks::CreatedWebhookView, webhooks::WebhookList,

@@ -3,7 +3,7 @@
 //! serde shapes stay the single definition.
 
 use keel_core::{AgentDef, Limits, Message, SessionState, ToolDef, Usage};
-use keel_store::{RunRecord, SessionRecord};
+use keel_store::{ExportMark, RunRecord, SessionRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -199,6 +199,25 @@ pub struct SessionSummary {
     pub usage: UsageView,
     /// The run in progress, if any.
     pub active_run: Option<String>,
+    /// When the session was moved out of this keel, and where to if the mover said; `null`
+    /// for a session that is here. A moved session takes no new input here.
+    pub moved: Option<MovedView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MovedView {
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub to: Option<String>,
+}
+
+impl From<ExportMark> for MovedView {
+    fn from(mark: ExportMark) -> Self {
+        MovedView {
+            at: mark.at.to_string(),
+            to: mark.to,
+        }
+    }
 }
 
 impl SessionSummary {
@@ -216,6 +235,7 @@ impl SessionSummary {
             runs_finished: state.runs_finished,
             usage: state.usage.into(),
             active_run: state.active.map(|r| r.run_id.to_string()),
+            moved: None,
         }
     }
 }

@@ -194,7 +194,13 @@ async fn a_waiting_session_with_a_schedule_moves_and_goes_on_only_there() {
         let message = answer["error"]["message"].as_str().unwrap();
         assert!(message.contains(&target.base), "{what}: {message}");
     }
-    // Reads still answer: the log, a second export (the same lines), verify.
+    // Reads still answer: the session (saying where it went), the log, a second export (the
+    // same lines), verify.
+    let shown = api
+        .ok(Method::GET, &format!("/v1/sessions/{session}"), None)
+        .await;
+    assert_eq!(shown["moved"]["to"], target.base.as_str(), "{shown}");
+    assert!(shown["moved"]["at"].is_string(), "{shown}");
     let source_events = session_events(&api, &session).await;
     let again = api
         .request(Method::GET, &format!("/v1/sessions/{session}/export"))
@@ -229,6 +235,10 @@ async fn a_waiting_session_with_a_schedule_moves_and_goes_on_only_there() {
         .await
         .unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
+    let here_now = there
+        .ok(Method::GET, &format!("/v1/sessions/{session}"), None)
+        .await;
+    assert!(here_now["moved"].is_null(), "{here_now}");
     there
         .ok(
             Method::POST,

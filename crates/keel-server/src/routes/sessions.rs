@@ -43,7 +43,12 @@ pub async fn get(
     let id: SessionId = parse_id("session", &id)?;
     let (record, folded) = state.engine.session_state(&caller.tenant, &id).await?;
     let mut summary = SessionSummary::new(record, folded);
-    summary.session.title = state.engine.store().session_title(&id).await;
+    let store = state.engine.store();
+    summary.session.title = store.session_title(&id).await;
+    summary.moved = store
+        .export_mark(&caller.tenant, &id)
+        .await?
+        .map(Into::into);
     Ok(Json(summary))
 }
 
