@@ -1,7 +1,7 @@
 //! Sessions imported from another system's files (`POST /v1/sessions/import?format=…`): an
 //! OpenAI conversation's items, as the official SDK's `conversations.items.list` returns them
-//! (the page object of `GET /v1/conversations/{id}/items`, here produced by one `keel serve`'s
-//! OpenAI-compatible API), become a new session on a second keel whose transcript holds the
+//! (the page object of `GET /v1/conversations/{id}/items` from one `keel serve`'s
+//! OpenAI-compatible API, and the items the Python SDK itself lists and dumps), become a new session on a second keel whose transcript holds the
 //! same messages in order, and the conversation goes on there. A Letta agent file
 //! (`tests/fixtures/letta/support_agent.af`, shaped as Letta's published schema) becomes an
 //! agent whose instructions hold its system prompt and memory blocks, and a session of it with
@@ -43,6 +43,28 @@ fn texts(items: &Value) -> Vec<String> {
                 .collect::<String>()
         })
         .collect()
+}
+
+/// The conversation's items as the official `openai` Python SDK lists them (auto-paging,
+/// newest first) and a user would save them: a JSON array of the items' dumps.
+fn sdk_items(server: &KeelServer, conversation: &str) -> String {
+    const EXPORT: &str = "import json, sys\n\
+        from openai import OpenAI\n\
+        items = OpenAI().conversations.items.list(sys.argv[1], limit=2)\n\
+        print(json.dumps([item.model_dump(mode='json') for item in items]))\n";
+    let out = std::process::Command::new(support::python::openai_sdk())
+        .args(["-c", EXPORT, conversation])
+        .env("OPENAI_BASE_URL", server.url("/v1"))
+        .env("OPENAI_API_KEY", server.admin_key.as_deref().unwrap())
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .output()
+        .expect("run the openai SDK");
+    assert!(
+        out.status.success(),
+        "the SDK's export failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,6 +121,9 @@ async fn an_openai_conversations_items_become_a_session_that_goes_on() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{again}");
+    // As a user exports it with the official Python SDK: every item, newest first, dumped.
+    let (status, by_sdk) = import(&there, "format=openai-items", &sdk_items(&source, conv)).await;
+    assert_eq!(status, StatusCode::CREATED, "{by_sdk}");
     // And through the CLI.
     let file = home.path().join("items.json");
     std::fs::write(&file, asc.to_string()).unwrap();
@@ -121,7 +146,12 @@ async fn an_openai_conversations_items_become_a_session_that_goes_on() {
         String::from_utf8_lossy(&out.stderr)
     );
     let by_cli = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    for id in [&session, again["id"].as_str().unwrap(), by_cli.as_str()] {
+    let made = [
+        &session,
+        again["id"].as_str().unwrap(),
+        by_sdk["id"].as_str().unwrap(),
+    ];
+    for id in made.into_iter().chain([by_cli.as_str()]) {
         let items = there
             .ok(
                 Method::GET,
