@@ -11,6 +11,10 @@
 //! server's `test` database; skipped, and said so, where none answers). `KEEL_BENCH_SECS` sets
 //! each round's length (default 1; 5 rounds per variant).
 
+#[path = "support/cpu.rs"]
+mod cpu;
+
+use cpu::cpu_time;
 use std::time::{Duration, Instant};
 
 use keel_core::{AgentId, EventBody, Message, RunId, SessionId, TenantId, Timestamp};
@@ -273,22 +277,6 @@ fn print_row(backend: &str, before: &[(Duration, Duration)], after: &[(Duration,
 
 fn micros(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)
-}
-
-/// This process's CPU time (user + system), from `/proc/self/stat` (Linux; ticks of 10 ms).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
-        .sum();
-    Duration::from_millis(ticks * 10)
 }
 
 fn time_per_op(n: u32, mut op: impl FnMut()) -> Duration {

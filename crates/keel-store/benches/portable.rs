@@ -7,6 +7,10 @@
 //! `cargo bench -p keel-store --bench portable`: SQLite stores (keel's default durability,
 //! `synchronous=FULL`); `KEEL_BENCH_ROUNDS` rounds each (default 5), the median and mean shown.
 
+#[path = "support/cpu.rs"]
+mod cpu;
+
+use cpu::cpu_time;
 use std::time::{Duration, Instant};
 
 use keel_core::{
@@ -180,20 +184,4 @@ fn row(step: &str, samples: &[(Duration, Duration)]) {
         cpu.as_secs_f64() * 1e6 / EVENTS as f64,
         EVENTS as f64 / mean.as_secs_f64()
     );
-}
-
-/// This process's CPU time (user + system), from `/proc/self/stat` (Linux; ticks of 10 ms).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
-        .sum();
-    Duration::from_millis(ticks * 10)
 }
