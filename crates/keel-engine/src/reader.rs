@@ -123,6 +123,17 @@ impl StoreReader {
         self.0.get_run(tenant, id).await
     }
 
+    /// The tenant's unfinished runs of `status`, newest first (`Store::runs_with_status`).
+    pub async fn runs_with_status(
+        &self,
+        tenant: &TenantId,
+        status: RunStatus,
+        before: Option<&RunId>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        self.0.runs_with_status(tenant, status, before, limit).await
+    }
+
     /// The session's queued and running runs, oldest first.
     pub async fn pending_runs(
         &self,

@@ -23,7 +23,7 @@ use crate::wire::*;
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
         agents::create, agents::list, agents::get, agents::put, agents::archive,
         sessions::create, sessions::get, sessions::list, sessions::delete,
-        messages::send, travel::fork, travel::context, schedules::create, schedules::list, schedules::delete, schedules::create_for_agent, schedules::list_for_agent, schedules::delete_for_agent, journal::verify, portable::export, portable::move_out, portable::import, events::list, runs::get, runs::cancel, runs::resume,
+        messages::send, travel::fork, travel::context, schedules::create, schedules::list, schedules::delete, schedules::create_for_agent, schedules::list_for_agent, schedules::delete_for_agent, journal::verify, portable::export, portable::move_out, portable::import, events::list, runs::list, runs::get, runs::cancel, runs::resume,
         admin::create_tenant, admin::create_key, admin::revoke_key, admin::unreadable, usage::list,
         webhooks::create, webhooks::list, webhooks::delete, webhooks::deliveries, webhooks::trigger,
         memory::create, memory::get, memory::delete, memory::search,
@@ -35,7 +35,7 @@ use crate::wire::*;
     ),
     components(schemas(
         ErrorEnvelope, ErrorBody, AgentBody, AgentView, AgentList, CreateSession, ForkSession, ResumeRun, ContextView, ChainView, SessionView,
-        SessionSummary, MovedView, SessionList, UsageView, SendMode, OnBusy, SendMessage, RunView, StepView, EventPage,
+        SessionSummary, MovedView, SessionList, UsageView, SendMode, OnBusy, SendMessage, RunView, RunList, StepView, EventPage,
         CreateTenant, TenantView, CreateKey, KeyView, UnreadableView, UnreadableList, Health, usage::UsageList, usage::UsageRow,
         schedules::CreateSchedule, schedules::ScheduleView, schedules::ScheduleList, portable::MoveSession,
         webhooks::CreateWebhook, webhooks::WebhookView, webhooks::CreatedWebhookView, webhooks::WebhookList,

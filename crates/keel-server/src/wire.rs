@@ -293,6 +293,13 @@ pub struct SendMessage {
 }
 
 #[derive(Serialize, ToSchema)]
+pub struct RunList {
+    pub data: Vec<RunView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct RunView {
     pub id: String,
     pub session_id: String,

@@ -188,6 +188,15 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         session: &SessionId,
     ) -> Result<Vec<RunRecord>, StoreError>;
+    /// The tenant's runs of `status` (queued, running or waiting: the unfinished ones, few by
+    /// nature), newest first, those older than `before` when given, at most `limit`.
+    async fn runs_with_status(
+        &self,
+        tenant: &TenantId,
+        status: RunStatus,
+        before: Option<&RunId>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError>;
     /// Claims up to `limit` runs for `node` until `now + lease_ms`: queued runs, and runs whose
     /// lease has expired, oldest first, **never two of one session**, and none of a session
     /// that already has a live lease. Claimed runs become `Running`.

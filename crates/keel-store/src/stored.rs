@@ -65,6 +65,19 @@ pub(crate) fn agent_not_found(agent: &str) -> StoreError {
     }
 }
 
+/// Runs are listed by status only while unfinished (queued, running, waiting): those are few,
+/// where the finished ones of a tenant grow without bound.
+pub(crate) fn unfinished(status: keel_core::RunStatus) -> Result<(), StoreError> {
+    use keel_core::RunStatus::{Queued, Running, Waiting};
+    match status {
+        Queued | Running | Waiting => Ok(()),
+        other => Err(StoreError::Invalid(format!(
+            "runs are listed by status only while unfinished (queued, running, waiting), not {}",
+            other.as_str()
+        ))),
+    }
+}
+
 /// A timer an append sets must be the appending session's own.
 pub(crate) fn timer_of(session: &SessionId, timer: &crate::TimerRecord) -> Result<(), StoreError> {
     match timer.owner.session() == Some(session) {

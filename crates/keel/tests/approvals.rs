@@ -2,7 +2,7 @@
 //! approval (and a third) make the run wait; keel is SIGKILLed while it waits; after a restart
 //! one call is approved, one approved with edited arguments and one rejected, each reaching its
 //! own call (the tool endpoint sees exactly the approved arguments), and the run finishes;
-//! another tenant's resume is a 404; bad decisions are 400s naming what is wrong.
+//! another tenant's resume is a 404 (and lists no waiting run); bad decisions are 400s naming what is wrong.
 
 mod support;
 
@@ -98,6 +98,36 @@ async fn parallel_approvals_survive_sigkill_and_each_decision_reaches_its_own_ca
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    // What waits is listed for its tenant, with the calls it waits on; for no other.
+    let listed = api.ok(Method::GET, "/v1/runs?status=waiting", None).await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["data"][0]["id"], run.as_str());
+    assert_eq!(
+        listed["data"][0]["pending_approvals"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert!(listed["next_cursor"].is_null(), "{listed}");
+    let theirs = stranger
+        .ok(Method::GET, "/v1/runs?status=waiting", None)
+        .await;
+    assert_eq!(theirs["data"], json!([]), "{theirs}");
+    for (query, says) in [
+        ("status=completed", "status"),
+        ("status=waiting&limit=0", "limit"),
+        ("status=waiting&cursor=nope", "cursor"),
+    ] {
+        let (status, body) = api
+            .call(Method::GET, &format!("/v1/runs?{query}"), None)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(says),
+            "{body}"
+        );
+    }
 
     // Bad decisions are 400s that say what is wrong, and change nothing.
     for (bad, says) in [
@@ -222,6 +252,15 @@ fn the_cli_lists_what_a_run_waits_on_and_answers_an_ask_human_question() {
     assert!(
         listed.contains(call) && listed.contains("which colour?"),
         "{listed}"
+    );
+    let waiting = home.run(&["runs", "waiting"]);
+    let waiting = String::from_utf8_lossy(&waiting.stdout).into_owned();
+    let lines: Vec<&str> = waiting.lines().collect();
+    assert_eq!(lines.len(), 2, "{waiting}");
+    assert!(lines[0].starts_with(run), "{waiting}");
+    assert!(
+        lines[1].starts_with(&format!("  {call}")) && lines[1].contains("which colour?"),
+        "{waiting}"
     );
 
     let wrong = home.run(&["runs", "approve", run, call]);

@@ -73,13 +73,7 @@ pub async fn list(
         }
         return follow(state, &caller.tenant, session, after).await;
     }
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid(
-            "invalid_limit",
-            format!("limit must be between 1 and 1000, got {limit}"),
-        ));
-    }
+    let limit = super::paging::limit(query.limit, 100, 1000)?;
     let data = state
         .engine
         .store()

@@ -9,6 +9,7 @@ pub mod journal;
 pub mod memory;
 pub mod messages;
 pub mod ops;
+mod paging;
 pub mod portable;
 pub mod runs;
 pub mod schedules;
@@ -58,6 +59,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/sessions/{id}/export"),
     ("post", "/v1/sessions/import"),
     ("get", "/v1/sessions/{id}/events"),
+    ("get", "/v1/runs"),
     ("get", "/v1/runs/{id}"),
     ("post", "/v1/runs/{id}/cancel"),
     ("post", "/v1/runs/{id}/resume"),
@@ -139,6 +141,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(memory::get).delete(memory::delete),
         )
         .route("/v1/memory/{namespace}/search", post(memory::search))
+        .route("/v1/runs", get(runs::list))
         .route("/v1/runs/{id}", get(runs::get))
         .route("/v1/runs/{id}/cancel", post(runs::cancel))
         .route("/v1/runs/{id}/resume", post(runs::resume))

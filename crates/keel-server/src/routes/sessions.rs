@@ -11,6 +11,7 @@ use keel_store::SessionFilter;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use super::paging;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorEnvelope, parse_id};
 use crate::state::AppState;
@@ -76,13 +77,7 @@ pub async fn list(
     caller: Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<SessionList>> {
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::invalid(
-            "invalid_limit",
-            format!("limit must be between 1 and 200, got {limit}"),
-        ));
-    }
+    let limit = paging::limit(query.limit, 50, 200)?;
     let busy = match query.status.as_deref() {
         None => None,
         Some("busy") => Some(true),
@@ -94,15 +89,7 @@ pub async fn list(
             ));
         }
     };
-    let before = match query.cursor.as_deref() {
-        None => None,
-        Some(c) => Some(SessionId::parse(c).map_err(|_| {
-            ApiError::invalid(
-                "invalid_cursor",
-                format!("cursor {c:?} is not a `next_cursor` this API gave out"),
-            )
-        })?),
-    };
+    let before = paging::cursor(query.cursor.as_deref(), SessionId::parse)?;
     let filter = SessionFilter {
         agent_name: query.agent,
         metadata: metadata_filter(query.metadata.as_deref())?,

@@ -149,6 +149,7 @@ macro_rules! conformance_tests {
             a_new_sessions_copied_events_are_a_chain_of_their_own,
             a_waiting_run_holds_its_session_without_a_lease_until_queued_again,
             cancelling_a_waiting_run_queues_it_to_be_driven_to_its_end,
+            unfinished_runs_are_listed_by_status_newest_first_within_their_tenant,
             timers_are_kept_per_session_and_found_when_due,
             firing_a_timer_queues_its_run_once_per_due_time,
             an_append_sets_and_cancels_timers_with_its_events,

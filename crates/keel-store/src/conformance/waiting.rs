@@ -89,3 +89,54 @@ pub async fn cancelling_a_waiting_run_queues_it_to_be_driven_to_its_end(store: A
     let claimed = store.claim_runs("node-a", at(20), 1_000, 1).await.unwrap();
     assert!(claimed.len() == 1 && claimed[0].cancel_requested);
 }
+
+/// What `GET /v1/runs?status=waiting` lists: a tenant's unfinished runs of one status, newest
+/// first, paged by id, never another tenant's; finished statuses are not listed this way.
+pub async fn unfinished_runs_are_listed_by_status_newest_first_within_their_tenant(
+    store: Arc<dyn Store>,
+) {
+    let tenant = tenant();
+    let mut waiting = Vec::new();
+    for i in 0..3 {
+        let session = new_session(&store, &tenant).await;
+        let run = queued_run(&tenant, &session, 1 + i);
+        store.enqueue_run(&run).await.unwrap();
+        store.claim_runs("node-a", at(10), 1_000, 10).await.unwrap();
+        let park = settle(&run.id, RunStatus::Waiting, "asks a person");
+        store.append(&session, 1, park).await.unwrap();
+        waiting.push(run.id);
+    }
+    let session = new_session(&store, &tenant).await;
+    let queued = queued_run(&tenant, &session, 9);
+    store.enqueue_run(&queued).await.unwrap();
+    waiting.reverse();
+
+    let list = |status, before: Option<keel_core::RunId>, limit| {
+        let (store, tenant) = (store.clone(), tenant.clone());
+        async move {
+            let runs = store
+                .runs_with_status(&tenant, status, before.as_ref(), limit)
+                .await
+                .unwrap();
+            runs.into_iter().map(|r| r.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(RunStatus::Waiting, None, 10).await, waiting);
+    let page = list(RunStatus::Waiting, None, 2).await;
+    assert_eq!(page, waiting[..2]);
+    let rest = list(RunStatus::Waiting, Some(page[1].clone()), 2).await;
+    assert_eq!(rest, waiting[2..]);
+    assert_eq!(list(RunStatus::Queued, None, 10).await, [queued.id]);
+    let elsewhere = store
+        .runs_with_status(&super::fixtures::tenant(), RunStatus::Waiting, None, 10)
+        .await
+        .unwrap();
+    assert!(elsewhere.is_empty(), "{elsewhere:?}");
+    match store
+        .runs_with_status(&tenant, RunStatus::Completed, None, 10)
+        .await
+    {
+        Err(StoreError::Invalid(message)) => assert!(message.contains("unfinished"), "{message}"),
+        other => panic!("listing completed runs: expected Invalid, got {other:?}"),
+    }
+}

@@ -292,6 +292,16 @@ impl Store for PgStore {
         runs::pending(&self.client().await?, tenant, session).await
     }
 
+    async fn runs_with_status(
+        &self,
+        tenant: &TenantId,
+        status: RunStatus,
+        before: Option<&RunId>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        runs::with_status(&self.client().await?, tenant, status, before, limit).await
+    }
+
     async fn claim_runs(
         &self,
         node: &str,

@@ -147,6 +147,38 @@ pub(crate) async fn get(
 }
 
 /// The session's queued and running runs, oldest first; one that cannot be read is skipped.
+pub(crate) async fn with_status(
+    client: &Client,
+    tenant: &TenantId,
+    status: RunStatus,
+    before: Option<&RunId>,
+    limit: usize,
+) -> Result<Vec<RunRecord>, StoreError> {
+    stored::unfinished(status)?;
+    let rows = statements::query(
+        client,
+        &format!(
+            "SELECT {COLUMNS} FROM runs WHERE status = $1 AND tenant = $2
+             AND ($3::text IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+        ),
+        &[
+            &status.as_str(),
+            &tenant.as_str(),
+            &before.map(RunId::as_str),
+            &stored::sql_limit(limit),
+        ],
+    )
+    .await?;
+    let mut runs = Vec::new();
+    for row in &rows {
+        match stored_run(row).and_then(StoredRun::into_record) {
+            Ok(run) => runs.push(run),
+            Err(e) => unreadable::isolated("run", &super::row_id(row, 0), &e),
+        }
+    }
+    Ok(runs)
+}
+
 pub(crate) async fn pending(
     client: &Client,
     tenant: &TenantId,

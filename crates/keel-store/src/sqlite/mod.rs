@@ -372,6 +372,19 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn runs_with_status(
+        &self,
+        tenant: &TenantId,
+        status: RunStatus,
+        before: Option<&RunId>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let (tenant, before) = (tenant.clone(), before.cloned());
+        self.readers
+            .read(move |conn| runs::with_status(conn, &tenant, status, before.as_ref(), limit))
+            .await
+    }
+
     async fn claim_runs(
         &self,
         node: &str,

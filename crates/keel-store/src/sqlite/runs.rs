@@ -134,6 +134,35 @@ pub(crate) fn pending(
     Ok(runs)
 }
 
+pub(crate) fn with_status(
+    conn: &Connection,
+    tenant: &TenantId,
+    status: RunStatus,
+    before: Option<&RunId>,
+    limit: usize,
+) -> Result<Vec<RunRecord>, StoreError> {
+    stored::unfinished(status)?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM runs WHERE status = ?1 AND tenant = ?2 AND (?3 IS NULL OR id < ?3)
+         ORDER BY id DESC LIMIT ?4"
+    ))?;
+    let before = before.map(RunId::as_str);
+    let mut rows = stmt.query(params![
+        status.as_str(),
+        tenant.as_str(),
+        before,
+        stored::sql_limit(limit)
+    ])?;
+    let mut runs = Vec::new();
+    while let Some(row) = rows.next()? {
+        match from_row(row) {
+            Ok(run) => runs.push(run),
+            Err(e) => unreadable::isolated("run", &unreadable::row_id(row, 0), &e),
+        }
+    }
+    Ok(runs)
+}
+
 pub(crate) fn count_by_status(conn: &Connection) -> Result<Vec<(RunStatus, u64)>, StoreError> {
     let mut stmt =
         conn.prepare_cached("SELECT status, COUNT(*) FROM runs GROUP BY status ORDER BY status")?;

@@ -71,6 +71,9 @@ pub trait Client {
     ) -> anyhow::Result<Turn>;
     /// The run as `GET /v1/runs/{id}` shows it: output, usage, the models that served.
     async fn run_view(&self, run: &str) -> anyhow::Result<Value>;
+    /// Every run of the tenant waiting for a person, newest first, each as `run_view` shows it
+    /// (`GET /v1/runs?status=waiting`, all pages).
+    async fn waiting_runs(&self) -> anyhow::Result<Vec<Value>>;
     /// A new session whose log is `session`'s up to seq `at` (all of it when `None`), as
     /// `POST /v1/sessions/{id}/fork` answers it.
     async fn fork(&self, session: &SessionId, at: Option<u64>) -> anyhow::Result<Value>;

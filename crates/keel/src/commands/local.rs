@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use keel_core::{EventBody, Message, RunId, SessionId, TenantId, TimerId, WebhookId};
+use keel_core::{EventBody, Message, RunId, RunStatus, SessionId, TenantId, TimerId, WebhookId};
 use keel_engine::{BusyPolicy, Engine, RunProgress};
 use keel_store::{RunRecord, TimerOwner};
 use serde_json::Value;
@@ -87,6 +87,23 @@ impl Client for Local {
             view.pending_approvals = engine.pending_approvals(&self.rt.tenant, &id).await?;
         }
         Ok(serde_json::to_value(view)?)
+    }
+
+    async fn waiting_runs(&self) -> anyhow::Result<Vec<Value>> {
+        let reader = self.rt.engine.store();
+        let (mut views, mut before) = (Vec::new(), None);
+        loop {
+            let page = reader
+                .runs_with_status(&self.rt.tenant, RunStatus::Waiting, before.as_ref(), 100)
+                .await?;
+            for run in &page {
+                views.push(self.run_view(run.id.as_str()).await?);
+            }
+            match page.last() {
+                Some(last) if page.len() == 100 => before = Some(last.id.clone()),
+                _ => return Ok(views),
+            }
+        }
     }
 
     async fn resume(&self, run: &str, decisions: Value) -> anyhow::Result<Value> {
@@ -219,7 +236,9 @@ impl Client for Local {
 
     async fn add_webhook(&self, body: Value) -> anyhow::Result<Value> {
         let body: CreateWebhook = serde_json::from_value(body)?;
-        let new = body.into_new().map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        let new = body
+            .into_new()
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
         let created = self.rt.engine.create_webhook(&self.rt.tenant, new).await?;
         Ok(serde_json::to_value(CreatedWebhookView::from(created))?)
     }

@@ -157,6 +157,20 @@ impl Client for Remote {
         self.get(&format!("/v1/runs/{run}")).await
     }
 
+    async fn waiting_runs(&self) -> anyhow::Result<Vec<Value>> {
+        let (mut views, mut cursor) = (Vec::new(), String::new());
+        loop {
+            let page = self
+                .get(&format!("/v1/runs?status=waiting&limit=100{cursor}"))
+                .await?;
+            views.extend(page["data"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => return Ok(views),
+            }
+        }
+    }
+
     async fn fork(&self, session: &SessionId, at: Option<u64>) -> anyhow::Result<Value> {
         let path = format!("/v1/sessions/{session}/fork");
         let resp = self.post(&path, json!({"at_seq": at})).await?;
@@ -261,7 +275,9 @@ impl Client for Remote {
     }
 
     async fn delete_webhook(&self, webhook: &str) -> anyhow::Result<()> {
-        let req = self.http.delete(format!("{}/v1/webhooks/{webhook}", self.base));
+        let req = self
+            .http
+            .delete(format!("{}/v1/webhooks/{webhook}", self.base));
         self.send(req).await?;
         Ok(())
     }

@@ -1,4 +1,5 @@
-//! `keel runs pending | approve | reject | answer`: the calls a run waits on and a person's
+//! `keel runs waiting | pending | approve | reject | answer`: the runs and calls waiting for a
+//! person, and a person's
 //! decision on each (human approval), through the embedded engine or a running `keel serve`
 //! alike (`Client`).
 
@@ -19,6 +20,9 @@ pub struct RunsArgs {
 
 #[derive(Subcommand)]
 pub enum RunsCommand {
+    /// Every run waiting for a person, newest first: `RUN  SESSION  CREATED`, then the calls it
+    /// waits on, indented.
+    Waiting,
     /// The calls a waiting run waits on: one line each, `CALL_ID  TOOL  ARGUMENTS`.
     Pending { run: String },
     /// Approve a waiting call, with these arguments (a JSON object) instead of the model's.
@@ -46,6 +50,22 @@ pub enum RunsCommand {
 pub async fn run(config: &Config, args: RunsArgs) -> anyhow::Result<()> {
     let client = connect(config, args.server).await?;
     let (run, decision) = match args.command {
+        RunsCommand::Waiting => {
+            let runs = client.waiting_runs().await;
+            client.close().await;
+            for view in runs? {
+                println!(
+                    "{}  {}  {}",
+                    view["id"].as_str().unwrap_or("?"),
+                    view["session_id"].as_str().unwrap_or("?"),
+                    view["created_at"].as_str().unwrap_or("?")
+                );
+                for call in view["pending_approvals"].as_array().into_iter().flatten() {
+                    println!("  {}", pending_line(call));
+                }
+            }
+            return Ok(());
+        }
         RunsCommand::Pending { run } => {
             let view = client.run_view(&run).await?;
             print_pending(&view);
@@ -97,11 +117,16 @@ fn print_pending(view: &Value) {
         );
     }
     for call in calls {
-        println!(
-            "{}  {}  {}",
-            call["call_id"].as_str().unwrap_or("?"),
-            call["name"].as_str().unwrap_or("?"),
-            call["arguments"]
-        );
+        println!("{}", pending_line(&call));
     }
+}
+
+/// `CALL_ID  TOOL  ARGUMENTS`.
+fn pending_line(call: &Value) -> String {
+    format!(
+        "{}  {}  {}",
+        call["call_id"].as_str().unwrap_or("?"),
+        call["name"].as_str().unwrap_or("?"),
+        call["arguments"]
+    )
 }
