@@ -102,7 +102,10 @@ impl Engine {
     }
 
     /// `text`'s embedding by the memory embedding model, `None` when there is none.
-    pub(crate) async fn embed_for_memory(&self, text: &str) -> Result<Option<Vec<f32>>, EngineError> {
+    pub(crate) async fn embed_for_memory(
+        &self,
+        text: &str,
+    ) -> Result<Option<Vec<f32>>, EngineError> {
         let models = self.models();
         let name = if models.routes().contains_key(EMBEDDINGS_ROUTE) {
             EMBEDDINGS_ROUTE
