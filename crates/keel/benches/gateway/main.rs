@@ -195,7 +195,8 @@ fn start(oha: String, settings: &Settings) -> Setup {
     );
     for delay in &settings.delays {
         config.push_str(&format!(
-            "\n[providers.mock{delay}]\nkind = \"openai\"\nbase_url = \"http://{mock_addr}/delay/{delay}/v1\"\n"
+            "\n[providers.mock{delay}]\nkind = \"openai\"\nbase_url = \"http://{mock_addr}/delay/{delay}/v1\"\napi_key_env = \"{}\"\n",
+            procs::UPSTREAM_KEY_ENV
         ));
     }
     let config_path = dir.path().join("keel.toml");

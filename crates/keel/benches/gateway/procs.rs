@@ -158,6 +158,9 @@ pub fn start_mock(cpu: Option<usize>, threads: usize) -> (Process, String) {
     (process, addr)
 }
 
+/// The variable the benches' `openai` providers read their (mock) key from (`api_key_env`).
+pub const UPSTREAM_KEY_ENV: &str = "BENCH_UPSTREAM_KEY";
+
 /// `keel --config <config> serve` on a free loopback port; returns it and its base URL once it
 /// listens. Its stderr keeps being forwarded (prefixed), so a warning is seen and the pipe
 /// never fills.
@@ -180,7 +183,10 @@ pub fn start_keel_binary(
         .arg("--config")
         .arg(config)
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("OPENAI_API_KEY", "sk-bench")
+        // The mock upstreams' key, under a name of its own: `OPENAI_API_KEY` would also give
+        // keel the real OpenAI, whose model list it would ask for (a DNS lookup) at start.
+        .env(UPSTREAM_KEY_ENV, "sk-bench")
+        .env_remove("OPENAI_API_KEY")
         // Warnings only: no line per request (as `--quiet`, which older builds lack).
         .env("KEEL_LOG", "warn")
         .stdout(Stdio::null())

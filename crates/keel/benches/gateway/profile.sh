@@ -31,10 +31,11 @@ pids+=($!)
 until grep -q listening "$work/mock.out" 2>/dev/null; do sleep 0.1; done
 mock=$(awk '/listening/ {print $2}' "$work/mock.out")
 port=$((20000 + RANDOM % 20000))
-printf 'data_dir = "%s/data"\n[store]\ndurability = "normal"\n[providers.mock]\nkind = "openai"\nbase_url = "http://%s/v1"\n' \
+printf 'data_dir = "%s/data"\n[store]\ndurability = "normal"\n[providers.mock]\nkind = "openai"\nbase_url = "http://%s/v1"\napi_key_env = "BENCH_UPSTREAM_KEY"\n' \
   "$work" "$mock" >"$work/keel.toml"
 
-export OPENAI_API_KEY=sk-bench # the mock takes any key
+export BENCH_UPSTREAM_KEY=sk-bench # the mock takes any key (not OPENAI_API_KEY: keel would add the real OpenAI)
+unset OPENAI_API_KEY
 export KEEL_LOG=warn            # no line per request (as --quiet, which older builds lack)
 run_keel=("$keel" --config "$work/keel.toml" serve --listen "127.0.0.1:$port")
 case $mode in

@@ -71,8 +71,9 @@ fn start() -> Bench {
         .expect("cannot create the bench's temporary directory");
     let data_dir = dir.path().join("data");
     let config = format!(
-        "data_dir = {:?}\n\n[store]\ndurability = \"normal\"\n\n[providers.mock]\nkind = \"openai\"\nbase_url = \"http://{mock_addr}/v1\"\n",
-        data_dir.display().to_string()
+        "data_dir = {:?}\n\n[store]\ndurability = \"normal\"\n\n[providers.mock]\nkind = \"openai\"\nbase_url = \"http://{mock_addr}/v1\"\napi_key_env = \"{}\"\n",
+        data_dir.display().to_string(),
+        procs::UPSTREAM_KEY_ENV
     );
     let config_path = dir.path().join("keel.toml");
     std::fs::write(&config_path, config).expect("cannot write keel.toml");
