@@ -1,0 +1,57 @@
+//! Agents: a new definition or version, and how one is shown.
+
+use keel_core::{AgentDef, Limits, ToolDef};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A new agent (`POST /v1/agents`) or a new version of one (`PUT /v1/agents/{name}`, where
+/// the name comes from the path).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentBody {
+    /// Unique in the tenant; required by `POST`, ignored by `PUT`.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub instructions: String,
+    /// A route name or `provider/model`, e.g. `openai/gpt-4o-mini`.
+    pub model: String,
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub tools: Vec<ToolDef>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub limits: Option<Limits>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AgentView {
+    pub id: String,
+    pub name: String,
+    pub version: u32,
+    pub instructions: String,
+    pub model: String,
+    #[schema(value_type = Vec<Object>)]
+    pub tools: Vec<ToolDef>,
+    #[schema(value_type = Object)]
+    pub limits: Limits,
+}
+
+impl From<AgentDef> for AgentView {
+    fn from(a: AgentDef) -> Self {
+        AgentView {
+            id: a.id.to_string(),
+            name: a.name,
+            version: a.version,
+            instructions: a.instructions,
+            model: a.model,
+            tools: a.tools,
+            limits: a.limits,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AgentList {
+    pub data: Vec<AgentView>,
+}
