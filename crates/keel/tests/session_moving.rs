@@ -16,7 +16,7 @@ use keel_testkit::openai_mock::{MockOpenAi, MockReply};
 use keel_testkit::tool_endpoint::ToolEndpoint;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::http::{Api, admin, finished_run, new_session, session_events};
+use support::http::{Api, admin, finished_run, new_session, send_until_waiting, session_events};
 use support::{KeelHome, KeelServer};
 
 /// The agent: the `scripted/echo` model and a mail tool at `url` that needs approval;
@@ -90,19 +90,7 @@ async fn a_waiting_session_with_a_schedule_moves_and_goes_on_only_there() {
     let server = KeelServer::start(&home, &[]);
     let api = admin(&server);
     let session = new_session(&api).await;
-    let sent = api
-        .ok(
-            Method::POST,
-            &format!("/v1/sessions/{session}/messages"),
-            Some(json!({"content": "/call send_mail {\"to\": \"ann\"}", "mode": "wait"})),
-        )
-        .await;
-    assert_eq!(sent["status"], "waiting", "{sent}");
-    let run = sent["id"].as_str().unwrap().to_string();
-    let call = sent["pending_approvals"][0]["call_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (run, call) = send_until_waiting(&api, &session, "/call send_mail {\"to\": \"ann\"}").await;
     // Due in a few seconds: the move comes first (the export says it has not fired).
     let schedule = api
         .ok(

@@ -12,7 +12,9 @@ mod support;
 use keel_testkit::tool_endpoint::ToolEndpoint;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::http::{Api, admin, another_tenant, new_session, session_events, turn};
+use support::http::{
+    Api, admin, another_tenant, new_session, send_until_waiting, session_events, turn,
+};
 use support::{KeelHome, KeelServer};
 
 /// The scripted model with both scratchpad tools.
@@ -418,19 +420,7 @@ async fn a_run_waiting_for_approval_is_approved_on_the_other_keel() {
     let server = KeelServer::start(&home, &[]);
     let api = admin(&server);
     let session = new_session(&api).await;
-    let sent = api
-        .ok(
-            Method::POST,
-            &format!("/v1/sessions/{session}/messages"),
-            Some(json!({"content": "/call send_mail {\"to\": \"ann\"}", "mode": "wait"})),
-        )
-        .await;
-    assert_eq!(sent["status"], "waiting", "{sent}");
-    let run = sent["id"].as_str().unwrap().to_string();
-    let call = sent["pending_approvals"][0]["call_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (run, call) = send_until_waiting(&api, &session, "/call send_mail {\"to\": \"ann\"}").await;
     let (status, _, text) = export(&api, &session).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     follows_the_schema(&text);

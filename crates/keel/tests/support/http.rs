@@ -158,6 +158,21 @@ pub async fn new_session(api: &Api) -> String {
     session["id"].as_str().unwrap().to_string()
 }
 
+/// Sends `content` to `session` and waits: its run must end waiting for a person. The run's
+/// id and the id of the first call it waits on.
+pub async fn send_until_waiting(api: &Api, session: &str, content: &str) -> (String, String) {
+    let sent = api
+        .ok(
+            Method::POST,
+            &format!("/v1/sessions/{session}/messages"),
+            Some(json!({"content": content, "mode": "wait"})),
+        )
+        .await;
+    assert_eq!(sent["status"], "waiting", "{sent}");
+    let call = sent["pending_approvals"][0]["call_id"].as_str().unwrap();
+    (sent["id"].as_str().unwrap().to_string(), call.to_string())
+}
+
 /// The session's log (its first 1000 events) as `GET /v1/sessions/{id}/events` lists it.
 pub async fn session_events(api: &Api, session: &str) -> Vec<Value> {
     let page = api
