@@ -22,6 +22,108 @@ pub struct AgentDef {
     pub tools: Vec<ToolDef>,
     #[serde(default)]
     pub limits: Limits,
+    /// Memory blocks kept in the context of its sessions (`BlockDef`), in the order shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub memory_blocks: Vec<BlockDef>,
+}
+
+/// A memory block an agent declares (Letta's core memory): a named, size-limited text shown
+/// to the model in every step, which the agent edits with its `memory_block_*` tools. Each
+/// session holds its own copy, starting from `value`, unless `shared`: then the tenant holds
+/// one block of that label that every session declaring it sees and edits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockDef {
+    /// `[a-z][a-z0-9_-]{0,63}` (`persona`, `user`, `project`).
+    pub label: String,
+    /// What the block is for, shown to the model beside it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// What a session's block holds before its first edit.
+    #[serde(default)]
+    pub value: String,
+    /// The most characters (Unicode scalar values) the block may hold.
+    #[serde(default = "default_block_limit")]
+    pub limit: u32,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
+}
+
+/// A block's limit when its declaration sets none.
+pub const DEFAULT_BLOCK_LIMIT: u32 = 2_000;
+/// The largest limit a block may have.
+pub const MAX_BLOCK_LIMIT: u32 = 100_000;
+/// The most blocks one agent may declare.
+pub const MAX_BLOCKS: usize = 32;
+
+fn default_block_limit() -> u32 {
+    DEFAULT_BLOCK_LIMIT
+}
+
+/// Whether `label` is a block label: `[a-z][a-z0-9_-]{0,63}`.
+pub fn is_block_label(label: &str) -> bool {
+    let mut chars = label.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && label.len() <= 64
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// Why `value` cannot be a block's value under `limit`, if it cannot: too long, or holding a
+/// NUL (which no store keeps as text).
+pub fn block_value_problem(label: &str, value: &str, limit: u32) -> Option<String> {
+    let chars = value.chars().count();
+    if chars > limit as usize {
+        return Some(format!(
+            "memory block {label:?} holds at most {limit} characters; the new value has {chars}"
+        ));
+    }
+    value
+        .contains('\0')
+        .then(|| format!("memory block {label:?} cannot hold a NUL character"))
+}
+
+impl AgentDef {
+    /// Refuses memory blocks that could not be kept: a bad or repeated label, a limit of 0 or
+    /// past `MAX_BLOCK_LIMIT`, an initial value over its limit, more than `MAX_BLOCKS`.
+    pub fn check_memory_blocks(&self) -> Result<(), String> {
+        if self.memory_blocks.len() > MAX_BLOCKS {
+            return Err(format!(
+                "agent {:?} declares {} memory blocks; at most {MAX_BLOCKS} are allowed",
+                self.name,
+                self.memory_blocks.len()
+            ));
+        }
+        for (i, block) in self.memory_blocks.iter().enumerate() {
+            if !is_block_label(&block.label) {
+                return Err(format!(
+                    "memory block label {:?} is not valid: use a lowercase letter, then up to 63 \
+                     lowercase letters, digits, `_` or `-`",
+                    block.label
+                ));
+            }
+            if self.memory_blocks[..i]
+                .iter()
+                .any(|b| b.label == block.label)
+            {
+                return Err(format!("memory block {:?} is declared twice", block.label));
+            }
+            if block.limit == 0 || block.limit > MAX_BLOCK_LIMIT {
+                return Err(format!(
+                    "memory block {:?}: limit must be 1 to {MAX_BLOCK_LIMIT} characters, not {}",
+                    block.label, block.limit
+                ));
+            }
+            if let Some(problem) = block_value_problem(&block.label, &block.value, block.limit) {
+                return Err(format!("{problem} (its declared value)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The declared block of this label.
+    pub fn memory_block(&self, label: &str) -> Option<&BlockDef> {
+        self.memory_blocks.iter().find(|b| b.label == label)
+    }
 }
 
 /// Read through `ToolDefFields`, so that a key keel does not know is refused rather than

@@ -159,6 +159,22 @@ pub enum EventBody {
         run_id: RunId,
         reason: String,
     },
+    /// A memory block (`agent::BlockDef`) was edited: by the agent's tool call in run `run_id`
+    /// (logged with the call's result), or through the API between runs (`run_id: None`).
+    /// `shared` says whether it is the tenant's shared block or this session's own; `before`
+    /// is what it held (its declared value before a first edit).
+    MemoryBlockEdited {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run_id: Option<RunId>,
+        label: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        shared: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<String>,
+        after: String,
+        /// `agent` or `api`.
+        by: String,
+    },
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -185,6 +201,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "run_completed",
     "run_failed",
     "run_cancelled",
+    "memory_block_edited",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -244,6 +261,7 @@ impl EventBody {
             EventBody::RunCompleted { .. } => "run_completed",
             EventBody::RunFailed { .. } => "run_failed",
             EventBody::RunCancelled { .. } => "run_cancelled",
+            EventBody::MemoryBlockEdited { .. } => "memory_block_edited",
         }
     }
 
@@ -264,6 +282,7 @@ impl EventBody {
             | EventBody::RunCompleted { run_id, .. }
             | EventBody::RunFailed { run_id, .. }
             | EventBody::RunCancelled { run_id, .. } => Some(run_id),
+            EventBody::MemoryBlockEdited { run_id, .. } => run_id.as_ref(),
         }
     }
 
@@ -285,6 +304,19 @@ impl EventBody {
                     call_id: call_id.clone(),
                     content: content.clone(),
                     is_error: *is_error,
+                }],
+            }],
+            // The agent's own edit is told by its tool's result; an edit through the API is
+            // news to the model, told in order as a note.
+            EventBody::MemoryBlockEdited {
+                run_id: None,
+                label,
+                after,
+                ..
+            } => vec![Message {
+                role: Role::User,
+                parts: vec![Part::Text {
+                    text: format!("[memory block {label:?} was edited; it now reads: {after}]"),
                 }],
             }],
             _ => Vec::new(),

@@ -17,7 +17,7 @@ pub mod run;
 pub mod session;
 pub mod time;
 
-pub use agent::{AgentDef, Limits, ToolDef, ToolKind};
+pub use agent::{AgentDef, BlockDef, Limits, ToolDef, ToolKind};
 pub use approval::{ASK_HUMAN, Approval, ApprovalRequest, ApprovalRule, ArgumentPattern, Decision};
 pub use controls::{CallerIds, ResponseFormat, ToolChoice};
 pub use event::{Event, EventBody, EventDecodeError, FinishReason};

@@ -504,6 +504,19 @@ impl SessionState {
                 }
                 self.end_run(run_id, RunStatus::Cancelled)
             }
+            EventBody::MemoryBlockEdited { run_id, .. } => {
+                // One with a run is checked above to be of the active run.
+                if run_id.is_none() {
+                    if let Some(run) = &self.active {
+                        return Err(fail(format!(
+                            "a memory block is edited from outside between runs, not during run {}",
+                            run.run_id
+                        )));
+                    }
+                    // Its note joins the transcript (`EventBody::messages`).
+                    self.message_count = self.message_count.saturating_add(1);
+                }
+            }
         }
         self.last_seq = event.seq;
         Ok(())

@@ -57,6 +57,7 @@ fn agent(max_steps: u32) -> AgentDef {
             max_model_attempts: 2,
             ..Limits::default()
         },
+        memory_blocks: Vec::new(),
     }
 }
 

@@ -44,7 +44,8 @@ enum Halt {
 impl From<StoreError> for Halt {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict { .. } => Halt::Conflict,
+            // A shared memory block changed since a tool read it: the call is performed again.
+            StoreError::Conflict { .. } | StoreError::Stale(_) => Halt::Conflict,
             // The session (and its runs with it) was deleted while the run went on.
             StoreError::NotFound { .. } => Halt::Gone,
             StoreError::Unavailable(reason) => Halt::Unavailable(reason),
@@ -342,6 +343,9 @@ impl Driver<'_> {
                         )
                         .await;
                     fault::point(FaultPoint::ToolPerformed).await;
+                    for change in &outcome.writes.blocks {
+                        self.push(&mut state, change.event(&run_id));
+                    }
                     self.writes.extend(outcome.writes);
                     self.push(
                         &mut state,
@@ -454,6 +458,9 @@ impl Driver<'_> {
             events: events.clone(),
             scratchpad: std::mem::take(&mut self.writes.scratchpad),
             timers: std::mem::take(&mut self.writes.timers),
+            shared_blocks: self
+                .writes
+                .take_shared_blocks(&self.run.session, &self.run.id),
             finish_run: self.finish.take(),
         };
         let base = live.state.last_seq;

@@ -15,6 +15,7 @@
 
 mod agents;
 mod approvals;
+mod blocks;
 pub mod clock;
 mod context;
 mod dispatch;
@@ -55,6 +56,7 @@ use keel_store::{RunRecord, Store, StoreError};
 use tokio::sync::{Notify, Semaphore, watch};
 
 pub use approvals::CallDecision;
+pub use blocks::{RenderedBlock, SharedBlockSettings};
 pub use follow::{LogFollower, RunFollower, RunProgress};
 pub use listing::ListedModel;
 pub use live::LoadError;

@@ -6,10 +6,15 @@ use std::sync::Arc;
 use keel_core::{
     AgentDef, Event, EventBody, Message, SessionId, SessionState, TenantId, Timestamp,
 };
-use keel_store::{NewEvent, SessionRecord, StoreError};
+use keel_store::{NewEvent, SessionRecord, SharedBlockWrite, StoreError};
 
 use crate::slots::SessionSlot;
 use crate::{Engine, EngineError, Inner, Quotas, RunUpdate, clock, live};
+
+/// What `Engine::log_between_runs` logs: an event, and the shared memory block writes that
+/// commit with it.
+pub(crate) type BetweenRuns =
+    futures::future::BoxFuture<'static, Result<(EventBody, Vec<SharedBlockWrite>), EngineError>>;
 
 impl Engine {
     /// Starts a session of the latest version of `agent_name`.
@@ -62,6 +67,34 @@ impl Engine {
         if messages.iter().any(|m| m.parts.is_empty()) {
             return Err(EngineError::Invalid("a message has no parts".into()));
         }
+        let quotas = &self.inner.config.quotas;
+        let event = self
+            .log_between_runs(tenant, session, |state: &SessionState| {
+                let room = Quotas::check(
+                    "the conversation's items",
+                    "items_per_conversation",
+                    state.message_count,
+                    messages.len() as u64,
+                    quotas.items_per_conversation,
+                );
+                let messages = messages.clone();
+                let logged = room.map(|()| (EventBody::MessagesAdded { messages }, Vec::new()));
+                Box::pin(std::future::ready(logged))
+            })
+            .await?;
+        Ok(event.seq)
+    }
+
+    /// Logs the event `make` gives (a future: it may read the store) for the session's state (with the shared memory block
+    /// writes that commit with it) while no run is queued or in progress (`Busy` otherwise),
+    /// and tells the session's followers. `make` is asked again if another node logged to the
+    /// session since this one cached it.
+    pub(crate) async fn log_between_runs(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+        make: impl Fn(&SessionState) -> BetweenRuns,
+    ) -> Result<Event, EngineError> {
         self.require_session(tenant, session).await?;
         self.refuse_if_moved(tenant, session).await?;
         let slot = self.inner.slot(session);
@@ -81,66 +114,63 @@ impl Engine {
         let mut held = slot.live.lock().await;
         // Another node may have logged to the session since this one cached it: the append
         // then fails as a conflict, and the session is read again once.
-        match self
-            .add_messages_to(session, &slot, &mut held, &messages)
-            .await
-        {
+        match self.log_on_live(session, &slot, &mut held, &make).await {
             Err(EngineError::Store(StoreError::Conflict { .. })) => {
                 *held = None;
-                self.add_messages_to(session, &slot, &mut held, &messages)
-                    .await
+                self.log_on_live(session, &slot, &mut held, &make).await
             }
             done => done,
         }
     }
 
-    /// `add_messages` on the session's live state in `held` (loaded if need be).
-    async fn add_messages_to(
+    /// `log_between_runs` on the session's live state in `held` (loaded if need be).
+    async fn log_on_live(
         &self,
         session: &SessionId,
         slot: &SessionSlot,
         held: &mut Option<live::LiveSession>,
-        messages: &[Message],
-    ) -> Result<u64, EngineError> {
+        make: &impl Fn(&SessionState) -> BetweenRuns,
+    ) -> Result<Event, EngineError> {
         let live = self.inner.live(session, held).await?;
-        let messages = messages.to_vec();
-        let quotas = &self.inner.config.quotas;
+        // A run waiting for a person is not in the queue's pending runs, but still open.
+        if let Some(run) = &live.state.active {
+            return Err(EngineError::Busy {
+                session: session.clone(),
+                run: run.run_id.clone(),
+            });
+        }
         Quotas::check(
             "the session's log",
             "events_per_session",
             live.state.last_seq,
             1,
-            quotas.events_per_session,
+            self.inner.config.quotas.events_per_session,
         )?;
-        Quotas::check(
-            "the conversation's items",
-            "items_per_conversation",
-            live.state.message_count,
-            messages.len() as u64,
-            quotas.items_per_conversation,
-        )?;
+        let (body, shared_blocks) = make(&live.state).await?;
         let event = Event {
             seq: live.state.last_seq + 1,
             at: clock::now(),
-            body: EventBody::MessagesAdded { messages },
+            body,
         };
         let mut state = live.state.clone();
         state
             .apply(&event)
             .map_err(|e| EngineError::Invalid(e.to_string()))?;
-        let batch = keel_store::AppendBatch::events(vec![NewEvent {
-            at: event.at,
-            body: event.body.clone(),
-        }]);
+        let batch = keel_store::AppendBatch {
+            shared_blocks,
+            ..keel_store::AppendBatch::events(vec![NewEvent {
+                at: event.at,
+                body: event.body.clone(),
+            }])
+        };
         self.inner
             .store
             .append(session, live.state.last_seq, batch)
             .await?;
         live.state = state;
         live.extend_transcript(std::slice::from_ref(&event));
-        let seq = event.seq;
-        let _ = slot.updates.send(RunUpdate::Event(Arc::new(event)));
-        Ok(seq)
+        let _ = slot.updates.send(RunUpdate::Event(Arc::new(event.clone())));
+        Ok(event)
     }
 
     /// The tenant's session record, or `NotFound`.

@@ -4,6 +4,7 @@
 //! so they can de-duplicate a call that recovery performs again (`http.rs`, guarded by
 //! `net_guard.rs`).
 
+mod blocks;
 mod http;
 pub(crate) mod net_guard;
 mod wakeup;
@@ -29,12 +30,29 @@ pub struct ToolOutcome {
 pub struct ToolWrites {
     pub scratchpad: Vec<ScratchpadWrite>,
     pub timers: Vec<TimerWrite>,
+    /// Memory block edits (`memory_block_*`), logged as events with the result.
+    pub blocks: Vec<blocks::BlockChange>,
 }
 
 impl ToolWrites {
     pub(crate) fn extend(&mut self, more: ToolWrites) {
         self.scratchpad.extend(more.scratchpad);
         self.timers.extend(more.timers);
+        self.blocks.extend(more.blocks);
+    }
+
+    /// The shared memory block writes of the edits held (a session's own blocks are written
+    /// by their events), forgetting the edits.
+    pub(crate) fn take_shared_blocks(
+        &mut self,
+        session: &SessionId,
+        run: &keel_core::RunId,
+    ) -> Vec<keel_store::SharedBlockWrite> {
+        let now = crate::clock::now();
+        std::mem::take(&mut self.blocks)
+            .iter()
+            .filter_map(|change| change.shared_write(session, run, now))
+            .collect()
     }
 }
 
@@ -101,6 +119,13 @@ pub fn builtin_tools() -> Vec<ToolDef> {
             json!({"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]}),
         ),
     ]
+    .into_iter()
+    .chain(
+        blocks::specs()
+            .into_iter()
+            .map(|(name, description, parameters)| tool(name, description, parameters)),
+    )
+    .collect()
 }
 
 /// The built-in tools' names, for messages that list them.
@@ -201,7 +226,7 @@ impl ToolRunner {
             ));
         };
         let mut outcome = match &def.kind {
-            ToolKind::Builtin => builtin(store, tenant, session, name, arguments).await,
+            ToolKind::Builtin => builtin(store, tenant, session, agent, name, arguments).await,
             ToolKind::Http(tool) => {
                 let limit = self.result_limit;
                 self.http
@@ -223,6 +248,7 @@ async fn builtin(
     store: &dyn Store,
     tenant: &TenantId,
     session: &SessionId,
+    agent: &AgentDef,
     name: &str,
     arguments: &Value,
 ) -> ToolOutcome {
@@ -257,6 +283,9 @@ async fn builtin(
         }
         wakeup::SCHEDULE => wakeup::schedule(store, tenant, session, arguments).await,
         wakeup::CANCEL => wakeup::cancel(store, tenant, session, arguments).await,
+        blocks::READ | blocks::APPEND | blocks::REPLACE | blocks::REWRITE => {
+            blocks::call(store, tenant, session, agent, name, arguments).await
+        }
         other => ToolOutcome::error(format!(
             "{other:?} is not a built-in tool; built-ins: {}",
             builtin_names()

@@ -255,6 +255,7 @@ async fn the_context_matches_what_was_sent_when_the_window_is_full_and_a_run_fai
             max_model_attempts: 1,
             ..keel_core::Limits::default()
         },
+        memory_blocks: Vec::new(),
     };
     engine.put_agent(tenant, agent).await.unwrap();
     let session = engine

@@ -63,6 +63,7 @@ async fn start() -> Bench {
                 model: "scripted/echo".into(),
                 tools: Vec::new(),
                 limits: Limits::default(),
+                memory_blocks: Vec::new(),
             },
         )
         .await

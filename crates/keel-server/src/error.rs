@@ -121,6 +121,7 @@ fn not_found_code(kind: &str) -> &'static str {
         "run" => "run_not_found",
         "tenant" => "tenant_not_found",
         "API key" => "api_key_not_found",
+        "memory block" => "memory_block_not_found",
         _ => "not_found",
     }
 }
@@ -187,6 +188,7 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "already_exists", e.to_string())
             }
             StoreError::Invalid(_) => ApiError::invalid("invalid_request", e.to_string()),
+            StoreError::Stale(_) => ApiError::new(StatusCode::CONFLICT, "changed", e.to_string()),
             ref e if e.is_unreadable() => unreadable(e.to_string()),
             StoreError::Unavailable(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -11,8 +11,8 @@ use crate::openai::embeddings::{
 use crate::openai::wire::*;
 use crate::openai::{chat, conversations, models, responses};
 use crate::routes::{
-    admin, agents, events, journal, memory, messages, ops, portable, runs, schedules, sessions,
-    travel, usage, webhooks,
+    admin, agents, blocks, events, journal, memory, messages, ops, portable, runs, schedules,
+    sessions, travel, usage, webhooks,
 };
 use crate::wire::*;
 
@@ -27,6 +27,8 @@ use crate::wire::*;
         admin::create_tenant, admin::create_key, admin::revoke_key, admin::unreadable, usage::list,
         webhooks::create, webhooks::list, webhooks::delete, webhooks::deliveries, webhooks::trigger,
         memory::create, memory::get, memory::delete, memory::search,
+        blocks::list_for_session, blocks::get_for_session, blocks::edit_for_session,
+        blocks::list_shared, blocks::get_shared, blocks::put_shared, blocks::delete_shared,
         chat::completions, embeddings::create, models::list, models::retrieve,
         responses::create, responses::get, responses::delete, responses::cancel,
         responses::input_items,
@@ -41,6 +43,7 @@ use crate::wire::*;
         webhooks::CreateWebhook, webhooks::WebhookView, webhooks::CreatedWebhookView, webhooks::WebhookList,
         webhooks::DeliveryView, webhooks::DeliveryList, webhooks::TriggeredView,
         memory::CreateMemory, memory::SearchMemory, memory::MemoryView, memory::MemoryHitView, memory::MemoryHitList,
+        BlockView, BlockList, EditBlock, PutSharedBlock,
         ChatRequest, StreamOptions, ChatCompletion, ChatUsage, CachedTokens, ModelList, ModelEntry,
         OpenAiErrorEnvelope, OpenAiErrorBody, responses::CreateResponse,
         EmbeddingsRequest, EmbeddingList, EmbeddingItem, EmbeddingUsage,

@@ -104,6 +104,7 @@ async fn build_session(store: &SqliteStore) -> (TenantId, SessionId, AgentDef) {
                 model: "scripted/echo".into(),
                 tools: Vec::new(),
                 limits: Limits::default(),
+                memory_blocks: Vec::new(),
             },
         )
         .await

@@ -442,6 +442,7 @@ fn agent() -> AgentDef {
         model: "scripted/echo".into(),
         tools: Vec::new(),
         limits: Limits::default(),
+        memory_blocks: Vec::new(),
     }
 }
 

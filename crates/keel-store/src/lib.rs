@@ -5,6 +5,7 @@
 //! to follow and fails with `StoreError::Conflict` if someone else appended first, so a
 //! session's seqs never have a gap or a duplicate.
 
+pub mod blocks;
 pub mod chain;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -20,6 +21,7 @@ mod types;
 mod unreadable;
 pub mod webhooks;
 
+pub use blocks::{BlockEdit, MemoryBlock, SharedBlockWrite};
 pub use chain::{ChainReport, JournalEntry};
 pub use memory::{Fusion, MemoryHit, MemoryQuery, MemoryRecord};
 pub use postgres::{PgOptions, PgStore};
@@ -162,6 +164,35 @@ pub trait Store: Send + Sync + 'static {
         session: &SessionId,
         key: &str,
     ) -> Result<Option<String>, StoreError>;
+
+    // --- memory blocks (`blocks`) ---------------------------------------------------------
+
+    /// The session's blocks edited so far, by label (one never edited has no row: it holds its
+    /// agent's declared value). Empty for another tenant's session.
+    async fn session_blocks(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+    ) -> Result<Vec<MemoryBlock>, StoreError>;
+    /// The tenant's shared blocks, by label.
+    async fn shared_blocks(&self, tenant: &TenantId) -> Result<Vec<MemoryBlock>, StoreError>;
+    /// Writes a shared block and its history row in one transaction, and returns it; `Stale`,
+    /// nothing written, when the block is not at `write.expected_version`.
+    async fn put_shared_block(
+        &self,
+        tenant: &TenantId,
+        write: &SharedBlockWrite,
+    ) -> Result<MemoryBlock, StoreError>;
+    /// Forgets a shared block and its history; `false` when the tenant has no such block.
+    async fn delete_shared_block(&self, tenant: &TenantId, label: &str)
+    -> Result<bool, StoreError>;
+    /// A shared block's writes, newest first, at most `limit`.
+    async fn shared_block_history(
+        &self,
+        tenant: &TenantId,
+        label: &str,
+        limit: usize,
+    ) -> Result<Vec<BlockEdit>, StoreError>;
 
     // --- the run queue ----------------------------------------------------------------------
 

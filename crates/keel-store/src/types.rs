@@ -151,6 +151,9 @@ pub struct AppendBatch {
     /// committed with the tool's result, so a step performed again after a crash never sets
     /// one twice.
     pub timers: Vec<TimerWrite>,
+    /// Shared memory blocks the agent edited with this step, committed with the events that
+    /// log the edits (a session's own blocks follow its `memory_block_edited` events).
+    pub shared_blocks: Vec<crate::SharedBlockWrite>,
 }
 
 /// A change to the session's timers that commits with an append.
@@ -406,6 +409,10 @@ pub enum StoreError {
          has ended (or cancel the run first)"
     )]
     Busy { session: SessionId, run: RunId },
+    /// A write made from a version of a record that is not its version any more (a shared
+    /// memory block another writer changed): read it again and redo the write.
+    #[error("{0}")]
+    Stale(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("event at seq {seq} of session {session} cannot be read: {source}")]

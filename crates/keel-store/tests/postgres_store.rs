@@ -54,6 +54,7 @@ fn agent(name: &str) -> AgentDef {
         model: "scripted/echo".into(),
         tools: Vec::new(),
         limits: Limits::default(),
+        memory_blocks: Vec::new(),
     }
 }
 
@@ -167,6 +168,7 @@ async fn nul_characters_in_scratchpad_values_and_run_outputs_round_trip() {
             },
         }),
         timers: Vec::new(),
+        ..AppendBatch::default()
     };
     store.append(&session.id, 0, batch).await.unwrap();
     assert_eq!(

@@ -94,6 +94,7 @@ async fn round_trip(value: Value) {
                     kind: ToolKind::Client,
                 }],
                 limits: Limits::default(),
+                memory_blocks: Vec::new(),
             },
         )
         .await

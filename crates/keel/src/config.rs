@@ -237,6 +237,9 @@ pub struct AgentConfig {
     pub tools: Vec<ToolDef>,
     #[serde(default)]
     pub limits: Option<Limits>,
+    /// `[[agents.memory_blocks]]`: the blocks in its sessions' context (`BlockDef`).
+    #[serde(default)]
+    pub memory_blocks: Vec<keel_core::BlockDef>,
 }
 
 impl Config {

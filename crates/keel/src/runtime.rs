@@ -230,6 +230,7 @@ async fn sync_agents(engine: &Engine, tenant: &TenantId, config: &Config) -> any
             model: a.model.clone(),
             tools: a.tools.clone(),
             limits: a.limits.unwrap_or_default(),
+            memory_blocks: a.memory_blocks.clone(),
         })
         .collect();
     if !wanted.iter().any(|a| a.name == DEFAULT_AGENT)
@@ -243,6 +244,7 @@ async fn sync_agents(engine: &Engine, tenant: &TenantId, config: &Config) -> any
             model,
             tools: Vec::new(),
             limits: Limits::default(),
+            memory_blocks: Vec::new(),
         });
     }
     for mut def in wanted {
@@ -254,6 +256,7 @@ async fn sync_agents(engine: &Engine, tenant: &TenantId, config: &Config) -> any
                 && c.model == def.model
                 && c.tools == def.tools
                 && c.limits == def.limits
+                && c.memory_blocks == def.memory_blocks
         });
         if !unchanged {
             let stored = engine.put_agent(tenant, def).await?;

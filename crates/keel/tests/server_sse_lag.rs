@@ -46,6 +46,7 @@ async fn lagging_server(dir: &tempfile::TempDir) -> Api {
             kind: ToolKind::Builtin,
         }],
         limits: Limits::default(),
+        memory_blocks: Vec::new(),
     };
     engine
         .put_agent(&TenantId::default_tenant(), agent)

@@ -38,6 +38,7 @@ pub async fn engine(
         model: "scripted/echo".into(),
         tools,
         limits: Limits::default(),
+        memory_blocks: Vec::new(),
     };
     engine.put_agent(&tenant, agent).await.unwrap();
     if start {

@@ -22,6 +22,7 @@ fn definition(name: String, body: AgentBody) -> AgentDef {
         model: body.model,
         tools: body.tools,
         limits: body.limits.unwrap_or_default(),
+        memory_blocks: body.memory_blocks,
     }
 }
 

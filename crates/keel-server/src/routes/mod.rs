@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod agents;
+pub mod blocks;
 pub mod events;
 pub mod journal;
 pub mod memory;
@@ -77,6 +78,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/memory/{namespace}/records/{id}"),
     ("delete", "/v1/memory/{namespace}/records/{id}"),
     ("post", "/v1/memory/{namespace}/search"),
+    ("get", "/v1/sessions/{id}/memory/blocks"),
+    ("get", "/v1/sessions/{id}/memory/blocks/{label}"),
+    ("put", "/v1/sessions/{id}/memory/blocks/{label}"),
+    ("get", "/v1/memory/blocks"),
+    ("get", "/v1/memory/blocks/{label}"),
+    ("put", "/v1/memory/blocks/{label}"),
+    ("delete", "/v1/memory/blocks/{label}"),
     ("post", "/v1/chat/completions"),
     ("post", "/v1/embeddings"),
     ("get", "/v1/models"),
@@ -141,6 +149,21 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(memory::get).delete(memory::delete),
         )
         .route("/v1/memory/{namespace}/search", post(memory::search))
+        .route(
+            "/v1/sessions/{id}/memory/blocks",
+            get(blocks::list_for_session),
+        )
+        .route(
+            "/v1/sessions/{id}/memory/blocks/{label}",
+            get(blocks::get_for_session).put(blocks::edit_for_session),
+        )
+        .route("/v1/memory/blocks", get(blocks::list_shared))
+        .route(
+            "/v1/memory/blocks/{label}",
+            get(blocks::get_shared)
+                .put(blocks::put_shared)
+                .delete(blocks::delete_shared),
+        )
         .route("/v1/runs", get(runs::list))
         .route("/v1/runs/{id}", get(runs::get))
         .route("/v1/runs/{id}/cancel", post(runs::cancel))

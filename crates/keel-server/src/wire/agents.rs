@@ -1,6 +1,6 @@
 //! Agents: a new definition or version, and how one is shown.
 
-use keel_core::{AgentDef, Limits, ToolDef};
+use keel_core::{AgentDef, BlockDef, Limits, ToolDef};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -22,6 +22,10 @@ pub struct AgentBody {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub limits: Option<Limits>,
+    /// Memory blocks in its sessions' context: `{label, description?, value?, limit?, shared?}`.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub memory_blocks: Vec<BlockDef>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -35,6 +39,9 @@ pub struct AgentView {
     pub tools: Vec<ToolDef>,
     #[schema(value_type = Object)]
     pub limits: Limits,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub memory_blocks: Vec<BlockDef>,
 }
 
 impl From<AgentDef> for AgentView {
@@ -47,6 +54,7 @@ impl From<AgentDef> for AgentView {
             model: a.model,
             tools: a.tools,
             limits: a.limits,
+            memory_blocks: a.memory_blocks,
         }
     }
 }

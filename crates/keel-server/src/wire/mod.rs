@@ -4,11 +4,13 @@
 
 mod admin;
 mod agents;
+mod blocks;
 mod runs;
 mod sessions;
 
 pub use admin::*;
 pub use agents::*;
+pub use blocks::*;
 pub use runs::*;
 pub use sessions::*;
 

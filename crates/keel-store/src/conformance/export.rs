@@ -65,6 +65,8 @@ pub async fn a_copied_store_answers_every_reader_as_the_original(
             ("webhook deliveries", 2),
             ("inbound webhook signatures seen", 1),
             ("memory records", 2),
+            ("memory blocks", 1),
+            ("memory block edits", 1),
             ("usage totals", 2),
         ]
     );
@@ -134,6 +136,21 @@ pub async fn a_copied_store_answers_every_reader_as_the_original(
         .await
         .unwrap();
     assert!(!replayed, "the copy remembers the signatures seen");
+    for tenant in &filled.tenants {
+        same(source, target, |s| {
+            let tenant = tenant.clone();
+            async move {
+                format!(
+                    "{:?} {:?}",
+                    s.shared_blocks(&tenant).await.unwrap(),
+                    s.shared_block_history(&tenant, "project", 10)
+                        .await
+                        .unwrap()
+                )
+            }
+        })
+        .await;
+    }
     for prefix in &filled.keys {
         same(source, target, |s| {
             let prefix = prefix.clone();
@@ -437,5 +454,17 @@ async fn fill(store: &Arc<dyn Store>) -> Filled {
         };
         store.put_memory(&memory).await.unwrap();
     }
+    let block = crate::SharedBlockWrite {
+        label: "project".into(),
+        value: "keel".into(),
+        limit: 100,
+        description: None,
+        expected_version: 0,
+        by: "api".into(),
+        session: None,
+        run: None,
+        at: at(2_800),
+    };
+    store.put_shared_block(&acme, &block).await.unwrap();
     filled
 }

@@ -34,6 +34,7 @@ pub(super) fn agent(name: &str) -> AgentDef {
         model: "scripted/echo".into(),
         tools: Vec::new(),
         limits: Limits::default(),
+        memory_blocks: Vec::new(),
     }
 }
 

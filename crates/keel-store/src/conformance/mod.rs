@@ -8,6 +8,7 @@
 //! a case on two stores (a copy between them) awaits the subject future twice.
 
 mod agent_timers;
+mod blocks;
 mod enqueue;
 mod export;
 mod fixtures;
@@ -28,6 +29,7 @@ use std::any::Any;
 use std::sync::Arc;
 
 pub use agent_timers::*;
+pub use blocks::*;
 pub use enqueue::*;
 pub use export::*;
 pub use journal::*;
@@ -163,6 +165,8 @@ macro_rules! conformance_tests {
             a_settling_run_writes_one_delivery_per_webhook_that_asked,
             deliveries_are_claimed_once_per_attempt_and_settled_by_it,
             an_unsettled_claim_is_claimed_again_when_its_attempt_times_out,
+            a_sessions_blocks_follow_its_edit_events_within_its_tenant,
+            shared_blocks_are_written_from_their_version_with_their_history,
         );
         // Cases that open more handles on the subject's storage.
         $crate::conformance_tests!(@subject_cases $subject;
@@ -174,6 +178,7 @@ macro_rules! conformance_tests {
             a_timer_put_while_its_agent_is_archived_is_never_left_behind,
             nodes_racing_to_claim_deliveries_claim_each_once,
             an_inbound_signature_is_accepted_once_within_its_window,
+            handles_racing_to_write_a_shared_block_from_one_version_write_it_once,
         );
         // Cases on two stores of the backend: `$subject` awaited twice.
         $crate::conformance_tests!(@pair_cases $subject;

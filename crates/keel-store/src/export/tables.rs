@@ -210,6 +210,38 @@ pub static TABLES: &[TableDef] = &[
         key: 2,
     },
     TableDef {
+        name: "memory_blocks",
+        label: "memory blocks",
+        columns: &[
+            ("tenant", Text),
+            ("scope", Text),
+            ("label", Text),
+            ("session", Text),
+            ("value", Text),
+            ("char_limit", Int),
+            ("description", Text),
+            ("version", Int),
+            ("updated_at", Int),
+        ],
+        key: 3,
+    },
+    TableDef {
+        name: "memory_block_history",
+        label: "memory block edits",
+        columns: &[
+            ("tenant", Text),
+            ("label", Text),
+            ("version", Int),
+            ("before", Text),
+            ("after", Text),
+            ("by", Text),
+            ("session", Text),
+            ("run", Text),
+            ("at", Int),
+        ],
+        key: 3,
+    },
+    TableDef {
         name: "usage_totals",
         label: "usage totals",
         columns: &[

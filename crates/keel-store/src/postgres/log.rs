@@ -34,6 +34,8 @@ pub(crate) async fn append(
     let alone = batch.scratchpad.is_empty()
         && batch.timers.is_empty()
         && batch.finish_run.is_none()
+        && batch.shared_blocks.is_empty()
+        && !super::blocks::edits_a_block(&batch.events)
         && !run_input::starts_a_run(&batch.events);
     if alone {
         return match advance(&*client, session, expected, last, &rows).await? {
@@ -50,6 +52,8 @@ pub(crate) async fn append(
     run_input::move_to_log(&tx, session, expected, &batch.events).await?;
     write_scratchpad(&tx, session, &batch.scratchpad).await?;
     super::timers::write(&tx, session, &batch.timers).await?;
+    super::blocks::follow_events(&tx, session, &batch.events).await?;
+    super::blocks::write_shared(&tx, session, &batch.shared_blocks).await?;
     if let Some(finish) = &batch.finish_run {
         runs::finish(&tx, &finish.run, finish.status, &finish.outcome).await?;
     }

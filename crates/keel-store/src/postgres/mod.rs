@@ -11,6 +11,7 @@
 //! (`agents`, `sessions`, `log`, `runs`, `claims`, `tenants`, `usage`, `check`).
 
 mod agents;
+mod blocks;
 mod check;
 mod claims;
 mod error;

@@ -219,7 +219,40 @@ ALTER TABLE timers ALTER COLUMN session DROP NOT NULL,
 CREATE INDEX timers_by_agent ON timers (tenant, agent, next_at) WHERE agent IS NOT NULL;
 "#;
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+/// Memory blocks (`blocks.rs`): a session's own (scope `session:<id>`, deleted with it,
+/// following its `memory_block_edited` events) and the tenant's shared ones (scope `shared`,
+/// their limit and description their own), with the history of the shared ones' writes.
+const V8: &str = r#"
+CREATE TABLE memory_blocks (
+    tenant      TEXT COLLATE "C" NOT NULL,
+    scope       TEXT COLLATE "C" NOT NULL,
+    label       TEXT COLLATE "C" NOT NULL,
+    session     TEXT COLLATE "C" REFERENCES sessions (id) ON DELETE CASCADE,
+    value       TEXT NOT NULL,
+    char_limit  BIGINT,
+    description TEXT,
+    version     BIGINT NOT NULL,
+    updated_at  BIGINT NOT NULL,
+    PRIMARY KEY (tenant, scope, label),
+    CHECK ((session IS NULL) = (scope = 'shared'))
+);
+CREATE INDEX memory_blocks_by_session ON memory_blocks (session) WHERE session IS NOT NULL;
+
+CREATE TABLE memory_block_history (
+    tenant  TEXT COLLATE "C" NOT NULL,
+    label   TEXT COLLATE "C" NOT NULL,
+    version BIGINT NOT NULL,
+    before  TEXT,
+    after   TEXT NOT NULL,
+    by      TEXT NOT NULL,
+    session TEXT COLLATE "C",
+    run     TEXT COLLATE "C",
+    at      BIGINT NOT NULL,
+    PRIMARY KEY (tenant, label, version)
+);
+"#;
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;

@@ -59,6 +59,7 @@ pub(crate) async fn insert(
         false => e.into(),
     })?;
     log::insert_events(client, &session.id, &rows).await?;
+    super::blocks::follow_events(client, &session.id, first_events).await?;
     Ok(())
 }
 

@@ -150,6 +150,46 @@ impl Store for PgStore {
         log::put_snapshot(&self.client().await?, session, &snapshot).await
     }
 
+    async fn session_blocks(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+    ) -> Result<Vec<crate::MemoryBlock>, StoreError> {
+        blocks::session_blocks(&self.client().await?, tenant, session).await
+    }
+
+    async fn shared_blocks(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<crate::MemoryBlock>, StoreError> {
+        blocks::list(&self.client().await?, tenant, crate::blocks::SHARED).await
+    }
+
+    async fn put_shared_block(
+        &self,
+        tenant: &TenantId,
+        write: &crate::SharedBlockWrite,
+    ) -> Result<crate::MemoryBlock, StoreError> {
+        blocks::put_shared_alone(&mut self.client().await?, tenant, write).await
+    }
+
+    async fn delete_shared_block(
+        &self,
+        tenant: &TenantId,
+        label: &str,
+    ) -> Result<bool, StoreError> {
+        blocks::delete_shared(&mut self.client().await?, tenant, label).await
+    }
+
+    async fn shared_block_history(
+        &self,
+        tenant: &TenantId,
+        label: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::BlockEdit>, StoreError> {
+        blocks::history(&self.client().await?, tenant, label, limit).await
+    }
+
     async fn scratchpad_get(
         &self,
         session: &SessionId,

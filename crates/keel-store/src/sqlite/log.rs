@@ -28,6 +28,8 @@ pub(crate) fn append(
     super::run_input::move_to_log(conn, session, actual, &batch.events)?;
     write_scratchpad(conn, session, &batch.scratchpad)?;
     super::timers::write(conn, session, &batch.timers)?;
+    super::blocks::follow_events(conn, session, &batch.events)?;
+    super::blocks::write_shared(conn, session, &batch.shared_blocks)?;
     if let Some(finish) = &batch.finish_run {
         super::runs::finish(conn, &finish.run, finish.status, &finish.outcome)?;
     }

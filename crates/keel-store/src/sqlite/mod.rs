@@ -7,6 +7,7 @@
 //! across calls that another process sharing the file could make stale.
 
 mod agents;
+mod blocks;
 mod check;
 mod connection;
 mod error;

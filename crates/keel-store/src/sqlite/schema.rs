@@ -282,7 +282,40 @@ CREATE INDEX timers_by_session ON timers (session, next_at) WHERE session IS NOT
 CREATE INDEX timers_by_agent ON timers (tenant, agent, next_at) WHERE agent IS NOT NULL;
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
+/// Memory blocks (`blocks.rs`): a session's own (scope `session:<id>`, deleted with it,
+/// following its `memory_block_edited` events) and the tenant's shared ones (scope `shared`,
+/// their limit and description their own), with the history of the shared ones' writes.
+const V11: &str = "
+CREATE TABLE memory_blocks (
+    tenant      TEXT NOT NULL,
+    scope       TEXT NOT NULL,
+    label       TEXT NOT NULL,
+    session     TEXT REFERENCES sessions (id) ON DELETE CASCADE,
+    value       TEXT NOT NULL,
+    char_limit  INTEGER,
+    description TEXT,
+    version     INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (tenant, scope, label),
+    CHECK ((session IS NULL) = (scope = 'shared'))
+) WITHOUT ROWID;
+CREATE INDEX memory_blocks_by_session ON memory_blocks (session) WHERE session IS NOT NULL;
+
+CREATE TABLE memory_block_history (
+    tenant  TEXT NOT NULL,
+    label   TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    before  TEXT,
+    after   TEXT NOT NULL,
+    by      TEXT NOT NULL,
+    session TEXT,
+    run     TEXT,
+    at      INTEGER NOT NULL,
+    PRIMARY KEY (tenant, label, version)
+) WITHOUT ROWID;
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -454,6 +487,7 @@ mod tests {
             model: "scripted/echo".into(),
             tools: Vec::new(),
             limits: Limits::default(),
+            memory_blocks: Vec::new(),
         };
         store.put_agent(&tenant, agent).await.unwrap();
         let of_agent = TimerRecord {

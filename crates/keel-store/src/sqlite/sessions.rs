@@ -38,6 +38,7 @@ pub(crate) fn create(
         false => e.into(),
     })?;
     log::insert_events(conn, &session.id, 0, first_events)?;
+    super::blocks::follow_events(conn, &session.id, first_events)?;
     Ok(())
 }
 

@@ -194,6 +194,61 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn session_blocks(
+        &self,
+        tenant: &TenantId,
+        session: &SessionId,
+    ) -> Result<Vec<crate::MemoryBlock>, StoreError> {
+        let (tenant, session) = (tenant.clone(), session.clone());
+        self.readers
+            .read(move |conn| blocks::session_blocks(conn, &tenant, &session))
+            .await
+    }
+
+    async fn shared_blocks(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<crate::MemoryBlock>, StoreError> {
+        let tenant = tenant.clone();
+        self.readers
+            .read(move |conn| blocks::list(conn, &tenant, crate::blocks::SHARED))
+            .await
+    }
+
+    async fn put_shared_block(
+        &self,
+        tenant: &TenantId,
+        write: &crate::SharedBlockWrite,
+    ) -> Result<crate::MemoryBlock, StoreError> {
+        let (tenant, write) = (tenant.clone(), write.clone());
+        self.writer
+            .write(move |conn| blocks::put_shared(conn, &tenant, &write))
+            .await
+    }
+
+    async fn delete_shared_block(
+        &self,
+        tenant: &TenantId,
+        label: &str,
+    ) -> Result<bool, StoreError> {
+        let (tenant, label) = (tenant.clone(), label.to_string());
+        self.writer
+            .write(move |conn| blocks::delete_shared(conn, &tenant, &label))
+            .await
+    }
+
+    async fn shared_block_history(
+        &self,
+        tenant: &TenantId,
+        label: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::BlockEdit>, StoreError> {
+        let (tenant, label) = (tenant.clone(), label.to_string());
+        self.readers
+            .read(move |conn| blocks::history(conn, &tenant, &label, limit))
+            .await
+    }
+
     async fn scratchpad_get(
         &self,
         session: &SessionId,

@@ -29,6 +29,7 @@ pub fn agent(name: &str) -> AgentDef {
         model: "scripted/echo".into(),
         tools: Vec::new(),
         limits: Limits::default(),
+        memory_blocks: Vec::new(),
     }
 }
 

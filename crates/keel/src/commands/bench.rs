@@ -70,6 +70,7 @@ async fn setup(durability: &str) -> anyhow::Result<Bench> {
                     context_messages: 16,
                     ..Limits::default()
                 },
+                memory_blocks: Vec::new(),
             },
         )
         .await?;

@@ -80,6 +80,14 @@ pub trait Client {
     /// What the model received at seq `at` of `session`'s log (now when `None`), as
     /// `GET /v1/sessions/{id}/context` shows it.
     async fn context(&self, session: &SessionId, at: Option<u64>) -> anyhow::Result<Value>;
+    /// The session's memory blocks (`{"data": [...]}`), or the one of `label`, after setting
+    /// it to `set` when given, as `GET`/`PUT /v1/sessions/{id}/memory/blocks[/{label}]` answer.
+    async fn memory_blocks(
+        &self,
+        session: &SessionId,
+        label: Option<&str>,
+        set: Option<String>,
+    ) -> anyhow::Result<Value>;
     /// The session's `keel.session/1` export, as `GET /v1/sessions/{id}/export` writes it.
     async fn export_session(&self, session: &SessionId) -> anyhow::Result<String>;
     /// Moves the session out (marked exported, never driven here again) and answers its

@@ -129,6 +129,32 @@ impl Client for Local {
         ))?)
     }
 
+    async fn memory_blocks(
+        &self,
+        session: &SessionId,
+        label: Option<&str>,
+        set: Option<String>,
+    ) -> anyhow::Result<Value> {
+        let (engine, tenant) = (&self.rt.engine, &self.rt.tenant);
+        let view = |b| serde_json::to_value(keel_server::wire::BlockView::from(b));
+        Ok(match (label, set) {
+            (Some(label), Some(value)) => view(
+                engine
+                    .edit_session_memory_block(tenant, session, label, value)
+                    .await?,
+            )?,
+            (Some(label), None) => {
+                view(engine.session_memory_block(tenant, session, label).await?)?
+            }
+            (None, _) => {
+                let blocks = engine.session_memory_blocks(tenant, session).await?;
+                let data: Vec<keel_server::wire::BlockView> =
+                    blocks.into_iter().map(Into::into).collect();
+                serde_json::json!({ "data": data })
+            }
+        })
+    }
+
     async fn context(&self, session: &SessionId, at: Option<u64>) -> anyhow::Result<Value> {
         let engine = &self.rt.engine;
         let context = engine.session_context(&self.rt.tenant, session, at).await?;
@@ -377,6 +403,7 @@ mod tests {
             model: "scripted/echo".into(),
             tools: vec![],
             limits: Limits::default(),
+            memory_blocks: Vec::new(),
         };
         engine.put_agent(&tenant, agent).await.unwrap();
         let session = engine

@@ -177,6 +177,28 @@ impl Client for Remote {
         Ok(resp.json().await?)
     }
 
+    async fn memory_blocks(
+        &self,
+        session: &SessionId,
+        label: Option<&str>,
+        set: Option<String>,
+    ) -> anyhow::Result<Value> {
+        let path = match label {
+            Some(label) => format!("/v1/sessions/{session}/memory/blocks/{label}"),
+            None => format!("/v1/sessions/{session}/memory/blocks"),
+        };
+        match set {
+            Some(value) => {
+                let req = self
+                    .http
+                    .put(format!("{}{path}", self.base))
+                    .json(&json!({ "value": value }));
+                Ok(self.send(req).await?.json().await?)
+            }
+            None => self.get(&path).await,
+        }
+    }
+
     async fn context(&self, session: &SessionId, at: Option<u64>) -> anyhow::Result<Value> {
         let mut path = format!("/v1/sessions/{session}/context");
         if let Some(at) = at {

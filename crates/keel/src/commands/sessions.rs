@@ -1,7 +1,7 @@
-//! `keel sessions list | show | events | verify | fork | context | export | import`: the
-//! subcommands and their printers. The reads are asked of wherever the sessions live
+//! `keel sessions list | show | events | verify | fork | blocks | context | export | import`:
+//! the subcommands and their printers. The reads are asked of wherever the sessions live
 //! (`sessions_at.rs`: the local store or a running `keel serve`, `--server URL`), so both print
-//! alike. `fork`, `context`, `export` and `import` need the engine (a write; the model routes),
+//! alike. `fork`, `blocks`, `context`, `export` and `import` need the engine (a write; the model routes),
 //! so they go through the chat's `Client`: the embedded engine over the data directory, or the
 //! server holding it.
 
@@ -119,6 +119,21 @@ pub enum SessionsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The session's memory blocks, one line each (label, writes, size against its limit,
+    /// value); with a LABEL, that block's value; with `--set`, its new value (between runs,
+    /// logged in the session as an edit by the API).
+    Blocks {
+        /// The session's id (`ses_…`, as `keel sessions list` shows it).
+        id: SessionId,
+        /// One block, by its label (`user`, `persona`, …).
+        label: Option<String>,
+        /// Rewrite the block to this value.
+        #[arg(long, requires = "label")]
+        set: Option<String>,
+        /// Print the block(s) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// What the model received at a seq of the session's log (default: what it would receive
     /// now): the system instructions, the transcript window, the tools.
     Context {
@@ -138,6 +153,7 @@ pub enum SessionsCommand {
 /// the answer is a failure to report by the exit status (`verify` found a broken chain).
 pub async fn run(config: &Config, args: SessionsArgs) -> anyhow::Result<bool> {
     if let SessionsCommand::Fork { .. }
+    | SessionsCommand::Blocks { .. }
     | SessionsCommand::Context { .. }
     | SessionsCommand::Export { .. }
     | SessionsCommand::Import { .. } = &args.command
@@ -220,13 +236,33 @@ pub async fn print(at: SessionsAt<'_>, command: SessionsCommand) -> anyhow::Resu
             return Ok(report["intact"] == Value::Bool(true));
         }
         SessionsCommand::Fork { .. }
+        | SessionsCommand::Blocks { .. }
         | SessionsCommand::Context { .. }
         | SessionsCommand::Export { .. }
         | SessionsCommand::Import { .. } => {
-            unreachable!("`run` answers fork, context, export and import through a client")
+            unreachable!("`run` answers fork, blocks, context, export and import through a client")
         }
     }
     Ok(true)
+}
+
+/// A memory block for people: `user  v2  12/60  Ada, likes tea` (`shared` after the label of
+/// a shared one; the value's lines joined by ` / `).
+fn block_line(block: &Value) -> String {
+    let value = block["value"].as_str().unwrap_or_default();
+    let shared = if block["shared"] == Value::Bool(true) {
+        " (shared)"
+    } else {
+        ""
+    };
+    format!(
+        "{}{shared}  v{}  {}/{}  {}",
+        block["label"].as_str().unwrap_or_default(),
+        block["version"],
+        value.chars().count(),
+        block["limit"],
+        value.lines().collect::<Vec<_>>().join(" / ")
+    )
 }
 
 /// A chain's report for people: `intact: 12 events (sha256)`, or where it broke.
@@ -258,6 +294,20 @@ async fn print_travel(client: &dyn Client, command: SessionsCommand) -> anyhow::
                 println!("{}", serde_json::to_string_pretty(&fork)?);
             } else {
                 println!("{}", fork["id"].as_str().unwrap_or_default());
+            }
+        }
+        SessionsCommand::Blocks {
+            id,
+            label,
+            set,
+            json,
+        } => {
+            // The server's 404 names what is missing: the session or the block.
+            let answer = client.memory_blocks(&id, label.as_deref(), set).await?;
+            match (json, answer["data"].as_array()) {
+                (true, _) => println!("{}", serde_json::to_string_pretty(&answer)?),
+                (false, Some(blocks)) => blocks.iter().for_each(|b| println!("{}", block_line(b))),
+                (false, None) => println!("{}", answer["value"].as_str().unwrap_or_default()),
             }
         }
         SessionsCommand::Context { id, at, json } => {
@@ -319,7 +369,7 @@ async fn print_travel(client: &dyn Client, command: SessionsCommand) -> anyhow::
                 println!("{}", session["id"].as_str().unwrap_or_default());
             }
         }
-        _ => unreachable!("only fork, context, export and import go through a client"),
+        _ => unreachable!("only fork, blocks, context, export and import go through a client"),
     }
     Ok(())
 }

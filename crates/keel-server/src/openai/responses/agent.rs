@@ -41,6 +41,7 @@ pub async fn responses_agent(
         tools: Vec::new(),
         // No output cap: a response asks for one with `max_output_tokens`.
         limits: Limits::default(),
+        memory_blocks: Vec::new(),
     };
     Ok(state.engine.put_agent(tenant, agent).await?)
 }
