@@ -73,6 +73,32 @@ pub(crate) fn session_edits(events: &[NewEvent]) -> impl Iterator<Item = (&str, 
     })
 }
 
+/// A session's blocks as the `memory_block_edited` events of its log (bodies as stored, with
+/// their times) leave them: (label, value, edits, last edit), by label. What an import writes
+/// for the blocks of a session whose log it carries.
+pub(crate) fn from_log<'a>(
+    events: impl IntoIterator<Item = (&'a str, Timestamp)>,
+) -> Vec<(String, String, u64, Timestamp)> {
+    let mut blocks: std::collections::BTreeMap<String, (String, u64, Timestamp)> =
+        Default::default();
+    for (body, at) in events {
+        if let Ok(EventBody::MemoryBlockEdited {
+            label,
+            after,
+            shared: false,
+            ..
+        }) = EventBody::decode(body)
+        {
+            let held = blocks.entry(label).or_insert((String::new(), 0, at));
+            *held = (after, held.1 + 1, at);
+        }
+    }
+    blocks
+        .into_iter()
+        .map(|(label, (value, edits, at))| (label, value, edits, at))
+        .collect()
+}
+
 /// The `Stale` error of a write made from `expected` when the block is at `actual`.
 pub(crate) fn stale(label: &str, expected: u64, actual: u64) -> crate::StoreError {
     crate::StoreError::Stale(format!(

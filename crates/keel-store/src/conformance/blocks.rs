@@ -248,6 +248,45 @@ pub async fn shared_blocks_are_written_from_their_version_with_their_history(
     assert_eq!(again.version, 1);
 }
 
+/// A session carried in the `keel.session/1` format holds, where it is imported, the blocks
+/// its log's edits leave (a shared block's edit stays the source tenant's).
+pub async fn an_imported_session_has_the_blocks_its_log_edits(source: &Subject, target: &Subject) {
+    let (source, target) = (&source.store, &target.store);
+    let (tenant, elsewhere) = (tenant(), tenant());
+    let def = source.put_agent(&tenant, agent("helper")).await.unwrap();
+    let record = crate::SessionRecord {
+        agent_id: def.id.clone(),
+        agent_version: def.version,
+        ..session_record(&tenant, "helper", serde_json::json!({}))
+    };
+    let id = record.id.clone();
+    let mut first = session_started(&record);
+    if let EventBody::SessionStarted { agent, .. } = &mut first.body {
+        *agent = def.clone();
+    }
+    source.create_session(&record, vec![first]).await.unwrap();
+    let edits = AppendBatch::events(vec![
+        edit("user", "Ann", false, 3_000),
+        edit("project", "keel", true, 3_001),
+        edit("user", "Ann, mornings", false, 3_002),
+    ]);
+    source.append(&id, 1, edits).await.unwrap();
+    let exported = crate::portable::export_session(source.as_ref(), &tenant, &id, at(6_000))
+        .await
+        .unwrap();
+    let plan = crate::portable::parse(&exported.join("\n")).unwrap();
+    let records = plan.records(&elsewhere, &def, true, &[]).unwrap();
+    target.import(records).await.unwrap();
+    let carried = target.session_blocks(&elsewhere, &id).await.unwrap();
+    assert_eq!(values(&carried), [("user", "Ann, mornings", 2)]);
+    assert_eq!(
+        carried,
+        source.session_blocks(&tenant, &id).await.unwrap(),
+        "the same blocks as at the source"
+    );
+    assert!(target.shared_blocks(&elsewhere).await.unwrap().is_empty());
+}
+
 /// Two handles writing a shared block from one version: one write gets in.
 pub async fn handles_racing_to_write_a_shared_block_from_one_version_write_it_once(
     subject: &Subject,

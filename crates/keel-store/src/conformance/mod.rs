@@ -184,6 +184,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@pair_cases $subject;
             a_copied_store_answers_every_reader_as_the_original,
             an_exported_session_imports_into_another_store_as_it_was,
+            an_imported_session_has_the_blocks_its_log_edits,
         );
     };
     (@cases $subject:expr; $($case:ident),+ $(,)?) => {

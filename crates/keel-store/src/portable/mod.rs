@@ -1,7 +1,8 @@
 //! The portable session format, `keel.session/1` (`docs/session-format.md`): one session as
 //! JSON lines — a header with the session and its pinned agent, its events as stored with
 //! their hash records, its scratchpad, timers, unfinished runs and session-scoped memory
-//! records, and an end line.
+//! records, and an end line. Its own memory blocks come with its log: an import sets them
+//! from the `memory_block_edited` events it carries.
 //!
 //! `write` reads a session into those lines; `read` parses and checks a file (shape, seqs, the
 //! hash chain) into the rows `Store::import` writes in one transaction.

@@ -264,6 +264,28 @@ impl ImportPlan {
                 ],
             ));
         }
+        // The session's own memory blocks, as its log's edits leave them.
+        let edits = self
+            .events
+            .iter()
+            .filter(|(_, _, kind, ..)| kind == "memory_block_edited")
+            .map(|(_, when, _, body, _)| (body.as_str(), *when));
+        for (label, value, edits, updated_at) in crate::blocks::from_log(edits) {
+            rows.push(row(
+                "memory_blocks",
+                vec![
+                    text(tenant.as_str()),
+                    text(&crate::blocks::session_scope(id)),
+                    text(&label),
+                    text(id.as_str()),
+                    Value::Text(value),
+                    Value::Null,
+                    Value::Null,
+                    Value::Int(edits as i64),
+                    at(updated_at),
+                ],
+            ));
+        }
         for line in &self.lines {
             match line {
                 Line::Scratchpad { key, value } => rows.push(row(
