@@ -22,9 +22,39 @@ pub struct AgentDef {
     pub tools: Vec<ToolDef>,
     #[serde(default)]
     pub limits: Limits,
+    /// How the context is kept under its budget (`limits.context_tokens`).
+    #[serde(default, skip_serializing_if = "Compaction::is_default")]
+    pub compaction: Compaction,
     /// Memory blocks kept in the context of its sessions (`BlockDef`), in the order shown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub memory_blocks: Vec<BlockDef>,
+}
+
+/// Compaction: when a session's context passes its budget, the older part of the transcript
+/// is summarised by a model (the agent's own unless `model` names another route or
+/// `provider/model`) and the summary stands in for it. `summarise = false` leaves the older
+/// part out instead, with a marker. Either way the log keeps every event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Compaction {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub summarise: bool,
+}
+
+impl Default for Compaction {
+    fn default() -> Self {
+        Compaction {
+            model: None,
+            summarise: true,
+        }
+    }
+}
+
+impl Compaction {
+    pub fn is_default(&self) -> bool {
+        *self == Compaction::default()
+    }
 }
 
 /// A memory block an agent declares (Letta's core memory): a named, size-limited text shown
@@ -272,8 +302,13 @@ pub struct Limits {
     /// limit applies, as with OpenAI's API.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u32>,
-    /// The most recent messages sent to the model; older ones stay in the log.
+    /// The most messages sent to the model; past it the context is compacted (older ones
+    /// stay in the log).
     pub context_messages: u32,
+    /// The context's budget in tokens; past it the context is compacted to about half. `None`:
+    /// three quarters of the model's context window when the catalog lists the model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_tokens: Option<u32>,
 }
 
 impl Default for Limits {
@@ -283,6 +318,7 @@ impl Default for Limits {
             max_model_attempts: 3,
             max_output_tokens: None,
             context_messages: 64,
+            context_tokens: None,
         }
     }
 }
@@ -342,7 +378,7 @@ mod tests {
         }
         let tool: ToolDef = serde_json::from_str(r#"{"name": "t", "kind": "client"}"#).unwrap();
         assert_eq!(tool.parameters, empty_object_schema());
-        assert!(serde_json::from_str::<Limits>(r#"{"context_tokens": 6000}"#).is_err());
+        assert!(serde_json::from_str::<Limits>(r#"{"context_budget": 6000}"#).is_err());
         assert_eq!(
             serde_json::from_str::<Limits>(r#"{"max_steps": 2}"#).unwrap(),
             Limits {

@@ -145,6 +145,32 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<String>,
     },
+    /// Intent: the run's context passed its budget, so the transcript up to `through_seq` is
+    /// to be summarised (`ContextCompacted` is the result). Logged before the summarising call,
+    /// so a crash in between performs it again for the same range.
+    CompactionStarted {
+        run_id: RunId,
+        through_seq: u64,
+    },
+    /// Result of a compaction: what the model is sent from now on starts with `summary` in place
+    /// of the transcript through `through_seq` (a running summary: it covers the earlier
+    /// summary too; `from_seq` is the first event it newly covers). The events themselves stay
+    /// in the log. `summary: None` is the fallback when summarising failed (`error` says why):
+    /// the range is left out of the context, and a marker says so.
+    ContextCompacted {
+        run_id: RunId,
+        from_seq: u64,
+        through_seq: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        summary: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// `provider/model` that wrote the summary.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+        #[serde(default)]
+        usage: Usage,
+    },
     RunCompleted {
         run_id: RunId,
         output: String,
@@ -198,6 +224,8 @@ pub const EVENT_TYPES: &[&str] = &[
     "tool_returned",
     "approval_requested",
     "approval_decided",
+    "compaction_started",
+    "context_compacted",
     "run_completed",
     "run_failed",
     "run_cancelled",
@@ -258,6 +286,8 @@ impl EventBody {
             EventBody::ToolReturned { .. } => "tool_returned",
             EventBody::ApprovalRequested { .. } => "approval_requested",
             EventBody::ApprovalDecided { .. } => "approval_decided",
+            EventBody::CompactionStarted { .. } => "compaction_started",
+            EventBody::ContextCompacted { .. } => "context_compacted",
             EventBody::RunCompleted { .. } => "run_completed",
             EventBody::RunFailed { .. } => "run_failed",
             EventBody::RunCancelled { .. } => "run_cancelled",
@@ -279,6 +309,8 @@ impl EventBody {
             | EventBody::ToolReturned { run_id, .. }
             | EventBody::ApprovalRequested { run_id, .. }
             | EventBody::ApprovalDecided { run_id, .. }
+            | EventBody::CompactionStarted { run_id, .. }
+            | EventBody::ContextCompacted { run_id, .. }
             | EventBody::RunCompleted { run_id, .. }
             | EventBody::RunFailed { run_id, .. }
             | EventBody::RunCancelled { run_id, .. } => Some(run_id),

@@ -39,6 +39,10 @@ pub struct RunOptions {
     /// What to do when the transcript does not fit the model's context window.
     #[serde(default, skip_serializing_if = "Truncation::is_disabled")]
     pub truncation: Truncation,
+    /// The context's budget in tokens for this run, instead of the agent's (OpenAI's
+    /// `context_management: [{"type": "compaction", "compact_threshold": N}]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compact_threshold: Option<u32>,
     /// How the model may use tools; `None` leaves it to the provider (auto).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<ToolChoice>,

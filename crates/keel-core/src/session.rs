@@ -131,6 +131,10 @@ pub struct RunState {
     /// Tools of this run that the caller performs (`ToolKind::Client`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub client_tools: Vec<String>,
+    /// A compaction's intent is logged without its result: the transcript through this seq is
+    /// being summarised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compacting: Option<u64>,
 }
 
 impl RunState {
@@ -154,6 +158,13 @@ pub struct SessionState {
     /// results.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub awaiting: Vec<PendingToolCall>,
+    /// The last seq the latest compaction covers (0: none): the context starts after it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub compacted_through: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Default for SessionState {
@@ -169,6 +180,7 @@ impl Default for SessionState {
             usage: Usage::default(),
             last_run: None,
             awaiting: Vec::new(),
+            compacted_through: 0,
         }
     }
 }
@@ -211,6 +223,9 @@ pub enum Action {
         content: String,
         is_error: bool,
     },
+    /// Summarise the transcript through `through_seq` and log `ContextCompacted` (its intent,
+    /// `CompactionStarted`, is logged).
+    Compact { run_id: RunId, through_seq: u64 },
     /// Nothing can be done until a person decides: the run waits (no lease, no slot).
     Wait { run_id: RunId },
     /// Log `RunCompleted` with this output.
@@ -304,6 +319,7 @@ impl SessionState {
                     last_text: String::new(),
                     usage: Usage::default(),
                     failure: None,
+                    compacting: None,
                     client_tools: options
                         .client_tools()
                         .chain(self.agent.iter().flat_map(|a| {
@@ -475,6 +491,37 @@ impl SessionState {
                     decision: decision.clone(),
                 });
             }
+            EventBody::CompactionStarted { through_seq, .. } => {
+                let run = self.active.as_mut().expect("checked above");
+                if run.model_pending || run.compacting.is_some() || !run.tools.is_empty() {
+                    return Err(fail(
+                        "a compaction starts between steps, when no call is in flight".into(),
+                    ));
+                }
+                if *through_seq >= event.seq {
+                    return Err(fail(format!(
+                        "a compaction covers logged events, not seq {through_seq}"
+                    )));
+                }
+                run.compacting = Some(*through_seq);
+            }
+            EventBody::ContextCompacted {
+                through_seq,
+                from_seq,
+                usage,
+                ..
+            } => {
+                let run = self.active.as_mut().expect("checked above");
+                if run.compacting != Some(*through_seq) || from_seq > through_seq {
+                    return Err(fail(format!(
+                        "no compaction through seq {through_seq} is in flight"
+                    )));
+                }
+                run.compacting = None;
+                run.usage.add(usage);
+                self.usage.add(usage);
+                self.compacted_through = *through_seq;
+            }
             EventBody::ToolReturned { call_id, .. } => {
                 let run = self.active.as_mut().expect("checked above");
                 let Some(pos) = run.tools.iter().position(|c| &c.call_id == call_id) else {
@@ -550,6 +597,12 @@ pub fn decide(state: &SessionState) -> Action {
             step: run.step,
             attempt: run.attempt,
             intent_logged: true,
+        };
+    }
+    if let Some(through_seq) = run.compacting {
+        return Action::Compact {
+            run_id,
+            through_seq,
         };
     }
     // Calls for a person: ask about them first, so the person hears at once.

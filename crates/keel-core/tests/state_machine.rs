@@ -25,6 +25,9 @@ enum Outcome {
     Crash,
     /// The driver is asked to cancel the run here.
     Cancel,
+    /// The context passed its budget before a step: a compaction runs first (its summary
+    /// written, or not when `fails`).
+    Compacts { fails: bool },
 }
 
 fn outcome() -> impl Strategy<Value = Outcome> {
@@ -34,6 +37,7 @@ fn outcome() -> impl Strategy<Value = Outcome> {
         1 => any::<bool>().prop_map(|retryable| Outcome::ModelFails { retryable }),
         1 => Just(Outcome::Crash),
         1 => Just(Outcome::Cancel),
+        1 => any::<bool>().prop_map(|fails| Outcome::Compacts { fails }),
     ]
 }
 
@@ -58,6 +62,7 @@ fn agent(max_steps: u32) -> AgentDef {
             ..Limits::default()
         },
         memory_blocks: Vec::new(),
+        compaction: Default::default(),
     }
 }
 
@@ -155,6 +160,14 @@ impl Sim {
                     attempt,
                     intent_logged,
                 } => {
+                    if !intent_logged && let Outcome::Compacts { .. } = world {
+                        let through_seq = self.state.last_seq;
+                        self.push(EventBody::CompactionStarted {
+                            run_id,
+                            through_seq,
+                        });
+                        continue;
+                    }
                     if !intent_logged {
                         self.push(EventBody::ModelCalled {
                             run_id: run_id.clone(),
@@ -163,7 +176,7 @@ impl Sim {
                         });
                     }
                     match world {
-                        Outcome::Crash | Outcome::Cancel => continue,
+                        Outcome::Crash | Outcome::Cancel | Outcome::Compacts { .. } => continue,
                         Outcome::ModelFails { retryable } => self.push(EventBody::ModelFailed {
                             run_id,
                             step,
@@ -244,6 +257,28 @@ impl Sim {
                         call_id: call.call_id,
                         content: "ok".into(),
                         is_error: false,
+                    });
+                }
+                Action::Compact {
+                    run_id,
+                    through_seq,
+                } => {
+                    if matches!(world, Outcome::Crash) {
+                        continue;
+                    }
+                    let fails = matches!(world, Outcome::Compacts { fails: true });
+                    self.push(EventBody::ContextCompacted {
+                        run_id,
+                        from_seq: self.state.compacted_through + 1,
+                        through_seq,
+                        summary: (!fails).then(|| format!("through {through_seq}")),
+                        error: fails.then(|| "the summariser failed".into()),
+                        model: Some("scripted/echo".into()),
+                        usage: Usage {
+                            input_tokens: 1,
+                            output_tokens: 1,
+                            cached_input_tokens: 0,
+                        },
                     });
                 }
                 Action::RequestApproval { run_id, calls } => {
@@ -438,6 +473,10 @@ proptest! {
             Action::Finish { run_id, .. } | Action::Fail { run_id, .. } => {
                 let ended = logged.iter().any(|e| matches!(&e.body, EventBody::RunCompleted { run_id: r, .. } | EventBody::RunFailed { run_id: r, .. } | EventBody::RunCancelled { run_id: r, .. } if *r == run_id));
                 prop_assert!(!ended, "decide ends run {} twice", run_id);
+            }
+            Action::Compact { through_seq, .. } => {
+                let done = logged.iter().rev().take_while(|e| !matches!(e.body, EventBody::CompactionStarted { .. })).any(|e| matches!(&e.body, EventBody::ContextCompacted { through_seq: t, .. } if *t == through_seq));
+                prop_assert!(!done, "decide repeats the compaction through {}", through_seq);
             }
             Action::RequestApproval { calls, .. } => {
                 let asked = logged.iter().any(|e| matches!(&e.body, EventBody::ApprovalRequested { calls: c, .. } if c.iter().any(|c| calls.iter().any(|a| a.call_id == c.call_id))));

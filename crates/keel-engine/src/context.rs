@@ -41,7 +41,28 @@ pub(crate) fn drop_older_turns(messages: &mut Vec<Message>) -> bool {
     true
 }
 
-/// An estimate of the tokens a request of these parts holds.
+/// Bytes a token holds, in tenths, for a provider family's tokenizer on English text and
+/// code: OpenAI's o200k and Gemini's about 4, Anthropic's (also on Bedrock) about 3.5. An
+/// estimate; what a provider counts corrects it (a refusal as too long is retried shorter).
+fn tenths_of_bytes_per_token(provider_kind: &str) -> usize {
+    match provider_kind {
+        "anthropic" | "bedrock" => 35,
+        _ => 10 * BYTES_PER_TOKEN,
+    }
+}
+
+/// An estimate of the tokens a request of these parts holds for `provider_kind`'s tokenizer.
+pub(crate) fn estimate_tokens_for(
+    provider_kind: &str,
+    system: Option<&str>,
+    messages: &[Message],
+    tools: &[ToolSpec],
+) -> u64 {
+    let at_four = estimate_tokens(system, messages, tools);
+    at_four * (10 * BYTES_PER_TOKEN as u64) / tenths_of_bytes_per_token(provider_kind) as u64
+}
+
+/// An estimate of the tokens a request of these parts holds (four bytes a token).
 pub(crate) fn estimate_tokens(
     system: Option<&str>,
     messages: &[Message],

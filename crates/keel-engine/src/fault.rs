@@ -19,6 +19,8 @@ pub enum FaultPoint {
     ToolPerformed,
     /// `ToolReturned` is logged.
     ToolResultLogged,
+    /// `CompactionStarted` is logged; the summariser has not been asked.
+    CompactionIntentLogged,
 }
 
 impl FaultPoint {
@@ -29,6 +31,7 @@ impl FaultPoint {
             FaultPoint::ToolIntentLogged => "tool_intent_logged",
             FaultPoint::ToolPerformed => "tool_performed",
             FaultPoint::ToolResultLogged => "tool_result_logged",
+            FaultPoint::CompactionIntentLogged => "compaction_intent_logged",
         }
     }
 }

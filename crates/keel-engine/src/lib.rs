@@ -16,6 +16,8 @@
 mod agents;
 mod approvals;
 mod blocks;
+mod compaction;
+pub use compaction::Summarised;
 pub mod clock;
 mod context;
 mod dispatch;

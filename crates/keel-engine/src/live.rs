@@ -17,6 +17,10 @@ pub struct LiveSession {
     transcript: Transcript,
     /// Seq of the latest stored snapshot (0: none).
     pub snapshot_seq: u64,
+    /// The session's memory blocks as rendered at the front of its context: rendered again
+    /// only after a compaction (or a load), so an edit never changes the prompt's prefix;
+    /// edits in between reach the model in order, as tool results and events in the history.
+    pub blocks: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,21 +55,28 @@ impl LiveSession {
                 session: session.clone(),
                 source,
             })?;
-        let window = context_window(&state);
-        // From the tail already read, back through the log until the events hold a whole
-        // window of messages (those of failed runs left out) or the log begins, so that the
-        // window is the one a session kept in memory all along holds: the same context, the
-        // same prefix bytes for the provider's cache. Each message sits among intent events:
-        // read two events per message missing (a chat turn's share), more if that falls short.
+        let cap = transcript_cap(&state);
+        // From the tail already read, back through the log until the events hold everything
+        // after the last compaction (its summary included), or the log begins, or (a session
+        // never compacted) a whole window of messages, so that the transcript is the one a
+        // session kept in memory all along holds: the same context, the same prefix bytes for
+        // the provider's cache. Each message sits among intent events: read two events per
+        // message missing (a chat turn's share), more if that falls short.
         let mut recent = loaded.tail;
         let mut before = recent.first().map_or(state.last_seq + 1, |e| e.seq);
         let transcript = loop {
             let mut probe = Transcript::default();
             probe.push(&recent);
-            if before <= 1 || probe.messages.len() >= window {
+            let read_enough = if state.compacted_through > 0 {
+                before <= state.compacted_through + 1
+            } else {
+                probe.messages.len() >= cap
+            };
+            if before <= 1 || read_enough {
                 break probe;
             }
-            let page = (window - probe.messages.len()) * 2 + 8;
+            let missing = cap.saturating_sub(probe.messages.len()).max(8);
+            let page = missing * 2 + 8;
             let mut older = store.read_events_before(session, before, page).await?;
             before = match older.first() {
                 Some(first) if older.len() == page => first.seq,
@@ -78,8 +89,9 @@ impl LiveSession {
             state,
             transcript,
             snapshot_seq,
+            blocks: None,
         };
-        live.transcript.trim(window);
+        live.transcript.trim(cap);
         Ok(live)
     }
 
@@ -95,11 +107,12 @@ impl LiveSession {
                 })?;
         let mut transcript = Transcript::default();
         transcript.push(events);
-        transcript.trim(context_window(&state));
+        transcript.trim(transcript_cap(&state));
         Ok(LiveSession {
             state,
             transcript,
             snapshot_seq: 0,
+            blocks: None,
         })
     }
 
@@ -107,12 +120,36 @@ impl LiveSession {
     /// messages leave it.
     pub fn extend_transcript(&mut self, events: &[Event]) {
         self.transcript.push(events);
-        self.transcript.trim(context_window(&self.state));
+        self.transcript.trim(transcript_cap(&self.state));
+        if events
+            .iter()
+            .any(|e| matches!(e.body, EventBody::ContextCompacted { .. }))
+        {
+            self.blocks = None;
+        }
     }
 
-    /// The messages sent to the model, oldest first.
+    /// The messages sent to the model after the front (the summary), oldest first.
     pub fn messages(&self) -> &VecDeque<Message> {
         &self.transcript.messages
+    }
+
+    /// The messages with the seq of the event each came from.
+    pub fn messages_with_seqs(&self) -> impl Iterator<Item = (u64, &Message)> {
+        self.transcript.seqs.iter().copied().zip(&self.transcript.messages)
+    }
+
+    /// What goes before the messages: the memory blocks and the summary.
+    pub(crate) fn front(&self) -> crate::request::Front<'_> {
+        crate::request::Front {
+            blocks: self.blocks.as_deref(),
+            summary: self.summary(),
+        }
+    }
+
+    /// What stands in for the transcript before the last compaction, if one happened.
+    pub fn summary(&self) -> Option<&Summary> {
+        self.transcript.summary.as_ref()
     }
 
     /// An estimate of the bytes this state holds, for the warm cache's bound: the structures
@@ -128,8 +165,19 @@ impl LiveSession {
 #[derive(Default)]
 pub struct Transcript {
     messages: VecDeque<Message>,
+    /// The seq of the event each message came from.
+    seqs: VecDeque<u64>,
     /// How many messages at the end the run in progress added (dropped if it fails).
     run_tail: usize,
+    summary: Option<Summary>,
+}
+
+/// The front of a compacted context: the summary of the transcript through `through_seq`, or
+/// (`text: None`) a marker that it was left out because summarising failed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Summary {
+    pub through_seq: u64,
+    pub text: Option<String>,
 }
 
 impl Transcript {
@@ -141,7 +189,24 @@ impl Transcript {
                 EventBody::RunFailed { .. } => {
                     let keep = self.messages.len().saturating_sub(self.run_tail);
                     self.messages.truncate(keep);
+                    self.seqs.truncate(keep);
                     self.run_tail = 0;
+                    continue;
+                }
+                EventBody::ContextCompacted {
+                    through_seq,
+                    summary,
+                    ..
+                } => {
+                    let covered = self.seqs.iter().take_while(|s| **s <= *through_seq).count();
+                    self.messages.drain(..covered);
+                    self.seqs.drain(..covered);
+                    // What the summary took from the run in progress cannot leave it again.
+                    self.run_tail = self.run_tail.min(self.messages.len());
+                    self.summary = Some(Summary {
+                        through_seq: *through_seq,
+                        text: summary.clone(),
+                    });
                     continue;
                 }
                 EventBody::RunCompleted { .. } | EventBody::RunCancelled { .. } => {
@@ -156,24 +221,30 @@ impl Transcript {
             } else {
                 self.run_tail = 0;
             }
+            self.seqs.extend(std::iter::repeat_n(event.seq, messages.len()));
             self.messages.extend(messages);
         }
     }
 
-    /// Keeps the last `window` messages, opening at a user message where there is one.
-    fn trim(&mut self, window: usize) {
-        while self.messages.len() > window {
-            self.messages.pop_front();
+    /// Keeps at most `cap` messages, opening at a user message where there is one. Compaction
+    /// keeps the context well under the cap; this only bounds what a session that is never
+    /// compacted (messages added without runs) holds in memory.
+    fn trim(&mut self, cap: usize) {
+        if self.messages.len() <= cap {
+            return;
         }
-        // A window must not open with a tool result (or the reply that asked for it) cut from
+        let mut drop = self.messages.len() - cap;
+        // The window must not open with a tool result (or the reply that asked for it) cut from
         // its context: start at a user message when the window has one.
-        if let Some(first_user) = self.messages.iter().position(|m| m.role == Role::User) {
-            self.messages.drain(..first_user);
+        if let Some(first_user) = self.messages.iter().skip(drop).position(|m| m.role == Role::User) {
+            drop += first_user;
         } else {
-            while self.messages.front().is_some_and(|m| m.role == Role::Tool) {
-                self.messages.pop_front();
+            while self.messages.get(drop).is_some_and(|m| m.role == Role::Tool) {
+                drop += 1;
             }
         }
+        self.messages.drain(..drop);
+        self.seqs.drain(..drop);
         self.run_tail = self.run_tail.min(self.messages.len());
     }
 }
@@ -215,8 +286,10 @@ fn json_len(value: &impl serde::Serialize) -> usize {
     count.0
 }
 
-fn context_window(state: &SessionState) -> usize {
-    state
+/// The most messages a session's transcript holds in memory: twice the context's message
+/// limit, past which compaction starts.
+fn transcript_cap(state: &SessionState) -> usize {
+    2 * state
         .agent
         .as_ref()
         .map_or(64, |a| a.limits.context_messages.max(1) as usize)
@@ -254,6 +327,7 @@ mod tests {
             state: SessionState::default(),
             transcript: Transcript::default(),
             snapshot_seq: 0,
+            blocks: None,
         };
         let (first, second, third) = (
             RunId::generate(1, 1),

@@ -5,8 +5,62 @@
 use keel_core::{AgentDef, Message, RunOptions, SessionId, Truncation};
 use keel_models::{ModelError, ModelRequest, Params};
 
+use crate::live::Summary;
 use crate::models::{ModelRegistry, Resolved};
-use crate::{context, tools};
+use crate::{compaction, context, tools};
+
+/// What goes before a session's messages in its context, after the instructions: its memory
+/// blocks and the summary standing in for the compacted transcript. Both change only at a
+/// compaction, so the prompt's prefix holds from one step to the next.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Front<'a> {
+    pub blocks: Option<&'a str>,
+    pub summary: Option<&'a Summary>,
+}
+
+/// The memory blocks as the front of the context shows them: each with its label, limit and
+/// what it is for. Empty when the agent declares none.
+pub(crate) fn render_blocks(blocks: &[crate::blocks::RenderedBlock]) -> String {
+    if blocks.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "<memory_blocks>\nYour memory blocks, as they stood when this context began; edits \
+         since then appear in the conversation below. Keep them current with the \
+         memory_block_* tools.\n",
+    );
+    for block in blocks {
+        let chars = block.value.chars().count();
+        out.push_str(&format!(
+            "<block label=\"{}\" chars=\"{chars}\" limit=\"{}\"{}>\n",
+            block.label,
+            block.limit,
+            if block.shared { " shared=\"true\"" } else { "" }
+        ));
+        if !block.description.is_empty() {
+            out.push_str(&format!("({})\n", block.description));
+        }
+        out.push_str(&block.value);
+        out.push_str("\n</block>\n");
+    }
+    out.push_str("</memory_blocks>");
+    out
+}
+
+impl Front<'_> {
+    /// The system prompt: the instructions, then the blocks, then the summary.
+    fn system(&self, instructions: &str) -> Option<String> {
+        let summary = self
+            .summary
+            .map(|s| compaction::render_summary(s.through_seq, s.text.as_deref()));
+        let parts: Vec<&str> = [Some(instructions), self.blocks, summary.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter(|p| !p.is_empty())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("\n\n"))
+    }
+}
 
 /// The request for the next model call of a run with `options` on a session of `agent`
 /// whose transcript window is `messages`, and the client that serves it. A `truncation: auto`
@@ -17,6 +71,7 @@ pub(crate) fn model_request(
     session: &SessionId,
     agent: &AgentDef,
     options: &RunOptions,
+    front: Front<'_>,
     messages: Vec<Message>,
 ) -> Result<(Resolved, ModelRequest), ModelError> {
     let resolved = models
@@ -32,7 +87,7 @@ pub(crate) fn model_request(
     let instructions = options.instructions.as_ref().unwrap_or(&agent.instructions);
     let mut request = ModelRequest {
         model: resolved.model.clone(),
-        system: (!instructions.is_empty()).then(|| instructions.clone()),
+        system: front.system(instructions),
         messages,
         tools: tools::specs(agent, options),
         params: Params {

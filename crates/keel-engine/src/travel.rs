@@ -76,7 +76,8 @@ impl Engine {
     /// What the model received at `at_seq` of the session's log (now when `None`): the
     /// request built from the state and transcript window the log gives there, and the run in
     /// progress's options, by the same code the driver calls the model with. Between runs,
-    /// the request the next run would open with, before its input.
+    /// the request the next run would open with, before its input. The tools of the agent's MCP
+    /// servers are those the servers list now.
     pub async fn session_context(
         &self,
         tenant: &TenantId,
@@ -86,21 +87,28 @@ impl Engine {
         let record = self.require_session(tenant, session).await?;
         let at_seq = seq_in_log(&record, at_seq)?;
         let events = self.log_prefix(session, at_seq).await?;
-        let live = LiveSession::from_log(session, &events)?;
-        let agent = live.state.agent.as_ref().ok_or_else(|| {
+        let mut live = LiveSession::from_log(session, &events)?;
+        let agent = live.state.agent.clone().ok_or_else(|| {
             EngineError::Invalid(format!("session {session}'s log has no session_started"))
         })?;
+        let agent = &agent;
+        // The blocks as they are now: the log holds their edits, not each step's rendering.
+        let blocks =
+            crate::blocks::session_blocks(self.inner.store.as_ref(), tenant, session, agent)
+                .await?;
+        live.blocks = Some(request::render_blocks(&blocks));
         let run_id = live.state.active.as_ref().map(|r| r.run_id.clone());
         let options = run_id
             .as_ref()
             .and_then(|run| run_options(&events, run))
             .unwrap_or_default();
         let messages = live.messages().iter().cloned().collect();
-        let (resolved, request) = request::model_request(
+        let (resolved, mut request) = request::model_request(
             &self.inner.models,
             session,
             agent,
             &options,
+            live.front(),
             messages,
         )
         .map_err(|e| {
@@ -109,6 +117,10 @@ impl Engine {
                 e.message
             ))
         })?;
+        // As the driver adds them: the tools the agent's MCP servers list now.
+        request
+            .tools
+            .extend(self.inner.tools.mcp_specs(tenant, agent).await);
         Ok(SessionContext {
             session: session.clone(),
             at_seq,

@@ -238,7 +238,7 @@ async fn a_fork_inside_a_run_or_outside_the_log_is_refused_naming_the_seqs_that_
 }
 
 #[tokio::test]
-async fn the_context_matches_what_was_sent_when_the_window_is_full_and_a_run_failed() {
+async fn the_context_matches_what_was_sent_when_the_window_is_compacted_and_a_run_failed() {
     let dir = tempfile::tempdir().unwrap();
     let (test, recording) = engine(&dir).await;
     let (engine, tenant) = (&test.engine, &test.tenant);
@@ -256,6 +256,7 @@ async fn the_context_matches_what_was_sent_when_the_window_is_full_and_a_run_fai
             ..keel_core::Limits::default()
         },
         memory_blocks: Vec::new(),
+        compaction: Default::default(),
     };
     engine.put_agent(tenant, agent).await.unwrap();
     let session = engine
@@ -271,12 +272,22 @@ async fn the_context_matches_what_was_sent_when_the_window_is_full_and_a_run_fai
         engine.wait_run(tenant, &run.id).await.unwrap();
     }
     let (calls, _) = seqs(engine, &session).await;
-    let received = recording.received.lock().unwrap().clone();
+    // The model's steps, without the requests that summarised the context.
+    let received: Vec<_> = recording
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| !r.system.as_deref().unwrap_or("").starts_with("You compact"))
+        .cloned()
+        .collect();
     assert_eq!(received.len(), calls.len());
-    // The window was full: the last call saw three messages of the nine logged, none failed.
-    let last = &received[received.len() - 1].messages;
-    assert_eq!(last.len(), 3, "{last:?}");
-    assert!(last.iter().all(|m| !m.text_content().contains("/fail")));
+    // The window was full: it was compacted, and the last call saw at most three messages of
+    // the nine logged after the summary, none failed.
+    let last = &received[received.len() - 1];
+    assert!(last.messages.len() <= 3, "{:?}", last.messages);
+    assert!(last.system.as_deref().unwrap().contains("<conversation_summary"));
+    assert!(last.messages.iter().all(|m| !m.text_content().contains("/fail")));
     for (seq, request) in calls.iter().zip(&received) {
         let context = engine
             .session_context(tenant, &session, Some(*seq))

@@ -325,6 +325,10 @@ impl ModelClient for LocalClient {
         PROVIDER
     }
 
+    fn count_tokens(&self, request: &ModelRequest) -> Option<u64> {
+        self.prompt_tokens(request).ok().map(|t| t.len() as u64)
+    }
+
     /// all-MiniLM-L6-v2 (`local/all-minilm-l6-v2`), loaded on first use.
     async fn embed(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse, ModelError> {
         self.embeddings.clone().embed(&self.slots, request).await

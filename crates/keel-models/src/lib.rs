@@ -50,6 +50,14 @@ pub trait ModelClient: Send + Sync {
         Err(embedding::unsupported(self.provider()))
     }
 
+    /// The tokens `request`'s prompt holds, counted by the model's own tokenizer where keel has
+    /// it (the local model; the scripted one counts words); `None` elsewhere, where callers
+    /// estimate.
+    fn count_tokens(&self, request: &ModelRequest) -> Option<u64> {
+        let _ = request;
+        None
+    }
+
     /// Runs a call to completion.
     async fn complete(&self, request: ModelRequest) -> Result<ModelReply, ModelError> {
         use futures::StreamExt;

@@ -64,6 +64,7 @@ async fn start() -> Bench {
                 tools: Vec::new(),
                 limits: Limits::default(),
                 memory_blocks: Vec::new(),
+                compaction: Default::default(),
             },
         )
         .await

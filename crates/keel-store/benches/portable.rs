@@ -105,6 +105,7 @@ async fn build_session(store: &SqliteStore) -> (TenantId, SessionId, AgentDef) {
                 tools: Vec::new(),
                 limits: Limits::default(),
                 memory_blocks: Vec::new(),
+                compaction: Default::default(),
             },
         )
         .await

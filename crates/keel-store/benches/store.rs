@@ -443,6 +443,7 @@ fn agent() -> AgentDef {
         tools: Vec::new(),
         limits: Limits::default(),
         memory_blocks: Vec::new(),
+        compaction: Default::default(),
     }
 }
 

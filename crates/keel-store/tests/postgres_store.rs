@@ -55,6 +55,7 @@ fn agent(name: &str) -> AgentDef {
         tools: Vec::new(),
         limits: Limits::default(),
         memory_blocks: Vec::new(),
+        compaction: Default::default(),
     }
 }
 

@@ -231,6 +231,7 @@ async fn sync_agents(engine: &Engine, tenant: &TenantId, config: &Config) -> any
             tools: a.tools.clone(),
             limits: a.limits.unwrap_or_default(),
             memory_blocks: a.memory_blocks.clone(),
+            compaction: Default::default(),
         })
         .collect();
     if !wanted.iter().any(|a| a.name == DEFAULT_AGENT)
@@ -245,6 +246,7 @@ async fn sync_agents(engine: &Engine, tenant: &TenantId, config: &Config) -> any
             tools: Vec::new(),
             limits: Limits::default(),
             memory_blocks: Vec::new(),
+            compaction: Default::default(),
         });
     }
     for mut def in wanted {

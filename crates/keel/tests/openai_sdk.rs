@@ -196,6 +196,11 @@ fn chat_completions_errors() {
 }
 
 #[test]
+fn responses_compact_server_side_and_standalone() {
+    Sdk::start().run("responses_compaction");
+}
+
+#[test]
 fn responses_chained_over_five_turns_across_providers() {
     let sdk = Sdk::start();
     sdk.openai

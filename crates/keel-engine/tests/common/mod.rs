@@ -39,6 +39,7 @@ pub async fn engine(
         tools,
         limits: Limits::default(),
         memory_blocks: Vec::new(),
+        compaction: Default::default(),
     };
     engine.put_agent(&tenant, agent).await.unwrap();
     if start {

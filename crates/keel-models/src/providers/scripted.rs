@@ -328,6 +328,10 @@ impl ModelClient for ScriptedClient {
         PROVIDER
     }
 
+    fn count_tokens(&self, request: &ModelRequest) -> Option<u64> {
+        Some(request_words(request))
+    }
+
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
         let events = self.events(&request)?;
         let ScriptedConfig {

@@ -120,10 +120,10 @@ pub const CHAT_COMPLETIONS: &[Field] = &[
 #[rustfmt::skip]
 pub const RESPONSES: &[Field] = &[
     field("background", Supported, "queued in keel's run queue; poll `GET /v1/responses/{id}`", &[("\"yes\"", "background")]),
-    field("context_management", Refused, "no server-side compaction: send `truncation: \"auto\"` to leave the oldest turns out instead; entry types checked", &[("[{\"type\": \"compaction\", \"compact_threshold\": 1000}]", "context_management"), ("[{\"type\": \"bogus\"}]", "context_management[0].type"), ("\"compaction\"", "context_management")]),
+    field("context_management", Differs, "`[{\"type\": \"compaction\", \"compact_threshold\": N}]`: past N tokens (without N, three quarters of the model's window) the older turns are summarised and a `compaction` output item returned. Unlike OpenAI's opaque item, keel's summary is readable text (in `encrypted_content` and `summary`) that any provider can continue from", &[("[{\"type\": \"compaction\", \"compact_threshold\": \"many\"}]", "context_management[0].compact_threshold"), ("[{\"type\": \"compaction\", \"compact_threshold\": 10}]", "context_management[0].compact_threshold"), ("[{\"type\": \"bogus\"}]", "context_management[0].type"), ("\"compaction\"", "context_management")]),
     field("conversation", Supported, "a conversation id or `{\"id\": …}`: a keel session", &[("42", "conversation")]),
     field("include", Refused, "keel has none of the extra outputs to include; values checked", &[("[\"reasoning.encrypted_content\"]", "include"), ("[\"bogus\"]", "include[0]")]),
-    field("input", Differs, "a string, or `message`, `function_call` and `function_call_output` items; other item types are refused", &[("42", "input")]),
+    field("input", Differs, "a string, or `message`, `function_call`, `function_call_output` and `compaction` items (a compaction item stands in for the turns it summarises); other item types are refused", &[("42", "input")]),
     field("instructions", Supported, "this response only (not carried to the next)", &[("42", "instructions")]),
     field("max_output_tokens", Supported, "the output cap (none when absent: the model's own limit); checked against the catalog's limit for the model", &[("0", "max_output_tokens"), ("-1", "max_output_tokens")]),
     field("max_tool_calls", Differs, "keel runs no hosted tools on this API (function calls end the response), so there is nothing to cap; checked to be a count", &[("-1", "max_tool_calls")]),
@@ -513,8 +513,16 @@ fn is_set(value: &Value) -> bool {
 }
 
 fn check_context_management(value: Option<&Value>) -> Result<(), FieldError> {
+    compact_threshold(value).map(|_| ())
+}
+
+/// The smallest `compact_threshold` taken: below it a summary would not leave room for a turn.
+pub const MIN_COMPACT_THRESHOLD: u64 = 256;
+
+/// `context_management`'s compaction entry as the context's budget in tokens (`None`: no entry).
+pub fn compact_threshold(value: Option<&Value>) -> Result<Option<u32>, FieldError> {
     let entries = match value {
-        None | Some(Value::Null) => return Ok(()),
+        None | Some(Value::Null) => return Ok(None),
         Some(Value::Array(entries)) => entries,
         Some(_) => {
             return Err(FieldError::invalid(
@@ -523,6 +531,7 @@ fn check_context_management(value: Option<&Value>) -> Result<(), FieldError> {
             ));
         }
     };
+    let mut threshold = None;
     for (i, entry) in entries.iter().enumerate() {
         let param = format!("context_management[{i}].type");
         match entry.get("type").and_then(Value::as_str) {
@@ -534,12 +543,26 @@ fn check_context_management(value: Option<&Value>) -> Result<(), FieldError> {
                 ));
             }
         }
+        let param = format!("context_management[{i}].compact_threshold");
+        let tokens = match entry.get("compact_threshold") {
+            // No threshold: the model's own budget (three quarters of its window).
+            None | Some(Value::Null) => continue,
+            Some(value) => value.as_u64().filter(|n| {
+                (MIN_COMPACT_THRESHOLD..=u64::from(u32::MAX)).contains(n)
+            }),
+        };
+        let Some(tokens) = tokens else {
+            return Err(FieldError::invalid(
+                param,
+                format!(
+                    "compact_threshold must be a whole number of tokens from {MIN_COMPACT_THRESHOLD} to {}",
+                    u32::MAX
+                ),
+            ));
+        };
+        threshold = Some(tokens as u32);
     }
-    if entries.is_empty() {
-        Ok(())
-    } else {
-        Err(refused(RESPONSES, "context_management"))
-    }
+    Ok(threshold)
 }
 
 fn check_include(value: Option<&Value>) -> Result<(), FieldError> {

@@ -185,6 +185,13 @@ fn parse_item(item: &Value, param: &str, out: &mut ParsedInput) -> Result<(), In
             };
             push_merged(&mut out.messages, Role::Tool, result);
         }
+        // A summary keel (or a client) compacted earlier turns into: it stands in for them.
+        "compaction" => {
+            let summary = required("encrypted_content")?;
+            out.messages.push(Message::user(format!(
+                "<conversation_summary>\nThe conversation before this point, summarised:\n{summary}\n</conversation_summary>"
+            )));
+        }
         "" => {
             return Err(input_error(
                 param,
@@ -197,7 +204,7 @@ fn parse_item(item: &Value, param: &str, out: &mut ParsedInput) -> Result<(), In
             return Err(input_error(
                 format!("{param}.type"),
                 format!(
-                    "input items of type {other:?} are not supported by keel: send message, function_call or function_call_output items"
+                    "input items of type {other:?} are not supported by keel: send message, function_call, function_call_output or compaction items"
                 ),
             ));
         }
@@ -293,6 +300,40 @@ pub fn event_items(
 
 /// Room for a message's items in an event's positions (its text, then one per part).
 const ITEMS_PER_MESSAGE: u32 = 1 << 16;
+
+/// The `compaction` item a `context_compacted` event shows as. OpenAI's item is opaque and
+/// bound to its provider; keel's summary is readable text that any provider continues from,
+/// carried in `encrypted_content` (so clients that chain items send it back unchanged) and in
+/// `summary`.
+pub fn compaction_item(session: &SessionId, event: &Event) -> Option<Value> {
+    let keel_core::EventBody::ContextCompacted {
+        through_seq,
+        summary,
+        error,
+        ..
+    } = &event.body
+    else {
+        return None;
+    };
+    let text = match (summary, error) {
+        (Some(text), _) => text.clone(),
+        (None, error) => format!(
+            "The earlier part of this conversation was left out: {}",
+            error.as_deref().unwrap_or("summarising it failed")
+        ),
+    };
+    let pos = ItemPos {
+        seq: event.seq,
+        index: 0,
+    };
+    Some(json!({
+        "id": item_id("cmp", session, pos),
+        "type": "compaction",
+        "encrypted_content": text,
+        "summary": text,
+        "through_seq": through_seq,
+    }))
+}
 
 /// The id a model reply's text item gets once the reply is logged at `seq` (streams name it
 /// before the reply is logged).

@@ -185,6 +185,14 @@ impl ResponseStream {
             RunProgress::Event(event) => {
                 match &event.body {
                     EventBody::ModelCalled { .. } => self.reply_seq = event.seq + 1,
+                    EventBody::ContextCompacted { .. } => {
+                        if let Some(item) = items::compaction_item(&session, &event) {
+                            let index = self.output_index;
+                            self.output_index += 1;
+                            self.out.send("response.output_item.added", json!({"output_index": index, "item": item.clone()}));
+                            self.out.send("response.output_item.done", json!({"output_index": index, "item": item}));
+                        }
+                    }
                     EventBody::ModelReplied { .. } => {
                         reply_items(
                             &mut self.out,

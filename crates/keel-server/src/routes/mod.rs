@@ -90,6 +90,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/models"),
     ("get", "/v1/models/{id}"),
     ("post", "/v1/responses"),
+    ("post", "/v1/responses/compact"),
     ("get", "/v1/responses/{id}"),
     ("delete", "/v1/responses/{id}"),
     ("post", "/v1/responses/{id}/cancel"),
@@ -188,6 +189,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Ids are `provider/model`: the rest of the path is the id.
         .route("/v1/models/{*id}", get(openai::models::retrieve))
         .route("/v1/responses", post(openai::responses::create))
+        .route("/v1/responses/compact", post(openai::responses::compact))
         .route(
             "/v1/responses/{id}",
             get(openai::responses::get).delete(openai::responses::delete),

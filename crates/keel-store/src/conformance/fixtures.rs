@@ -35,6 +35,7 @@ pub(super) fn agent(name: &str) -> AgentDef {
         tools: Vec::new(),
         limits: Limits::default(),
         memory_blocks: Vec::new(),
+        compaction: Default::default(),
     }
 }
 

@@ -488,6 +488,7 @@ mod tests {
             tools: Vec::new(),
             limits: Limits::default(),
             memory_blocks: Vec::new(),
+            compaction: Default::default(),
         };
         store.put_agent(&tenant, agent).await.unwrap();
         let of_agent = TimerRecord {

@@ -30,6 +30,7 @@ pub fn agent(name: &str) -> AgentDef {
         tools: Vec::new(),
         limits: Limits::default(),
         memory_blocks: Vec::new(),
+        compaction: Default::default(),
     }
 }
 

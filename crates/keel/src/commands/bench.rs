@@ -71,6 +71,7 @@ async fn setup(durability: &str) -> anyhow::Result<Bench> {
                     ..Limits::default()
                 },
                 memory_blocks: Vec::new(),
+                compaction: Default::default(),
             },
         )
         .await?;

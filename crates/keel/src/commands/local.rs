@@ -404,6 +404,7 @@ mod tests {
             tools: vec![],
             limits: Limits::default(),
             memory_blocks: Vec::new(),
+            compaction: Default::default(),
         };
         engine.put_agent(&tenant, agent).await.unwrap();
         let session = engine

@@ -761,10 +761,12 @@ def request_fields(c):
         (
             "context_management",
             lambda: c.responses.create(
-                model=SCRIPTED, input="hi", context_management=[{"type": "compaction"}]
+                model=SCRIPTED,
+                input="hi",
+                context_management=[{"type": "compaction", "compact_threshold": 10}],
             ),
-            "context_management",
-            "unsupported_parameter",
+            "context_management[0].compact_threshold",
+            "invalid_value",
         ),
         (
             "reasoning effort",
@@ -801,6 +803,78 @@ def request_fields(c):
     expect_eq(reply.truncation, "auto", "truncation")
 
 
+def responses_compaction(c):
+    """Server-side compaction (`context_management`) over a chained conversation, then the
+    standalone `responses.compact` and its item sent back as input; bad thresholds refused."""
+    management = [{"type": "compaction", "compact_threshold": 300}]
+    previous = None
+    compactions = []
+    for n in range(1, 13):
+        step(f"turn {n} with a compaction threshold of 300 tokens")
+        text = f"turn {n}: my favourite colour is teal" if n == 1 else f"turn {n}: {words(30)}"
+        extra = {"previous_response_id": previous.id} if previous else {}
+        response = c.responses.create(
+            model=SCRIPTED, input=text, context_management=management, **extra
+        )
+        expect_eq(response.status, "completed", f"turn {n} status")
+        expect_eq(response.output_text, f"echo: {text}", f"turn {n} output_text")
+        kinds = [item.type for item in response.output]
+        expect_eq(kinds[-1], "message", f"turn {n}: the reply comes last")
+        compactions += [item for item in response.output if item.type == "compaction"]
+        previous = response
+    expect(1 <= len(compactions) < 12, f"{len(compactions)} compactions in 12 turns")
+    item = compactions[0]
+    expect(item.id.startswith("cmp_"), f"compaction item id: {item.id}")
+    # keel's summary is readable (the scripted model echoes what it is asked to summarise).
+    expect("teal" in item.encrypted_content, f"the summary keeps turn 1: {item.encrypted_content!r}")
+
+    step("a compaction entry without a threshold compacts at the model's own budget")
+    plain = c.responses.create(model=SCRIPTED, input="hi", context_management=[{"type": "compaction"}])
+    expect_eq(plain.output_text, "echo: hi", "compaction at the default budget")
+
+    step("the chain goes on after compaction")
+    after = c.responses.create(model=SCRIPTED, input="and now?", previous_response_id=previous.id)
+    expect_eq(after.output_text, "echo: and now?", "a turn after compaction")
+
+    step("standalone compaction of input items")
+    compacted = c.responses.compact(
+        model=SCRIPTED,
+        input=[
+            {"role": "user", "content": "my name is Ada"},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hello Ada."}]},
+        ],
+    )
+    expect_eq(compacted.object, "response.compaction", "compact object")
+    kinds = [item.type for item in compacted.output]
+    expect_eq(kinds, ["message", "compaction"], "compact output: the user messages, then the item")
+    summary = compacted.output[-1].encrypted_content
+    expect("Ada" in summary, f"standalone summary: {summary!r}")
+    expect(compacted.usage.output_tokens > 0, "compact usage")
+
+    step("the compaction item as input to the next response")
+    follow = c.responses.create(
+        model=SCRIPTED,
+        input=[compacted.output[-1].model_dump(exclude_none=True), {"role": "user", "content": "what is my name?"}],
+    )
+    expect_eq(follow.output_text, "echo: what is my name?", "a response after a compaction item")
+
+    step("standalone compaction of a previous response's conversation")
+    from_chain = c.responses.compact(model=SCRIPTED, previous_response_id=after.id)
+    expect_eq(from_chain.output[-1].type, "compaction", "compact from previous_response_id")
+
+    step("bad thresholds and unknown responses are refused")
+    for bad in ([{"type": "compaction", "compact_threshold": -1}], [{"type": "compaction", "compact_threshold": 10}]):
+        error = expect_api_error(
+            lambda: c.responses.create(model=SCRIPTED, input="x", context_management=bad),
+            openai.BadRequestError, 400, f"context_management {bad}",
+        )
+        expect_eq(error.body["param"], "context_management[0].compact_threshold", "param")
+    expect_api_error(
+        lambda: c.responses.compact(model=SCRIPTED, previous_response_id="resp_missing"),
+        openai.NotFoundError, 404, "compact of an unknown response",
+    )
+
+
 SCENARIOS = {
     f.__name__: f
     for f in [
@@ -816,6 +890,7 @@ SCENARIOS = {
         responses_background,
         responses_lifecycle,
         responses_errors,
+        responses_compaction,
         provider_errors,
         request_fields,
     ]

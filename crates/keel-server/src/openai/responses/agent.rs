@@ -42,6 +42,7 @@ pub async fn responses_agent(
         // No output cap: a response asks for one with `max_output_tokens`.
         limits: Limits::default(),
         memory_blocks: Vec::new(),
+        compaction: Default::default(),
     };
     Ok(state.engine.put_agent(tenant, agent).await?)
 }

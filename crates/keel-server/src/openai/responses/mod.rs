@@ -149,6 +149,86 @@ async fn find(state: &AppState, tenant: &TenantId, id: &str) -> Result<RunRecord
     }
 }
 
+/// `POST /v1/responses/compact`'s body.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompactRequest {
+    /// The model that writes the summary: a route name or `provider/model`.
+    pub model: Option<String>,
+    /// A string or input items (as `/v1/responses` takes them) to compact, after the previous
+    /// response's conversation when one is named.
+    #[schema(value_type = Option<Object>)]
+    pub input: Option<Value>,
+    pub previous_response_id: Option<String>,
+    /// Kept out of the summary (instructions are not conversation); accepted as OpenAI does.
+    pub instructions: Option<String>,
+}
+
+/// Compacts a conversation into one `compaction` item, writing nothing: the output lists the
+/// input's user messages, then the item, which a later `/v1/responses` call takes as input in
+/// place of what it summarises. The summary is readable text any provider continues from.
+#[utoipa::path(post, path = "/v1/responses/compact", tag = "openai",
+    request_body = CompactRequest,
+    responses((status = 200, body = Object, description = "a `response.compaction` object"),
+        (status = 400, body = super::wire::OpenAiErrorEnvelope),
+        (status = 404, body = super::wire::OpenAiErrorEnvelope, description = "unknown model or previous response"),
+        (status = 502, body = super::wire::OpenAiErrorEnvelope, description = "the model failed to summarise")))]
+pub async fn compact(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CompactRequest>,
+) -> Response {
+    match compacted(&state, &caller.tenant, body).await {
+        Ok(object) => Json(object).into_response(),
+        Err(Failure::Param(refused)) => openai_error(refused.into(), None),
+        Err(Failure::Api(error, param)) => openai_error(error, param.as_deref()),
+    }
+}
+
+async fn compacted(state: &AppState, tenant: &TenantId, body: CompactRequest) -> Result<Value, Failure> {
+    let Some(model) = body.model.filter(|m| !m.is_empty()) else {
+        return Err(request::refuse("model", "model is required: a route name or `provider/model`").into());
+    };
+    crate::openai::chat::resolve(state, &model).map_err(|e| Failure::Api(e, Some("model".into())))?;
+    let messages = match &body.input {
+        Some(input) => items::parse_input(input, "input")
+            .map_err(|e| request::refuse(&e.param, e.message))?
+            .messages,
+        None => Vec::new(),
+    };
+    let session = match &body.previous_response_id {
+        Some(id) => Some(find(state, tenant, id).await.map_err(|e| Failure::Api(e, Some("previous_response_id".into())))?.session),
+        None => None,
+    };
+    let summarised = state
+        .engine
+        .summarise(tenant, &model, session.as_ref(), messages.clone())
+        .await
+        .map_err(|e| Failure::Api(e.into(), None))?;
+    let mut output: Vec<Value> = messages
+        .iter()
+        .filter(|m| m.role == keel_core::Role::User)
+        .map(|m| json!({"type": "message", "role": "user", "status": "completed",
+            "content": [{"type": "input_text", "text": m.text_content()}]}))
+        .collect();
+    // Nothing is stored: the ids only tell this answer apart.
+    let id = keel_engine::clock::new_run_id();
+    output.push(json!({
+        "id": format!("cmp_{}", keel_engine::clock::new_hex_id()),
+        "type": "compaction",
+        "encrypted_content": summarised.summary,
+        "summary": summarised.summary,
+    }));
+    Ok(json!({
+        "id": items::response_id(&id),
+        "object": "response.compaction",
+        "created_at": keel_engine::clock::now().millis() / 1000,
+        "model": summarised.served_by,
+        "output": output,
+        "usage": usage_object(&summarised.usage),
+    }))
+}
+
 /// Retrieves a response.
 #[utoipa::path(get, path = "/v1/responses/{id}", tag = "openai",
     params(("id" = String, Path, description = "a response id (`resp_…`)")),

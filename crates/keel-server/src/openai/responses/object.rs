@@ -39,6 +39,10 @@ pub fn response_object(run: &RunRecord, events: &[Event]) -> Value {
                         .map(|(_, item)| item),
                 );
             }
+            EventBody::ContextCompacted { usage: u, .. } => {
+                usage.add(u);
+                output.extend(items::compaction_item(&run.session, event));
+            }
             EventBody::ModelFailed { .. } => model_failure = Some(event),
             EventBody::RunFailed { code, error, .. } => {
                 failure = Some((code.clone(), error.clone()))

@@ -56,7 +56,7 @@ pub struct CreateResponse {
     pub parallel_tool_calls: Option<bool>,
     /// `auto` drops the oldest turns to fit the model's context window; `disabled` (default).
     pub truncation: Option<String>,
-    /// Refused: keel has no server-side compaction (`truncation: "auto"` instead).
+    /// `[{"type": "compaction", "compact_threshold": N}]`: compacts the context past N tokens.
     #[schema(value_type = Option<Vec<Object>>)]
     pub context_management: Option<Value>,
     /// Refused when not empty (values checked).
@@ -122,6 +122,7 @@ pub(super) fn parse(state: &AppState, body: CreateResponse) -> Result<Request, F
         .map_err(|e| Failure::Api(e, Some("model".into())))?;
     fields::check_response(&body)?;
     let truncation = fields::truncation(body.truncation.as_deref())?;
+    let compact_threshold = fields::compact_threshold(body.context_management.as_ref())?;
     if let (Some(max), Some(info)) = (
         body.max_output_tokens,
         engine
@@ -196,6 +197,7 @@ pub(super) fn parse(state: &AppState, body: CreateResponse) -> Result<Request, F
         top_p: body.top_p,
         max_output_tokens: body.max_output_tokens,
         truncation,
+        compact_threshold,
         tool_choice,
         response_format,
         caller_ids: CallerIds {
