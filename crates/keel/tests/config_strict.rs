@@ -124,6 +124,14 @@ require_approval = true
 type = "object"
 # A JSON Schema is open: keys in it are the schema's, not keel's.
 properties = { q = { type = "string" } }
+
+[[agents.memory_blocks]]
+label = "user"
+description = "Who the user is."
+value = "unknown yet"
+limit = 500
+shared = false
+#@block
 "#;
 
 /// `EVERY_TABLE` with `line` added at `#@marker`.
@@ -291,6 +299,12 @@ fn an_unknown_key_in_any_table_stops_start_up_naming_its_path() {
             "timeout_ms = 5",
             "agents.support.tools.lookup.timeout_ms",
             Some("timeout_secs"),
+        ),
+        (
+            "block",
+            "limits = 5",
+            "agents.support.memory_blocks[0].limits",
+            Some("limit"),
         ),
     ];
     let mut failures = Vec::new();
