@@ -240,6 +240,9 @@ pub struct AgentConfig {
     /// `[[agents.memory_blocks]]`: the blocks in its sessions' context (`BlockDef`).
     #[serde(default)]
     pub memory_blocks: Vec<keel_core::BlockDef>,
+    /// `[agents.compaction]`: how its context is kept under `limits.context_tokens`.
+    #[serde(default)]
+    pub compaction: keel_core::agent::Compaction,
 }
 
 impl Config {

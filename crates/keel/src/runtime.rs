@@ -231,7 +231,7 @@ async fn sync_agents(engine: &Engine, tenant: &TenantId, config: &Config) -> any
             tools: a.tools.clone(),
             limits: a.limits.unwrap_or_default(),
             memory_blocks: a.memory_blocks.clone(),
-            compaction: Default::default(),
+            compaction: a.compaction.clone(),
         })
         .collect();
     if !wanted.iter().any(|a| a.name == DEFAULT_AGENT)
@@ -259,6 +259,7 @@ async fn sync_agents(engine: &Engine, tenant: &TenantId, config: &Config) -> any
                 && c.tools == def.tools
                 && c.limits == def.limits
                 && c.memory_blocks == def.memory_blocks
+                && c.compaction == def.compaction
         });
         if !unchanged {
             let stored = engine.put_agent(tenant, def).await?;

@@ -23,7 +23,7 @@ fn definition(name: String, body: AgentBody) -> AgentDef {
         tools: body.tools,
         limits: body.limits.unwrap_or_default(),
         memory_blocks: body.memory_blocks,
-        compaction: Default::default(),
+        compaction: body.compaction,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Agents: a new definition or version, and how one is shown.
 
+use keel_core::agent::Compaction;
 use keel_core::{AgentDef, BlockDef, Limits, ToolDef};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -26,6 +27,11 @@ pub struct AgentBody {
     #[serde(default)]
     #[schema(value_type = Vec<Object>)]
     pub memory_blocks: Vec<BlockDef>,
+    /// How the context is kept under `limits.context_tokens`: `{model?, summarise?}` (the
+    /// agent's own model summarises by default).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub compaction: Compaction,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -42,6 +48,8 @@ pub struct AgentView {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<Object>)]
     pub memory_blocks: Vec<BlockDef>,
+    #[schema(value_type = Object)]
+    pub compaction: Compaction,
 }
 
 impl From<AgentDef> for AgentView {
@@ -55,6 +63,7 @@ impl From<AgentDef> for AgentView {
             tools: a.tools,
             limits: a.limits,
             memory_blocks: a.memory_blocks,
+            compaction: a.compaction,
         }
     }
 }
