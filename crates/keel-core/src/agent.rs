@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::approval::ApprovalRule;
 use crate::http_tool::{HttpAuth, HttpMethod, HttpTool};
 use crate::id::AgentId;
+use crate::mcp_server::{EnvValue, MCP_NAME_SEPARATOR, McpServer};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgentDef {
@@ -177,6 +178,24 @@ pub struct ToolDef {
     pub kind: ToolKind,
 }
 
+impl AgentDef {
+    /// The tool a call named `name` is for: the tool of that name, or the `mcp` tool whose
+    /// server offers it (`<server>__<tool>`).
+    pub fn tool_for_call(&self, name: &str) -> Option<&ToolDef> {
+        self.tools
+            .iter()
+            .find(|t| t.name == name && !matches!(t.kind, ToolKind::Mcp(_)))
+            .or_else(|| {
+                self.tools.iter().find(|t| {
+                    matches!(t.kind, ToolKind::Mcp(_))
+                        && name
+                            .strip_prefix(t.name.as_str())
+                            .is_some_and(|rest| rest.starts_with(MCP_NAME_SEPARATOR))
+                })
+            })
+    }
+}
+
 impl ToolDef {
     /// Whether a call of this tool with `arguments` waits for a person: its rule says so, or
     /// it is the built-in `ask_human`, whose result is a person's answer.
@@ -215,6 +234,18 @@ struct ToolDefFields {
     retries: Option<u32>,
     #[serde(default)]
     max_response_bytes: Option<u32>,
+    // An `mcp` tool's own fields (`McpServer`; `url`, `allow_private`, `auth` and
+    // `timeout_secs` above are shared with `http`).
+    #[serde(default)]
+    command: Option<String>,
+    #[serde(default)]
+    args: Option<Vec<String>>,
+    #[serde(default)]
+    env: Option<std::collections::BTreeMap<String, EnvValue>>,
+    #[serde(default)]
+    cwd: Option<String>,
+    #[serde(default)]
+    allowed_tools: Option<Vec<String>>,
 }
 
 impl ToolDefFields {
@@ -232,6 +263,30 @@ impl ToolDefFields {
         .into_iter()
         .find_map(|(name, set)| set.then_some(name))
     }
+
+    /// The first field set that an `mcp` tool does not take.
+    fn not_mcp_field_set(&self) -> Option<&'static str> {
+        [
+            ("method", self.method.is_some()),
+            ("retries", self.retries.is_some()),
+            ("max_response_bytes", self.max_response_bytes.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, set)| set.then_some(name))
+    }
+
+    /// The first `mcp`-only field set, for the error on another kind.
+    fn mcp_field_set(&self) -> Option<&'static str> {
+        [
+            ("command", self.command.is_some()),
+            ("args", self.args.is_some()),
+            ("env", self.env.is_some()),
+            ("cwd", self.cwd.is_some()),
+            ("allowed_tools", self.allowed_tools.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, set)| set.then_some(name))
+    }
 }
 
 #[derive(Deserialize)]
@@ -240,13 +295,39 @@ enum ToolKindName {
     Builtin,
     Http,
     Client,
+    Mcp,
 }
 
 impl TryFrom<ToolDefFields> for ToolDef {
     type Error = String;
 
     fn try_from(f: ToolDefFields) -> Result<ToolDef, Self::Error> {
+        if !matches!(f.kind, ToolKindName::Mcp)
+            && let Some(field) = f.mcp_field_set()
+        {
+            return Err(format!("`{field}` is only for tools of kind `mcp`"));
+        }
         let kind = match f.kind {
+            ToolKindName::Mcp => {
+                if let Some(field) = f.not_mcp_field_set() {
+                    return Err(format!("`{field}` is only for tools of kind `http`"));
+                }
+                let server = McpServer {
+                    command: f.command,
+                    args: f.args.unwrap_or_default(),
+                    env: f.env.unwrap_or_default(),
+                    cwd: f.cwd,
+                    url: f.url,
+                    auth: f.auth,
+                    allow_private: f.allow_private.unwrap_or_default(),
+                    allowed_tools: f.allowed_tools,
+                    timeout_secs: f.timeout_secs,
+                };
+                if let Some(problem) = server.problem() {
+                    return Err(problem);
+                }
+                ToolKind::Mcp(server)
+            }
             ToolKindName::Http => ToolKind::Http(HttpTool {
                 url: f.url.ok_or("missing field `url`")?,
                 method: f.method.unwrap_or_default(),
@@ -289,6 +370,9 @@ pub enum ToolKind {
     /// Performed by the caller, not by keel: the run ends with the call pending and the
     /// caller's next input carries its result (OpenAI's function tools).
     Client,
+    /// An MCP server: its tools (those `allowed_tools` lets through) reach the model as
+    /// `<name>__<tool>`, each call with the idempotency key in its `_meta`.
+    Mcp(McpServer),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -386,6 +470,71 @@ mod tests {
                 ..Limits::default()
             }
         );
+    }
+
+    #[test]
+    fn mcp_tools_read_back_and_refuse_settings_of_other_kinds() {
+        let written = [
+            r#"{"name": "time", "kind": "mcp", "command": "python3", "args": ["-m", "mcp_server_time"], "env": {"A": "1", "B": {"env": "KEEL_B"}}, "allowed_tools": ["get_current_time"], "require_approval": true}"#,
+            r#"{"name": "everything", "kind": "mcp", "url": "http://127.0.0.1:1/mcp", "auth": {"env": "TOKEN"}, "allow_private": ["127.0.0.0/8"], "timeout_secs": 5}"#,
+        ];
+        for body in written {
+            let tool: ToolDef = serde_json::from_str(body).unwrap();
+            assert!(matches!(tool.kind, ToolKind::Mcp(_)), "{body}");
+            let json = serde_json::to_value(&tool).unwrap();
+            assert_eq!(serde_json::from_value::<ToolDef>(json).unwrap(), tool);
+        }
+        let refused = [
+            (r#"{"name": "t", "kind": "mcp"}"#, "needs"),
+            (
+                r#"{"name": "t", "kind": "mcp", "command": "x", "url": "http://x"}"#,
+                "not both",
+            ),
+            (
+                r#"{"name": "t", "kind": "mcp", "command": "x", "retries": 1}"#,
+                "retries",
+            ),
+            (
+                r#"{"name": "t", "kind": "mcp", "url": "http://x", "cwd": "/"}"#,
+                "cwd",
+            ),
+            (
+                r#"{"name": "t", "kind": "http", "url": "http://x", "command": "x"}"#,
+                "command",
+            ),
+            (
+                r#"{"name": "t", "kind": "builtin", "allowed_tools": []}"#,
+                "allowed_tools",
+            ),
+        ];
+        for (body, says) in refused {
+            let error = serde_json::from_str::<ToolDef>(body)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(says), "{body}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_call_finds_its_tool_by_name_or_by_its_mcp_server_s_prefix() {
+        let tools: Vec<ToolDef> = serde_json::from_str(
+            r#"[{"name": "time", "kind": "mcp", "command": "x"}, {"name": "time__x", "kind": "client"}]"#,
+        )
+        .unwrap();
+        let agent = AgentDef {
+            tools,
+            ..serde_json::from_str(r#"{"id": "agt_01J0000000000000000000000A", "name": "a", "version": 1, "model": "m"}"#).unwrap()
+        };
+        assert_eq!(
+            agent.tool_for_call("time__x").unwrap().kind,
+            ToolKind::Client
+        );
+        assert_eq!(
+            agent.tool_for_call("time__get_current_time").unwrap().name,
+            "time"
+        );
+        assert!(agent.tool_for_call("time").is_none());
+        assert!(agent.tool_for_call("timer__x").is_none());
     }
 
     #[test]

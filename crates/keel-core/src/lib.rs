@@ -12,6 +12,7 @@ pub mod event;
 pub mod http_tool;
 pub mod id;
 pub mod limits;
+pub mod mcp_server;
 pub mod message;
 pub mod run;
 pub mod session;
@@ -23,6 +24,7 @@ pub use controls::{CallerIds, ResponseFormat, ToolChoice};
 pub use event::{Event, EventBody, EventDecodeError, FinishReason};
 pub use http_tool::{HttpAuth, HttpMethod, HttpTool};
 pub use id::{AgentId, IdError, RunId, SessionId, TenantId, TimerId, WebhookId};
+pub use mcp_server::{EnvValue, FromEnv, MCP_NAME_SEPARATOR, McpServer};
 pub use message::{Message, Part, Role, Usage};
 pub use run::{RunOptions, Truncation};
 pub use session::{

@@ -393,7 +393,7 @@ impl SessionState {
                         arguments: args.clone(),
                         idempotency_key: None,
                         approval: agent
-                            .and_then(|a| a.tools.iter().find(|t| t.name == name))
+                            .and_then(|a| a.tool_for_call(name))
                             .is_some_and(|t| t.waits_for_a_person(args))
                             .then_some(Approval::Required),
                     })

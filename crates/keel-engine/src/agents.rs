@@ -27,6 +27,7 @@ impl Engine {
         tools::complete_builtins(&mut def).map_err(EngineError::Invalid)?;
         tools::check_http_tools(&def).map_err(EngineError::Invalid)?;
         def.check_memory_blocks().map_err(EngineError::Invalid)?;
+        tools::mcp::check_mcp_tools(&def).map_err(EngineError::Invalid)?;
         let store = &self.inner.store;
         if store.get_agent(tenant, &def.name, None).await?.is_none() {
             let held = store.tenant_counts(tenant).await?.agents;

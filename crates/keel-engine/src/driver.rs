@@ -652,6 +652,9 @@ impl Driver<'_> {
             Ok(built) => built,
             Err(error) => return Ok(failed(error)),
         };
+        // The agent's MCP servers list their own tools (each started on first use).
+        let mcp = self.inner.tools.mcp_specs(&self.run.tenant, agent).await;
+        request.tools.extend(mcp);
         let served_by = format!("{provider}/{model}");
         let started = Instant::now();
         let stream = if options.truncation == Truncation::Auto {

@@ -378,12 +378,14 @@ impl Engine {
         Ok(recovered)
     }
 
-    /// Stops claiming runs and lets the steps in flight log their results; unfinished runs
-    /// resume at the next start.
+    /// Stops claiming runs and lets the steps in flight log their results, then stops the MCP
+    /// servers keel started; unfinished runs resume at the next start.
     pub async fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
         let all = self.inner.config.max_concurrent_runs as u32;
         let _ = self.inner.run_permits.acquire_many(all).await;
+        // No run is left to call a tool: stop the MCP servers.
+        self.inner.tools.shutdown().await;
     }
 
     /// Waits until this node has no run to drive: none queued or left unfinished, none in

@@ -2,10 +2,11 @@
 //! `schedule_wakeup`, `cancel_wakeup`) hand back their writes so the driver commits them in the
 //! same transaction as the result event, which makes them happen exactly once. External (HTTP) tools get the call's idempotency key
 //! so they can de-duplicate a call that recovery performs again (`http.rs`, guarded by
-//! `net_guard.rs`).
+//! `net_guard.rs`); so do MCP servers' tools (`mcp/`), in each call's `_meta`.
 
 mod blocks;
 mod http;
+pub mod mcp;
 pub(crate) mod net_guard;
 mod wakeup;
 
@@ -179,12 +180,14 @@ pub fn check_http_tools(def: &AgentDef) -> Result<(), String> {
     Ok(())
 }
 
-/// The tool specs sent to the model: the agent's, then the run's own.
+/// The tool specs sent to the model: the agent's, then the run's own. An `mcp` tool stands for
+/// its server's tools, which only the server can list (`ToolRunner::mcp_specs`).
 pub fn specs(agent: &AgentDef, options: &RunOptions) -> Vec<ToolSpec> {
     agent
         .tools
         .iter()
         .chain(&options.tools)
+        .filter(|t| !matches!(t.kind, ToolKind::Mcp(_)))
         .map(|t| ToolSpec {
             name: t.name.clone(),
             description: t.description.clone(),
@@ -196,6 +199,7 @@ pub fn specs(agent: &AgentDef, options: &RunOptions) -> Vec<ToolSpec> {
 
 pub struct ToolRunner {
     http: http::HttpTools,
+    mcp: mcp::McpTools,
     /// Bytes of a result kept (`Quotas::tool_result_bytes`).
     result_limit: usize,
 }
@@ -205,8 +209,27 @@ impl ToolRunner {
     pub fn new(timeout: Duration, result_limit: usize) -> Self {
         ToolRunner {
             http: http::HttpTools::new(timeout),
+            mcp: mcp::McpTools::new(timeout),
             result_limit,
         }
+    }
+
+    /// The specs of the tools of the agent's MCP servers (none when it has no `mcp` tool),
+    /// listed by each server.
+    pub async fn mcp_specs(&self, tenant: &TenantId, agent: &AgentDef) -> Vec<ToolSpec> {
+        if !agent
+            .tools
+            .iter()
+            .any(|t| matches!(t.kind, ToolKind::Mcp(_)))
+        {
+            return Vec::new();
+        }
+        self.mcp.specs(tenant, agent).await
+    }
+
+    /// Stops what tools keep running between calls (MCP servers).
+    pub async fn shutdown(&self) {
+        self.mcp.shutdown().await;
     }
 
     /// Performs one call. Failures are results the model sees (`is_error`), never panics.
@@ -220,7 +243,7 @@ impl ToolRunner {
         arguments: &Value,
         idempotency_key: &str,
     ) -> ToolOutcome {
-        let Some(def) = agent.tools.iter().find(|t| t.name == name) else {
+        let Some(def) = agent.tool_for_call(name) else {
             return ToolOutcome::error(format!(
                 "unknown tool {name:?}: this agent has no such tool"
             ));
@@ -231,6 +254,11 @@ impl ToolRunner {
                 let limit = self.result_limit;
                 self.http
                     .call(tool, arguments, idempotency_key, limit)
+                    .await
+            }
+            ToolKind::Mcp(server) => {
+                self.mcp
+                    .call(tenant, agent, def, server, name, arguments, idempotency_key)
                     .await
             }
             // `decide` hands these to the caller; reaching here means the log was written by

@@ -16,7 +16,7 @@ use reqwest::{StatusCode, Url};
 use serde_json::Value;
 
 use super::ToolOutcome;
-use super::net_guard::{AddressPolicy, GuardedResolver, Refused, refusal_in};
+use super::net_guard::{AddressPolicy, Refused, guarded_client, refusal_in};
 
 /// Redirects followed before a call gives up.
 const MAX_REDIRECTS: usize = 5;
@@ -152,15 +152,7 @@ impl HttpTools {
             return Ok(guarded.clone());
         }
         let policy = Arc::new(AddressPolicy::new(allow_private)?);
-        // No proxy: a proxy would resolve the name itself, past the guard.
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver {
-                policy: policy.clone(),
-            }))
-            .build()
-            .map_err(|e| format!("the HTTP client could not be built: {e}"))?;
+        let client = guarded_client(policy.clone())?;
         let guarded = Guarded { client, policy };
         clients.insert(allow_private.to_vec(), guarded.clone());
         Ok(guarded)

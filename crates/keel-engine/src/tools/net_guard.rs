@@ -220,6 +220,18 @@ impl Resolve for GuardedResolver {
     }
 }
 
+/// An HTTP client that connects only where `policy` allows: the guard is its resolver, it
+/// follows no redirect (a caller that follows one checks the next hop itself) and uses no proxy
+/// (a proxy would resolve the name itself, past the guard).
+pub(crate) fn guarded_client(policy: Arc<AddressPolicy>) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(Arc::new(GuardedResolver { policy }))
+        .build()
+        .map_err(|e| format!("the HTTP client could not be built: {e}"))
+}
+
 /// The `Refused` somewhere in an error's chain of sources, if the guard is why it failed.
 pub(crate) fn refusal_in<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e Refused> {
     let mut cause = Some(error);

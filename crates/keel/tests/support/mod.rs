@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod load;
+pub mod mcp;
 pub mod postgres;
 pub mod python;
 pub mod schema;
@@ -378,10 +379,16 @@ pub struct KeelServer {
 
 impl KeelServer {
     pub fn start(home: &KeelHome, extra: &[&str]) -> KeelServer {
+        KeelServer::start_with_env(home, extra, &[])
+    }
+
+    /// `start` with `env` added to keel's environment.
+    pub fn start_with_env(home: &KeelHome, extra: &[&str], env: &[(&str, &str)]) -> KeelServer {
         let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
         args.extend_from_slice(extra);
         let mut child = home
             .command(&args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
