@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use keel_core::{TenantId, Timestamp};
+use keel_core::{SessionId, TenantId, Timestamp};
 use serde_json::Value;
 
 use crate::StoreError;
@@ -32,17 +32,38 @@ pub struct MemoryRecord {
     pub updated_at: Timestamp,
 }
 
-/// How keyword and vector rankings are fused: each list is cut at `depth`, and a record's score
-/// is the sum over the lists of `1 / (k + rank)` (rank from 1).
+/// How keyword and vector rankings are fused — parameters, measured on a labelled set
+/// (`BENCHMARKS.md`, "Memory retrieval quality"), not guessed: each list is cut at `depth`, and
+/// a record's score is the sum over the lists of `weight / (k + rank)` (rank from 1).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Fusion {
+    /// Reciprocal-rank fusion's k: the larger, the less the first places outweigh the later.
     pub k: f64,
+    /// How deep each ranking goes: the full-text matches read and the vectors kept.
     pub depth: usize,
+    /// The weight of a place in the keyword ranking.
+    pub keyword_weight: f64,
+    /// The weight of a place in the vector ranking.
+    pub vector_weight: f64,
+    /// Whether common English words (`what`, `does`, `the`, …) are left out of the keyword
+    /// query (all kept when nothing else is left). PostgreSQL's `english` configuration drops
+    /// its own stop words either way.
+    pub drop_stop_words: bool,
 }
 
 impl Default for Fusion {
     fn default() -> Self {
-        Fusion { k: 60.0, depth: 50 }
+        // Chosen on the labelled set (BENCHMARKS.md, "Memory retrieval quality"): the stop
+        // words of a question otherwise decide the keyword ranking, a small k keeps each list's
+        // first places ahead of the other's later ones, and the vector ranking, the stronger
+        // alone, weighs more.
+        Fusion {
+            k: 1.0,
+            depth: 50,
+            keyword_weight: 1.0,
+            vector_weight: 1.5,
+            drop_stop_words: true,
+        }
     }
 }
 
@@ -126,6 +147,21 @@ impl MemoryRecord {
             )));
         }
         Ok(())
+    }
+}
+
+/// Refuses a record an append carries that is not of the appending session's `tenant`.
+pub(crate) fn check_of_session(
+    records: &[MemoryRecord],
+    tenant: &str,
+    session: &SessionId,
+) -> Result<(), StoreError> {
+    match records.iter().find(|r| r.tenant.as_str() != tenant) {
+        Some(r) => Err(StoreError::Invalid(format!(
+            "memory {} is not of the tenant of session {session}, which saves it",
+            r.id
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -220,12 +256,12 @@ pub(crate) fn fuse(
     let mut fused: HashMap<&str, (f64, Option<usize>, Option<usize>)> = HashMap::new();
     for (i, id) in keyword.iter().take(fusion.depth).enumerate() {
         let entry = fused.entry(id).or_default();
-        entry.0 += 1.0 / (fusion.k + (i + 1) as f64);
+        entry.0 += fusion.keyword_weight / (fusion.k + (i + 1) as f64);
         entry.1 = Some(i + 1);
     }
     for (i, id) in vector.iter().take(fusion.depth).enumerate() {
         let entry = fused.entry(id).or_default();
-        entry.0 += 1.0 / (fusion.k + (i + 1) as f64);
+        entry.0 += fusion.vector_weight / (fusion.k + (i + 1) as f64);
         entry.2 = Some(i + 1);
     }
     let mut ranked: Vec<Ranked> = fused
@@ -428,10 +464,10 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// The full-text expression of a query for FTS5 (`"a" OR "b"`) or PostgreSQL's `to_tsquery`
-/// (`a | b`): its terms, each letters and digits only, so none of the input is query syntax.
-/// `None` when the text has no terms.
-pub(crate) fn any_of(text: &str, quote: bool, or: &str) -> Option<String> {
-    let terms = query_terms(text);
+/// (`a | b`): its terms (`keyword_terms`), each letters and digits only, so none of the input
+/// is query syntax. `None` when the text has no terms.
+pub(crate) fn any_of(query: &MemoryQuery, quote: bool, or: &str) -> Option<String> {
+    let terms = keyword_terms(&query.text, query.fusion.drop_stop_words);
     if terms.is_empty() {
         return None;
     }
@@ -441,6 +477,41 @@ pub(crate) fn any_of(text: &str, quote: bool, or: &str) -> Option<String> {
         .collect();
     Some(terms.join(or))
 }
+
+/// The terms a keyword search asks for: `query_terms`, less the stop words when `drop_stop_words`
+/// and any other term is left.
+pub fn keyword_terms(text: &str, drop_stop_words: bool) -> Vec<String> {
+    let terms = query_terms(text);
+    if !drop_stop_words {
+        return terms;
+    }
+    let kept: Vec<String> = terms
+        .iter()
+        .filter(|t| STOP_WORDS.binary_search(&t.as_str()).is_err())
+        .cloned()
+        .collect();
+    if kept.is_empty() { terms } else { kept }
+}
+
+/// Common English words that say little about what a text is about (NLTK's English list, as
+/// `query_terms` splits it: `don't` is `don` and `t`), sorted for a binary search.
+#[rustfmt::skip]
+const STOP_WORDS: &[&str] = &[
+    "a", "about", "above", "after", "again", "against", "ain", "all", "am", "an", "and", "any",
+    "are", "aren", "as", "at", "be", "because", "been", "before", "being", "below", "between",
+    "both", "but", "by", "can", "couldn", "d", "did", "didn", "do", "does", "doesn", "doing",
+    "don", "down", "during", "each", "few", "for", "from", "further", "had", "hadn", "has",
+    "hasn", "have", "haven", "having", "he", "her", "here", "hers", "herself", "him", "himself",
+    "his", "how", "i", "if", "in", "into", "is", "isn", "it", "its", "itself", "just", "ll", "m",
+    "ma", "me", "mightn", "more", "most", "mustn", "my", "myself", "needn", "no", "nor", "not",
+    "now", "o", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "ourselves",
+    "out", "over", "own", "re", "s", "same", "shan", "she", "should", "shouldn", "so", "some",
+    "such", "t", "than", "that", "the", "their", "theirs", "them", "themselves", "then",
+    "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up",
+    "ve", "very", "was", "wasn", "we", "were", "weren", "what", "when", "where", "which",
+    "while", "who", "whom", "why", "will", "with", "won", "wouldn", "y", "you", "your", "yours",
+    "yourself", "yourselves",
+];
 
 #[cfg(test)]
 mod tests {
@@ -461,12 +532,47 @@ mod tests {
     }
 
     #[test]
+    fn stop_words_are_dropped_only_when_asked_and_never_all() {
+        assert!(
+            STOP_WORDS.windows(2).all(|w| w[0] < w[1]),
+            "sorted, no repeats"
+        );
+        let question = "What's the name of Ada's pet?";
+        assert_eq!(
+            keyword_terms(question, false),
+            ["what", "s", "the", "name", "of", "ada", "pet"]
+        );
+        assert_eq!(keyword_terms(question, true), ["name", "ada", "pet"]);
+        assert_eq!(keyword_terms("Who is it?", true), ["who", "is", "it"]);
+    }
+
+    #[test]
+    fn a_weighted_list_outranks_the_other() {
+        let ids = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (keyword, vector) = (ids(&["k"]), ids(&["v"]));
+        let top = |keyword_weight, vector_weight| {
+            let fusion = Fusion {
+                keyword_weight,
+                vector_weight,
+                ..Fusion::default()
+            };
+            fuse(&keyword, &vector, fusion, 1)[0].0.clone()
+        };
+        assert_eq!(top(1.0, 2.0), "v");
+        assert_eq!(top(2.0, 1.0), "k");
+    }
+
+    #[test]
     fn fusion_rewards_agreement_and_keeps_either_list() {
         let ids = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let fused = fuse(
             &ids(&["a", "b", "c"]),
             &ids(&["c", "d", "a"]),
-            Fusion::default(),
+            Fusion {
+                k: 60.0,
+                vector_weight: 1.0,
+                ..Fusion::default()
+            },
             10,
         );
         let order: Vec<&str> = fused.iter().map(|f| f.0.as_str()).collect();

@@ -142,6 +142,10 @@ pub struct ScratchpadWrite {
 pub struct AppendBatch {
     pub events: Vec<NewEvent>,
     pub scratchpad: Vec<ScratchpadWrite>,
+    /// Long-term memory records the agent saved with this step (`memory_save`), each of the
+    /// appending session's tenant: committed with the tool's result, so a step performed again
+    /// after a crash never saves one twice.
+    pub memory: Vec<crate::MemoryRecord>,
     /// Marks a run finished in the same transaction: the log's end of a run and the queue's
     /// never disagree, and a turn costs one commit less. Also parks a run that waits for a
     /// person (`Waiting`) and queues it again when one decides (`Queued`), with the events

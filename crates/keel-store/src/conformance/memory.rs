@@ -8,8 +8,8 @@ use std::sync::Arc;
 use keel_core::TenantId;
 use serde_json::json;
 
-use super::fixtures::{at, tenant};
-use crate::{Fusion, MemoryQuery, MemoryRecord, Store, StoreError};
+use super::fixtures::{at, new_session, note, tenant};
+use crate::{AppendBatch, Fusion, MemoryQuery, MemoryRecord, Store, StoreError};
 
 fn record(
     tenant: &TenantId,
@@ -274,4 +274,74 @@ pub async fn a_memory_record_a_store_cannot_keep_is_refused_whole(store: Arc<dyn
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+}
+
+pub async fn memory_saved_with_an_append_commits_with_its_events_within_its_tenant(
+    store: Arc<dyn Store>,
+) {
+    let (tenant, other) = (tenant(), tenant());
+    let session = new_session(&store, &tenant).await;
+    let saved = record(
+        &tenant,
+        "mem_saved",
+        "agent:a",
+        "Ada's cat is Pixel.",
+        &[1.0, 0.0],
+    );
+    let with = |memory: Vec<MemoryRecord>| AppendBatch {
+        events: vec![note("tool result")],
+        memory,
+        ..AppendBatch::default()
+    };
+    // A conflicting append saves nothing.
+    assert!(matches!(
+        store.append(&session, 0, with(vec![saved.clone()])).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(store.get_memory(&tenant, "mem_saved").await.unwrap(), None);
+    // A record of another tenant cannot ride on this session's append, nor its events with it.
+    let foreign = record(&other, "mem_foreign", "agent:a", "x", &[]);
+    let err = store
+        .append(&session, 1, with(vec![saved.clone(), foreign]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    assert_eq!(store.get_memory(&tenant, "mem_saved").await.unwrap(), None);
+    assert_eq!(
+        store.load(&session).await.unwrap().tail.len(),
+        1,
+        "no event"
+    );
+    // With its events: stored, and found by the next search (a cached namespace is dropped).
+    store
+        .put_memory(&record(
+            &tenant,
+            "mem_old",
+            "agent:a",
+            "An older note.",
+            &[0.0, 1.0],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        found(&store, &tenant, &query("agent:a", "note", None)).await,
+        ["mem_old"]
+    );
+    assert_eq!(
+        store
+            .append(&session, 1, with(vec![saved.clone()]))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store.get_memory(&tenant, "mem_saved").await.unwrap(),
+        Some(saved)
+    );
+    let nearest = found(&store, &tenant, &query("agent:a", "", Some(&[1.0, 0.1]))).await;
+    assert_eq!(
+        nearest.first().map(String::as_str),
+        Some("mem_saved"),
+        "{nearest:?}"
+    );
 }

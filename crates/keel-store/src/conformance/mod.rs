@@ -160,6 +160,7 @@ macro_rules! conformance_tests {
             memory_records_round_trip_and_are_replaced_and_deleted_within_their_tenant,
             memory_search_fuses_keywords_and_vectors_within_one_namespace,
             a_memory_record_a_store_cannot_keep_is_refused_whole,
+            memory_saved_with_an_append_commits_with_its_events_within_its_tenant,
             a_moved_session_takes_nothing_more_and_is_passed_by,
             webhooks_are_kept_per_tenant_and_found_by_their_token,
             a_settling_run_writes_one_delivery_per_webhook_that_asked,

@@ -33,6 +33,7 @@ pub(crate) async fn append(
     let last = expected.saturating_add(batch.events.len() as u64);
     let alone = batch.scratchpad.is_empty()
         && batch.timers.is_empty()
+        && batch.memory.is_empty()
         && batch.finish_run.is_none()
         && batch.shared_blocks.is_empty()
         && !super::blocks::edits_a_block(&batch.events)
@@ -51,6 +52,7 @@ pub(crate) async fn append(
     }
     run_input::move_to_log(&tx, session, expected, &batch.events).await?;
     write_scratchpad(&tx, session, &batch.scratchpad).await?;
+    super::memory::put_for_session(&tx, session, &batch.memory).await?;
     super::timers::write(&tx, session, &batch.timers).await?;
     super::blocks::follow_events(&tx, session, &batch.events).await?;
     super::blocks::write_shared(&tx, session, &batch.shared_blocks).await?;

@@ -2,8 +2,8 @@
 //! an expression GIN index on `to_tsvector('english', text)` and ranked by `ts_rank`, vectors
 //! as little-endian f32 `BYTEA` ranked by brute force in keel (`memory`), as on SQLite.
 
-use deadpool_postgres::Client;
-use keel_core::TenantId;
+use deadpool_postgres::{Client, GenericClient};
+use keel_core::{SessionId, TenantId};
 use tokio_postgres::Row;
 
 use super::statements;
@@ -12,7 +12,33 @@ use crate::{StoreError, encode};
 
 const COLUMNS: &str = "id, tenant, namespace, text, metadata, embedding, created_at, updated_at";
 
-pub(crate) async fn put(client: &Client, record: &MemoryRecord) -> Result<(), StoreError> {
+/// Stores the records an append carries (`AppendBatch::memory`), each of `session`'s tenant,
+/// in the append's transaction.
+pub(crate) async fn put_for_session(
+    client: &impl GenericClient,
+    session: &SessionId,
+    records: &[MemoryRecord],
+) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let row = statements::query_one(
+        client,
+        "SELECT tenant FROM sessions WHERE id = $1",
+        &[&session.as_str()],
+    )
+    .await?;
+    memory::check_of_session(records, row.get(0), session)?;
+    for record in records {
+        put(client, record).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn put(
+    client: &impl GenericClient,
+    record: &MemoryRecord,
+) -> Result<(), StoreError> {
     record.check()?;
     let metadata = encode::json(&record.metadata, || {
         format!("the metadata of memory {}", record.id)
@@ -113,7 +139,7 @@ pub(crate) async fn search(
     }
     let mut keyword = Vec::new();
     // Terms are letters and digits only: `|` between them is the only syntax to_tsquery sees.
-    if let Some(expression) = memory::any_of(&query.text, false, " | ") {
+    if let Some(expression) = memory::any_of(query, false, " | ") {
         let rows = statements::query(
             client,
             "SELECT id, metadata FROM memory_records, to_tsquery('english', $3) AS q

@@ -27,6 +27,7 @@ pub(crate) fn append(
     let last = insert_events(conn, session, actual, &batch.events)?;
     super::run_input::move_to_log(conn, session, actual, &batch.events)?;
     write_scratchpad(conn, session, &batch.scratchpad)?;
+    super::memory::put_for_session(conn, session, &batch.memory)?;
     super::timers::write(conn, session, &batch.timers)?;
     super::blocks::follow_events(conn, session, &batch.events)?;
     super::blocks::write_shared(conn, session, &batch.shared_blocks)?;

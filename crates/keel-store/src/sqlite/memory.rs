@@ -3,7 +3,7 @@
 //! entry change in one write), vectors as little-endian f32 BLOBs ranked by brute force over
 //! a namespace's vectors held in memory (`memory::VectorCache`).
 
-use keel_core::TenantId;
+use keel_core::{SessionId, TenantId};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::memory::{self, MemoryHit, MemoryQuery, MemoryRecord, StoredMemory, VectorCache};
@@ -34,6 +34,22 @@ pub(crate) fn put(conn: &Connection, record: &MemoryRecord) -> Result<(), StoreE
         record.updated_at.millis(),
     ])?;
     Ok(())
+}
+
+/// Stores the records an append carries (`AppendBatch::memory`), each of `session`'s tenant.
+pub(crate) fn put_for_session(
+    conn: &Connection,
+    session: &SessionId,
+    records: &[MemoryRecord],
+) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let tenant: String = conn
+        .prepare_cached("SELECT tenant FROM sessions WHERE id = ?1")?
+        .query_row([session.as_str()], |r| r.get(0))?;
+    memory::check_of_session(records, &tenant, session)?;
+    records.iter().try_for_each(|record| put(conn, record))
 }
 
 pub(crate) fn get(
@@ -102,7 +118,7 @@ pub(crate) fn search(
         return Err(memory::unknown_namespace(&query.namespace));
     }
     let mut keyword = Vec::new();
-    if let Some(expression) = memory::any_of(&query.text, true, " OR ") {
+    if let Some(expression) = memory::any_of(query, true, " OR ") {
         let mut statement = conn.prepare_cached(
             "SELECT m.id, m.metadata FROM memory_fts JOIN memory_records m ON m.rowid = memory_fts.rowid
              WHERE memory_fts MATCH ?3 AND m.tenant = ?1 AND m.namespace = ?2

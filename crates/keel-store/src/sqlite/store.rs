@@ -135,9 +135,15 @@ impl Store for SqliteStore {
         batch: AppendBatch,
     ) -> Result<u64, StoreError> {
         let session = session.clone();
-        self.writer
+        let saves_memory = batch.memory.first().map(|r| r.tenant.clone());
+        let appended = self
+            .writer
             .write(move |conn| log::append(conn, &session, expected_last_seq, &batch))
-            .await
+            .await;
+        if let Some(tenant) = saves_memory {
+            self.vectors.forget_tenant(&tenant);
+        }
+        appended
     }
 
     async fn read_events(
