@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use keel_core::agent::{DEFAULT_BLOCK_LIMIT, MAX_BLOCK_LIMIT, block_value_problem, is_block_label};
 use keel_core::{AgentDef, BlockDef, EventBody, SessionId, SessionState, TenantId, Timestamp};
-use keel_store::{MemoryBlock, SharedBlockWrite, Store, StoreError};
+use keel_store::{BlockEdit, MemoryBlock, SharedBlockWrite, Store, StoreError};
 use serde::Serialize;
 
 use crate::{Engine, EngineError, clock};
@@ -16,6 +16,9 @@ use crate::{Engine, EngineError, clock};
 /// How many times an API write of a shared block is tried again when another writer changed
 /// the block between its read and its write.
 const SHARED_WRITE_TRIES: usize = 3;
+
+/// The most writes of a shared block one read of its history gives.
+pub const MAX_HISTORY: usize = 100;
 
 /// A block as the model sees it and the API lists it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -75,6 +78,7 @@ impl RenderedBlock {
             limit: self.limit,
             description: (!self.description.is_empty()).then(|| self.description.clone()),
             expected_version: self.version,
+            before: Some(self.value.clone()),
             by: by.into(),
             session: None,
             run: None,
@@ -295,7 +299,8 @@ impl Engine {
         let mut tries = 0;
         loop {
             let current = store.shared_blocks(tenant).await?;
-            let mut block = match current.iter().find(|b| b.label == label) {
+            let existing = current.iter().find(|b| b.label == label);
+            let mut block = match existing {
                 Some(stored) => RenderedBlock::from_stored(None, stored),
                 None => RenderedBlock {
                     limit: DEFAULT_BLOCK_LIMIT,
@@ -315,13 +320,35 @@ impl Engine {
                 block.description = description.clone();
             }
             check_value(&block, &value)?;
-            let write = block.shared_write(value.clone(), "api", clock::now());
+            let write = SharedBlockWrite {
+                // Made here: it held nothing before.
+                before: existing.map(|b| b.value.clone()),
+                ..block.shared_write(value.clone(), "api", clock::now())
+            };
             match store.put_shared_block(tenant, &write).await {
                 Ok(stored) => return Ok(RenderedBlock::from_stored(None, &stored)),
                 Err(StoreError::Stale(_)) if tries + 1 < SHARED_WRITE_TRIES => tries += 1,
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// A shared block's writes, newest first (at most `limit`, 1 to 100), each with what it
+    /// held before and after and who wrote it; `NotFound` when the tenant has no such block.
+    pub async fn shared_memory_block_history(
+        &self,
+        tenant: &TenantId,
+        label: &str,
+        limit: usize,
+    ) -> Result<Vec<BlockEdit>, EngineError> {
+        if !(1..=MAX_HISTORY).contains(&limit) {
+            return Err(EngineError::Invalid(format!(
+                "limit must be 1 to {MAX_HISTORY}, not {limit}"
+            )));
+        }
+        self.shared_memory_block(tenant, label).await?;
+        let store = &self.inner.store;
+        Ok(store.shared_block_history(tenant, label, limit).await?)
     }
 
     /// Forgets a shared block and its history; `NotFound` when the tenant has none of that

@@ -31,6 +31,10 @@ pub struct SharedBlockWrite {
     /// The version the write was made from (0: the block does not exist yet); a block at
     /// another version refuses it with `StoreError::Stale`, nothing written.
     pub expected_version: u64,
+    /// What the writer saw the block hold: its history's `before` when the block has no row
+    /// yet (a shared block's declared value; `None` for one the write makes); once it has a
+    /// row, the row's value (the same, at the version the write was made from).
+    pub before: Option<String>,
     /// `agent` or `api`.
     pub by: String,
     /// The session and run of an agent's edit.

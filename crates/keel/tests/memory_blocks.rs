@@ -239,6 +239,21 @@ async fn the_agent_edits_its_blocks_with_tools_and_each_edit_is_an_event_of_its_
         (edit["shared"].as_bool(), edit["before"].as_str()),
         (Some(true), Some("keel"))
     );
+    let history = api
+        .ok(Method::GET, "/v1/memory/blocks/project/history", None)
+        .await;
+    let written = &history["data"][0];
+    assert_eq!(history["data"].as_array().unwrap().len(), 1, "{history}");
+    assert_eq!(
+        (
+            written["by"].as_str(),
+            written["before"].as_str(),
+            written["after"].as_str()
+        ),
+        (Some("agent"), Some("keel"), Some("keel, a runtime"))
+    );
+    assert_eq!(written["session_id"].as_str(), Some(session.as_str()));
+    assert_eq!(written["run_id"], run["id"]);
     let other = new_session(&api).await;
     assert_eq!(
         block(&api, &other, "project").await["value"],
@@ -504,6 +519,29 @@ async fn another_tenants_blocks_are_404s_and_bad_shared_blocks_are_refused() {
         (Some(2), Some(50))
     );
     assert_eq!(written["description"], "who we are");
+    let history = api
+        .ok(Method::GET, "/v1/memory/blocks/team/history?limit=1", None)
+        .await;
+    let newest = &history["data"][0];
+    assert_eq!(history["data"].as_array().unwrap().len(), 1, "{history}");
+    assert_eq!(
+        (
+            newest["version"].as_u64(),
+            newest["by"].as_str(),
+            newest["before"].as_str()
+        ),
+        (Some(2), Some("api"), Some("four people"))
+    );
+    let (status, _) = refused(&other, Method::GET, "/v1/memory/blocks/team/history", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = refused(
+        &api,
+        Method::GET,
+        "/v1/memory/blocks/team/history?limit=0",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = refused(&api, Method::DELETE, "/v1/memory/blocks/notes", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = api

@@ -1,7 +1,7 @@
 //! Memory blocks: a session's (`/v1/sessions/{id}/memory/blocks[/{label}]`: the blocks its
 //! agent declares, each as the session holds it; `PUT` rewrites one between runs, logged in
 //! the session like the agent's own edits) and the tenant's shared ones
-//! (`/v1/memory/blocks[/{label}]`). Another tenant's session or block is a 404.
+//! (`/v1/memory/blocks[/{label}[/history]]`). Another tenant's session or block is a 404.
 
 use std::sync::Arc;
 
@@ -12,9 +12,12 @@ use keel_core::SessionId;
 use keel_engine::SharedBlockSettings;
 
 use crate::auth::Caller;
-use crate::error::{ApiJson, ApiPath, ApiResult, ErrorEnvelope, parse_id};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::error::{ApiJson, ApiPath, ApiQuery, ApiResult, ErrorEnvelope, parse_id};
 use crate::state::AppState;
-use crate::wire::{BlockList, BlockView, EditBlock, PutSharedBlock};
+use crate::wire::{BlockEditList, BlockList, BlockView, EditBlock, PutSharedBlock};
 
 /// The session's memory blocks, in its agent's declared order.
 #[utoipa::path(get, path = "/v1/sessions/{id}/memory/blocks", tag = "memory",
@@ -125,6 +128,40 @@ pub async fn put_shared(
         .put_shared_memory_block(&caller.tenant, &label, body.value, settings)
         .await?;
     Ok(Json(block.into()))
+}
+
+/// How much of a shared block's history to read.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// 1 to 100 writes, newest first (default 20).
+    #[serde(default = "default_history")]
+    pub limit: usize,
+}
+
+fn default_history() -> usize {
+    20
+}
+
+/// A shared memory block's writes, newest first: what it held before and after each, and who
+/// wrote it (the API, or an agent's run).
+#[utoipa::path(get, path = "/v1/memory/blocks/{label}/history", tag = "memory",
+    params(("label" = String, Path), HistoryQuery),
+    responses((status = 200, body = BlockEditList), (status = 400, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope)))]
+pub async fn history(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiPath(label): ApiPath<String>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
+) -> ApiResult<Json<BlockEditList>> {
+    let edits = state
+        .engine
+        .shared_memory_block_history(&caller.tenant, &label, query.limit)
+        .await?;
+    Ok(Json(BlockEditList {
+        data: edits.into_iter().map(Into::into).collect(),
+    }))
 }
 
 /// Forget a shared memory block and its history; sessions declaring it see its declared

@@ -85,6 +85,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/memory/blocks/{label}"),
     ("put", "/v1/memory/blocks/{label}"),
     ("delete", "/v1/memory/blocks/{label}"),
+    ("get", "/v1/memory/blocks/{label}/history"),
     ("post", "/v1/chat/completions"),
     ("post", "/v1/embeddings"),
     ("get", "/v1/models"),
@@ -165,6 +166,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .put(blocks::put_shared)
                 .delete(blocks::delete_shared),
         )
+        .route("/v1/memory/blocks/{label}/history", get(blocks::history))
         .route("/v1/runs", get(runs::list))
         .route("/v1/runs/{id}", get(runs::get))
         .route("/v1/runs/{id}/cancel", post(runs::cancel))

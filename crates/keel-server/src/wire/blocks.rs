@@ -2,6 +2,7 @@
 //! tenant's shared one).
 
 use keel_engine::RenderedBlock;
+use keel_store::BlockEdit;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -39,6 +40,42 @@ impl From<RenderedBlock> for BlockView {
 #[derive(Serialize, ToSchema)]
 pub struct BlockList {
     pub data: Vec<BlockView>,
+}
+
+/// One write of a shared block, as its history keeps it.
+#[derive(Serialize, ToSchema)]
+pub struct BlockEditView {
+    pub version: u64,
+    /// What it held before (absent for the write that made it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    pub after: String,
+    /// `api`, or `agent` (then with the session and run that made it).
+    pub by: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    pub at: String,
+}
+
+impl From<BlockEdit> for BlockEditView {
+    fn from(e: BlockEdit) -> Self {
+        BlockEditView {
+            version: e.version,
+            before: e.before,
+            after: e.after,
+            by: e.by,
+            session_id: e.session.map(|s| s.to_string()),
+            run_id: e.run.map(|r| r.to_string()),
+            at: e.at.to_string(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BlockEditList {
+    pub data: Vec<BlockEditView>,
 }
 
 /// The body of `PUT /v1/sessions/{id}/memory/blocks/{label}`: the block's new value.

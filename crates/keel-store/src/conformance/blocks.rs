@@ -31,6 +31,7 @@ fn shared_write(label: &str, value: &str, expected_version: u64) -> SharedBlockW
         limit: 100,
         description: Some("what the team works on".into()),
         expected_version,
+        before: None,
         by: "api".into(),
         session: None,
         run: None,

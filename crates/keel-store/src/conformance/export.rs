@@ -460,6 +460,7 @@ async fn fill(store: &Arc<dyn Store>) -> Filled {
         limit: 100,
         description: None,
         expected_version: 0,
+        before: None,
         by: "api".into(),
         session: None,
         run: None,

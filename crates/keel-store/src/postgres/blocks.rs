@@ -109,7 +109,7 @@ pub(crate) async fn put_shared(
     .await?;
     let (before, version) = match current {
         Some(row) => (Some(row.try_get::<_, String>(0)?), count(row.try_get(1)?)),
-        None => (None, 0),
+        None => (write.before.clone(), 0),
     };
     if version != write.expected_version {
         return Err(blocks::stale(&write.label, write.expected_version, version));

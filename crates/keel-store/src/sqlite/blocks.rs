@@ -112,7 +112,7 @@ pub(crate) fn put_shared(
         tenant.as_str(),
         write.label,
         next,
-        current.map(|(value, _)| value),
+        current.map(|(value, _)| value).or(write.before.clone()),
         write.value,
         write.by,
         write.session.as_ref().map(|s| s.as_str()),
