@@ -54,6 +54,10 @@ enum Command {
     /// Manage local model files.
     #[command(subcommand)]
     Model(commands::model::ModelCommand),
+    /// Try an MCP server (a URL, or a command after --): its tools as the model would see
+    /// them, or a call of one.
+    #[command(subcommand)]
+    Mcp(commands::mcp::McpCommand),
     /// Serve the HTTP API (sessions, runs, SSE streams) with API keys.
     Serve(commands::serve::ServeArgs),
     /// Check the store: list records that cannot be read.
@@ -138,6 +142,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     if let Command::Config(cmd) = cli.command {
         return commands::config::run(cli.config.as_deref(), cli.data_dir, cmd);
     }
+    if let Command::Mcp(cmd) = cli.command {
+        return commands::mcp::run(cmd).await;
+    }
     let mut config = config::Config::load(cli.config.as_deref())?;
     if let Some(dir) = cli.data_dir {
         config.data_dir = Some(dir);
@@ -159,7 +166,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Bench(args) => commands::bench::run(args).await,
         Command::Store(cmd) => return commands::store::run(&config, cmd).await,
         Command::Migrate(args) => return commands::migrate::run(config, args).await,
-        Command::Config(_) => unreachable!("handled before the configuration is loaded"),
+        Command::Config(_) | Command::Mcp(_) => {
+            unreachable!("handled before the configuration is loaded")
+        }
     }
     .map(|()| true)
 }

