@@ -4,7 +4,9 @@
 //! `Engine::import_session` checks a file whole and creates the session under the caller's
 //! tenant in one store write.
 
-use keel_core::{AgentDef, Event, EventBody, Message, SessionId, SessionState, TenantId};
+use keel_core::{
+    AgentDef, BlockDef, Event, EventBody, Message, SessionId, SessionState, TenantId,
+};
 use keel_store::portable::{self, ImportPlan};
 use keel_store::{ExportMark, NewEvent, SessionRecord, StoreError};
 
@@ -101,26 +103,37 @@ impl Engine {
 
     /// `import_conversation` for an agent another system kept (a Letta agent file): a new
     /// version of the tenant's agent `name` — the definition of its agent `base` (the model,
-    /// tools and limits this deployment serves it with) with `instructions` — pins the new
-    /// session. The transcript is checked before the agent version is stored.
+    /// tools and limits this deployment serves it with) with `instructions` and its
+    /// `memory_blocks` (and, having some, the `memory_block_*` tools to edit them) — pins the
+    /// new session. The transcript is checked before the agent version is stored.
     pub async fn import_agent_conversation(
         &self,
         tenant: &TenantId,
         base: &str,
         name: &str,
         instructions: String,
+        memory_blocks: Vec<BlockDef>,
         messages: Vec<Message>,
     ) -> Result<SessionRecord, EngineError> {
         let base = self.require_agent(tenant, base).await?;
         answers_follow_calls(&messages)?;
         self.check_room_for_a_session(tenant).await?;
-        let def = AgentDef {
+        let mut def = AgentDef {
             id: clock::new_agent_id(),
             name: name.to_string(),
             version: 0,
             instructions,
+            memory_blocks,
             ..base
         };
+        if !def.memory_blocks.is_empty() {
+            // Its blocks are for editing, as they were where it came from.
+            let missing: Vec<_> = crate::tools::memory_block_tools()
+                .into_iter()
+                .filter(|tool| !def.tools.iter().any(|t| t.name == tool.name))
+                .collect();
+            def.tools.extend(missing);
+        }
         let agent = self.put_agent(tenant, def).await?;
         self.import_conversation(tenant, &agent.name, Default::default(), messages)
             .await

@@ -129,6 +129,15 @@ pub fn builtin_tools() -> Vec<ToolDef> {
     .collect()
 }
 
+/// The built-in tools that read and edit an agent's memory blocks (`memory_block_*`).
+pub fn memory_block_tools() -> Vec<ToolDef> {
+    let names = [blocks::READ, blocks::APPEND, blocks::REPLACE, blocks::REWRITE];
+    builtin_tools()
+        .into_iter()
+        .filter(|t| names.contains(&t.name.as_str()))
+        .collect()
+}
+
 /// The built-in tools' names, for messages that list them.
 fn builtin_names() -> String {
     let names: Vec<String> = builtin_tools().into_iter().map(|t| t.name).collect();

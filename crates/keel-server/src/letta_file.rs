@@ -1,11 +1,12 @@
 //! Letta's agent file (`.af`, github.com/letta-ai/agent-file): one agent's system prompt, its
 //! memory blocks and its messages, read into what keel starts a session from — instructions
-//! (the system prompt with the blocks after it: keel has no memory blocks of its own yet) and
-//! the transcript. The fields read are those of Letta's published `AgentFileSchema`: top-level
-//! `agents` and `blocks`; an agent's `name`, `system`, `block_ids` and `messages`, each message
-//! with `role`, `content` (text parts), `tool_calls` and `tool_call_id`. Other fields are left.
+//! (the system prompt), keel's own memory blocks (each block's label, description, value and
+//! limit) and the transcript. The fields read are those of Letta's published
+//! `AgentFileSchema`: top-level `agents` and `blocks`; an agent's `name`, `system`, `block_ids`
+//! and `messages`, each message with `role`, `content` (text parts), `tool_calls` and
+//! `tool_call_id`. Other fields are left.
 
-use keel_core::{Message, Part, Role};
+use keel_core::{BlockDef, Message, Part, Role};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -15,6 +16,8 @@ use crate::error::ApiError;
 pub struct LettaAgent {
     pub name: String,
     pub instructions: String,
+    /// Its core memory: the agent edits them with keel's `memory_block_*` tools.
+    pub blocks: Vec<BlockDef>,
     pub messages: Vec<Message>,
 }
 
@@ -42,6 +45,10 @@ struct AfBlock {
     label: String,
     #[serde(default)]
     value: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -87,26 +94,26 @@ pub fn read(body: &[u8]) -> Result<LettaAgent, ApiError> {
             agents.len()
         ))
     })?;
-    let mut instructions = agent.system.trim().to_string();
-    let blocks: Vec<&AfBlock> = agent
+    let instructions = agent.system.trim().to_string();
+    let blocks: Vec<BlockDef> = agent
         .block_ids
         .iter()
         .map(|id| {
-            file.blocks.iter().find(|b| &b.id == id).ok_or_else(|| {
+            let block = file.blocks.iter().find(|b| &b.id == id).ok_or_else(|| {
                 bad(format!(
                     "agent {:?} names block {id:?}, which the file lacks",
                     agent.name
                 ))
+            })?;
+            Ok(BlockDef {
+                label: block.label.clone(),
+                description: block.description.clone().unwrap_or_default(),
+                value: block.value.clone(),
+                limit: block.limit.unwrap_or(keel_core::agent::DEFAULT_BLOCK_LIMIT),
+                shared: false,
             })
         })
-        .collect::<Result<_, _>>()?;
-    if !blocks.is_empty() {
-        instructions += "\n\n<memory_blocks>";
-        for block in blocks {
-            instructions += &format!("\n<{0}>\n{1}\n</{0}>", block.label, block.value.trim());
-        }
-        instructions += "\n</memory_blocks>";
-    }
+        .collect::<Result<_, ApiError>>()?;
     let mut messages = Vec::new();
     for (i, message) in agent.messages.into_iter().enumerate() {
         let text: String = message
@@ -175,6 +182,7 @@ pub fn read(body: &[u8]) -> Result<LettaAgent, ApiError> {
     Ok(LettaAgent {
         name: agent.name,
         instructions,
+        blocks,
         messages,
     })
 }

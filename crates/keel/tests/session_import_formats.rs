@@ -4,7 +4,8 @@
 //! OpenAI-compatible API, and the items the Python SDK itself lists and dumps), become a new session on a second keel whose transcript holds the
 //! same messages in order, and the conversation goes on there. A Letta agent file
 //! (`tests/fixtures/letta/support_agent.af`, shaped as Letta's published schema) becomes an
-//! agent whose instructions hold its system prompt and memory blocks, and a session of it with
+//! agent whose instructions hold its system prompt and whose memory blocks are the file's (with
+//! the tools to edit them), and a session of it with
 //! the file's conversation, tool call and result included. Files keel cannot read are refused
 //! with a 400 and no session made.
 
@@ -204,13 +205,60 @@ async fn a_letta_agent_file_becomes_an_agent_and_a_session_that_goes_on() {
     let session = created["id"].as_str().unwrap().to_string();
     let agent = api.ok(Method::GET, "/v1/agents/harbor_helper", None).await;
     let instructions = agent["instructions"].as_str().unwrap();
-    for expected in [
-        "You are Harbor, a helper for a small sailing club.",
-        "<human>\nName: Ines. Crews on boat 7.",
-        "<persona>\nI am Harbor",
-    ] {
-        assert!(instructions.contains(expected), "{instructions}");
-    }
+    assert!(
+        instructions.contains("You are Harbor, a helper for a small sailing club."),
+        "{instructions}"
+    );
+    assert!(
+        !instructions.contains("Ines"),
+        "the blocks are blocks: {instructions}"
+    );
+    // The file's blocks are the agent's memory blocks, and the session holds them.
+    let blocks = api
+        .ok(
+            Method::GET,
+            &format!("/v1/sessions/{session}/memory/blocks"),
+            None,
+        )
+        .await;
+    let held: Vec<(&str, &str, u64)> = blocks["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["label"].as_str().unwrap(),
+                b["value"].as_str().unwrap(),
+                b["limit"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        held,
+        [
+            (
+                "human",
+                "Name: Ines. Crews on boat 7. Prefers short answers.",
+                5000
+            ),
+            (
+                "persona",
+                "I am Harbor: cheerful, precise about times and tides.",
+                5000
+            ),
+        ]
+    );
+    assert_eq!(
+        blocks["data"][0]["description"],
+        "What Harbor knows about the person it talks with."
+    );
+    let tools: Vec<&str> = agent["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(tools.contains(&"memory_block_replace"), "{tools:?}");
     assert_eq!(
         agent["model"], "scripted/echo",
         "served as this keel serves `default`"

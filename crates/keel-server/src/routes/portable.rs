@@ -159,6 +159,7 @@ pub async fn import(
                     base,
                     &agent.name,
                     agent.instructions,
+                    agent.blocks,
                     agent.messages,
                 )
                 .await?;

@@ -212,6 +212,7 @@ impl Client for Local {
                 base,
                 &agent.name,
                 agent.instructions,
+                agent.blocks,
                 agent.messages,
             )
             .await?;
