@@ -487,6 +487,7 @@ impl Driver<'_> {
         let batch = AppendBatch {
             events: events.clone(),
             scratchpad: std::mem::take(&mut self.writes.scratchpad),
+            memory: std::mem::take(&mut self.writes.memory),
             timers: std::mem::take(&mut self.writes.timers),
             shared_blocks: self
                 .writes

@@ -62,6 +62,7 @@ pub use blocks::{RenderedBlock, SharedBlockSettings};
 pub use follow::{LogFollower, RunFollower, RunProgress};
 pub use listing::ListedModel;
 pub use live::LoadError;
+pub use memory::{MAX_RECALL, SearchMode};
 pub use models::{ModelRegistry, ResolveError, Resolved};
 pub use quotas::Quotas;
 pub use reader::StoreReader;
@@ -310,10 +311,15 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, models: ModelRegistry, config: EngineConfig) -> Self {
+        let tools = tools::ToolRunner::new(
+            config.tool_timeout,
+            config.quotas.tool_result_bytes,
+            models.clone(),
+        );
         let inner = Inner {
             store,
             models,
-            tools: tools::ToolRunner::new(config.tool_timeout, config.quotas.tool_result_bytes),
+            tools,
             run_permits: Arc::new(Semaphore::new(config.max_concurrent_runs)),
             slots: slots::SlotTable::new(
                 warm::WarmCache::new(config.session_cache_bytes, config.session_idle),

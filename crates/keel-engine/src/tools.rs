@@ -7,6 +7,7 @@
 mod blocks;
 mod http;
 pub mod mcp;
+mod memory;
 pub(crate) mod net_guard;
 mod wakeup;
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use keel_core::{AgentDef, RunOptions, SessionId, TenantId, ToolDef, ToolKind};
 use keel_models::ToolSpec;
-use keel_store::{ScratchpadWrite, Store, TimerWrite};
+use keel_store::{MemoryRecord, ScratchpadWrite, Store, TimerWrite};
 use serde_json::{Value, json};
 
 /// What a tool call produced.
@@ -31,6 +32,8 @@ pub struct ToolOutcome {
 pub struct ToolWrites {
     pub scratchpad: Vec<ScratchpadWrite>,
     pub timers: Vec<TimerWrite>,
+    /// Long-term memory records saved (`memory_save`).
+    pub memory: Vec<MemoryRecord>,
     /// Memory block edits (`memory_block_*`), logged as events with the result.
     pub blocks: Vec<blocks::BlockChange>,
 }
@@ -39,6 +42,7 @@ impl ToolWrites {
     pub(crate) fn extend(&mut self, more: ToolWrites) {
         self.scratchpad.extend(more.scratchpad);
         self.timers.extend(more.timers);
+        self.memory.extend(more.memory);
         self.blocks.extend(more.blocks);
     }
 
@@ -118,6 +122,23 @@ pub fn builtin_tools() -> Vec<ToolDef> {
             wakeup::CANCEL,
             "Cancel a wakeup set earlier in this session, by the id schedule_wakeup returned.",
             json!({"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]}),
+        ),
+        tool(
+            memory::SAVE,
+            "Save a fact to your long-term memory, kept across sessions: one self-contained statement (who or what it is about, and the fact), with optional metadata (a JSON object). Returns the memory's id.",
+            json!({"type": "object", "properties": {
+                "text": {"type": "string", "description": "The fact, e.g. \"Ada prefers green tea.\""},
+                "metadata": {"type": "object", "description": "Optional keys and values to find it by."}
+            }, "required": ["text"]}),
+        ),
+        tool(
+            memory::SEARCH,
+            "Search your long-term memory with a question or keywords; returns the best-matching memories (text, metadata), best first.",
+            json!({"type": "object", "properties": {
+                "query": {"type": "string"},
+                "limit": {"type": "integer", "minimum": 1, "maximum": crate::MAX_RECALL, "description": "At most this many memories (default 5)."},
+                "filter": {"type": "object", "description": "Metadata keys the memories must have with these values."}
+            }, "required": ["query"]}),
         ),
     ]
     .into_iter()
@@ -208,6 +229,8 @@ pub fn specs(agent: &AgentDef, options: &RunOptions) -> Vec<ToolSpec> {
 
 pub struct ToolRunner {
     http: http::HttpTools,
+    /// What embeds the texts of the memory tools (`memory::embed`).
+    models: crate::ModelRegistry,
     mcp: mcp::McpTools,
     /// Bytes of a result kept (`Quotas::tool_result_bytes`).
     result_limit: usize,
@@ -215,9 +238,10 @@ pub struct ToolRunner {
 
 impl ToolRunner {
     /// `timeout` is an HTTP tool's per attempt unless it sets its own.
-    pub fn new(timeout: Duration, result_limit: usize) -> Self {
+    pub fn new(timeout: Duration, result_limit: usize, models: crate::ModelRegistry) -> Self {
         ToolRunner {
             http: http::HttpTools::new(timeout),
+            models,
             mcp: mcp::McpTools::new(timeout),
             result_limit,
         }
@@ -258,6 +282,10 @@ impl ToolRunner {
             ));
         };
         let mut outcome = match &def.kind {
+            ToolKind::Builtin if memory::handles(name) => {
+                let models = &self.models;
+                memory::call(models, store, tenant, session, agent, name, arguments).await
+            }
             ToolKind::Builtin => builtin(store, tenant, session, agent, name, arguments).await,
             ToolKind::Http(tool) => {
                 let limit = self.result_limit;

@@ -48,6 +48,8 @@ enum Command {
     Schedules(commands::schedules::SchedulesArgs),
     /// The tenant's webhooks (inbound triggers, outbound run events): list, add, rm.
     Webhooks(commands::webhooks::WebhooksArgs),
+    /// Long-term memory: add, search, get, rm.
+    Memory(commands::memory::MemoryArgs),
     /// List and inspect agents.
     #[command(subcommand)]
     Agents(commands::agents::AgentsCommand),
@@ -100,6 +102,11 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
+        // Input keel refuses, like clap's usage errors.
+        Err(e) if e.is::<commands::memory::BadInput>() => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -160,6 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Runs(args) => commands::runs::run(&config, args).await,
         Command::Schedules(args) => commands::schedules::run(&config, args).await,
         Command::Webhooks(args) => commands::webhooks::run(&config, args).await,
+        Command::Memory(args) => commands::memory::run(&config, args).await,
         Command::Agents(cmd) => commands::agents::run(&config, cmd).await,
         Command::Model(cmd) => commands::model::run(&config, cmd),
         Command::Serve(args) => commands::serve::run(&config, args).await,

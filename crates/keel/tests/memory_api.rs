@@ -1,6 +1,7 @@
 //! Long-term memory through `keel serve` on the embedded defaults: records remembered in a
 //! namespace are embedded by the local all-MiniLM-L6-v2 and found by a paraphrase (hybrid
-//! search: keywords and vectors), read and forgotten; another tenant's records and namespaces,
+//! search: keywords and vectors, or either alone), read (in its namespace or through `*`) and
+//! forgotten; another tenant's records and namespaces,
 //! and a namespace with no record, answer 404;
 //! bad input is a 400 naming what was wrong, with nothing stored.
 
@@ -118,6 +119,19 @@ async fn remembered_records_are_found_by_paraphrase_and_stay_in_their_tenant() {
         "a record is read in its own namespace"
     );
 
+    // Either ranking alone, on request; `*` reads a record in whatever namespace it is.
+    let (_, hits) = search(&api, ns, json!({"query": "green tea", "mode": "keyword"})).await;
+    assert_eq!(hits["data"][0]["record"]["id"], tea["id"], "{hits}");
+    assert!(hits["data"][0]["vector_rank"].is_null(), "{hits}");
+    let paraphrase = json!({"query": "What does she like to drink?", "mode": "vector", "limit": 1});
+    let (_, hits) = search(&api, ns, paraphrase).await;
+    assert_eq!(hits["data"][0]["record"]["id"], tea["id"], "{hits}");
+    assert!(hits["data"][0]["keyword_rank"].is_null(), "{hits}");
+    let (status, read) = api
+        .call(Method::GET, &format!("/v1/memory/*/records/{id}"), None)
+        .await;
+    assert_eq!((status, &read["namespace"]), (StatusCode::OK, &json!(ns)));
+
     // Another tenant sees none of it.
     let other = another_tenant(&api, &server).await;
     for method in [Method::GET, Method::DELETE] {
@@ -172,6 +186,7 @@ async fn bad_memory_input_is_a_400_naming_it_and_stores_nothing() {
         (json!({"query": "   "}), "empty"),
         (json!({"query": "x", "limit": 0}), "limit"),
         (json!({"query": "x", "limit": 1000}), "limit"),
+        (json!({"query": "x", "mode": "fuzzy"}), "fuzzy"),
     ] {
         let (status, reply) = search(&api, ns, body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");

@@ -1,6 +1,7 @@
 //! A tenant's long-term memory: `POST /v1/memory/{namespace}/records` (remember),
-//! `GET`/`DELETE /v1/memory/{namespace}/records/{id}`, and `POST /v1/memory/{namespace}/search`
-//! (hybrid: keywords and, with an embedding model, vectors). Handlers parse, call the engine
+//! `GET`/`DELETE /v1/memory/{namespace}/records/{id}` (`*`: in any namespace), and
+//! `POST /v1/memory/{namespace}/search` (hybrid: keywords and, with an embedding model,
+//! vectors; or either alone). Handlers parse, call the engine
 //! once and render; another tenant's record is a 404 like a missing one.
 
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use keel_engine::SearchMode;
 use keel_store::{MemoryHit, MemoryRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -42,6 +44,10 @@ pub struct SearchMemory {
     /// At most this many hits (1 to 100, default 10).
     #[serde(default = "default_limit")]
     pub limit: usize,
+    /// `hybrid` (default): keywords and vectors fused; `keyword` or `vector` alone.
+    #[serde(default)]
+    #[schema(value_type = String)]
+    pub mode: SearchMode,
 }
 
 fn default_limit() -> usize {
@@ -49,7 +55,7 @@ fn default_limit() -> usize {
 }
 
 /// A memory record.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct MemoryView {
     pub id: String,
     pub namespace: String,
@@ -77,7 +83,7 @@ impl From<MemoryRecord> for MemoryView {
 }
 
 /// A record found, with its fused score and its rank in each list (from 1; null: absent).
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct MemoryHitView {
     pub record: MemoryView,
     pub score: f64,
@@ -96,7 +102,7 @@ impl From<MemoryHit> for MemoryHitView {
     }
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct MemoryHitList {
     pub data: Vec<MemoryHitView>,
 }
@@ -127,7 +133,7 @@ pub async fn create(
 
 /// One record of a namespace.
 #[utoipa::path(get, path = "/v1/memory/{namespace}/records/{id}", tag = "memory",
-    params(("namespace" = String, Path), ("id" = String, Path, description = "`mem_…`")),
+    params(("namespace" = String, Path, description = "the record's, or `*` for any"), ("id" = String, Path, description = "`mem_…`")),
     responses((status = 200, body = MemoryView), (status = 404, body = ErrorEnvelope)))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
@@ -135,15 +141,13 @@ pub async fn get(
     ApiPath((namespace, id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<MemoryView>> {
     let record = state.engine.memory_record(&caller.tenant, &id).await?;
-    if record.namespace != namespace {
-        return Err(ApiError::not_found("memory record", &id));
-    }
+    in_namespace(&record, &namespace)?;
     Ok(Json(record.into()))
 }
 
 /// Forget a record.
 #[utoipa::path(delete, path = "/v1/memory/{namespace}/records/{id}", tag = "memory",
-    params(("namespace" = String, Path), ("id" = String, Path, description = "`mem_…`")),
+    params(("namespace" = String, Path, description = "the record's, or `*` for any"), ("id" = String, Path, description = "`mem_…`")),
     responses((status = 204), (status = 404, body = ErrorEnvelope)))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
@@ -151,12 +155,22 @@ pub async fn delete(
     ApiPath((namespace, id)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let record = state.engine.memory_record(&caller.tenant, &id).await?;
-    if record.namespace != namespace {
-        return Err(ApiError::not_found("memory record", &id));
-    }
+    in_namespace(&record, &namespace)?;
     state.engine.forget(&caller.tenant, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// A record is read and forgotten in its own namespace, or through `*` (any namespace); in
+/// another it is not found.
+fn in_namespace(record: &MemoryRecord, namespace: &str) -> Result<(), ApiError> {
+    match namespace == ANY_NAMESPACE || record.namespace == namespace {
+        true => Ok(()),
+        false => Err(ApiError::not_found("memory record", &record.id)),
+    }
+}
+
+/// The path's namespace that stands for any: `GET /v1/memory/*/records/{id}`.
+const ANY_NAMESPACE: &str = "*";
 
 /// Search a namespace: full text for any of the query's words, fused with vector similarity
 /// by reciprocal rank; best first. A namespace with none of the caller's records is a 404.
@@ -173,7 +187,14 @@ pub async fn search(
     let filter = body.filter.into_iter().collect();
     let hits = state
         .engine
-        .recall(&caller.tenant, &namespace, &body.query, filter, body.limit)
+        .recall(
+            &caller.tenant,
+            &namespace,
+            &body.query,
+            filter,
+            body.limit,
+            body.mode,
+        )
         .await?;
     Ok(Json(MemoryHitList {
         data: hits.into_iter().map(Into::into).collect(),

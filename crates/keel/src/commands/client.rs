@@ -132,6 +132,8 @@ pub trait Client {
     /// Makes a webhook from a `POST /v1/webhooks` body; answers it with its secret.
     async fn add_webhook(&self, body: Value) -> anyhow::Result<Value>;
     async fn delete_webhook(&self, webhook: &str) -> anyhow::Result<()>;
+    /// Where the tenant's long-term memory is (`keel memory`).
+    fn memory(&self) -> super::memory::MemoryAt<'_>;
     /// Lets runs in flight log their results (local) before the process exits.
     async fn close(&self);
 }

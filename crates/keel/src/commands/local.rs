@@ -275,6 +275,11 @@ impl Client for Local {
         Ok(self.rt.engine.delete_webhook(&self.rt.tenant, &id).await?)
     }
 
+    fn memory(&self) -> super::memory::MemoryAt<'_> {
+        let (engine, tenant) = (&self.rt.engine, &self.rt.tenant);
+        super::memory::MemoryAt::Local { engine, tenant }
+    }
+
     async fn close(&self) {
         self.rt.engine.shutdown().await;
     }

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod client;
 pub mod config;
 pub mod local;
+pub mod memory;
 pub mod mcp;
 pub mod migrate;
 pub mod model;

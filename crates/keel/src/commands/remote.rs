@@ -102,6 +102,17 @@ impl Remote {
         let req = self.http.post(format!("{}{path}", self.base)).json(&body);
         self.send(req).await
     }
+
+    /// `POST path` with `body`, answering the server's JSON.
+    pub(super) async fn post_json(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        Ok(self.post(path, body).await?.json().await?)
+    }
+
+    pub(super) async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        let req = self.http.delete(format!("{}{path}", self.base));
+        self.send(req).await?;
+        Ok(())
+    }
 }
 
 /// Whether `error` is the server's 404.
@@ -302,6 +313,10 @@ impl Client for Remote {
             .delete(format!("{}/v1/webhooks/{webhook}", self.base));
         self.send(req).await?;
         Ok(())
+    }
+
+    fn memory(&self) -> super::memory::MemoryAt<'_> {
+        super::memory::MemoryAt::Remote(self)
     }
 
     async fn close(&self) {}
