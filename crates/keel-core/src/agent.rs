@@ -29,6 +29,24 @@ pub struct AgentDef {
     /// Memory blocks kept in the context of its sessions (`BlockDef`), in the order shown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub memory_blocks: Vec<BlockDef>,
+    /// Its long-term memory (`MemoryPolicy`): where `memory_save` / `memory_search` keep it.
+    #[serde(default, skip_serializing_if = "MemoryPolicy::is_default")]
+    pub memory: MemoryPolicy,
+}
+
+/// An agent's long-term memory: the namespace its memory tools read and write, `agent:<name>`
+/// unless `namespace` names another (`team:support`, shared by several agents; `user:ada`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryPolicy {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+impl MemoryPolicy {
+    pub fn is_default(&self) -> bool {
+        *self == MemoryPolicy::default()
+    }
 }
 
 /// Compaction: when a session's context passes its budget, the older part of the transcript

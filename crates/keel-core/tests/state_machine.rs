@@ -63,6 +63,7 @@ fn agent(max_steps: u32) -> AgentDef {
         },
         memory_blocks: Vec::new(),
         compaction: Default::default(),
+        memory: Default::default(),
     }
 }
 

@@ -97,6 +97,7 @@ async fn session(budget: u32) -> Figures {
         },
         memory_blocks: Vec::new(),
         compaction: Default::default(),
+        memory: Default::default(),
     };
     engine.put_agent(&tenant, agent).await.unwrap();
     engine.start().await.unwrap();

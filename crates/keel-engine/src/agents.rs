@@ -28,6 +28,7 @@ impl Engine {
         tools::check_http_tools(&def).map_err(EngineError::Invalid)?;
         def.check_memory_blocks().map_err(EngineError::Invalid)?;
         tools::mcp::check_mcp_tools(&def).map_err(EngineError::Invalid)?;
+        crate::memory::check_policy(&def)?;
         let store = &self.inner.store;
         if store.get_agent(tenant, &def.name, None).await?.is_none() {
             let held = store.tenant_counts(tenant).await?.agents;

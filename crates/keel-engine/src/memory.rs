@@ -58,10 +58,27 @@ impl fmt::Display for SearchMode {
     }
 }
 
-/// The namespace of an agent's own memory (its memory tools and the facts extracted from its
-/// runs): `agent:<name>`.
+/// The namespace of an agent's long-term memory (its memory tools): its `memory.namespace`,
+/// else `agent:<name>`.
 pub(crate) fn agent_namespace(agent: &AgentDef) -> String {
-    format!("agent:{}", agent.name)
+    match &agent.memory.namespace {
+        Some(namespace) => namespace.clone(),
+        None => format!("agent:{}", agent.name),
+    }
+}
+
+/// Refuses an agent whose memory namespace no store keeps (empty, or past `MAX_NAMESPACE`).
+pub(crate) fn check_policy(agent: &AgentDef) -> Result<(), EngineError> {
+    let max = keel_store::memory::MAX_NAMESPACE;
+    match &agent.memory.namespace {
+        Some(namespace) if namespace.is_empty() || namespace.len() > max => {
+            Err(EngineError::Invalid(format!(
+                "agent {:?}: memory namespace {namespace:?} must be 1 to {max} bytes",
+                agent.name
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A new record of `tenant` (id and times from the clock, no embedding yet), refused as the

@@ -257,6 +257,7 @@ async fn the_context_matches_what_was_sent_when_the_window_is_compacted_and_a_ru
         },
         memory_blocks: Vec::new(),
         compaction: Default::default(),
+        memory: Default::default(),
     };
     engine.put_agent(tenant, agent).await.unwrap();
     let session = engine

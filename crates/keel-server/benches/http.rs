@@ -65,6 +65,7 @@ async fn start() -> Bench {
                 limits: Limits::default(),
                 memory_blocks: Vec::new(),
                 compaction: Default::default(),
+                memory: Default::default(),
             },
         )
         .await

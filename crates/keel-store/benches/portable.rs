@@ -106,6 +106,7 @@ async fn build_session(store: &SqliteStore) -> (TenantId, SessionId, AgentDef) {
                 limits: Limits::default(),
                 memory_blocks: Vec::new(),
                 compaction: Default::default(),
+                memory: Default::default(),
             },
         )
         .await

@@ -444,6 +444,7 @@ fn agent() -> AgentDef {
         limits: Limits::default(),
         memory_blocks: Vec::new(),
         compaction: Default::default(),
+        memory: Default::default(),
     }
 }
 

@@ -56,6 +56,7 @@ fn agent(name: &str) -> AgentDef {
         limits: Limits::default(),
         memory_blocks: Vec::new(),
         compaction: Default::default(),
+        memory: Default::default(),
     }
 }
 

@@ -96,6 +96,7 @@ async fn round_trip(value: Value) {
                 limits: Limits::default(),
                 memory_blocks: Vec::new(),
                 compaction: Default::default(),
+                memory: Default::default(),
             },
         )
         .await

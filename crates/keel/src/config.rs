@@ -243,6 +243,9 @@ pub struct AgentConfig {
     /// `[agents.compaction]`: how its context is kept under `limits.context_tokens`.
     #[serde(default)]
     pub compaction: keel_core::agent::Compaction,
+    /// `[agents.memory]`: where its memory tools keep its long-term memory (`namespace`).
+    #[serde(default)]
+    pub memory: keel_core::agent::MemoryPolicy,
 }
 
 impl Config {

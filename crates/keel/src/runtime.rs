@@ -232,6 +232,7 @@ async fn sync_agents(engine: &Engine, tenant: &TenantId, config: &Config) -> any
             limits: a.limits.unwrap_or_default(),
             memory_blocks: a.memory_blocks.clone(),
             compaction: a.compaction.clone(),
+            memory: a.memory.clone(),
         })
         .collect();
     if !wanted.iter().any(|a| a.name == DEFAULT_AGENT)
@@ -247,6 +248,7 @@ async fn sync_agents(engine: &Engine, tenant: &TenantId, config: &Config) -> any
             limits: Limits::default(),
             memory_blocks: Vec::new(),
             compaction: Default::default(),
+            memory: Default::default(),
         });
     }
     for mut def in wanted {
@@ -260,6 +262,7 @@ async fn sync_agents(engine: &Engine, tenant: &TenantId, config: &Config) -> any
                 && c.limits == def.limits
                 && c.memory_blocks == def.memory_blocks
                 && c.compaction == def.compaction
+                && c.memory == def.memory
         });
         if !unchanged {
             let stored = engine.put_agent(tenant, def).await?;

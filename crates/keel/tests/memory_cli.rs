@@ -282,3 +282,47 @@ fn a_save_survives_a_kill_at_every_point_around_it_and_happens_once() {
         );
     }
 }
+
+#[test]
+fn an_agents_memory_namespace_is_where_its_tools_keep_memory() {
+    let shared = AGENT.replace(
+        "model = \"scripted/echo\"\n",
+        "model = \"scripted/echo\"\nmemory = { namespace = \"team:support\" }\n",
+    );
+    let home = KeelHome::new(&shared);
+    stdout(
+        &home,
+        &[
+            "send",
+            r#"/call memory_save {"text": "Refunds over 200 euros need finance."}"#,
+        ],
+    );
+    assert_eq!(found(&home, &[], "team:support", "refunds").len(), 1);
+    let out = home.run(&["memory", "search", "agent:default", "refunds"]);
+    assert!(!out.status.success(), "nothing in the default namespace");
+
+    // A namespace no store keeps is refused when the agent is read, naming it.
+    let bad = AGENT.replace(
+        "model = \"scripted/echo\"\n",
+        &format!(
+            "model = \"scripted/echo\"\nmemory = {{ namespace = \"{}\" }}\n",
+            "n".repeat(201)
+        ),
+    );
+    let out = KeelHome::new(&bad).run(&["send", "hello"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("memory namespace"),
+        "{stderr}"
+    );
+    let typo = AGENT.replace(
+        "model = \"scripted/echo\"\n",
+        "model = \"scripted/echo\"\nmemory = { namespaces = \"x\" }\n",
+    );
+    let out = KeelHome::new(&typo).run(&["send", "hello"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("namespaces"),
+        "{stderr}"
+    );
+}

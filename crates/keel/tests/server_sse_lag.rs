@@ -48,6 +48,7 @@ async fn lagging_server(dir: &tempfile::TempDir) -> Api {
         limits: Limits::default(),
         memory_blocks: Vec::new(),
         compaction: Default::default(),
+        memory: Default::default(),
     };
     engine
         .put_agent(&TenantId::default_tenant(), agent)

@@ -40,6 +40,7 @@ pub async fn engine(
         limits: Limits::default(),
         memory_blocks: Vec::new(),
         compaction: Default::default(),
+        memory: Default::default(),
     };
     engine.put_agent(&tenant, agent).await.unwrap();
     if start {

@@ -24,6 +24,7 @@ fn definition(name: String, body: AgentBody) -> AgentDef {
         limits: body.limits.unwrap_or_default(),
         memory_blocks: body.memory_blocks,
         compaction: body.compaction,
+        memory: body.memory,
     }
 }
 

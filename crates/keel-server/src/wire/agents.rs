@@ -1,6 +1,6 @@
 //! Agents: a new definition or version, and how one is shown.
 
-use keel_core::agent::Compaction;
+use keel_core::agent::{Compaction, MemoryPolicy};
 use keel_core::{AgentDef, BlockDef, Limits, ToolDef};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -32,6 +32,11 @@ pub struct AgentBody {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub compaction: Compaction,
+    /// Its long-term memory: `{namespace?}`, where `memory_save` and `memory_search` keep it
+    /// (default `agent:<name>`).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub memory: MemoryPolicy,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -50,6 +55,9 @@ pub struct AgentView {
     pub memory_blocks: Vec<BlockDef>,
     #[schema(value_type = Object)]
     pub compaction: Compaction,
+    #[serde(skip_serializing_if = "MemoryPolicy::is_default")]
+    #[schema(value_type = Object)]
+    pub memory: MemoryPolicy,
 }
 
 impl From<AgentDef> for AgentView {
@@ -64,6 +72,7 @@ impl From<AgentDef> for AgentView {
             limits: a.limits,
             memory_blocks: a.memory_blocks,
             compaction: a.compaction,
+            memory: a.memory,
         }
     }
 }

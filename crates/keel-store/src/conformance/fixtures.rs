@@ -36,6 +36,7 @@ pub(super) fn agent(name: &str) -> AgentDef {
         limits: Limits::default(),
         memory_blocks: Vec::new(),
         compaction: Default::default(),
+        memory: Default::default(),
     }
 }
 

@@ -489,6 +489,7 @@ mod tests {
             limits: Limits::default(),
             memory_blocks: Vec::new(),
             compaction: Default::default(),
+            memory: Default::default(),
         };
         store.put_agent(&tenant, agent).await.unwrap();
         let of_agent = TimerRecord {

@@ -31,6 +31,7 @@ pub fn agent(name: &str) -> AgentDef {
         limits: Limits::default(),
         memory_blocks: Vec::new(),
         compaction: Default::default(),
+        memory: Default::default(),
     }
 }
 

@@ -72,6 +72,7 @@ async fn setup(durability: &str) -> anyhow::Result<Bench> {
                 },
                 memory_blocks: Vec::new(),
                 compaction: Default::default(),
+                memory: Default::default(),
             },
         )
         .await?;

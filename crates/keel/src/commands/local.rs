@@ -411,6 +411,7 @@ mod tests {
             limits: Limits::default(),
             memory_blocks: Vec::new(),
             compaction: Default::default(),
+            memory: Default::default(),
         };
         engine.put_agent(&tenant, agent).await.unwrap();
         let session = engine

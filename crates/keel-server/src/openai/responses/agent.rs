@@ -43,6 +43,7 @@ pub async fn responses_agent(
         limits: Limits::default(),
         memory_blocks: Vec::new(),
         compaction: Default::default(),
+        memory: Default::default(),
     };
     Ok(state.engine.put_agent(tenant, agent).await?)
 }
