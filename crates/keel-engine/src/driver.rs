@@ -13,7 +13,7 @@ use keel_core::{
     Action, Event, EventBody, FinishReason, Message, RunId, RunStatus, SessionState, Truncation,
     Usage,
 };
-use keel_models::{ModelError, ModelRequest, ReplyAccumulator};
+use keel_models::{ModelError, ModelRequest, ReplyAccumulator, ToolSpec};
 use keel_store::{AppendBatch, NewEvent, RunFinish, RunOutcome, RunRecord, Snapshot, StoreError};
 use tokio::sync::watch;
 
@@ -262,8 +262,13 @@ impl Driver<'_> {
                         // The blocks at the front, as they are now: after a load or a compaction.
                         live.blocks = Some(self.render_blocks(&state).await?);
                     }
+                    // The agent's MCP servers list their own tools (each started on first use).
+                    let listed = match state.agent.as_ref() {
+                        Some(agent) => self.inner.tools.mcp_specs(&self.run.tenant, agent).await,
+                        None => Vec::new(),
+                    };
                     if !intent_logged
-                        && let Some(through_seq) = self.compaction_due(live, &state)
+                        && let Some(through_seq) = self.compaction_due(live, &state, &listed)
                     {
                         self.push(
                             &mut state,
@@ -289,7 +294,7 @@ impl Driver<'_> {
                     self.flush(live).await?;
                     fault::point(FaultPoint::ModelIntentLogged).await;
                     let (result, retry_after) =
-                        self.call_model(live, &state, step, attempt).await?;
+                        self.call_model(live, &state, step, attempt, listed).await?;
                     self.push(&mut state, result);
                     if *self.stop.borrow() == Stop::Continue
                         && let Some(delay) = retry_delay(&state, retry_after)
@@ -613,6 +618,7 @@ impl Driver<'_> {
         state: &SessionState,
         step: u32,
         attempt: u32,
+        listed_tools: Vec<ToolSpec>,
     ) -> Result<(EventBody, Option<Duration>), Halt> {
         let agent = state
             .agent
@@ -634,7 +640,11 @@ impl Driver<'_> {
             (body, error.retry_after)
         };
         let options = &self.run.options;
-        let messages = live.messages().iter().cloned().collect::<Vec<Message>>();
+        let step_input = request::StepInput {
+            front: live.front(),
+            messages: live.messages().iter().cloned().collect(),
+            listed_tools,
+        };
         let (
             Resolved {
                 client,
@@ -647,15 +657,11 @@ impl Driver<'_> {
             &self.run.session,
             agent,
             options,
-            live.front(),
-            messages,
+            step_input,
         ) {
             Ok(built) => built,
             Err(error) => return Ok(failed(error)),
         };
-        // The agent's MCP servers list their own tools (each started on first use).
-        let mcp = self.inner.tools.mcp_specs(&self.run.tenant, agent).await;
-        request.tools.extend(mcp);
         let served_by = format!("{provider}/{model}");
         let started = Instant::now();
         let stream = if options.truncation == Truncation::Auto {
@@ -807,7 +813,12 @@ impl Driver<'_> {
     /// Whether the step about to be asked for passes the context's budget, and if so the last
     /// seq the compaction should cover. Counts the request as it would be sent, with the
     /// events not yet appended.
-    fn compaction_due(&self, live: &LiveSession, state: &SessionState) -> Option<u64> {
+    fn compaction_due(
+        &self,
+        live: &LiveSession,
+        state: &SessionState,
+        listed_tools: &[ToolSpec],
+    ) -> Option<u64> {
         let agent = state.agent.as_ref()?;
         let base = live.state.last_seq;
         let pending: Vec<(u64, Message)> = self
@@ -826,9 +837,13 @@ impl Driver<'_> {
         let messages = view.iter().map(|(_, m)| (*m).clone()).collect();
         let options = &self.run.options;
         let models = &self.inner.models;
+        let step = request::StepInput {
+            front: live.front(),
+            messages,
+            listed_tools: listed_tools.to_vec(),
+        };
         let (resolved, request) =
-            request::model_request(models, &self.run.session, agent, options, live.front(), messages)
-                .ok()?;
+            request::model_request(models, &self.run.session, agent, options, step).ok()?;
         let budget = compaction::Budget::of(models, agent, options, &resolved, &request);
         let tokens = compaction::count_tokens(&resolved, &request);
         if !budget.passed(tokens, request.messages.len()) {
@@ -898,14 +913,11 @@ impl Driver<'_> {
         let models = &self.inner.models;
         let run_model = options.model.as_deref().unwrap_or(&agent.model);
         let summariser = agent.compaction.model.as_deref().unwrap_or(run_model);
-        let built = request::model_request(
-            models,
-            &self.run.session,
-            agent,
-            options,
-            live.front(),
-            Vec::new(),
-        )
+        let front = request::StepInput {
+            front: live.front(),
+            ..Default::default()
+        };
+        let built = request::model_request(models, &self.run.session, agent, options, front)
         .and_then(|(run_resolved, run_request)| {
             let budget =
                 compaction::Budget::of(models, agent, options, &run_resolved, &run_request);

@@ -3,7 +3,7 @@
 //! time travel, read-only — so what is shown is what the model received.
 
 use keel_core::{AgentDef, Message, RunOptions, SessionId, Truncation};
-use keel_models::{ModelError, ModelRequest, Params};
+use keel_models::{ModelError, ModelRequest, Params, ToolSpec};
 
 use crate::live::Summary;
 use crate::models::{ModelRegistry, Resolved};
@@ -62,8 +62,17 @@ impl Front<'_> {
     }
 }
 
+/// What a step's request is built from besides the agent and the run's options: the session's
+/// front and messages, and the tools the agent's MCP servers list now.
+#[derive(Default)]
+pub(crate) struct StepInput<'a> {
+    pub front: Front<'a>,
+    pub messages: Vec<Message>,
+    pub listed_tools: Vec<ToolSpec>,
+}
+
 /// The request for the next model call of a run with `options` on a session of `agent`
-/// whose transcript window is `messages`, and the client that serves it. A `truncation: auto`
+/// whose transcript is `step.messages`, and the client that serves it. A `truncation: auto`
 /// run's request is already fitted to the model's context window by estimate. `Err` when the
 /// model (the run's or the agent's) names no configured provider or route.
 pub(crate) fn model_request(
@@ -71,9 +80,13 @@ pub(crate) fn model_request(
     session: &SessionId,
     agent: &AgentDef,
     options: &RunOptions,
-    front: Front<'_>,
-    messages: Vec<Message>,
+    step: StepInput<'_>,
 ) -> Result<(Resolved, ModelRequest), ModelError> {
+    let StepInput {
+        front,
+        messages,
+        listed_tools,
+    } = step;
     let resolved = models
         .resolve(options.model.as_deref().unwrap_or(&agent.model))
         .map_err(|e| {
@@ -89,7 +102,10 @@ pub(crate) fn model_request(
         model: resolved.model.clone(),
         system: front.system(instructions),
         messages,
-        tools: tools::specs(agent, options),
+        tools: tools::specs(agent, options)
+            .into_iter()
+            .chain(listed_tools)
+            .collect(),
         params: Params {
             // No cap unless the run or the agent asks for one: the model's own limit.
             max_tokens: options.max_output_tokens.or(agent.limits.max_output_tokens),

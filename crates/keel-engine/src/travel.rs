@@ -102,25 +102,20 @@ impl Engine {
             .as_ref()
             .and_then(|run| run_options(&events, run))
             .unwrap_or_default();
-        let messages = live.messages().iter().cloned().collect();
-        let (resolved, mut request) = request::model_request(
-            &self.inner.models,
-            session,
-            agent,
-            &options,
-            live.front(),
-            messages,
-        )
+        // As the driver lists them: the tools the agent's MCP servers list now.
+        let step = request::StepInput {
+            front: live.front(),
+            messages: live.messages().iter().cloned().collect(),
+            listed_tools: self.inner.tools.mcp_specs(tenant, agent).await,
+        };
+        let (resolved, request) =
+            request::model_request(&self.inner.models, session, agent, &options, step)
         .map_err(|e| {
             EngineError::Invalid(format!(
                 "the model of session {session} at seq {at_seq} cannot be resolved here: {}",
                 e.message
             ))
         })?;
-        // As the driver adds them: the tools the agent's MCP servers list now.
-        request
-            .tools
-            .extend(self.inner.tools.mcp_specs(tenant, agent).await);
         Ok(SessionContext {
             session: session.clone(),
             at_seq,
