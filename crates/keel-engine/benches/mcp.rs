@@ -2,9 +2,9 @@
 //! one `server-everything` over stdio through keel's MCP client (the connection pool, the
 //! cached tool list, the model-name mapping, the timeout, the idempotency key in `_meta`, the
 //! result rendering), against the same number through the same SDK (`rmcp`) calling another
-//! instance of the same server directly, side by side in one run. Wall time per call (median
-//! and p99) and this process's CPU per call (user + system, from `/proc/self/stat`; the servers
-//! are other processes).
+//! instance of the same server directly, side by side in one run, in alternating rounds. Wall
+//! time per call (median and p99) and this process's CPU per call (user + system, from
+//! `/proc/self/stat`, 10 ms ticks; the servers are other processes).
 //!
 //! `cargo bench -p keel-engine --bench mcp`. `KEEL_BENCH_CALLS` (default 2000). Needs `node`
 //! and the npm registry (the server is installed under the target directory). Prints markdown.
@@ -37,6 +37,7 @@ fn cpu() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+#[derive(Default)]
 struct Measured {
     per_call: Vec<Duration>,
     cpu: Duration,
@@ -54,27 +55,24 @@ impl Measured {
     }
 }
 
-async fn time_calls<F, Fut>(calls: usize, mut call: F) -> Measured
+/// Times `calls` calls of `call` (numbered from `first`) into `into`.
+async fn time_calls<F, Fut>(into: &mut Measured, first: usize, calls: usize, mut call: F)
 where
     F: FnMut(usize) -> Fut,
     Fut: Future<Output = ()>,
 {
-    // Warm up: the server started, the tool list fetched, the JIT warm.
-    for i in 0..50 {
-        call(i).await;
-    }
     let cpu_before = cpu();
-    let mut per_call = Vec::with_capacity(calls);
-    for i in 0..calls {
+    for i in first..first + calls {
         let started = Instant::now();
         call(i).await;
-        per_call.push(started.elapsed());
+        into.per_call.push(started.elapsed());
     }
-    Measured {
-        per_call,
-        cpu: cpu() - cpu_before,
-    }
+    into.cpu += cpu() - cpu_before;
 }
+
+/// Rounds each path's calls are split into, the paths taking turns (which goes first
+/// alternating), so a change in the machine's load falls on both.
+const ROUNDS: usize = 10;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -88,22 +86,22 @@ async fn main() {
     // `McpTools` the tool runner does).
     let server = McpServer::stdio("node", &[&index.display().to_string(), "stdio"]);
     let probe = McpProbe::new("everything", server, Duration::from_secs(30)).unwrap();
-    let keel = time_calls(calls, |i| {
+    let via_keel = |i: usize| {
         let probe = &probe;
         async move {
             let arguments = json!({"message": format!("call {i}")});
             let outcome = probe.call("echo", &arguments, &format!("bench:{i}")).await;
             assert!(!outcome.is_error, "{}", outcome.content);
         }
-    })
-    .await;
-    probe.close().await;
-
-    // The same SDK calling the same server directly.
+    };
+    // The same SDK calling another instance of the same server directly.
     let mut command = tokio::process::Command::new("node");
-    command.arg(&index).arg("stdio");
+    command
+        .arg(&index)
+        .arg("stdio")
+        .stderr(std::process::Stdio::null());
     let client = ().serve(TokioChildProcess::new(command).unwrap()).await.unwrap();
-    let direct = time_calls(calls, |i| {
+    let direct_call = |i: usize| {
         let client = &client;
         async move {
             let arguments = json!({"message": format!("call {i}")});
@@ -112,13 +110,31 @@ async fn main() {
             let result = client.call_tool(params).await.unwrap();
             assert_ne!(result.is_error, Some(true));
         }
-    })
-    .await;
+    };
+
+    // Warm up both: the servers started, the tool list fetched, node's JIT warm.
+    let (mut keel, mut direct) = (Measured::default(), Measured::default());
+    time_calls(&mut keel, 0, 100, via_keel).await;
+    time_calls(&mut direct, 0, 100, direct_call).await;
+    let (mut keel, mut direct) = (Measured::default(), Measured::default());
+    let per_round = calls / ROUNDS;
+    for round in 0..ROUNDS {
+        let first = round * per_round;
+        if round % 2 == 0 {
+            time_calls(&mut keel, first, per_round, via_keel).await;
+            time_calls(&mut direct, first, per_round, direct_call).await;
+        } else {
+            time_calls(&mut direct, first, per_round, direct_call).await;
+            time_calls(&mut keel, first, per_round, via_keel).await;
+        }
+    }
+    probe.close().await;
     let _ = client.cancel().await;
 
+    let calls = per_round * ROUNDS;
     println!("| path | calls | median | p99 | CPU per call (this process) |");
     println!("| --- | ---: | ---: | ---: | ---: |");
-    for (name, m) in [("rmcp directly", &direct), ("keel's MCP tools", &keel)] {
+    for (name, m) in [("rmcp directly", &direct), ("keel's MCP client", &keel)] {
         println!(
             "| {name} | {calls} | {:.0} µs | {:.0} µs | {:.0} µs |",
             m.quantile(0.5).as_secs_f64() * 1e6,

@@ -1,7 +1,8 @@
 //! The streamable-HTTP transport's HTTP side, over keel's own reqwest client rather than the
 //! SDK's: so an MCP server is reached through the SSRF guard like any HTTP tool (its resolver,
 //! and each URL's literal address checked), with the server's secret header on every request,
-//! and with no second HTTP stack in the build. JSON answers are read no further than a cap.
+//! and with no second HTTP stack in the build. JSON answers and each server-sent event are read
+//! no further than a cap.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -91,8 +92,31 @@ async fn read_capped(response: reqwest::Response, limit: usize) -> Result<Vec<u8
     Ok(body)
 }
 
-fn events(response: reqwest::Response) -> BoxStream<'static, Result<Sse, SseError>> {
-    SseStream::from_bytes_stream(response.bytes_stream()).boxed()
+/// The answer's server-sent events, failing once one event passes `limit` bytes (so an endless
+/// event cannot fill memory). An event's end split across two chunks is missed, which only
+/// counts a little too much.
+fn events(response: reqwest::Response, limit: usize) -> BoxStream<'static, Result<Sse, SseError>> {
+    let mut pending = 0usize;
+    let bytes = response.bytes_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        let end = |boundary: &[u8]| {
+            chunk
+                .windows(boundary.len())
+                .rposition(|w| w == boundary)
+                .map(|at| at + boundary.len())
+        };
+        pending = match end(b"\n\n").max(end(b"\r\n\r\n")) {
+            Some(after) => chunk.len() - after,
+            None => pending + chunk.len(),
+        };
+        if pending > limit {
+            return Err(std::io::Error::other(format!(
+                "an event from the MCP server passed {limit} bytes"
+            )));
+        }
+        Ok(chunk)
+    });
+    SseStream::from_bytes_stream(bytes).boxed()
 }
 
 fn unexpected(text: String) -> Failure {
@@ -174,10 +198,8 @@ impl StreamableHttpClient for GuardedHttp {
             return Err(unexpected(format!("HTTP {status}: {text}")));
         }
         if media_type_is(content_type.as_ref(), EVENT_STREAM) {
-            return Ok(StreamableHttpPostResponse::Sse(
-                events(response),
-                new_session,
-            ));
+            let events = events(response, limits.max_sse_event_size);
+            return Ok(StreamableHttpPostResponse::Sse(events, new_session));
         }
         if media_type_is(content_type.as_ref(), JSON) {
             let body = read_capped(response, limits.max_json_response_size).await?;
@@ -230,6 +252,27 @@ impl StreamableHttpClient for GuardedHttp {
         auth_token: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<BoxStream<'static, Result<Sse, SseError>>, Failure> {
+        let limit = StreamableHttpResponseLimits::default().max_sse_event_size;
+        self.get_stream_with_max_sse_event_size(
+            uri,
+            session_id,
+            last_event_id,
+            auth_token,
+            custom_headers,
+            limit,
+        )
+        .await
+    }
+
+    async fn get_stream_with_max_sse_event_size(
+        &self,
+        uri: Arc<str>,
+        session_id: Option<Arc<str>>,
+        last_event_id: Option<String>,
+        auth_token: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+        max_sse_event_size: usize,
+    ) -> Result<BoxStream<'static, Result<Sse, SseError>>, Failure> {
         let mut request = self
             .request(
                 reqwest::Method::GET,
@@ -260,7 +303,7 @@ impl StreamableHttpClient for GuardedHttp {
                     .map(|ct| String::from_utf8_lossy(ct.as_bytes()).into_owned()),
             ));
         }
-        Ok(events(response))
+        Ok(events(response, max_sse_event_size))
     }
 }
 
@@ -279,5 +322,17 @@ mod tests {
         assert!(media_type_is(Some(&v("text/event-stream")), EVENT_STREAM));
         assert!(!media_type_is(Some(&v("application/jsonx")), JSON));
         assert!(!media_type_is(None, JSON));
+    }
+
+    #[tokio::test]
+    async fn an_event_past_the_cap_ends_the_stream_with_an_error() {
+        let answer = |body: String| reqwest::Response::from(http::Response::new(body));
+        let small = "data: {\"a\": 1}\n\ndata: {\"b\": 2}\n\n".to_string();
+        let read: Vec<_> = events(answer(small), 64).collect().await;
+        assert_eq!(read.len(), 2);
+        assert!(read.iter().all(Result::is_ok));
+        let endless = format!("data: {}", "x".repeat(1000));
+        let read: Vec<_> = events(answer(endless), 64).collect().await;
+        assert!(read.iter().any(Result::is_err), "{read:?}");
     }
 }
