@@ -856,6 +856,12 @@ impl Driver<'_> {
         let front_tokens = compaction::count_tokens(&resolved, &front);
         let tokens_of = |m: &Message| compaction::message_tokens(&resolved, &request.model, m);
         let at = compaction::cut(&tokens_of, &view, &budget, front_tokens)?;
+        let through_seq = view[at].0 - 1;
+        if through_seq <= state.compacted_through {
+            // Nothing older than the last compaction is left to fold in (the newest turn alone
+            // is over the budget): send it as it is, and let the provider decide.
+            return None;
+        }
         tracing::info!(
             session = %self.run.session,
             tokens,
@@ -863,7 +869,7 @@ impl Driver<'_> {
             kept = view.len() - at,
             "the context passed its budget: compacting"
         );
-        Some(view[at].0 - 1)
+        Some(through_seq)
     }
 
     /// Summarises the transcript through `through_seq` and returns the result event
