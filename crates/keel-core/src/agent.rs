@@ -411,10 +411,6 @@ pub struct Limits {
     /// three quarters of the model's context window when the catalog lists the model.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context_tokens: Option<u32>,
-    /// The most bytes of one tool result the model's context holds: a longer result is logged
-    /// whole, once, and sent as its start and a note naming its event (which the built-in
-    /// `tool_result_read` reads on from).
-    pub tool_result_context_bytes: u32,
 }
 
 impl Default for Limits {
@@ -425,7 +421,6 @@ impl Default for Limits {
             max_output_tokens: None,
             context_messages: 64,
             context_tokens: None,
-            tool_result_context_bytes: 16_384,
         }
     }
 }

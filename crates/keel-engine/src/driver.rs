@@ -28,6 +28,9 @@ use crate::{Inner, Resolved, RunUpdate, Stop, clock, compaction, context, reques
 enum Halt {
     /// The log moved under us (another writer): reload and go on.
     Conflict,
+    /// A shared memory block a tool edited changed since the tool read it (another session
+    /// wrote it): reload and perform the call again, from the block as it is now.
+    Stale,
     /// Lease lost or shutting down: leave the run to whoever drives it next.
     Yield,
     /// The store failed: the lease will expire and the run is retried.
@@ -45,8 +48,8 @@ enum Halt {
 impl From<StoreError> for Halt {
     fn from(e: StoreError) -> Self {
         match e {
-            // A shared memory block changed since a tool read it: the call is performed again.
-            StoreError::Conflict { .. } | StoreError::Stale(_) => Halt::Conflict,
+            StoreError::Conflict { .. } => Halt::Conflict,
+            StoreError::Stale(_) => Halt::Stale,
             // The session (and its runs with it) was deleted while the run went on.
             StoreError::NotFound { .. } => Halt::Gone,
             StoreError::Unavailable(reason) => Halt::Unavailable(reason),
@@ -59,6 +62,7 @@ pub(crate) async fn drive(inner: &Arc<Inner>, run: &RunRecord, stop: watch::Rece
     let slot = inner.slot(&run.session);
     let mut live = slot.live.lock().await;
     let mut conflicts = 0;
+    let mut stale = 0;
     let mut outage = OutageBackoff::default();
     loop {
         let mut driver = Driver {
@@ -77,7 +81,14 @@ pub(crate) async fn drive(inner: &Arc<Inner>, run: &RunRecord, stop: watch::Rece
                 conflicts += 1;
                 *live = None;
             }
-            Err(Halt::Conflict) => {
+            // Each time, another session's edit of the block got in first: it is progress, so
+            // many tries are allowed, each a little later, before the lease decides.
+            Err(Halt::Stale) if stale < STALE_TRIES => {
+                stale += 1;
+                *live = None;
+                tokio::time::sleep(Duration::from_millis(stale)).await;
+            }
+            Err(Halt::Conflict | Halt::Stale) => {
                 tracing::error!(
                     "run gave up after repeated append conflicts; it resumes when its lease expires"
                 );
@@ -112,6 +123,10 @@ pub(crate) async fn drive(inner: &Arc<Inner>, run: &RunRecord, stop: watch::Rece
         }
     }
 }
+
+/// How many times a run performs again a tool call whose shared memory block edit another
+/// session's got ahead of (`Halt::Stale`).
+const STALE_TRIES: u64 = 64;
 
 /// Pauses between attempts while the store is out of reach: 100 ms, doubling up to 2 s, for
 /// about ten seconds in all (a third of the default lease) before the run halts and waits for
@@ -856,12 +871,6 @@ impl Driver<'_> {
         let front_tokens = compaction::count_tokens(&resolved, &front);
         let tokens_of = |m: &Message| compaction::message_tokens(&resolved, &request.model, m);
         let at = compaction::cut(&tokens_of, &view, &budget, front_tokens)?;
-        let through_seq = view[at].0 - 1;
-        if through_seq <= state.compacted_through {
-            // Nothing older than the last compaction is left to fold in (the newest turn alone
-            // is over the budget): send it as it is, and let the provider decide.
-            return None;
-        }
         tracing::info!(
             session = %self.run.session,
             tokens,
@@ -869,7 +878,7 @@ impl Driver<'_> {
             kept = view.len() - at,
             "the context passed its budget: compacting"
         );
-        Some(through_seq)
+        Some(view[at].0 - 1)
     }
 
     /// Summarises the transcript through `through_seq` and returns the result event

@@ -680,3 +680,84 @@ fn the_cli_lists_reads_and_sets_a_sessions_blocks() {
         edits[0]["seq"].as_u64().unwrap() as usize
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_appending_to_a_shared_block_at_once_lose_no_edit() {
+    let (_home, server) = start();
+    let api = admin(&server);
+    let appends = |who: &str| {
+        let lines: Vec<(&str, Value)> = (1..=8)
+            .map(|n| {
+                let text = format!("{who}{n}");
+                (
+                    "memory_block_append",
+                    json!({"label": "project", "text": text}),
+                )
+            })
+            .collect();
+        calls(&lines)
+    };
+    let mut runs = Vec::new();
+    let mut sessions = Vec::new();
+    for who in ["a", "b", "c"] {
+        let session = new_session(&api).await;
+        let run = api
+            .ok(
+                Method::POST,
+                &format!("/v1/sessions/{session}/messages"),
+                Some(json!({"content": appends(who), "mode": "background"})),
+            )
+            .await;
+        runs.push(run["id"].as_str().unwrap().to_string());
+        sessions.push(session);
+    }
+    // Bounded by a lease's expiry and more: a run that gave up retrying is taken up again
+    // when its lease lapses, and must still lose nothing.
+    for run in &runs {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        loop {
+            let run = api.ok(Method::GET, &format!("/v1/runs/{run}"), None).await;
+            if run["status"] != "running" && run["status"] != "queued" {
+                assert_eq!(run["status"], "completed", "{run}");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "run did not end: {run}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    // Every append is in the block once, whatever the interleaving: an edit made from a
+    // version another session had moved past is performed again, never written over it.
+    let block = api.ok(Method::GET, "/v1/memory/blocks/project", None).await;
+    let mut lines: Vec<&str> = block["value"].as_str().unwrap().lines().collect();
+    lines.sort_unstable();
+    let mut expected: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .flat_map(|who| (1..=8).map(move |n| format!("{who}{n}")))
+        .collect();
+    expected.push("keel".into());
+    expected.sort_unstable();
+    assert_eq!(lines, expected, "{block}");
+    assert_eq!(block["version"], 24);
+    let history = api
+        .ok(
+            Method::GET,
+            "/v1/memory/blocks/project/history?limit=100",
+            None,
+        )
+        .await;
+    let versions: Vec<u64> = history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, (1..=24).rev().collect::<Vec<u64>>());
+    let mut logged = 0;
+    for session in &sessions {
+        logged += edits(&api, session).await.len();
+    }
+    assert_eq!(logged, 24, "one event per edit that was written");
+}
