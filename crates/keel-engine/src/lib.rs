@@ -98,6 +98,8 @@ pub struct EngineConfig {
     /// followed, so small. Tests make it tiny to make followers lag.
     pub updates_capacity: usize,
 }
+    /// The `run_python` tool's interpreter (with the `sandbox` feature); `None`: not installed.
+    pub code_interpreter: Option<tools::CodeInterpreterFiles>,
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -113,6 +115,7 @@ impl Default for EngineConfig {
             quotas: Quotas::default(),
             updates_capacity: 128,
         }
+            code_interpreter: None,
     }
 }
 
@@ -316,6 +319,7 @@ impl Engine {
             config.quotas.tool_result_bytes,
             models.clone(),
         );
+            config.code_interpreter.clone(),
         let inner = Inner {
             store,
             models,

