@@ -97,9 +97,9 @@ pub struct EngineConfig {
     /// reads the store instead (`follow/`). Allocated while the session is driven or
     /// followed, so small. Tests make it tiny to make followers lag.
     pub updates_capacity: usize,
-}
     /// The `run_python` tool's interpreter (with the `sandbox` feature); `None`: not installed.
     pub code_interpreter: Option<tools::CodeInterpreterFiles>,
+}
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -114,8 +114,8 @@ impl Default for EngineConfig {
             session_idle: Duration::from_secs(60),
             quotas: Quotas::default(),
             updates_capacity: 128,
-        }
             code_interpreter: None,
+        }
     }
 }
 
@@ -318,8 +318,8 @@ impl Engine {
             config.tool_timeout,
             config.quotas.tool_result_bytes,
             models.clone(),
-        );
             config.code_interpreter.clone(),
+        );
         let inner = Inner {
             store,
             models,

