@@ -41,6 +41,13 @@ pub struct AgentDef {
 pub struct MemoryPolicy {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// After each completed run, a model lists the durable facts of its turn and they are
+    /// saved into the namespace, in the background (the user's turn never waits for it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub extract: bool,
+    /// The model that extracts (a route or `provider/model`); the agent's own by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extract_model: Option<String>,
 }
 
 impl MemoryPolicy {
@@ -411,6 +418,10 @@ pub struct Limits {
     /// three quarters of the model's context window when the catalog lists the model.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context_tokens: Option<u32>,
+    /// The most bytes of one tool result the model's context holds: a longer result is logged
+    /// whole, once, and sent as its start and a note naming its event (which the built-in
+    /// `tool_result_read` reads on from).
+    pub tool_result_context_bytes: u32,
 }
 
 impl Default for Limits {
@@ -421,6 +432,7 @@ impl Default for Limits {
             max_output_tokens: None,
             context_messages: 64,
             context_tokens: None,
+            tool_result_context_bytes: 16_384,
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::fault::{self, FaultPoint};
 use crate::live::{LiveSession, LoadError};
 use crate::slots::SessionSlot;
 use crate::tools::ToolWrites;
-use crate::{Inner, Resolved, RunUpdate, Stop, clock, compaction, context, request};
+use crate::{Inner, Resolved, RunUpdate, Stop, clock, compaction, context, extraction, request};
 
 /// Why a drive stopped before the run ended.
 #[derive(Debug)]
@@ -232,16 +232,22 @@ impl Driver<'_> {
                             usage,
                         },
                     );
-                    return self
-                        .end(
-                            live,
-                            RunStatus::Completed,
-                            RunOutcome {
-                                output: Some(output),
-                                error: None,
-                            },
-                        )
-                        .await;
+                    self.end(
+                        live,
+                        RunStatus::Completed,
+                        RunOutcome {
+                            output: Some(output.clone()),
+                            error: None,
+                        },
+                    )
+                    .await?;
+                    if let Some(agent) = state.agent.as_ref() {
+                        let (run, input) = (self.run, &self.run.input);
+                        extraction::after_completed_run(
+                            self.inner, &run.tenant, &run.session, &run.id, agent, input, &output,
+                        );
+                    }
+                    return Ok(());
                 }
                 Action::Fail {
                     run_id,
@@ -871,6 +877,12 @@ impl Driver<'_> {
         let front_tokens = compaction::count_tokens(&resolved, &front);
         let tokens_of = |m: &Message| compaction::message_tokens(&resolved, &request.model, m);
         let at = compaction::cut(&tokens_of, &view, &budget, front_tokens)?;
+        let through_seq = view[at].0 - 1;
+        if through_seq <= state.compacted_through {
+            // Nothing older than the last compaction is left to fold in (the newest turn alone
+            // is over the budget): send it as it is, and let the provider decide.
+            return None;
+        }
         tracing::info!(
             session = %self.run.session,
             tokens,
@@ -878,7 +890,7 @@ impl Driver<'_> {
             kept = view.len() - at,
             "the context passed its budget: compacting"
         );
-        Some(view[at].0 - 1)
+        Some(through_seq)
     }
 
     /// Summarises the transcript through `through_seq` and returns the result event

@@ -22,6 +22,7 @@ pub mod clock;
 mod context;
 mod dispatch;
 mod driver;
+mod extraction;
 pub mod fault;
 mod follow;
 mod listing;

@@ -65,7 +65,7 @@ impl LiveSession {
         let mut recent = loaded.tail;
         let mut before = recent.first().map_or(state.last_seq + 1, |e| e.seq);
         let transcript = loop {
-            let mut probe = Transcript::default();
+            let mut probe = Transcript::for_state(&state);
             probe.push(&recent);
             let read_enough = if state.compacted_through > 0 {
                 before <= state.compacted_through + 1
@@ -105,7 +105,7 @@ impl LiveSession {
                     session: session.clone(),
                     source,
                 })?;
-        let mut transcript = Transcript::default();
+        let mut transcript = Transcript::for_state(&state);
         transcript.push(events);
         transcript.trim(transcript_cap(&state));
         Ok(LiveSession {
@@ -164,12 +164,31 @@ impl LiveSession {
 /// The window of the transcript kept for the model.
 #[derive(Default)]
 pub struct Transcript {
+    /// The most bytes of a tool result sent (`limits.tool_result_context_bytes`; 0: no limit).
+    result_limit: usize,
     messages: VecDeque<Message>,
     /// The seq of the event each message came from.
     seqs: VecDeque<u64>,
     /// How many messages at the end the run in progress added (dropped if it fails).
     run_tail: usize,
     summary: Option<Summary>,
+}
+
+/// A tool result longer than `limit` bytes as the model sees it: its start and a note saying
+/// where the whole of it is. Fixed from the moment it is logged, so every later request holds
+/// the same bytes (the prompt's prefix), and the result is stored once, in its event.
+pub(crate) fn result_preview(content: &str, seq: u64, limit: usize) -> String {
+    let mut end = limit.min(content.len());
+    while !content.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}\n[… the result goes on: {end} of its {} bytes are shown. The whole result is event {seq} \
+         of this session; `tool_result_read` with {{\"seq\": {seq}, \"offset\": {end}}} reads \
+         on from here.]",
+        &content[..end],
+        content.len()
+    )
 }
 
 /// The front of a compacted context: the summary of the transcript through `through_seq`, or
@@ -181,6 +200,16 @@ pub struct Summary {
 }
 
 impl Transcript {
+    fn for_state(state: &SessionState) -> Transcript {
+        Transcript {
+            result_limit: state
+                .agent
+                .as_ref()
+                .map_or(0, |a| a.limits.tool_result_context_bytes as usize),
+            ..Transcript::default()
+        }
+    }
+
     /// Adds the messages of logged events; a failed run's messages leave.
     fn push(&mut self, events: &[Event]) {
         for event in events {
@@ -215,7 +244,16 @@ impl Transcript {
                 }
                 _ => {}
             }
-            let messages = event.body.messages();
+            let mut messages = event.body.messages();
+            if self.result_limit > 0 {
+                for part in messages.iter_mut().flat_map(|m| m.parts.iter_mut()) {
+                    if let Part::ToolResult { content, .. } = part
+                        && content.len() > self.result_limit
+                    {
+                        *content = result_preview(content, event.seq, self.result_limit);
+                    }
+                }
+            }
             if event.body.run_id().is_some() {
                 self.run_tail += messages.len();
             } else {

@@ -11,6 +11,7 @@ mod memory;
 pub(crate) mod net_guard;
 #[cfg(feature = "sandbox")]
 mod python;
+mod results;
 mod wakeup;
 
 use std::time::Duration;
@@ -113,6 +114,15 @@ pub fn builtin_tools() -> Vec<ToolDef> {
             "scratchpad_get",
             "Recall the value stored under a key in this session, or null.",
             json!({"type": "object", "properties": {"key": {"type": "string"}}, "required": ["key"]}),
+        ),
+        tool(
+            results::READ,
+            "Read on in a tool result that was cut short: give the event number (seq) and the offset its note names.",
+            json!({"type": "object", "properties": {
+                "seq": {"type": "integer", "minimum": 1},
+                "offset": {"type": "integer", "minimum": 0},
+                "length": {"type": "integer", "minimum": 1, "maximum": results::MAX_READ}
+            }, "required": ["seq"]}),
         ),
         tool(
             keel_core::ASK_HUMAN,
@@ -378,6 +388,7 @@ async fn builtin(
         keel_core::ASK_HUMAN => {
             ToolOutcome::error("ask_human is answered by a person, not performed")
         }
+        results::READ => results::read(store, session, arguments).await,
         wakeup::SCHEDULE => wakeup::schedule(store, tenant, session, arguments).await,
         wakeup::CANCEL => wakeup::cancel(store, tenant, session, arguments).await,
         blocks::READ | blocks::APPEND | blocks::REPLACE | blocks::REWRITE => {

@@ -100,7 +100,17 @@ model = "main"
 
 [agents.limits]
 max_steps = 4
+context_tokens = 6000
+tool_result_context_bytes = 8192
 #@agent_limits
+
+[agents.compaction]
+model = "main"
+summarise = true
+
+[agents.memory]
+namespace = "team:support"
+extract = true
 
 [[agents.tools]]
 name = "clock_now"
@@ -418,7 +428,7 @@ fn config_check_prints_the_effective_configuration_with_secrets_redacted() {
 fn config_check_refuses_a_bad_file_with_every_path() {
     let home = KeelHome::new(EVERY_TABLE);
     let bad = home.path().join("bad.toml");
-    std::fs::write(&bad, with_key("agent_limits", "context_tokens = 6000")).unwrap();
+    std::fs::write(&bad, with_key("agent_limits", "context_token = 6000")).unwrap();
     let out = home.run(&["config", "check", "--file", bad.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -428,7 +438,7 @@ fn config_check_refuses_a_bad_file_with_every_path() {
     );
     assert!(
         stderr.contains(
-            "bad.toml: `agents.support.limits.context_tokens`: unknown key; did you mean `context_"
+            "bad.toml: `agents.support.limits.context_token`: unknown key; did you mean `context_tokens`"
         ),
         "{stderr}"
     );
