@@ -5,45 +5,19 @@
 //! or the local KV cache can reuse), the tokens sent per turn with compaction and naively,
 //! and the tokens the summaries cost.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
-use keel_core::{AgentDef, AgentId, Limits, Message, Part, TenantId};
-use keel_engine::{Engine, EngineConfig, ModelRegistry};
-use keel_models::providers::scripted::{ScriptedClient, ScriptedConfig};
-use keel_models::{ModelClient, ModelError, ModelRequest, ModelStream};
-use keel_store::{SqliteOptions, SqliteStore};
+use keel_core::{Message, Part};
+use keel_engine::EngineConfig;
+use keel_models::providers::scripted::ScriptedClient;
+use keel_models::{ModelClient, ModelRequest};
+
+/// The tests' recording scripted model.
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{Recording, is_summary_request};
 
 const TURNS: usize = 300;
-
-#[derive(Default)]
-struct Recording {
-    model: ScriptedClient,
-    received: Mutex<Vec<ModelRequest>>,
-}
-
-#[async_trait]
-impl ModelClient for Recording {
-    fn provider(&self) -> &str {
-        "scripted"
-    }
-
-    fn count_tokens(&self, request: &ModelRequest) -> Option<u64> {
-        self.model.count_tokens(request)
-    }
-
-    async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
-        self.received.lock().unwrap().push(request.clone());
-        self.model.stream(request).await
-    }
-}
-
-fn is_summary(request: &ModelRequest) -> bool {
-    request
-        .system
-        .as_deref()
-        .is_some_and(|s| s.starts_with("You compact"))
-}
 
 /// A request as the sequence of tokens (words) a model reads, with a marker per message.
 fn tokens(request: &ModelRequest) -> Vec<String> {
@@ -77,35 +51,24 @@ struct Figures {
 
 async fn session(budget: u32) -> Figures {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(SqliteOptions::new(dir.path().join("keel.db"))).unwrap());
     let recording = Arc::new(Recording::default());
-    let models = ModelRegistry::new().with("scripted", recording.clone());
-    let engine = Engine::new(store, models, EngineConfig::default());
-    let tenant = TenantId::default_tenant();
-    let agent = AgentDef {
-        id: AgentId::generate(1, 1),
-        name: "a".into(),
-        version: 0,
-        instructions: "You are a patient assistant who answers questions about the weather."
-            .into(),
-        model: "scripted/echo".into(),
-        tools: Vec::new(),
-        limits: Limits {
-            context_tokens: Some(budget),
-            context_messages: 100_000,
-            ..Limits::default()
-        },
-        memory_blocks: Vec::new(),
-        compaction: Default::default(),
-        memory: Default::default(),
-    };
-    engine.put_agent(&tenant, agent).await.unwrap();
-    engine.start().await.unwrap();
-    let session = engine
-        .create_session(&tenant, "a", Default::default())
-        .await
-        .unwrap()
-        .id;
+    let test = common::engine(
+        &dir,
+        recording.registry(),
+        EngineConfig::default(),
+        Vec::new(),
+        true,
+    )
+    .await;
+    let (engine, tenant) = (&test.engine, &test.tenant);
+    common::edit_agent(engine, tenant, |agent| {
+        agent.instructions =
+            "You are a patient assistant who answers questions about the weather.".into();
+        agent.limits.context_tokens = Some(budget);
+        agent.limits.context_messages = 100_000;
+    })
+    .await;
+    let session = common::session(engine, tenant).await;
     let mut history_tokens = 0usize;
     let mut naive = 0usize;
     for turn in 0..TURNS {
@@ -115,18 +78,21 @@ async fn session(budget: u32) -> Figures {
         );
         let input = Message::user(text);
         history_tokens += words(&input);
-        let run = engine.submit(&tenant, &session, input).await.unwrap();
-        let ended = engine.wait_run(&tenant, &run.id).await.unwrap();
+        let run = engine.submit(tenant, &session, input).await.unwrap();
+        let ended = engine.wait_run(tenant, &run.id).await.unwrap();
         // A naive client sends the whole history and the system prompt every turn.
         naive += history_tokens + 12;
-        history_tokens += ended.output.as_deref().map_or(0, |o| 1 + o.split_whitespace().count());
+        history_tokens += ended
+            .output
+            .as_deref()
+            .map_or(0, |o| 1 + o.split_whitespace().count());
     }
     engine.shutdown().await;
     let received = recording.received.lock().unwrap().clone();
-    let steps: Vec<Vec<String>> = received.iter().filter(|r| !is_summary(r)).map(tokens).collect();
+    let steps: Vec<Vec<String>> = recording.steps().iter().map(tokens).collect();
     let summary_tokens: u64 = received
         .iter()
-        .filter(|r| is_summary(r))
+        .filter(|r| is_summary_request(r))
         .map(|r| ScriptedClient::default().count_tokens(r).unwrap())
         .sum();
     let (mut shared, mut total) = (0usize, 0usize);

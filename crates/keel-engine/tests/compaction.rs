@@ -3,55 +3,15 @@
 //! compactions starts with the previous request (the prompt cache's prefix), and a fact told
 //! early reaches the model hundreds of turns later through the running summary.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
+use common::{Recording, edit_agent};
 use keel_core::{EventBody, Message, RunStatus};
-use keel_engine::{EngineConfig, ModelRegistry};
+use keel_engine::EngineConfig;
+use keel_models::ModelClient;
 use keel_models::providers::scripted::{ScriptedClient, ScriptedConfig};
-use keel_models::{ModelClient, ModelError, ModelRequest, ModelStream};
 
 mod common;
-
-/// The scripted model (it counts words as tokens and echoes the last user message), keeping
-/// every request it receives.
-#[derive(Default)]
-struct Recording {
-    model: ScriptedClient,
-    received: Mutex<Vec<ModelRequest>>,
-    /// Refuse every request to summarise, as a provider that is down.
-    fail_summaries: bool,
-}
-
-#[async_trait]
-impl ModelClient for Recording {
-    fn provider(&self) -> &str {
-        "scripted"
-    }
-
-    fn count_tokens(&self, request: &ModelRequest) -> Option<u64> {
-        self.model.count_tokens(request)
-    }
-
-    async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
-        self.received.lock().unwrap().push(request.clone());
-        if self.fail_summaries && is_summary_request(&request) {
-            return Err(ModelError::new(
-                keel_models::ModelErrorKind::Unavailable,
-                "scripted",
-                "the summariser is down",
-            ));
-        }
-        self.model.stream(request).await
-    }
-}
-
-fn is_summary_request(request: &ModelRequest) -> bool {
-    request
-        .system
-        .as_deref()
-        .is_some_and(|s| s.starts_with("You compact the earlier part of a conversation"))
-}
 
 const BUDGET: u32 = 1200;
 const FACT: &str = "AZURE-7731";
@@ -60,25 +20,24 @@ const FACT: &str = "AZURE-7731";
 async fn a_300_turn_session_stays_in_budget_keeps_its_prefix_and_remembers_turn_3() {
     let dir = tempfile::tempdir().unwrap();
     let recording = Arc::new(Recording::default());
-    let models = ModelRegistry::new().with("scripted", recording.clone());
+    let models = recording.registry();
     let test = common::engine(&dir, models, EngineConfig::default(), Vec::new(), true).await;
     let (engine, tenant) = (&test.engine, &test.tenant);
-    let mut agent = engine
-        .store()
-        .get_agent(tenant, "a", None)
-        .await
-        .unwrap()
-        .unwrap();
-    agent.instructions = "You are a patient assistant.".into();
-    agent.limits.context_tokens = Some(BUDGET);
-    agent.limits.context_messages = 100_000;
-    engine.put_agent(tenant, agent).await.unwrap();
+    edit_agent(engine, tenant, |agent| {
+        agent.instructions = "You are a patient assistant.".into();
+        agent.limits.context_tokens = Some(BUDGET);
+        agent.limits.context_messages = 100_000;
+    })
+    .await;
     let session = common::session(engine, tenant).await;
     for turn in 1..=300 {
         let text = if turn == 3 {
             format!("remember this: the launch code is {FACT}")
         } else {
-            format!("turn {turn}: {}", "the weather stays mild and dry ".repeat(2))
+            format!(
+                "turn {turn}: {}",
+                "the weather stays mild and dry ".repeat(2)
+            )
         };
         let run = engine
             .submit(tenant, &session, Message::user(text))
@@ -87,10 +46,10 @@ async fn a_300_turn_session_stays_in_budget_keeps_its_prefix_and_remembers_turn_
         let ended = engine.wait_run(tenant, &run.id).await.unwrap();
         assert_eq!(ended.status, RunStatus::Completed, "turn {turn}: {ended:?}");
     }
-    let received = recording.received.lock().unwrap().clone();
+    let received = recording.received.lock().unwrap().len();
     let scripted = ScriptedClient::new(ScriptedConfig::default());
-    let steps: Vec<&ModelRequest> = received.iter().filter(|r| !is_summary_request(r)).collect();
-    let compactions = received.len() - steps.len();
+    let steps = recording.steps();
+    let compactions = received - steps.len();
     assert_eq!(steps.len(), 300);
     // Rarely, in large steps: not every turn, and more than once over 300 turns.
     assert!(
@@ -100,13 +59,17 @@ async fn a_300_turn_session_stays_in_budget_keeps_its_prefix_and_remembers_turn_
     // Never over the budget (the scripted model's tokens are words).
     for (i, step) in steps.iter().enumerate() {
         let tokens = scripted.count_tokens(step).unwrap();
-        assert!(tokens <= u64::from(BUDGET), "turn {}: {tokens} tokens", i + 1);
+        assert!(
+            tokens <= u64::from(BUDGET),
+            "turn {}: {tokens} tokens",
+            i + 1
+        );
     }
     // Between compactions, each request starts with the previous one: same system prompt,
     // same tools, and its messages begin with all of the previous request's messages.
     let mut kept_prefix = 0;
     for pair in steps.windows(2) {
-        let (before, after) = (pair[0], pair[1]);
+        let (before, after) = (&pair[0], &pair[1]);
         let prefix = after.system == before.system
             && after.tools == before.tools
             && after.messages.starts_with(&before.messages);
@@ -114,16 +77,33 @@ async fn a_300_turn_session_stays_in_budget_keeps_its_prefix_and_remembers_turn_
             kept_prefix += 1;
         } else {
             // Only a compaction may change the front: the summary in the system prompt.
-            assert_ne!(after.system, before.system, "a prefix broke without a compaction");
+            assert_ne!(
+                after.system, before.system,
+                "a prefix broke without a compaction"
+            );
         }
     }
-    assert_eq!(kept_prefix, 299 - compactions, "each break is one compaction");
+    assert_eq!(
+        kept_prefix,
+        299 - compactions,
+        "each break is one compaction"
+    );
     // The fact of turn 3 reaches turn 300 through the summary in the system prompt, not the
     // messages (long gone from them).
     let last = steps.last().unwrap();
     assert!(last.system.as_deref().unwrap().contains(FACT), "{last:?}");
-    assert!(last.system.as_deref().unwrap().contains("<conversation_summary"));
-    assert!(!last.messages.iter().any(|m| m.text_content().contains(FACT)));
+    assert!(
+        last.system
+            .as_deref()
+            .unwrap()
+            .contains("<conversation_summary")
+    );
+    assert!(
+        !last
+            .messages
+            .iter()
+            .any(|m| m.text_content().contains(FACT))
+    );
     // The log keeps every event; each compaction is an intent and its result, naming its range.
     let events = engine
         .store()
@@ -155,7 +135,10 @@ async fn a_300_turn_session_stays_in_budget_keeps_its_prefix_and_remembers_turn_
         .iter()
         .filter(|e| matches!(e.body, EventBody::RunStarted { .. }))
         .count();
-    assert_eq!(inputs, 300, "compaction changes what is sent, never what is stored");
+    assert_eq!(
+        inputs, 300,
+        "compaction changes what is sent, never what is stored"
+    );
 }
 
 /// A summariser that fails leaves the range out with a marker, and the session goes on.
@@ -166,17 +149,10 @@ async fn a_failed_summary_falls_back_to_leaving_the_range_out() {
         fail_summaries: true,
         ..Recording::default()
     });
-    let models = ModelRegistry::new().with("scripted", recording.clone());
+    let models = recording.registry();
     let test = common::engine(&dir, models, EngineConfig::default(), Vec::new(), true).await;
     let (engine, tenant) = (&test.engine, &test.tenant);
-    let mut agent = engine
-        .store()
-        .get_agent(tenant, "a", None)
-        .await
-        .unwrap()
-        .unwrap();
-    agent.limits.context_messages = 6;
-    engine.put_agent(tenant, agent).await.unwrap();
+    edit_agent(engine, tenant, |agent| agent.limits.context_messages = 6).await;
     let session = common::session(engine, tenant).await;
     for turn in 1..=8 {
         let run = engine
@@ -203,15 +179,11 @@ async fn a_failed_summary_falls_back_to_leaving_the_range_out() {
         })
         .collect();
     assert!(!fallbacks.is_empty());
-    assert!(fallbacks[0].contains("the summariser is down"), "{fallbacks:?}");
-    let last = recording
-        .received
-        .lock()
-        .unwrap()
-        .iter()
-        .rfind(|r| !is_summary_request(r))
-        .cloned()
-        .unwrap();
+    assert!(
+        fallbacks[0].contains("the summariser is down"),
+        "{fallbacks:?}"
+    );
+    let last = recording.steps().pop().unwrap();
     assert!(last.messages.len() <= 6, "{:?}", last.messages);
     assert!(
         last.system

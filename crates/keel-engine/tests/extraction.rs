@@ -16,14 +16,7 @@ async fn a_completed_turns_facts_are_saved_in_the_background_when_the_agent_asks
     let models = common::scripted(ScriptedConfig::default());
     let test = common::engine(&dir, models, EngineConfig::default(), Vec::new(), true).await;
     let (engine, tenant) = (&test.engine, &test.tenant);
-    let mut agent = engine
-        .store()
-        .get_agent(tenant, "a", None)
-        .await
-        .unwrap()
-        .unwrap();
-    agent.memory.extract = true;
-    engine.put_agent(tenant, agent).await.unwrap();
+    common::edit_agent(engine, tenant, |agent| agent.memory.extract = true).await;
     let session = common::session(engine, tenant).await;
     // The scripted model echoes what it is asked: the turn, whose dashed line is the fact.
     let run = engine
@@ -39,7 +32,14 @@ async fn a_completed_turns_facts_are_saved_in_the_background_when_the_agent_asks
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let hits = loop {
         let found = engine
-            .recall(tenant, "agent:a", "green tea", Vec::new(), 10, SearchMode::Keyword)
+            .recall(
+                tenant,
+                "agent:a",
+                "green tea",
+                Vec::new(),
+                10,
+                SearchMode::Keyword,
+            )
             .await;
         if let Ok(hits) = found
             && !hits.is_empty()

@@ -2,41 +2,17 @@
 //! received there; a fork copies a prefix that ends between runs and goes on from it; a
 //! prefix that ends inside a run, or a seq outside the log, is refused saying which seqs work.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
+use common::Recording;
 use keel_core::{EventBody, Message, RunOptions, RunStatus, SessionId, TenantId};
-use keel_engine::{BusyPolicy, Engine, EngineConfig, EngineError, ModelRegistry};
-use keel_models::providers::scripted::{ScriptedClient, ScriptedConfig};
-use keel_models::{ModelClient, ModelError, ModelRequest, ModelStream};
+use keel_engine::{BusyPolicy, Engine, EngineConfig, EngineError};
 
 mod common;
 
-/// The scripted model, keeping every request it receives.
-#[derive(Default)]
-struct Recording {
-    model: ScriptedClient,
-    received: Mutex<Vec<ModelRequest>>,
-}
-
-#[async_trait]
-impl ModelClient for Recording {
-    fn provider(&self) -> &str {
-        "scripted"
-    }
-
-    async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
-        self.received.lock().unwrap().push(request.clone());
-        self.model.stream(request).await
-    }
-}
-
 async fn engine(dir: &tempfile::TempDir) -> (common::TestEngine, Arc<Recording>) {
-    let recording = Arc::new(Recording {
-        model: ScriptedClient::new(ScriptedConfig::default()),
-        ..Recording::default()
-    });
-    let models = ModelRegistry::new().with("scripted", recording.clone());
+    let recording = Arc::new(Recording::default());
+    let models = recording.registry();
     let tools = keel_engine::tools::builtin_tools();
     let test = common::engine(dir, models, EngineConfig::default(), tools, true).await;
     (test, recording)
@@ -274,21 +250,23 @@ async fn the_context_matches_what_was_sent_when_the_window_is_compacted_and_a_ru
     }
     let (calls, _) = seqs(engine, &session).await;
     // The model's steps, without the requests that summarised the context.
-    let received: Vec<_> = recording
-        .received
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|r| !r.system.as_deref().unwrap_or("").starts_with("You compact"))
-        .cloned()
-        .collect();
+    let received = recording.steps();
     assert_eq!(received.len(), calls.len());
     // The window was full: it was compacted, and the last call saw at most three messages of
     // the nine logged after the summary, none failed.
     let last = &received[received.len() - 1];
     assert!(last.messages.len() <= 3, "{:?}", last.messages);
-    assert!(last.system.as_deref().unwrap().contains("<conversation_summary"));
-    assert!(last.messages.iter().all(|m| !m.text_content().contains("/fail")));
+    assert!(
+        last.system
+            .as_deref()
+            .unwrap()
+            .contains("<conversation_summary")
+    );
+    assert!(
+        last.messages
+            .iter()
+            .all(|m| !m.text_content().contains("/fail"))
+    );
     for (seq, request) in calls.iter().zip(&received) {
         let context = engine
             .session_context(tenant, &session, Some(*seq))

@@ -2,33 +2,14 @@
 //! its start and a note naming the event, the same bytes in every later request; the
 //! built-in `tool_result_read` reads on from there.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
+use common::Recording;
 use keel_core::{EventBody, Message, Part, RunStatus};
-use keel_engine::{EngineConfig, ModelRegistry};
-use keel_models::providers::scripted::ScriptedClient;
-use keel_models::{ModelClient, ModelError, ModelRequest, ModelStream};
+use keel_engine::EngineConfig;
+use keel_models::ModelRequest;
 
 mod common;
-
-#[derive(Default)]
-struct Recording {
-    model: ScriptedClient,
-    received: Mutex<Vec<ModelRequest>>,
-}
-
-#[async_trait]
-impl ModelClient for Recording {
-    fn provider(&self) -> &str {
-        "scripted"
-    }
-
-    async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
-        self.received.lock().unwrap().push(request.clone());
-        self.model.stream(request).await
-    }
-}
 
 fn tool_results(request: &ModelRequest) -> Vec<String> {
     request
@@ -46,10 +27,12 @@ fn tool_results(request: &ModelRequest) -> Vec<String> {
 async fn a_long_result_is_logged_whole_sent_as_its_start_and_read_on_by_the_model() {
     let dir = tempfile::tempdir().unwrap();
     let recording = Arc::new(Recording::default());
-    let models = ModelRegistry::new().with("scripted", recording.clone());
+    let models = recording.registry();
     let tools = keel_engine::tools::builtin_tools()
         .into_iter()
-        .filter(|t| ["scratchpad_set", "scratchpad_get", "tool_result_read"].contains(&t.name.as_str()))
+        .filter(|t| {
+            ["scratchpad_set", "scratchpad_get", "tool_result_read"].contains(&t.name.as_str())
+        })
         .collect();
     let test = common::engine(&dir, models, EngineConfig::default(), tools, true).await;
     let (engine, tenant) = (&test.engine, &test.tenant);
@@ -95,7 +78,10 @@ async fn a_long_result_is_logged_whole_sent_as_its_start_and_read_on_by_the_mode
     assert!(previews.iter().all(|p| p == &previews[0]));
     let preview = &previews[0];
     assert!(preview.len() < 17_000, "{}", preview.len());
-    assert!(preview.contains(&format!("event {seq} of this session")), "{preview}");
+    assert!(
+        preview.contains(&format!("event {seq} of this session")),
+        "{preview}"
+    );
     assert!(preview.contains("16384 of its 40000 bytes"), "{preview}");
 
     // The model reads on with the tool the note names.
@@ -110,7 +96,11 @@ async fn a_long_result_is_logged_whole_sent_as_its_start_and_read_on_by_the_mode
         .await
         .unwrap();
     engine.wait_run(tenant, &run.id).await.unwrap();
-    let events = engine.store().read_events(&session, 0, usize::MAX).await.unwrap();
+    let events = engine
+        .store()
+        .read_events(&session, 0, usize::MAX)
+        .await
+        .unwrap();
     let read = events
         .iter()
         .rev()
@@ -121,14 +111,25 @@ async fn a_long_result_is_logged_whole_sent_as_its_start_and_read_on_by_the_mode
         .unwrap();
     assert_eq!(
         read,
-        format!("bytes 16384..16414 of 40000 (more from offset 16414):\n{}", &long[16384..16414])
+        format!(
+            "bytes 16384..16414 of 40000 (more from offset 16414):\n{}",
+            &long[16384..16414]
+        )
     );
     let run = engine
-        .submit(tenant, &session, Message::user("/call tool_result_read {\"seq\": 1}"))
+        .submit(
+            tenant,
+            &session,
+            Message::user("/call tool_result_read {\"seq\": 1}"),
+        )
         .await
         .unwrap();
     engine.wait_run(tenant, &run.id).await.unwrap();
-    let events = engine.store().read_events(&session, 0, usize::MAX).await.unwrap();
+    let events = engine
+        .store()
+        .read_events(&session, 0, usize::MAX)
+        .await
+        .unwrap();
     let refused = events.iter().rev().find_map(|e| match &e.body {
         EventBody::ToolReturned {
             content, is_error, ..

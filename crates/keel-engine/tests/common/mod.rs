@@ -3,11 +3,13 @@
 
 #![allow(dead_code)] // each test binary uses its own part
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use async_trait::async_trait;
 use keel_core::{AgentDef, AgentId, Limits, SessionId, TenantId, ToolDef};
 use keel_engine::{Engine, EngineConfig, ModelRegistry};
 use keel_models::providers::scripted::{ScriptedClient, ScriptedConfig};
+use keel_models::{ModelClient, ModelError, ModelRequest, ModelStream};
 use keel_store::{SqliteOptions, SqliteStore};
 
 /// An engine, the store under it (for counters a test reads) and the tenant agent `a` is in.
@@ -65,4 +67,73 @@ pub async fn session(engine: &Engine, tenant: &TenantId) -> SessionId {
         .await
         .unwrap()
         .id
+}
+
+/// The scripted model (it counts words as tokens), keeping every request it receives; with
+/// `fail_summaries`, refusing every request to summarise, as a provider that is down.
+#[derive(Default)]
+pub struct Recording {
+    pub model: ScriptedClient,
+    pub received: Mutex<Vec<ModelRequest>>,
+    pub fail_summaries: bool,
+}
+
+impl Recording {
+    /// Models with `scripted` served by this recording.
+    pub fn registry(self: &Arc<Self>) -> ModelRegistry {
+        ModelRegistry::new().with("scripted", self.clone())
+    }
+
+    /// The requests the model received, without those that summarised the context.
+    pub fn steps(&self) -> Vec<ModelRequest> {
+        let received = self.received.lock().unwrap();
+        received
+            .iter()
+            .filter(|r| !is_summary_request(r))
+            .cloned()
+            .collect()
+    }
+}
+
+#[async_trait]
+impl ModelClient for Recording {
+    fn provider(&self) -> &str {
+        "scripted"
+    }
+
+    fn count_tokens(&self, request: &ModelRequest) -> Option<u64> {
+        self.model.count_tokens(request)
+    }
+
+    async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
+        self.received.lock().unwrap().push(request.clone());
+        if self.fail_summaries && is_summary_request(&request) {
+            return Err(ModelError::new(
+                keel_models::ModelErrorKind::Unavailable,
+                "scripted",
+                "the summariser is down",
+            ));
+        }
+        self.model.stream(request).await
+    }
+}
+
+/// Whether `request` asks to summarise a context (a compaction), not to take a step.
+pub fn is_summary_request(request: &ModelRequest) -> bool {
+    request
+        .system
+        .as_deref()
+        .is_some_and(|s| s.starts_with("You compact the earlier part of a conversation"))
+}
+
+/// Changes agent `a` (a new version) as `edit` says.
+pub async fn edit_agent(engine: &Engine, tenant: &TenantId, edit: impl FnOnce(&mut AgentDef)) {
+    let mut agent = engine
+        .store()
+        .get_agent(tenant, "a", None)
+        .await
+        .unwrap()
+        .unwrap();
+    edit(&mut agent);
+    engine.put_agent(tenant, agent).await.unwrap();
 }
