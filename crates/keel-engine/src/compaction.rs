@@ -48,10 +48,10 @@ impl Budget {
             .or_else(|| {
                 let info = models.catalog().get(&resolved.provider, &request.model)?;
                 let window = u64::from(info.context_window);
-                let reserve = request.params.max_tokens.map_or(
-                    u64::from(info.max_output_tokens).min(window / 4),
-                    u64::from,
-                );
+                let reserve = request
+                    .params
+                    .max_tokens
+                    .map_or(u64::from(info.max_output_tokens).min(window / 4), u64::from);
                 Some((window * 3 / 4).min(window.saturating_sub(reserve)))
             });
         Budget {
@@ -133,11 +133,8 @@ pub(crate) fn cut(
         }
     }
     // Move forward to a place a cut may fall.
-    let allowed = |i: usize| {
-        i > 0
-            && messages[i].1.role != Role::Tool
-            && messages[i].0 != messages[i - 1].0
-    };
+    let allowed =
+        |i: usize| i > 0 && messages[i].1.role != Role::Tool && messages[i].0 != messages[i - 1].0;
     let mut at = first_kept.max(1);
     while at < messages.len() && !allowed(at) {
         at += 1;
@@ -290,9 +287,17 @@ impl Engine {
             messages: usize::MAX,
         };
         let covered: Vec<&Message> = transcript.iter().collect();
-        let request =
-            summary_request(resolved.model.clone(), previous.as_deref(), &covered, &budget);
-        let reply = resolved.client.complete(request).await.map_err(EngineError::Model)?;
+        let request = summary_request(
+            resolved.model.clone(),
+            previous.as_deref(),
+            &covered,
+            &budget,
+        );
+        let reply = resolved
+            .client
+            .complete(request)
+            .await
+            .map_err(EngineError::Model)?;
         let (summary, usage) = accept_summary(Ok(reply)).map_err(|(error, _)| {
             EngineError::Model(ModelError::new(
                 keel_models::ModelErrorKind::Unavailable,

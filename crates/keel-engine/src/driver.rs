@@ -244,7 +244,13 @@ impl Driver<'_> {
                     if let Some(agent) = state.agent.as_ref() {
                         let (run, input) = (self.run, &self.run.input);
                         extraction::after_completed_run(
-                            self.inner, &run.tenant, &run.session, &run.id, agent, input, &output,
+                            self.inner,
+                            &run.tenant,
+                            &run.session,
+                            &run.id,
+                            agent,
+                            input,
+                            &output,
                         );
                     }
                     return Ok(());
@@ -329,7 +335,8 @@ impl Driver<'_> {
                     through_seq,
                 } => {
                     self.flush(live).await?;
-                    if let Some(compacted) = self.compact(live, &state, run_id, through_seq).await? {
+                    if let Some(compacted) = self.compact(live, &state, run_id, through_seq).await?
+                    {
                         self.push(&mut state, compacted);
                         // The next step's request is built from the compacted transcript.
                         self.flush(live).await?;
@@ -945,16 +952,24 @@ impl Driver<'_> {
             ..Default::default()
         };
         let built = request::model_request(models, &self.run.session, agent, options, front)
-        .and_then(|(run_resolved, run_request)| {
-            let budget =
-                compaction::Budget::of(models, agent, options, &run_resolved, &run_request);
-            let resolved = models.resolve(summariser).map_err(|e| {
-                ModelError::new(keel_models::ModelErrorKind::BadRequest, "keel", e.to_string())
-            })?;
-            let request =
-                compaction::summary_request(resolved.model.clone(), previous, &covered, &budget);
-            Ok((resolved, request))
-        });
+            .and_then(|(run_resolved, run_request)| {
+                let budget =
+                    compaction::Budget::of(models, agent, options, &run_resolved, &run_request);
+                let resolved = models.resolve(summariser).map_err(|e| {
+                    ModelError::new(
+                        keel_models::ModelErrorKind::BadRequest,
+                        "keel",
+                        e.to_string(),
+                    )
+                })?;
+                let request = compaction::summary_request(
+                    resolved.model.clone(),
+                    previous,
+                    &covered,
+                    &budget,
+                );
+                Ok((resolved, request))
+            });
         let (resolved, request) = match built {
             Ok(built) => built,
             Err(e) => {

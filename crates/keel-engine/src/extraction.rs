@@ -39,7 +39,8 @@ pub(crate) fn after_completed_run(
     let engine = Engine {
         inner: inner.clone(),
     };
-    let (tenant, session, run, agent) = (tenant.clone(), session.clone(), run.clone(), agent.clone());
+    let (tenant, session, run, agent) =
+        (tenant.clone(), session.clone(), run.clone(), agent.clone());
     let turn = format!("User: {}\nAssistant: {output}", input.text_content());
     tokio::spawn(async move {
         match extract(&engine, &tenant, &session, &run, &agent, turn).await {
@@ -59,7 +60,11 @@ async fn extract(
     agent: &AgentDef,
     turn: String,
 ) -> Result<usize, String> {
-    let model = agent.memory.extract_model.as_deref().unwrap_or(&agent.model);
+    let model = agent
+        .memory
+        .extract_model
+        .as_deref()
+        .unwrap_or(&agent.model);
     let resolved = engine
         .inner
         .models
@@ -84,7 +89,8 @@ async fn extract(
     let namespace = memory::agent_namespace(agent);
     let mut saved = 0;
     for fact in facts(&reply.message.text_content()) {
-        let metadata = json!({"source": "extraction", "session": session.as_str(), "run": run.as_str()});
+        let metadata =
+            json!({"source": "extraction", "session": session.as_str(), "run": run.as_str()});
         engine
             .remember(tenant, &namespace, fact, metadata)
             .await
@@ -119,8 +125,12 @@ mod tests {
 
     #[test]
     fn facts_are_the_dashed_lines_of_the_reply() {
-        let reply = "Here is what to keep:\n- Ada prefers green tea.\n  * She lives in Lyon.\n-\nNONE\n- ";
-        assert_eq!(facts(reply), ["Ada prefers green tea.", "She lives in Lyon."]);
+        let reply =
+            "Here is what to keep:\n- Ada prefers green tea.\n  * She lives in Lyon.\n-\nNONE\n- ";
+        assert_eq!(
+            facts(reply),
+            ["Ada prefers green tea.", "She lives in Lyon."]
+        );
         assert!(facts("NONE").is_empty());
         let many: String = (0..20).map(|i| format!("- fact {i}\n")).collect();
         assert_eq!(facts(&many).len(), MAX_FACTS);

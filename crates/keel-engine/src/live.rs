@@ -136,7 +136,11 @@ impl LiveSession {
 
     /// The messages with the seq of the event each came from.
     pub fn messages_with_seqs(&self) -> impl Iterator<Item = (u64, &Message)> {
-        self.transcript.seqs.iter().copied().zip(&self.transcript.messages)
+        self.transcript
+            .seqs
+            .iter()
+            .copied()
+            .zip(&self.transcript.messages)
     }
 
     /// What goes before the messages: the memory blocks and the summary.
@@ -259,7 +263,8 @@ impl Transcript {
             } else {
                 self.run_tail = 0;
             }
-            self.seqs.extend(std::iter::repeat_n(event.seq, messages.len()));
+            self.seqs
+                .extend(std::iter::repeat_n(event.seq, messages.len()));
             self.messages.extend(messages);
         }
     }
@@ -274,10 +279,19 @@ impl Transcript {
         let mut drop = self.messages.len() - cap;
         // The window must not open with a tool result (or the reply that asked for it) cut from
         // its context: start at a user message when the window has one.
-        if let Some(first_user) = self.messages.iter().skip(drop).position(|m| m.role == Role::User) {
+        if let Some(first_user) = self
+            .messages
+            .iter()
+            .skip(drop)
+            .position(|m| m.role == Role::User)
+        {
             drop += first_user;
         } else {
-            while self.messages.get(drop).is_some_and(|m| m.role == Role::Tool) {
+            while self
+                .messages
+                .get(drop)
+                .is_some_and(|m| m.role == Role::Tool)
+            {
                 drop += 1;
             }
         }

@@ -4,9 +4,7 @@
 //! `Engine::import_session` checks a file whole and creates the session under the caller's
 //! tenant in one store write.
 
-use keel_core::{
-    AgentDef, BlockDef, Event, EventBody, Message, SessionId, SessionState, TenantId,
-};
+use keel_core::{AgentDef, BlockDef, Event, EventBody, Message, SessionId, SessionState, TenantId};
 use keel_store::portable::{self, ImportPlan};
 use keel_store::{ExportMark, NewEvent, SessionRecord, StoreError};
 

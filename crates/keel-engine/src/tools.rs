@@ -181,7 +181,12 @@ fn sandbox_specs() -> Vec<(&'static str, &'static str, Value)> {
 
 /// The built-in tools that read and edit an agent's memory blocks (`memory_block_*`).
 pub fn memory_block_tools() -> Vec<ToolDef> {
-    let names = [blocks::READ, blocks::APPEND, blocks::REPLACE, blocks::REWRITE];
+    let names = [
+        blocks::READ,
+        blocks::APPEND,
+        blocks::REPLACE,
+        blocks::REWRITE,
+    ];
     builtin_tools()
         .into_iter()
         .filter(|t| names.contains(&t.name.as_str()))

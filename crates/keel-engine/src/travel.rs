@@ -108,8 +108,13 @@ impl Engine {
             messages: live.messages().iter().cloned().collect(),
             listed_tools: self.inner.tools.mcp_specs(tenant, agent).await,
         };
-        let (resolved, request) =
-            request::model_request(&self.inner.models, session, agent, &options, step)
+        let (resolved, request) = request::model_request(
+            &self.inner.models,
+            session,
+            agent,
+            &options,
+            step,
+        )
         .map_err(|e| {
             EngineError::Invalid(format!(
                 "the model of session {session} at seq {at_seq} cannot be resolved here: {}",

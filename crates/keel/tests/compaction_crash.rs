@@ -22,10 +22,18 @@ limits = { context_messages = 4 }
 fn three_turns(kill_at: Option<&str>) -> Vec<Value> {
     let home = KeelHome::new(CONFIG);
     let out = home.run(&["send", "first turn"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let session = home.only_session();
     let out = home.run(&["send", "--session", &session, "second turn"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let third = ["send", "--session", &session, "third turn"];
     match kill_at {
         Some(point) => {
@@ -34,11 +42,19 @@ fn three_turns(kill_at: Option<&str>) -> Vec<Value> {
                 "keel never reached {point}"
             );
             let out = home.run(&["resume"]);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         None => {
             let out = home.run(&third);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
     home.events(&session)

@@ -39,7 +39,9 @@ limits = {{ context_tokens = {BUDGET}, max_output_tokens = 24 }}
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let colours = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"];
+    let colours = [
+        "red", "green", "blue", "yellow", "purple", "orange", "white", "black",
+    ];
     let mut script = String::new();
     for (i, colour) in colours.iter().enumerate() {
         script.push_str(&format!(
@@ -57,7 +59,11 @@ limits = {{ context_tokens = {BUDGET}, max_output_tokens = 24 }}
         .write_all(script.as_bytes())
         .unwrap();
     let out = support::wait_with_timeout(child, std::time::Duration::from_secs(300));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let events = home.events(&home.only_session());
     let mut steps: Vec<(u64, u64, bool)> = Vec::new(); // (input, cached, compacted before it)
     let mut compacted_since = false;
@@ -81,9 +87,15 @@ limits = {{ context_tokens = {BUDGET}, max_output_tokens = 24 }}
     }
     eprintln!("steps (input, cached, after a compaction): {steps:?}");
     assert_eq!(steps.len(), colours.len());
-    assert!(summaries >= 1, "the local model summarised at least once: {events:#?}");
+    assert!(
+        summaries >= 1,
+        "the local model summarised at least once: {events:#?}"
+    );
     for (i, (input, _, _)) in steps.iter().enumerate() {
-        assert!(*input <= BUDGET, "step {i}: {input} tokens, over the budget of {BUDGET}");
+        assert!(
+            *input <= BUDGET,
+            "step {i}: {input} tokens, over the budget of {BUDGET}"
+        );
     }
     let mut kept = 0;
     for (i, pair) in steps.windows(2).enumerate() {

@@ -14,7 +14,11 @@ pub(super) const READ: &str = "tool_result_read";
 pub(super) const MAX_READ: u64 = 16_384;
 
 pub(super) async fn read(store: &dyn Store, session: &SessionId, arguments: &Value) -> ToolOutcome {
-    let Some(seq) = arguments.get("seq").and_then(Value::as_u64).filter(|s| *s > 0) else {
+    let Some(seq) = arguments
+        .get("seq")
+        .and_then(Value::as_u64)
+        .filter(|s| *s > 0)
+    else {
         return ToolOutcome::error(
             "tool_result_read needs \"seq\": the event number the cut result names",
         );
@@ -30,9 +34,7 @@ pub(super) async fn read(store: &dyn Store, session: &SessionId, arguments: &Val
         Err(e) => return ToolOutcome::error(format!("the session's log cannot be read now: {e}")),
     };
     let Some(EventBody::ToolReturned { content, .. }) = event.map(|e| e.body) else {
-        return ToolOutcome::error(format!(
-            "event {seq} of this session is not a tool result"
-        ));
+        return ToolOutcome::error(format!("event {seq} of this session is not a tool result"));
     };
     let total = content.len();
     let mut start = usize::try_from(offset).unwrap_or(usize::MAX).min(total);

@@ -547,9 +547,9 @@ pub fn compact_threshold(value: Option<&Value>) -> Result<Option<u32>, FieldErro
         let tokens = match entry.get("compact_threshold") {
             // No threshold: the model's own budget (three quarters of its window).
             None | Some(Value::Null) => continue,
-            Some(value) => value.as_u64().filter(|n| {
-                (MIN_COMPACT_THRESHOLD..=u64::from(u32::MAX)).contains(n)
-            }),
+            Some(value) => value
+                .as_u64()
+                .filter(|n| (MIN_COMPACT_THRESHOLD..=u64::from(u32::MAX)).contains(n)),
         };
         let Some(tokens) = tokens else {
             return Err(FieldError::invalid(

@@ -189,8 +189,14 @@ impl ResponseStream {
                         if let Some(item) = items::compaction_item(&session, &event) {
                             let index = self.output_index;
                             self.output_index += 1;
-                            self.out.send("response.output_item.added", json!({"output_index": index, "item": item.clone()}));
-                            self.out.send("response.output_item.done", json!({"output_index": index, "item": item}));
+                            self.out.send(
+                                "response.output_item.added",
+                                json!({"output_index": index, "item": item.clone()}),
+                            );
+                            self.out.send(
+                                "response.output_item.done",
+                                json!({"output_index": index, "item": item}),
+                            );
                         }
                     }
                     EventBody::ModelReplied { .. } => {

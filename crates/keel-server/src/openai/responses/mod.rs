@@ -185,19 +185,35 @@ pub async fn compact(
     }
 }
 
-async fn compacted(state: &AppState, tenant: &TenantId, body: CompactRequest) -> Result<Value, Failure> {
+async fn compacted(
+    state: &AppState,
+    tenant: &TenantId,
+    body: CompactRequest,
+) -> Result<Value, Failure> {
     let Some(model) = body.model.filter(|m| !m.is_empty()) else {
-        return Err(request::refuse("model", "model is required: a route name or `provider/model`").into());
+        return Err(request::refuse(
+            "model",
+            "model is required: a route name or `provider/model`",
+        )
+        .into());
     };
-    crate::openai::chat::resolve(state, &model).map_err(|e| Failure::Api(e, Some("model".into())))?;
+    crate::openai::chat::resolve(state, &model)
+        .map_err(|e| Failure::Api(e, Some("model".into())))?;
     let messages = match &body.input {
-        Some(input) => items::parse_input(input, "input")
-            .map_err(|e| request::refuse(&e.param, e.message))?
-            .messages,
+        Some(input) => {
+            items::parse_input(input, "input")
+                .map_err(|e| request::refuse(&e.param, e.message))?
+                .messages
+        }
         None => Vec::new(),
     };
     let session = match &body.previous_response_id {
-        Some(id) => Some(find(state, tenant, id).await.map_err(|e| Failure::Api(e, Some("previous_response_id".into())))?.session),
+        Some(id) => Some(
+            find(state, tenant, id)
+                .await
+                .map_err(|e| Failure::Api(e, Some("previous_response_id".into())))?
+                .session,
+        ),
         None => None,
     };
     let summarised = state
@@ -208,8 +224,10 @@ async fn compacted(state: &AppState, tenant: &TenantId, body: CompactRequest) ->
     let mut output: Vec<Value> = messages
         .iter()
         .filter(|m| m.role == keel_core::Role::User)
-        .map(|m| json!({"type": "message", "role": "user", "status": "completed",
-            "content": [{"type": "input_text", "text": m.text_content()}]}))
+        .map(|m| {
+            json!({"type": "message", "role": "user", "status": "completed",
+            "content": [{"type": "input_text", "text": m.text_content()}]})
+        })
         .collect();
     // Nothing is stored: the ids only tell this answer apart.
     let id = keel_engine::clock::new_run_id();
