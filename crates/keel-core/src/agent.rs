@@ -222,10 +222,11 @@ impl AgentDef {
 }
 
 impl ToolDef {
-    /// Whether a call of this tool with `arguments` waits for a person: its rule says so, or
-    /// it is the built-in `ask_human`, whose result is a person's answer.
-    pub fn waits_for_a_person(&self, arguments: &serde_json::Value) -> bool {
-        self.require_approval.applies_to(arguments)
+    /// Whether a call of this tool with `arguments`, asked for by a run whose model steps cost
+    /// `run_cost_usd` so far, waits for a person: its rule says so, or it is the built-in
+    /// `ask_human`, whose result is a person's answer.
+    pub fn waits_for_a_person(&self, arguments: &serde_json::Value, run_cost_usd: f64) -> bool {
+        self.require_approval.applies_to(arguments, run_cost_usd)
             || (self.kind == ToolKind::Builtin && self.name == crate::approval::ASK_HUMAN)
     }
 }

@@ -9,14 +9,23 @@ use serde::{Deserialize, Serialize};
 pub const ASK_HUMAN: &str = "ask_human";
 
 /// Which calls of a tool need a person (`require_approval`): `true` every call, `false` (the
-/// default) none, or `{ argument = "to", matches = "*@example.org" }` the calls whose argument
+/// default) none, `{ argument = "to", matches = "*@example.org" }` the calls whose argument
 /// matches the pattern (`*` stands for any text; a value that is not a string is matched as
-/// its JSON text; a missing argument does not match).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// its JSON text; a missing argument does not match), or `{ run_cost_usd_over = 0.5 }` the
+/// calls a run asks for once its model steps have cost more than that (the catalog's prices).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum ApprovalRule {
     Every(bool),
     Matching(ArgumentPattern),
+    Spending(SpendingLimit),
+}
+
+/// A run's spend past which its calls of a tool need a person.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpendingLimit {
+    pub run_cost_usd_over: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,10 +46,14 @@ impl ApprovalRule {
         *self == ApprovalRule::Every(false)
     }
 
-    /// Whether a call with `arguments` needs a person.
-    pub fn applies_to(&self, arguments: &serde_json::Value) -> bool {
+    /// Whether a call with `arguments`, asked for by a run whose model steps cost `run_cost_usd`
+    /// so far, needs a person.
+    pub fn applies_to(&self, arguments: &serde_json::Value, run_cost_usd: f64) -> bool {
         match self {
             ApprovalRule::Every(every) => *every,
+            ApprovalRule::Spending(SpendingLimit { run_cost_usd_over }) => {
+                run_cost_usd > *run_cost_usd_over
+            }
             ApprovalRule::Matching(ArgumentPattern { argument, matches }) => {
                 match arguments.get(argument) {
                     Some(serde_json::Value::String(text)) => wildcard_match(matches, text),
@@ -135,19 +148,19 @@ mod tests {
     #[test]
     fn a_rule_picks_the_calls_whose_argument_matches() {
         let rule = |text: &str| serde_json::from_str::<ApprovalRule>(text).unwrap();
-        assert!(rule("true").applies_to(&json!({})));
-        assert!(!rule("false").applies_to(&json!({"to": "x"})));
+        assert!(rule("true").applies_to(&json!({}), 0.0));
+        assert!(!rule("false").applies_to(&json!({"to": "x"}), 0.0));
         let outside = rule(r#"{"argument": "to", "matches": "*@example.org"}"#);
-        assert!(outside.applies_to(&json!({"to": "ann@example.org"})));
-        assert!(!outside.applies_to(&json!({"to": "ann@example.com"})));
-        assert!(!outside.applies_to(&json!({"cc": "ann@example.org"})));
+        assert!(outside.applies_to(&json!({"to": "ann@example.org"}), 0.0));
+        assert!(!outside.applies_to(&json!({"to": "ann@example.com"}), 0.0));
+        assert!(!outside.applies_to(&json!({"cc": "ann@example.org"}), 0.0));
         let big = rule(r#"{"argument": "amount", "matches": "1????*"}"#);
-        assert!(!big.applies_to(&json!({"amount": 12})), "? is no wildcard");
+        assert!(!big.applies_to(&json!({"amount": 12}), 0.0), "? is no wildcard");
         let any_delete = rule(r#"{"argument": "sql", "matches": "*DELETE*"}"#);
-        assert!(any_delete.applies_to(&json!({"sql": "BEGIN; DELETE FROM t"})));
-        assert!(!any_delete.applies_to(&json!({"sql": "SELECT 1"})));
+        assert!(any_delete.applies_to(&json!({"sql": "BEGIN; DELETE FROM t"}), 0.0));
+        assert!(!any_delete.applies_to(&json!({"sql": "SELECT 1"}), 0.0));
         let exact = rule(r#"{"argument": "n", "matches": "2"}"#);
-        assert!(exact.applies_to(&json!({"n": 2})) && !exact.applies_to(&json!({"n": 22})));
+        assert!(exact.applies_to(&json!({"n": 2}), 0.0) && !exact.applies_to(&json!({"n": 22}), 0.0));
         assert!(serde_json::from_str::<ApprovalRule>(r#"{"argument": "a", "like": "b"}"#).is_err());
     }
 

@@ -131,6 +131,10 @@ pub struct RunState {
     /// Tools of this run that the caller performs (`ToolKind::Client`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub client_tools: Vec<String>,
+    /// What the run's model steps have cost (the catalog's prices; unpriced steps count 0), for
+    /// `require_approval = { run_cost_usd_over }`.
+    #[serde(default, skip_serializing_if = "is_free")]
+    pub cost_usd: f64,
     /// A compaction's intent is logged without its result: the transcript through this seq is
     /// being summarised.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -165,6 +169,10 @@ pub struct SessionState {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+fn is_free(cost: &f64) -> bool {
+    *cost == 0.0
 }
 
 impl Default for SessionState {
@@ -320,6 +328,7 @@ impl SessionState {
                     usage: Usage::default(),
                     failure: None,
                     compacting: None,
+                    cost_usd: 0.0,
                     client_tools: options
                         .client_tools()
                         .chain(self.agent.iter().flat_map(|a| {
@@ -375,12 +384,15 @@ impl SessionState {
                 step,
                 message,
                 usage,
+                cost_usd,
                 ..
             } => {
                 let run = self.active.as_mut().expect("checked above");
                 if !run.model_pending || run.step != *step {
                     return Err(fail(format!("no model call of step {step} is in flight")));
                 }
+                run.cost_usd += cost_usd.filter(|c| c.is_finite() && *c > 0.0).unwrap_or(0.0);
+                let spent = run.cost_usd;
                 run.model_pending = false;
                 run.replied = true;
                 run.last_text = message.text_content();
@@ -394,7 +406,7 @@ impl SessionState {
                         idempotency_key: None,
                         approval: agent
                             .and_then(|a| a.tool_for_call(name))
-                            .is_some_and(|t| t.waits_for_a_person(args))
+                            .is_some_and(|t| t.waits_for_a_person(args, spent))
                             .then_some(Approval::Required),
                     })
                     .collect();

@@ -680,3 +680,102 @@ fn parallel_calls_waiting_for_a_person_each_get_their_own_decision() {
         EventBody::RunCompleted { .. }
     ));
 }
+
+#[test]
+fn a_spending_rule_asks_a_person_once_the_runs_model_steps_cost_more_than_its_limit() {
+    let mut pay = agent(8);
+    pay.tools[0].require_approval =
+        keel_core::ApprovalRule::Spending(keel_core::approval::SpendingLimit {
+            run_cost_usd_over: 0.5,
+        });
+    let mut state = SessionState::default();
+    let mut seq = 0;
+    let mut push = |state: &mut SessionState, body: EventBody| {
+        seq += 1;
+        state
+            .apply(&Event {
+                seq,
+                at: Timestamp(seq as i64),
+                body,
+            })
+            .unwrap();
+    };
+    let run = RunId::generate(1, 1);
+    push(
+        &mut state,
+        EventBody::SessionStarted {
+            tenant: TenantId::default_tenant(),
+            agent: pay,
+            metadata: Default::default(),
+        },
+    );
+    push(
+        &mut state,
+        EventBody::RunStarted {
+            run_id: run.clone(),
+            input: Message::user("pay"),
+            options: Box::default(),
+        },
+    );
+    // Each step costs 0.3: the first call is made at 0.3 spent, the second at 0.6.
+    for step in 1..=2u32 {
+        push(
+            &mut state,
+            EventBody::ModelCalled {
+                run_id: run.clone(),
+                step,
+                attempt: 1,
+            },
+        );
+        push(
+            &mut state,
+            EventBody::ModelReplied {
+                run_id: run.clone(),
+                step,
+                message: Message {
+                    role: Role::Assistant,
+                    parts: vec![Part::ToolCall {
+                        id: format!("c{step}"),
+                        name: "gated".into(),
+                        arguments: serde_json::json!({}),
+                    }],
+                },
+                usage: Usage::default(),
+                finish: FinishReason::ToolCalls,
+                model: "openai/gpt-4o".into(),
+                provider_kind: None,
+                latency_ms: 0,
+                queue_ms: 0,
+                target: None,
+                attempts: 1,
+                cost_usd: Some(0.3),
+            },
+        );
+        let asked = state.active.as_ref().unwrap().tools[0].approval.clone();
+        if step == 1 {
+            assert_eq!(asked, None, "0.3 spent: under the limit");
+            assert!(matches!(decide(&state), Action::CallTool { .. }));
+            push(
+                &mut state,
+                EventBody::ToolReturned {
+                    run_id: run.clone(),
+                    call_id: "c1".into(),
+                    content: "paid".into(),
+                    is_error: false,
+                },
+            );
+        } else {
+            assert_eq!(asked, Some(Approval::Required), "0.6 spent: over the limit");
+            assert!(matches!(decide(&state), Action::RequestApproval { .. }));
+        }
+    }
+    // The rule reads back as written in keel.toml or the API.
+    let rule: keel_core::ApprovalRule =
+        serde_json::from_str(r#"{"run_cost_usd_over": 0.5}"#).unwrap();
+    assert_eq!(
+        rule,
+        keel_core::ApprovalRule::Spending(keel_core::approval::SpendingLimit {
+            run_cost_usd_over: 0.5
+        })
+    );
+}
