@@ -155,12 +155,17 @@ mod tests {
         assert!(!outside.applies_to(&json!({"to": "ann@example.com"}), 0.0));
         assert!(!outside.applies_to(&json!({"cc": "ann@example.org"}), 0.0));
         let big = rule(r#"{"argument": "amount", "matches": "1????*"}"#);
-        assert!(!big.applies_to(&json!({"amount": 12}), 0.0), "? is no wildcard");
+        assert!(
+            !big.applies_to(&json!({"amount": 12}), 0.0),
+            "? is no wildcard"
+        );
         let any_delete = rule(r#"{"argument": "sql", "matches": "*DELETE*"}"#);
         assert!(any_delete.applies_to(&json!({"sql": "BEGIN; DELETE FROM t"}), 0.0));
         assert!(!any_delete.applies_to(&json!({"sql": "SELECT 1"}), 0.0));
         let exact = rule(r#"{"argument": "n", "matches": "2"}"#);
-        assert!(exact.applies_to(&json!({"n": 2}), 0.0) && !exact.applies_to(&json!({"n": 22}), 0.0));
+        assert!(
+            exact.applies_to(&json!({"n": 2}), 0.0) && !exact.applies_to(&json!({"n": 22}), 0.0)
+        );
         assert!(serde_json::from_str::<ApprovalRule>(r#"{"argument": "a", "like": "b"}"#).is_err());
     }
 

@@ -391,7 +391,9 @@ impl SessionState {
                 if !run.model_pending || run.step != *step {
                     return Err(fail(format!("no model call of step {step} is in flight")));
                 }
-                run.cost_usd += cost_usd.filter(|c| c.is_finite() && *c > 0.0).unwrap_or(0.0);
+                run.cost_usd += cost_usd
+                    .filter(|c| c.is_finite() && *c > 0.0)
+                    .unwrap_or(0.0);
                 let spent = run.cost_usd;
                 run.model_pending = false;
                 run.replied = true;
