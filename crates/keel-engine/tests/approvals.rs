@@ -157,7 +157,11 @@ async fn parallel_approvals_wait_across_a_restart_and_each_reaches_its_own_call(
         )
         .await
         .unwrap();
-    assert_eq!(resumed.status, RunStatus::Queued);
+    // Queued again, and perhaps already claimed by the time the answer is read.
+    assert!(
+        matches!(resumed.status, RunStatus::Queued | RunStatus::Running),
+        "{resumed:?}"
+    );
     let ended = engine.wait_run(tenant, &run.id).await.unwrap();
     assert_eq!(ended.status, RunStatus::Completed, "{ended:?}");
 
